@@ -1,0 +1,57 @@
+/**
+ * The catalogue of pix-proxy error codes. Callers branch on `err.code`, never on the message; docs/errors.md
+ * lists the same codes (a test keeps the two in step). Codes are stable: never rename one, add a new one.
+ */
+
+export interface ErrorSpec {
+  readonly code: string
+  /** Message template; `%s` placeholders are filled from the constructor arguments in order. */
+  readonly message: string
+  /** HTTP status a caller sees when this error ends a request. */
+  readonly statusCode: number
+}
+
+export class PixProxyError extends Error {
+  readonly code: string
+  readonly statusCode: number
+
+  constructor (spec: ErrorSpec, args: readonly unknown[] = [], options?: { cause?: unknown }) {
+    let i = 0
+    super(spec.message.replace(/%s/g, () => String(args[i++])), options)
+    this.name = 'PixProxyError'
+    this.code = spec.code
+    this.statusCode = spec.statusCode
+  }
+}
+
+function define (code: string, message: string, statusCode = 500): ErrorSpec {
+  return Object.freeze({ code, message, statusCode })
+}
+
+export const Errors = Object.freeze({
+  // Configuration and command line
+  CONFIG_INVALID: define('PIXPROXY_ERR_CONFIG_INVALID', 'invalid configuration: %s'),
+  USAGE: define('PIXPROXY_ERR_USAGE', '%s', 400),
+
+  // PKI
+  CERT_PARSE: define('PIXPROXY_ERR_CERT_PARSE', 'cannot parse certificate: %s'),
+  DN_PARSE: define('PIXPROXY_ERR_DN_PARSE', 'cannot parse distinguished name: %s', 400),
+  KEY_CERT_MISMATCH: define('PIXPROXY_ERR_KEY_CERT_MISMATCH', 'the private key does not match the certificate %s'),
+
+  // HSM (PKCS#11)
+  HSM_MODULE_LOAD: define('PIXPROXY_ERR_HSM_MODULE_LOAD', 'cannot load PKCS#11 module %s: %s', 503),
+  HSM_TOKEN_NOT_FOUND: define('PIXPROXY_ERR_HSM_TOKEN_NOT_FOUND', 'no PKCS#11 token labelled %s', 503),
+  HSM_PIN_INCORRECT: define('PIXPROXY_ERR_HSM_PIN_INCORRECT', 'the HSM rejected the PIN for token %s (CKR_PIN_INCORRECT)', 503),
+  HSM_PIN_LOCKED: define('PIXPROXY_ERR_HSM_PIN_LOCKED', 'the PIN of token %s is locked (CKR_PIN_LOCKED)', 503),
+  HSM_KEY_NOT_FOUND: define('PIXPROXY_ERR_HSM_KEY_NOT_FOUND', 'no %s key labelled %s on token %s', 503),
+  HSM_KEY_AMBIGUOUS: define('PIXPROXY_ERR_HSM_KEY_AMBIGUOUS', '%s keys labelled %s on token %s; labels must be unique', 503),
+  HSM_POOL_CLOSED: define('PIXPROXY_ERR_HSM_POOL_CLOSED', 'the HSM session pool is closed', 503),
+  HSM_POOL_TIMEOUT: define('PIXPROXY_ERR_HSM_POOL_TIMEOUT', 'no HSM session became free within %s ms', 503),
+  HSM_OPERATION: define('PIXPROXY_ERR_HSM_OPERATION', 'HSM operation %s failed: %s', 503),
+
+  // XML signing (our own signing of a caller's message)
+  XML_ALREADY_SIGNED: define('PIXPROXY_ERR_XML_ALREADY_SIGNED', 'the message already carries a signature', 400),
+  XML_NOT_SIGNABLE: define('PIXPROXY_ERR_XML_NOT_SIGNABLE', 'the message cannot be signed with the %s profile: %s', 400)
+})
+
+export type ErrorName = keyof typeof Errors
