@@ -37,6 +37,9 @@ export const Errors = Object.freeze({
   CERT_PARSE: define('PIXPROXY_ERR_CERT_PARSE', 'cannot parse certificate: %s'),
   DN_PARSE: define('PIXPROXY_ERR_DN_PARSE', 'cannot parse distinguished name: %s', 400),
   KEY_CERT_MISMATCH: define('PIXPROXY_ERR_KEY_CERT_MISMATCH', 'the private key does not match the certificate %s'),
+  DER_INVALID: define('PIXPROXY_ERR_DER_INVALID', 'malformed DER: %s'),
+  CERT_ISSUE: define('PIXPROXY_ERR_CERT_ISSUE', 'cannot issue certificate: %s'),
+  CERT_UNSUITABLE: define('PIXPROXY_ERR_CERT_UNSUITABLE', 'certificate %s cannot be used: %s'),
 
   // HSM (PKCS#11)
   HSM_MODULE_LOAD: define('PIXPROXY_ERR_HSM_MODULE_LOAD', 'cannot load PKCS#11 module %s: %s', 503),
@@ -48,8 +51,20 @@ export const Errors = Object.freeze({
   HSM_POOL_CLOSED: define('PIXPROXY_ERR_HSM_POOL_CLOSED', 'the HSM session pool is closed', 503),
   HSM_POOL_TIMEOUT: define('PIXPROXY_ERR_HSM_POOL_TIMEOUT', 'no HSM session became free within %s ms', 503),
   HSM_OPERATION: define('PIXPROXY_ERR_HSM_OPERATION', 'HSM operation %s failed: %s', 503),
+  HSM_TOKEN_AMBIGUOUS: define('PIXPROXY_ERR_HSM_TOKEN_AMBIGUOUS', '%s tokens labelled %s; token labels must be unique', 503),
+  HSM_KEY_UNSUPPORTED: define('PIXPROXY_ERR_HSM_KEY_UNSUPPORTED', 'key %s on token %s cannot be used: %s', 503),
+  HSM_KEY_MISMATCH: define('PIXPROXY_ERR_HSM_KEY_MISMATCH', 'the public key object for %s on token %s does not match the private key', 503),
+  HSM_KEY_EXISTS: define('PIXPROXY_ERR_HSM_KEY_EXISTS', 'a key labelled %s already exists on token %s'),
+  HSM_URI_INVALID: define('PIXPROXY_ERR_HSM_URI_INVALID', 'invalid PKCS#11 URI: %s', 400),
+  HSM_PIN_SOURCE: define('PIXPROXY_ERR_HSM_PIN_SOURCE', 'cannot read the HSM PIN from %s: %s'),
+  HSM_INIT_EXISTS: define('PIXPROXY_ERR_HSM_INIT_EXISTS', '%s already holds a SoftHSM token; pass --force to replace it'),
+  HSM_INIT_FAILED: define('PIXPROXY_ERR_HSM_INIT_FAILED', 'cannot initialise a SoftHSM token in %s: %s'),
 
-  // XML signing (our own signing of a caller's message)
+  // XML input and signing (our own signing of a caller's message)
+  XML_MALFORMED: define('PIXPROXY_ERR_XML_MALFORMED', 'the message is not well-formed XML: %s', 400),
+  XML_DTD_FORBIDDEN: define('PIXPROXY_ERR_XML_DTD_FORBIDDEN', 'the message has a DOCTYPE or entity: %s', 400),
+  XML_LIMIT_EXCEEDED: define('PIXPROXY_ERR_XML_LIMIT_EXCEEDED', 'the message exceeds a size limit: %s', 413),
+  XML_DUPLICATE_ID: define('PIXPROXY_ERR_XML_DUPLICATE_ID', 'Id %s appears more than once in the message', 400),
   XML_ALREADY_SIGNED: define('PIXPROXY_ERR_XML_ALREADY_SIGNED', 'the message already carries a signature', 400),
   XML_NOT_SIGNABLE: define('PIXPROXY_ERR_XML_NOT_SIGNABLE', 'the message cannot be signed with the %s profile: %s', 400)
 })

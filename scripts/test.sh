@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The README's test command (via `make test`): set-up, type check, the whole tap suite with coverage, and a final
+# `N passed, N failed` line counted from the TAP stream (top-level subtests of every test file).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh || exit 1
+. scripts/env.sh
+
+echo "[test] type check" >&2
+npx tsc -p tsconfig.json --noEmit || { echo "0 passed, 1 failed"; exit 1; }
+
+mkdir -p .tap
+out=.tap/results.tap
+# --reporter=tap keeps the raw stream (parsed below); coverage is reported, and gated by scripts/coverage-gate.mjs.
+npx tap --reporter=tap "$@" > "$out" 2> .tap/stderr.log
+status=$?
+cat "$out" | grep -E '^(not ok|ok) |^# (Subtest|failed)|^\s+not ok' | grep -vE '^\s+ok' | tail -n 200 >&2 || true
+[ -s .tap/stderr.log ] && tail -n 50 .tap/stderr.log >&2
+
+# Count second-level results: each file's top-level t.test() blocks (4-space indented "ok"/"not ok" lines).
+passed=$(grep -cE '^    ok [0-9]+ ' "$out" || true)
+failed=$(grep -cE '^    not ok [0-9]+ ' "$out" || true)
+# A file that crashed before any subtest shows up only as a failed top-level line.
+crashed=$(grep -E '^not ok [0-9]+ ' "$out" | wc -l)
+if [ "$crashed" -gt 0 ] && [ "$failed" -eq 0 ]; then failed=$crashed; fi
+
+if [ "$status" -eq 0 ] && [ "$failed" -eq 0 ]; then
+  node scripts/coverage-gate.mjs || status=1
+fi
+[ "$status" -ne 0 ] && [ "$failed" -eq 0 ] && failed=1
+echo "$passed passed, $failed failed"
+exit "$status"
