@@ -91,7 +91,16 @@ function writeElement (el: XmlElement, rendered: Map<string, string>, exclude: X
     const c = children[i] as (typeof children)[number]
     switch (c.type) {
       case 'text': out.push(escapeText(c.value)); break
-      case 'element': if (c !== exclude) writeElement(c, rendered, exclude, out); break
+      case 'element':
+        if (c === exclude) break
+        // A clean subtree (see XmlElement.clean) whose namespace the output ancestors already rendered is its
+        // own canonical form: copy the source instead of walking it, unless the excluded node is inside.
+        if (c.clean && (c.prefix === '' ? (rendered.get('') ?? '') : rendered.get(c.prefix)) === c.ns && (exclude === null || exclude.start < c.start || exclude.start >= c.end)) {
+          out.push(c.src.slice(c.start, c.end))
+        } else {
+          writeElement(c, rendered, exclude, out)
+        }
+        break
       case 'pi': out.push(pi(c.target, c.data)); break
       case 'comment': break
     }

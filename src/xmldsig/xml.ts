@@ -47,6 +47,16 @@ export interface XmlElement {
   /** Offset just after the end tag (equals startTagEnd for an empty-element tag). */
   end: number
   readonly selfClosing: boolean
+  /**
+   * True when the source text of this element, from `start` to `end`, already is its exclusive canonical form
+   * inside an output ancestor that rendered this element's namespace: no attributes or namespace declarations,
+   * plain `<name>`/`</name>` tags, text without references other than &amp; and &lt; and without '>' or CR, no
+   * comments, PIs or CDATA, and only descendants that are themselves clean and in the same prefix and namespace.
+   * The canonicaliser copies such subtrees verbatim; most of a PIX message qualifies.
+   */
+  clean: boolean
+  /** The document's source text (offsets above index into it). */
+  readonly src: string
 }
 
 export interface XmlText {
@@ -128,6 +138,17 @@ const PI_TARGET_RE = new RegExp(`[${NCNAME_START}][${NCNAME_CHAR}]*`, 'uy')
 // Characters XML 1.0 forbids anywhere in a document (lone surrogates are caught by isWellFormed()).
 const FORBIDDEN_CHARS_RE = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\uFFFE\uFFFF]/ // eslint-disable-line no-control-regex
 const WS_RE = /^[ \t\r\n]*$/
+
+const ASCII_NAME_START = new Uint8Array(128)
+const ASCII_NAME_CHAR = new Uint8Array(128)
+for (let c = 0; c < 128; c++) {
+  const ch = String.fromCharCode(c)
+  ASCII_NAME_START[c] = /[A-Za-z_]/.test(ch) ? 1 : 0
+  ASCII_NAME_CHAR[c] = /[A-Za-z_0-9.-]/.test(ch) ? 1 : 0
+}
+
+/** A reference whose canonical form differs from its source form (c14n writes only &amp; &lt; &gt; &#xD;). */
+const NOT_CANONICAL_REF_RE = /&(?!amp;|lt;)/
 
 const PREDEFINED_ENTITIES: Record<string, string> = { lt: '<', gt: '>', amp: '&', apos: '\'', quot: '"' }
 
@@ -268,12 +289,38 @@ class Parser {
   }
 
   private qname (what: string): { name: string, prefix: string, local: string } {
-    QNAME_RE.lastIndex = this.pos
-    const m = QNAME_RE.exec(this.s)
+    // ASCII fast path (every name in PIX messages); anything else goes through the full Unicode grammar.
+    const s = this.s
+    const start = this.pos
+    let i = start
+    let colon = -1
+    let c = s.charCodeAt(i)
+    if (c < 0x80 && ASCII_NAME_START[c] === 1) {
+      i++
+      while (true) {
+        c = s.charCodeAt(i)
+        if (c < 0x80 && ASCII_NAME_CHAR[c] === 1) { i++; continue }
+        if (c === 0x3a && colon < 0) {
+          const n = s.charCodeAt(i + 1)
+          if (n < 0x80 && ASCII_NAME_START[n] === 1) { colon = i; i += 2; continue }
+        }
+        break
+      }
+      // Stopped on ASCII that cannot continue a name: the fast path decided. Otherwise fall through.
+      if (!(c >= 0x80) && c !== 0x3a) {
+        this.pos = i
+        const name = s.slice(start, i)
+        return colon < 0
+          ? { name, prefix: '', local: name }
+          : { name, prefix: s.slice(start, colon), local: s.slice(colon + 1, i) }
+      }
+    }
+    QNAME_RE.lastIndex = start
+    const m = QNAME_RE.exec(s)
     if (m === null) this.fail(`expected ${what} name`)
-    this.pos += m[0].length
+    this.pos = start + m[0].length
     // A second ':' would make the QName invalid under Namespaces in XML.
-    if (this.s.charCodeAt(this.pos) === 0x3a) this.fail(`${what} name ${m[0]}: has more than one colon`)
+    if (s.charCodeAt(this.pos) === 0x3a) this.fail(`${what} name ${m[0]}: has more than one colon`)
     return m[2] === undefined
       ? { name: m[0], prefix: '', local: m[1] as string }
       : { name: m[0], prefix: m[1] as string, local: m[2] }
@@ -295,16 +342,30 @@ class Parser {
       this.pos = lt
       const c1 = s.charCodeAt(lt + 1)
       if (c1 === 0x2f) { // '</'
-        this.pos = lt + 2
-        const q = this.qname('end tag')
-        if (q.name !== current.name) this.fail(`end tag </${q.name}> does not match <${current.name}>`, lt)
-        this.skipWs()
-        if (s.charCodeAt(this.pos) !== 0x3e) this.fail('malformed end tag', lt)
+        // The end tag must repeat the start tag's name exactly: compare in place instead of re-scanning a name.
+        const name = current.name
+        const after = s.charCodeAt(lt + 2 + name.length)
+        if (!s.startsWith(name, lt + 2) || !(after === 0x3e || isWs(after))) {
+          this.pos = lt + 2
+          const q = this.qname('end tag')
+          this.fail(`end tag </${q.name}> does not match <${name}>`, lt)
+        }
+        this.pos = lt + 2 + name.length
+        if (after !== 0x3e) {
+          current.clean = false
+          this.skipWs()
+          if (s.charCodeAt(this.pos) !== 0x3e) this.fail('malformed end tag', lt)
+        }
         this.pos++
         current.end = this.pos
         stack.pop()
+        const closed: XmlElement = current
         current = stack.length > 0 ? stack[stack.length - 1] as XmlElement : null
+        if (current !== null && current.clean && (!closed.clean || closed.prefix !== current.prefix || closed.ns !== current.ns)) {
+          current.clean = false
+        }
       } else if (c1 === 0x21) { // '<!'
+        current.clean = false
         if (s.startsWith('<!--', lt)) {
           current.children.push(this.comment(current))
         } else if (s.startsWith('<![CDATA[', lt)) {
@@ -318,11 +379,14 @@ class Parser {
           this.fail('unexpected markup', lt)
         }
       } else if (c1 === 0x3f) { // '<?'
+        current.clean = false
         current.children.push(this.pi(current))
       } else {
         const child = this.startTag(current)
         current.children.push(child)
-        if (!child.selfClosing) {
+        if (child.selfClosing) {
+          current.clean = false
+        } else {
           stack.push(child)
           current = child
         }
@@ -375,19 +439,15 @@ class Parser {
         rawAttrs.push({ ...a, value, at })
       }
     }
-    const lookup = (prefix: string): string | undefined => {
-      for (const d of nsDecls) if (d.prefix === prefix) return d.uri
-      return parent === null ? undefined : lookupNs(parent, prefix)
-    }
     let ns: string
     if (q.prefix === '') {
-      ns = lookup('') ?? ''
+      ns = lookupIn(nsDecls, parent, '') ?? ''
     } else if (q.prefix === 'xml') {
       ns = XML_NS
     } else if (q.prefix === 'xmlns') {
       this.fail('the xmlns prefix cannot name an element', start)
     } else {
-      const u = lookup(q.prefix)
+      const u = lookupIn(nsDecls, parent, q.prefix)
       if (u === undefined) this.fail(`prefix ${q.prefix} of <${q.name}> is not declared`, start)
       ns = u
     }
@@ -405,14 +465,17 @@ class Parser {
       start,
       startTagEnd: this.pos,
       end: this.pos,
-      selfClosing
+      selfClosing,
+      // `<name>` exactly: nothing between the name and '>'.
+      clean: !selfClosing && rawAttrs.length === 0 && nsDecls.length === 0 && this.pos === start + q.name.length + 2,
+      src: s
     }
     for (const r of rawAttrs) {
       let ans = ''
       if (r.prefix === 'xml') {
         ans = XML_NS
       } else if (r.prefix !== '') {
-        const u = lookup(r.prefix)
+        const u = lookupIn(nsDecls, parent, r.prefix)
         if (u === undefined) this.fail(`prefix ${r.prefix} of attribute ${r.name} is not declared`, r.at)
         ans = u
       }
@@ -459,9 +522,18 @@ class Parser {
 
   private text (parent: XmlElement, from: number, to: number): void {
     let raw = this.s.slice(from, to)
-    if (raw.includes(']]>')) this.fail('"]]>" is not allowed in text', from + raw.indexOf(']]>'))
-    if (raw.includes('\r')) raw = normaliseNewlines(raw)
-    if (raw.includes('&')) raw = this.expandRefs(raw, from)
+    if (raw.includes('>')) {
+      if (raw.includes(']]>')) this.fail('"]]>" is not allowed in text', from + raw.indexOf(']]>'))
+      parent.clean = false
+    }
+    if (raw.includes('\r')) {
+      raw = normaliseNewlines(raw)
+      parent.clean = false
+    }
+    if (raw.includes('&')) {
+      if (parent.clean && NOT_CANONICAL_REF_RE.test(raw)) parent.clean = false
+      raw = this.expandRefs(raw, from)
+    }
     this.pushText(parent, raw)
   }
 
@@ -489,6 +561,14 @@ class Parser {
       return e
     })
   }
+}
+
+function lookupIn (decls: readonly XmlNamespaceDecl[], parent: XmlElement | null, prefix: string): string | undefined {
+  for (let i = 0; i < decls.length; i++) {
+    const d = decls[i] as XmlNamespaceDecl
+    if (d.prefix === prefix) return d.uri
+  }
+  return parent === null ? undefined : lookupNs(parent, prefix)
 }
 
 function normaliseNewlines (v: string): string {

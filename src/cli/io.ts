@@ -1,0 +1,19 @@
+import { Errors, PixProxyError } from '../errors.ts'
+
+/** What a command may touch of its process: passed in, so commands run in tests without a child process. */
+export interface CliIo {
+  readonly stdin: NodeJS.ReadableStream
+  readonly stdout: NodeJS.WritableStream
+  readonly stderr: NodeJS.WritableStream
+  readonly env: NodeJS.ProcessEnv
+}
+
+export function usageError (message: string): PixProxyError {
+  return new PixProxyError(Errors.USAGE, [message])
+}
+
+export async function readStdin (stdin: NodeJS.ReadableStream): Promise<Buffer> {
+  const chunks: Buffer[] = []
+  for await (const c of stdin) chunks.push(typeof c === 'string' ? Buffer.from(c) : c)
+  return Buffer.concat(chunks)
+}

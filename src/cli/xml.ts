@@ -1,0 +1,118 @@
+/**
+ * `pix-proxy xml sign` and `pix-proxy xml verify`: the signing core from the command line, machine-readable.
+ *
+ *   pix-proxy xml sign --profile spi|dict --key <PEM file | pkcs11: URI> --cert <PEM> [--in F] [--out F]
+ *   pix-proxy xml verify [--profile spi|dict|auto] [--cert PEM]... [--digests-only] [--now ISO] FILE|-
+ *
+ * verify prints one JSON object and exits 0 only when the message is valid (1 when it is not, 2 on usage errors).
+ */
+import { readFile, writeFile } from 'node:fs/promises'
+import { parseArgs } from 'node:util'
+import { XmlSigner } from '../xmldsig/sign.ts'
+import { verifyXml } from '../xmldsig/verify.ts'
+import { TrustStore } from '../xmldsig/truststore.ts'
+import { parseCertificate, parseCertificates } from '../pki/x509.ts'
+import { SoftwareSigner } from '../hsm/signer.ts'
+import type { Signer } from '../hsm/signer.ts'
+import { Pkcs11KeyStore } from '../hsm/pkcs11.ts'
+import { parsePkcs11Uri, readPin } from '../hsm/uri.ts'
+import type { CliIo } from './io.ts'
+import { readStdin, usageError } from './io.ts'
+
+const SIGN_USAGE = 'usage: pix-proxy xml sign --profile spi|dict --key <PEM file | pkcs11: URI> --cert <PEM> [--in FILE] [--out FILE]'
+const VERIFY_USAGE = 'usage: pix-proxy xml verify [--profile spi|dict|auto] [--cert PEM]... [--digests-only] [--now ISO-8601] FILE|-'
+
+export async function xmlCommand (argv: string[], io: CliIo): Promise<number> {
+  const [sub, ...rest] = argv
+  if (sub === 'sign') return await sign(rest, io)
+  if (sub === 'verify') return await verify(rest, io)
+  throw usageError(`${SIGN_USAGE}\n${VERIFY_USAGE}`)
+}
+
+interface OpenedSigner {
+  readonly signer: Signer
+  close (): Promise<void>
+}
+
+/** A PEM file path, or a pkcs11: URI whose module defaults to PKCS11_MODULE_PATH and whose PIN comes from a file. */
+export async function openSigner (key: string, env: NodeJS.ProcessEnv): Promise<OpenedSigner> {
+  if (!key.startsWith('pkcs11:')) {
+    const signer = SoftwareSigner.fromPem(await readFile(key))
+    return { signer, close: async () => {} }
+  }
+  const uri = parsePkcs11Uri(key)
+  const modulePath = uri.modulePath ?? env.PKCS11_MODULE_PATH
+  if (modulePath === undefined || modulePath === '') throw usageError('the pkcs11: URI has no module-path and PKCS11_MODULE_PATH is not set')
+  if (uri.token === undefined) throw usageError('the pkcs11: URI needs token=<label>')
+  if (uri.object === undefined) throw usageError('the pkcs11: URI needs object=<key label>')
+  const pin = await readPin(uri)
+  const store = await Pkcs11KeyStore.open({ modulePath, tokenLabel: uri.token, pin, poolSize: 1 })
+  try {
+    const signer = await store.signer(uri.object)
+    return { signer, close: async () => { await store.close() } }
+  } catch (err) {
+    await store.close()
+    throw err
+  }
+}
+
+async function sign (argv: string[], io: CliIo): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      profile: { type: 'string' },
+      key: { type: 'string' },
+      cert: { type: 'string' },
+      in: { type: 'string' },
+      out: { type: 'string' }
+    },
+    strict: true,
+    allowPositionals: false
+  })
+  if (values.profile !== 'spi' && values.profile !== 'dict') throw usageError(SIGN_USAGE)
+  if (values.key === undefined || values.cert === undefined) throw usageError(SIGN_USAGE)
+  const certificate = parseCertificate(await readFile(values.cert))
+  const input = values.in === undefined || values.in === '-' ? await readStdin(io.stdin) : await readFile(values.in)
+  const opened = await openSigner(values.key, io.env)
+  try {
+    const signed = await new XmlSigner({ signer: opened.signer, certificate }).sign(input, values.profile)
+    if (values.out === undefined || values.out === '-') io.stdout.write(signed)
+    else await writeFile(values.out, signed)
+  } finally {
+    await opened.close()
+  }
+  return 0
+}
+
+async function verify (argv: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    options: {
+      profile: { type: 'string', default: 'auto' },
+      cert: { type: 'string', multiple: true, default: [] },
+      'digests-only': { type: 'boolean', default: false },
+      now: { type: 'string' }
+    },
+    strict: true,
+    allowPositionals: true
+  })
+  const profile = values.profile
+  if (profile !== 'spi' && profile !== 'dict' && profile !== 'auto') throw usageError(VERIFY_USAGE)
+  if (positionals.length !== 1) throw usageError(VERIFY_USAGE)
+  const digestsOnly = values['digests-only']
+  if (!digestsOnly && values.cert.length === 0) throw usageError('verify needs --cert (the signer\'s certificate) or --digests-only\n' + VERIFY_USAGE)
+  let now: Date | undefined
+  if (values.now !== undefined) {
+    now = new Date(values.now)
+    if (Number.isNaN(now.getTime())) throw usageError(`--now ${values.now} is not an ISO-8601 date`)
+  }
+  const trustStore = new TrustStore()
+  for (const file of values.cert) {
+    for (const c of parseCertificates((await readFile(file)).toString('utf8'))) trustStore.add(c)
+  }
+  const file = positionals[0] as string
+  const input = file === '-' ? await readStdin(io.stdin) : await readFile(file)
+  const result = verifyXml(input, { profile, trustStore, digestsOnly, ...(now === undefined ? {} : { now }) })
+  io.stdout.write(JSON.stringify(result) + '\n')
+  return result.valid ? 0 : 1
+}
