@@ -66,7 +66,28 @@ export const Errors = Object.freeze({
   XML_LIMIT_EXCEEDED: define('PIXPROXY_ERR_XML_LIMIT_EXCEEDED', 'the message exceeds a size limit: %s', 413),
   XML_DUPLICATE_ID: define('PIXPROXY_ERR_XML_DUPLICATE_ID', 'Id %s appears more than once in the message', 400),
   XML_ALREADY_SIGNED: define('PIXPROXY_ERR_XML_ALREADY_SIGNED', 'the message already carries a signature', 400),
-  XML_NOT_SIGNABLE: define('PIXPROXY_ERR_XML_NOT_SIGNABLE', 'the message cannot be signed with the %s profile: %s', 400)
+  XML_NOT_SIGNABLE: define('PIXPROXY_ERR_XML_NOT_SIGNABLE', 'the message cannot be signed with the %s profile: %s', 400),
+
+  // Proxy requests (answered to bank core systems as RFC 9457 problem+json)
+  ROUTE_NOT_ALLOWED: define('PIXPROXY_ERR_ROUTE_NOT_ALLOWED', '%s %s is not a BACEN operation this proxy forwards', 404),
+  MEDIA_TYPE: define('PIXPROXY_ERR_MEDIA_TYPE', 'unsupported Content-Type %s: send %s', 415),
+  BODY_TOO_LARGE: define('PIXPROXY_ERR_BODY_TOO_LARGE', 'the request body exceeds %s bytes', 413),
+  BODY_REQUIRED: define('PIXPROXY_ERR_BODY_REQUIRED', '%s %s needs an XML body', 400),
+  PARTICIPANT_MISMATCH: define('PIXPROXY_ERR_PARTICIPANT_MISMATCH', '%s is %s but this proxy signs for ISPB %s', 403),
+  CLIENT_NOT_ALLOWED: define('PIXPROXY_ERR_CLIENT_NOT_ALLOWED', 'the client certificate %s is not on the allowlist', 403),
+  SPI_QUEUE_FULL: define('PIXPROXY_ERR_SPI_QUEUE_FULL', 'ICOM allows %s concurrent requests and %s more are already waiting', 503),
+  SPI_QUEUE_TIMEOUT: define('PIXPROXY_ERR_SPI_QUEUE_TIMEOUT', 'no ICOM slot became free within %s ms', 503),
+  SHUTTING_DOWN: define('PIXPROXY_ERR_SHUTTING_DOWN', 'the proxy is shutting down', 503),
+  UPSTREAM_UNAVAILABLE: define('PIXPROXY_ERR_UPSTREAM_UNAVAILABLE', '%s is unreachable: %s', 502),
+  UPSTREAM_TIMEOUT: define('PIXPROXY_ERR_UPSTREAM_TIMEOUT', '%s did not answer in time: %s', 504),
+  UPSTREAM_BAD_RESPONSE: define('PIXPROXY_ERR_UPSTREAM_BAD_RESPONSE', '%s sent a response the proxy cannot read: %s', 502),
+  UPSTREAM_SIGNATURE_INVALID: define('PIXPROXY_ERR_UPSTREAM_SIGNATURE_INVALID', 'the %s response signature is not valid (%s): %s', 502),
+  INTERNAL: define('PIXPROXY_ERR_INTERNAL', 'internal error', 500),
+
+  // SIMULATOR (the local BACEN simulator, simulator/)
+  SIMULATOR_CONFIG: define('PIXPROXY_ERR_SIMULATOR_CONFIG', 'invalid simulator configuration: %s'),
+  SIMULATOR_PKI: define('PIXPROXY_ERR_SIMULATOR_PKI', 'cannot prepare the simulator PKI in %s: %s'),
+  SIMULATOR_STATE: define('PIXPROXY_ERR_SIMULATOR_STATE', 'cannot load the simulator state from %s: %s')
 })
 
 export type ErrorName = keyof typeof Errors
