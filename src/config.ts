@@ -1,0 +1,226 @@
+/**
+ * The proxy's configuration: one schema, validated once at start-up. Nothing else in src/ reads process.env.
+ *
+ * Every setting has an environment variable name (`PIXPROXY_DICT_URL`) and the matching SSM parameter name an SRE
+ * sets in production (`/pix/proxy/dict-url`): the rule is mechanical (see `ssmParameterName`), so Terraform, the
+ * ECS task definition and docs/configuration.md can be checked against this file. Secrets (the HSM PIN) never sit
+ * in the environment in production: `PIXPROXY_HSM_PIN_FILE` points at a file (a mounted secret) or
+ * `PIXPROXY_HSM_PIN_SECRET_ID` names a Secrets Manager secret.
+ */
+import { Type } from '@sinclair/typebox'
+import type { Static, TInteger, TString } from '@sinclair/typebox'
+import { Value } from '@sinclair/typebox/value'
+import { Errors, PixProxyError } from './errors.ts'
+
+const Str = (description: string, extra: object = {}): TString => Type.String({ description, ...extra })
+const Int = (description: string, min: number, max: number, def: number): TInteger =>
+  Type.Integer({ description, minimum: min, maximum: max, default: def })
+const Url = (description: string, def: string): TString => Type.String({ description, pattern: '^https://[^/?#]+$', default: def })
+
+/** Flat, as the environment and SSM hold it. Optional settings have no default. */
+export const ConfigSchema = Type.Object({
+  PIXPROXY_LISTEN_HOST: Str('Address the proxy listens on for bank core systems', { default: '127.0.0.1' }),
+  PIXPROXY_LISTEN_PORT: Int('Port the proxy listens on', 0, 65535, 8080),
+  PIXPROXY_LOG_LEVEL: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), { description: 'pino log level', default: 'info' }),
+  PIXPROXY_INSTANCE_ID: Type.Optional(Str('Identifies this instance in logs, metrics and audit rows (default: host name + pid)')),
+  PIXPROXY_ISPB: Str('ISPB of the participant this proxy signs for (AppHdr/Fr, DICT Participant)', { pattern: '^[0-9A-Z]{8}$' }),
+
+  PIXPROXY_INBOUND_TLS_CERT_FILE: Type.Optional(Str('PEM certificate for inbound TLS; unset = plain HTTP (local use only)')),
+  PIXPROXY_INBOUND_TLS_KEY_FILE: Type.Optional(Str('PEM private key for inbound TLS')),
+  PIXPROXY_INBOUND_CLIENT_CA_FILE: Type.Optional(Str('PEM CA bundle; when set, callers must present a client certificate it issued')),
+  PIXPROXY_INBOUND_CLIENT_ALLOWLIST: Type.Optional(Str('Comma-separated SHA-256 fingerprints (AA:BB:…) of the client certificates allowed to call')),
+
+  PIXPROXY_HSM_MODULE_PATH: Type.Optional(Str('PKCS#11 module (SoftHSM: /usr/lib/softhsm/libsofthsm2.so; CloudHSM: /opt/cloudhsm/lib/libcloudhsm_pkcs11.so)')),
+  PIXPROXY_HSM_TOKEN_LABEL: Type.Optional(Str('Label of the PKCS#11 token holding the keys')),
+  PIXPROXY_HSM_PIN_FILE: Type.Optional(Str('File holding the HSM user PIN (a mounted secret)')),
+  PIXPROXY_HSM_PIN_SECRET_ID: Type.Optional(Str('Secrets Manager secret id or ARN holding the HSM user PIN')),
+  PIXPROXY_HSM_POOL_SIZE: Int('PKCS#11 sessions in the signing pool (concurrency of HSM signs)', 1, 256, 4),
+  PIXPROXY_HSM_ACQUIRE_TIMEOUT_MS: Int('How long a sign waits for a free HSM session', 1, 60_000, 2_000),
+
+  PIXPROXY_SIGNING_KEY_LABEL: Type.Optional(Str('CKA_LABEL of the XMLDSig signing key in the HSM')),
+  PIXPROXY_SIGNING_KEY_FILE: Type.Optional(Str('PEM signing key instead of the HSM (tests, tools; never production)')),
+  PIXPROXY_SIGNING_CERT_FILE: Str('PEM certificate of the signing key (its issuer and serial go into KeyInfo)'),
+
+  PIXPROXY_TLS_KEY_LABEL: Type.Optional(Str('CKA_LABEL of the mTLS client key in the HSM (used through the libp11 engine)')),
+  PIXPROXY_TLS_KEY_FILE: Type.Optional(Str('PEM mTLS client key instead of the HSM')),
+  PIXPROXY_TLS_CERT_FILE: Str('PEM mTLS client certificate (chain allowed)'),
+  PIXPROXY_TLS_CA_FILE: Str('PEM CA bundle trusted for BACEN\'s TLS servers (nothing else is trusted)'),
+  PIXPROXY_TLS_MIN_VERSION: Type.Union([Type.Literal('TLSv1.2'), Type.Literal('TLSv1.3')], { description: 'Lowest TLS version offered upstream', default: 'TLSv1.2' }),
+  PIXPROXY_TLS_SIGALGS: Type.Optional(Str('OpenSSL sigalgs list for the client signature, e.g. RSA+SHA256 for HSMs without PSS')),
+
+  PIXPROXY_DICT_URL: Url('DICT origin', 'https://dict-h.pi.rsfn.net.br:16522'),
+  PIXPROXY_SPI_URL: Url('SPI/ICOM origin', 'https://icom-h.pi.rsfn.net.br:16522'),
+  PIXPROXY_BACEN_SIGNING_CERTS_FILE: Str('PEM bundle of BACEN signing certificates that responses are verified against'),
+  PIXPROXY_INVALID_SIGNATURE_POLICY: Type.Union([Type.Literal('reject'), Type.Literal('flag')], {
+    description: 'What an invalid BACEN response signature does: reject (502 to the caller) or flag (pass through with headers)',
+    default: 'reject'
+  }),
+
+  PIXPROXY_UPSTREAM_CONNECTIONS: Int('Keep-alive connections per upstream origin', 1, 1024, 16),
+  PIXPROXY_UPSTREAM_CONNECT_TIMEOUT_MS: Int('TCP + TLS connect timeout to BACEN', 100, 60_000, 5_000),
+  PIXPROXY_UPSTREAM_HEADERS_TIMEOUT_MS: Int('Time to the response headers from BACEN', 100, 120_000, 10_000),
+  PIXPROXY_UPSTREAM_BODY_TIMEOUT_MS: Int('Time between response body chunks from BACEN', 100, 120_000, 10_000),
+
+  PIXPROXY_SPI_MAX_IN_FLIGHT: Int('Concurrent requests per participant to ICOM (BACEN allows 6)', 1, 64, 6),
+  PIXPROXY_SPI_QUEUE_MAX: Int('Requests waiting for an ICOM slot before new ones get 503', 0, 100_000, 1_000),
+  PIXPROXY_SPI_QUEUE_TIMEOUT_MS: Int('How long a request may wait for an ICOM slot', 1, 120_000, 5_000),
+
+  PIXPROXY_MAX_BODY_BYTES: Int('Largest request body accepted from callers', 1_024, 16 * 1024 * 1024, 4 * 1024 * 1024),
+  PIXPROXY_SHUTDOWN_TIMEOUT_MS: Int('Graceful shutdown deadline after SIGTERM', 0, 300_000, 25_000)
+}, { additionalProperties: false })
+
+export type FlatConfig = Static<typeof ConfigSchema>
+export type ConfigKey = keyof FlatConfig
+
+/** `/pix/proxy/dict-url` for `PIXPROXY_DICT_URL`: the parameter an SRE sets in SSM Parameter Store. */
+export function ssmParameterName (key: string, prefix = '/pix/proxy/'): string {
+  return prefix + key.replace(/^PIXPROXY_/, '').toLowerCase().replace(/_/g, '-')
+}
+
+export function envNameFromParameter (name: string, prefix = '/pix/proxy/'): string | undefined {
+  if (!name.startsWith(prefix)) return undefined
+  const key = 'PIXPROXY_' + name.slice(prefix.length).toUpperCase().replace(/-/g, '_')
+  return key in ConfigSchema.properties ? key : undefined
+}
+
+export const CONFIG_KEYS = Object.keys(ConfigSchema.properties) as ConfigKey[]
+
+/** The validated, typed configuration the app uses. */
+export interface Config {
+  readonly listen: { readonly host: string, readonly port: number }
+  readonly logLevel: string
+  readonly instanceId: string | undefined
+  readonly ispb: string
+  readonly inbound: {
+    readonly tls: { readonly certFile: string, readonly keyFile: string } | null
+    readonly clientCaFile: string | null
+    readonly clientAllowlist: readonly string[]
+  }
+  readonly hsm: {
+    readonly modulePath: string
+    readonly tokenLabel: string
+    readonly pinFile: string | null
+    readonly pinSecretId: string | null
+    readonly poolSize: number
+    readonly acquireTimeoutMs: number
+  } | null
+  readonly signing: { readonly keyLabel: string | null, readonly keyFile: string | null, readonly certFile: string }
+  readonly tls: {
+    readonly keyLabel: string | null
+    readonly keyFile: string | null
+    readonly certFile: string
+    readonly caFile: string
+    readonly minVersion: 'TLSv1.2' | 'TLSv1.3'
+    readonly sigalgs: string | null
+  }
+  readonly dict: { readonly url: string }
+  readonly spi: { readonly url: string, readonly maxInFlight: number, readonly queueMax: number, readonly queueTimeoutMs: number }
+  readonly bacenSigningCertsFile: string
+  readonly invalidSignaturePolicy: 'reject' | 'flag'
+  readonly upstream: { readonly connections: number, readonly connectTimeoutMs: number, readonly headersTimeoutMs: number, readonly bodyTimeoutMs: number }
+  readonly maxBodyBytes: number
+  readonly shutdownTimeoutMs: number
+}
+
+/**
+ * Validates `source` (the environment, or parameters fetched from SSM merged over it) and builds the typed config.
+ * Unknown `PIXPROXY_*` names are errors (a typo must not silently fall back to a default).
+ * @throws PixProxyError CONFIG_INVALID listing every problem at once.
+ */
+export function loadConfig (source: Readonly<Record<string, string | undefined>>): Config {
+  const problems: string[] = []
+  const raw: Record<string, unknown> = {}
+  for (const [k, v] of Object.entries(source)) {
+    if (!k.startsWith('PIXPROXY_') || v === undefined) continue
+    if (!(k in ConfigSchema.properties)) {
+      problems.push(`${k} is not a pix-proxy setting`)
+      continue
+    }
+    raw[k] = v
+  }
+  const converted = Value.Convert(ConfigSchema, Value.Default(ConfigSchema, raw))
+  const reported = new Set<string>()
+  for (const e of Value.Errors(ConfigSchema, converted)) {
+    const key = e.path.replace(/^\//, '')
+    if (reported.has(key)) continue
+    reported.add(key)
+    problems.push(`${key === '' ? 'configuration' : key}: ${e.message}${key !== '' && raw[key] !== undefined ? ` (got ${JSON.stringify(raw[key])})` : ''}`)
+  }
+  if (problems.length > 0) throw new PixProxyError(Errors.CONFIG_INVALID, [problems.join('; ')])
+  const f = converted as FlatConfig
+  const set = (v: string | undefined): string | null => (v === undefined || v === '' ? null : v)
+
+  const usesHsm = set(f.PIXPROXY_SIGNING_KEY_LABEL) !== null || set(f.PIXPROXY_TLS_KEY_LABEL) !== null
+  const needOne = (a: ConfigKey, b: ConfigKey): void => {
+    const n = (set(f[a] as string | undefined) === null ? 0 : 1) + (set(f[b] as string | undefined) === null ? 0 : 1)
+    if (n !== 1) problems.push(`set exactly one of ${a} (HSM) and ${b} (PEM file)`)
+  }
+  needOne('PIXPROXY_SIGNING_KEY_LABEL', 'PIXPROXY_SIGNING_KEY_FILE')
+  needOne('PIXPROXY_TLS_KEY_LABEL', 'PIXPROXY_TLS_KEY_FILE')
+  if (usesHsm) {
+    if (set(f.PIXPROXY_HSM_MODULE_PATH) === null) problems.push('PIXPROXY_HSM_MODULE_PATH is required when a key lives in the HSM')
+    if (set(f.PIXPROXY_HSM_TOKEN_LABEL) === null) problems.push('PIXPROXY_HSM_TOKEN_LABEL is required when a key lives in the HSM')
+    if ((set(f.PIXPROXY_HSM_PIN_FILE) === null) === (set(f.PIXPROXY_HSM_PIN_SECRET_ID) === null)) {
+      problems.push('set exactly one of PIXPROXY_HSM_PIN_FILE and PIXPROXY_HSM_PIN_SECRET_ID')
+    }
+  }
+  const inboundCert = set(f.PIXPROXY_INBOUND_TLS_CERT_FILE)
+  const inboundKey = set(f.PIXPROXY_INBOUND_TLS_KEY_FILE)
+  if ((inboundCert === null) !== (inboundKey === null)) problems.push('PIXPROXY_INBOUND_TLS_CERT_FILE and PIXPROXY_INBOUND_TLS_KEY_FILE go together')
+  const clientCa = set(f.PIXPROXY_INBOUND_CLIENT_CA_FILE)
+  if (clientCa !== null && inboundCert === null) problems.push('PIXPROXY_INBOUND_CLIENT_CA_FILE needs inbound TLS (PIXPROXY_INBOUND_TLS_CERT_FILE)')
+  const allowlist = (f.PIXPROXY_INBOUND_CLIENT_ALLOWLIST ?? '').split(',').map((s) => s.trim().toUpperCase()).filter((s) => s !== '')
+  for (const fp of allowlist) {
+    if (!/^([0-9A-F]{2}:){31}[0-9A-F]{2}$/.test(fp)) problems.push(`PIXPROXY_INBOUND_CLIENT_ALLOWLIST: ${fp} is not a SHA-256 fingerprint (AA:BB:…, 32 bytes)`)
+  }
+  if (allowlist.length > 0 && clientCa === null) problems.push('PIXPROXY_INBOUND_CLIENT_ALLOWLIST needs PIXPROXY_INBOUND_CLIENT_CA_FILE')
+  if (problems.length > 0) throw new PixProxyError(Errors.CONFIG_INVALID, [problems.join('; ')])
+
+  return {
+    listen: { host: f.PIXPROXY_LISTEN_HOST as string, port: f.PIXPROXY_LISTEN_PORT as number },
+    logLevel: f.PIXPROXY_LOG_LEVEL as string,
+    instanceId: f.PIXPROXY_INSTANCE_ID as string | undefined,
+    ispb: f.PIXPROXY_ISPB as string,
+    inbound: {
+      tls: inboundCert === null || inboundKey === null ? null : { certFile: inboundCert, keyFile: inboundKey },
+      clientCaFile: clientCa,
+      clientAllowlist: allowlist
+    },
+    hsm: usesHsm
+      ? {
+          modulePath: f.PIXPROXY_HSM_MODULE_PATH as string,
+          tokenLabel: f.PIXPROXY_HSM_TOKEN_LABEL as string,
+          pinFile: set(f.PIXPROXY_HSM_PIN_FILE),
+          pinSecretId: set(f.PIXPROXY_HSM_PIN_SECRET_ID),
+          poolSize: f.PIXPROXY_HSM_POOL_SIZE as number,
+          acquireTimeoutMs: f.PIXPROXY_HSM_ACQUIRE_TIMEOUT_MS as number
+        }
+      : null,
+    signing: { keyLabel: set(f.PIXPROXY_SIGNING_KEY_LABEL), keyFile: set(f.PIXPROXY_SIGNING_KEY_FILE), certFile: f.PIXPROXY_SIGNING_CERT_FILE as string },
+    tls: {
+      keyLabel: set(f.PIXPROXY_TLS_KEY_LABEL),
+      keyFile: set(f.PIXPROXY_TLS_KEY_FILE),
+      certFile: f.PIXPROXY_TLS_CERT_FILE as string,
+      caFile: f.PIXPROXY_TLS_CA_FILE as string,
+      minVersion: f.PIXPROXY_TLS_MIN_VERSION as 'TLSv1.2' | 'TLSv1.3',
+      sigalgs: set(f.PIXPROXY_TLS_SIGALGS)
+    },
+    dict: { url: f.PIXPROXY_DICT_URL as string },
+    spi: {
+      url: f.PIXPROXY_SPI_URL as string,
+      maxInFlight: f.PIXPROXY_SPI_MAX_IN_FLIGHT as number,
+      queueMax: f.PIXPROXY_SPI_QUEUE_MAX as number,
+      queueTimeoutMs: f.PIXPROXY_SPI_QUEUE_TIMEOUT_MS as number
+    },
+    bacenSigningCertsFile: f.PIXPROXY_BACEN_SIGNING_CERTS_FILE as string,
+    invalidSignaturePolicy: f.PIXPROXY_INVALID_SIGNATURE_POLICY as 'reject' | 'flag',
+    upstream: {
+      connections: f.PIXPROXY_UPSTREAM_CONNECTIONS as number,
+      connectTimeoutMs: f.PIXPROXY_UPSTREAM_CONNECT_TIMEOUT_MS as number,
+      headersTimeoutMs: f.PIXPROXY_UPSTREAM_HEADERS_TIMEOUT_MS as number,
+      bodyTimeoutMs: f.PIXPROXY_UPSTREAM_BODY_TIMEOUT_MS as number
+    },
+    maxBodyBytes: f.PIXPROXY_MAX_BODY_BYTES as number,
+    shutdownTimeoutMs: f.PIXPROXY_SHUTDOWN_TIMEOUT_MS as number
+  }
+}

@@ -1,0 +1,78 @@
+import t from 'tap'
+import { CONFIG_KEYS, ConfigSchema, envNameFromParameter, loadConfig, ssmParameterName } from '../src/config.ts'
+import { PixProxyError } from '../src/errors.ts'
+
+const base = {
+  PIXPROXY_ISPB: '99999004',
+  PIXPROXY_SIGNING_KEY_FILE: '/k.pem',
+  PIXPROXY_SIGNING_CERT_FILE: '/c.pem',
+  PIXPROXY_TLS_KEY_FILE: '/k.pem',
+  PIXPROXY_TLS_CERT_FILE: '/c.pem',
+  PIXPROXY_TLS_CA_FILE: '/ca.pem',
+  PIXPROXY_BACEN_SIGNING_CERTS_FILE: '/bcb.pem'
+}
+
+function problems (env: Record<string, string>): string {
+  try {
+    loadConfig(env)
+  } catch (err) {
+    if (err instanceof PixProxyError && err.code === 'PIXPROXY_ERR_CONFIG_INVALID') return err.message
+    throw err
+  }
+  return ''
+}
+
+t.test('defaults and conversions', async (t) => {
+  const c = loadConfig({ ...base, PIXPROXY_LISTEN_PORT: '9000', PIXPROXY_SPI_MAX_IN_FLIGHT: '3', UNRELATED: 'x' })
+  t.equal(c.listen.port, 9000)
+  t.equal(c.listen.host, '127.0.0.1')
+  t.equal(c.spi.maxInFlight, 3)
+  t.equal(c.spi.queueTimeoutMs, 5000)
+  t.equal(c.dict.url, 'https://dict-h.pi.rsfn.net.br:16522')
+  t.equal(c.invalidSignaturePolicy, 'reject')
+  t.equal(c.hsm, null, 'no HSM when both keys are PEM files')
+  t.equal(c.inbound.tls, null)
+})
+
+t.test('every problem is reported at once, with the offending value', async (t) => {
+  const msg = problems({ PIXPROXY_ISPB: 'abc', PIXPROXY_LISTEN_PORT: 'eighty', PIXPROXY_TYPO: '1' })
+  t.match(msg, /PIXPROXY_TYPO is not a pix-proxy setting/)
+  t.match(msg, /PIXPROXY_LISTEN_PORT: Expected integer \(got "eighty"\)/)
+  t.match(msg, /PIXPROXY_ISPB: .*\(got "abc"\)/)
+  t.match(msg, /PIXPROXY_SIGNING_CERT_FILE: Expected required property/)
+})
+
+t.test('range and enum checks', async (t) => {
+  t.match(problems({ ...base, PIXPROXY_LISTEN_PORT: '70000' }), /PIXPROXY_LISTEN_PORT/)
+  t.match(problems({ ...base, PIXPROXY_INVALID_SIGNATURE_POLICY: 'ignore' }), /PIXPROXY_INVALID_SIGNATURE_POLICY/)
+  t.match(problems({ ...base, PIXPROXY_DICT_URL: 'http://dict' }), /PIXPROXY_DICT_URL/)
+  t.match(problems({ ...base, PIXPROXY_DICT_URL: 'https://dict/api' }), /PIXPROXY_DICT_URL/, 'an origin, not a path')
+})
+
+t.test('cross-field rules', async (t) => {
+  t.match(problems({ ...base, PIXPROXY_SIGNING_KEY_LABEL: 'pix-sign' }), /exactly one of PIXPROXY_SIGNING_KEY_LABEL/)
+  const { PIXPROXY_SIGNING_KEY_FILE: _a, ...noSignKey } = base
+  const hsmMsg = problems({ ...noSignKey, PIXPROXY_SIGNING_KEY_LABEL: 'pix-sign' })
+  t.match(hsmMsg, /PIXPROXY_HSM_MODULE_PATH is required/)
+  t.match(hsmMsg, /PIXPROXY_HSM_TOKEN_LABEL is required/)
+  t.match(hsmMsg, /exactly one of PIXPROXY_HSM_PIN_FILE and PIXPROXY_HSM_PIN_SECRET_ID/)
+  const ok = loadConfig({ ...noSignKey, PIXPROXY_SIGNING_KEY_LABEL: 'pix-sign', PIXPROXY_HSM_MODULE_PATH: '/m.so', PIXPROXY_HSM_TOKEN_LABEL: 't', PIXPROXY_HSM_PIN_FILE: '/pin' })
+  t.same(ok.hsm, { modulePath: '/m.so', tokenLabel: 't', pinFile: '/pin', pinSecretId: null, poolSize: 4, acquireTimeoutMs: 2000 })
+  t.match(problems({ ...base, PIXPROXY_INBOUND_TLS_CERT_FILE: '/x' }), /go together/)
+  t.match(problems({ ...base, PIXPROXY_INBOUND_CLIENT_ALLOWLIST: 'nope' }), /not a SHA-256 fingerprint/)
+  const fp = Array.from({ length: 32 }, () => 'ab').join(':')
+  t.match(problems({ ...base, PIXPROXY_INBOUND_CLIENT_ALLOWLIST: fp }), /needs PIXPROXY_INBOUND_CLIENT_CA_FILE/)
+  const inbound = loadConfig({ ...base, PIXPROXY_INBOUND_TLS_CERT_FILE: '/c', PIXPROXY_INBOUND_TLS_KEY_FILE: '/k', PIXPROXY_INBOUND_CLIENT_CA_FILE: '/ca', PIXPROXY_INBOUND_CLIENT_ALLOWLIST: ` ${fp} ` })
+  t.same(inbound.inbound.clientAllowlist, [fp.toUpperCase()])
+})
+
+t.test('SSM parameter names map one to one onto the settings', async (t) => {
+  t.equal(ssmParameterName('PIXPROXY_DICT_URL'), '/pix/proxy/dict-url')
+  t.equal(envNameFromParameter('/pix/proxy/hsm-pin-file'), 'PIXPROXY_HSM_PIN_FILE')
+  t.equal(envNameFromParameter('/pix/proxy/not-a-setting'), undefined)
+  t.equal(envNameFromParameter('/other/dict-url'), undefined)
+  for (const k of CONFIG_KEYS) {
+    t.equal(envNameFromParameter(ssmParameterName(k)), k, k)
+    t.ok((ConfigSchema.properties[k] as { description?: string }).description, `${k} is described`)
+  }
+})
