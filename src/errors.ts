@@ -32,6 +32,7 @@ export const Errors = Object.freeze({
   // Configuration and command line
   CONFIG_INVALID: define('PIXPROXY_ERR_CONFIG_INVALID', 'invalid configuration: %s'),
   USAGE: define('PIXPROXY_ERR_USAGE', '%s', 400),
+  FILE_READ: define('PIXPROXY_ERR_FILE_READ', 'cannot read %s: %s'),
 
   // PKI
   CERT_PARSE: define('PIXPROXY_ERR_CERT_PARSE', 'cannot parse certificate: %s'),
@@ -67,6 +68,20 @@ export const Errors = Object.freeze({
   XML_DUPLICATE_ID: define('PIXPROXY_ERR_XML_DUPLICATE_ID', 'Id %s appears more than once in the message', 400),
   XML_ALREADY_SIGNED: define('PIXPROXY_ERR_XML_ALREADY_SIGNED', 'the message already carries a signature', 400),
   XML_NOT_SIGNABLE: define('PIXPROXY_ERR_XML_NOT_SIGNABLE', 'the message cannot be signed with the %s profile: %s', 400),
+
+  // TLS key agent and upstream connections (mutual TLS to BACEN, src/tls/)
+  TLS_PEM_INVALID: define('PIXPROXY_ERR_TLS_PEM_INVALID', 'the TLS %s is not usable PEM: %s'),
+  TLS_CONTEXT_INVALID: define('PIXPROXY_ERR_TLS_CONTEXT_INVALID', 'invalid TLS client settings: %s'),
+  TLS_KEY_PIN_INCORRECT: define('PIXPROXY_ERR_TLS_KEY_PIN_INCORRECT', 'the HSM rejected the PIN for the TLS key %s', 503),
+  TLS_KEY_NOT_FOUND: define('PIXPROXY_ERR_TLS_KEY_NOT_FOUND', 'the TLS private key %s was not found (no such token or object)', 503),
+  TLS_KEY_CERT_MISMATCH: define('PIXPROXY_ERR_TLS_KEY_CERT_MISMATCH', 'the TLS client certificate %s does not match the private key %s'),
+  TLS_ENGINE_FAILED: define('PIXPROXY_ERR_TLS_ENGINE_FAILED', 'the OpenSSL pkcs11 engine cannot load the TLS key %s: %s', 503),
+  UPSTREAM_CONNECT_TIMEOUT: define('PIXPROXY_ERR_UPSTREAM_CONNECT_TIMEOUT', 'no TLS connection to %s within %s ms; the request was not sent', 504),
+  UPSTREAM_HEADERS_TIMEOUT: define('PIXPROXY_ERR_UPSTREAM_HEADERS_TIMEOUT', '%s sent no response headers within %s ms; it may have processed the request', 504),
+  UPSTREAM_TLS_HOSTNAME: define('PIXPROXY_ERR_UPSTREAM_TLS_HOSTNAME', 'the server certificate of %s is not valid for %s: %s', 502),
+  UPSTREAM_TLS_UNTRUSTED: define('PIXPROXY_ERR_UPSTREAM_TLS_UNTRUSTED', 'the server certificate of %s was rejected: %s', 502),
+  UPSTREAM_TLS_HANDSHAKE: define('PIXPROXY_ERR_UPSTREAM_TLS_HANDSHAKE', 'the TLS handshake with %s failed: %s', 502),
+  UPSTREAM_CLOSED: define('PIXPROXY_ERR_UPSTREAM_CLOSED', 'the connection pool to %s is closed', 503),
 
   // Proxy requests (answered to bank core systems as RFC 9457 problem+json)
   ROUTE_NOT_ALLOWED: define('PIXPROXY_ERR_ROUTE_NOT_ALLOWED', '%s %s is not a BACEN operation this proxy forwards', 404),

@@ -6,7 +6,7 @@
  *
  * verify prints one JSON object and exits 0 only when the message is valid (1 when it is not, 2 on usage errors).
  */
-import { readFile, writeFile } from 'node:fs/promises'
+import { writeFile } from 'node:fs/promises'
 import { parseArgs } from 'node:util'
 import { XmlSigner } from '../xmldsig/sign.ts'
 import { verifyXml } from '../xmldsig/verify.ts'
@@ -17,7 +17,7 @@ import type { Signer } from '../hsm/signer.ts'
 import { Pkcs11KeyStore } from '../hsm/pkcs11.ts'
 import { parsePkcs11Uri, readPin } from '../hsm/uri.ts'
 import type { CliIo } from './io.ts'
-import { readStdin, usageError } from './io.ts'
+import { readInputFile, readStdin, usageError } from './io.ts'
 
 const SIGN_USAGE = 'usage: pix-proxy xml sign --profile spi|dict --key <PEM file | pkcs11: URI> --cert <PEM> [--in FILE] [--out FILE]'
 const VERIFY_USAGE = 'usage: pix-proxy xml verify [--profile spi|dict|auto] [--cert PEM]... [--digests-only] [--now ISO-8601] FILE|-'
@@ -37,7 +37,7 @@ interface OpenedSigner {
 /** A PEM file path, or a pkcs11: URI whose module defaults to PKCS11_MODULE_PATH and whose PIN comes from a file. */
 export async function openSigner (key: string, env: NodeJS.ProcessEnv): Promise<OpenedSigner> {
   if (!key.startsWith('pkcs11:')) {
-    const signer = SoftwareSigner.fromPem(await readFile(key))
+    const signer = SoftwareSigner.fromPem(await readInputFile(key))
     return { signer, close: async () => {} }
   }
   const uri = parsePkcs11Uri(key)
@@ -71,8 +71,8 @@ async function sign (argv: string[], io: CliIo): Promise<number> {
   })
   if (values.profile !== 'spi' && values.profile !== 'dict') throw usageError(SIGN_USAGE)
   if (values.key === undefined || values.cert === undefined) throw usageError(SIGN_USAGE)
-  const certificate = parseCertificate(await readFile(values.cert))
-  const input = values.in === undefined || values.in === '-' ? await readStdin(io.stdin) : await readFile(values.in)
+  const certificate = parseCertificate(await readInputFile(values.cert))
+  const input = values.in === undefined || values.in === '-' ? await readStdin(io.stdin) : await readInputFile(values.in)
   const opened = await openSigner(values.key, io.env)
   try {
     const signed = await new XmlSigner({ signer: opened.signer, certificate }).sign(input, values.profile)
@@ -108,11 +108,12 @@ async function verify (argv: string[], io: CliIo): Promise<number> {
   }
   const trustStore = new TrustStore()
   for (const file of values.cert) {
-    for (const c of parseCertificates((await readFile(file)).toString('utf8'))) trustStore.add(c)
+    for (const c of parseCertificates((await readInputFile(file)).toString('utf8'))) trustStore.add(c)
   }
   const file = positionals[0] as string
-  const input = file === '-' ? await readStdin(io.stdin) : await readFile(file)
+  const input = file === '-' ? await readStdin(io.stdin) : await readInputFile(file)
   const result = verifyXml(input, { profile, trustStore, digestsOnly, ...(now === undefined ? {} : { now }) })
-  io.stdout.write(JSON.stringify(result) + '\n')
+  const { valid, code, message, profile: p, references, signatureValid, signer } = result
+  io.stdout.write(JSON.stringify({ valid, code, message, profile: p, references, signatureValid, signer }) + '\n')
   return result.valid ? 0 : 1
 }
