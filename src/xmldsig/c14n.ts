@@ -67,7 +67,7 @@ function writeElement (el: XmlElement, rendered: Map<string, string>, exclude: X
     needed.push([a.prefix, a.ns])
   }
   if (needed.length > 0) {
-    if (needed.length > 1) needed.sort((x, y) => (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : 0))
+    if (needed.length > 1) needed.sort((x, y) => compareCodePoints(x[0], y[0]))
     saved = []
     for (const [prefix, uri] of needed) {
       tag += prefix === '' ? ` xmlns="${escapeAttr(uri)}"` : ` xmlns:${prefix}="${escapeAttr(uri)}"`
@@ -116,13 +116,28 @@ function writeElement (el: XmlElement, rendered: Map<string, string>, exclude: X
 }
 
 function compareAttrs (x: { ns: string, local: string }, y: { ns: string, local: string }): number {
-  if (x.ns !== y.ns) return x.ns < y.ns ? -1 : 1
-  return x.local < y.local ? -1 : x.local > y.local ? 1 : 0
+  return x.ns !== y.ns ? compareCodePoints(x.ns, y.ns) : compareCodePoints(x.local, y.local)
 }
 
-// JS string comparison is by UTF-16 code unit, which orders differently from code points only between astral
-// characters and U+E000–U+FFFF; namespace URIs and names that differ there are not a real-world concern, but the
-// c14n test fixtures cover the ordering of ordinary names against libxml2.
+/**
+ * c14n orders by Unicode code point; JS compares UTF-16 code units, which disagree only where a surrogate
+ * (an astral character) meets U+E000–U+FFFF. At the first differing unit, shift both into code point order.
+ */
+export function compareCodePoints (a: string, b: string): number {
+  if (a === b) return 0
+  const n = Math.min(a.length, b.length)
+  for (let i = 0; i < n; i++) {
+    let x = a.charCodeAt(i)
+    let y = b.charCodeAt(i)
+    if (x === y) continue
+    if (x >= 0xd800 && y >= 0xd800) {
+      x = x >= 0xe000 ? x - 0x800 : x + 0x2000
+      y = y >= 0xe000 ? y - 0x800 : y + 0x2000
+    }
+    return x - y
+  }
+  return a.length - b.length
+}
 
 const TEXT_RE = /[&<>\r]/
 const ATTR_RE = /[&<"\t\n\r]/

@@ -75,6 +75,7 @@ export function locateSpi (doc: XmlDocument): SpiParts {
       appHdr = c
     } else if (c.local === 'Document') {
       if (document !== undefined) throw new ProfileError('more than one Document in Envelope')
+      if (appHdr === undefined) throw new ProfileError('Document comes before AppHdr in Envelope')
       document = c
     } else {
       throw new ProfileError(`unexpected element <${c.name}> in Envelope`)
@@ -91,6 +92,18 @@ export function locateSpi (doc: XmlDocument): SpiParts {
   }
   if (sgntr === undefined) throw new ProfileError('AppHdr has no Sgntr element for the signature')
   return { envelope, appHdr, document, sgntr }
+}
+
+/**
+ * True when every text node of `root` before its first element child is white space. DICT roots hold no text;
+ * the signer refuses, and the verifier rejects, anything else in front of the ds:Signature.
+ */
+export function onlyWhitespaceBeforeFirstElement (root: XmlElement): boolean {
+  for (const c of root.children) {
+    if (c.type === 'element') return true
+    if (c.type === 'text' && !/^[ \t\r\n]*$/.test(c.value)) return false
+  }
+  return true
 }
 
 /** The profile a signed document's signature placement implies, or null when it fits neither. */

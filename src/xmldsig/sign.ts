@@ -12,7 +12,7 @@ import { canonicalizeDocument, canonicalizeElement, escapeText } from './c14n.ts
 import { childElements, onlyWhitespaceText, parseXml, XmlError, DEFAULT_XML_LIMITS } from './xml.ts'
 import type { XmlDocument, XmlLimits } from './xml.ts'
 import {
-  ALG_ENVELOPED, ALG_EXC_C14N, ALG_RSA_SHA256, ALG_SHA256, DSIG_NS, KEY_INFO_ID, locateSpi, ProfileError
+  ALG_ENVELOPED, ALG_EXC_C14N, ALG_RSA_SHA256, ALG_SHA256, DSIG_NS, KEY_INFO_ID, locateSpi, onlyWhitespaceBeforeFirstElement, ProfileError
 } from './profile.ts'
 import type { Profile } from './profile.ts'
 import type { Signer } from '../hsm/signer.ts'
@@ -74,7 +74,16 @@ export class XmlSigner {
    *   XML_ALREADY_SIGNED | XML_NOT_SIGNABLE, or the Signer's error (e.g. HSM_*).
    */
   async sign (xml: string | Uint8Array, profile: Profile): Promise<string> {
-    const doc = parseForSigning(xml, this.limits, profile)
+    return await this.signDocument(this.parse(xml, profile), profile)
+  }
+
+  /** Parses and checks a message for signing (the proxy inspects the tree, e.g. AppHdr/Fr, before signing it). */
+  parse (xml: string | Uint8Array, profile: Profile): XmlDocument {
+    return parseForSigning(xml, this.limits, profile)
+  }
+
+  /** Signs a document from `parse()`; the result is the document's source with the signature inserted. */
+  async signDocument (doc: XmlDocument, profile: Profile): Promise<string> {
     return profile === 'spi' ? await this.signSpi(doc) : await this.signDict(doc)
   }
 
@@ -98,13 +107,17 @@ export class XmlSigner {
     const signature = await this.signatureElement(signedInfo)
     const src = doc.source
     if (sgntr.selfClosing) {
-      return src.slice(0, sgntr.start) + `<${sgntr.name}>${signature}</${sgntr.name}>` + src.slice(sgntr.end)
+      // `<Sgntr a="1"/>` becomes `<Sgntr a="1">SIG</Sgntr>`: the start tag (attributes, declarations) is kept.
+      return src.slice(0, sgntr.startTagEnd - 2) + '>' + signature + `</${sgntr.name}>` + src.slice(sgntr.end)
     }
     return src.slice(0, sgntr.startTagEnd) + signature + src.slice(sgntr.startTagEnd)
   }
 
   private async signDict (doc: XmlDocument): Promise<string> {
     const root = doc.root
+    if (!onlyWhitespaceBeforeFirstElement(root)) {
+      throw new PixProxyError(Errors.XML_NOT_SIGNABLE, ['dict', `text before the first element inside <${root.name}>`])
+    }
     // BACEN's examples carry an empty <Signature></Signature> placeholder as the first child: it is replaced.
     const first = childElements(root)[0]
     const placeholder = first !== undefined && first.local === 'Signature' && first.ns === root.ns && first.ns !== DSIG_NS &&

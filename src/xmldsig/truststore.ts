@@ -4,6 +4,7 @@ import { Errors, PixProxyError } from '../errors.ts'
 
 const MIN_RSA_BITS = 2048
 const ISSUER_CACHE_MAX = 256
+const ISSUER_CACHE_MAX_LENGTH = 512
 
 /**
  * Signing certificates trusted to sign messages, found the way BACEN's KeyInfo names them: issuer DN + serial.
@@ -44,8 +45,11 @@ export class TrustStore {
     let key = this.issuerKeys.get(issuer)
     if (key === undefined) {
       key = dnKey(parseDn(issuer))
-      if (this.issuerKeys.size >= ISSUER_CACHE_MAX) this.issuerKeys.clear()
-      this.issuerKeys.set(issuer, key)
+      // Only names of plausible size are remembered: the cache must not become a way to pin attacker memory.
+      if (issuer.length <= ISSUER_CACHE_MAX_LENGTH) {
+        if (this.issuerKeys.size >= ISSUER_CACHE_MAX) this.issuerKeys.clear()
+        this.issuerKeys.set(issuer, key)
+      }
     }
     return this.byIssuerSerial.get(`${key}#${BigInt(serialDecimal).toString(10)}`)
   }

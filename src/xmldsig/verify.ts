@@ -13,7 +13,7 @@ import { canonicalizeDocument, canonicalizeElement } from './c14n.ts'
 import { childElements, DEFAULT_XML_LIMITS, getAttribute, onlyWhitespaceText, parseXml, textContent, XmlError } from './xml.ts'
 import type { XmlDocument, XmlElement, XmlLimits } from './xml.ts'
 import {
-  ALG_EXC_C14N, ALG_RSA_SHA256, ALG_SHA256, detectProfile, DSIG_NS, locateSpi, PROFILE_REFERENCES, ProfileError
+  ALG_EXC_C14N, ALG_RSA_SHA256, ALG_SHA256, detectProfile, DSIG_NS, locateSpi, onlyWhitespaceBeforeFirstElement, PROFILE_REFERENCES, ProfileError
 } from './profile.ts'
 import type { Profile, ReferenceRule, ReferenceTarget } from './profile.ts'
 import type { TrustStore } from './truststore.ts'
@@ -200,6 +200,8 @@ export function verifyDocument (doc: XmlDocument, options: VerifyOptions = {}): 
     return { ...withSig, valid: false, code: 'SIGNATURE_INVALID', message: `the signature value does not verify with certificate ${cert.subjectString} (serial ${cert.serialDecimal})` }
   }
   const now = options.now ?? new Date()
+  // An Invalid Date compares false both ways and would pass any validity window: a caller bug, so throw.
+  if (Number.isNaN(now.getTime())) throw new RangeError('verifyXml: options.now is an invalid Date')
   if (now.getTime() > cert.notAfter.getTime()) {
     return { ...withSig, valid: false, code: 'CERT_EXPIRED', message: `the signature is intact but certificate ${cert.subjectString} (serial ${cert.serialDecimal}) expired at ${cert.notAfter.toISOString()}` }
   }
@@ -229,10 +231,7 @@ function locateTargets (doc: XmlDocument, sig: XmlElement, profile: Profile): Re
   }
   const root = doc.root
   if (sig.parent !== root || childElements(root)[0] !== sig) violation('the DICT profile puts ds:Signature as the first child of the root element')
-  for (const c of root.children) {
-    if (c === sig) break
-    if (c.type === 'text' && !/^[ \t\n]*$/.test(c.value)) violation('text before ds:Signature in the root element')
-  }
+  if (!onlyWhitespaceBeforeFirstElement(root)) violation('text before ds:Signature in the root element')
   const unsupported = (): string => violation('reference target not in the DICT profile')
   return { KeyInfo: keyInfo, AppHdr: unsupported, Document: unsupported, document: () => canonicalizeDocument(doc, { exclude: sig }) }
 }
@@ -265,6 +264,8 @@ function algorithm (el: XmlElement, expected: string): void {
   if (el.children.some((c) => c.type === 'element' || c.type === 'pi') || !onlyWhitespaceText(el)) violation(`ds:${el.local} must be empty`)
 }
 
+const MAX_ISSUER_NAME = 2048
+
 const B64_RE = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/
 
 function base64 (el: XmlElement, what: string): Buffer {
@@ -294,6 +295,8 @@ function parseSignature (doc: XmlDocument, sig: XmlElement, profile: Profile): P
   const issuer = textContent(issuerEl).trim()
   const serial = textContent(serialEl).trim()
   if (issuer === '') violation('X509IssuerName is empty')
+  // Real issuer DNs are a few hundred characters; bounding the length bounds the DN parser's work per message.
+  if (issuer.length > MAX_ISSUER_NAME) violation(`X509IssuerName is ${issuer.length} characters; at most ${MAX_ISSUER_NAME} are accepted`)
   if (!/^[0-9]{1,200}$/.test(serial)) violation(`X509SerialNumber ${JSON.stringify(serial)} is not a decimal integer`)
 
   const rules = PROFILE_REFERENCES[profile]
