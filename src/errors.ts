@@ -41,6 +41,7 @@ export const Errors = Object.freeze({
   DER_INVALID: define('PIXPROXY_ERR_DER_INVALID', 'malformed DER: %s'),
   CERT_ISSUE: define('PIXPROXY_ERR_CERT_ISSUE', 'cannot issue certificate: %s'),
   CERT_UNSUITABLE: define('PIXPROXY_ERR_CERT_UNSUITABLE', 'certificate %s cannot be used: %s'),
+  SIGNING_CERT_NOT_VALID: define('PIXPROXY_ERR_SIGNING_CERT_NOT_VALID', 'the signing certificate %s is valid from %s to %s, not now (%s): BACEN would reject every message', 503),
 
   // HSM (PKCS#11)
   HSM_MODULE_LOAD: define('PIXPROXY_ERR_HSM_MODULE_LOAD', 'cannot load PKCS#11 module %s: %s', 503),
