@@ -1,0 +1,269 @@
+/**
+ * A keep-alive connection pool to one BACEN origin (DICT or SPI/ICOM) over the TLS key agent's context.
+ *
+ * Certificate rotation swaps the pool: requests already dispatched finish on the old pool's connections (old
+ * client certificate), which then close gracefully; new requests open connections with the new context. TLS
+ * session resumption cannot carry the old identity over, as each pool has its own session cache.
+ */
+import type { lookup as dnsLookup } from 'node:dns'
+import type { LookupFunction } from 'node:net'
+import { Pool } from 'undici'
+import type { Dispatcher } from 'undici'
+import { Errors, PixProxyError } from '../errors.ts'
+import type { TlsKeyAgent } from './agent.ts'
+
+/**
+ * undici checks the connect, headers and body timeouts with a coarse timer (ticks of ~0.5 s): one fires up to
+ * ~1 s late (measured: 300 ms fired after ~820 ms).
+ */
+export interface UpstreamOptions {
+  /** Used in errors and metrics: `dict`, `spi`. */
+  name: 'dict' | 'spi' | string
+  /** `https://host[:port]`, no path, e.g. `https://dict-h.pi.rsfn.net.br:16522`. */
+  origin: string
+  agent: TlsKeyAgent
+  /** Keep-alive connections to the origin. Default 16. */
+  connections?: number
+  /** TCP connect plus TLS handshake. Default 10000. */
+  connectTimeoutMs?: number
+  /** From the request being sent to the response headers. Default 30000. */
+  headersTimeoutMs?: number
+  /** Between two chunks of the response body. Default 30000. */
+  bodyTimeoutMs?: number
+  /** How long an idle connection is kept when the server does not say. Default 4000 (undici's). */
+  keepAliveTimeoutMs?: number
+  /**
+   * How long close() and a rotation let requests in flight finish before their connections are destroyed.
+   * Default 30000.
+   */
+  closeTimeoutMs?: number
+  /** SNI and the name the server certificate must carry. Default: the origin's host. */
+  servername?: string
+  /** Tests map BACEN host names to 127.0.0.1. */
+  lookup?: typeof dnsLookup
+}
+
+export interface UpstreamRequest {
+  method: string
+  /** Path and query, starting with `/`. */
+  path: string
+  headers: Record<string, string>
+  body?: Buffer | string
+  signal?: AbortSignal
+}
+
+export interface UpstreamStats {
+  /** Open connections, including those of a pool draining after a rotation. */
+  connected: number
+  /** Requests not yet sent. */
+  pending: number
+  /** Requests sent, response not finished. */
+  running: number
+  /** pending + running. */
+  size: number
+}
+
+/** OpenSSL certificate verification results as Node reports them in `err.code`. */
+const UNTRUSTED = new Set([
+  'UNABLE_TO_GET_ISSUER_CERT', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_DECRYPT_CERT_SIGNATURE', 'UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY', 'CERT_SIGNATURE_FAILURE',
+  'CERT_NOT_YET_VALID', 'CERT_HAS_EXPIRED', 'ERROR_IN_CERT_NOT_BEFORE_FIELD', 'ERROR_IN_CERT_NOT_AFTER_FIELD',
+  'DEPTH_ZERO_SELF_SIGNED_CERT', 'SELF_SIGNED_CERT_IN_CHAIN', 'CERT_CHAIN_TOO_LONG', 'CERT_REVOKED', 'INVALID_CA',
+  'PATH_LENGTH_EXCEEDED', 'INVALID_PURPOSE', 'CERT_UNTRUSTED', 'CERT_REJECTED'
+])
+const HOSTNAME = new Set(['ERR_TLS_CERT_ALTNAME_INVALID', 'HOSTNAME_MISMATCH'])
+
+function positiveInt (value: number | undefined, fallback: number, name: string): number {
+  if (value === undefined) return fallback
+  if (!Number.isSafeInteger(value) || value < 1) {
+    throw new PixProxyError(Errors.CONFIG_INVALID, [`${name} must be a positive integer, got ${value}`])
+  }
+  return value
+}
+
+function parseOrigin (origin: string): URL {
+  let url: URL
+  try {
+    url = new URL(origin)
+  } catch (err) {
+    throw new PixProxyError(Errors.CONFIG_INVALID, [`upstream origin ${JSON.stringify(origin)} is not a URL`], { cause: err })
+  }
+  if (url.protocol !== 'https:' || url.username !== '' || url.password !== '' || (url.pathname !== '/' && url.pathname !== '') ||
+    url.search !== '' || url.hash !== '') {
+    throw new PixProxyError(Errors.CONFIG_INVALID, [`upstream origin ${JSON.stringify(origin)} must be https://host[:port] without a path`])
+  }
+  return url
+}
+
+/**
+ * Closes a pool gracefully (dispatched requests finish), then destroys it if that takes longer than `deadlineMs`.
+ * Requests still running at the deadline fail with UPSTREAM_CLOSED.
+ */
+async function closePool (pool: Pool, name: string, deadlineMs: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined
+  const deadline = new Promise<'deadline'>((resolve) => {
+    timer = setTimeout(() => resolve('deadline'), deadlineMs)
+    timer.unref()
+  })
+  const closed = pool.close().then(() => 'closed' as const, (err: unknown) => err)
+  const first = await Promise.race([closed, deadline])
+  clearTimeout(timer)
+  if (first === 'closed') return
+  if (first !== 'deadline') throw first
+  await pool.destroy(new PixProxyError(Errors.UPSTREAM_CLOSED, [name]))
+  // After destroy() the pending close() settles with undici's ClientDestroyedError: the outcome is the destroy.
+  await closed
+}
+
+/** One BACEN origin: keep-alive pool over the current TLS context, swapped on rotation. */
+export class Upstream {
+  readonly name: string
+  readonly origin: string
+  readonly #agent: TlsKeyAgent
+  readonly #host: string
+  readonly #servername: string | undefined
+  readonly #connections: number
+  readonly #connectTimeoutMs: number
+  readonly #headersTimeoutMs: number
+  readonly #bodyTimeoutMs: number
+  readonly #keepAliveTimeoutMs: number
+  readonly #closeTimeoutMs: number
+  readonly #lookup: LookupFunction | undefined
+  #pool: Pool
+  /** Pools replaced by a rotation, closing while their requests finish. */
+  readonly #draining = new Map<Pool, Promise<void>>()
+  readonly #unsubscribe: () => void
+  #closing: Promise<void> | undefined
+
+  constructor (opts: UpstreamOptions) {
+    if (typeof opts.name !== 'string' || opts.name === '') throw new PixProxyError(Errors.CONFIG_INVALID, ['upstream name must be a non-empty string'])
+    const url = parseOrigin(opts.origin)
+    this.name = opts.name
+    this.origin = url.origin
+    this.#agent = opts.agent
+    this.#host = url.hostname
+    this.#servername = opts.servername
+    this.#connections = positiveInt(opts.connections, 16, 'connections')
+    this.#connectTimeoutMs = positiveInt(opts.connectTimeoutMs, 10_000, 'connectTimeoutMs')
+    this.#headersTimeoutMs = positiveInt(opts.headersTimeoutMs, 30_000, 'headersTimeoutMs')
+    this.#bodyTimeoutMs = positiveInt(opts.bodyTimeoutMs, 30_000, 'bodyTimeoutMs')
+    this.#keepAliveTimeoutMs = positiveInt(opts.keepAliveTimeoutMs, 4_000, 'keepAliveTimeoutMs')
+    this.#closeTimeoutMs = positiveInt(opts.closeTimeoutMs, 30_000, 'closeTimeoutMs')
+    this.#lookup = opts.lookup as LookupFunction | undefined
+    this.#pool = this.#createPool()
+    this.#unsubscribe = this.#agent.onRotate(() => { this.#swap() })
+  }
+
+  #createPool (): Pool {
+    return new Pool(this.origin, {
+      connections: this.#connections,
+      headersTimeout: this.#headersTimeoutMs,
+      bodyTimeout: this.#bodyTimeoutMs,
+      keepAliveTimeout: this.#keepAliveTimeoutMs,
+      connect: {
+        // With a secureContext, Node ignores per-connection key/cert/ca: everything is on the context.
+        secureContext: this.#agent.secureContext,
+        timeout: this.#connectTimeoutMs,
+        ...(this.#servername === undefined ? {} : { servername: this.#servername }),
+        ...(this.#lookup === undefined ? {} : { lookup: this.#lookup })
+      }
+    })
+  }
+
+  #swap (): void {
+    if (this.#closing !== undefined) return
+    const old = this.#pool
+    this.#pool = this.#createPool()
+    this.#retire(old)
+  }
+
+  #retire (pool: Pool): void {
+    // Nobody awaits a rotation's close: close() awaits, and reports, whatever is still draining.
+    const done = closePool(pool, this.name, this.#closeTimeoutMs)
+    this.#draining.set(pool, done)
+    // Observed here so that a failure is not an unhandled rejection; close() awaits `done` and reports it.
+    done.then(() => { this.#draining.delete(pool) }, () => { /* reported by close() */ })
+  }
+
+  /**
+   * Sends a request on the current pool and resolves when the response headers arrive (read or dump the body).
+   * Rejects with PixProxyError: UPSTREAM_CONNECT_TIMEOUT (nothing was sent), UPSTREAM_HEADERS_TIMEOUT (the request
+   * was sent: BACEN may have acted on it), UPSTREAM_TLS_HOSTNAME, UPSTREAM_TLS_UNTRUSTED, UPSTREAM_TLS_HANDSHAKE,
+   * UPSTREAM_CLOSED, UPSTREAM_UNAVAILABLE (anything else; the undici/Node error is the `cause`). An abort through
+   * `signal` rejects with the abort reason unchanged. Body errors (UND_ERR_BODY_TIMEOUT) come from the body stream.
+   * A client certificate refused by the server is UPSTREAM_TLS_HANDSHAKE on TLS 1.2 (the alert ends the
+   * handshake) but UPSTREAM_UNAVAILABLE (UND_ERR_SOCKET, connection closed) on TLS 1.3, where the client has
+   * finished its handshake before the server judges the certificate.
+   */
+  async request (opts: UpstreamRequest): Promise<Dispatcher.ResponseData> {
+    if (this.#closing !== undefined) throw new PixProxyError(Errors.UPSTREAM_CLOSED, [this.name])
+    try {
+      return await this.#pool.request({
+        method: opts.method as Dispatcher.HttpMethod,
+        path: opts.path,
+        headers: opts.headers,
+        ...(opts.body === undefined ? {} : { body: opts.body }),
+        ...(opts.signal === undefined ? {} : { signal: opts.signal })
+      })
+    } catch (err) {
+      if (opts.signal?.aborted === true) throw err
+      throw this.#error(err)
+    }
+  }
+
+  #error (err: unknown): unknown {
+    if (err instanceof PixProxyError) return err
+    const code = err instanceof Error ? (err as { code?: unknown }).code : undefined
+    const reason = `${typeof code === 'string' ? code + ': ' : ''}${err instanceof Error ? err.message : String(err)}`
+    if (code === 'UND_ERR_CONNECT_TIMEOUT') {
+      return new PixProxyError(Errors.UPSTREAM_CONNECT_TIMEOUT, [this.name, this.#connectTimeoutMs], { cause: err })
+    }
+    if (code === 'UND_ERR_HEADERS_TIMEOUT') {
+      return new PixProxyError(Errors.UPSTREAM_HEADERS_TIMEOUT, [this.name, this.#headersTimeoutMs], { cause: err })
+    }
+    if (typeof code === 'string' && HOSTNAME.has(code)) {
+      return new PixProxyError(Errors.UPSTREAM_TLS_HOSTNAME, [this.name, this.#servername ?? this.#host, reason], { cause: err })
+    }
+    if (typeof code === 'string' && UNTRUSTED.has(code)) {
+      return new PixProxyError(Errors.UPSTREAM_TLS_UNTRUSTED, [this.name, reason], { cause: err })
+    }
+    // OpenSSL failures (an alert from the server, e.g. our certificate refused; an HSM error while signing).
+    if (code === 'EPROTO' || (typeof code === 'string' && code.startsWith('ERR_SSL_'))) {
+      return new PixProxyError(Errors.UPSTREAM_TLS_HANDSHAKE, [this.name, reason], { cause: err })
+    }
+    if (code === 'UND_ERR_CLOSED' || code === 'UND_ERR_DESTROYED') {
+      return new PixProxyError(Errors.UPSTREAM_CLOSED, [this.name], { cause: err })
+    }
+    return new PixProxyError(Errors.UPSTREAM_UNAVAILABLE, [this.name, reason], { cause: err })
+  }
+
+  /** Connections and requests of the current pool plus any pool still draining after a rotation. */
+  stats (): UpstreamStats {
+    const out: UpstreamStats = { connected: 0, pending: 0, running: 0, size: 0 }
+    for (const pool of [this.#pool, ...this.#draining.keys()]) {
+      const s = pool.stats
+      out.connected += s.connected
+      out.pending += s.pending
+      out.running += s.running
+      out.size += s.size
+    }
+    return out
+  }
+
+  /**
+   * Stops accepting requests, lets those in flight finish for up to `closeTimeoutMs`, then destroys what is left
+   * (those requests fail with UPSTREAM_CLOSED). Idempotent.
+   */
+  close (): Promise<void> {
+    this.#closing ??= (async () => {
+      this.#unsubscribe()
+      const results = await Promise.allSettled([
+        closePool(this.#pool, this.name, this.#closeTimeoutMs),
+        ...this.#draining.values()
+      ])
+      const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected').map((r) => r.reason as unknown)
+      if (failed.length > 0) throw new AggregateError(failed, `closing the ${this.name} upstream failed`)
+    })()
+    return this.#closing
+  }
+}
