@@ -25,6 +25,8 @@ export interface XmlSignerOptions {
   /** The signing certificate: its issuer DN and serial go into KeyInfo. Must match the signer's key. */
   readonly certificate: Certificate
   readonly limits?: XmlLimits
+  /** Clock for the certificate validity check (default: the system clock). */
+  readonly clock?: () => Date
 }
 
 const TRANSFORM_EXC = `<ds:Transform Algorithm="${ALG_EXC_C14N}"></ds:Transform>`
@@ -52,6 +54,8 @@ export class XmlSigner {
   private readonly limits: XmlLimits
   private readonly keyInfo: string
   private readonly keyInfoDigest: string
+  private readonly certificate: Certificate
+  private readonly clock: () => Date
 
   constructor (options: XmlSignerOptions) {
     const { signer, certificate } = options
@@ -59,6 +63,8 @@ export class XmlSigner {
       throw new PixProxyError(Errors.KEY_CERT_MISMATCH, [`${certificate.subjectString} (serial ${certificate.serialDecimal})`])
     }
     this.signer = signer
+    this.certificate = certificate
+    this.clock = options.clock ?? (() => new Date())
     this.limits = options.limits ?? DEFAULT_XML_LIMITS
     this.keyInfo = `<ds:KeyInfo Id="${KEY_INFO_ID}"><ds:X509Data><ds:X509IssuerSerial>` +
       `<ds:X509IssuerName>${escapeText(certificate.issuerString)}</ds:X509IssuerName>` +
@@ -84,7 +90,20 @@ export class XmlSigner {
 
   /** Signs a document from `parse()`; the result is the document's source with the signature inserted. */
   async signDocument (doc: XmlDocument, profile: Profile): Promise<string> {
+    this.assertCertificateValid()
     return profile === 'spi' ? await this.signSpi(doc) : await this.signDict(doc)
+  }
+
+  /**
+   * Refuses to sign outside the certificate's validity: BACEN would reject every such message, and saying so here
+   * (503, its own code, also in readiness) beats a stream of asynchronous rejections.
+   */
+  assertCertificateValid (): void {
+    const now = this.clock()
+    const c = this.certificate
+    if (!(now.getTime() >= c.notBefore.getTime() && now.getTime() <= c.notAfter.getTime())) {
+      throw new PixProxyError(Errors.SIGNING_CERT_NOT_VALID, [`${c.subjectString} (serial ${c.serialDecimal})`, c.notBefore.toISOString(), c.notAfter.toISOString(), Number.isNaN(now.getTime()) ? 'an invalid date' : now.toISOString()])
+    }
   }
 
   private async signSpi (doc: XmlDocument): Promise<string> {

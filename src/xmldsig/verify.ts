@@ -18,6 +18,7 @@ import {
 import type { Profile, ReferenceRule, ReferenceTarget } from './profile.ts'
 import type { TrustStore } from './truststore.ts'
 import type { Certificate } from '../pki/x509.ts'
+import { Errors, PixProxyError } from '../errors.ts'
 
 /** Outcome codes, stable for callers and documented in docs/xmldsig.md. */
 export const VerifyCodes = Object.freeze({
@@ -173,7 +174,8 @@ export function verifyDocument (doc: XmlDocument, options: VerifyOptions = {}): 
   let cert: Certificate | undefined
   try {
     cert = options.trustStore?.find(parsed.issuer, parsed.serial)
-  } catch {
+  } catch (err) {
+    if (!(err instanceof PixProxyError && err.code === Errors.DN_PARSE.code)) throw err
     return { ...base, valid: false, code: 'PROFILE_VIOLATION', message: `X509IssuerName ${JSON.stringify(parsed.issuer)} is not a distinguished name`, signatureValid: null, signer: signerInfo }
   }
   if (cert === undefined) {

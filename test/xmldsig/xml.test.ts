@@ -1,8 +1,9 @@
 import t from 'tap'
+import type { Test } from 'tap'
 import { parseXml, XmlError, DEFAULT_XML_LIMITS, lookupNs, childElements } from '../../src/xmldsig/xml.ts'
 import type { XmlErrorCode } from '../../src/xmldsig/xml.ts'
 
-function rejects (t: Tap.Test, xml: string | Uint8Array, code: XmlErrorCode, pattern?: RegExp, limits = DEFAULT_XML_LIMITS): void {
+function rejects (t: Test, xml: string | Uint8Array, code: XmlErrorCode, pattern?: RegExp, limits = DEFAULT_XML_LIMITS): void {
   try {
     parseXml(xml, limits)
     t.fail(`accepted: ${typeof xml === 'string' ? xml.slice(0, 80) : '<bytes>'}`)
