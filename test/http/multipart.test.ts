@@ -1,8 +1,9 @@
 import t from 'tap'
 import { buildMultipart, MultipartError, multipartBoundary, parseMultipart } from '../../src/http/multipart.ts'
+import type { Part } from '../../src/http/multipart.ts'
 
 t.test('round trip keeps bodies byte for byte', async (t) => {
-  const parts = [
+  const parts: Part[] = [
     { headers: { 'content-type': 'application/xml' }, body: Buffer.from('<a>\r\n1 — ç</a>') },
     { headers: { 'content-type': 'application/xml', 'x-n': '2' }, body: Buffer.from('<b/>') }
   ]

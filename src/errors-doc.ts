@@ -1,0 +1,27 @@
+import { Errors } from './errors.ts'
+import { VerifyCodes } from './xmldsig/verify.ts'
+
+/** docs/errors.md, rendered from the catalogue so that the two cannot drift (test/errors.test.ts checks). */
+export function renderErrorsDoc (): string {
+  const rows = Object.values(Errors).map((e) => `| \`${e.code}\` | ${e.statusCode} | ${e.message.replace(/\|/g, '\\|').replace(/%s/g, '…')} |`)
+  return `# Error codes
+
+Every error pix-proxy reports carries one of these stable codes: in RFC 9457 problem+json answers to callers
+(\`code\`, and \`type\` = \`urn:pix-proxy:problem:<code>\`), in the command line's JSON error line, and in logs.
+Codes are never renamed or reused; callers branch on the code, never on the message. HTTP status is what a caller
+sees when the error ends a request (the command line exits 2 for \`PIXPROXY_ERR_USAGE\`, 1 otherwise).
+
+This file is generated from \`src/errors.ts\` by \`npm run docs:errors\`; a test fails when they differ.
+
+| code | HTTP | message |
+| --- | --- | --- |
+${rows.join('\n')}
+
+## Signature verification results
+
+Verifying a signed message is not an error: it returns one of these codes (\`verifyXml\`, \`pix-proxy xml verify\`,
+and the \`pix-proxy-signature-code\` response header). Their meaning is in docs/xmldsig.md.
+
+${Object.values(VerifyCodes).map((c) => `- \`${c}\``).join('\n')}
+`
+}
