@@ -5,7 +5,6 @@
  * client certificate), which then close gracefully; new requests open connections with the new context. TLS
  * session resumption cannot carry the old identity over, as each pool has its own session cache.
  */
-import type { lookup as dnsLookup } from 'node:dns'
 import type { LookupFunction } from 'node:net'
 import { Pool } from 'undici'
 import type { Dispatcher } from 'undici'
@@ -40,7 +39,7 @@ export interface UpstreamOptions {
   /** SNI and the name the server certificate must carry. Default: the origin's host. */
   servername?: string
   /** Tests map BACEN host names to 127.0.0.1. */
-  lookup?: typeof dnsLookup
+  lookup?: LookupFunction
 }
 
 export interface UpstreamRequest {
@@ -149,7 +148,7 @@ export class Upstream {
     this.#bodyTimeoutMs = positiveInt(opts.bodyTimeoutMs, 30_000, 'bodyTimeoutMs')
     this.#keepAliveTimeoutMs = positiveInt(opts.keepAliveTimeoutMs, 4_000, 'keepAliveTimeoutMs')
     this.#closeTimeoutMs = positiveInt(opts.closeTimeoutMs, 30_000, 'closeTimeoutMs')
-    this.#lookup = opts.lookup as LookupFunction | undefined
+    this.#lookup = opts.lookup
     this.#pool = this.#createPool()
     this.#unsubscribe = this.#agent.onRotate(() => { this.#swap() })
   }

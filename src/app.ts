@@ -1,0 +1,182 @@
+/**
+ * The pix-proxy application as a Fastify instance that tests build and drive (inject() or a real port);
+ * src/server.ts only adds listen, signals and process exit.
+ *
+ * Plugin order is the start-up order and, reversed, the shutdown order: config → metrics → crypto (HSM key store,
+ * signer, BACEN trust) → upstreams (TLS key agent, keep-alive pools) → routes. Fastify closes in reverse, so on
+ * close the routes stop (503 while closing), in-flight requests drain, the upstream agents close, and the HSM
+ * sessions are logged out last.
+ */
+import Fastify from 'fastify'
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest, FastifyServerOptions } from 'fastify'
+import { randomUUID } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import { hostname } from 'node:os'
+import type { TLSSocket } from 'node:tls'
+import { Gauge } from 'prom-client'
+import type { Config } from './config.ts'
+import { Errors, PixProxyError } from './errors.ts'
+import metricsPlugin from './plugins/metrics.ts'
+import cryptoPlugin from './plugins/crypto.ts'
+import upstreamsPlugin from './plugins/upstreams.ts'
+import type { UpstreamsPluginOptions } from './plugins/upstreams.ts'
+import dictRoutes from './routes/dict.ts'
+import spiRoutes from './routes/spi.ts'
+import healthRoutes from './routes/health.ts'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    config: Config
+  }
+}
+
+export interface AppOptions {
+  readonly config: Config
+  /** pino options or an instance; false in tests that read nothing from logs. */
+  readonly logger?: FastifyServerOptions['logger'] | FastifyServerOptions['loggerInstance']
+  /** Tests resolve BACEN host names to loopback. */
+  readonly lookup?: UpstreamsPluginOptions['lookup']
+}
+
+/** RFC 9457 problem document. `type` names the stable code; docs/errors.md describes each. */
+export interface Problem {
+  type: string
+  title: string
+  status: number
+  detail: string
+  code: string
+  instance: string
+  [extension: string]: unknown
+}
+
+export function problemType (code: string): string {
+  return `urn:pix-proxy:problem:${code}`
+}
+
+function sendProblem (reply: FastifyReply, req: FastifyRequest, status: number, code: string, detail: string, extensions: object = {}): FastifyReply {
+  const problem: Problem = {
+    type: problemType(code),
+    title: code.replace(/^PIXPROXY_ERR_/, '').toLowerCase().replace(/_/g, ' '),
+    status,
+    detail,
+    code,
+    instance: `urn:uuid:${req.id}`,
+    ...extensions
+  }
+  if (status === 503) reply.header('retry-after', '1')
+  return reply.code(status).type('application/problem+json').send(problem)
+}
+
+/** Maps anything thrown by a route or by Fastify to a problem; 5xx internals never reach the caller. */
+function errorHandler (this: FastifyInstance, err: FastifyError | PixProxyError | Error, req: FastifyRequest, reply: FastifyReply): FastifyReply {
+  if (err instanceof PixProxyError) {
+    this.metrics.errors.inc({ code: err.code })
+    const level = err.statusCode >= 500 ? 'warn' : 'info'
+    req.log[level]({ code: err.code, err: err.statusCode >= 500 ? err : undefined }, err.message)
+    return sendProblem(reply, req, err.statusCode, err.code, err.message, (err as { extensions?: object }).extensions)
+  }
+  const fe = err as FastifyError
+  const mapped = fe.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE'
+    ? new PixProxyError(Errors.MEDIA_TYPE, [req.headers['content-type'] ?? '(none)', 'application/xml (or multipart/mixed on ICOM)'])
+    : fe.code === 'FST_ERR_CTP_BODY_TOO_LARGE'
+      ? new PixProxyError(Errors.BODY_TOO_LARGE, [this.config.maxBodyBytes])
+      : fe.statusCode !== undefined && fe.statusCode >= 400 && fe.statusCode < 500
+        ? new PixProxyError({ code: `PIXPROXY_ERR_HTTP_${fe.statusCode}`, message: '%s', statusCode: fe.statusCode }, [fe.message])
+        : null
+  if (mapped !== null) {
+    this.metrics.errors.inc({ code: mapped.code })
+    return sendProblem(reply, req, mapped.statusCode, mapped.code, mapped.message)
+  }
+  this.metrics.errors.inc({ code: Errors.INTERNAL.code })
+  req.log.error({ err }, 'unhandled error')
+  return sendProblem(reply, req, 500, Errors.INTERNAL.code, 'internal error; the request id identifies it in the logs')
+}
+
+/** Builds the app; resolves once the HSM, signer, trust store and upstream agents are ready. */
+export async function buildApp (opts: AppOptions): Promise<FastifyInstance> {
+  const { config } = opts
+  const https = config.inbound.tls === null
+    ? null
+    : {
+        cert: readFileSync(config.inbound.tls.certFile),
+        key: readFileSync(config.inbound.tls.keyFile),
+        minVersion: 'TLSv1.2' as const,
+        ...(config.inbound.clientCaFile === null
+          ? {}
+          : { ca: readFileSync(config.inbound.clientCaFile), requestCert: true, rejectUnauthorized: true })
+      }
+  const loggerOpt = opts.logger === undefined
+    ? {
+        logger: {
+          level: config.logLevel,
+          // Credentials never reach the logs, whatever a future log line includes.
+          redact: ['req.headers.authorization', 'pin', '*.pin', 'key', '*.privateKey']
+        }
+      }
+    : (typeof opts.logger === 'object' && opts.logger !== null && 'child' in opts.logger
+        ? { loggerInstance: opts.logger as FastifyServerOptions['loggerInstance'] }
+        : { logger: opts.logger as FastifyServerOptions['logger'] })
+  const app = Fastify({
+    ...loggerOpt,
+    ...(https === null ? {} : { https }),
+    bodyLimit: config.maxBodyBytes,
+    return503OnClosing: true,
+    requestIdHeader: 'x-request-id',
+    genReqId: () => randomUUID(),
+    // Requests to BACEN can take up to the upstream timeouts plus the ICOM queue wait.
+    requestTimeout: config.upstream.connectTimeoutMs + config.upstream.headersTimeoutMs + config.upstream.bodyTimeoutMs + config.spi.queueTimeoutMs,
+    forceCloseConnections: 'idle'
+  }) as unknown as FastifyInstance
+  app.decorate('config', config)
+  app.decorate('instanceId', config.instanceId ?? `${hostname()}-${process.pid}`)
+
+  // Bodies are XML (or multipart of XML) and stay bytes: signing needs the caller's exact text.
+  app.removeAllContentTypeParsers()
+  app.addContentTypeParser(['application/xml', 'text/xml', 'multipart/mixed'], { parseAs: 'buffer' }, (_req, body, done) => { done(null, body) })
+
+  await app.register(metricsPlugin)
+  app.setErrorHandler(errorHandler)
+  app.setNotFoundHandler((req, reply) => {
+    app.metrics.errors.inc({ code: Errors.ROUTE_NOT_ALLOWED.code })
+    return sendProblem(reply, req, 404, Errors.ROUTE_NOT_ALLOWED.code, new PixProxyError(Errors.ROUTE_NOT_ALLOWED, [req.method, req.url.split('?')[0]]).message)
+  })
+  app.addHook('onSend', async (req, reply) => { reply.header('x-request-id', req.id) })
+
+  if (config.inbound.clientAllowlist.length > 0) {
+    const allowed = new Set(config.inbound.clientAllowlist)
+    app.addHook('onRequest', async (req) => {
+      const cert = (req.raw.socket as TLSSocket).getPeerCertificate?.()
+      const fp = cert?.fingerprint256?.toUpperCase()
+      if (fp === undefined || !allowed.has(fp)) throw new PixProxyError(Errors.CLIENT_NOT_ALLOWED, [cert?.subject?.CN ?? fp ?? '(none)'])
+    })
+  }
+
+  await app.register(cryptoPlugin, { config })
+  const keyStore = app.crypto.keyStore
+  if (keyStore !== null) {
+    new Gauge({ // eslint-disable-line no-new
+      name: 'pixproxy_hsm_sessions',
+      help: 'PKCS#11 sessions in the signing pool by state',
+      labelNames: ['state'],
+      registers: [app.metrics.registry],
+      collect () {
+        const s = keyStore.stats()
+        this.set({ state: 'idle' }, s.idle)
+        this.set({ state: 'busy' }, s.busy)
+        this.set({ state: 'waiting' }, s.waiting)
+      }
+    })
+  }
+  await app.register(upstreamsPlugin, { config, ...(opts.lookup === undefined ? {} : { lookup: opts.lookup }) })
+  await app.register(healthRoutes, opts.lookup === undefined ? {} : { lookup: opts.lookup })
+  await app.register(dictRoutes)
+  await app.register(spiRoutes)
+  await app.ready()
+  return app
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    instanceId: string
+  }
+}

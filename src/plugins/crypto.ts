@@ -1,0 +1,92 @@
+/**
+ * The signing and verification resources: the PKCS#11 key store (when keys live in the HSM), the XMLDSig signer
+ * bound to the signing key and certificate, and the trust store of BACEN's signing certificates.
+ */
+import fp from 'fastify-plugin'
+import { readFile } from 'node:fs/promises'
+import type { KeyObject } from 'node:crypto'
+import type { FastifyInstance } from 'fastify'
+import type { Config } from '../config.ts'
+import { Pkcs11KeyStore } from '../hsm/pkcs11.ts'
+import { SoftwareSigner } from '../hsm/signer.ts'
+import type { Signer } from '../hsm/signer.ts'
+import { parseCertificate, parseCertificates } from '../pki/x509.ts'
+import type { Certificate } from '../pki/x509.ts'
+import { XmlSigner } from '../xmldsig/sign.ts'
+import { TrustStore } from '../xmldsig/truststore.ts'
+import { Errors, PixProxyError } from '../errors.ts'
+
+export interface CryptoRuntime {
+  readonly xmlSigner: XmlSigner
+  readonly signer: Signer
+  readonly signingCertificate: Certificate
+  readonly bacenTrust: TrustStore
+  readonly keyStore: Pkcs11KeyStore | null
+  /** Public half of the HSM mTLS key, so the TLS agent can refuse a certificate that does not match it. */
+  readonly tlsPublicKey: KeyObject | null
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    crypto: CryptoRuntime
+  }
+}
+
+/** Reads the HSM PIN from its file; one trailing newline is not part of the PIN. */
+export async function readPinFile (file: string): Promise<string> {
+  try {
+    return (await readFile(file, 'utf8')).replace(/\r?\n$/, '')
+  } catch (err) {
+    throw new PixProxyError(Errors.HSM_PIN_SOURCE, [file, (err as Error).message], { cause: err })
+  }
+}
+
+async function openCrypto (config: Config, log: FastifyInstance['log']): Promise<CryptoRuntime> {
+  const signingCertificate = parseCertificate(await readFile(config.signing.certFile))
+  const bacenTrust = new TrustStore(parseCertificates(await readFile(config.bacenSigningCertsFile, 'utf8')))
+  if (bacenTrust.size === 0) {
+    throw new PixProxyError(Errors.CONFIG_INVALID, [`${config.bacenSigningCertsFile} holds no certificate`])
+  }
+  let keyStore: Pkcs11KeyStore | null = null
+  try {
+    if (config.hsm !== null) {
+      if (config.hsm.pinFile === null) {
+        throw new PixProxyError(Errors.CONFIG_INVALID, ['PIXPROXY_HSM_PIN_SECRET_ID (Secrets Manager) is not wired yet; use PIXPROXY_HSM_PIN_FILE'])
+      }
+      keyStore = await Pkcs11KeyStore.open({
+        modulePath: config.hsm.modulePath,
+        tokenLabel: config.hsm.tokenLabel,
+        pin: await readPinFile(config.hsm.pinFile),
+        poolSize: config.hsm.poolSize,
+        acquireTimeoutMs: config.hsm.acquireTimeoutMs,
+        log
+      })
+    }
+    const signer = config.signing.keyLabel !== null && keyStore !== null
+      ? await keyStore.signer(config.signing.keyLabel)
+      : SoftwareSigner.fromPem(await readFile(config.signing.keyFile as string))
+    const xmlSigner = new XmlSigner({ signer, certificate: signingCertificate })
+    const tlsPublicKey = config.tls.keyLabel !== null && keyStore !== null
+      ? (await keyStore.signer(config.tls.keyLabel)).publicKey
+      : null
+    return { xmlSigner, signer, signingCertificate, bacenTrust, keyStore, tlsPublicKey }
+  } catch (err) {
+    await keyStore?.close()
+    throw err
+  }
+}
+
+export default fp(async function cryptoPlugin (app: FastifyInstance, opts: { config: Config }) {
+  const runtime = await openCrypto(opts.config, app.log)
+  app.decorate('crypto', runtime)
+  app.log.info({
+    signer: runtime.signer.description,
+    certificate: runtime.signingCertificate.subjectString,
+    serial: runtime.signingCertificate.serialDecimal,
+    bacenCertificates: runtime.bacenTrust.size
+  }, 'signing key ready')
+  app.addHook('onClose', async () => {
+    // Last in the shutdown order: in-flight requests have drained and the upstream agents are closed.
+    await runtime.keyStore?.close()
+  })
+}, { name: 'pix-crypto', fastify: '5.x' })

@@ -1,0 +1,91 @@
+/**
+ * DICT v2 through the proxy: the caller uses BACEN's own paths (`/api/v2/...`). Writes are signed in the DICT
+ * profile; every response is verified. Only the operations listed here are forwarded (pix-protocol.md §1.3), and
+ * the upstream path is rebuilt from the route template with encoded parameters, so the proxy cannot be used to
+ * reach anything else on BACEN's hosts, nor any other host.
+ */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { callUpstream, checkResponse, relay, signatureRejection } from './forward.ts'
+import { requireXmlBody, upstreamPath } from './common.ts'
+
+/** [method, route template, signed write?] */
+export const DICT_ROUTES: ReadonlyArray<readonly ['GET' | 'POST' | 'PUT', string, boolean]> = [
+  ['POST', '/api/v2/entries/', true],
+  ['GET', '/api/v2/entries/:Key', false],
+  ['PUT', '/api/v2/entries/:Key', true],
+  ['POST', '/api/v2/entries/:Key/delete', true],
+  ['GET', '/api/v2/entries/:Key/statistics', false],
+  ['POST', '/api/v2/claims/', true],
+  ['GET', '/api/v2/claims/', false],
+  ['GET', '/api/v2/claims/:ClaimId', false],
+  ['POST', '/api/v2/claims/:ClaimId/acknowledge', true],
+  ['POST', '/api/v2/claims/:ClaimId/confirm', true],
+  ['POST', '/api/v2/claims/:ClaimId/cancel', true],
+  ['POST', '/api/v2/claims/:ClaimId/complete', true],
+  ['POST', '/api/v2/sync-verifications/', true],
+  ['POST', '/api/v2/cids/files/', true],
+  ['GET', '/api/v2/cids/files/:Id', false],
+  ['GET', '/api/v2/cids/events', false],
+  ['GET', '/api/v2/cids/entries/:Cid', false],
+  ['GET', '/api/v2/infraction-reports/', false],
+  ['GET', '/api/v2/infraction-reports/:Id', false],
+  ['POST', '/api/v2/infraction-reports/:Id/acknowledge', true],
+  ['POST', '/api/v2/infraction-reports/:Id/cancel', true],
+  ['POST', '/api/v2/infraction-reports/:Id/close', true],
+  ['POST', '/api/v2/refunds/', true],
+  ['GET', '/api/v2/refunds/', false],
+  ['GET', '/api/v2/refunds/:Id', false],
+  ['POST', '/api/v2/refunds/:Id/cancel', true],
+  ['POST', '/api/v2/refunds/:Id/close', true],
+  ['POST', '/api/v2/fraud-markers/', true],
+  ['GET', '/api/v2/fraud-markers/', false],
+  ['GET', '/api/v2/fraud-markers/:Id', false],
+  ['POST', '/api/v2/fraud-markers/:Id/cancel', true],
+  ['POST', '/api/v2/funds-recoveries/', true],
+  ['GET', '/api/v2/funds-recoveries/:Id', false],
+  ['POST', '/api/v2/funds-recoveries/:Id/cancel', true],
+  ['GET', '/api/v2/event-notifications', false],
+  ['GET', '/api/v2/persons/:TaxIdNumber/statistics', false],
+  ['GET', '/api/v2/policies/', false],
+  ['GET', '/api/v2/policies/:Policy', false]
+]
+
+/** Request headers DICT documents; everything else the caller sends stays here. */
+const DICT_REQUEST_HEADERS = ['pi-requestingparticipant', 'pi-payerid', 'pi-endtoendid']
+
+export default async function dictRoutes (app: FastifyInstance): Promise<void> {
+  const { config } = app
+  for (const [method, url, signed] of DICT_ROUTES) {
+    app.route({
+      method,
+      url,
+      handler: async (req: FastifyRequest, reply: FastifyReply) => {
+        const headers: Record<string, string> = { accept: 'application/xml' }
+        for (const h of DICT_REQUEST_HEADERS) {
+          const v = req.headers[h]
+          if (typeof v === 'string') headers[h] = v
+        }
+        let body: string | undefined
+        if (signed) {
+          const xml = requireXmlBody(req)
+          const started = performance.now()
+          body = await app.crypto.xmlSigner.sign(xml, 'dict')
+          app.metrics.signSeconds.observe({ profile: 'dict' }, (performance.now() - started) / 1000)
+          headers['content-type'] = 'application/xml; charset=utf-8'
+        }
+        const answer = await callUpstream(app, {
+          upstream: app.upstreams.dict,
+          name: 'dict',
+          method,
+          path: upstreamPath(url, req),
+          headers,
+          ...(body === undefined ? {} : { body })
+        }, config.dict.url)
+        // Every DICT response is signed by BACEN, problems included (pix-protocol.md §1.6).
+        const checked = checkResponse(app, 'dict', 'dict', answer, true)
+        if (!checked.valid && config.invalidSignaturePolicy === 'reject') throw signatureRejection('DICT', checked, answer.status)
+        return relay(reply, answer, checked)
+      }
+    })
+  }
+}

@@ -1,0 +1,192 @@
+/**
+ * Forwarding to BACEN and verifying what comes back, shared by the DICT and SPI routes.
+ *
+ * Only headers BACEN documents go upstream (ICOM answers 400 to anything else, tracing headers included), Host
+ * carries no port (BACEN closes the connection otherwise), requests are never compressed, responses are requested
+ * with gzip and decompressed (with a bound) before their signature is checked.
+ */
+import { gunzip } from 'node:zlib'
+import { promisify } from 'node:util'
+import type { FastifyInstance, FastifyReply } from 'fastify'
+import type { Dispatcher } from 'undici'
+import type { Upstream } from '../tls/upstream.ts'
+import { verifyXml } from '../xmldsig/verify.ts'
+import type { VerifyCode, VerifyResult } from '../xmldsig/verify.ts'
+import type { Profile } from '../xmldsig/profile.ts'
+import { buildMultipart, MultipartError, multipartBoundary, parseMultipart } from '../http/multipart.ts'
+import { Errors, PixProxyError } from '../errors.ts'
+
+const gunzipAsync = promisify(gunzip)
+
+/** Largest response body accepted from BACEN, compressed or not. */
+const MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+
+export const SIGNATURE_VALID_HEADER = 'pix-proxy-signature-valid'
+export const SIGNATURE_CODE_HEADER = 'pix-proxy-signature-code'
+/** Response bodies BACEN does not sign (empty 201/204, ICOM errors) carry this code. */
+export const UNSIGNED = 'UNSIGNED'
+
+/** Upstream response headers a caller needs; everything else (cookies, server banners, hop-by-hop) stays here. */
+const RESPONSE_HEADER_ALLOWLIST = ['content-type', 'retry-after', 'cache-control', 'pi-resourceid', 'pi-pull-next', 'location', 'keep-alive']
+
+export interface UpstreamCall {
+  readonly upstream: Upstream
+  readonly name: 'dict' | 'spi'
+  readonly method: string
+  readonly path: string
+  readonly headers: Record<string, string>
+  readonly body?: Buffer | string
+}
+
+export interface UpstreamAnswer {
+  readonly status: number
+  readonly headers: Record<string, string>
+  readonly body: Buffer
+  readonly upstreamMs: number
+}
+
+function hostWithoutPort (origin: string): string {
+  return new URL(origin).hostname
+}
+
+/** Sends one request to BACEN and reads the whole (decompressed) body; maps transport failures to stable codes. */
+export async function callUpstream (app: FastifyInstance, call: UpstreamCall, origin: string): Promise<UpstreamAnswer> {
+  const started = performance.now()
+  let res: Dispatcher.ResponseData
+  try {
+    res = await call.upstream.request({
+      method: call.method,
+      path: call.path,
+      headers: { host: hostWithoutPort(origin), 'accept-encoding': 'gzip', 'user-agent': 'pix-proxy', ...call.headers },
+      ...(call.body === undefined ? {} : { body: call.body })
+    })
+  } catch (err) {
+    app.metrics.upstreamRequests.inc({ upstream: call.name, status: 'error' })
+    throw transportError(call.name, err)
+  }
+  let raw: Buffer
+  try {
+    raw = await readBounded(res.body, MAX_RESPONSE_BYTES)
+  } catch (err) {
+    app.metrics.upstreamRequests.inc({ upstream: call.name, status: 'error' })
+    throw transportError(call.name, err)
+  }
+  const upstreamMs = performance.now() - started
+  app.metrics.upstreamRequests.inc({ upstream: call.name, status: String(res.statusCode) })
+  app.metrics.upstreamSeconds.observe({ upstream: call.name }, upstreamMs / 1000)
+  const headers: Record<string, string> = {}
+  for (const [k, v] of Object.entries(res.headers)) {
+    if (v !== undefined) headers[k.toLowerCase()] = Array.isArray(v) ? v.join(', ') : v
+  }
+  let body = raw
+  const encoding = headers['content-encoding']?.toLowerCase()
+  if (encoding === 'gzip' && raw.length > 0) {
+    try {
+      body = await gunzipAsync(raw, { maxOutputLength: MAX_RESPONSE_BYTES })
+    } catch (err) {
+      throw new PixProxyError(Errors.UPSTREAM_BAD_RESPONSE, [call.name, `gzip body: ${(err as Error).message}`], { cause: err })
+    }
+  } else if (encoding !== undefined && encoding !== 'identity' && raw.length > 0) {
+    throw new PixProxyError(Errors.UPSTREAM_BAD_RESPONSE, [call.name, `unsupported Content-Encoding ${encoding}`])
+  }
+  delete headers['content-encoding']
+  return { status: res.statusCode, headers, body, upstreamMs }
+}
+
+async function readBounded (body: Dispatcher.ResponseData['body'], max: number): Promise<Buffer> {
+  const chunks: Buffer[] = []
+  let n = 0
+  for await (const chunk of body) {
+    n += (chunk as Buffer).length
+    if (n > max) {
+      body.destroy()
+      throw new Error(`response body larger than ${max} bytes`)
+    }
+    chunks.push(chunk as Buffer)
+  }
+  return Buffer.concat(chunks)
+}
+
+function transportError (name: string, err: unknown): PixProxyError {
+  const code = (err as { code?: string }).code ?? ''
+  const message = (err as Error).message ?? String(err)
+  if (err instanceof PixProxyError) return err
+  if (code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' || code === 'ETIMEDOUT') {
+    return new PixProxyError(Errors.UPSTREAM_TIMEOUT, [name, `${code}: ${message}`], { cause: err })
+  }
+  return new PixProxyError(Errors.UPSTREAM_UNAVAILABLE, [name, code === '' ? message : `${code}: ${message}`], { cause: err })
+}
+
+function isXml (contentType: string | undefined): boolean {
+  if (contentType === undefined) return false
+  const t = contentType.split(';')[0]?.trim().toLowerCase() ?? ''
+  return t === 'application/xml' || t === 'text/xml' || t.endsWith('+xml')
+}
+
+export interface CheckedBody {
+  /** Body to send to the caller (multipart parts gain a signature header each). */
+  readonly body: Buffer
+  readonly contentType: string | undefined
+  readonly valid: boolean
+  readonly code: VerifyCode | typeof UNSIGNED
+  readonly results: readonly VerifyResult[]
+}
+
+/**
+ * Verifies a BACEN response body: one XML message, or each part of a multipart/mixed page. Unsigned kinds
+ * (empty bodies; ICOM errors when `signedProblems` is false) are reported as UNSIGNED, not as failures.
+ */
+export function checkResponse (app: FastifyInstance, name: 'dict' | 'spi', profile: Profile, answer: UpstreamAnswer, signedProblems: boolean): CheckedBody {
+  const ct = answer.headers['content-type']
+  const record = (r: VerifyResult): VerifyResult => {
+    app.metrics.signatures.inc({ upstream: name, code: r.code })
+    return r
+  }
+  if (answer.body.length === 0) return { body: answer.body, contentType: ct, valid: true, code: UNSIGNED, results: [] }
+  let boundary: string | null
+  try {
+    boundary = multipartBoundary(ct)
+  } catch (err) {
+    throw new PixProxyError(Errors.UPSTREAM_BAD_RESPONSE, [name, (err as Error).message], { cause: err })
+  }
+  if (boundary !== null) {
+    let parts
+    try {
+      parts = parseMultipart(answer.body, boundary)
+    } catch (err) {
+      if (err instanceof MultipartError) throw new PixProxyError(Errors.UPSTREAM_BAD_RESPONSE, [name, err.message], { cause: err })
+      throw err
+    }
+    const results = parts.map((p) => record(verifyXml(p.body, { profile, trustStore: app.crypto.bacenTrust })))
+    const annotated = parts.map((p, i) => ({
+      headers: { ...p.headers, [SIGNATURE_VALID_HEADER]: String(results[i]?.valid), [SIGNATURE_CODE_HEADER]: results[i]?.code as string },
+      body: p.body
+    }))
+    const rebuilt = buildMultipart(annotated, boundary)
+    const firstBad = results.find((r) => !r.valid)
+    return { body: rebuilt.body, contentType: ct, valid: firstBad === undefined, code: firstBad?.code ?? 'VALID', results }
+  }
+  const problem = (ct ?? '').toLowerCase().startsWith('application/problem+xml')
+  if (!isXml(ct) || (problem && !signedProblems)) return { body: answer.body, contentType: ct, valid: true, code: UNSIGNED, results: [] }
+  const r = record(verifyXml(answer.body, { profile, trustStore: app.crypto.bacenTrust }))
+  return { body: answer.body, contentType: ct, valid: r.valid, code: r.code, results: [r] }
+}
+
+/** Sends BACEN's answer to the caller with the signature verdict in headers. */
+export function relay (reply: FastifyReply, answer: UpstreamAnswer, checked: CheckedBody): FastifyReply {
+  for (const h of RESPONSE_HEADER_ALLOWLIST) {
+    const v = answer.headers[h]
+    if (v !== undefined && h !== 'content-type') reply.header(h, v)
+  }
+  if (checked.contentType !== undefined) reply.header('content-type', checked.contentType)
+  reply.header(SIGNATURE_VALID_HEADER, String(checked.valid))
+  reply.header(SIGNATURE_CODE_HEADER, checked.code)
+  return reply.code(answer.status).send(checked.body)
+}
+
+export function signatureRejection (name: string, checked: CheckedBody, status: number): PixProxyError {
+  const first = checked.results.find((r) => !r.valid)
+  const err = new PixProxyError(Errors.UPSTREAM_SIGNATURE_INVALID, [name, checked.code, first?.message ?? ''])
+  Object.assign(err, { extensions: { signatureCode: checked.code, upstreamStatus: status } })
+  return err
+}

@@ -1,0 +1,69 @@
+/**
+ * /healthz: the process answers (liveness; never touches dependencies, so a BACEN outage does not get tasks killed).
+ * /readyz: an HSM session can be taken and the token answers, and each BACEN upstream completes a TLS handshake
+ * with our client identity (cached briefly: a load balancer polling every second must not become a handshake load).
+ * /metrics: Prometheus text format.
+ */
+import { connect } from 'node:tls'
+import type { LookupFunction } from 'node:net'
+import type { FastifyInstance } from 'fastify'
+
+const PROBE_CACHE_MS = 5_000
+const PROBE_TIMEOUT_MS = 3_000
+
+interface ProbeResult { ok: boolean, detail: string, at: number }
+
+export default async function healthRoutes (app: FastifyInstance, opts: { lookup?: LookupFunction }): Promise<void> {
+  const cache = new Map<string, ProbeResult>()
+
+  const probe = async (origin: string): Promise<ProbeResult> => {
+    const hit = cache.get(origin)
+    if (hit !== undefined && Date.now() - hit.at < PROBE_CACHE_MS) return hit
+    const url = new URL(origin)
+    const result = await new Promise<ProbeResult>((resolve) => {
+      const socket = connect({
+        host: url.hostname,
+        port: Number(url.port === '' ? 443 : url.port),
+        servername: url.hostname,
+        secureContext: app.upstreams.agent.secureContext,
+        ...(opts.lookup === undefined ? {} : { lookup: opts.lookup })
+      })
+      const done = (ok: boolean, detail: string): void => {
+        clearTimeout(timer)
+        socket.destroy()
+        resolve({ ok, detail, at: Date.now() })
+      }
+      const timer = setTimeout(() => done(false, `no TLS handshake within ${PROBE_TIMEOUT_MS} ms`), PROBE_TIMEOUT_MS)
+      timer.unref()
+      socket.once('secureConnect', () => done(true, socket.getProtocol() ?? 'tls'))
+      socket.once('error', (err: Error & { code?: string }) => done(false, `${err.code ?? 'error'}: ${err.message}`))
+    })
+    cache.set(origin, result)
+    return result
+  }
+
+  app.get('/healthz', async () => ({ status: 'ok' }))
+
+  app.get('/readyz', async (_req, reply) => {
+    const checks: Record<string, { ok: boolean, detail: string }> = {}
+    if (app.crypto.keyStore !== null) {
+      try {
+        await app.crypto.keyStore.check()
+        const s = app.crypto.keyStore.stats()
+        checks.hsm = { ok: true, detail: `${s.idle} idle of ${s.size} sessions` }
+      } catch (err) {
+        checks.hsm = { ok: false, detail: `${(err as { code?: string }).code ?? 'error'}: ${(err as Error).message}` }
+      }
+    }
+    const [dict, spi] = await Promise.all([probe(app.config.dict.url), probe(app.config.spi.url)])
+    checks.dict = { ok: dict.ok, detail: dict.detail }
+    checks.spi = { ok: spi.ok, detail: spi.detail }
+    const ok = Object.values(checks).every((c) => c.ok)
+    return await reply.code(ok ? 200 : 503).send({ status: ok ? 'ready' : 'not ready', checks })
+  })
+
+  app.get('/metrics', async (_req, reply) => {
+    const registry = app.metrics.registry
+    return await reply.type(registry.contentType).send(await registry.metrics())
+  })
+}

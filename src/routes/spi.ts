@@ -1,0 +1,141 @@
+/**
+ * SPI/ICOM through the proxy, on ICOM's own paths:
+ *   POST   /api/v1/in/{ispb}/msgs            one message (application/xml) or up to 10 (multipart/mixed), signed here
+ *   GET    /api/v1/out/{ispb}/stream/start   long-poll read; PI-Pull-Next names the next path
+ *   GET    /api/v1/out/{ispb}/stream/{id}    the PI-Pull-Next chain
+ *   DELETE /api/v1/out/{ispb}/stream/{id}    end the stream
+ * BACEN allows 6 concurrent POSTs and 6 stream readers per participant: the proxy queues the excess (bounded, with a
+ * deadline) rather than spend BACEN's limit, and answers 503 + Retry-After when it cannot serve in time.
+ *
+ * Stream pages are always delivered, each message flagged with its signature verdict, whatever the invalid-
+ * signature policy: the next pull acknowledges the page to BACEN, so withholding it would lose the message.
+ */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { callUpstream, checkResponse, relay, signatureRejection } from './forward.ts'
+import { requireXmlBody, upstreamPath } from './common.ts'
+import { InFlightLimiter } from '../http/limiter.ts'
+import { buildMultipart, MultipartError, multipartBoundary, parseMultipart } from '../http/multipart.ts'
+import { childElements, textContent } from '../xmldsig/xml.ts'
+import type { XmlDocument, XmlElement } from '../xmldsig/xml.ts'
+import { locateSpi, ProfileError } from '../xmldsig/profile.ts'
+import { Errors, PixProxyError } from '../errors.ts'
+
+const MAX_PARTS = 10
+
+function child (el: XmlElement | undefined, local: string): XmlElement | undefined {
+  return el === undefined ? undefined : childElements(el).find((c) => c.local === local)
+}
+
+/** AppHdr/Fr/FIId/FinInstnId/Othr/Id: the sender BACEN will compare with the signing certificate's owner. */
+export function spiSender (doc: XmlDocument): string | undefined {
+  let appHdr: XmlElement
+  try {
+    appHdr = locateSpi(doc).appHdr
+  } catch (err) {
+    if (err instanceof ProfileError) return undefined
+    throw err
+  }
+  const id = child(child(child(child(child(appHdr, 'Fr'), 'FIId'), 'FinInstnId'), 'Othr'), 'Id')
+  return id === undefined ? undefined : textContent(id).trim()
+}
+
+export default async function spiRoutes (app: FastifyInstance): Promise<void> {
+  const { config, metrics } = app
+  const posts = new InFlightLimiter({
+    maxInFlight: config.spi.maxInFlight,
+    queueMax: config.spi.queueMax,
+    queueTimeoutMs: config.spi.queueTimeoutMs,
+    onChange: (inFlight, queued) => { metrics.spiInFlight.set(inFlight); metrics.spiQueued.set(queued) }
+  })
+  const readers = new InFlightLimiter({ maxInFlight: config.spi.maxInFlight, queueMax: config.spi.queueMax, queueTimeoutMs: config.spi.queueTimeoutMs })
+
+  const checkIspb = (req: FastifyRequest): void => {
+    const { ispb } = req.params as { ispb: string }
+    if (ispb !== config.ispb) throw new PixProxyError(Errors.PARTICIPANT_MISMATCH, ['the ISPB in the path', ispb, config.ispb])
+  }
+
+  const signOne = async (xml: Buffer): Promise<string> => {
+    const signer = app.crypto.xmlSigner
+    const doc = signer.parse(xml, 'spi')
+    const sender = spiSender(doc)
+    if (sender !== undefined && sender !== config.ispb) {
+      // BACEN would reject it asynchronously ("O ISPB do remetente não é o mesmo da Assinatura XML").
+      throw new PixProxyError(Errors.PARTICIPANT_MISMATCH, ['AppHdr/Fr', sender, config.ispb])
+    }
+    const started = performance.now()
+    const signed = await signer.signDocument(doc, 'spi')
+    metrics.signSeconds.observe({ profile: 'spi' }, (performance.now() - started) / 1000)
+    return signed
+  }
+
+  app.post('/api/v1/in/:ispb/msgs', async (req: FastifyRequest, reply: FastifyReply) => {
+    checkIspb(req)
+    const raw = requireXmlBody(req)
+    const ct = req.headers['content-type']
+    let body: Buffer | string
+    let contentType: string
+    let boundary: string | null
+    try {
+      boundary = multipartBoundary(ct)
+    } catch (err) {
+      throw new PixProxyError(Errors.MEDIA_TYPE, [ct, 'multipart/mixed with a boundary'], { cause: err })
+    }
+    if (boundary === null) {
+      body = await signOne(raw)
+      contentType = 'application/xml; charset=utf-8'
+    } else {
+      let parts
+      try {
+        parts = parseMultipart(raw, boundary, MAX_PARTS)
+      } catch (err) {
+        if (err instanceof MultipartError) throw new PixProxyError(Errors.XML_MALFORMED, [`multipart body: ${err.message}`], { cause: err })
+        throw err
+      }
+      // Every part is signed before anything leaves: one bad part refuses the whole batch.
+      const signed = await Promise.all(parts.map(async (p) => ({
+        headers: { 'content-type': 'application/xml; charset=utf-8' },
+        body: Buffer.from(await signOne(p.body), 'utf8')
+      })))
+      const mp = buildMultipart(signed)
+      body = mp.body
+      contentType = mp.contentType
+    }
+    const release = await posts.acquire()
+    try {
+      const answer = await callUpstream(app, {
+        upstream: app.upstreams.spi,
+        name: 'spi',
+        method: 'POST',
+        path: upstreamPath('/api/v1/in/:ispb/msgs', req),
+        headers: { 'content-type': contentType, accept: 'application/xml' },
+        body
+      }, config.spi.url)
+      const checked = checkResponse(app, 'spi', 'spi', answer, false)
+      if (!checked.valid && config.invalidSignaturePolicy === 'reject') throw signatureRejection('ICOM', checked, answer.status)
+      return relay(reply, answer, checked)
+    } finally {
+      release()
+    }
+  })
+
+  const read = (template: string, method: 'GET' | 'DELETE') => async (req: FastifyRequest, reply: FastifyReply) => {
+    checkIspb(req)
+    const accept = req.headers.accept?.toLowerCase().includes('multipart/mixed') === true ? 'multipart/mixed' : 'application/xml'
+    const release = await readers.acquire()
+    try {
+      const answer = await callUpstream(app, {
+        upstream: app.upstreams.spi,
+        name: 'spi',
+        method,
+        path: upstreamPath(template, req),
+        headers: { accept }
+      }, config.spi.url)
+      return relay(reply, answer, checkResponse(app, 'spi', 'spi', answer, false))
+    } finally {
+      release()
+    }
+  }
+  app.get('/api/v1/out/:ispb/stream/start', read('/api/v1/out/:ispb/stream/start', 'GET'))
+  app.get('/api/v1/out/:ispb/stream/:streamId', read('/api/v1/out/:ispb/stream/:streamId', 'GET'))
+  app.delete('/api/v1/out/:ispb/stream/:streamId', read('/api/v1/out/:ispb/stream/:streamId', 'DELETE'))
+}

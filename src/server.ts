@@ -1,0 +1,73 @@
+/**
+ * The proxy's entry point: configuration from the environment, the app, listen, and graceful shutdown.
+ * `process.exit` is used only here.
+ */
+import { buildApp } from './app.ts'
+import { loadConfig } from './config.ts'
+import type { Config } from './config.ts'
+import { PixProxyError } from './errors.ts'
+import type { FastifyInstance } from 'fastify'
+
+export interface RunningProxy {
+  readonly app: FastifyInstance
+  readonly url: string
+  close (): Promise<void>
+}
+
+/**
+ * Starts the proxy. The libp11 engine picks its PKCS#11 module from PKCS11_MODULE_PATH, which must therefore name
+ * the same module as the configuration: set it from the config when absent, refuse a contradiction.
+ */
+export async function startProxy (config: Config, env: NodeJS.ProcessEnv = process.env): Promise<RunningProxy> {
+  if (config.hsm !== null && config.tls.keyLabel !== null) {
+    if (env.PKCS11_MODULE_PATH === undefined) env.PKCS11_MODULE_PATH = config.hsm.modulePath
+    else if (env.PKCS11_MODULE_PATH !== config.hsm.modulePath) {
+      throw new Error(`PKCS11_MODULE_PATH (${env.PKCS11_MODULE_PATH}) and PIXPROXY_HSM_MODULE_PATH (${config.hsm.modulePath}) differ: the TLS engine and the signer would use different HSM modules`)
+    }
+  }
+  const app = await buildApp({ config })
+  const address = await app.listen({ host: config.listen.host, port: config.listen.port })
+  let closing: Promise<void> | null = null
+  const close = async (): Promise<void> => {
+    closing ??= (async () => {
+      const deadline = setTimeout(() => {
+        app.log.error({ timeoutMs: config.shutdownTimeoutMs }, 'shutdown deadline passed; exiting with work in flight')
+        process.exit(1)
+      }, config.shutdownTimeoutMs)
+      deadline.unref()
+      await app.close()
+      clearTimeout(deadline)
+    })()
+    await closing
+  }
+  return { app, url: address, close }
+}
+
+async function main (): Promise<void> {
+  let config: Config
+  try {
+    config = loadConfig(process.env)
+  } catch (err) {
+    process.stderr.write(JSON.stringify({ error: (err as PixProxyError).code ?? 'PIXPROXY_ERR_CONFIG_INVALID', message: (err as Error).message }) + '\n')
+    process.exit(78) // EX_CONFIG
+  }
+  let proxy: RunningProxy
+  try {
+    proxy = await startProxy(config)
+  } catch (err) {
+    const e = err as { code?: string, message?: string }
+    process.stderr.write(JSON.stringify({ error: e.code ?? 'PIXPROXY_ERR_STARTUP', message: e.message }) + '\n')
+    process.exit(1)
+  }
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    process.once(signal, () => {
+      proxy.app.log.info({ signal }, 'shutting down: draining in-flight requests')
+      proxy.close().then(() => process.exit(0), (err: unknown) => {
+        proxy.app.log.error({ err }, 'shutdown failed')
+        process.exit(1)
+      })
+    })
+  }
+}
+
+if (import.meta.main) await main()
