@@ -147,6 +147,9 @@ for (let c = 0; c < 128; c++) {
   ASCII_NAME_CHAR[c] = /[A-Za-z_0-9.-]/.test(ch) ? 1 : 0
 }
 
+/** Shared by every element that declares no namespace (never mutated: declarations are collected before). */
+const NO_DECLS: XmlNamespaceDecl[] = Object.freeze([]) as unknown as XmlNamespaceDecl[]
+
 /** A reference whose canonical form differs from its source form (c14n writes only &amp; &lt; &gt; &#xD;). */
 const NOT_CANONICAL_REF_RE = /&(?!amp;|lt;)/
 
@@ -403,6 +406,28 @@ class Parser {
     if (++this.elementCount > this.limits.maxElements) this.fail(`more than ${this.limits.maxElements} elements`, start, 'XML_LIMIT_EXCEEDED')
     this.pos++
     const q = this.qname('element')
+    // Fast path: `<name>` with nothing else, the shape of nearly every element in a PIX message.
+    if (s.charCodeAt(this.pos) === 0x3e && q.prefix === '' && parent !== null) {
+      this.pos++
+      return {
+        type: 'element',
+        name: q.name,
+        prefix: '',
+        local: q.local,
+        ns: parent.prefix === '' ? parent.ns : (lookupNs(parent, '') ?? ''),
+        attributes: [],
+        nsDecls: NO_DECLS,
+        children: [],
+        parent,
+        depth,
+        start,
+        startTagEnd: this.pos,
+        end: this.pos,
+        selfClosing: false,
+        clean: true,
+        src: s
+      }
+    }
     const rawAttrs: Array<{ name: string, prefix: string, local: string, value: string, at: number }> = []
     const nsDecls: XmlNamespaceDecl[] = []
     let selfClosing = false
