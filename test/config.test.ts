@@ -76,3 +76,9 @@ t.test('SSM parameter names map one to one onto the settings', async (t) => {
     t.ok((ConfigSchema.properties[k] as { description?: string }).description, `${k} is described`)
   }
 })
+
+t.test('docs/configuration.md is the rendering of the schema (run npm run docs:config after a change)', async (t) => {
+  const { readFile } = await import('node:fs/promises')
+  const { renderConfigDoc } = await import('../src/config-doc.ts')
+  t.equal(await readFile(new URL('../docs/configuration.md', import.meta.url), 'utf8'), renderConfigDoc())
+})
