@@ -43,7 +43,8 @@ export async function startProxy (config: Config, env: NodeJS.ProcessEnv = proce
   return { app, url: address, close }
 }
 
-async function main (): Promise<void> {
+/** `pix-proxy serve` and `node dist/src/server.js`: configuration from the environment, run until SIGTERM. */
+export async function main (): Promise<void> {
   let config: Config
   try {
     config = loadConfig(process.env)
@@ -59,6 +60,12 @@ async function main (): Promise<void> {
     process.stderr.write(JSON.stringify({ error: e.code ?? 'PIXPROXY_ERR_STARTUP', message: e.message }) + '\n')
     process.exit(1)
   }
+  // Certificate rotation: replace the PEM files, then `kill -HUP <pid>`; no request is dropped.
+  process.on('SIGHUP', () => {
+    proxy.app.upstreams.reloadCertificates().catch((err: unknown) => {
+      proxy.app.log.error({ err }, 'certificate rotation refused; the previous certificate stays in use')
+    })
+  })
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     process.once(signal, () => {
       proxy.app.log.info({ signal }, 'shutting down: draining in-flight requests')

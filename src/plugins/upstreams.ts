@@ -7,7 +7,7 @@ import { readFile } from 'node:fs/promises'
 import type { FastifyInstance } from 'fastify'
 import type { Config } from '../config.ts'
 import { TlsKeyAgent } from '../tls/agent.ts'
-import type { TlsKeySource } from '../tls/agent.ts'
+import type { TlsClientIdentity, TlsKeySource } from '../tls/agent.ts'
 import { Upstream } from '../tls/upstream.ts'
 import type { UpstreamOptions } from '../tls/upstream.ts'
 
@@ -15,6 +15,12 @@ export interface Upstreams {
   readonly agent: TlsKeyAgent
   readonly dict: Upstream
   readonly spi: Upstream
+  /**
+   * Re-reads the mTLS certificate and CA files and rotates the agent: new connections present the new
+   * certificate, requests in flight finish on their connections. Throws (and changes nothing) when the new files
+   * are unusable, e.g. a certificate that does not match the HSM key.
+   */
+  reloadCertificates (): Promise<void>
 }
 
 declare module 'fastify' {
@@ -44,7 +50,7 @@ export default fp(async function upstreamsPlugin (app: FastifyInstance, opts: Up
   } else {
     key = { kind: 'pem', keyPem: await readFile(config.tls.keyFile as string, 'utf8') }
   }
-  const agent = TlsKeyAgent.create({
+  const identity = async (): Promise<TlsClientIdentity> => ({
     certPem: await readFile(config.tls.certFile, 'utf8'),
     caPem: await readFile(config.tls.caFile, 'utf8'),
     key,
@@ -52,6 +58,7 @@ export default fp(async function upstreamsPlugin (app: FastifyInstance, opts: Up
     ...(config.tls.sigalgs === null ? {} : { sigalgs: config.tls.sigalgs }),
     ...(app.crypto.tlsPublicKey === null ? {} : { expectedPublicKey: app.crypto.tlsPublicKey })
   })
+  const agent = TlsKeyAgent.create(await identity())
   const common = {
     agent,
     connections: config.upstream.connections,
@@ -63,7 +70,11 @@ export default fp(async function upstreamsPlugin (app: FastifyInstance, opts: Up
   const upstreams: Upstreams = {
     agent,
     dict: new Upstream({ name: 'dict', origin: config.dict.url, ...common }),
-    spi: new Upstream({ name: 'spi', origin: config.spi.url, ...common })
+    spi: new Upstream({ name: 'spi', origin: config.spi.url, ...common }),
+    reloadCertificates: async () => {
+      agent.rotate(await identity())
+      app.log.info({ certificate: agent.certificate.subjectString, serial: agent.certificate.serialDecimal, notAfter: agent.certificate.notAfter }, 'mTLS certificate rotated')
+    }
   }
   app.decorate('upstreams', upstreams)
   app.addHook('onClose', async () => {
