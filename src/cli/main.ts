@@ -14,7 +14,9 @@ commands:
   xml verify    verify a signed PIX message; prints one JSON object, exit 0 only when valid
   hsm init      create a SoftHSM2 token with non-extractable signing and TLS keys and a local test CA
   hsm info      describe a token created by hsm init and check its certificates against its keys
-  demo          run the local sample workload end to end and print a JSON summary
+  serve         run the proxy (configuration from PIXPROXY_* environment variables, docs/configuration.md)
+  simulator     run the BACEN simulator (mTLS, DICT v2, SPI/ICOM) with a local test PKI
+  demo          start token, simulator and proxy and send sample traffic (--once: exit with a JSON summary)
   version       print the version`
 
 export async function main (argv: string[], io: CliIo): Promise<number> {
@@ -24,6 +26,11 @@ export async function main (argv: string[], io: CliIo): Promise<number> {
       case 'xml': return await (await import('./xml.ts')).xmlCommand(rest, io)
       case 'hsm': return await (await import('./hsm.ts')).hsmCommand(rest, io)
       case 'demo': return await (await import('./demo.ts')).demoCommand(rest, io)
+      case 'serve':
+        // Runs until SIGTERM; configuration comes from the environment (docs/configuration.md).
+        await (await import('../server.ts')).main()
+        return await new Promise<number>(() => {})
+      case 'simulator': return await (await import('./simulator.ts')).simulatorCommand(rest, io)
       case 'version': case '--version':
         io.stdout.write(`pix-proxy ${await version()} (node ${process.versions.node})\n`)
         return 0

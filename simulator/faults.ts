@@ -1,0 +1,79 @@
+/**
+ * Fault injection: what a real BACEN link does on a bad day, on demand. Settable at start and at run time; each
+ * request samples the current configuration once, so a change never affects a request already being answered.
+ */
+import { Errors, PixProxyError } from '../src/errors.ts'
+
+export type ResponseSignatureMode = 'valid' | 'invalid' | 'missing' | 'expired-cert'
+
+export interface FaultConfig {
+  /** Milliseconds added before answering. */
+  latencyMs?: number
+  /** Up to this many more milliseconds, uniformly random, on top of latencyMs. */
+  jitterMs?: number
+  /** Fraction (0–1) of requests answered with `errorStatus` as a problem document. */
+  errorRate?: number
+  /** Default 503 (with Retry-After). */
+  errorStatus?: number
+  /** Fraction (0–1) of requests whose connection is destroyed without an answer. */
+  dropRate?: number
+  /**
+   * How DICT responses and the SPI messages delivered on streams are signed: with the BCB key (valid), with a
+   * corrupted SignatureValue (invalid), not at all (missing), or with the expired BCB certificate.
+   */
+  responseSignature?: ResponseSignatureMode
+  /** Limit the faults to requests whose path starts with one of these prefixes (e.g. '/api/v2/entries'). */
+  routes?: string[]
+}
+
+const MODES: readonly ResponseSignatureMode[] = ['valid', 'invalid', 'missing', 'expired-cert']
+
+/** Throws SIMULATOR_CONFIG for out-of-range values, so a typo fails the test that set it, not a later one. */
+export function validateFaults (f: FaultConfig, hasExpiredBcb: boolean): FaultConfig {
+  const rate = (name: keyof FaultConfig, v: number | undefined): void => {
+    if (v !== undefined && !(Number.isFinite(v) && v >= 0 && v <= 1)) {
+      throw new PixProxyError(Errors.SIMULATOR_CONFIG, [`faults.${name} must be between 0 and 1, got ${String(v)}`])
+    }
+  }
+  const ms = (name: keyof FaultConfig, v: number | undefined): void => {
+    if (v !== undefined && !(Number.isFinite(v) && v >= 0)) {
+      throw new PixProxyError(Errors.SIMULATOR_CONFIG, [`faults.${name} must be a non-negative number of milliseconds, got ${String(v)}`])
+    }
+  }
+  rate('errorRate', f.errorRate)
+  rate('dropRate', f.dropRate)
+  ms('latencyMs', f.latencyMs)
+  ms('jitterMs', f.jitterMs)
+  if (f.errorStatus !== undefined && !(Number.isInteger(f.errorStatus) && f.errorStatus >= 400 && f.errorStatus <= 599)) {
+    throw new PixProxyError(Errors.SIMULATOR_CONFIG, [`faults.errorStatus must be an HTTP error status, got ${String(f.errorStatus)}`])
+  }
+  if (f.responseSignature !== undefined && !MODES.includes(f.responseSignature)) {
+    throw new PixProxyError(Errors.SIMULATOR_CONFIG, [`faults.responseSignature must be one of ${MODES.join(', ')}`])
+  }
+  if (f.responseSignature === 'expired-cert' && !hasExpiredBcb) {
+    throw new PixProxyError(Errors.SIMULATOR_CONFIG, ['faults.responseSignature "expired-cert" needs bcb.expired (an expired BCB signing certificate and its key)'])
+  }
+  return { ...f, routes: f.routes === undefined ? undefined : [...f.routes] }
+}
+
+/** The faults that apply to one request path. */
+export interface AppliedFaults {
+  readonly delayMs: number
+  readonly drop: boolean
+  readonly errorStatus: number | null
+  readonly responseSignature: ResponseSignatureMode
+}
+
+const NONE: AppliedFaults = Object.freeze({ delayMs: 0, drop: false, errorStatus: null, responseSignature: 'valid' })
+
+export function sampleFaults (f: FaultConfig, path: string, random: () => number = Math.random): AppliedFaults {
+  if (f.routes !== undefined && !f.routes.some((r) => path.startsWith(r))) return NONE
+  const drop = (f.dropRate ?? 0) > 0 && random() < (f.dropRate ?? 0)
+  const error = (f.errorRate ?? 0) > 0 && random() < (f.errorRate ?? 0)
+  return {
+    delayMs: (f.latencyMs ?? 0) + (f.jitterMs ?? 0) * random(),
+    drop,
+    errorStatus: error ? (f.errorStatus ?? 503) : null,
+    responseSignature: f.responseSignature ?? 'valid'
+  }
+}
