@@ -1,0 +1,88 @@
+// The entry point as operators run it: a child process configured from the environment.
+import t from 'tap'
+import { spawn } from 'node:child_process'
+import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { request } from 'undici'
+import { createTestPki } from '../src/pki/ca.ts'
+
+const serverTs = new URL('../src/server.ts', import.meta.url).pathname
+const pki = createTestPki()
+const sign = pki.issue('CN=pix-proxy 99999004 assinatura, O=Banco Exemplo S.A., C=BR')
+const tls = pki.issue('CN=pix-proxy 99999004 tls, O=Banco Exemplo S.A., C=BR', { extKeyUsage: ['clientAuth'] })
+const bcb = pki.issue('CN=BCB assinatura, O=Banco Central do Brasil, C=BR')
+const dir = t.testdir()
+const pem = (k: import('node:crypto').KeyObject | undefined): string => (k as import('node:crypto').KeyObject).export({ type: 'pkcs8', format: 'pem' }).toString()
+
+let env: Record<string, string>
+t.before(async () => {
+  await writeFile(join(dir, 'sign.key'), pem(sign.key), { mode: 0o600 })
+  await writeFile(join(dir, 'sign.crt'), sign.certificate.pem)
+  await writeFile(join(dir, 'tls.key'), pem(tls.key), { mode: 0o600 })
+  await writeFile(join(dir, 'tls.crt'), tls.certificate.pem)
+  await writeFile(join(dir, 'ca.crt'), pki.ca.certificate.pem)
+  await writeFile(join(dir, 'bcb.crt'), bcb.certificate.pem)
+  env = {
+    PATH: process.env.PATH ?? '',
+    PIXPROXY_ISPB: '99999004',
+    PIXPROXY_LISTEN_PORT: '0',
+    PIXPROXY_LOG_LEVEL: 'info',
+    PIXPROXY_SIGNING_KEY_FILE: join(dir, 'sign.key'),
+    PIXPROXY_SIGNING_CERT_FILE: join(dir, 'sign.crt'),
+    PIXPROXY_TLS_KEY_FILE: join(dir, 'tls.key'),
+    PIXPROXY_TLS_CERT_FILE: join(dir, 'tls.crt'),
+    PIXPROXY_TLS_CA_FILE: join(dir, 'ca.crt'),
+    PIXPROXY_BACEN_SIGNING_CERTS_FILE: join(dir, 'bcb.crt'),
+    PIXPROXY_SHUTDOWN_TIMEOUT_MS: '5000'
+  }
+})
+
+function start (extra: Record<string, string> = {}): { child: ReturnType<typeof spawn>, lines: string[], exit: Promise<number | null>, url: Promise<string> } {
+  const child = spawn(process.execPath, [serverTs], { env: { ...env, ...extra }, stdio: ['ignore', 'pipe', 'pipe'] })
+  const lines: string[] = []
+  let resolveUrl: (u: string) => void = () => {}
+  const url = new Promise<string>((resolve) => { resolveUrl = resolve })
+  const onData = (b: Buffer): void => {
+    for (const line of b.toString().split('\n')) {
+      if (line === '') continue
+      lines.push(line)
+      const m = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(line)
+      if (m !== null) resolveUrl(m[1] as string)
+    }
+  }
+  child.stdout?.on('data', onData)
+  child.stderr?.on('data', onData)
+  const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
+  t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
+  return { child, lines, exit, url }
+}
+
+t.test('a bad configuration stops start-up with exit 78 and every problem in one JSON line', async (t) => {
+  const p = start({ PIXPROXY_ISPB: 'nope', PIXPROXY_LISTEN_PORT: 'eighty' })
+  t.equal(await p.exit, 78)
+  const err = JSON.parse(p.lines.find((l) => l.startsWith('{"error"')) as string)
+  t.equal(err.error, 'PIXPROXY_ERR_CONFIG_INVALID')
+  t.match(err.message, /PIXPROXY_ISPB/)
+  t.match(err.message, /PIXPROXY_LISTEN_PORT/)
+})
+
+t.test('an unreadable key file stops start-up with a coded error, exit 1', async (t) => {
+  const p = start({ PIXPROXY_SIGNING_KEY_FILE: join(dir, 'missing.key') })
+  t.equal(await p.exit, 1)
+  t.ok(p.lines.some((l) => l.includes('"error"')), p.lines.join('\n'))
+})
+
+t.test('starts, answers /healthz, and exits 0 on SIGTERM', async (t) => {
+  const p = start()
+  const url = await p.url
+  const r = await request(url + '/healthz')
+  t.equal(r.statusCode, 200)
+  t.same(await r.body.json(), { status: 'ok' })
+  const notFound = await request(url + '/api/v9/anything')
+  t.equal(notFound.statusCode, 404)
+  t.equal(notFound.headers['content-type'], 'application/problem+json; charset=utf-8')
+  t.equal(((await notFound.body.json()) as { code: string }).code, 'PIXPROXY_ERR_ROUTE_NOT_ALLOWED')
+  p.child.kill('SIGTERM')
+  t.equal(await p.exit, 0)
+  t.ok(p.lines.some((l) => l.includes('shutting down')), 'logs the shutdown')
+})
