@@ -11,8 +11,10 @@ npx tsc -p tsconfig.test.json || { echo "0 passed, 1 failed"; exit 1; }
 
 mkdir -p .tap
 out=.tap/results.tap
-# --reporter=tap keeps the raw stream (parsed below); coverage is reported, and gated by scripts/coverage-gate.mjs.
-npx tap --reporter=tap "$@" > "$out" 2> .tap/stderr.log
+rm -rf .c8
+# --reporter=tap keeps the raw stream (parsed below). Coverage: c8 wraps the whole run and collects V8 coverage from
+# every test process (tap's own per-test coverage files do not merge correctly), gated by scripts/coverage-gate.mjs.
+npx c8 --temp-directory .c8 --reporter none --clean false npx tap --disable-coverage --reporter=tap "$@" > "$out" 2> .tap/stderr.log
 status=$?
 cat "$out" | grep -E '^(not ok|ok) |^# (Subtest|failed)|^\s+not ok' | grep -vE '^\s+ok' | tail -n 200 >&2 || true
 [ -s .tap/stderr.log ] && tail -n 50 .tap/stderr.log >&2

@@ -120,7 +120,8 @@ export async function buildApp (opts: AppOptions): Promise<FastifyInstance> {
     ...loggerOpt,
     ...(https === null ? {} : { https }),
     bodyLimit: config.maxBodyBytes,
-    return503OnClosing: true,
+    // Closing is answered by our own hook below (problem+json with a stable code and Retry-After).
+    return503OnClosing: false,
     requestIdHeader: 'x-request-id',
     genReqId: () => randomUUID(),
     // Requests to BACEN can take up to the upstream timeouts plus the ICOM queue wait.
@@ -141,6 +142,16 @@ export async function buildApp (opts: AppOptions): Promise<FastifyInstance> {
     return sendProblem(reply, req, 404, Errors.ROUTE_NOT_ALLOWED.code, new PixProxyError(Errors.ROUTE_NOT_ALLOWED, [req.method, req.url.split('?')[0]]).message)
   })
   app.addHook('onSend', async (req, reply) => { reply.header('x-request-id', req.id) })
+
+  // Shutdown: once close() starts, new requests get 503 + Retry-After (another task will take them) while the
+  // ones in flight finish; the connection is not kept alive so the load balancer moves the caller elsewhere.
+  let closing = false
+  app.addHook('preClose', async () => { closing = true })
+  app.addHook('onRequest', async (_req, reply) => {
+    if (!closing) return
+    reply.header('connection', 'close')
+    throw new PixProxyError(Errors.SHUTTING_DOWN)
+  })
 
   if (config.inbound.clientAllowlist.length > 0) {
     const allowed = new Set(config.inbound.clientAllowlist)

@@ -109,7 +109,9 @@ export async function startLocalStack (opts: LocalStackOptions): Promise<LocalSt
     const caFile = join(files, 'bacen-ca.pem')
     const signingFile = join(files, 'bacen-signing.pem')
     await writeFile(caFile, simulatorPki.ca.certPem)
-    await writeFile(signingFile, simulatorPki.bcbSigning.certPem)
+    // A real bundle keeps BACEN's previous signing certificate after a rotation: an expired signature is then
+    // reported as CERT_EXPIRED, not as an unknown certificate.
+    await writeFile(signingFile, simulatorPki.bcbSigning.certPem + simulatorPki.bcbExpired.certPem)
     const port = new URL(simulator.dictUrl).port
     const config = loadConfig({
       PIXPROXY_ISPB: PROXY_ISPB,

@@ -26,8 +26,9 @@ export const SIGNATURE_CODE_HEADER = 'pix-proxy-signature-code'
 /** Response bodies BACEN does not sign (empty 201/204, ICOM errors) carry this code. */
 export const UNSIGNED = 'UNSIGNED'
 
-/** Upstream response headers a caller needs; everything else (cookies, server banners, hop-by-hop) stays here. */
-const RESPONSE_HEADER_ALLOWLIST = ['content-type', 'retry-after', 'cache-control', 'pi-resourceid', 'pi-pull-next', 'location', 'keep-alive']
+/** Upstream response headers a caller needs; everything else (cookies, server banners, hop-by-hop such as
+ * keep-alive, which describes the proxy's connection to BACEN) stays here. */
+const RESPONSE_HEADER_ALLOWLIST = ['content-type', 'retry-after', 'cache-control', 'pi-resourceid', 'pi-pull-next', 'location']
 
 export interface UpstreamCall {
   readonly upstream: Upstream

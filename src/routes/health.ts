@@ -10,6 +10,7 @@ import type { FastifyInstance } from 'fastify'
 
 const PROBE_CACHE_MS = 5_000
 const PROBE_TIMEOUT_MS = 3_000
+const TLS13_GRACE_MS = 300
 
 interface ProbeResult { ok: boolean, detail: string, at: number }
 
@@ -28,14 +29,31 @@ export default async function healthRoutes (app: FastifyInstance, opts: { lookup
         secureContext: app.upstreams.agent.secureContext,
         ...(opts.lookup === undefined ? {} : { lookup: opts.lookup })
       })
+      let settled = false
       const done = (ok: boolean, detail: string): void => {
+        if (settled) return
+        settled = true
         clearTimeout(timer)
         socket.destroy()
         resolve({ ok, detail, at: Date.now() })
       }
       const timer = setTimeout(() => done(false, `no TLS handshake within ${PROBE_TIMEOUT_MS} ms`), PROBE_TIMEOUT_MS)
       timer.unref()
-      socket.once('secureConnect', () => done(true, socket.getProtocol() ?? 'tls'))
+      socket.once('secureConnect', () => {
+        const protocol = socket.getProtocol() ?? 'tls'
+        if (protocol !== 'TLSv1.3') {
+          done(true, protocol)
+          return
+        }
+        // In TLS 1.3 the client finishes before the server has judged its certificate: a refused certificate shows
+        // up only afterwards, as an alert or a closed connection. The server's session ticket comes after it
+        // accepted us; a quiet server that sends none is taken as accepting after a short grace period.
+        const grace = setTimeout(() => done(true, protocol), TLS13_GRACE_MS)
+        grace.unref()
+        socket.once('session', () => { clearTimeout(grace); done(true, protocol) })
+        socket.once('end', () => { clearTimeout(grace); done(false, 'BACEN closed the connection after the handshake: client certificate refused?') })
+        socket.once('close', () => { clearTimeout(grace); done(false, 'connection closed after the handshake: client certificate refused?') })
+      })
       socket.once('error', (err: Error & { code?: string }) => done(false, `${err.code ?? 'error'}: ${err.message}`))
     })
     cache.set(origin, result)

@@ -1,0 +1,73 @@
+/**
+ * The proxy's mutual-TLS identity refused by BACEN: the simulator stops trusting the CA that issued the proxy's
+ * client certificate (the key stays in the HSM; the certificate is now from a CA BACEN does not know). Every request
+ * fails with a stable 502 and nothing reaches BACEN, the counterparty (a trusted CA) still gets through, and
+ * readiness must report the upstreams down.
+ */
+import t from 'tap'
+import type { Test } from 'tap'
+import { pacs008 } from '../../src/samples/messages.ts'
+import { COUNTERPARTY_ISPB, PROXY_ISPB, problemOf, startE2e } from '../helpers/e2e.ts'
+import type { E2e } from '../helpers/e2e.ts'
+
+let e2e: E2e
+t.before(async () => { e2e = await startE2e(t) })
+
+/** /readyz caches each BACEN probe for 5 s. */
+const PROBE_CACHE_MS = 5_000
+
+
+interface Readiness {
+  status: string
+  checks: Record<string, { ok: boolean, detail: string }>
+}
+
+/** Only the simulator's own PKI CA is trusted for client certificates from now on (new connections). */
+function distrustProxyCa (maxVersion: 'TLSv1.2' | 'TLSv1.3'): void {
+  const pki = e2e.stack.simulatorPki
+  const server = e2e.stack.simulator.app.server
+  server.setSecureContext({ cert: pki.bcbTls.certPem, key: pki.bcbTls.keyPem, ca: pki.ca.certPem, minVersion: 'TLSv1.2', maxVersion })
+  server.closeAllConnections()
+}
+
+async function assertRefused (t: Test): Promise<void> {
+  const mark = e2e.seen.length
+  const logged = e2e.log.length
+  const dict = await e2e.proxy('GET', '/api/v2/policies/', { headers: { 'pi-requestingparticipant': PROXY_ISPB } })
+  t.equal(dict.status, 502, dict.text.slice(0, 200))
+  t.match(problemOf(dict).code, /^PIXPROXY_ERR_UPSTREAM_(UNAVAILABLE|TLS_HANDSHAKE)$/, 'DICT: a stable upstream code')
+  const spi = await e2e.proxyXml(`/api/v1/in/${PROXY_ISPB}/msgs`, pacs008().xml)
+  t.equal(spi.status, 502)
+  t.match(problemOf(spi).code, /^PIXPROXY_ERR_UPSTREAM_(UNAVAILABLE|TLS_HANDSHAKE)$/, 'ICOM: a stable upstream code')
+  t.same(e2e.seenSince(mark), [], 'no request got past BACEN\'s TLS')
+  t.equal(e2e.log.length, logged, 'nothing accepted')
+  const counterparty = await e2e.stack.counterparty.client.request('GET', '/api/v2/policies/', { headers: { 'pi-requestingparticipant': COUNTERPARTY_ISPB } })
+  t.equal(counterparty.status, 200, 'a participant with a trusted certificate still gets through')
+}
+
+async function readiness (): Promise<{ status: number, body: Readiness }> {
+  const res = await e2e.proxy('GET', '/readyz')
+  return { status: res.status, body: JSON.parse(res.text) as Readiness }
+}
+
+t.test('client certificate from a CA BACEN does not trust (TLS 1.3): requests fail with 502, readiness reports it', async (t) => {
+  distrustProxyCa('TLSv1.3')
+  await assertRefused(t)
+  const { status, body } = await readiness()
+  t.equal(body.checks.hsm?.ok, true, 'the HSM itself is fine')
+  t.equal(status, 503, `readyz: ${JSON.stringify(body)}`)
+  t.equal(body.checks.dict?.ok, false, 'dict probe fails')
+  t.equal(body.checks.spi?.ok, false, 'spi probe fails')
+})
+
+t.test('client certificate from a CA BACEN does not trust (TLS 1.2): requests fail with 502, readyz 503', async (t) => {
+  distrustProxyCa('TLSv1.2')
+  await new Promise((resolve) => setTimeout(resolve, PROBE_CACHE_MS + 100).unref())
+  await assertRefused(t)
+  const { status, body } = await readiness()
+  t.equal(status, 503, JSON.stringify(body))
+  t.equal(body.status, 'not ready')
+  t.equal(body.checks.hsm?.ok, true)
+  t.equal(body.checks.dict?.ok, false)
+  t.equal(body.checks.spi?.ok, false)
+})
