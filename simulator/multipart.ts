@@ -2,6 +2,9 @@
  * multipart/mixed (RFC 2046 §5.1) for ICOM: several XML messages in one POST or one stream page, each part with
  * its own headers (PI-ResourceId on stream pages, BACEN staff in bacen/pix-perguntas-e-respostas#181). Part bodies
  * stay bytes: a signed message must reach its verifier unchanged.
+ *
+ * Deliberately not shared with the proxy's src/http/multipart.ts: the simulator stands in for BACEN, an independent
+ * peer, and a bug common to both sides of a test would pass unseen.
  */
 import { randomBytes } from 'node:crypto'
 

@@ -142,6 +142,21 @@ export function formatPkcs11Uri (parts: Omit<Pkcs11Uri, 'pinValue'>): string {
   return 'pkcs11:' + path.join(';') + (query.length > 0 ? '?' + query.join('&') : '')
 }
 
+/** The path a `pin-source` names (`file:/abs`, `file:relative`, `file:///abs`); only file: sources are supported. */
+export function pinSourceFile (pinSource: string): string {
+  if (!pinSource.startsWith('file:')) {
+    throw new PixProxyError(Errors.HSM_PIN_SOURCE, [pinSource, 'only file: pin sources are supported'])
+  }
+  let file: string
+  try {
+    file = pinSource.startsWith('file://') ? fileURLToPath(pinSource) : pinSource.slice('file:'.length)
+  } catch (err) {
+    throw new PixProxyError(Errors.HSM_PIN_SOURCE, [pinSource, (err as Error).message], { cause: err })
+  }
+  if (file === '') throw new PixProxyError(Errors.HSM_PIN_SOURCE, [pinSource, 'empty path'])
+  return file
+}
+
 /**
  * Reads the user PIN named by a URI's `pin-source` (`file:/abs/path`, `file:relative/path` or
  * `file:///abs/path`), dropping one trailing newline. A `pin-value` is refused: a PIN written into a URI
@@ -153,16 +168,7 @@ export async function readPin (source: { pinSource?: string, pinValue?: string }
   }
   const pinSource = source.pinSource
   if (pinSource === undefined) throw new PixProxyError(Errors.HSM_PIN_SOURCE, ['the URI', 'no pin-source given'])
-  if (!pinSource.startsWith('file:')) {
-    throw new PixProxyError(Errors.HSM_PIN_SOURCE, [pinSource, 'only file: pin sources are supported'])
-  }
-  let file: string
-  try {
-    file = pinSource.startsWith('file://') ? fileURLToPath(pinSource) : pinSource.slice('file:'.length)
-  } catch (err) {
-    throw new PixProxyError(Errors.HSM_PIN_SOURCE, [pinSource, (err as Error).message], { cause: err })
-  }
-  if (file === '') throw new PixProxyError(Errors.HSM_PIN_SOURCE, [pinSource, 'empty path'])
+  const file = pinSourceFile(pinSource)
   let text: string
   try {
     text = await readFile(file, 'utf8')

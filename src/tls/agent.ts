@@ -25,9 +25,8 @@ import type { KeyObject } from 'node:crypto'
 import { accessSync, constants as fsConstants } from 'node:fs'
 import { createSecureContext } from 'node:tls'
 import type { SecureContext, SecureContextOptions, SecureVersion } from 'node:tls'
-import { fileURLToPath } from 'node:url'
 import { Errors, PixProxyError } from '../errors.ts'
-import { formatPkcs11Uri, parsePkcs11Uri } from '../hsm/uri.ts'
+import { formatPkcs11Uri, parsePkcs11Uri, pinSourceFile } from '../hsm/uri.ts'
 import { certificateMatchesKey, parseCertificates } from '../pki/x509.ts'
 import type { Certificate } from '../pki/x509.ts'
 
@@ -99,20 +98,6 @@ function parsePem (what: string, pem: unknown): Certificate[] {
   }
 }
 
-function pinFileOf (pinSource: string): string {
-  if (!pinSource.startsWith('file:')) {
-    throw new PixProxyError(Errors.HSM_PIN_SOURCE, [pinSource, 'only file: pin sources are supported'])
-  }
-  let file: string
-  try {
-    file = pinSource.startsWith('file://') ? fileURLToPath(pinSource) : pinSource.slice('file:'.length)
-  } catch (err) {
-    throw new PixProxyError(Errors.HSM_PIN_SOURCE, [pinSource, describeError(err)], { cause: err })
-  }
-  if (file === '') throw new PixProxyError(Errors.HSM_PIN_SOURCE, [pinSource, 'empty path'])
-  return file
-}
-
 /** Checks the engine URI and returns a description of the key that is safe to log (no pin-source). */
 function checkEngineUri (uri: unknown): string {
   if (typeof uri !== 'string') throw new PixProxyError(Errors.TLS_CONTEXT_INVALID, ['key.uri must be a string'])
@@ -132,7 +117,7 @@ function checkEngineUri (uri: unknown): string {
   }
   // Without a pin-source libp11 would try to prompt for the PIN on the terminal.
   if (parts.pinSource === undefined) throw new PixProxyError(Errors.HSM_PIN_SOURCE, [description, 'no pin-source given'])
-  const pinFile = pinFileOf(parts.pinSource)
+  const pinFile = pinSourceFile(parts.pinSource)
   // Only whether it can be read: the engine reads the PIN itself, it never passes through JS.
   try {
     accessSync(pinFile, fsConstants.R_OK)
