@@ -59,7 +59,13 @@ install_node
 
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   log "npm ci"
-  npm ci --silent >&2
+  if ! npm ci --no-audit --no-fund --loglevel=error >&2; then
+    # npm 11 refuses `npm ci` when a package's per-platform optional binaries are missing from the lock file
+    # (npm/cli#4828, #8320): @duckdb/node-api's are, because the registry reachable here does not serve the other
+    # platforms' builds. `npm install` installs the locked versions of everything the lock does list.
+    log "npm ci refused the lock file (missing other-platform optional binaries); installing the locked versions with npm install"
+    npm install --no-audit --no-fund --loglevel=error >&2
+  fi
 fi
 log "building"
 npx tsc -p tsconfig.json >&2
