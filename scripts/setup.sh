@@ -59,7 +59,8 @@ install_node
 
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   log "npm ci"
-  if ! npm ci --no-audit --no-fund --loglevel=error >&2; then
+  if ! ci_out=$(npm ci --no-audit --no-fund --loglevel=error 2>&1); then
+    printf '%s\n' "$ci_out" | grep -E '^npm error (code|Missing)' >&2 || printf '%s\n' "$ci_out" | tail -n 20 >&2
     # npm 11 refuses `npm ci` when a package's per-platform optional binaries are missing from the lock file
     # (npm/cli#4828, #8320): @duckdb/node-api's are, because the registry reachable here does not serve the other
     # platforms' builds. `npm install` installs the locked versions of everything the lock does list.
