@@ -103,7 +103,26 @@ export const Errors = Object.freeze({
   // SIMULATOR (the local BACEN simulator, simulator/)
   SIMULATOR_CONFIG: define('PIXPROXY_ERR_SIMULATOR_CONFIG', 'invalid simulator configuration: %s'),
   SIMULATOR_PKI: define('PIXPROXY_ERR_SIMULATOR_PKI', 'cannot prepare the simulator PKI in %s: %s'),
-  SIMULATOR_STATE: define('PIXPROXY_ERR_SIMULATOR_STATE', 'cannot load the simulator state from %s: %s')
+  SIMULATOR_STATE: define('PIXPROXY_ERR_SIMULATOR_STATE', 'cannot load the simulator state from %s: %s'),
+
+  // AWS (Firehose audit sink, configuration from SSM and Secrets Manager, the local AWS endpoint; src/aws/)
+  AWS_FIREHOSE_PUT: define('PIXPROXY_ERR_AWS_FIREHOSE_PUT', 'Firehose PutRecordBatch to %s failed: %s', 503),
+  AWS_FIREHOSE_ROW_TOO_LARGE: define('PIXPROXY_ERR_AWS_FIREHOSE_ROW_TOO_LARGE', 'audit row %s is %s bytes as a Firehose record; the limit is %s', 500),
+  AWS_FIREHOSE_SINK_CLOSED: define('PIXPROXY_ERR_AWS_FIREHOSE_SINK_CLOSED', 'the Firehose audit sink is closed', 503),
+  AWS_SSM_PATH_INVALID: define('PIXPROXY_ERR_AWS_SSM_PATH_INVALID', 'invalid SSM parameter path %s: %s'),
+  AWS_SSM_READ: define('PIXPROXY_ERR_AWS_SSM_READ', 'cannot read SSM parameters under %s: %s', 503),
+  AWS_SSM_UNKNOWN_PARAMETER: define('PIXPROXY_ERR_AWS_SSM_UNKNOWN_PARAMETER', 'SSM parameters under %s are not pix-proxy settings: %s'),
+  AWS_SECRET_NOT_FOUND: define('PIXPROXY_ERR_AWS_SECRET_NOT_FOUND', 'Secrets Manager has no secret %s', 503),
+  AWS_SECRET_READ: define('PIXPROXY_ERR_AWS_SECRET_READ', 'cannot read secret %s from Secrets Manager: %s', 503),
+  AWS_SECRET_UNUSABLE: define('PIXPROXY_ERR_AWS_SECRET_UNUSABLE', 'secret %s cannot be used: %s', 503),
+  AWS_LOCAL_ENDPOINT: define('PIXPROXY_ERR_AWS_LOCAL_ENDPOINT', 'local AWS endpoint: %s'),
+
+  // Local audit store (Parquet through DuckDB, `pix-proxy audit query`; src/audit/parquet.ts, src/audit/query.ts)
+  AUDIT_STORE_OPEN: define('PIXPROXY_ERR_AUDIT_STORE_OPEN', 'cannot open the audit store at %s: %s', 503),
+  AUDIT_PARQUET_WRITE: define('PIXPROXY_ERR_AUDIT_PARQUET_WRITE', 'cannot write audit rows as Parquet under %s: %s', 503),
+  AUDIT_PARQUET_SINK_CLOSED: define('PIXPROXY_ERR_AUDIT_PARQUET_SINK_CLOSED', 'the Parquet audit sink is closed', 503),
+  AUDIT_QUERY_REFUSED: define('PIXPROXY_ERR_AUDIT_QUERY_REFUSED', 'audit query refused: %s', 400),
+  AUDIT_QUERY_FAILED: define('PIXPROXY_ERR_AUDIT_QUERY_FAILED', 'audit query failed: %s', 400)
 })
 
 export type ErrorName = keyof typeof Errors
