@@ -15,8 +15,10 @@ export function renderConfigDoc (): string {
 pix-proxy reads its configuration once, at start-up, from environment variables; every value is validated against
 one schema (\`src/config.ts\`) and start-up stops with every problem listed at once (exit code 78) when a value is
 wrong or a \`PIXPROXY_*\` name is unknown. In production each setting is an SSM parameter whose name follows
-mechanically from the variable name (\`PIXPROXY_DICT_URL\` ↔ \`/pix/proxy/dict-url\`); secrets (the HSM PIN) are
-files mounted from Secrets Manager, never values in the environment.
+mechanically from the variable name (\`PIXPROXY_DICT_URL\` ↔ \`/pix/proxy/dict-url\`). The HSM PIN is never a value in
+the environment: it is read from Secrets Manager (\`PIXPROXY_HSM_PIN_SECRET_ID\`; the AWS SDK takes region and
+credentials from the task role) or from a file (\`PIXPROXY_HSM_PIN_FILE\`). The libp11 engine reads PINs only from
+files, so a PIN fetched from Secrets Manager is written to a private (0600) temporary file removed at shutdown.
 
 Besides these, the process environment must let the libp11 OpenSSL engine find its module: \`OPENSSL_ENGINES\`
 (Debian: \`/usr/lib/x86_64-linux-gnu/engines-3\`) and \`PKCS11_MODULE_PATH\` (the same module as

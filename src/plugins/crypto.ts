@@ -3,7 +3,9 @@
  * bound to the signing key and certificate, and the trust store of BACEN's signing certificates.
  */
 import fp from 'fastify-plugin'
-import { readFile } from 'node:fs/promises'
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import type { KeyObject } from 'node:crypto'
 import type { FastifyInstance } from 'fastify'
 import type { Config } from '../config.ts'
@@ -15,6 +17,8 @@ import type { Certificate } from '../pki/x509.ts'
 import { XmlSigner } from '../xmldsig/sign.ts'
 import { TrustStore } from '../xmldsig/truststore.ts'
 import { Errors, PixProxyError } from '../errors.ts'
+import { createSecretsManagerClient } from '../aws/clients.ts'
+import { fetchPin } from '../config-sources.ts'
 
 export interface CryptoRuntime {
   readonly xmlSigner: XmlSigner
@@ -24,6 +28,11 @@ export interface CryptoRuntime {
   readonly keyStore: Pkcs11KeyStore | null
   /** Public half of the HSM mTLS key, so the TLS agent can refuse a certificate that does not match it. */
   readonly tlsPublicKey: KeyObject | null
+  /**
+   * The file holding the HSM PIN, for the TLS engine's pin-source: the configured file, or a private (0600)
+   * temporary copy of the Secrets Manager value, removed when the app closes.
+   */
+  readonly pinFile: string | null
 }
 
 declare module 'fastify' {
@@ -41,22 +50,38 @@ export async function readPinFile (file: string): Promise<string> {
   }
 }
 
-async function openCrypto (config: Config, log: FastifyInstance['log']): Promise<CryptoRuntime> {
+async function openCrypto (config: Config, log: FastifyInstance['log']): Promise<CryptoRuntime & { tempPinDir: string | null }> {
   const signingCertificate = parseCertificate(await readFile(config.signing.certFile))
   const bacenTrust = new TrustStore(parseCertificates(await readFile(config.bacenSigningCertsFile, 'utf8')))
   if (bacenTrust.size === 0) {
     throw new PixProxyError(Errors.CONFIG_INVALID, [`${config.bacenSigningCertsFile} holds no certificate`])
   }
   let keyStore: Pkcs11KeyStore | null = null
+  let pinFile: string | null = null
+  let tempPinDir: string | null = null
   try {
     if (config.hsm !== null) {
-      if (config.hsm.pinFile === null) {
-        throw new PixProxyError(Errors.CONFIG_INVALID, ['PIXPROXY_HSM_PIN_SECRET_ID (Secrets Manager) is not wired yet; use PIXPROXY_HSM_PIN_FILE'])
+      let pin: string
+      if (config.hsm.pinFile !== null) {
+        pinFile = config.hsm.pinFile
+        pin = await readPinFile(pinFile)
+      } else {
+        // Secrets Manager (the SDK takes region, credentials and endpoint from its usual sources: the task role).
+        const client = createSecretsManagerClient()
+        try {
+          pin = await fetchPin(config.hsm.pinSecretId as string, client)
+        } finally {
+          client.destroy()
+        }
+        // The libp11 engine reads the PIN only from a file (pin-source): a private directory, mode 0600.
+        tempPinDir = await mkdtemp(join(tmpdir(), 'pix-proxy-pin-'))
+        pinFile = join(tempPinDir, 'pin')
+        await writeFile(pinFile, pin, { mode: 0o600 })
       }
       keyStore = await Pkcs11KeyStore.open({
         modulePath: config.hsm.modulePath,
         tokenLabel: config.hsm.tokenLabel,
-        pin: await readPinFile(config.hsm.pinFile),
+        pin,
         poolSize: config.hsm.poolSize,
         acquireTimeoutMs: config.hsm.acquireTimeoutMs,
         log
@@ -69,9 +94,10 @@ async function openCrypto (config: Config, log: FastifyInstance['log']): Promise
     const tlsPublicKey = config.tls.keyLabel !== null && keyStore !== null
       ? (await keyStore.signer(config.tls.keyLabel)).publicKey
       : null
-    return { xmlSigner, signer, signingCertificate, bacenTrust, keyStore, tlsPublicKey }
+    return { xmlSigner, signer, signingCertificate, bacenTrust, keyStore, tlsPublicKey, pinFile, tempPinDir }
   } catch (err) {
     await keyStore?.close()
+    if (tempPinDir !== null) await rm(tempPinDir, { recursive: true, force: true })
     throw err
   }
 }
@@ -88,5 +114,6 @@ export default fp(async function cryptoPlugin (app: FastifyInstance, opts: { con
   app.addHook('onClose', async () => {
     // Last in the shutdown order: in-flight requests have drained and the upstream agents are closed.
     await runtime.keyStore?.close()
+    if (runtime.tempPinDir !== null) await rm(runtime.tempPinDir, { recursive: true, force: true })
   })
 }, { name: 'pix-crypto', fastify: '5.x' })

@@ -45,8 +45,8 @@ export default fp(async function upstreamsPlugin (app: FastifyInstance, opts: Up
   const { config } = opts
   let key: TlsKeySource
   if (config.tls.keyLabel !== null) {
-    if (config.hsm === null || config.hsm.pinFile === null) throw new Error('unreachable: config validation requires the HSM settings with a TLS key label')
-    key = { kind: 'engine', uri: engineKeyUri(config.hsm.tokenLabel, config.tls.keyLabel, config.hsm.pinFile) }
+    if (config.hsm === null || app.crypto.pinFile === null) throw new Error('unreachable: config validation requires the HSM settings with a TLS key label')
+    key = { kind: 'engine', uri: engineKeyUri(config.hsm.tokenLabel, config.tls.keyLabel, app.crypto.pinFile) }
   } else {
     key = { kind: 'pem', keyPem: await readFile(config.tls.keyFile as string, 'utf8') }
   }
