@@ -1,0 +1,36 @@
+import t from 'tap'
+import { parseXml } from '../../src/xmldsig/xml.ts'
+import { dictFacts, emptyFacts, spiFacts } from '../../src/audit/facts.ts'
+import { createClaimRequest, createEntryRequest, pacs008, pibr001 } from '../../src/samples/messages.ts'
+
+t.test('SPI: message type, BizMsgIdr and every EndToEndId', async (t) => {
+  const p = pacs008({ amounts: [1, 2, 3] })
+  const f = spiFacts(parseXml(p.xml))
+  t.equal(f.messageType, 'pacs.008.spi.1.13')
+  t.equal(f.bizMsgId, p.msgId)
+  t.same(f.endToEndIds, p.endToEndIds)
+})
+
+t.test('SPI: a multipart batch accumulates distinct values', async (t) => {
+  const a = pacs008()
+  const b = pibr001()
+  const f = spiFacts(parseXml(b.xml), spiFacts(parseXml(a.xml)))
+  t.equal(f.messageType, 'pacs.008.spi.1.13,pibr.001.spi.1.3')
+  t.equal(f.bizMsgId, `${a.msgId},${b.msgId}`)
+  t.same(f.endToEndIds, a.endToEndIds)
+})
+
+t.test('SPI: pacs.002 original EndToEndIds are found too', async (t) => {
+  const xml = '<Envelope xmlns="urn:x"><AppHdr><MsgDefIdr>pacs.002.spi.1.17</MsgDefIdr><BizMsgIdr>M1</BizMsgIdr></AppHdr><Document><FIToFIPmtStsRpt><TxInfAndSts><OrgnlEndToEndId>E1</OrgnlEndToEndId></TxInfAndSts></FIToFIPmtStsRpt></Document></Envelope>'
+  t.same(spiFacts(parseXml(xml)).endToEndIds, ['E1'])
+})
+
+t.test('DICT: root name, RequestId and Key', async (t) => {
+  const e = createEntryRequest()
+  t.same(dictFacts(parseXml(e.xml)), { ...emptyFacts(), messageType: 'CreateEntryRequest', dictRequestId: e.requestId, dictKey: e.key })
+  const c = createClaimRequest()
+  const f = dictFacts(parseXml(c.xml))
+  t.equal(f.messageType, 'CreateClaimRequest')
+  t.equal(f.dictKey, c.key)
+  t.same(dictFacts(parseXml('<DeleteEntryRequest><Key>k@x.br</Key><Participant>1</Participant></DeleteEntryRequest>')).dictKey, 'k@x.br')
+})
