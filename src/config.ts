@@ -65,6 +65,15 @@ export const ConfigSchema = Type.Object({
   PIXPROXY_SPI_QUEUE_MAX: Int('Requests waiting for an ICOM slot before new ones get 503', 0, 100_000, 1_000),
   PIXPROXY_SPI_QUEUE_TIMEOUT_MS: Int('How long a request may wait for an ICOM slot', 1, 120_000, 5_000),
 
+  PIXPROXY_AUDIT_ENABLED: Type.Union([Type.Literal('true'), Type.Literal('false')], { description: 'Record an audit row per transaction (BACEN requires it; false only for benchmarks)', default: 'true' }),
+  PIXPROXY_AUDIT_SPOOL_DIR: Str('Write-ahead spool directory for audit rows (an EFS mount in ECS, so rows survive task replacement)', { default: '.local/audit/spool' }),
+  PIXPROXY_AUDIT_SPOOL_MAX_BYTES: Int('Spool size at which new transactions are refused (503) rather than left unaudited', 1_048_576, 1_099_511_627_776, 2 * 1024 * 1024 * 1024),
+  PIXPROXY_AUDIT_SINK: Type.Union([Type.Literal('parquet'), Type.Literal('firehose')], { description: 'Where shipped rows go: local Parquet (queried with DuckDB) or Kinesis Data Firehose', default: 'parquet' }),
+  PIXPROXY_AUDIT_PARQUET_DIR: Str('Root of the local Parquet audit store (log/{spi,dict}/year=/month=/day=/hour=)', { default: '.local/audit/lake' }),
+  PIXPROXY_AUDIT_FIREHOSE_SPI_STREAM: Str('Firehose delivery stream for SPI rows', { default: 'pix-proxy-audit-spi' }),
+  PIXPROXY_AUDIT_FIREHOSE_DICT_STREAM: Str('Firehose delivery stream for DICT rows', { default: 'pix-proxy-audit-dict' }),
+  PIXPROXY_AUDIT_FLUSH_MS: Int('Longest time a completed row waits in the spool before it is shipped', 10, 600_000, 1_000),
+
   PIXPROXY_MAX_BODY_BYTES: Int('Largest request body accepted from callers', 1_024, 16 * 1024 * 1024, 4 * 1024 * 1024),
   PIXPROXY_SHUTDOWN_TIMEOUT_MS: Int('Graceful shutdown deadline after SIGTERM', 0, 300_000, 25_000)
 }, { additionalProperties: false })
@@ -120,6 +129,15 @@ export interface Config {
   readonly upstream: { readonly connections: number, readonly connectTimeoutMs: number, readonly headersTimeoutMs: number, readonly bodyTimeoutMs: number }
   readonly maxBodyBytes: number
   readonly shutdownTimeoutMs: number
+  readonly audit: {
+    readonly enabled: boolean
+    readonly spoolDir: string
+    readonly spoolMaxBytes: number
+    readonly sink: 'parquet' | 'firehose'
+    readonly parquetDir: string
+    readonly firehoseStreams: { readonly spi: string, readonly dict: string }
+    readonly flushMs: number
+  }
 }
 
 /**
@@ -221,6 +239,15 @@ export function loadConfig (source: Readonly<Record<string, string | undefined>>
       bodyTimeoutMs: f.PIXPROXY_UPSTREAM_BODY_TIMEOUT_MS as number
     },
     maxBodyBytes: f.PIXPROXY_MAX_BODY_BYTES as number,
-    shutdownTimeoutMs: f.PIXPROXY_SHUTDOWN_TIMEOUT_MS as number
+    shutdownTimeoutMs: f.PIXPROXY_SHUTDOWN_TIMEOUT_MS as number,
+    audit: {
+      enabled: f.PIXPROXY_AUDIT_ENABLED === 'true',
+      spoolDir: f.PIXPROXY_AUDIT_SPOOL_DIR as string,
+      spoolMaxBytes: f.PIXPROXY_AUDIT_SPOOL_MAX_BYTES as number,
+      sink: f.PIXPROXY_AUDIT_SINK as 'parquet' | 'firehose',
+      parquetDir: f.PIXPROXY_AUDIT_PARQUET_DIR as string,
+      firehoseStreams: { spi: f.PIXPROXY_AUDIT_FIREHOSE_SPI_STREAM as string, dict: f.PIXPROXY_AUDIT_FIREHOSE_DICT_STREAM as string },
+      flushMs: f.PIXPROXY_AUDIT_FLUSH_MS as number
+    }
   }
 }

@@ -34,3 +34,13 @@ t.test('DICT: root name, RequestId and Key', async (t) => {
   t.equal(f.dictKey, c.key)
   t.same(dictFacts(parseXml('<DeleteEntryRequest><Key>k@x.br</Key><Participant>1</Participant></DeleteEntryRequest>')).dictKey, 'k@x.br')
 })
+
+t.test('uuidv7: version, variant, time order', async (t) => {
+  const { uuidv7 } = await import('../../src/audit/id.ts')
+  const a = uuidv7(1_700_000_000_000)
+  const b = uuidv7(1_700_000_000_001)
+  t.match(a, /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/)
+  t.ok(a < b, 'later ids sort after earlier ones')
+  t.equal(a.slice(0, 13).replace('-', ''), (1_700_000_000_000).toString(16).padStart(12, '0'))
+  t.not(uuidv7(1), uuidv7(1), 'random part differs')
+})
