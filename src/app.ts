@@ -19,6 +19,7 @@ import { Errors, PixProxyError } from './errors.ts'
 import metricsPlugin from './plugins/metrics.ts'
 import cryptoPlugin from './plugins/crypto.ts'
 import upstreamsPlugin from './plugins/upstreams.ts'
+import auditPlugin from './plugins/audit.ts'
 import type { UpstreamsPluginOptions } from './plugins/upstreams.ts'
 import dictRoutes from './routes/dict.ts'
 import spiRoutes from './routes/spi.ts'
@@ -141,6 +142,12 @@ export async function buildApp (opts: AppOptions): Promise<FastifyInstance> {
     app.metrics.errors.inc({ code: Errors.ROUTE_NOT_ALLOWED.code })
     return sendProblem(reply, req, 404, Errors.ROUTE_NOT_ALLOWED.code, new PixProxyError(Errors.ROUTE_NOT_ALLOWED, [req.method, req.url.split('?')[0]]).message)
   })
+  app.decorateRequest('receivedAt', 0)
+  app.decorateRequest('receivedPerf', 0)
+  app.addHook('onRequest', async (req) => {
+    req.receivedAt = Date.now()
+    req.receivedPerf = performance.now()
+  })
   app.addHook('onSend', async (req, reply) => { reply.header('x-request-id', req.id) })
 
   // Shutdown: once close() starts, new requests get 503 + Retry-After (another task will take them) while the
@@ -179,6 +186,7 @@ export async function buildApp (opts: AppOptions): Promise<FastifyInstance> {
     })
   }
   await app.register(upstreamsPlugin, { config, ...(opts.lookup === undefined ? {} : { lookup: opts.lookup }) })
+  await app.register(auditPlugin, { config })
   await app.register(healthRoutes, opts.lookup === undefined ? {} : { lookup: opts.lookup })
   await app.register(dictRoutes)
   await app.register(spiRoutes)
@@ -189,5 +197,10 @@ export async function buildApp (opts: AppOptions): Promise<FastifyInstance> {
 declare module 'fastify' {
   interface FastifyInstance {
     instanceId: string
+  }
+  interface FastifyRequest {
+    /** Epoch ms and performance.now() when the request arrived (audit request_date, total latency). */
+    receivedAt: number
+    receivedPerf: number
   }
 }

@@ -130,6 +130,9 @@ export async function startLocalStack (opts: LocalStackOptions): Promise<LocalSt
       PIXPROXY_SPI_URL: `https://icom-h.pi.rsfn.net.br:${port}`,
       PIXPROXY_BACEN_SIGNING_CERTS_FILE: signingFile,
       PIXPROXY_INVALID_SIGNATURE_POLICY: opts.invalidSignaturePolicy ?? 'reject',
+      PIXPROXY_AUDIT_SPOOL_DIR: join(opts.dir, 'audit', 'spool'),
+      PIXPROXY_AUDIT_PARQUET_DIR: join(opts.dir, 'audit', 'lake'),
+      PIXPROXY_AUDIT_FLUSH_MS: '200',
       ...opts.settings
     })
     const proxy = await buildApp({ config, lookup: loopbackLookup, logger: opts.proxyLogger ?? false })

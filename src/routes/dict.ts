@@ -5,7 +5,9 @@
  * reach anything else on BACEN's hosts, nor any other host.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { callUpstream, checkResponse, relay, signatureRejection } from './forward.ts'
+import { auditedCall, checkResponse, endAudit, relay, signatureRejection } from './forward.ts'
+import { dictFacts, emptyFacts } from '../audit/facts.ts'
+import { Errors } from '../errors.ts'
 import { requireXmlBody, upstreamPath } from './common.ts'
 
 /** [method, route template, signed write?] */
@@ -66,24 +68,32 @@ export default async function dictRoutes (app: FastifyInstance): Promise<void> {
           if (typeof v === 'string') headers[h] = v
         }
         let body: string | undefined
+        const facts = emptyFacts()
+        facts.messageType = `${method} ${url}`
+        const params = req.params as Record<string, string | undefined>
+        facts.dictKey = params.Key ?? null
         if (signed) {
-          const xml = requireXmlBody(req)
+          const signer = app.crypto.xmlSigner
+          const doc = signer.parse(requireXmlBody(req), 'dict')
+          dictFacts(doc, facts)
           const started = performance.now()
-          body = await app.crypto.xmlSigner.sign(xml, 'dict')
+          body = await signer.signDocument(doc, 'dict')
           app.metrics.signSeconds.observe({ profile: 'dict' }, (performance.now() - started) / 1000)
           headers['content-type'] = 'application/xml; charset=utf-8'
         }
-        const answer = await callUpstream(app, {
+        const { answer, tx } = await auditedCall(app, req, {
           upstream: app.upstreams.dict,
           name: 'dict',
           method,
           path: upstreamPath(url, req),
           headers,
           ...(body === undefined ? {} : { body })
-        }, config.dict.url)
+        }, config.dict.url, facts)
         // Every DICT response is signed by BACEN, problems included (pix-protocol.md §1.6).
         const checked = checkResponse(app, 'dict', 'dict', answer, true)
-        if (!checked.valid && config.invalidSignaturePolicy === 'reject') throw signatureRejection('DICT', checked, answer.status)
+        const reject = !checked.valid && config.invalidSignaturePolicy === 'reject'
+        await endAudit(tx, answer, checked, reject ? Errors.UPSTREAM_SIGNATURE_INVALID.code : null)
+        if (reject) throw signatureRejection('DICT', checked, answer.status)
         return relay(reply, answer, checked)
       }
     })

@@ -7,7 +7,9 @@
  */
 import { gunzip } from 'node:zlib'
 import { promisify } from 'node:util'
-import type { FastifyInstance, FastifyReply } from 'fastify'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { AuditTx } from '../audit/recorder.ts'
+import type { MessageFacts } from '../audit/facts.ts'
 import type { Dispatcher } from 'undici'
 import type { Upstream } from '../tls/upstream.ts'
 import { verifyXml } from '../xmldsig/verify.ts'
@@ -50,6 +52,11 @@ function hostWithoutPort (origin: string): string {
   return new URL(origin).hostname
 }
 
+/** Exactly the headers sent to BACEN for a call (also what the audit row records). */
+export function upstreamHeaders (call: UpstreamCall, origin: string): Record<string, string> {
+  return { host: hostWithoutPort(origin), 'accept-encoding': 'gzip', 'user-agent': 'pix-proxy', ...call.headers }
+}
+
 /** Sends one request to BACEN and reads the whole (decompressed) body; maps transport failures to stable codes. */
 export async function callUpstream (app: FastifyInstance, call: UpstreamCall, origin: string): Promise<UpstreamAnswer> {
   const started = performance.now()
@@ -58,7 +65,7 @@ export async function callUpstream (app: FastifyInstance, call: UpstreamCall, or
     res = await call.upstream.request({
       method: call.method,
       path: call.path,
-      headers: { host: hostWithoutPort(origin), 'accept-encoding': 'gzip', 'user-agent': 'pix-proxy', ...call.headers },
+      headers: upstreamHeaders(call, origin),
       ...(call.body === undefined ? {} : { body: call.body })
     })
   } catch (err) {
@@ -183,6 +190,54 @@ export function relay (reply: FastifyReply, answer: UpstreamAnswer, checked: Che
   reply.header(SIGNATURE_VALID_HEADER, String(checked.valid))
   reply.header(SIGNATURE_CODE_HEADER, checked.code)
   return reply.code(answer.status).send(checked.body)
+}
+
+/** The response headers a caller (and the audit row) sees. */
+export function relayedHeaders (answer: UpstreamAnswer): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const h of RESPONSE_HEADER_ALLOWLIST) {
+    const v = answer.headers[h]
+    if (v !== undefined) out[h] = v
+  }
+  return out
+}
+
+/**
+ * One audited round trip: the request half is durable in the spool before the message leaves (a spool that cannot
+ * take it refuses the request: nothing is sent), a failure is recorded with its code, and the caller finishes the
+ * row with `tx.end()` once the answer's signature verdict is known.
+ */
+export async function auditedCall (app: FastifyInstance, req: FastifyRequest, call: UpstreamCall, origin: string, facts: MessageFacts): Promise<{ answer: UpstreamAnswer, tx: AuditTx }> {
+  const tx = await app.audit.recorder.begin({
+    system: call.name,
+    receivedAt: req.receivedAt,
+    receivedPerf: req.receivedPerf,
+    method: call.method,
+    path: call.path,
+    headers: upstreamHeaders(call, origin),
+    body: call.body ?? null,
+    facts,
+    correlationId: req.id
+  })
+  try {
+    return { answer: await callUpstream(app, call, origin), tx }
+  } catch (err) {
+    await tx.fail((err as { code?: string }).code ?? Errors.INTERNAL.code)
+    throw err
+  }
+}
+
+/** Finishes the audit row with BACEN's answer and the verdict on its signature. */
+export async function endAudit (tx: AuditTx, answer: UpstreamAnswer, checked: CheckedBody, errorCode: string | null = null): Promise<void> {
+  await tx.end({
+    status: answer.status,
+    headers: relayedHeaders(answer),
+    body: answer.body,
+    signatureValid: checked.code === UNSIGNED ? null : checked.valid,
+    signatureCode: checked.code,
+    upstreamMs: answer.upstreamMs,
+    errorCode
+  })
 }
 
 export function signatureRejection (name: string, checked: CheckedBody, status: number): PixProxyError {

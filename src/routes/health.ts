@@ -73,6 +73,14 @@ export default async function healthRoutes (app: FastifyInstance, opts: { lookup
         checks.hsm = { ok: false, detail: `${(err as { code?: string }).code ?? 'error'}: ${(err as Error).message}` }
       }
     }
+    const spool = app.audit.spool
+    if (spool !== null) {
+      const s = spool.stats()
+      // Near the bound the task stays ready (it still audits) but says so; a failed spool refuses every request.
+      checks.audit = s.failed
+        ? { ok: false, detail: 'the audit spool failed: requests are refused' }
+        : { ok: true, detail: `${s.pendingRows} rows pending, ${s.bytes} of ${s.maxBytes} spool bytes${s.nearFull ? ' (WARNING: spool near full; is the sink down?)' : ''}` }
+    }
     const [dict, spi] = await Promise.all([probe(app.config.dict.url), probe(app.config.spi.url)])
     checks.dict = { ok: dict.ok, detail: dict.detail }
     checks.spi = { ok: spi.ok, detail: spi.detail }

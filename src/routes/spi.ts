@@ -11,7 +11,9 @@
  * signature policy: the next pull acknowledges the page to BACEN, so withholding it would lose the message.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { callUpstream, checkResponse, relay, signatureRejection } from './forward.ts'
+import { auditedCall, checkResponse, endAudit, relay, signatureRejection } from './forward.ts'
+import { emptyFacts, spiFacts } from '../audit/facts.ts'
+import type { MessageFacts } from '../audit/facts.ts'
 import { requireXmlBody, upstreamPath } from './common.ts'
 import { InFlightLimiter } from '../http/limiter.ts'
 import { buildMultipart, MultipartError, multipartBoundary, parseMultipart } from '../http/multipart.ts'
@@ -54,9 +56,10 @@ export default async function spiRoutes (app: FastifyInstance): Promise<void> {
     if (ispb !== config.ispb) throw new PixProxyError(Errors.PARTICIPANT_MISMATCH, ['the ISPB in the path', ispb, config.ispb])
   }
 
-  const signOne = async (xml: Buffer): Promise<string> => {
+  const signOne = async (xml: Buffer, facts: MessageFacts): Promise<string> => {
     const signer = app.crypto.xmlSigner
     const doc = signer.parse(xml, 'spi')
+    spiFacts(doc, facts)
     const sender = spiSender(doc)
     if (sender !== undefined && sender !== config.ispb) {
       // BACEN would reject it asynchronously ("O ISPB do remetente não é o mesmo da Assinatura XML").
@@ -80,8 +83,9 @@ export default async function spiRoutes (app: FastifyInstance): Promise<void> {
     } catch (err) {
       throw new PixProxyError(Errors.MEDIA_TYPE, [ct, 'multipart/mixed with a boundary'], { cause: err })
     }
+    const facts = emptyFacts()
     if (boundary === null) {
-      body = await signOne(raw)
+      body = await signOne(raw, facts)
       contentType = 'application/xml; charset=utf-8'
     } else {
       let parts
@@ -94,7 +98,7 @@ export default async function spiRoutes (app: FastifyInstance): Promise<void> {
       // Every part is signed before anything leaves: one bad part refuses the whole batch.
       const signed = await Promise.all(parts.map(async (p) => ({
         headers: { 'content-type': 'application/xml; charset=utf-8' },
-        body: Buffer.from(await signOne(p.body), 'utf8')
+        body: Buffer.from(await signOne(p.body, facts), 'utf8')
       })))
       const mp = buildMultipart(signed)
       body = mp.body
@@ -102,16 +106,18 @@ export default async function spiRoutes (app: FastifyInstance): Promise<void> {
     }
     const release = await posts.acquire()
     try {
-      const answer = await callUpstream(app, {
+      const { answer, tx } = await auditedCall(app, req, {
         upstream: app.upstreams.spi,
         name: 'spi',
         method: 'POST',
         path: upstreamPath('/api/v1/in/:ispb/msgs', req),
         headers: { 'content-type': contentType, accept: 'application/xml' },
         body
-      }, config.spi.url)
+      }, config.spi.url, facts)
       const checked = checkResponse(app, 'spi', 'spi', answer, false)
-      if (!checked.valid && config.invalidSignaturePolicy === 'reject') throw signatureRejection('ICOM', checked, answer.status)
+      const reject = !checked.valid && config.invalidSignaturePolicy === 'reject'
+      await endAudit(tx, answer, checked, reject ? Errors.UPSTREAM_SIGNATURE_INVALID.code : null)
+      if (reject) throw signatureRejection('ICOM', checked, answer.status)
       return relay(reply, answer, checked)
     } finally {
       release()
@@ -123,14 +129,18 @@ export default async function spiRoutes (app: FastifyInstance): Promise<void> {
     const accept = req.headers.accept?.toLowerCase().includes('multipart/mixed') === true ? 'multipart/mixed' : 'application/xml'
     const release = await readers.acquire()
     try {
-      const answer = await callUpstream(app, {
+      const facts = emptyFacts()
+      facts.messageType = method === 'DELETE' ? 'stream end' : 'stream read'
+      const { answer, tx } = await auditedCall(app, req, {
         upstream: app.upstreams.spi,
         name: 'spi',
         method,
         path: upstreamPath(template, req),
         headers: { accept }
-      }, config.spi.url)
-      return relay(reply, answer, checkResponse(app, 'spi', 'spi', answer, false))
+      }, config.spi.url, facts)
+      const checked = checkResponse(app, 'spi', 'spi', answer, false)
+      await endAudit(tx, answer, checked)
+      return relay(reply, answer, checked)
     } finally {
       release()
     }

@@ -25,12 +25,14 @@ t.test('/healthz answers 200 without touching dependencies', async (t) => {
   t.same(e2e.seenSince(mark), [], 'BACEN is not contacted')
 })
 
-t.test('/readyz answers 200 with the HSM, DICT and SPI checks passing', async (t) => {
+t.test('/readyz answers 200 with the HSM, DICT, SPI and audit checks passing', async (t) => {
   const res = await e2e.proxy('GET', '/readyz')
   t.equal(res.status, 200, res.text)
   const body = JSON.parse(res.text) as Readiness
   t.equal(body.status, 'ready')
-  t.same(Object.keys(body.checks).sort(), ['dict', 'hsm', 'spi'])
+  t.same(Object.keys(body.checks).sort(), ['audit', 'dict', 'hsm', 'spi'])
+  t.equal(body.checks.audit?.ok, true)
+  t.match(body.checks.audit?.detail, /rows pending/)
   t.equal(body.checks.hsm?.ok, true)
   t.match(body.checks.hsm?.detail, /idle of \d+ sessions/)
   t.equal(body.checks.dict?.ok, true)

@@ -1,0 +1,108 @@
+/**
+ * What the routes call to audit a transaction: `begin()` makes the request half durable in the spool BEFORE the
+ * message leaves for BACEN (if it cannot, the request is refused and nothing is sent: an unaudited transaction
+ * must not happen); the returned transaction's `end()` or `fail()` appends the outcome. Disabled auditing (for
+ * benchmarks only) hands out transactions that do nothing.
+ */
+import type { AuditSpool, AuditRequestHalf, AuditResponseHalf } from './spool.ts'
+import type { MessageFacts } from './facts.ts'
+import { uuidv7 } from './id.ts'
+
+export interface BeginInput {
+  readonly system: 'spi' | 'dict'
+  /** When the proxy received the caller's request (epoch ms) and the performance.now() of that moment. */
+  readonly receivedAt: number
+  readonly receivedPerf: number
+  readonly method: string
+  /** Path and query as sent upstream. */
+  readonly path: string
+  readonly headers: Readonly<Record<string, string>>
+  readonly body: string | Buffer | null
+  readonly facts: MessageFacts
+  readonly correlationId: string
+}
+
+export interface EndInput {
+  readonly status: number
+  readonly headers: Readonly<Record<string, string>>
+  readonly body: Buffer
+  readonly signatureValid: boolean | null
+  readonly signatureCode: string | null
+  readonly upstreamMs: number
+  /** Set when the proxy refused the answer (e.g. the reject policy for an invalid signature). */
+  readonly errorCode?: string | null
+}
+
+export interface AuditTx {
+  readonly id: string | null
+  end (res: EndInput): Promise<void>
+  fail (errorCode: string, upstreamMs?: number | null): Promise<void>
+}
+
+const NOOP_TX: AuditTx = Object.freeze({ id: null, end: async () => {}, fail: async () => {} })
+
+export class AuditRecorder {
+  private readonly spool: AuditSpool | null
+  private readonly instanceId: string
+
+  constructor (spool: AuditSpool | null, instanceId: string) {
+    this.spool = spool
+    this.instanceId = instanceId
+  }
+
+  get enabled (): boolean {
+    return this.spool !== null
+  }
+
+  /** @throws the spool's error (e.g. full): the caller must not send the message. */
+  async begin (input: BeginInput): Promise<AuditTx> {
+    const spool = this.spool
+    if (spool === null) return NOOP_TX
+    const q = input.path.indexOf('?')
+    const body = input.body === null ? null : (typeof input.body === 'string' ? input.body : input.body.toString('utf8'))
+    const row: AuditRequestHalf = {
+      id: uuidv7(input.receivedAt),
+      request_date: new Date(input.receivedAt).toISOString(),
+      system: input.system,
+      request_method: input.method,
+      request_path: q < 0 ? input.path : input.path.slice(0, q),
+      request_query: q < 0 ? null : input.path.slice(q + 1),
+      request_header: JSON.stringify(input.headers),
+      request_body: body,
+      message_type: input.facts.messageType,
+      biz_msg_id: input.facts.bizMsgId,
+      end_to_end_ids: input.facts.endToEndIds.length === 0 ? null : input.facts.endToEndIds.join(','),
+      dict_request_id: input.facts.dictRequestId,
+      dict_key: input.facts.dictKey,
+      correlation_id: input.correlationId,
+      instance_id: this.instanceId
+    }
+    await spool.begin(row)
+    const id = row.id
+    const total = (): number => Math.round((performance.now() - input.receivedPerf) * 1000) / 1000
+    return {
+      id,
+      end: async (res: EndInput) => {
+        const half: AuditResponseHalf = {
+          response_status_code: res.status,
+          response_header: JSON.stringify(res.headers),
+          response_body: res.body.length === 0 ? null : res.body.toString('utf8'),
+          response_signature_valid: res.signatureValid,
+          response_signature_code: res.signatureCode,
+          error_code: res.errorCode ?? null,
+          upstream_latency_ms: Math.round(res.upstreamMs * 1000) / 1000,
+          total_latency_ms: total()
+        }
+        await spool.end(id, half)
+      },
+      fail: async (errorCode: string, upstreamMs: number | null = null) => {
+        await spool.end(id, {
+          response_status_code: null,
+          error_code: errorCode,
+          upstream_latency_ms: upstreamMs === null ? null : Math.round(upstreamMs * 1000) / 1000,
+          total_latency_ms: total()
+        })
+      }
+    }
+  }
+}

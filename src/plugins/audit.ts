@@ -1,0 +1,97 @@
+/**
+ * The audit trail: a write-ahead spool (rows durable before messages leave), a pipeline shipping completed rows
+ * in batches, and the sink (local Parquet, or Kinesis Data Firehose in AWS). Registered before the routes so it
+ * closes after them: in-flight transactions end, then the pipeline flushes within the shutdown deadline, and what
+ * it could not ship stays in the spool for the next start (which replays it).
+ */
+import fp from 'fastify-plugin'
+import { resolve } from 'node:path'
+import { Gauge } from 'prom-client'
+import type { FastifyInstance } from 'fastify'
+import type { Config } from '../config.ts'
+import { AuditSpool } from '../audit/spool.ts'
+import { AuditPipeline } from '../audit/pipeline.ts'
+import type { AuditSink } from '../audit/sink.ts'
+import { ParquetSink } from '../audit/parquet.ts'
+import { FirehoseSink } from '../audit/firehose.ts'
+import { createFirehoseClient } from '../aws/clients.ts'
+import { AuditRecorder } from '../audit/recorder.ts'
+
+export interface AuditRuntime {
+  readonly recorder: AuditRecorder
+  readonly spool: AuditSpool | null
+  readonly pipeline: AuditPipeline | null
+  readonly sink: AuditSink | null
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    audit: AuditRuntime
+  }
+}
+
+export default fp(async function auditPlugin (app: FastifyInstance, opts: { config: Config }) {
+  const { audit } = opts.config
+  if (!audit.enabled) {
+    app.log.warn('auditing is DISABLED (PIXPROXY_AUDIT_ENABLED=false): only for benchmarks, never in production')
+    app.decorate('audit', { recorder: new AuditRecorder(null, app.instanceId), spool: null, pipeline: null, sink: null })
+    return
+  }
+  const spool = await AuditSpool.open({ dir: resolve(audit.spoolDir), maxBytes: audit.spoolMaxBytes, logger: app.log })
+  let sink: AuditSink
+  try {
+    sink = audit.sink === 'firehose'
+      ? new FirehoseSink({ client: createFirehoseClient(), streams: audit.firehoseStreams })
+      : await ParquetSink.open({ dir: resolve(audit.parquetDir) })
+  } catch (err) {
+    await spool.close()
+    throw err
+  }
+  const pipeline = AuditPipeline.start({ spool, sink, flushMs: audit.flushMs, logger: app.log })
+  const replay = spool.stats().replay
+  app.log.info({ sink: sink.name, spool: audit.spoolDir, replayedRows: replay.rows, incomplete: replay.incomplete, tornBytes: replay.tornBytes }, 'audit trail ready')
+  app.decorate('audit', { recorder: new AuditRecorder(spool, app.instanceId), spool, pipeline, sink })
+
+  const registers = [app.metrics.registry]
+  new Gauge({ // eslint-disable-line no-new
+    name: 'pixproxy_audit_spool',
+    help: 'Audit spool: bytes on disk, rows pending shipment, rows parked (too large for the sink)',
+    labelNames: ['measure'],
+    registers,
+    collect () {
+      const s = spool.stats()
+      this.set({ measure: 'bytes' }, s.bytes)
+      this.set({ measure: 'max_bytes' }, s.maxBytes)
+      this.set({ measure: 'pending_rows' }, s.pendingRows)
+      this.set({ measure: 'parked_rows' }, s.parkedRows)
+    }
+  })
+  new Gauge({ // eslint-disable-line no-new
+    name: 'pixproxy_audit_oldest_unshipped_seconds',
+    help: 'Age of the oldest audit row not yet accepted by the sink (the shipping backlog)',
+    registers,
+    collect () { this.set(spool.stats().oldestUnshippedAgeMs / 1000) }
+  })
+  new Gauge({ // eslint-disable-line no-new
+    name: 'pixproxy_audit_rows',
+    help: 'Audit rows since start: spooled, shipped, retried, refused because the spool was full',
+    labelNames: ['state'],
+    registers,
+    collect () {
+      const s = spool.stats()
+      const p = pipeline.stats()
+      this.set({ state: 'spooled' }, s.spooledRows)
+      this.set({ state: 'shipped' }, p.shippedRows)
+      this.set({ state: 'retried' }, p.retriedRows)
+      this.set({ state: 'refused_full' }, s.rejectedFull)
+    }
+  })
+
+  app.addHook('onClose', async () => {
+    // Routes have drained (they close first): flush what is ready within the deadline, keep the rest spooled.
+    const { shipped, left } = await pipeline.close(Math.max(1_000, opts.config.shutdownTimeoutMs - 5_000))
+    app.log.info({ shipped, left }, 'audit pipeline closed; rows left stay in the spool for the next start')
+    await sink.close()
+    await spool.close()
+  })
+}, { name: 'pix-audit', fastify: '5.x', dependencies: ['pix-metrics'] })
