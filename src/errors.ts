@@ -122,7 +122,19 @@ export const Errors = Object.freeze({
   AUDIT_PARQUET_WRITE: define('PIXPROXY_ERR_AUDIT_PARQUET_WRITE', 'cannot write audit rows as Parquet under %s: %s', 503),
   AUDIT_PARQUET_SINK_CLOSED: define('PIXPROXY_ERR_AUDIT_PARQUET_SINK_CLOSED', 'the Parquet audit sink is closed', 503),
   AUDIT_QUERY_REFUSED: define('PIXPROXY_ERR_AUDIT_QUERY_REFUSED', 'audit query refused: %s', 400),
-  AUDIT_QUERY_FAILED: define('PIXPROXY_ERR_AUDIT_QUERY_FAILED', 'audit query failed: %s', 400)
+  AUDIT_QUERY_FAILED: define('PIXPROXY_ERR_AUDIT_QUERY_FAILED', 'audit query failed: %s', 400),
+
+  // AUDIT spool and shipping (the write-ahead spool and the pipeline to a sink; src/audit/spool.ts, pipeline.ts)
+  AUDIT_SPOOL_FULL: define('PIXPROXY_ERR_AUDIT_SPOOL_FULL', 'the audit spool holds %s bytes and its bound is %s: the request was not sent, because it could not be audited', 503),
+  AUDIT_SPOOL_CLOSED: define('PIXPROXY_ERR_AUDIT_SPOOL_CLOSED', 'the audit spool is closed', 503),
+  AUDIT_SPOOL_IO: define('PIXPROXY_ERR_AUDIT_SPOOL_IO', 'audit spool I/O failed (%s): %s', 503),
+  AUDIT_SPOOL_LOCKED: define('PIXPROXY_ERR_AUDIT_SPOOL_LOCKED', 'the audit spool %s is in use by process %s', 503),
+  AUDIT_SPOOL_CORRUPT: define('PIXPROXY_ERR_AUDIT_SPOOL_CORRUPT', 'audit spool segment %s has %s unreadable bytes before its end; records there are lost and the file is kept as %s'),
+  AUDIT_ROW_INVALID: define('PIXPROXY_ERR_AUDIT_ROW_INVALID', 'invalid audit row %s: %s'),
+  AUDIT_UNKNOWN_TRANSACTION: define('PIXPROXY_ERR_AUDIT_UNKNOWN_TRANSACTION', 'audit transaction %s is not open (never begun, or already ended)'),
+  AUDIT_ROW_TOO_LARGE: define('PIXPROXY_ERR_AUDIT_ROW_TOO_LARGE', 'audit row %s is %s bytes with its bodies compressed and sink %s takes at most %s: the row is parked in the spool'),
+  AUDIT_SINK_FAILED: define('PIXPROXY_ERR_AUDIT_SINK_FAILED', 'audit sink %s accepted none of %s rows: %s', 503),
+  AUDIT_INCOMPLETE: define('PIXPROXY_ERR_AUDIT_INCOMPLETE', 'the process stopped before the outcome of transaction %s was known')
 })
 
 export type ErrorName = keyof typeof Errors

@@ -16,6 +16,7 @@ commands:
   hsm info      describe a token created by hsm init and check its certificates against its keys
   serve         run the proxy (configuration from PIXPROXY_* environment variables, docs/configuration.md)
   simulator     run the BACEN simulator (mTLS, DICT v2, SPI/ICOM) with a local test PKI
+  audit query   run SQL over the local audit rows (Parquet, DuckDB); prints JSON lines
   demo          start token, simulator and proxy and send sample traffic (--once: exit with a JSON summary)
   version       print the version`
 
@@ -31,6 +32,7 @@ export async function main (argv: string[], io: CliIo): Promise<number> {
         await (await import('../server.ts')).main()
         return await new Promise<number>(() => {})
       case 'simulator': return await (await import('./simulator.ts')).simulatorCommand(rest, io)
+      case 'audit': return await (await import('./audit.ts')).auditCommand(rest, io)
       case 'version': case '--version':
         io.stdout.write(`pix-proxy ${await version()} (node ${process.versions.node})\n`)
         return 0
