@@ -17,6 +17,7 @@ import { verifyXml } from '../xmldsig/verify.ts'
 import { TrustStore } from '../xmldsig/truststore.ts'
 import { parseCertificate } from '../pki/x509.ts'
 import { readFile } from 'node:fs/promises'
+import { queryAudit } from '../audit/query.ts'
 import type { CliIo } from './io.ts'
 
 interface FlowResult {
@@ -154,4 +155,23 @@ async function runFlows (stack: LocalStack, results: FlowResult[], log: (m: stri
     return { ok: r.code === 'DIGEST_MISMATCH' && bad.join() === 'Document', detail: `verifier says ${r.code}, failed reference: ${bad.join()}` }
   })
   log(`simulator accepted ${stack.simulator.app.simulator.log.length} messages (log: ${join(stack.simulatorLogFile)})`)
+
+  // The audit trail: every call above is a row; once shipped, SQL over the local Parquet store.
+  await flow('audit rows for every call, queried with DuckDB', async () => {
+    const lake = stack.config.audit.parquetDir
+    const calls = stack.proxy.audit.spool?.stats().spooledRows ?? 0
+    const sql = 'SELECT system, message_type, response_status_code AS status, response_signature_code AS signature, count(*) AS n FROM audit GROUP BY ALL ORDER BY system, message_type'
+    const deadline = Date.now() + 10_000
+    let rows: Array<Record<string, unknown>> = []
+    while (Date.now() < deadline) {
+      rows = []
+      for await (const r of queryAudit(lake, sql)) rows.push(r)
+      if (rows.reduce((a, r) => a + Number(r.n), 0) >= calls) break
+      await new Promise((resolve) => setTimeout(resolve, 200))
+    }
+    const n = rows.reduce((a, r) => a + Number(r.n), 0)
+    for (const r of rows) log(`  audit: ${String(r.system)} ${String(r.message_type)} → ${String(r.status)} ${String(r.signature)} ×${String(r.n)}`)
+    log(`  try: node dist/src/cli/main.js audit query --dir ${lake} "SELECT request_date, system, message_type, response_status_code FROM audit ORDER BY request_date"`)
+    return { ok: n === calls && calls > 0, detail: `${n} of ${calls} calls audited in ${lake}` }
+  })
 }

@@ -43,6 +43,8 @@ export interface LocalStack {
   readonly proxyUrl: string
   readonly proxy: FastifyInstance
   readonly config: Config
+  /** The PIXPROXY_* settings the proxy was started with (to start another proxy process the same way). */
+  readonly settings: Readonly<Record<string, string>>
   readonly simulator: RunningSimulator
   readonly simulatorPki: SimulatorPki
   readonly hsm: HsmInitResult
@@ -113,7 +115,7 @@ export async function startLocalStack (opts: LocalStackOptions): Promise<LocalSt
     // reported as CERT_EXPIRED, not as an unknown certificate.
     await writeFile(signingFile, simulatorPki.bcbSigning.certPem + simulatorPki.bcbExpired.certPem)
     const port = new URL(simulator.dictUrl).port
-    const config = loadConfig({
+    const settings: Record<string, string> = {
       PIXPROXY_ISPB: PROXY_ISPB,
       PIXPROXY_LISTEN_HOST: '127.0.0.1',
       PIXPROXY_LISTEN_PORT: '0',
@@ -134,7 +136,8 @@ export async function startLocalStack (opts: LocalStackOptions): Promise<LocalSt
       PIXPROXY_AUDIT_PARQUET_DIR: join(opts.dir, 'audit', 'lake'),
       PIXPROXY_AUDIT_FLUSH_MS: '200',
       ...opts.settings
-    })
+    }
+    const config = loadConfig(settings)
     const proxy = await buildApp({ config, lookup: loopbackLookup, logger: opts.proxyLogger ?? false })
     const proxyUrl = await proxy.listen({ host: config.listen.host, port: config.listen.port })
     const client = new ParticipantClient({
@@ -147,6 +150,7 @@ export async function startLocalStack (opts: LocalStackOptions): Promise<LocalSt
       proxyUrl,
       proxy,
       config,
+      settings,
       simulator,
       simulatorPki,
       hsm,

@@ -1,0 +1,1073 @@
+/**
+ * The audit write-ahead spool: the request half of a transaction's audit row is on disk, fsync'd, BEFORE the
+ * message leaves for BACEN, and the response half is appended when it is known. The shipping pipeline
+ * (pipeline.ts) reads completed rows from here and tells the spool which ones a sink accepted; only then can
+ * their files go.
+ *
+ * On disk: `<dir>/spool-<seq>.log` segment files, append-only, each a sequence of frames
+ *
+ *     0xFF 0xA5 | u32 BE payload length | u32 BE CRC-32 of (length bytes, payload) | payload (UTF-8 JSON)
+ *
+ * with three kinds of payload: `{"k":"b","t":…,"r":{request half}}` (begin), `{"k":"e","id":…,"t":…,"f":{response
+ * half}}` (end) and `{"k":"a","ids":[…]}` (ack marker: rows a sink already accepted, a hint that saves
+ * re-shipping them after a restart). 0xFF never occurs in UTF-8, so a reader that lost its place can only
+ * re-synchronise on a real frame start or a header field, never inside a JSON payload, and the CRC rejects the
+ * rest: a damaged or torn frame is skipped, never misread.
+ *
+ * Durability. Appends are group-committed: the first append after a quiet moment waits `groupCommitMs` for
+ * company, then one write and one fdatasync cover every append queued meanwhile (appends that arrive during that
+ * fsync form the next group). begin() and end() resolve only after the fsync that covers their frame. A segment
+ * is sealed (never written again) once it reaches `segmentBytes`, after its last fsync; a new segment's directory
+ * entry is fsync'd before anything in it is acknowledged. A segment is deleted only when every row with a frame
+ * in it, and in every older segment, was accepted by the sink (oldest first, so an end frame can outlive its begin
+ * frame, never the other way round: an end without its begin on replay means "already shipped").
+ *
+ * What a crash (kill -9, power loss) can lose: nothing acknowledged. A begin() or end() that resolved was fsync'd,
+ * so every request sent (the proxy sends only after begin() resolved) has at least its request half, and every
+ * response the proxy passed on after end() resolved has its complete row. Appends whose promise had not resolved
+ * may be lost or may survive; frames torn mid-write are detected by their CRC and ignored. On the next open every
+ * segment is replayed: a begin with its end is a complete row; a begin without an end becomes a row with
+ * error_code = PIXPROXY_ERR_AUDIT_INCOMPLETE (outcome unknown: the end was not durable, or the request was still
+ * in flight, or, for a begin that reached the disk but never resolved, the request was never sent at all).
+ * What it can duplicate: rows a sink accepted whose segment had not been deleted and whose ack marker was not on
+ * disk yet ship again (at least once; deduplicate on `id`). Rows ship only once their end is durable and
+ * segments go oldest first, so a duplicate is always the same row: never a complete row and an INCOMPLETE one
+ * for the same id.
+ *
+ * Bounds. begin() rejects with PIXPROXY_ERR_AUDIT_SPOOL_FULL when its frame would take the spool past `maxBytes`
+ * (the proxy answers 503 and does not send: an unauditable transaction must not happen); `nearFull` rises at 80 %.
+ * end() is never refused for space: the request was sent, so its response must be kept; the spool can exceed
+ * `maxBytes` by the responses of the transactions in flight. A write or fsync error stops the spool for good
+ * (after a failed fsync Linux may have dropped the dirty pages, so nothing written since the last good fsync can
+ * be trusted): every later begin()/end() rejects with PIXPROXY_ERR_AUDIT_SPOOL_IO and readiness should fail.
+ *
+ * One process owns a directory. `spool.lock` names its pid and host and the owner touches it every 5 s; a lock
+ * is taken over when its process is gone (same host) or it went untouched for 30 s (another host: a shared
+ * filesystem such as EFS, where pids say nothing). Two live tasks must therefore not share a directory. The
+ * directory must be on a disk that outlives the process (not a container's ephemeral layer) for replay to help.
+ */
+import { randomUUID } from 'node:crypto'
+import { mkdir, open, readdir, readFile, rename, stat, unlink, utimes, writeFile } from 'node:fs/promises'
+import type { FileHandle } from 'node:fs/promises'
+import { hostname } from 'node:os'
+import { join } from 'node:path'
+import { crc32 } from 'node:zlib'
+import { Errors, PixProxyError } from '../errors.ts'
+import { AUDIT_COLUMNS } from './schema.ts'
+import type { AuditColumn, AuditRow } from './schema.ts'
+
+/** Columns only known once the call ended; end() sets them. Every other column is the request half. */
+export const RESPONSE_COLUMNS = Object.freeze([
+  'response_status_code', 'response_header', 'response_body', 'response_signature_valid', 'response_signature_code',
+  'error_code', 'upstream_latency_ms', 'total_latency_ms'
+] as const)
+type ResponseColumn = (typeof RESPONSE_COLUMNS)[number]
+/** Request columns begin() requires (the rest of the request half may be omitted or null). */
+export const REQUIRED_REQUEST_COLUMNS = Object.freeze([
+  'id', 'request_date', 'system', 'request_method', 'request_path', 'request_header', 'correlation_id', 'instance_id'
+] as const)
+type RequiredRequestColumn = (typeof REQUIRED_REQUEST_COLUMNS)[number]
+type OptionalRequestColumn = Exclude<keyof AuditRow, ResponseColumn | RequiredRequestColumn>
+
+/** What is known before the message leaves: written by begin(). */
+export type AuditRequestHalf = Pick<AuditRow, RequiredRequestColumn> & Partial<Pick<AuditRow, OptionalRequestColumn>>
+/** What is known when the call ended (answer, failure or timeout): written by end(). */
+export type AuditResponseHalf = Partial<Pick<AuditRow, ResponseColumn>>
+
+/** The subset of a pino logger the audit code logs through. */
+export interface AuditLogger {
+  info (obj: object, msg: string): void
+  warn (obj: object, msg: string): void
+  error (obj: object, msg: string): void
+}
+
+export interface AuditSpoolOptions {
+  /** Created when missing. One process at a time. */
+  readonly dir: string
+  /** Bound on the spool's files; begin() refuses beyond it. */
+  readonly maxBytes: number
+  /** How long the first append of a group waits for others before the write and fsync (default 2; 0 = none). */
+  readonly groupCommitMs?: number
+  /** A segment is sealed and a new one started past this size (default maxBytes / 8, between 64 KiB and 8 MiB). */
+  readonly segmentBytes?: number
+  readonly logger?: AuditLogger
+  /** Makes a segment's appended data durable (default `fh.datasync()`); tests wrap it to count fsyncs. */
+  readonly sync?: (fh: FileHandle) => Promise<void>
+}
+
+/** A completed row handed to the pipeline (shift), until it is acked, parked or given back (unshift). */
+export interface SpoolRef {
+  readonly id: string
+  /** Size of the row's frames: an estimate of its JSON size, for batching. */
+  readonly bytes: number
+  /** performance.now() when the row became ready to ship. */
+  readonly readyAt: number
+}
+
+export interface SpoolReplayReport {
+  /** Rows found waiting to be shipped (complete, incomplete and parked). */
+  readonly rows: number
+  /** Begins without an end: shipped with error_code PIXPROXY_ERR_AUDIT_INCOMPLETE. */
+  readonly incomplete: number
+  /** Rows an ack marker shows were already shipped (not shipped again). */
+  readonly alreadyShipped: number
+  /** Bytes after the last good frame of a segment: torn writes of a crash; nothing acknowledged. */
+  readonly tornBytes: number
+  /** Unreadable bytes followed by good frames: disk corruption; their records are lost, the file is kept. */
+  readonly corruptBytes: number
+}
+
+export interface SpoolStats {
+  /** Bytes of segment and parked files on disk (what maxBytes bounds). */
+  readonly bytes: number
+  readonly maxBytes: number
+  /** bytes (with appends queued) at or above 80 % of maxBytes: warn readiness, alert. */
+  readonly nearFull: boolean
+  readonly segments: number
+  /** Rows begun and not yet accepted by a sink (in flight, ready, being shipped); parked rows excluded. */
+  readonly pendingRows: number
+  /** Rows begun whose end() has not been written yet. */
+  readonly openRows: number
+  readonly readyRows: number
+  /** Rows no sink can take as they are (see pipeline.ts), kept as parked-<id>.json until a sink can. */
+  readonly parkedRows: number
+  /** Age of the oldest pending row (since its begin), 0 when none: the shipping lag. */
+  readonly oldestUnshippedAgeMs: number
+  /** Counters since open. */
+  readonly spooledRows: number
+  readonly shippedRows: number
+  readonly rejectedFull: number
+  readonly syncs: number
+  readonly failed: boolean
+  readonly replay: SpoolReplayReport
+}
+
+/** Frame header: magic (2), payload length (4), CRC-32 (4). */
+export const SPOOL_FRAME_HEADER_BYTES = 10
+/** Larger payloads are refused on write and treated as damage on read. */
+export const SPOOL_MAX_FRAME_PAYLOAD = 64 * 1024 * 1024
+const MAGIC = Buffer.from([0xff, 0xa5])
+const MiB = 1024 * 1024
+const NEAR_FULL = 0.8
+const LOCK_HEARTBEAT_MS = 5_000
+const LOCK_STALE_MS = 30_000
+
+export function encodeFrame (payload: Buffer): Buffer {
+  const f = Buffer.allocUnsafe(SPOOL_FRAME_HEADER_BYTES + payload.length)
+  MAGIC.copy(f, 0)
+  f.writeUInt32BE(payload.length, 2)
+  f.writeUInt32BE(crc32(payload, crc32(f.subarray(2, 6))), 6)
+  payload.copy(f, SPOOL_FRAME_HEADER_BYTES)
+  return f
+}
+
+export interface ScannedFrame {
+  /** Offset of the frame (its header) in the buffer. */
+  readonly offset: number
+  /** Whole frame, header included. */
+  readonly length: number
+  readonly payload: Buffer
+}
+
+export interface FrameScan {
+  readonly frames: ScannedFrame[]
+  /** Bytes after the last good frame (a torn tail). */
+  readonly tailBytes: number
+  /** Unreadable bytes with good frames after them. */
+  readonly corruptBytes: number
+}
+
+function frameAt (buf: Buffer, pos: number): number {
+  if (pos + SPOOL_FRAME_HEADER_BYTES > buf.length || buf[pos] !== 0xff || buf[pos + 1] !== 0xa5) return -1
+  const len = buf.readUInt32BE(pos + 2)
+  if (len > SPOOL_MAX_FRAME_PAYLOAD || pos + SPOOL_FRAME_HEADER_BYTES + len > buf.length) return -1
+  const payload = buf.subarray(pos + SPOOL_FRAME_HEADER_BYTES, pos + SPOOL_FRAME_HEADER_BYTES + len)
+  return crc32(payload, crc32(buf.subarray(pos + 2, pos + 6))) === buf.readUInt32BE(pos + 6) ? len : -1
+}
+
+/** Every intact frame of a segment's bytes, in order, skipping damaged regions. */
+export function scanFrames (buf: Buffer): FrameScan {
+  const frames: ScannedFrame[] = []
+  let pos = 0
+  let skipped = 0
+  let corrupt = 0
+  while (pos < buf.length) {
+    const len = frameAt(buf, pos)
+    if (len >= 0) {
+      const length = SPOOL_FRAME_HEADER_BYTES + len
+      frames.push({ offset: pos, length, payload: buf.subarray(pos + SPOOL_FRAME_HEADER_BYTES, pos + length) })
+      corrupt += skipped
+      skipped = 0
+      pos += length
+      continue
+    }
+    const next = buf.indexOf(MAGIC, pos + 1)
+    const to = next < 0 ? buf.length : next
+    skipped += to - pos
+    pos = to
+  }
+  return { frames, tailBytes: skipped, corruptBytes: corrupt }
+}
+
+const COLUMN_BY_NAME = new Map(AUDIT_COLUMNS.map((c) => [c.name, c]))
+const RESPONSE_SET: ReadonlySet<string> = new Set(RESPONSE_COLUMNS)
+const REQUEST_NAMES = AUDIT_COLUMNS.map((c) => c.name).filter((n) => !RESPONSE_SET.has(n))
+const REQUIRED_SET: ReadonlySet<string> = new Set(REQUIRED_REQUEST_COLUMNS)
+/** Ids name parked files, so they must be safe file names; UUIDs are. */
+const ID_RE = /^[0-9A-Za-z][0-9A-Za-z._-]{0,127}$/
+const TIMESTAMP_RE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$/
+const INT32 = 2 ** 31
+
+function badValue (c: AuditColumn, v: unknown): string | null {
+  switch (c.type) {
+    case 'string': return typeof v === 'string' ? null : 'not a string'
+    case 'timestamp': return typeof v === 'string' && TIMESTAMP_RE.test(v) && !Number.isNaN(Date.parse(v)) ? null : 'not an ISO-8601 UTC timestamp'
+    case 'int': return Number.isInteger(v) && Math.abs(v as number) < INT32 ? null : 'not a 32-bit integer'
+    case 'bigint': return Number.isSafeInteger(v) ? null : 'not an integer'
+    case 'double': return typeof v === 'number' && Number.isFinite(v) ? null : 'not a finite number'
+    case 'boolean': return typeof v === 'boolean' ? null : 'not a boolean'
+  }
+}
+
+/**
+ * Checks one half against the schema (types, required columns, no foreign keys) so that a row no sink could
+ * take is refused before its request is sent, not discovered when shipping. Returns the half with every one of
+ * its columns present (null when omitted).
+ */
+function validateHalf (id: string, input: object, names: readonly string[], half: string): Record<string, unknown> {
+  const given = input as Record<string, unknown>
+  for (const k of Object.keys(given)) {
+    if (!names.includes(k)) throw new PixProxyError(Errors.AUDIT_ROW_INVALID, [id, `${k} is not a column of the ${half} half`])
+  }
+  const out: Record<string, unknown> = {}
+  for (const name of names) {
+    const c = COLUMN_BY_NAME.get(name) as AuditColumn
+    const v = given[name] ?? null
+    if (v === null) {
+      if (REQUIRED_SET.has(name)) throw new PixProxyError(Errors.AUDIT_ROW_INVALID, [id, `${name} is required`])
+    } else {
+      const bad = badValue(c, v)
+      if (bad !== null) throw new PixProxyError(Errors.AUDIT_ROW_INVALID, [id, `${name} is ${bad}`])
+    }
+    out[name] = v
+  }
+  return out
+}
+
+/** The row in schema order with every column present; a row without its response half is INCOMPLETE. */
+function mergeRow (req: Record<string, unknown>, res: Record<string, unknown> | null): AuditRow {
+  const out: Record<string, unknown> = {}
+  for (const c of AUDIT_COLUMNS) out[c.name] = (RESPONSE_SET.has(c.name) ? res?.[c.name] : req[c.name]) ?? null
+  if (res === null) out['error_code'] = Errors.AUDIT_INCOMPLETE.code
+  return out as unknown as AuditRow
+}
+
+interface Loc { seq: number, off: number, len: number }
+
+interface Tx {
+  readonly id: string
+  /** Wall-clock ms of begin(), for the shipping-lag metric (survives restarts: it is in the frame). */
+  readonly t: number
+  begin: Loc | null
+  end: Loc | null
+  ended: boolean
+  state: 'open' | 'ready' | 'taken' | 'parked'
+  bytes: number
+  readyAt: number
+  /** Segments holding this row's frames; each counts the row until it is acked or parked. */
+  segs: number[]
+  parkedPath: string | null
+  parkedBytes: number
+}
+
+interface Segment {
+  readonly seq: number
+  readonly path: string
+  size: number
+  refs: number
+  sealed: boolean
+  corrupt: boolean
+  fh: FileHandle | null
+  rfh: Promise<FileHandle> | null
+}
+
+interface Append {
+  readonly frame: Buffer
+  /** Ack markers are hints: they ride along with the next group instead of forcing an fsync. */
+  readonly marker: boolean
+  readonly apply: (loc: Loc) => void
+  readonly resolve: () => void
+  readonly reject: (err: unknown) => void
+}
+
+/** A FIFO with cheap shift and unshift. */
+class Deque<T> {
+  #items: T[] = []
+  #head = 0
+  get length (): number { return this.#items.length - this.#head }
+  push (v: T): void { this.#items.push(v) }
+  peek (): T | undefined { return this.#items[this.#head] }
+  shift (): T | undefined {
+    if (this.#head >= this.#items.length) return undefined
+    const v = this.#items[this.#head] as T
+    this.#items[this.#head++] = undefined as T
+    if (this.#head > 1024 && this.#head * 2 > this.#items.length) {
+      this.#items = this.#items.slice(this.#head)
+      this.#head = 0
+    }
+    return v
+  }
+
+  unshift (v: T): void {
+    if (this.#head > 0) this.#items[--this.#head] = v
+    else this.#items.unshift(v)
+  }
+}
+
+const segName = (seq: number): string => `spool-${String(seq).padStart(12, '0')}.log`
+const corruptName = (seq: number): string => `corrupt-${String(seq).padStart(12, '0')}.log`
+const SEG_RE = /^spool-(\d{12})\.log$/
+const CORRUPT_RE = /^corrupt-(\d{12})\.log$/
+const PARKED_RE = /^parked-(.+)\.json$/
+const PARKED_TMP_RE = /^parked-.+\.json\.tmp$/
+
+async function syncDir (dir: string): Promise<void> {
+  const fh = await open(dir, 'r')
+  try {
+    await fh.sync()
+  } finally {
+    await fh.close()
+  }
+}
+
+async function writeAll (fh: FileHandle, buf: Buffer, position: number): Promise<void> {
+  let off = 0
+  while (off < buf.length) {
+    const { bytesWritten } = await fh.write(buf, off, buf.length - off, position + off)
+    if (bytesWritten <= 0) throw new Error(`short write at ${position + off}`)
+    off += bytesWritten
+  }
+}
+
+function alive (pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
+
+const message = (err: unknown): string => err instanceof Error ? err.message : String(err)
+
+export class AuditSpool {
+  readonly dir: string
+  readonly maxBytes: number
+  readonly #groupCommitMs: number
+  readonly #segmentBytes: number
+  readonly #logger: AuditLogger | undefined
+  readonly #sync: (fh: FileHandle) => Promise<void>
+
+  readonly #txs = new Map<string, Tx>()
+  readonly #segments = new Map<number, Segment>()
+  readonly #ready = new Deque<Tx>()
+  #readyBytes = 0
+  #readyListener: (() => void) | null = null
+  #active: Segment | null = null
+  #lastSeq = 0
+  #bytes = 0
+
+  #queue: Append[] = []
+  #queuedBytes = 0
+  #queuedRows = 0
+  #firstQueuedAt = 0
+  /** Cancels the scheduled commit; null when none is scheduled. */
+  #timer: (() => void) | null = null
+  #committing = false
+  #idleWaiters: Array<() => void> = []
+  #collecting: Promise<void> = Promise.resolve()
+
+  #openRows = 0
+  #parkedRows = 0
+  #spooled = 0
+  #shipped = 0
+  #rejectedFull = 0
+  #syncs = 0
+  #nearFull = false
+  #failed: PixProxyError | null = null
+  #closing = false
+  #closed = false
+  #replay: SpoolReplayReport = { rows: 0, incomplete: 0, alreadyShipped: 0, tornBytes: 0, corruptBytes: 0 }
+  readonly #lockToken = randomUUID()
+  #heartbeat: NodeJS.Timeout | null = null
+
+  private constructor (opts: AuditSpoolOptions) {
+    if (!Number.isSafeInteger(opts.maxBytes) || opts.maxBytes <= 0) throw new PixProxyError(Errors.CONFIG_INVALID, [`audit spool maxBytes must be a positive integer, not ${opts.maxBytes}`])
+    const gc = opts.groupCommitMs ?? 2
+    if (!(gc >= 0 && gc <= 1000)) throw new PixProxyError(Errors.CONFIG_INVALID, [`audit spool groupCommitMs must be between 0 and 1000, not ${gc}`])
+    const seg = opts.segmentBytes ?? Math.min(8 * MiB, Math.max(64 * 1024, Math.floor(opts.maxBytes / 8)))
+    if (!Number.isSafeInteger(seg) || seg <= 0) throw new PixProxyError(Errors.CONFIG_INVALID, [`audit spool segmentBytes must be a positive integer, not ${seg}`])
+    this.dir = opts.dir
+    this.maxBytes = opts.maxBytes
+    this.#groupCommitMs = gc
+    this.#segmentBytes = seg
+    this.#logger = opts.logger
+    this.#sync = opts.sync ?? (async (fh) => { await fh.datasync() })
+  }
+
+  /**
+   * Opens (creating it when missing) and replays the spool in `opts.dir`: every row not yet shipped is ready for
+   * the pipeline, begins without an end as INCOMPLETE rows, segments already fully shipped are deleted.
+   * @throws PixProxyError AUDIT_SPOOL_LOCKED when another live process has it open; AUDIT_SPOOL_IO on I/O errors.
+   */
+  static async open (opts: AuditSpoolOptions): Promise<AuditSpool> {
+    const s = new AuditSpool(opts)
+    await s.#init()
+    return s
+  }
+
+  /**
+   * Writes the request half of a transaction. Resolves once it is durable (fsync'd): only then may the message
+   * be sent. `req.id` must be unique (a UUID v7).
+   * @throws PixProxyError AUDIT_SPOOL_FULL (do not send; answer 503), AUDIT_ROW_INVALID, AUDIT_SPOOL_IO,
+   *   AUDIT_SPOOL_CLOSED.
+   */
+  async begin (req: AuditRequestHalf): Promise<void> {
+    this.#assertWritable()
+    const id = (req as { id?: unknown }).id
+    if (typeof id !== 'string' || !ID_RE.test(id)) throw new PixProxyError(Errors.AUDIT_ROW_INVALID, [String(id), 'id must be 1 to 128 letters, digits, dot, dash or underscore'])
+    const fields = validateHalf(id, req, REQUEST_NAMES, 'request')
+    if (fields['system'] !== 'spi' && fields['system'] !== 'dict') throw new PixProxyError(Errors.AUDIT_ROW_INVALID, [id, 'system must be spi or dict'])
+    if (this.#txs.has(id)) throw new PixProxyError(Errors.AUDIT_ROW_INVALID, [id, 'a transaction with this id is already spooled'])
+    const t = Date.now()
+    const frame = this.#frame({ k: 'b', t, r: fields }, id)
+    const projected = this.#bytes + this.#queuedBytes + frame.length
+    if (projected > this.maxBytes) {
+      this.#rejectedFull++
+      this.#checkLevel()
+      throw new PixProxyError(Errors.AUDIT_SPOOL_FULL, [this.#bytes + this.#queuedBytes, this.maxBytes])
+    }
+    const tx: Tx = { id, t, begin: null, end: null, ended: false, state: 'open', bytes: frame.length, readyAt: 0, segs: [], parkedPath: null, parkedBytes: 0 }
+    this.#txs.set(id, tx)
+    this.#openRows++
+    try {
+      await this.#append(frame, false, (loc) => {
+        tx.begin = loc
+        this.#ref(tx, loc.seq)
+      })
+    } catch (err) {
+      // Not durable, so the caller will not send: forget it. (Its frame may still reach the disk and come back
+      // as an INCOMPLETE row after a restart; that over-reports, never under-reports.)
+      this.#txs.delete(id)
+      this.#openRows--
+      throw err
+    }
+    this.#spooled++
+  }
+
+  /**
+   * Writes the response half (the outcome: answer, failure or timeout) of a transaction begun here, making the
+   * row ready to ship. Resolves once durable. Never refused for space (the request was sent).
+   * @throws PixProxyError AUDIT_UNKNOWN_TRANSACTION, AUDIT_ROW_INVALID, AUDIT_SPOOL_IO, AUDIT_SPOOL_CLOSED.
+   */
+  async end (id: string, res: AuditResponseHalf): Promise<void> {
+    this.#assertWritable()
+    const tx = this.#txs.get(id)
+    if (tx === undefined || tx.ended || tx.state !== 'open') throw new PixProxyError(Errors.AUDIT_UNKNOWN_TRANSACTION, [id])
+    const fields = validateHalf(id, res, RESPONSE_COLUMNS, 'response')
+    const frame = this.#frame({ k: 'e', id, t: Date.now(), f: fields }, id)
+    tx.ended = true
+    await this.#append(frame, false, (loc) => {
+      tx.end = loc
+      tx.bytes += frame.length
+      this.#ref(tx, loc.seq)
+      this.#openRows--
+      this.#makeReady(tx)
+    })
+  }
+
+  /** Counters and levels for metrics and readiness. */
+  stats (): SpoolStats {
+    let oldest = 0
+    for (const tx of this.#txs.values()) {
+      if (tx.state === 'parked') continue
+      oldest = Math.max(0, Date.now() - tx.t)
+      break
+    }
+    return {
+      bytes: this.#bytes,
+      maxBytes: this.maxBytes,
+      nearFull: this.nearFull,
+      segments: this.#segments.size,
+      pendingRows: this.#txs.size - this.#parkedRows,
+      openRows: this.#openRows,
+      readyRows: this.#ready.length,
+      parkedRows: this.#parkedRows,
+      oldestUnshippedAgeMs: oldest,
+      spooledRows: this.#spooled,
+      shippedRows: this.#shipped,
+      rejectedFull: this.#rejectedFull,
+      syncs: this.#syncs,
+      failed: this.#failed !== null,
+      replay: this.#replay
+    }
+  }
+
+  /** The spool is at or above 80 % of maxBytes: readiness should warn before begin() starts refusing. */
+  get nearFull (): boolean {
+    return this.#bytes + this.#queuedBytes >= NEAR_FULL * this.maxBytes
+  }
+
+  /** The error that stopped the spool (a write or fsync failed), or null. */
+  get failure (): PixProxyError | null {
+    return this.#failed
+  }
+
+  // The pipeline's side. One consumer at a time.
+
+  /** Completed rows waiting to be taken, and their estimated bytes. */
+  readyInfo (): { rows: number, bytes: number, oldestReadyAt: number | null } {
+    if (this.#closed) return { rows: 0, bytes: 0, oldestReadyAt: null }
+    return { rows: this.#ready.length, bytes: this.#readyBytes, oldestReadyAt: this.#ready.peek()?.readyAt ?? null }
+  }
+
+  /** Called whenever a row becomes ready (and on close); the consumer checks readyInfo() itself. */
+  watchReady (listener: (() => void) | null): void {
+    this.#readyListener = listener
+  }
+
+  /** Takes the oldest ready row for shipping. */
+  shift (): SpoolRef | undefined {
+    if (this.#closed) return undefined
+    const tx = this.#ready.shift()
+    if (tx === undefined) return undefined
+    tx.state = 'taken'
+    this.#readyBytes -= tx.bytes
+    return tx
+  }
+
+  /** Gives taken rows back, at the head of the queue, in the given order (e.g. the pipeline stops). */
+  unshift (refs: readonly SpoolRef[]): void {
+    for (let i = refs.length - 1; i >= 0; i--) {
+      const tx = this.#taken(refs[i] as SpoolRef)
+      tx.state = 'ready'
+      this.#ready.unshift(tx)
+      this.#readyBytes += tx.bytes
+    }
+  }
+
+  /**
+   * Reads a taken row back from disk, columns in schema order.
+   * @throws PixProxyError AUDIT_SPOOL_IO when its frames cannot be read or no longer check out.
+   */
+  async load (ref: SpoolRef): Promise<AuditRow> {
+    const tx = this.#taken(ref)
+    if (this.#closed) throw new PixProxyError(Errors.AUDIT_SPOOL_CLOSED)
+    try {
+      if (tx.parkedPath !== null) return (JSON.parse(await readFile(tx.parkedPath, 'utf8')) as { row: AuditRow }).row
+      const b = await this.#readFrame(tx.begin as Loc) as { r: Record<string, unknown> }
+      const e = tx.end === null ? null : await this.#readFrame(tx.end) as { f: Record<string, unknown> }
+      return mergeRow(b.r, e === null ? null : e.f)
+    } catch (err) {
+      if (err instanceof PixProxyError) throw err
+      throw new PixProxyError(Errors.AUDIT_SPOOL_IO, [`read row ${ref.id}`, message(err)], { cause: err })
+    }
+  }
+
+  /**
+   * Records that a sink accepted these taken rows; resolves once the segments this freed are deleted.
+   * @throws PixProxyError AUDIT_UNKNOWN_TRANSACTION for a ref that is not taken.
+   */
+  async ack (refs: readonly SpoolRef[]): Promise<void> {
+    const txs = refs.map((r) => this.#taken(r))
+    const unlinks: Array<Promise<void>> = []
+    const hinted: string[] = []
+    const oldestSegs: number[] = []
+    for (const tx of txs) {
+      this.#txs.delete(tx.id)
+      this.#shipped++
+      if (tx.segs.length > 0) {
+        hinted.push(tx.id)
+        oldestSegs.push(Math.min(...tx.segs))
+      }
+      this.#release(tx)
+      if (tx.parkedPath !== null) unlinks.push(this.#unlinkParked(tx))
+    }
+    await Promise.all([...unlinks, this.#collect()])
+    // Rows whose frames outlive this ack (an older row still holds their segment): note them as shipped, so a
+    // restart does not ship them again. Only a hint, so it waits for the next group's fsync.
+    const ids = hinted.filter((_, i) => this.#segments.has(oldestSegs[i] as number))
+    if (ids.length > 0 && this.#active !== null && !this.#closing && this.#failed === null) {
+      const frame = encodeFrame(Buffer.from(JSON.stringify({ k: 'a', ids }), 'utf8'))
+      this.#append(frame, true, () => {}).catch(() => {})
+    }
+  }
+
+  /**
+   * Keeps a taken row that no sink can take as it is in its own durable file (parked-<id>.json) and releases
+   * its segments, so one such row cannot hold the whole spool; it is offered again after the next open (e.g. to
+   * a sink with larger limits). Counted in `parkedRows` and in bytes.
+   */
+  async park (ref: SpoolRef, row: AuditRow): Promise<void> {
+    const tx = this.#taken(ref)
+    if (tx.parkedPath === null) {
+      const final = join(this.dir, `parked-${tx.id}.json`)
+      const tmp = `${final}.tmp`
+      const body = Buffer.from(JSON.stringify({ t: tx.t, row }), 'utf8')
+      try {
+        const fh = await open(tmp, 'w')
+        try {
+          await writeAll(fh, body, 0)
+          await fh.datasync()
+        } finally {
+          await fh.close()
+        }
+        await rename(tmp, final)
+        await syncDir(this.dir)
+      } catch (err) {
+        throw new PixProxyError(Errors.AUDIT_SPOOL_IO, [`park row ${tx.id}`, message(err)], { cause: err })
+      }
+      tx.parkedPath = final
+      tx.parkedBytes = body.length
+      this.#bytes += body.length
+      this.#release(tx)
+      await this.#collect()
+    }
+    tx.state = 'parked'
+    this.#parkedRows++
+    this.#checkLevel()
+  }
+
+  /**
+   * Writes what is queued, waits for deletions in progress and releases the files. Later begin()/end() reject
+   * with AUDIT_SPOOL_CLOSED; rows not shipped stay on disk for the next open.
+   */
+  async close (): Promise<void> {
+    if (this.#closing) {
+      await this.#whenIdle()
+      return
+    }
+    this.#closing = true
+    await this.#whenIdle()
+    await this.#collecting
+    this.#closed = true
+    const handles: Array<Promise<void>> = []
+    for (const seg of this.#segments.values()) handles.push(this.#closeHandles(seg))
+    await Promise.allSettled(handles)
+    await this.#unlock()
+    this.#readyListener?.()
+  }
+
+  #assertWritable (): void {
+    if (this.#closing) throw new PixProxyError(Errors.AUDIT_SPOOL_CLOSED)
+    if (this.#failed !== null) throw this.#failed
+  }
+
+  #frame (entry: object, id: string): Buffer {
+    const payload = Buffer.from(JSON.stringify(entry), 'utf8')
+    if (payload.length > SPOOL_MAX_FRAME_PAYLOAD) throw new PixProxyError(Errors.AUDIT_ROW_INVALID, [id, `its record is ${payload.length} bytes; the spool takes at most ${SPOOL_MAX_FRAME_PAYLOAD}`])
+    return encodeFrame(payload)
+  }
+
+  #taken (ref: SpoolRef): Tx {
+    const tx = this.#txs.get(ref.id)
+    if (tx === undefined || tx !== ref || tx.state !== 'taken') throw new PixProxyError(Errors.AUDIT_UNKNOWN_TRANSACTION, [ref.id])
+    return tx
+  }
+
+  #ref (tx: Tx, seq: number): void {
+    if (tx.segs.includes(seq)) return
+    const seg = this.#segments.get(seq)
+    if (seg === undefined) return
+    tx.segs.push(seq)
+    seg.refs++
+  }
+
+  #release (tx: Tx): void {
+    for (const seq of tx.segs) {
+      const seg = this.#segments.get(seq)
+      if (seg !== undefined) seg.refs--
+    }
+    tx.segs = []
+  }
+
+  #makeReady (tx: Tx): void {
+    tx.state = 'ready'
+    tx.readyAt = performance.now()
+    this.#ready.push(tx)
+    this.#readyBytes += tx.bytes
+    this.#readyListener?.()
+  }
+
+  #checkLevel (): void {
+    const near = this.nearFull
+    if (near === this.#nearFull) return
+    this.#nearFull = near
+    const info = { code: Errors.AUDIT_SPOOL_FULL.code, bytes: this.#bytes, maxBytes: this.maxBytes, dir: this.dir }
+    if (near) this.#logger?.warn(info, 'audit spool above 80 % of its bound: is the audit sink shipping?')
+    else this.#logger?.info(info, 'audit spool back under 80 % of its bound')
+  }
+
+  // Group commit.
+
+  #append (frame: Buffer, marker: boolean, apply: (loc: Loc) => void): Promise<void> {
+    return new Promise((resolve, reject) => {
+      if (!marker && this.#queuedRows === 0) this.#firstQueuedAt = performance.now()
+      this.#queue.push({ frame, marker, apply, resolve, reject })
+      this.#queuedBytes += frame.length
+      if (!marker) this.#queuedRows++
+      this.#checkLevel()
+      this.#schedule()
+    })
+  }
+
+  #schedule (): void {
+    if (this.#committing || this.#timer !== null || this.#queue.length === 0) return
+    if (this.#queuedRows === 0 && !this.#closing) return
+    const wait = this.#closing ? 0 : Math.max(0, this.#firstQueuedAt + this.#groupCommitMs - performance.now())
+    const run = (): void => {
+      this.#timer = null
+      void this.#commit()
+    }
+    // Not unref'd: a pending commit is I/O that callers are awaiting, like the write itself; it ends within
+    // groupCommitMs and must not be abandoned by an exiting process. setImmediate when there is nothing to wait
+    // for: setTimeout(0) would cost a millisecond.
+    if (wait > 0) {
+      const t = setTimeout(run, wait)
+      this.#timer = () => { clearTimeout(t) }
+    } else {
+      const i = setImmediate(run)
+      this.#timer = () => { clearImmediate(i) }
+    }
+  }
+
+  #cancelTimer (): void {
+    this.#timer?.()
+    this.#timer = null
+  }
+
+  async #commit (): Promise<void> {
+    this.#committing = true
+    let batch = this.#queue
+    this.#queue = []
+    this.#queuedBytes = 0
+    this.#queuedRows = 0
+    try {
+      if (this.#failed !== null) throw this.#failed
+      if (this.#active === null && batch.every((a) => a.marker)) {
+        // Only hints, and the segments they were about are gone already.
+        for (const a of batch) a.resolve()
+        batch = []
+      }
+      if (batch.length > 0) {
+        const seg = await this.#activeSegment()
+        let off = seg.size
+        const locs = batch.map((a) => {
+          const loc = { seq: seg.seq, off, len: a.frame.length }
+          off += a.frame.length
+          return loc
+        })
+        const buf = batch.length === 1 ? (batch[0] as Append).frame : Buffer.concat(batch.map((a) => a.frame))
+        await writeAll(seg.fh as FileHandle, buf, seg.size)
+        seg.size += buf.length
+        this.#bytes += buf.length
+        await this.#sync(seg.fh as FileHandle)
+        this.#syncs++
+        batch.forEach((a, i) => a.apply(locs[i] as Loc))
+        for (const a of batch) a.resolve()
+        if (seg.size >= this.#segmentBytes) await this.#seal(seg)
+      }
+    } catch (err) {
+      this.#fail(err, batch)
+    } finally {
+      this.#committing = false
+      this.#checkLevel()
+      this.#schedule()
+      if (this.#queue.length === 0) {
+        const waiters = this.#idleWaiters
+        this.#idleWaiters = []
+        for (const w of waiters) w()
+      }
+    }
+  }
+
+  #fail (err: unknown, batch: Append[]): void {
+    if (this.#failed === null) {
+      this.#failed = err instanceof PixProxyError ? err : new PixProxyError(Errors.AUDIT_SPOOL_IO, ['append', message(err)], { cause: err })
+      this.#logger?.error({ code: this.#failed.code, err, dir: this.dir }, 'audit spool stopped: no transaction can be audited until the process restarts')
+    }
+    const pending = [...batch, ...this.#queue]
+    this.#queue = []
+    this.#queuedBytes = 0
+    this.#queuedRows = 0
+    for (const a of pending) a.reject(this.#failed)
+  }
+
+  /** Resolves when nothing is queued or being written. */
+  #whenIdle (): Promise<void> {
+    if (!this.#committing && this.#queue.length === 0) return Promise.resolve()
+    return new Promise((resolve) => {
+      this.#idleWaiters.push(resolve)
+      this.#cancelTimer()
+      this.#schedule()
+    })
+  }
+
+  async #activeSegment (): Promise<Segment> {
+    if (this.#active !== null) return this.#active
+    const seq = ++this.#lastSeq
+    const path = join(this.dir, segName(seq))
+    const fh = await open(path, 'wx')
+    const seg: Segment = { seq, path, size: 0, refs: 0, sealed: false, corrupt: false, fh, rfh: null }
+    this.#segments.set(seq, seg)
+    this.#active = seg
+    try {
+      // The new name must be durable before anything written in it is acknowledged.
+      await syncDir(this.dir)
+      this.#syncs++
+    } catch (err) {
+      throw new PixProxyError(Errors.AUDIT_SPOOL_IO, [`create ${path}`, message(err)], { cause: err })
+    }
+    return seg
+  }
+
+  async #seal (seg: Segment): Promise<void> {
+    seg.sealed = true
+    if (this.#active === seg) this.#active = null
+    const fh = seg.fh
+    seg.fh = null
+    await fh?.close()
+  }
+
+  // Deletion: oldest first, only segments no pending row has a frame in.
+
+  #collect (): Promise<void> {
+    const run = this.#collecting.then(async () => { await this.#collectOnce() })
+    this.#collecting = run.catch(() => {})
+    return run
+  }
+
+  async #collectOnce (): Promise<void> {
+    const seqs = [...this.#segments.keys()].sort((a, b) => a - b)
+    for (const seq of seqs) {
+      const seg = this.#segments.get(seq)
+      if (seg === undefined) continue
+      if (seg.refs > 0) break
+      if (!seg.sealed) {
+        // The active segment is retired only when idle: nothing is being or waiting to be written to it.
+        if (this.#committing || this.#queuedRows > 0 || this.#closed) break
+        for (const a of this.#queue) a.resolve()
+        this.#queue = []
+        this.#queuedBytes = 0
+        await this.#seal(seg)
+        if (seg.refs > 0) break
+      }
+      this.#segments.delete(seq)
+      this.#bytes -= seg.size
+      try {
+        await this.#closeHandles(seg)
+        if (seg.corrupt) await rename(seg.path, join(this.dir, corruptName(seq)))
+        else await unlink(seg.path)
+      } catch (err) {
+        // The file stays; at worst its rows ship again after a restart. Never a reason to stop shipping.
+        this.#logger?.warn({ code: Errors.AUDIT_SPOOL_IO.code, err, path: seg.path }, 'cannot delete a shipped audit spool segment')
+      }
+    }
+    this.#checkLevel()
+  }
+
+  async #closeHandles (seg: Segment): Promise<void> {
+    const fh = seg.fh
+    const rfh = seg.rfh
+    seg.fh = null
+    seg.rfh = null
+    await fh?.close()
+    if (rfh !== null) await (await rfh).close()
+  }
+
+  async #unlinkParked (tx: Tx): Promise<void> {
+    try {
+      await unlink(tx.parkedPath as string)
+      this.#bytes -= tx.parkedBytes
+    } catch (err) {
+      this.#logger?.warn({ code: Errors.AUDIT_SPOOL_IO.code, err, path: tx.parkedPath }, 'cannot delete a shipped parked audit row')
+    }
+  }
+
+  async #readFrame (loc: Loc): Promise<unknown> {
+    const seg = this.#segments.get(loc.seq)
+    if (seg === undefined) throw new PixProxyError(Errors.AUDIT_SPOOL_IO, [`read segment ${loc.seq}`, 'the segment is gone'])
+    seg.rfh ??= open(seg.path, 'r')
+    const fh = await seg.rfh
+    const buf = Buffer.allocUnsafe(loc.len)
+    const { bytesRead } = await fh.read(buf, 0, loc.len, loc.off)
+    if (bytesRead !== loc.len || frameAt(buf, 0) !== loc.len - SPOOL_FRAME_HEADER_BYTES) {
+      throw new PixProxyError(Errors.AUDIT_SPOOL_IO, [`read ${seg.path} at ${loc.off}`, 'the frame no longer checks out (disk corruption?)'])
+    }
+    return JSON.parse(buf.subarray(SPOOL_FRAME_HEADER_BYTES).toString('utf8'))
+  }
+
+  // Open and replay.
+
+  async #init (): Promise<void> {
+    try {
+      await mkdir(this.dir, { recursive: true })
+      await this.#lock()
+      await this.#replayAll()
+    } catch (err) {
+      await this.#unlock()
+      if (err instanceof PixProxyError) throw err
+      throw new PixProxyError(Errors.AUDIT_SPOOL_IO, [`open ${this.dir}`, message(err)], { cause: err })
+    }
+    await this.#collect()
+    this.#checkLevel()
+  }
+
+  async #lock (): Promise<void> {
+    const path = join(this.dir, 'spool.lock')
+    const me = { pid: process.pid, host: hostname(), token: this.#lockToken }
+    let taken = false
+    try {
+      await writeFile(path, JSON.stringify(me), { flag: 'wx' })
+      taken = true
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+    }
+    if (!taken) {
+      const [text, st] = await Promise.all([readFile(path, 'utf8'), stat(path)])
+      let holder: { pid?: unknown, host?: unknown } = {}
+      try {
+        holder = JSON.parse(text) as typeof holder
+      } catch {
+        // Torn by a crash while it was written: nobody holds it.
+      }
+      const pid = typeof holder.pid === 'number' ? holder.pid : 0
+      const live = holder.host === me.host
+        // Our own pid is a previous container's (pid namespaces restart at 1), not us.
+        ? pid > 0 && pid !== me.pid && alive(pid)
+        : typeof holder.host === 'string' && Date.now() - st.mtimeMs < LOCK_STALE_MS
+      if (live) throw new PixProxyError(Errors.AUDIT_SPOOL_LOCKED, [this.dir, `${pid} on ${String(holder.host)}`])
+      const tmp = `${path}.${me.token}`
+      await writeFile(tmp, JSON.stringify(me))
+      await rename(tmp, path)
+      this.#logger?.warn({ dir: this.dir, previous: holder }, 'took over the audit spool lock of a process that is gone')
+    }
+    this.#heartbeat = setInterval(() => {
+      const now = new Date()
+      utimes(path, now, now).catch((err: unknown) => {
+        this.#logger?.warn({ code: Errors.AUDIT_SPOOL_IO.code, err, path }, 'cannot refresh the audit spool lock')
+      })
+    }, LOCK_HEARTBEAT_MS).unref()
+  }
+
+  async #unlock (): Promise<void> {
+    if (this.#heartbeat !== null) clearInterval(this.#heartbeat)
+    this.#heartbeat = null
+    const path = join(this.dir, 'spool.lock')
+    // Only our own: after a takeover (we were presumed dead) the lock is someone else's.
+    const text = await readFile(path, 'utf8').catch(() => '')
+    if (text.includes(this.#lockToken)) await unlink(path).catch(() => {})
+  }
+
+  async #replayAll (): Promise<void> {
+    const names = await readdir(this.dir)
+    const seqs: number[] = []
+    const parked = new Map<string, string>()
+    for (const name of names) {
+      const m = SEG_RE.exec(name) ?? CORRUPT_RE.exec(name)
+      if (m !== null) {
+        const seq = Number(m[1])
+        this.#lastSeq = Math.max(this.#lastSeq, seq)
+        if (name.startsWith('spool-')) seqs.push(seq)
+        continue
+      }
+      if (PARKED_TMP_RE.test(name)) {
+        // A park interrupted before its rename: the row is still in its segments.
+        await unlink(join(this.dir, name))
+        continue
+      }
+      const p = PARKED_RE.exec(name)
+      if (p !== null) parked.set(p[1] as string, join(this.dir, name))
+    }
+    seqs.sort((a, b) => a - b)
+
+    let incomplete = 0
+    let alreadyShipped = 0
+    let torn = 0
+    let corrupt = 0
+    for (const [id, path] of parked) {
+      const body = await readFile(path)
+      let t: number
+      try {
+        t = (JSON.parse(body.toString('utf8')) as { t: number }).t
+      } catch (err) {
+        // Written in full and fsync'd before its rename, so this is damage: keep the file, say so, go on.
+        this.#logger?.error({ code: Errors.AUDIT_SPOOL_CORRUPT.code, err, path }, 'unreadable parked audit row')
+        continue
+      }
+      const tx: Tx = { id, t, begin: null, end: null, ended: true, state: 'open', bytes: body.length, readyAt: 0, segs: [], parkedPath: path, parkedBytes: body.length }
+      this.#txs.set(id, tx)
+      this.#bytes += body.length
+    }
+
+    const acked = new Set<string>()
+    for (const seq of seqs) {
+      const path = join(this.dir, segName(seq))
+      const buf = await readFile(path)
+      const scan = scanFrames(buf)
+      const seg: Segment = { seq, path, size: buf.length, refs: 0, sealed: true, corrupt: scan.corruptBytes > 0, fh: null, rfh: null }
+      this.#segments.set(seq, seg)
+      this.#bytes += buf.length
+      torn += scan.tailBytes
+      corrupt += scan.corruptBytes
+      if (scan.corruptBytes > 0) {
+        const err = new PixProxyError(Errors.AUDIT_SPOOL_CORRUPT, [path, scan.corruptBytes, corruptName(seq)])
+        this.#logger?.error({ code: err.code, path, corruptBytes: scan.corruptBytes }, err.message)
+      }
+      for (const f of scan.frames) {
+        const loc = { seq, off: f.offset, len: f.length }
+        let e: { k?: unknown, t?: number, id?: unknown, ids?: unknown, r?: { id?: unknown } }
+        try {
+          e = JSON.parse(f.payload.toString('utf8')) as typeof e
+        } catch {
+          // A frame that passed its CRC but is not JSON was written that way: a bug, not a crash. Skip it, loudly.
+          corrupt += f.length
+          seg.corrupt = true
+          this.#logger?.error({ code: Errors.AUDIT_SPOOL_CORRUPT.code, path, offset: f.offset }, 'audit spool frame is not JSON')
+          continue
+        }
+        if (e.k === 'b' && typeof e.r?.id === 'string') {
+          const id = e.r.id
+          if (this.#txs.has(id)) continue
+          this.#txs.set(id, { id, t: e.t ?? 0, begin: loc, end: null, ended: false, state: 'open', bytes: f.length, readyAt: 0, segs: [], parkedPath: null, parkedBytes: 0 })
+        } else if (e.k === 'e' && typeof e.id === 'string') {
+          const tx = this.#txs.get(e.id)
+          // An end without its begin: the begin's segment was deleted, so the row was shipped.
+          if (tx === undefined || tx.parkedPath !== null || tx.end !== null) continue
+          tx.end = loc
+          tx.ended = true
+          tx.bytes += f.length
+        } else if (e.k === 'a' && Array.isArray(e.ids)) {
+          for (const id of e.ids) if (typeof id === 'string') acked.add(id)
+        }
+      }
+    }
+
+    for (const tx of this.#txs.values()) {
+      if (acked.has(tx.id) && tx.parkedPath === null) {
+        this.#txs.delete(tx.id)
+        alreadyShipped++
+        continue
+      }
+      if (tx.begin !== null) this.#ref(tx, tx.begin.seq)
+      if (tx.end !== null) this.#ref(tx, tx.end.seq)
+      if (tx.parkedPath === null && tx.end === null) incomplete++
+      tx.ended = true
+      this.#makeReady(tx)
+    }
+    this.#replay = { rows: this.#txs.size, incomplete, alreadyShipped, tornBytes: torn, corruptBytes: corrupt }
+    if (seqs.length > 0 || parked.size > 0) {
+      this.#logger?.info({ dir: this.dir, segments: seqs.length, ...this.#replay }, 'audit spool replayed')
+    }
+  }
+}

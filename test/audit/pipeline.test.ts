@@ -1,0 +1,328 @@
+import t from 'tap'
+import type { Test } from 'tap'
+import { randomBytes } from 'node:crypto'
+import { readdir, readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { AUDIT_BODY_GZIP_PREFIX, AuditPipeline, auditRowBytes, decodeAuditBody, encodeAuditBody } from '../../src/audit/pipeline.ts'
+import type { AuditPipelineOptions } from '../../src/audit/pipeline.ts'
+import { AuditSpool } from '../../src/audit/spool.ts'
+import type { AuditLogger, AuditSpoolOptions } from '../../src/audit/spool.ts'
+import type { AuditRow } from '../../src/audit/schema.ts'
+import { PixProxyError } from '../../src/errors.ts'
+import { damage, MemorySink, requestHalf, responseHalf } from './fixtures/rows.ts'
+
+interface Setup { dir: string, spool: AuditSpool, sink: MemorySink, pipe: AuditPipeline, logs: Array<{ level: string, code?: string, msg: string }> }
+
+function captureLogger (logs: Setup['logs']): AuditLogger {
+  const at = (level: string) => (o: object, msg: string): void => { logs.push({ level, code: (o as { code?: string }).code, msg }) }
+  return { info: at('info'), warn: at('warn'), error: at('error') }
+}
+
+async function setup (t: Test, o: { dir?: string, sink?: MemorySink, spool?: Partial<AuditSpoolOptions>, pipe?: Partial<AuditPipelineOptions> } = {}): Promise<Setup> {
+  const dir = o.dir ?? join(t.testdir(), 'spool')
+  const logs: Setup['logs'] = []
+  const logger = captureLogger(logs)
+  const spool = await AuditSpool.open({ dir, maxBytes: 64 * 1024 * 1024, logger, ...o.spool })
+  const sink = o.sink ?? new MemorySink()
+  const pipe = AuditPipeline.start({ spool, sink, flushMs: 50, backoffBaseMs: 10, backoffCapMs: 100, logger, ...o.pipe })
+  t.teardown(async () => {
+    await pipe.close(0)
+    await spool.close()
+  })
+  return { dir, spool, sink, pipe, logs }
+}
+
+async function transact (spool: AuditSpool, id: string, req = requestHalf(id)): Promise<void> {
+  await spool.begin(req)
+  await spool.end(id, responseHalf(id))
+}
+
+async function until (what: string, cond: () => boolean, ms = 10_000): Promise<void> {
+  const end = performance.now() + ms
+  while (!cond()) {
+    if (performance.now() > end) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, 5))
+  }
+}
+
+const segmentFiles = async (dir: string): Promise<string[]> => (await readdir(dir)).filter((n) => n.startsWith('spool-'))
+const ids = (prefix: string, n: number): string[] => Array.from({ length: n }, (_, i) => `${prefix}-${i}`)
+const counts = (xs: string[]): Map<string, number> => xs.reduce((m, x) => m.set(x, (m.get(x) ?? 0) + 1), new Map<string, number>())
+
+t.test('batches by rows at once, and the rest after flushMs', async (t) => {
+  const sink = new MemorySink({ maxBatchRows: 10 })
+  const { spool } = await setup(t, { sink, pipe: { flushMs: 400 } })
+  const all = ids('b', 35)
+  const t0 = performance.now()
+  await Promise.all(all.map(async (id) => { await transact(spool, id) }))
+  await until('35 rows shipped', () => sink.accepted.length === 35)
+  t.same(sink.calls.map((c) => c.ids.length), [10, 10, 10, 5])
+  t.ok((sink.calls[2]?.at ?? Infinity) - t0 < 300, 'full batches go without waiting for the flush timer')
+  t.ok((sink.calls[3]?.at ?? 0) - t0 >= 390, 'the partial batch waits flushMs')
+  t.same([...sink.acceptedIds()].sort(), [...all].sort())
+})
+
+t.test('batches by bytes: no call exceeds the sink\'s maxBatchBytes', async (t) => {
+  const sink = new MemorySink({ maxBatchBytes: 7000 })
+  const { spool } = await setup(t, { sink })
+  await Promise.all(ids('y', 12).map(async (id) => { await transact(spool, id, requestHalf(id, 2000)) }))
+  await until('12 rows shipped', () => sink.accepted.length === 12)
+  const rows = new Map(sink.accepted.map((r) => [r.id, r]))
+  for (const c of sink.calls) {
+    const bytes = c.ids.reduce((n, id) => n + auditRowBytes(rows.get(id) as AuditRow), 0)
+    t.ok(bytes <= 7000, `call of ${c.ids.length} rows, ${bytes} bytes`)
+  }
+  t.ok(sink.calls.length >= 4)
+})
+
+t.test('a lone row ships after flushMs, not before', async (t) => {
+  const sink = new MemorySink()
+  const { spool } = await setup(t, { sink, pipe: { flushMs: 300 } })
+  await transact(spool, 'lone')
+  await new Promise((resolve) => setTimeout(resolve, 150))
+  t.equal(sink.calls.length, 0)
+  await until('the row shipped', () => sink.accepted.length === 1)
+})
+
+t.test('partial batch failure: only the failed rows are sent again; segments go when every row was accepted', async (t) => {
+  const sink = new MemorySink({ maxBatchRows: 10 })
+  // A full batch (10 rows) goes at once; nothing else would before flushMs.
+  const { spool, pipe, dir } = await setup(t, { sink, spool: { segmentBytes: 4096 }, pipe: { flushMs: 60_000 } })
+  sink.policy = (rows, call) => {
+    if (call === 0) return [1, 3, 7]
+    if (call === 1) return [0]
+    return []
+  }
+  const all = ids('p', 10)
+  for (const id of all) await transact(spool, id)
+  await until('all shipped', () => sink.accepted.length === 10)
+  t.same(sink.calls[0]?.ids, all)
+  t.same(sink.calls[1]?.ids, ['p-1', 'p-3', 'p-7'], 'the retry carries only the failed rows')
+  t.same(sink.calls[2]?.ids, ['p-1'], 'then only the one still failing')
+  t.equal(sink.calls.length, 3)
+  t.ok([...counts(sink.acceptedIds()).values()].every((n) => n === 1), 'no row accepted twice')
+  t.same(sink.acceptedIds().sort(), [...all].sort())
+  await until('segments deleted', () => spool.stats().segments === 0)
+  t.same(await segmentFiles(dir), [])
+  t.equal(spool.stats().bytes, 0)
+  const s = pipe.stats()
+  t.equal(s.shippedRows, 10)
+  t.equal(s.retriedRows, 4)
+  t.equal(s.partialFailures, 2)
+  t.equal(s.consecutiveFailures, 0)
+})
+
+t.test('segments stay while a row keeps failing, and go once it is accepted', async (t) => {
+  const sink = new MemorySink()
+  let failing = true
+  sink.policy = (rows) => failing ? rows.flatMap((r, i) => r.id === 'k-0' ? [i] : []) : []
+  const { spool, dir } = await setup(t, { sink, spool: { segmentBytes: 4096 }, pipe: { flushMs: 10 } })
+  for (const id of ids('k', 20)) await transact(spool, id)
+  await until('the others shipped', () => sink.accepted.length === 19)
+  await until('some retries of k-0', () => sink.calls.filter((c) => c.ids.includes('k-0')).length >= 3)
+  const held = await segmentFiles(dir)
+  t.ok(held.length >= 1, `${held.length} segments held by k-0`)
+  t.equal(spool.stats().pendingRows, 1)
+  failing = false
+  await until('k-0 shipped', () => sink.accepted.length === 20)
+  await until('segments deleted', () => spool.stats().segments === 0)
+  t.same(await segmentFiles(dir), [])
+})
+
+t.test('sink outage: the spool grows to nearFull and refuses at its bound, then drains when the sink returns', async (t) => {
+  const sink = new MemorySink({ maxBatchRows: 50 })
+  let down = true
+  sink.policy = () => down ? 'throw' : []
+  const rowBytes = 1500
+  const { spool, pipe, logs } = await setup(t, {
+    sink,
+    spool: { maxBytes: 100 * (rowBytes + 600), segmentBytes: 16 * 1024 },
+    pipe: { flushMs: 20, backoffBaseMs: 20, backoffCapMs: 200 }
+  })
+  const begun: string[] = []
+  let full: PixProxyError | null = null
+  let nearFullSeen = false
+  const t0 = performance.now()
+  for (let i = 0; full === null && performance.now() - t0 < 10_000; i++) {
+    const id = `o-${i}`
+    try {
+      await spool.begin(requestHalf(id, rowBytes))
+    } catch (err) {
+      full = err as PixProxyError
+      break
+    }
+    begun.push(id)
+    await spool.end(id, responseHalf(id))
+    nearFullSeen ||= spool.stats().nearFull
+    await new Promise((resolve) => setTimeout(resolve, 2))
+  }
+  const outage = performance.now() - t0
+  t.ok(nearFullSeen, 'nearFull rose before the bound')
+  t.equal(full?.code, 'PIXPROXY_ERR_AUDIT_SPOOL_FULL', `refused after ${begun.length} rows (${Math.round(outage)} ms of outage)`)
+  t.equal(sink.accepted.length, 0)
+  t.ok(pipe.stats().failedCalls >= 2, `${pipe.stats().failedCalls} failed calls, with backoff`)
+  t.equal(pipe.stats().lastErrorCode, 'PIXPROXY_ERR_AUDIT_SINK_FAILED')
+  t.ok(logs.some((l) => l.level === 'warn' && l.msg.includes('above 80 %')), 'a warning when near the bound')
+  await new Promise((resolve) => setTimeout(resolve, 500))
+  down = false
+  await until('drained', () => spool.stats().pendingRows === 0)
+  t.same(sink.acceptedIds().sort(), [...begun].sort(), 'every row, once')
+  await until('segments deleted', () => spool.stats().segments === 0)
+  t.equal(spool.stats().bytes, 0)
+  t.equal(spool.stats().nearFull, false)
+  t.ok(pipe.stats().retriedRows > 0)
+  await spool.begin(requestHalf('after'))
+  t.pass('begin accepted again')
+})
+
+t.test('oversized rows: bodies compressed in place to fit, a row that cannot fit is parked, nothing dropped', async (t) => {
+  const base = t.testdir()
+  const dir = join(base, 'spool')
+  const small = new MemorySink({ maxRowBytes: 40_000 })
+  const { spool, pipe, logs } = await setup(t, { dir, sink: small })
+  const xml = '<Document>' + Array.from({ length: 3000 }, (_, i) => `<Tx><Id>${i}</Id><Amt Ccy="BRL">${i}.00</Amt></Tx>`).join('') + '</Document>'
+  const noise = randomBytes(45_000).toString('base64')
+  await transact(spool, 'big-xml', { ...requestHalf('big-xml'), request_body: xml })
+  await transact(spool, 'big-noise', { ...requestHalf('big-noise'), request_body: noise })
+  await spool.begin(requestHalf('marker'))
+  await spool.end('marker', { ...responseHalf('marker'), response_body: `${AUDIT_BODY_GZIP_PREFIX}not really` })
+  await transact(spool, 'plain')
+  await until('three rows shipped', () => small.accepted.length === 3)
+  const got = new Map(small.accepted.map((r) => [r.id, r]))
+
+  const big = got.get('big-xml') as AuditRow
+  t.ok(xml.length > 100_000 && auditRowBytes(big) <= 40_000, `a ${xml.length}-byte body fits in ${auditRowBytes(big)}`)
+  t.ok(big.request_body?.startsWith(AUDIT_BODY_GZIP_PREFIX))
+  t.equal(decodeAuditBody(big.request_body), xml, 'lossless')
+  t.equal(big.response_body, '<Ack id="big-xml"/>', 'the other body is left alone when one is enough')
+  const marker = got.get('marker') as AuditRow
+  t.ok(marker.response_body?.startsWith(AUDIT_BODY_GZIP_PREFIX) && marker.response_body !== `${AUDIT_BODY_GZIP_PREFIX}not really`, 'a body that looks encoded is always encoded')
+  t.equal(decodeAuditBody(marker.response_body), `${AUDIT_BODY_GZIP_PREFIX}not really`)
+  t.equal(damage(got.get('plain') as AuditRow), null, 'rows that fit are untouched')
+  t.notOk(got.has('big-noise'))
+
+  t.equal(spool.stats().parkedRows, 1)
+  t.equal(pipe.stats().parkedRows, 1)
+  t.equal(pipe.stats().compressedRows, 2)
+  t.ok(logs.some((l) => l.level === 'error' && l.code === 'PIXPROXY_ERR_AUDIT_ROW_TOO_LARGE'))
+  const parked = JSON.parse(await readFile(join(dir, 'parked-big-noise.json'), 'utf8')) as { row: AuditRow }
+  t.equal(parked.row.request_body, noise, 'parked whole, uncompressed')
+  await until('segments deleted', () => spool.stats().segments === 0)
+  t.same(await segmentFiles(dir), [], 'a parked row does not hold the segments')
+  t.equal(spool.stats().pendingRows, 0)
+  t.ok(spool.stats().bytes > 45_000, 'the parked file counts against the bound')
+
+  // After a restart with a sink that takes it, the parked row ships and its file goes.
+  await pipe.close(1000)
+  await spool.close()
+  const roomy = new MemorySink()
+  const again = await setup(t, { dir, sink: roomy })
+  await until('parked row shipped', () => roomy.accepted.length === 1)
+  t.equal(roomy.accepted[0]?.request_body, noise)
+  await until('parked file deleted', () => again.spool.stats().bytes === 0)
+  t.notOk((await readdir(dir)).some((n) => n.startsWith('parked-')))
+})
+
+t.test('encodeAuditBody and decodeAuditBody round-trip any text', async (t) => {
+  for (const s of ['', 'é€😀', '<a/>'.repeat(1000), AUDIT_BODY_GZIP_PREFIX]) {
+    const e = await encodeAuditBody(s)
+    t.ok(e.startsWith(AUDIT_BODY_GZIP_PREFIX))
+    t.equal(decodeAuditBody(e), s)
+  }
+  t.equal(decodeAuditBody(null), null)
+  t.equal(decodeAuditBody('<a/>'), '<a/>')
+})
+
+t.test('backoff is exponential with full jitter, capped', async (t) => {
+  const sink = new MemorySink()
+  sink.policy = (_, call) => call < 6 ? 'throw' : []
+  const { spool } = await setup(t, { sink, pipe: { flushMs: 0, backoffBaseMs: 40, backoffCapMs: 160, random: () => 0.999 } })
+  await transact(spool, 'j')
+  await until('shipped', () => sink.accepted.length === 1)
+  const gaps = sink.calls.slice(1).map((c, i) => c.at - (sink.calls[i]?.at ?? 0))
+  const expected = [40, 80, 160, 160, 160, 160]
+  gaps.forEach((g, i) => {
+    const e = (expected[i] as number) * 0.999
+    t.ok(g >= e - 3 && g < e + 80, `pause ${i + 1}: ${g.toFixed(1)} ms, bound ${expected[i]}`)
+  })
+})
+
+t.test('close ships what is ready without waiting for flushMs', async (t) => {
+  const sink = new MemorySink()
+  const { spool, pipe } = await setup(t, { sink, pipe: { flushMs: 60_000 } })
+  for (const id of ids('c', 3)) await transact(spool, id)
+  await spool.begin(requestHalf('c-open')) // in flight to BACEN: cannot ship
+  const t0 = performance.now()
+  const r = await pipe.close(5000)
+  t.ok(performance.now() - t0 < 1000, 'at once')
+  t.same(r, { shipped: 3, left: 1 })
+  t.equal(sink.accepted.length, 3)
+})
+
+t.test('close stops at its deadline; what is left stays in the spool for the next start', async (t) => {
+  const base = t.testdir()
+  const dir = join(base, 'spool')
+  const sink = new MemorySink({ maxBatchRows: 10 })
+  sink.delayMs = 200
+  const first = await setup(t, { dir, sink, pipe: { flushMs: 60_000 } })
+  const all = ids('d', 100)
+  await Promise.all(all.map(async (id) => { await transact(first.spool, id) }))
+  const t0 = performance.now()
+  const r = await first.pipe.close(500)
+  const took = performance.now() - t0
+  t.ok(took >= 480 && took < 700, `returned after ${Math.round(took)} ms`)
+  t.ok(r.shipped >= 10 && r.shipped <= 40, `${r.shipped} shipped`)
+  t.equal(r.shipped + r.left, 100, 'shipped + left = all (a call in flight counts as left)')
+  const inFlight = sink.calls.length * 10 - sink.accepted.length
+  await new Promise((resolve) => setTimeout(resolve, 300)) // the call in flight at the deadline ends
+  await first.spool.close()
+  const shipped = sink.acceptedIds()
+
+  const second = new MemorySink()
+  const next = await setup(t, { dir, sink: second, pipe: { flushMs: 10 } })
+  await until('the rest shipped', () => next.spool.stats().pendingRows === 0)
+  const union = new Set([...shipped, ...second.acceptedIds()])
+  t.equal(union.size, 100, 'nothing lost')
+  const dup = shipped.filter((id) => second.acceptedIds().includes(id)).length
+  t.ok(dup <= inFlight, `${dup} shipped twice (at most the ${inFlight} rows of the call cut off by the deadline)`)
+})
+
+t.test('close with the sink down returns at the deadline with everything left', async (t) => {
+  const sink = new MemorySink()
+  sink.policy = () => 'throw'
+  const { spool, pipe } = await setup(t, { sink, pipe: { flushMs: 10, backoffBaseMs: 1000, backoffCapMs: 1000 } })
+  for (const id of ids('e', 5)) await transact(spool, id)
+  await until('a failed call', () => sink.calls.length >= 1)
+  const t0 = performance.now()
+  const r = await pipe.close(300)
+  const took = performance.now() - t0
+  t.ok(took >= 290 && took < 450, `returned after ${Math.round(took)} ms`)
+  t.same(r, { shipped: 0, left: 5 })
+  t.equal(spool.stats().readyRows, 5, 'rows handed back to the spool')
+})
+
+t.test('rows replayed at open ship first, incomplete ones with PIXPROXY_ERR_AUDIT_INCOMPLETE', async (t) => {
+  const dir = join(t.testdir(), 'spool')
+  const s = await AuditSpool.open({ dir, maxBytes: 1 << 26 })
+  await transact(s, 'r-done')
+  await s.begin(requestHalf('r-open'))
+  await s.close()
+  const sink = new MemorySink()
+  const { spool } = await setup(t, { dir, sink, pipe: { flushMs: 10 } })
+  await until('both shipped', () => sink.accepted.length === 2)
+  const byId = new Map(sink.accepted.map((r) => [r.id, r]))
+  t.equal(byId.get('r-done')?.error_code, null)
+  t.equal(byId.get('r-open')?.error_code, 'PIXPROXY_ERR_AUDIT_INCOMPLETE')
+  t.equal(damage(byId.get('r-open') as AuditRow), null)
+  await until('spool empty', () => spool.stats().bytes === 0)
+})
+
+t.test('a sink reporting an index outside the batch is logged, not trusted', async (t) => {
+  const sink = new MemorySink()
+  sink.policy = (_, call) => call === 0 ? [7, -1] : []
+  const { spool, logs } = await setup(t, { sink, pipe: { flushMs: 10 } })
+  await transact(spool, 'x-0')
+  await until('shipped', () => spool.stats().pendingRows === 0)
+  t.equal(sink.calls.length, 1)
+  t.equal(logs.filter((l) => l.level === 'error' && l.code === 'PIXPROXY_ERR_INTERNAL').length, 2)
+})

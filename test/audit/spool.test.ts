@@ -1,0 +1,387 @@
+import t from 'tap'
+import type { Test } from 'tap'
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { appendFile, mkdir, readdir, readFile, utimes, writeFile } from 'node:fs/promises'
+import { hostname } from 'node:os'
+import type { FileHandle } from 'node:fs/promises'
+import { join } from 'node:path'
+import { AUDIT_COLUMNS } from '../../src/audit/schema.ts'
+import type { AuditRow } from '../../src/audit/schema.ts'
+import { AuditSpool, REQUIRED_REQUEST_COLUMNS, RESPONSE_COLUMNS, scanFrames, SPOOL_FRAME_HEADER_BYTES } from '../../src/audit/spool.ts'
+import type { AuditSpoolOptions, SpoolRef } from '../../src/audit/spool.ts'
+import { PixProxyError } from '../../src/errors.ts'
+import { damage, requestHalf, responseHalf } from './fixtures/rows.ts'
+
+const INCOMPLETE = 'PIXPROXY_ERR_AUDIT_INCOMPLETE'
+
+async function openSpool (t: Test, opts: Partial<AuditSpoolOptions> & { dir: string }): Promise<AuditSpool> {
+  const s = await AuditSpool.open({ maxBytes: 64 * 1024 * 1024, ...opts })
+  t.teardown(() => s.close())
+  return s
+}
+
+/** Every ready row, taken and loaded (they stay taken: not acked). */
+async function drain (s: AuditSpool): Promise<Array<{ ref: SpoolRef, row: AuditRow }>> {
+  const out: Array<{ ref: SpoolRef, row: AuditRow }> = []
+  for (let ref = s.shift(); ref !== undefined; ref = s.shift()) out.push({ ref, row: await s.load(ref) })
+  return out
+}
+
+async function rejection (p: Promise<unknown>): Promise<PixProxyError> {
+  try {
+    await p
+  } catch (err) {
+    if (err instanceof PixProxyError) return err
+    throw err
+  }
+  throw new Error('expected a rejection')
+}
+
+const segmentFiles = async (dir: string): Promise<string[]> => (await readdir(dir)).filter((n) => n.startsWith('spool-')).sort()
+
+t.test('the request and response halves split the schema exactly', async (t) => {
+  const response = new Set<string>(RESPONSE_COLUMNS)
+  for (const c of RESPONSE_COLUMNS) t.ok(AUDIT_COLUMNS.some((a) => a.name === c), `${c} is a schema column`)
+  const requiredInSchema = AUDIT_COLUMNS.filter((c) => c.required).map((c) => c.name)
+  t.same([...REQUIRED_REQUEST_COLUMNS].sort(), requiredInSchema.filter((n) => !response.has(n)).sort(), 'begin requires exactly the required columns')
+  t.same(requiredInSchema.filter((n) => response.has(n)), [], 'no required column waits for the response')
+})
+
+t.test('begin then end gives one complete row, columns in schema order', async (t) => {
+  const dir = t.testdir()
+  const s = await openSpool(t, { dir })
+  await s.begin(requestHalf('a1'))
+  t.equal(s.stats().openRows, 1)
+  t.equal(s.readyInfo().rows, 0, 'not shippable before its end')
+  await s.end('a1', { ...responseHalf('a1'), error_code: null })
+  const [got] = await drain(s)
+  t.ok(got)
+  t.same(Object.keys(got?.row ?? {}), AUDIT_COLUMNS.map((c) => c.name))
+  t.equal(damage(got?.row as AuditRow), null)
+  t.equal(got?.row.response_status_code, 201)
+  t.equal(got?.row.error_code, null)
+  t.same(s.stats().pendingRows, 1, 'pending until acked')
+  await s.ack([got?.ref as SpoolRef])
+  t.equal(s.stats().pendingRows, 0)
+  t.equal(s.stats().shippedRows, 1)
+})
+
+t.test('invalid rows and misuse are refused with stable codes, before anything is written', async (t) => {
+  const dir = t.testdir()
+  const s = await openSpool(t, { dir })
+  const cases: Array<[string, unknown]> = [
+    ['missing id', { ...requestHalf('x'), id: undefined }],
+    ['id unsafe as a file name', { ...requestHalf('x'), id: '../etc/passwd' }],
+    ['missing required column', { ...requestHalf('x1'), request_path: null }],
+    ['wrong type', { ...requestHalf('x2'), request_header: { a: 1 } }],
+    ['bad timestamp', { ...requestHalf('x3'), request_date: '2026-05-06 07:08:09' }],
+    ['foreign column', { ...requestHalf('x4'), secret: 'pin' }],
+    ['response column in the request half', { ...requestHalf('x5'), response_body: '<x/>' }],
+    ['unknown system', { ...requestHalf('x6'), system: 'str' }]
+  ]
+  for (const [name, req] of cases) {
+    const err = await rejection(s.begin(req as Parameters<AuditSpool['begin']>[0]))
+    t.equal(err.code, 'PIXPROXY_ERR_AUDIT_ROW_INVALID', name)
+  }
+  t.equal(s.stats().bytes, 0, 'nothing written')
+  await s.begin(requestHalf('ok'))
+  t.equal((await rejection(s.begin(requestHalf('ok')))).code, 'PIXPROXY_ERR_AUDIT_ROW_INVALID', 'duplicate id')
+  t.equal((await rejection(s.end('ok', { response_status_code: 2.5 }))).code, 'PIXPROXY_ERR_AUDIT_ROW_INVALID', 'status not an int')
+  t.equal((await rejection(s.end('ok', { request_body: 'x' } as never))).code, 'PIXPROXY_ERR_AUDIT_ROW_INVALID', 'request column in the response half')
+  t.equal((await rejection(s.end('nope', {}))).code, 'PIXPROXY_ERR_AUDIT_UNKNOWN_TRANSACTION')
+  await s.end('ok', responseHalf('ok'))
+  t.equal((await rejection(s.end('ok', {}))).code, 'PIXPROXY_ERR_AUDIT_UNKNOWN_TRANSACTION', 'ended twice')
+})
+
+t.test('group commit: 2,000 concurrent begins share a few fsyncs, and none resolves before one covered it', async (t) => {
+  const base = t.testdir()
+  const dir = join(base, 'spool')
+  let synced = 0 // bytes of the segment known durable
+  let syncs = 0
+  const sync = async (fh: FileHandle): Promise<void> => {
+    const size = (await fh.stat()).size
+    await fh.datasync()
+    syncs++
+    synced = Math.max(synced, size)
+  }
+  const s = await openSpool(t, { dir, groupCommitMs: 2, sync })
+  const coveredAtResolve = new Map<string, number>()
+  const ids = Array.from({ length: 2000 }, (_, i) => `g-${i}`)
+  await Promise.all(ids.map(async (id) => {
+    await s.begin(requestHalf(id))
+    coveredAtResolve.set(id, synced)
+  }))
+  t.ok(syncs >= 1 && syncs <= 10, `2,000 begins took ${syncs} fsyncs`)
+  t.equal(s.stats().spooledRows, 2000)
+
+  // Where each begin's frame ends in the file: each must be inside what was fsync'd when it resolved.
+  const [file] = await segmentFiles(dir)
+  const scan = scanFrames(await readFile(join(dir, file as string)))
+  t.equal(scan.frames.length, 2000)
+  let uncovered = 0
+  for (const f of scan.frames) {
+    const id = (JSON.parse(f.payload.toString('utf8')) as { r: { id: string } }).r.id
+    if ((coveredAtResolve.get(id) ?? -1) < f.offset + f.length) uncovered++
+  }
+  t.equal(uncovered, 0, 'every begin resolved after an fsync that covered its frame')
+
+  // Ends too; then a second open (the first never closed: as after a crash) sees every row complete.
+  await Promise.all(ids.map(async (id) => { await s.end(id, responseHalf(id)) }))
+  t.ok(syncs <= 20, `and 2,000 ends ${syncs} fsyncs in all`)
+  const files = await readdir(dir)
+  const copy = join(base, 'copy')
+  await mkdir(copy)
+  for (const f of files.filter((n) => n.startsWith('spool-'))) await writeFile(join(copy, f), await readFile(join(dir, f)))
+  const again = await openSpool(t, { dir: copy })
+  const rows = await drain(again)
+  t.equal(rows.length, 2000)
+  t.equal(rows.filter((r) => r.row.error_code === null && damage(r.row) === null).length, 2000)
+})
+
+t.test('sequential begins with groupCommitMs 0 each wait for their own fsync', async (t) => {
+  const dir = t.testdir()
+  let syncs = 0
+  const s = await openSpool(t, { dir, groupCommitMs: 0, sync: async (fh) => { await fh.datasync(); syncs++ } })
+  for (let i = 0; i < 20; i++) await s.begin(requestHalf(`s-${i}`))
+  t.equal(syncs, 20)
+})
+
+t.test('torn tail: a segment cut anywhere in its last record replays every complete record and ignores the rest', async (t) => {
+  const base = t.testdir({ src: {} })
+  const src = join(base, 'src')
+  const s = await AuditSpool.open({ dir: src, maxBytes: 64 * 1024 * 1024 })
+  for (let i = 0; i < 10; i++) {
+    await s.begin(requestHalf(`t-${i}`))
+    await s.end(`t-${i}`, responseHalf(`t-${i}`))
+  }
+  await s.begin(requestHalf('t-last')) // the last record: a begin
+  await s.close()
+  const [file] = await segmentFiles(src)
+  const bytes = await readFile(join(src, file as string))
+  const frames = scanFrames(bytes).frames
+  const last = frames[frames.length - 1] as (typeof frames)[number]
+  const prevEnd = frames[frames.length - 2] as (typeof frames)[number]
+
+  // Every cut inside the header, a few inside the payload, and one byte short of the end.
+  const cuts = [...Array.from({ length: SPOOL_FRAME_HEADER_BYTES + 1 }, (_, i) => last.offset + i), last.offset + 50, last.offset + Math.floor(last.length / 2), last.offset + last.length - 1]
+  for (const cut of cuts) {
+    const dir = join(base, `cut-${cut}`)
+    await mkdir(dir)
+    await writeFile(join(dir, file as string), bytes.subarray(0, cut))
+    const r = await AuditSpool.open({ dir, maxBytes: 64 * 1024 * 1024 })
+    const rows = await drain(r)
+    t.equal(rows.length, 10, `cut at ${cut}: the 10 complete rows`)
+    t.equal(rows.filter((x) => x.row.error_code === null && damage(x.row) === null).length, 10)
+    t.equal(r.stats().replay.tornBytes, cut - last.offset, 'the torn bytes are counted')
+    t.equal(r.stats().replay.corruptBytes, 0)
+    await r.close()
+  }
+  t.equal(prevEnd.offset + prevEnd.length, last.offset)
+
+  // Cut inside an end record: that row comes back INCOMPLETE, not misread.
+  const dir = join(base, 'cut-end')
+  await mkdir(dir)
+  await writeFile(join(dir, file as string), bytes.subarray(0, prevEnd.offset + 7))
+  const r = await openSpool(t, { dir })
+  const rows = await drain(r)
+  t.equal(rows.length, 10)
+  const t9 = rows.find((x) => x.row.id === 't-9')
+  t.equal(t9?.row.error_code, INCOMPLETE)
+  t.equal(damage(t9?.row as AuditRow), null)
+})
+
+t.test('a zero-filled tail (what ext4 can leave after a crash) is ignored, and new writes never follow a torn tail', async (t) => {
+  const dir = t.testdir()
+  const s = await AuditSpool.open({ dir, maxBytes: 64 * 1024 * 1024 })
+  for (let i = 0; i < 3; i++) await s.begin(requestHalf(`z-${i}`))
+  await s.close()
+  const [file] = await segmentFiles(dir)
+  await appendFile(join(dir, file as string), Buffer.alloc(4096))
+  const s2 = await AuditSpool.open({ dir, maxBytes: 64 * 1024 * 1024 })
+  t.equal(s2.stats().replay.tornBytes, 4096)
+  await s2.begin(requestHalf('z-new'))
+  await s2.end('z-new', responseHalf('z-new'))
+  t.equal((await segmentFiles(dir)).length, 2, 'a new segment, not an append after the zeros')
+  await s2.close()
+  const s3 = await openSpool(t, { dir })
+  const rows = await drain(s3)
+  t.same(rows.map((r) => r.row.id).sort(), ['z-0', 'z-1', 'z-2', 'z-new'])
+  t.equal(rows.find((r) => r.row.id === 'z-new')?.row.error_code, null)
+})
+
+t.test('corruption in the middle of a segment: good records after it are kept, the file is kept as corrupt-*.log', async (t) => {
+  const dir = t.testdir()
+  const s = await AuditSpool.open({ dir, maxBytes: 64 * 1024 * 1024 })
+  for (let i = 0; i < 5; i++) {
+    await s.begin(requestHalf(`c-${i}`))
+    await s.end(`c-${i}`, responseHalf(`c-${i}`))
+  }
+  await s.close()
+  const [file] = await segmentFiles(dir)
+  const path = join(dir, file as string)
+  const bytes = await readFile(path)
+  const frames = scanFrames(bytes).frames
+  const victim = frames[2] as (typeof frames)[number] // the begin of c-1
+  const at = victim.offset + SPOOL_FRAME_HEADER_BYTES + 20
+  bytes.writeUInt8(bytes.readUInt8(at) ^ 0x01, at)
+  await writeFile(path, bytes)
+  const lines: string[] = []
+  const logger = { info: () => {}, warn: () => {}, error: (o: object) => { lines.push((o as { code: string }).code) } }
+  const s2 = await openSpool(t, { dir, logger })
+  t.equal(s2.stats().replay.corruptBytes, victim.length)
+  t.same(lines, ['PIXPROXY_ERR_AUDIT_SPOOL_CORRUPT'])
+  const rows = await drain(s2)
+  t.same(rows.map((r) => r.row.id).sort(), ['c-0', 'c-2', 'c-3', 'c-4'], 'c-1 lost its begin: its end alone is not a row')
+  for (const r of rows) t.equal(damage(r.row), null)
+  await s2.ack(rows.map((r) => r.ref))
+  t.same(await segmentFiles(dir), [])
+  t.ok((await readdir(dir)).includes(`corrupt-${(file as string).slice(6)}`), 'kept for forensics, out of the spool')
+})
+
+t.test('segments go oldest first, and only when every row with a frame in them was acked', async (t) => {
+  const dir = t.testdir()
+  const s = await openSpool(t, { dir, segmentBytes: 8 * 1024, groupCommitMs: 0 })
+  // r-0 begins in the first segment and stays open while the others fill several segments.
+  await s.begin(requestHalf('r-0', 1000))
+  for (let i = 1; i <= 30; i++) {
+    await s.begin(requestHalf(`r-${i}`, 1000))
+    await s.end(`r-${i}`, responseHalf(`r-${i}`))
+  }
+  const before = await segmentFiles(dir)
+  t.ok(before.length >= 4, `${before.length} segments`)
+  const rows = await drain(s)
+  t.equal(rows.length, 30)
+  await s.ack(rows.map((r) => r.ref))
+  t.same(await segmentFiles(dir), before, 'r-0 is still open: nothing deleted')
+  await s.end('r-0', responseHalf('r-0'))
+  const [last] = await drain(s)
+  t.equal(last?.row.id, 'r-0')
+  t.equal(s.stats().bytes > 0, true)
+  await s.ack([last?.ref as SpoolRef])
+  t.same(await segmentFiles(dir), [], 'all shipped: all deleted, the idle active segment too')
+  t.equal(s.stats().bytes, 0)
+  t.equal(s.stats().segments, 0)
+  // And the spool carries on in a new segment.
+  await s.begin(requestHalf('r-31'))
+  t.equal((await segmentFiles(dir)).length, 1)
+})
+
+t.test('rows acked while an older row holds their segment are not shipped again after a restart', async (t) => {
+  const dir = t.testdir()
+  const s = await AuditSpool.open({ dir, maxBytes: 64 * 1024 * 1024 })
+  await s.begin(requestHalf('h-0'))
+  for (let i = 1; i <= 5; i++) {
+    await s.begin(requestHalf(`h-${i}`))
+    await s.end(`h-${i}`, responseHalf(`h-${i}`))
+  }
+  await s.ack((await drain(s)).map((r) => r.ref))
+  await s.close()
+  const s2 = await openSpool(t, { dir })
+  t.equal(s2.stats().replay.alreadyShipped, 5)
+  const rows = await drain(s2)
+  t.same(rows.map((r) => [r.row.id, r.row.error_code]), [['h-0', INCOMPLETE]], 'only the open one, as INCOMPLETE')
+})
+
+t.test('bounded: nearFull at 80 %, begin refused with AUDIT_SPOOL_FULL at the bound, end still accepted', async (t) => {
+  const base = t.testdir()
+  const dir = join(base, 'spool')
+  const frame = (await (async () => {
+    const probe = await AuditSpool.open({ dir: join(base, 'probe'), maxBytes: 1 << 30 })
+    await probe.begin(requestHalf('probe', 1000))
+    const b = probe.stats().bytes
+    await probe.close()
+    return b
+  })())
+  // Ids as long as 'probe', so every frame has the same size.
+  const s = await openSpool(t, { dir, maxBytes: frame * 10 })
+  let i = 0
+  let sawNearFullAt = -1
+  for (;;) {
+    try {
+      await s.begin(requestHalf(`f-${String(i).padStart(3, '0')}`, 1000))
+    } catch (err) {
+      t.equal((err as PixProxyError).code, 'PIXPROXY_ERR_AUDIT_SPOOL_FULL')
+      t.equal((err as PixProxyError).statusCode, 503)
+      break
+    }
+    if (sawNearFullAt < 0 && s.stats().nearFull) sawNearFullAt = i
+    i++
+  }
+  t.equal(i, 10, 'exactly as many as fit')
+  t.equal(sawNearFullAt, 7, 'nearFull rose at the 8th of 10 (80 %)')
+  t.equal(s.stats().rejectedFull, 1)
+  t.equal((await rejection(s.begin(requestHalf('f-more', 10)))).code, 'PIXPROXY_ERR_AUDIT_SPOOL_FULL')
+  await s.end('f-000', responseHalf('f-000'))
+  t.ok(s.stats().bytes > s.maxBytes, 'the response of a sent request is kept even past the bound')
+})
+
+t.test('a failed fsync stops the spool: that begin and every later one is refused with AUDIT_SPOOL_IO', async (t) => {
+  const dir = t.testdir()
+  let fail = false
+  const s = await openSpool(t, { dir, sync: async (fh) => { if (fail) throw Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' }); await fh.datasync() } })
+  await s.begin(requestHalf('io-0'))
+  fail = true
+  const err = await rejection(s.begin(requestHalf('io-1')))
+  t.equal(err.code, 'PIXPROXY_ERR_AUDIT_SPOOL_IO')
+  t.match(String((err.cause as Error).message), /EIO/)
+  fail = false
+  t.equal((await rejection(s.begin(requestHalf('io-2')))).code, 'PIXPROXY_ERR_AUDIT_SPOOL_IO', 'still stopped though fsync would work now')
+  t.equal((await rejection(s.end('io-0', responseHalf('io-0')))).code, 'PIXPROXY_ERR_AUDIT_SPOOL_IO')
+  t.equal(s.stats().failed, true)
+  t.equal(s.failure?.code, 'PIXPROXY_ERR_AUDIT_SPOOL_IO')
+})
+
+t.test('close writes what is queued; later calls are refused; the next open finds the rows', async (t) => {
+  const dir = t.testdir()
+  const s = await AuditSpool.open({ dir, maxBytes: 1 << 26, groupCommitMs: 50 })
+  const p = s.begin(requestHalf('q-0'))
+  await s.close()
+  await p
+  t.equal((await rejection(s.begin(requestHalf('q-1')))).code, 'PIXPROXY_ERR_AUDIT_SPOOL_CLOSED')
+  t.notOk((await readdir(dir)).includes('spool.lock'), 'lock released')
+  const s2 = await openSpool(t, { dir })
+  t.same((await drain(s2)).map((r) => r.row.id), ['q-0'])
+})
+
+t.test('one process per spool directory', async (t) => {
+  const dir = t.testdir()
+  const child = spawn(process.execPath, [join(import.meta.dirname, 'fixtures/holder.ts'), dir], { stdio: ['pipe', 'pipe', 'inherit'] })
+  t.teardown(() => { child.kill('SIGKILL') })
+  await once(child.stdout, 'data')
+  const err = await rejection(AuditSpool.open({ dir, maxBytes: 1 << 20 }))
+  t.equal(err.code, 'PIXPROXY_ERR_AUDIT_SPOOL_LOCKED')
+  child.kill('SIGKILL')
+  await once(child, 'exit')
+  const s = await openSpool(t, { dir })
+  t.equal(s.stats().pendingRows, 0, 'a dead holder\'s lock is taken over')
+  const lock = JSON.parse(await readFile(join(dir, 'spool.lock'), 'utf8')) as { pid: number, host: string }
+  t.equal(lock.pid, process.pid)
+  t.equal(lock.host, hostname())
+})
+
+t.test('a lock held from another host (shared filesystem) is respected while it is touched, taken over after 30 s', async (t) => {
+  const dir = t.testdir({ 'spool.lock': JSON.stringify({ pid: 1, host: 'task-elsewhere', token: 'x' }) })
+  const err = await rejection(AuditSpool.open({ dir, maxBytes: 1 << 20 }))
+  t.equal(err.code, 'PIXPROXY_ERR_AUDIT_SPOOL_LOCKED')
+  t.match(err.message, /1 on task-elsewhere/)
+  t.match(await readFile(join(dir, 'spool.lock'), 'utf8'), /task-elsewhere/, 'a refused open leaves the lock alone')
+  const old = new Date(Date.now() - 31_000)
+  await utimes(join(dir, 'spool.lock'), old, old)
+  const s = await AuditSpool.open({ dir, maxBytes: 1 << 20 })
+  t.match(await readFile(join(dir, 'spool.lock'), 'utf8'), hostname())
+  await s.close()
+  t.notOk((await readdir(dir)).includes('spool.lock'), 'released on close')
+})
+
+t.test('stats: oldest unshipped age counts from begin, across a restart', async (t) => {
+  const dir = t.testdir()
+  const s = await AuditSpool.open({ dir, maxBytes: 1 << 26 })
+  await s.begin(requestHalf('age-0'))
+  await new Promise((resolve) => setTimeout(resolve, 120))
+  t.ok(s.stats().oldestUnshippedAgeMs >= 100)
+  await s.close()
+  const s2 = await openSpool(t, { dir })
+  t.ok(s2.stats().oldestUnshippedAgeMs >= 100, 'from the time in the frame, not the replay')
+  t.equal(s2.stats().replay.incomplete, 1)
+})
