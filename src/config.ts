@@ -19,6 +19,7 @@ const Url = (description: string, def: string): TString => Type.String({ descrip
 
 /** Flat, as the environment and SSM hold it. Optional settings have no default. */
 export const ConfigSchema = Type.Object({
+  PIXPROXY_CONFIG_SSM_PATH: Type.Optional(Str('SSM Parameter Store path the other settings are read from at start-up (e.g. /pix/proxy/); environment variables win over parameters', { pattern: '^/([^/]+/)*$' })),
   PIXPROXY_LISTEN_HOST: Str('Address the proxy listens on for bank core systems', { default: '127.0.0.1' }),
   PIXPROXY_LISTEN_PORT: Int('Port the proxy listens on', 0, 65535, 8080),
   PIXPROXY_LOG_LEVEL: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), { description: 'pino log level', default: 'info' }),

@@ -6,6 +6,8 @@ import { buildApp } from './app.ts'
 import { loadConfig } from './config.ts'
 import type { Config } from './config.ts'
 import { PixProxyError } from './errors.ts'
+import { loadConfigSources } from './config-sources.ts'
+import { createSsmClient } from './aws/clients.ts'
 import type { FastifyInstance } from 'fastify'
 
 export interface RunningProxy {
@@ -43,11 +45,30 @@ export async function startProxy (config: Config, env: NodeJS.ProcessEnv = proce
   return { app, url: address, close }
 }
 
+/**
+ * The settings: the environment, plus the parameters under PIXPROXY_CONFIG_SSM_PATH when set (the environment
+ * wins, so an operator can override one parameter for one task). The AWS SDK finds region and credentials itself
+ * (the ECS task role).
+ */
+async function configSource (env: NodeJS.ProcessEnv): Promise<Record<string, string | undefined>> {
+  const path = env.PIXPROXY_CONFIG_SSM_PATH
+  if (path === undefined || path === '') return env
+  const client = createSsmClient()
+  try {
+    const { source, origins } = await loadConfigSources({ env, ssm: { client, path } })
+    const fromSsm = Object.entries(origins).filter(([, o]) => o === 'ssm').map(([k]) => k)
+    process.stderr.write(JSON.stringify({ msg: 'settings loaded', ssmPath: path, fromSsm }) + '\n')
+    return source
+  } finally {
+    client.destroy()
+  }
+}
+
 /** `pix-proxy serve` and `node dist/src/server.js`: configuration from the environment, run until SIGTERM. */
 export async function main (): Promise<void> {
   let config: Config
   try {
-    config = loadConfig(process.env)
+    config = loadConfig(await configSource(process.env))
   } catch (err) {
     process.stderr.write(JSON.stringify({ error: (err as PixProxyError).code ?? 'PIXPROXY_ERR_CONFIG_INVALID', message: (err as Error).message }) + '\n')
     process.exit(78) // EX_CONFIG

@@ -5,6 +5,8 @@ import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { request } from 'undici'
 import { createTestPki } from '../src/pki/ca.ts'
+import { startLocalAwsEndpoint } from '../src/aws/local-endpoint.ts'
+import { ssmParameterName } from '../src/config.ts'
 
 const serverTs = new URL('../src/server.ts', import.meta.url).pathname
 const pki = createTestPki()
@@ -14,7 +16,7 @@ const bcb = pki.issue('CN=BCB assinatura, O=Banco Central do Brasil, C=BR')
 const dir = t.testdir()
 const pem = (k: import('node:crypto').KeyObject | undefined): string => (k as import('node:crypto').KeyObject).export({ type: 'pkcs8', format: 'pem' }).toString()
 
-let env: Record<string, string>
+let env: Record<string, string> = {}
 t.before(async () => {
   await writeFile(join(dir, 'sign.key'), pem(sign.key), { mode: 0o600 })
   await writeFile(join(dir, 'sign.crt'), sign.certificate.pem)
@@ -85,4 +87,35 @@ t.test('starts, answers /healthz, and exits 0 on SIGTERM', async (t) => {
   p.child.kill('SIGTERM')
   t.equal(await p.exit, 0)
   t.ok(p.lines.some((l) => l.includes('shutting down')), 'logs the shutdown')
+})
+
+t.test('settings from SSM Parameter Store (PIXPROXY_CONFIG_SSM_PATH); the environment wins', async (t) => {
+  const aws = await startLocalAwsEndpoint({ port: 0 })
+  t.teardown(async () => { await aws.close() })
+  // Everything but the bootstrap goes to SSM; one setting is also in the environment, which must win.
+  for (const [k, v] of Object.entries(env)) {
+    if (k.startsWith('PIXPROXY_')) aws.putParameter({ name: ssmParameterName(k), value: v })
+  }
+  aws.putParameter({ name: ssmParameterName('PIXPROXY_LOG_LEVEL'), value: 'silent' })
+  const awsEnv = { AWS_ENDPOINT_URL: aws.url, AWS_REGION: 'sa-east-1', AWS_ACCESS_KEY_ID: 'AKIDLOCAL', AWS_SECRET_ACCESS_KEY: 'local' }
+  const bootstrapOnly: Record<string, string> = { PATH: env.PATH ?? '', PIXPROXY_CONFIG_SSM_PATH: '/pix/proxy/', PIXPROXY_LOG_LEVEL: 'info', ...awsEnv }
+  const saved = env
+  env = bootstrapOnly
+  t.teardown(() => { env = saved })
+  const p = start()
+  const url = await p.url
+  t.ok(p.lines.some((l) => l.includes('Server listening')), 'PIXPROXY_LOG_LEVEL from the environment (info) beat the parameter (silent)')
+  const loaded = JSON.parse(p.lines.find((l) => l.includes('"settings loaded"')) as string) as { fromSsm: string[] }
+  t.ok(loaded.fromSsm.includes('PIXPROXY_ISPB') && !loaded.fromSsm.includes('PIXPROXY_LOG_LEVEL'), 'origins are reported (names only)')
+  t.ok(aws.calls.some((c) => c.target === 'AmazonSSM.GetParametersByPath'), 'read through the real SDK client')
+  const r = await request(url + '/healthz')
+  t.equal(r.statusCode, 200)
+  await r.body.dump()
+  p.child.kill('SIGTERM')
+  t.equal(await p.exit, 0)
+
+  aws.putParameter({ name: '/pix/proxy/ispb_typo', value: 'x' })
+  const bad = start()
+  t.equal(await bad.exit, 78, 'an unknown parameter under the path stops start-up')
+  t.ok(bad.lines.some((l) => l.includes('PIXPROXY_ERR_AWS_SSM_UNKNOWN_PARAMETER')), bad.lines.join('\n'))
 })
