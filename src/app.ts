@@ -148,12 +148,20 @@ export async function buildApp (opts: AppOptions): Promise<FastifyInstance> {
     req.receivedAt = Date.now()
     req.receivedPerf = performance.now()
   })
-  app.addHook('onSend', async (req, reply) => { reply.header('x-request-id', req.id) })
-
   // Shutdown: once close() starts, new requests get 503 + Retry-After (another task will take them) while the
-  // ones in flight finish; the connection is not kept alive so the load balancer moves the caller elsewhere.
+  // ones in flight finish. server.close() force-closes only the keep-alive sockets idle at that moment; a socket
+  // whose request finishes later would idle until its keep-alive timeout and hold the close past the shutdown
+  // deadline, so while closing, idle sockets are closed as they appear (requests pipelined behind a busy one still
+  // get their 503).
   let closing = false
-  app.addHook('preClose', async () => { closing = true })
+  let idleSweep: NodeJS.Timeout | null = null
+  app.addHook('preClose', async () => {
+    closing = true
+    idleSweep = setInterval(() => { app.server.closeIdleConnections() }, 100)
+    idleSweep.unref()
+  })
+  app.addHook('onClose', async () => { if (idleSweep !== null) clearInterval(idleSweep) })
+  app.addHook('onSend', async (req, reply) => { reply.header('x-request-id', req.id) })
   app.addHook('onRequest', async (_req, reply) => {
     if (!closing) return
     reply.header('connection', 'close')

@@ -1,0 +1,90 @@
+// SIGTERM of the proxy under load: in-flight requests finish, the audit pipeline flushes within the deadline, and
+// whatever it could not ship is replayed by the next start. Nothing BACEN accepted goes unaudited.
+// The proxy runs as a child process (src/server.ts, configured from the environment as in production) against the
+// simulator in this process; the simulator's accepted-message log is the ground truth.
+import t from 'tap'
+import { spawn } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
+import { request } from 'undici'
+import { startLocalStack, PROXY_ISPB } from '../../src/demo/stack.ts'
+import type { LocalStack } from '../../src/demo/stack.ts'
+import { queryAudit } from '../../src/audit/query.ts'
+import { createEntryRequest, SAMPLE_PAYER } from '../../src/samples/messages.ts'
+
+const serverTs = new URL('../../src/server.ts', import.meta.url).pathname
+
+let stack: LocalStack
+t.before(async () => {
+  stack = await startLocalStack({ dir: t.testdir(), longPollMs: 300 })
+  // Only BACEN's side (and the token) stays in this process: the proxy under test runs as a child.
+  await stack.proxy.close()
+})
+t.teardown(async () => { await stack?.close() })
+
+function startProxy (): { child: ChildProcess, url: Promise<string>, exited: Promise<NodeJS.Signals | number | null> } {
+  const port = new URL(stack.simulator.dictUrl).port
+  const env: Record<string, string> = {
+    PATH: process.env.PATH ?? '',
+    SOFTHSM2_CONF: process.env.SOFTHSM2_CONF ?? '',
+    OPENSSL_ENGINES: process.env.OPENSSL_ENGINES ?? '',
+    PKCS11_MODULE_PATH: process.env.PKCS11_MODULE_PATH ?? '',
+    ...stack.settings,
+    // No DNS trick in a child process: the simulator's certificate also names localhost.
+    PIXPROXY_DICT_URL: `https://localhost:${port}`,
+    PIXPROXY_SPI_URL: `https://localhost:${port}`,
+    PIXPROXY_LOG_LEVEL: 'info'
+  }
+  const child = spawn(process.execPath, [serverTs], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+  let resolveUrl: (u: string) => void = () => {}
+  const url = new Promise<string>((resolve) => { resolveUrl = resolve })
+  const scan = (b: Buffer): void => {
+    const m = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(b.toString())
+    if (m !== null) resolveUrl(m[1] as string)
+  }
+  child.stdout?.on('data', scan)
+  child.stderr?.on('data', scan)
+  const exited = new Promise<NodeJS.Signals | number | null>((resolve) => child.once('exit', (code, signal) => resolve(signal ?? code)))
+  t.teardown(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') })
+  return { child, url, exited }
+}
+
+async function audited (): Promise<Array<Record<string, unknown>>> {
+  const out: Array<Record<string, unknown>> = []
+  for await (const r of queryAudit(stack.config.audit.parquetDir, 'SELECT * FROM audit')) out.push(r)
+  return out
+}
+
+t.test('SIGTERM under load: clean exit, rows flushed, nothing accepted goes unaudited', async (t) => {
+  const first = startProxy()
+  const url = await first.url
+  const acknowledged: string[] = []
+  let stop = false
+  const one = async (): Promise<void> => {
+    const e = createEntryRequest({ owner: { ...SAMPLE_PAYER, account: String(100_000_000 + Math.floor(Math.random() * 899_999_999)) } })
+    try {
+      const r = await request(url + '/api/v2/entries/', { method: 'POST', headers: { 'content-type': 'application/xml' }, body: e.xml })
+      await r.body.dump()
+      if (r.statusCode === 201) acknowledged.push(e.requestId)
+    } catch {
+      stop = true // the listener closed: the proxy is draining
+    }
+  }
+  const workers = Array.from({ length: 6 }, async () => {
+    while (!stop) {
+      await one()
+      if (acknowledged.length >= 40 && first.child.exitCode === null && first.child.signalCode === null && !stop) {
+        stop = true
+        first.child.kill('SIGTERM')
+      }
+    }
+  })
+  await Promise.all(workers)
+  t.equal(await first.exited, 0, 'the proxy drained and exited 0')
+  // Before any restart: what the draining proxy flushed is already in the store.
+  const accepted = stack.simulator.app.simulator.log.filter((m) => m.ispb === PROXY_ISPB && m.system === 'dict')
+  const flushed = await audited()
+  const has = (rows: Array<Record<string, unknown>>, id: unknown): boolean => rows.some((r) => r.dict_request_id === id && r.error_code === null && r.response_status_code === 201)
+  t.ok(acknowledged.every((id) => has(flushed, id)), `every acknowledged request flushed before exit (${acknowledged.length})`)
+  t.ok(accepted.every((m) => flushed.some((r) => r.dict_request_id === m.requestId)), `every accepted message audited (${accepted.length})`)
+  t.equal(flushed.filter((r) => r.error_code === 'PIXPROXY_ERR_AUDIT_INCOMPLETE').length, 0, 'a graceful stop leaves no incomplete row')
+})
