@@ -11,13 +11,12 @@
  * the same token, simulator and machine.
  * Issue 4's target: p99 added by auditing under 2 ms at 500 req/s.
  */
-import { spawn } from 'node:child_process'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { Agent, request } from 'undici'
-import { startLocalStack } from '../src/demo/stack.ts'
+import { spawnProxyProcess, startLocalStack } from '../src/demo/stack.ts'
 import { createEntryRequest, SAMPLE_PAYER } from '../src/samples/messages.ts'
 
 const { values } = parseArgs({
@@ -29,7 +28,6 @@ const { values } = parseArgs({
 })
 const rates = values.rates.split(',').map(Number)
 const seconds = Number(values.seconds)
-const serverTs = new URL('../src/server.ts', import.meta.url).pathname
 
 const dir = await mkdtemp(join(tmpdir(), 'pix-proxy-bench-audit-'))
 const stack = await startLocalStack({ dir, longPollMs: 300 })
@@ -38,36 +36,17 @@ await stack.proxy.close() // only the token and BACEN's side stay here
 interface Run { mode: 'off' | 'on', rate: number, sent: number, ok: number, errors: Record<string, number>, p50: number, p90: number, p99: number, max: number, achievedPerSec: number }
 
 async function startProxy (audit: boolean, run: string): Promise<{ url: string, stop: () => Promise<void> }> {
-  const port = new URL(stack.simulator.dictUrl).port
-  const child = spawn(process.execPath, [serverTs], {
-    env: {
-      PATH: process.env.PATH ?? '',
-      SOFTHSM2_CONF: process.env.SOFTHSM2_CONF ?? '',
-      OPENSSL_ENGINES: process.env.OPENSSL_ENGINES ?? '',
-      PKCS11_MODULE_PATH: process.env.PKCS11_MODULE_PATH ?? '',
-      ...stack.settings,
-      PIXPROXY_DICT_URL: `https://localhost:${port}`,
-      PIXPROXY_SPI_URL: `https://localhost:${port}`,
-      PIXPROXY_LOG_LEVEL: 'info',
-      PIXPROXY_AUDIT_ENABLED: String(audit),
-      PIXPROXY_AUDIT_SPOOL_DIR: join(dir, run, 'spool'),
-      PIXPROXY_AUDIT_PARQUET_DIR: join(dir, run, 'lake')
-    },
-    stdio: ['ignore', 'pipe', 'inherit']
+  const p = spawnProxyProcess(stack, {
+    PIXPROXY_AUDIT_ENABLED: String(audit),
+    PIXPROXY_AUDIT_SPOOL_DIR: join(dir, run, 'spool'),
+    PIXPROXY_AUDIT_PARQUET_DIR: join(dir, run, 'lake')
   })
-  const url = await new Promise<string>((resolve, reject) => {
-    child.once('exit', (code) => reject(new Error(`proxy exited ${String(code)} before listening`)))
-    child.stdout.on('data', (b: Buffer) => {
-      const m = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(b.toString())
-      if (m !== null) resolve(m[1] as string)
-    })
-  })
+  const url = await p.url
   return {
     url,
     stop: async () => {
-      const exited = new Promise((resolve) => child.once('exit', resolve))
-      child.kill('SIGTERM')
-      await exited
+      p.child.kill('SIGTERM')
+      await p.exited
     }
   }
 }

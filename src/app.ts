@@ -82,7 +82,7 @@ function errorHandler (this: FastifyInstance, err: FastifyError | PixProxyError 
     : fe.code === 'FST_ERR_CTP_BODY_TOO_LARGE'
       ? new PixProxyError(Errors.BODY_TOO_LARGE, [this.config.maxBodyBytes])
       : fe.statusCode !== undefined && fe.statusCode >= 400 && fe.statusCode < 500
-        ? new PixProxyError({ code: `PIXPROXY_ERR_HTTP_${fe.statusCode}`, message: '%s', statusCode: fe.statusCode }, [fe.message])
+        ? new PixProxyError(Errors.BAD_REQUEST, [fe.message])
         : null
   if (mapped !== null) {
     this.metrics.errors.inc({ code: mapped.code })
@@ -117,7 +117,7 @@ export async function buildApp (opts: AppOptions): Promise<FastifyInstance> {
     : (typeof opts.logger === 'object' && opts.logger !== null && 'child' in opts.logger
         ? { loggerInstance: opts.logger as FastifyServerOptions['loggerInstance'] }
         : { logger: opts.logger as FastifyServerOptions['logger'] })
-  const app = Fastify({
+  const app: FastifyInstance = Fastify({
     ...loggerOpt,
     ...(https === null ? {} : { https }),
     bodyLimit: config.maxBodyBytes,
@@ -127,7 +127,13 @@ export async function buildApp (opts: AppOptions): Promise<FastifyInstance> {
     genReqId: () => randomUUID(),
     // Requests to BACEN can take up to the upstream timeouts plus the ICOM queue wait.
     requestTimeout: config.upstream.connectTimeoutMs + config.upstream.headersTimeoutMs + config.upstream.bodyTimeoutMs + config.spi.queueTimeoutMs,
-    forceCloseConnections: 'idle'
+    forceCloseConnections: 'idle',
+    // Errors Fastify raises before routing (a malformed URL or percent-encoding) bypass setErrorHandler: answer
+    // them as problems too, so no caller ever sees a bare Fastify JSON error.
+    frameworkErrors: (error, req, reply) => {
+      app.metrics.errors.inc({ code: Errors.BAD_REQUEST.code })
+      return sendProblem(reply as FastifyReply, req as FastifyRequest, 400, Errors.BAD_REQUEST.code, new PixProxyError(Errors.BAD_REQUEST, [error.message]).message)
+    }
   }) as unknown as FastifyInstance
   app.decorate('config', config)
   app.decorate('instanceId', config.instanceId ?? `${hostname()}-${process.pid}`)

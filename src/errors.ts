@@ -85,6 +85,7 @@ export const Errors = Object.freeze({
   UPSTREAM_CLOSED: define('PIXPROXY_ERR_UPSTREAM_CLOSED', 'the connection pool to %s is closed', 503),
 
   // Proxy requests (answered to bank core systems as RFC 9457 problem+json)
+  BAD_REQUEST: define('PIXPROXY_ERR_BAD_REQUEST', 'the request cannot be handled: %s', 400),
   ROUTE_NOT_ALLOWED: define('PIXPROXY_ERR_ROUTE_NOT_ALLOWED', '%s %s is not a BACEN operation this proxy forwards', 404),
   MEDIA_TYPE: define('PIXPROXY_ERR_MEDIA_TYPE', 'unsupported Content-Type %s: send %s', 415),
   BODY_TOO_LARGE: define('PIXPROXY_ERR_BODY_TOO_LARGE', 'the request body exceeds %s bytes', 413),

@@ -84,6 +84,11 @@ t.test('starts, answers /healthz, and exits 0 on SIGTERM', async (t) => {
   t.equal(notFound.statusCode, 404)
   t.equal(notFound.headers['content-type'], 'application/problem+json; charset=utf-8')
   t.equal(((await notFound.body.json()) as { code: string }).code, 'PIXPROXY_ERR_ROUTE_NOT_ALLOWED')
+  // Fastify's own 4xx (here a malformed percent-encoding in a path parameter) is a catalogued problem, not a 500.
+  const badUrl = await request(url + '/api/v2/entries/%E0%A4%A')
+  t.equal(badUrl.statusCode, 400)
+  t.equal(badUrl.headers['content-type'], 'application/problem+json; charset=utf-8')
+  t.equal(((await badUrl.body.json()) as { code: string }).code, 'PIXPROXY_ERR_BAD_REQUEST')
   p.child.kill('SIGTERM')
   t.equal(await p.exit, 0)
   t.ok(p.lines.some((l) => l.includes('shutting down')), 'logs the shutdown')

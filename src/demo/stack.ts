@@ -6,6 +6,8 @@
  *   and a second participant that talks to the simulator directly (the counterparty of claims and payments).
  * BACEN host names resolve to 127.0.0.1 inside the proxy only; nothing leaves loopback.
  */
+import { spawn } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -166,4 +168,45 @@ export async function startLocalStack (opts: LocalStackOptions): Promise<LocalSt
     await simulator.close()
     throw err
   }
+}
+
+export interface ProxyProcess {
+  readonly child: ChildProcess
+  /** Resolves with the proxy's URL once it listens; rejects if it exits first. */
+  readonly url: Promise<string>
+  /** Resolves with the exit signal name, or the exit code. */
+  readonly exited: Promise<NodeJS.Signals | number | null>
+}
+
+/**
+ * Starts the proxy as its own process (src/server.ts, configured from the environment as in production) against
+ * this stack's token and simulator, e.g. to kill it or measure it apart from the simulator. A child process has no
+ * in-process DNS override, so the BACEN URLs use localhost, which the simulator's certificate also names.
+ * `settings` override the stack's PIXPROXY_* settings. The caller stops the child.
+ */
+export function spawnProxyProcess (stack: LocalStack, settings: Readonly<Record<string, string>> = {}): ProxyProcess {
+  const port = new URL(stack.simulator.dictUrl).port
+  const env: Record<string, string> = {
+    PATH: process.env.PATH ?? '',
+    SOFTHSM2_CONF: process.env.SOFTHSM2_CONF ?? '',
+    OPENSSL_ENGINES: process.env.OPENSSL_ENGINES ?? '',
+    PKCS11_MODULE_PATH: process.env.PKCS11_MODULE_PATH ?? '',
+    ...stack.settings,
+    PIXPROXY_DICT_URL: `https://localhost:${port}`,
+    PIXPROXY_SPI_URL: `https://localhost:${port}`,
+    PIXPROXY_LOG_LEVEL: 'info',
+    ...settings
+  }
+  const serverTs = new URL('../server.ts', import.meta.url).pathname
+  const child = spawn(process.execPath, [serverTs], { env, stdio: ['ignore', 'pipe', 'inherit'] })
+  const exited = new Promise<NodeJS.Signals | number | null>((resolve) => child.once('exit', (code, signal) => resolve(signal ?? code)))
+  const url = new Promise<string>((resolve, reject) => {
+    exited.then((how) => reject(new Error(`the proxy exited (${String(how)}) before listening`)), () => {})
+    child.stdout?.on('data', (b: Buffer) => {
+      const m = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(b.toString())
+      if (m !== null) resolve(m[1] as string)
+    })
+  })
+  url.catch(() => {})
+  return { child, url, exited }
 }

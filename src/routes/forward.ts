@@ -182,10 +182,7 @@ export function checkResponse (app: FastifyInstance, name: 'dict' | 'spi', profi
 
 /** Sends BACEN's answer to the caller with the signature verdict in headers. */
 export function relay (reply: FastifyReply, answer: UpstreamAnswer, checked: CheckedBody): FastifyReply {
-  for (const h of RESPONSE_HEADER_ALLOWLIST) {
-    const v = answer.headers[h]
-    if (v !== undefined && h !== 'content-type') reply.header(h, v)
-  }
+  reply.headers(relayedHeaders(answer))
   if (checked.contentType !== undefined) reply.header('content-type', checked.contentType)
   reply.header(SIGNATURE_VALID_HEADER, String(checked.valid))
   reply.header(SIGNATURE_CODE_HEADER, checked.code)

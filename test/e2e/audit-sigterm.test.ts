@@ -3,15 +3,12 @@
 // The proxy runs as a child process (src/server.ts, configured from the environment as in production) against the
 // simulator in this process; the simulator's accepted-message log is the ground truth.
 import t from 'tap'
-import { spawn } from 'node:child_process'
-import type { ChildProcess } from 'node:child_process'
 import { request } from 'undici'
-import { startLocalStack, PROXY_ISPB } from '../../src/demo/stack.ts'
-import type { LocalStack } from '../../src/demo/stack.ts'
+import { spawnProxyProcess, startLocalStack, PROXY_ISPB } from '../../src/demo/stack.ts'
+import type { LocalStack, ProxyProcess } from '../../src/demo/stack.ts'
 import { queryAudit } from '../../src/audit/query.ts'
 import { createEntryRequest, SAMPLE_PAYER } from '../../src/samples/messages.ts'
 
-const serverTs = new URL('../../src/server.ts', import.meta.url).pathname
 
 let stack: LocalStack
 t.before(async () => {
@@ -21,31 +18,10 @@ t.before(async () => {
 })
 t.teardown(async () => { await stack?.close() })
 
-function startProxy (): { child: ChildProcess, url: Promise<string>, exited: Promise<NodeJS.Signals | number | null> } {
-  const port = new URL(stack.simulator.dictUrl).port
-  const env: Record<string, string> = {
-    PATH: process.env.PATH ?? '',
-    SOFTHSM2_CONF: process.env.SOFTHSM2_CONF ?? '',
-    OPENSSL_ENGINES: process.env.OPENSSL_ENGINES ?? '',
-    PKCS11_MODULE_PATH: process.env.PKCS11_MODULE_PATH ?? '',
-    ...stack.settings,
-    // No DNS trick in a child process: the simulator's certificate also names localhost.
-    PIXPROXY_DICT_URL: `https://localhost:${port}`,
-    PIXPROXY_SPI_URL: `https://localhost:${port}`,
-    PIXPROXY_LOG_LEVEL: 'info'
-  }
-  const child = spawn(process.execPath, [serverTs], { env, stdio: ['ignore', 'pipe', 'pipe'] })
-  let resolveUrl: (u: string) => void = () => {}
-  const url = new Promise<string>((resolve) => { resolveUrl = resolve })
-  const scan = (b: Buffer): void => {
-    const m = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(b.toString())
-    if (m !== null) resolveUrl(m[1] as string)
-  }
-  child.stdout?.on('data', scan)
-  child.stderr?.on('data', scan)
-  const exited = new Promise<NodeJS.Signals | number | null>((resolve) => child.once('exit', (code, signal) => resolve(signal ?? code)))
-  t.teardown(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') })
-  return { child, url, exited }
+function startProxy (): ProxyProcess {
+  const p = spawnProxyProcess(stack)
+  t.teardown(() => { if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGKILL') })
+  return p
 }
 
 async function audited (): Promise<Array<Record<string, unknown>>> {
