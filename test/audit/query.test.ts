@@ -15,36 +15,9 @@ import type { AuditRow } from '../../src/audit/schema.ts'
 import { createFirehoseClient } from '../../src/aws/clients.ts'
 import { startLocalAwsEndpoint } from '../../src/aws/local-endpoint.ts'
 import { Errors } from '../../src/errors.ts'
+import { sampleRow } from './fixtures/rows.ts'
 
-function row (i: number, extra: Partial<AuditRow> = {}): AuditRow {
-  const system = i % 2 === 0 ? 'spi' : 'dict'
-  return {
-    id: `0190f1d2-0000-7000-8000-${String(i).padStart(12, '0')}`,
-    request_date: '2026-05-06T07:08:09.010Z',
-    system,
-    request_method: 'POST',
-    request_path: system === 'spi' ? '/api/v1/in/99999004/msgs' : '/api/v2/entries',
-    request_query: null,
-    request_header: '{"content-type":"application/xml"}',
-    request_body: `<Envelope n="${i}"/>`,
-    message_type: system === 'spi' ? 'pacs.008.spi.1.13' : 'CreateEntryRequest',
-    biz_msg_id: null,
-    end_to_end_ids: null,
-    dict_request_id: null,
-    dict_key: null,
-    response_status_code: 201,
-    response_header: '{}',
-    response_body: '<ok/>',
-    response_signature_valid: true,
-    response_signature_code: 'VALID',
-    error_code: null,
-    upstream_latency_ms: 12.5,
-    total_latency_ms: 15.25,
-    correlation_id: `req-${i}`,
-    instance_id: 'task-1',
-    ...extra
-  }
-}
+const row = sampleRow
 
 async function collect (dir: string, sql: string, opts?: AuditQueryOptions): Promise<Array<Record<string, unknown>>> {
   const rows: Array<Record<string, unknown>> = []
