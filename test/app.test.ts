@@ -6,6 +6,9 @@ import { Agent, request } from 'undici'
 import { createTestPki } from '../src/pki/ca.ts'
 import { startLocalStack } from '../src/demo/stack.ts'
 import type { LocalStack } from '../src/demo/stack.ts'
+import { scratchDir } from './helpers/scratch.ts'
+
+const scratch = scratchDir()
 
 const callers = createTestPki({ caSubject: 'CN=Bank core callers CA, O=Banco Exemplo S.A., C=BR' })
 const server = callers.issue('CN=pix-proxy.internal, O=Banco Exemplo S.A., C=BR', { dnsNames: ['pix-proxy.internal'], ipAddresses: ['127.0.0.1'], extKeyUsage: ['serverAuth'] })
@@ -17,7 +20,7 @@ const pem = (k: import('node:crypto').KeyObject | undefined): string => (k as im
 
 let stack: LocalStack
 t.before(async () => {
-  const dir = t.testdir()
+  const dir = scratch.dir
   await writeFile(join(dir, 'in.crt'), server.certificate.pem)
   await writeFile(join(dir, 'in.key'), pem(server.key), { mode: 0o600 })
   await writeFile(join(dir, 'callers-ca.crt'), callers.ca.certificate.pem)
@@ -31,7 +34,10 @@ t.before(async () => {
     }
   })
 })
-t.teardown(async () => { await stack?.close() })
+t.teardown(async () => {
+  await stack?.close()
+  await scratch.remove() // only after the stack stopped writing there
+})
 
 async function get (path: string, client?: { certificate: { pem: string }, key?: import('node:crypto').KeyObject }): Promise<{ status: number, body: string }> {
   const dispatcher = new Agent({

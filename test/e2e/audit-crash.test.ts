@@ -7,15 +7,21 @@ import { spawnProxyProcess, startLocalStack, PROXY_ISPB } from '../../src/demo/s
 import type { LocalStack, ProxyProcess } from '../../src/demo/stack.ts'
 import { queryAudit } from '../../src/audit/query.ts'
 import { createEntryRequest, pacs008 } from '../../src/samples/messages.ts'
+import { scratchDir } from '../helpers/scratch.ts'
+
+const scratch = scratchDir()
 
 
 let stack: LocalStack
 t.before(async () => {
-  stack = await startLocalStack({ dir: t.testdir(), longPollMs: 300 })
+  stack = await startLocalStack({ dir: scratch.dir, longPollMs: 300 })
   // Only BACEN's side (and the token) stays in this process: the proxy under test runs as a child.
   await stack.proxy.close()
 })
-t.teardown(async () => { await stack?.close() })
+t.teardown(async () => {
+  await stack?.close()
+  await scratch.remove() // only after the stack stopped writing there
+})
 
 function startProxy (): ProxyProcess {
   const p = spawnProxyProcess(stack)

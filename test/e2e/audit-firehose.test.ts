@@ -10,6 +10,9 @@ import type { LocalAwsEndpoint } from '../../src/aws/local-endpoint.ts'
 import { decodeAuditBody } from '../../src/audit/pipeline.ts'
 import { queryAudit } from '../../src/audit/query.ts'
 import { createEntryRequest, SAMPLE_PAYER } from '../../src/samples/messages.ts'
+import { scratchDir } from '../helpers/scratch.ts'
+
+const scratch = scratchDir()
 
 const DICT_STREAM = 'pix-proxy-audit-dict'
 let aws: LocalAwsEndpoint
@@ -17,7 +20,7 @@ let stack: LocalStack
 let dataDir: string
 
 t.before(async () => {
-  const dir = t.testdir()
+  const dir = scratch.dir
   dataDir = join(dir, 'aws')
   aws = await startLocalAwsEndpoint({ port: 0, dataDir })
   Object.assign(process.env, { AWS_ENDPOINT_URL: aws.url, AWS_REGION: 'sa-east-1', AWS_ACCESS_KEY_ID: 'AKIDLOCAL', AWS_SECRET_ACCESS_KEY: 'local' })
@@ -25,6 +28,7 @@ t.before(async () => {
 })
 t.teardown(async () => {
   await stack?.close()
+  await scratch.remove()
   await aws?.close()
 })
 

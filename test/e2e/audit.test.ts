@@ -6,15 +6,21 @@ import { startLocalStack, PROXY_ISPB } from '../../src/demo/stack.ts'
 import type { LocalStack } from '../../src/demo/stack.ts'
 import { queryAudit } from '../../src/audit/query.ts'
 import { createEntryRequest, pacs008 } from '../../src/samples/messages.ts'
+import { scratchDir } from '../helpers/scratch.ts'
+
+const scratch = scratchDir()
 
 let stack: LocalStack
 let lake: string
 t.before(async () => {
-  const dir = t.testdir()
+  const dir = scratch.dir
   lake = join(dir, 'audit', 'lake')
   stack = await startLocalStack({ dir, longPollMs: 300 })
 })
-t.teardown(async () => { await stack?.close() })
+t.teardown(async () => {
+  await stack?.close()
+  await scratch.remove() // only after the stack stopped writing there
+})
 
 async function rows (sql: string): Promise<Array<Record<string, unknown>>> {
   const out: Array<Record<string, unknown>> = []

@@ -7,10 +7,16 @@ import { startLocalStack, PROXY_ISPB } from '../../src/demo/stack.ts'
 import type { LocalStack } from '../../src/demo/stack.ts'
 import { issueCertificate, createTestPki } from '../../src/pki/ca.ts'
 import { parseCertificate } from '../../src/pki/x509.ts'
+import { scratchDir } from '../helpers/scratch.ts'
+
+const scratch = scratchDir()
 
 let stack: LocalStack
-t.before(async () => { stack = await startLocalStack({ dir: t.testdir() }) })
-t.teardown(async () => { await stack?.close() })
+t.before(async () => { stack = await startLocalStack({ dir: scratch.dir }) })
+t.teardown(async () => {
+  await stack?.close()
+  await scratch.remove() // only after the stack stopped writing there
+})
 
 async function policy (): Promise<number> {
   const r = await request(`${stack.proxyUrl}/api/v2/policies/ENTRIES_WRITE`, { headers: { 'pi-requestingparticipant': PROXY_ISPB } })
