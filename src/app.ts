@@ -10,10 +10,10 @@
 import Fastify from 'fastify'
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest, FastifyServerOptions } from 'fastify'
 import { randomUUID } from 'node:crypto'
-import { readFileSync } from 'node:fs'
 import { hostname } from 'node:os'
 import type { TLSSocket } from 'node:tls'
 import { Gauge } from 'prom-client'
+import { readPemSettingSync } from './config.ts'
 import type { Config } from './config.ts'
 import { Errors, PixProxyError } from './errors.ts'
 import metricsPlugin from './plugins/metrics.ts'
@@ -99,12 +99,12 @@ export async function buildApp (opts: AppOptions): Promise<FastifyInstance> {
   const https = config.inbound.tls === null
     ? null
     : {
-        cert: readFileSync(config.inbound.tls.certFile),
-        key: readFileSync(config.inbound.tls.keyFile),
+        cert: readPemSettingSync(config.inbound.tls.certFile),
+        key: readPemSettingSync(config.inbound.tls.keyFile),
         minVersion: 'TLSv1.2' as const,
         ...(config.inbound.clientCaFile === null
           ? {}
-          : { ca: readFileSync(config.inbound.clientCaFile), requestCert: true, rejectUnauthorized: true })
+          : { ca: readPemSettingSync(config.inbound.clientCaFile), requestCert: true, rejectUnauthorized: true })
       }
   const loggerOpt = opts.logger === undefined
     ? {

@@ -10,6 +10,8 @@
 import { Type } from '@sinclair/typebox'
 import type { Static, TInteger, TString } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
+import { readFileSync } from 'node:fs'
+import { readFile } from 'node:fs/promises'
 import { Errors, PixProxyError } from './errors.ts'
 
 const Str = (description: string, extra: object = {}): TString => Type.String({ description, ...extra })
@@ -26,9 +28,9 @@ export const ConfigSchema = Type.Object({
   PIXPROXY_INSTANCE_ID: Type.Optional(Str('Identifies this instance in logs, metrics and audit rows (default: host name + pid)')),
   PIXPROXY_ISPB: Str('ISPB of the participant this proxy signs for (AppHdr/Fr, DICT Participant)', { pattern: '^[0-9A-Z]{8}$' }),
 
-  PIXPROXY_INBOUND_TLS_CERT_FILE: Type.Optional(Str('PEM certificate for inbound TLS; unset = plain HTTP (local use only)')),
-  PIXPROXY_INBOUND_TLS_KEY_FILE: Type.Optional(Str('PEM private key for inbound TLS')),
-  PIXPROXY_INBOUND_CLIENT_CA_FILE: Type.Optional(Str('PEM CA bundle; when set, callers must present a client certificate it issued')),
+  PIXPROXY_INBOUND_TLS_CERT_FILE: Type.Optional(Str('PEM certificate for inbound TLS; unset = plain HTTP (local use only); a path, or the PEM text itself')),
+  PIXPROXY_INBOUND_TLS_KEY_FILE: Type.Optional(Str('PEM private key for inbound TLS; a path, or the PEM text itself')),
+  PIXPROXY_INBOUND_CLIENT_CA_FILE: Type.Optional(Str('PEM CA bundle; when set, callers must present a client certificate it issued; a path, or the PEM text itself')),
   PIXPROXY_INBOUND_CLIENT_ALLOWLIST: Type.Optional(Str('Comma-separated SHA-256 fingerprints (AA:BB:…) of the client certificates allowed to call')),
 
   PIXPROXY_HSM_MODULE_PATH: Type.Optional(Str('PKCS#11 module (SoftHSM: /usr/lib/softhsm/libsofthsm2.so; CloudHSM: /opt/cloudhsm/lib/libcloudhsm_pkcs11.so)')),
@@ -39,19 +41,19 @@ export const ConfigSchema = Type.Object({
   PIXPROXY_HSM_ACQUIRE_TIMEOUT_MS: Int('How long a sign waits for a free HSM session', 1, 60_000, 2_000),
 
   PIXPROXY_SIGNING_KEY_LABEL: Type.Optional(Str('CKA_LABEL of the XMLDSig signing key in the HSM')),
-  PIXPROXY_SIGNING_KEY_FILE: Type.Optional(Str('PEM signing key instead of the HSM (tests, tools; never production)')),
-  PIXPROXY_SIGNING_CERT_FILE: Str('PEM certificate of the signing key (its issuer and serial go into KeyInfo)'),
+  PIXPROXY_SIGNING_KEY_FILE: Type.Optional(Str('PEM signing key instead of the HSM (tests, tools; never production); a path, or the PEM text itself')),
+  PIXPROXY_SIGNING_CERT_FILE: Str('PEM certificate of the signing key (its issuer and serial go into KeyInfo); a path, or the PEM text itself'),
 
   PIXPROXY_TLS_KEY_LABEL: Type.Optional(Str('CKA_LABEL of the mTLS client key in the HSM (used through the libp11 engine)')),
-  PIXPROXY_TLS_KEY_FILE: Type.Optional(Str('PEM mTLS client key instead of the HSM')),
-  PIXPROXY_TLS_CERT_FILE: Str('PEM mTLS client certificate (chain allowed)'),
-  PIXPROXY_TLS_CA_FILE: Str('PEM CA bundle trusted for BACEN\'s TLS servers (nothing else is trusted)'),
+  PIXPROXY_TLS_KEY_FILE: Type.Optional(Str('PEM mTLS client key instead of the HSM; a path, or the PEM text itself')),
+  PIXPROXY_TLS_CERT_FILE: Str('PEM mTLS client certificate (chain allowed); a path, or the PEM text itself'),
+  PIXPROXY_TLS_CA_FILE: Str('PEM CA bundle trusted for BACEN\'s TLS servers (nothing else is trusted); a path, or the PEM text itself'),
   PIXPROXY_TLS_MIN_VERSION: Type.Union([Type.Literal('TLSv1.2'), Type.Literal('TLSv1.3')], { description: 'Lowest TLS version offered upstream', default: 'TLSv1.2' }),
   PIXPROXY_TLS_SIGALGS: Type.Optional(Str('OpenSSL sigalgs list for the client signature, e.g. RSA+SHA256 for HSMs without PSS')),
 
   PIXPROXY_DICT_URL: Url('DICT origin', 'https://dict-h.pi.rsfn.net.br:16522'),
   PIXPROXY_SPI_URL: Url('SPI/ICOM origin', 'https://icom-h.pi.rsfn.net.br:16522'),
-  PIXPROXY_BACEN_SIGNING_CERTS_FILE: Str('PEM bundle of BACEN signing certificates that responses are verified against'),
+  PIXPROXY_BACEN_SIGNING_CERTS_FILE: Str('PEM bundle of BACEN signing certificates that responses are verified against; a path, or the PEM text itself'),
   PIXPROXY_INVALID_SIGNATURE_POLICY: Type.Union([Type.Literal('reject'), Type.Literal('flag')], {
     description: 'What an invalid BACEN response signature does: reject (502 to the caller) or flag (pass through with headers)',
     default: 'reject'
@@ -94,6 +96,38 @@ export function envNameFromParameter (name: string, prefix = '/pix/proxy/'): str
 }
 
 export const CONFIG_KEYS = Object.keys(ConfigSchema.properties) as ConfigKey[]
+
+/**
+ * Settings named `*_FILE` that hold PEM (certificates, CA bundles, the inbound TLS key) take either a path or the
+ * PEM text itself: in ECS they are SSM parameters (the key a SecureString) read with the rest of the
+ * configuration, and nothing has to write them to a file first. A value is PEM text when it starts with
+ * `-----BEGIN ` (after leading white space); anything else is a path.
+ */
+export const PEM_SETTINGS = Object.freeze([
+  'PIXPROXY_INBOUND_TLS_CERT_FILE', 'PIXPROXY_INBOUND_TLS_KEY_FILE', 'PIXPROXY_INBOUND_CLIENT_CA_FILE',
+  'PIXPROXY_SIGNING_KEY_FILE', 'PIXPROXY_SIGNING_CERT_FILE', 'PIXPROXY_TLS_KEY_FILE', 'PIXPROXY_TLS_CERT_FILE',
+  'PIXPROXY_TLS_CA_FILE', 'PIXPROXY_BACEN_SIGNING_CERTS_FILE'
+] as const satisfies readonly ConfigKey[])
+
+/** True when a PEM setting holds the PEM itself rather than a path. */
+export function isInlinePem (value: string): boolean {
+  return /^\s*-----BEGIN /.test(value)
+}
+
+/** The PEM a setting names: the text itself, or the file's content. */
+export async function readPemSetting (value: string): Promise<string> {
+  return isInlinePem(value) ? value : await readFile(value, 'utf8')
+}
+
+/** readPemSetting for the synchronous server options Fastify takes at construction. */
+export function readPemSettingSync (value: string): string {
+  return isInlinePem(value) ? value : readFileSync(value, 'utf8')
+}
+
+/** What a PEM setting is, for messages and logs: the path, or "(inline PEM)" — never the content (a key may be). */
+export function describePemSetting (value: string): string {
+  return isInlinePem(value) ? '(inline PEM)' : value
+}
 
 /** The validated, typed configuration the app uses. */
 export interface Config {

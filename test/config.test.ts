@@ -1,5 +1,7 @@
 import t from 'tap'
-import { CONFIG_KEYS, ConfigSchema, envNameFromParameter, loadConfig, ssmParameterName } from '../src/config.ts'
+import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { CONFIG_KEYS, ConfigSchema, describePemSetting, envNameFromParameter, isInlinePem, loadConfig, PEM_SETTINGS, readPemSetting, readPemSettingSync, ssmParameterName } from '../src/config.ts'
 import { PixProxyError } from '../src/errors.ts'
 
 const base = {
@@ -74,6 +76,25 @@ t.test('SSM parameter names map one to one onto the settings', async (t) => {
   for (const k of CONFIG_KEYS) {
     t.equal(envNameFromParameter(ssmParameterName(k)), k, k)
     t.ok((ConfigSchema.properties[k] as { description?: string }).description, `${k} is described`)
+  }
+})
+
+t.test('PEM settings take a path or the PEM text itself; the text is never echoed', async (t) => {
+  const pem = '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n'
+  const file = join(t.testdir(), 'c.pem')
+  await writeFile(file, pem)
+  t.equal(await readPemSetting(file), pem, 'a path is read')
+  t.equal(await readPemSetting(pem), pem, 'PEM text is used as is')
+  t.equal(await readPemSetting('\n  ' + pem), '\n  ' + pem, 'leading white space (an SSM value pasted with a newline) still counts as PEM')
+  t.equal(readPemSettingSync(file), pem)
+  t.equal(readPemSettingSync(pem), pem)
+  t.notOk(isInlinePem('/etc/pix/-----BEGIN '), 'a path containing the marker is still a path')
+  t.equal(describePemSetting('-----BEGIN PRIVATE KEY-----\nsecret'), '(inline PEM)', 'a key given inline never reaches a message')
+  t.equal(describePemSetting(file), file)
+  await t.rejects(readPemSetting(join(t.testdir(), 'missing.pem')), { code: 'ENOENT' }, 'a missing file is an error, not an empty PEM')
+  for (const k of PEM_SETTINGS) {
+    t.ok(k.endsWith('_FILE') && CONFIG_KEYS.includes(k), `${k} is a setting`)
+    t.match((ConfigSchema.properties[k] as { description: string }).description, /PEM text itself/, `${k} documents it`)
   }
 })
 

@@ -1,12 +1,12 @@
 // The entry point as operators run it: a child process configured from the environment.
 import t from 'tap'
 import { spawn } from 'node:child_process'
-import { writeFile } from 'node:fs/promises'
+import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { request } from 'undici'
 import { createTestPki } from '../src/pki/ca.ts'
 import { startLocalAwsEndpoint } from '../src/aws/local-endpoint.ts'
-import { ssmParameterName } from '../src/config.ts'
+import { PEM_SETTINGS, ssmParameterName } from '../src/config.ts'
 
 const serverTs = new URL('../src/server.ts', import.meta.url).pathname
 const pki = createTestPki()
@@ -94,12 +94,15 @@ t.test('starts, answers /healthz, and exits 0 on SIGTERM', async (t) => {
   t.ok(p.lines.some((l) => l.includes('shutting down')), 'logs the shutdown')
 })
 
-t.test('settings from SSM Parameter Store (PIXPROXY_CONFIG_SSM_PATH); the environment wins', async (t) => {
+t.test('settings from SSM Parameter Store (PIXPROXY_CONFIG_SSM_PATH), certificates and keys as PEM text; the environment wins', async (t) => {
   const aws = await startLocalAwsEndpoint({ port: 0 })
   t.teardown(async () => { await aws.close() })
   // Everything but the bootstrap goes to SSM; one setting is also in the environment, which must win.
+  // As in ECS: certificates and keys are parameters holding the PEM itself, not paths to files.
   for (const [k, v] of Object.entries(env)) {
-    if (k.startsWith('PIXPROXY_')) aws.putParameter({ name: ssmParameterName(k), value: v })
+    if (!k.startsWith('PIXPROXY_')) continue
+    const value = (PEM_SETTINGS as readonly string[]).includes(k) ? await readFile(v, 'utf8') : v
+    aws.putParameter({ name: ssmParameterName(k), value })
   }
   aws.putParameter({ name: ssmParameterName('PIXPROXY_LOG_LEVEL'), value: 'silent' })
   const awsEnv = { AWS_ENDPOINT_URL: aws.url, AWS_REGION: 'sa-east-1', AWS_ACCESS_KEY_ID: 'AKIDLOCAL', AWS_SECRET_ACCESS_KEY: 'local' }

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { KeyObject } from 'node:crypto'
 import type { FastifyInstance } from 'fastify'
+import { describePemSetting, readPemSetting } from '../config.ts'
 import type { Config } from '../config.ts'
 import { Pkcs11KeyStore } from '../hsm/pkcs11.ts'
 import { SoftwareSigner } from '../hsm/signer.ts'
@@ -51,10 +52,10 @@ export async function readPinFile (file: string): Promise<string> {
 }
 
 async function openCrypto (config: Config, log: FastifyInstance['log']): Promise<CryptoRuntime & { tempPinDir: string | null }> {
-  const signingCertificate = parseCertificate(await readFile(config.signing.certFile))
-  const bacenTrust = new TrustStore(parseCertificates(await readFile(config.bacenSigningCertsFile, 'utf8')))
+  const signingCertificate = parseCertificate(await readPemSetting(config.signing.certFile))
+  const bacenTrust = new TrustStore(parseCertificates(await readPemSetting(config.bacenSigningCertsFile)))
   if (bacenTrust.size === 0) {
-    throw new PixProxyError(Errors.CONFIG_INVALID, [`${config.bacenSigningCertsFile} holds no certificate`])
+    throw new PixProxyError(Errors.CONFIG_INVALID, [`${describePemSetting(config.bacenSigningCertsFile)} holds no certificate`])
   }
   let keyStore: Pkcs11KeyStore | null = null
   let pinFile: string | null = null
@@ -89,7 +90,7 @@ async function openCrypto (config: Config, log: FastifyInstance['log']): Promise
     }
     const signer = config.signing.keyLabel !== null && keyStore !== null
       ? await keyStore.signer(config.signing.keyLabel)
-      : SoftwareSigner.fromPem(await readFile(config.signing.keyFile as string))
+      : SoftwareSigner.fromPem(await readPemSetting(config.signing.keyFile as string))
     const xmlSigner = new XmlSigner({ signer, certificate: signingCertificate })
     const tlsPublicKey = config.tls.keyLabel !== null && keyStore !== null
       ? (await keyStore.signer(config.tls.keyLabel)).publicKey

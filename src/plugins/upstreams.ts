@@ -3,8 +3,8 @@
  * used through the libp11 engine inside Node's TLS (src/tls/). One keep-alive pool per origin.
  */
 import fp from 'fastify-plugin'
-import { readFile } from 'node:fs/promises'
 import type { FastifyInstance } from 'fastify'
+import { readPemSetting } from '../config.ts'
 import type { Config } from '../config.ts'
 import { TlsKeyAgent } from '../tls/agent.ts'
 import type { TlsClientIdentity, TlsKeySource } from '../tls/agent.ts'
@@ -48,11 +48,11 @@ export default fp(async function upstreamsPlugin (app: FastifyInstance, opts: Up
     if (config.hsm === null || app.crypto.pinFile === null) throw new Error('unreachable: config validation requires the HSM settings with a TLS key label')
     key = { kind: 'engine', uri: engineKeyUri(config.hsm.tokenLabel, config.tls.keyLabel, app.crypto.pinFile) }
   } else {
-    key = { kind: 'pem', keyPem: await readFile(config.tls.keyFile as string, 'utf8') }
+    key = { kind: 'pem', keyPem: await readPemSetting(config.tls.keyFile as string) }
   }
   const identity = async (): Promise<TlsClientIdentity> => ({
-    certPem: await readFile(config.tls.certFile, 'utf8'),
-    caPem: await readFile(config.tls.caFile, 'utf8'),
+    certPem: await readPemSetting(config.tls.certFile),
+    caPem: await readPemSetting(config.tls.caFile),
     key,
     minVersion: config.tls.minVersion,
     ...(config.tls.sigalgs === null ? {} : { sigalgs: config.tls.sigalgs }),
