@@ -70,6 +70,7 @@ export const ConfigSchema = Type.Object({
 
   PIXPROXY_AUDIT_ENABLED: Type.Union([Type.Literal('true'), Type.Literal('false')], { description: 'Record an audit row per transaction (BACEN requires it; false only for benchmarks)', default: 'true' }),
   PIXPROXY_AUDIT_SPOOL_DIR: Str('Write-ahead spool directory for audit rows (an EFS mount in ECS, so rows survive task replacement)', { default: '.local/audit/spool' }),
+  PIXPROXY_AUDIT_SPOOL_SHARED: Type.Union([Type.Literal('true'), Type.Literal('false')], { description: 'The spool directory is shared by several processes (one EFS file system for every ECS task): each claims a slot-NNN subdirectory of its own and adopts the slots of processes that died', default: 'false' }),
   PIXPROXY_AUDIT_SPOOL_MAX_BYTES: Int('Spool size at which new transactions are refused (503) rather than left unaudited', 1_048_576, 1_099_511_627_776, 2 * 1024 * 1024 * 1024),
   PIXPROXY_AUDIT_SINK: Type.Union([Type.Literal('parquet'), Type.Literal('firehose')], { description: 'Where shipped rows go: local Parquet (queried with DuckDB) or Kinesis Data Firehose', default: 'parquet' }),
   PIXPROXY_AUDIT_PARQUET_DIR: Str('Root of the local Parquet audit store (log/{spi,dict}/year=/month=/day=/hour=)', { default: '.local/audit/lake' }),
@@ -167,6 +168,8 @@ export interface Config {
   readonly audit: {
     readonly enabled: boolean
     readonly spoolDir: string
+    /** spoolDir is a root of per-process slots (audit/slots.ts). */
+    readonly spoolShared: boolean
     readonly spoolMaxBytes: number
     readonly sink: 'parquet' | 'firehose'
     readonly parquetDir: string
@@ -278,6 +281,7 @@ export function loadConfig (source: Readonly<Record<string, string | undefined>>
     audit: {
       enabled: f.PIXPROXY_AUDIT_ENABLED === 'true',
       spoolDir: f.PIXPROXY_AUDIT_SPOOL_DIR as string,
+      spoolShared: f.PIXPROXY_AUDIT_SPOOL_SHARED === 'true',
       spoolMaxBytes: f.PIXPROXY_AUDIT_SPOOL_MAX_BYTES as number,
       sink: f.PIXPROXY_AUDIT_SINK as 'parquet' | 'firehose',
       parquetDir: f.PIXPROXY_AUDIT_PARQUET_DIR as string,

@@ -43,7 +43,8 @@
  *
  * One process owns a directory. `spool.lock` names its pid and host and the owner touches it every 5 s; a lock
  * is taken over when its process is gone (same host) or it went untouched for 30 s (another host: a shared
- * filesystem such as EFS, where pids say nothing). Two live tasks must therefore not share a directory. The
+ * filesystem such as EFS, where pids say nothing). Two live tasks must therefore not share a directory (slots.ts
+ * gives each its own under a shared root). The
  * directory must be on a disk that outlives the process (not a container's ephemeral layer) for replay to help.
  */
 import { randomUUID } from 'node:crypto'
