@@ -113,7 +113,7 @@ if (upstreamKind === 'canned') {
 }
 await stack.proxy.close() // the proxy under test runs as a child process
 
-interface Run { mode: 'off' | 'on', rate: number, sent: number, ok: number, errors: Record<string, number>, p50: number, p90: number, p99: number, max: number, achievedPerSec: number, cpuMsPerRequest: number, cpuMsPerRequestByThread: Record<string, number>, peakRssMiB: number }
+interface Run { mode: 'off' | 'on', rate: number, sent: number, ok: number, errors: Record<string, number>, p50: number, p90: number, p99: number, max: number, achievedPerSec: number, cpuMsPerRequest: number, cpuMsPerRequestByThread: Record<string, number>, peakRssMiB: number, auditWaitMs: Record<string, { p50: number | null, p99: number | null }> | null }
 
 /** A port free right now (the proxy logs at warn, so its "listening at" line cannot tell us). */
 async function freePort (): Promise<number> {
@@ -154,6 +154,27 @@ async function startProxy (audit: boolean, run: string): Promise<{ url: string, 
   }
 }
 
+/** A quantile (ms) of a Prometheus histogram from /metrics text, interpolated within its bucket. */
+function histogramQuantile (metrics: string, name: string, labels: string, q: number): number | null {
+  const buckets: Array<[number, number]> = []
+  const re = new RegExp(`^${name}_bucket\\{le="([^"]+)",${labels}\\} (\\d+)$`, 'gm')
+  for (const m of metrics.matchAll(re)) buckets.push([m[1] === '+Inf' ? Infinity : Number(m[1]), Number(m[2])])
+  const total = buckets.at(-1)?.[1] ?? 0
+  if (total === 0) return null
+  const rank = q * total
+  let prevLe = 0
+  let prevCount = 0
+  for (const [le, count] of buckets) {
+    if (count >= rank) {
+      if (le === Infinity) return prevLe * 1000
+      return Math.round((prevLe + (le - prevLe) * (rank - prevCount) / Math.max(1, count - prevCount)) * 1e5) / 100
+    }
+    prevLe = le
+    prevCount = count
+  }
+  return null
+}
+
 function pct (sorted: number[], p: number): number {
   if (sorted.length === 0) return NaN
   return Math.round((sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] as number) * 100) / 100
@@ -165,7 +186,7 @@ const median = (xs: number[]): number => {
 }
 
 let account = 100_000_000
-async function load (url: string, rate: number, secs: number): Promise<Omit<Run, 'mode' | 'rate' | 'cpuMsPerRequest' | 'cpuMsPerRequestByThread' | 'peakRssMiB'>> {
+async function load (url: string, rate: number, secs: number): Promise<Omit<Run, 'mode' | 'rate' | 'cpuMsPerRequest' | 'cpuMsPerRequestByThread' | 'peakRssMiB' | 'auditWaitMs'>> {
   const dispatcher = new Agent({ connections: 128, pipelining: 1 })
   const interval = 1000 / rate
   const total = Math.round(rate * secs)
@@ -211,10 +232,18 @@ try {
         .map(([k, v]) => [k, Math.round((v - (threads0[k] ?? 0)) * 1e6 / Math.max(1, r.sent)) / 1000] as const)
         .filter(([, v]) => v > 0.005))
       const peakRssMiB = await rssMiB(proxy.pid)
+      // The proxy's own measure of what auditing adds: time waiting for each half to be durable.
+      const metrics = await (await request(proxy.url + '/metrics')).body.text()
+      const auditWaitMs = mode === 'off'
+        ? null
+        : Object.fromEntries((['begin', 'end'] as const).map((half) => [half, {
+            p50: histogramQuantile(metrics, 'pixproxy_audit_wait_seconds', `half="${half}"`, 0.5),
+            p99: histogramQuantile(metrics, 'pixproxy_audit_wait_seconds', `half="${half}"`, 0.99)
+          }]))
       await proxy.stop()
-      const run: Run = { mode, rate, ...r, cpuMsPerRequest: Math.round(cpu * 1000 / Math.max(1, r.sent) * 1000) / 1000, cpuMsPerRequestByThread, peakRssMiB }
+      const run: Run = { mode, rate, ...r, cpuMsPerRequest: Math.round(cpu * 1000 / Math.max(1, r.sent) * 1000) / 1000, cpuMsPerRequestByThread, peakRssMiB, auditWaitMs }
       runs.push(run)
-      log(`rate ${rate}/s audit ${mode}: p50 ${r.p50} ms p99 ${r.p99} ms ok ${r.ok}/${r.sent} cpu ${run.cpuMsPerRequest} ms/req ${JSON.stringify(cpuMsPerRequestByThread)} rss ${peakRssMiB} MiB ${JSON.stringify(r.errors)}`)
+      log(`rate ${rate}/s audit ${mode}: p50 ${r.p50} ms p99 ${r.p99} ms ok ${r.ok}/${r.sent} cpu ${run.cpuMsPerRequest} ms/req ${JSON.stringify(cpuMsPerRequestByThread)} rss ${peakRssMiB} MiB ${auditWaitMs === null ? '' : 'audit wait ' + JSON.stringify(auditWaitMs)} ${JSON.stringify(r.errors)}`)
     }
   }
 } finally {
@@ -235,7 +264,8 @@ const byRate = rates.map((rate) => {
       achievedPerSec: median(rs.map((r) => r.achievedPerSec)),
       errors: rs.reduce((n, r) => n + r.sent - r.ok, 0),
       cpuMsPerRequest: median(rs.map((r) => r.cpuMsPerRequest)),
-      peakRssMiB: Math.max(...rs.map((r) => r.peakRssMiB))
+      peakRssMiB: Math.max(...rs.map((r) => r.peakRssMiB)),
+      auditWaitMsPerRun: rs.map((r) => r.auditWaitMs).filter((w) => w !== null)
     }
   }
   const off = summary('off')

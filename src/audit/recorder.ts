@@ -41,13 +41,23 @@ export interface AuditTx {
 
 const NOOP_TX: AuditTx = Object.freeze({ id: null, end: async () => {}, fail: async () => {} })
 
+/** Told how long each request waited for its audit half to be durable: the latency auditing adds to a call. */
+export type AuditWaitObserver = (half: 'begin' | 'end', ms: number) => void
+
 export class AuditRecorder {
   private readonly spool: AuditSpool | null
   private readonly instanceId: string
+  private readonly onWait: AuditWaitObserver | null
 
-  constructor (spool: AuditSpool | null, instanceId: string) {
+  constructor (spool: AuditSpool | null, instanceId: string, onWait: AuditWaitObserver | null = null) {
     this.spool = spool
     this.instanceId = instanceId
+    this.onWait = onWait
+  }
+
+  private async timed (half: 'begin' | 'end', p: Promise<void>, t0: number): Promise<void> {
+    await p
+    this.onWait?.(half, performance.now() - t0)
   }
 
   get enabled (): boolean {
@@ -58,6 +68,7 @@ export class AuditRecorder {
   async begin (input: BeginInput): Promise<AuditTx> {
     const spool = this.spool
     if (spool === null) return NOOP_TX
+    const t0 = performance.now()
     const q = input.path.indexOf('?')
     const body = input.body === null ? null : (typeof input.body === 'string' ? input.body : input.body.toString('utf8'))
     const row: AuditRequestHalf = {
@@ -77,12 +88,13 @@ export class AuditRecorder {
       correlation_id: input.correlationId,
       instance_id: this.instanceId
     }
-    await spool.begin(row)
+    await this.timed('begin', spool.begin(row), t0)
     const id = row.id
     const total = (): number => Math.round((performance.now() - input.receivedPerf) * 1000) / 1000
     return {
       id,
       end: async (res: EndInput) => {
+        const t1 = performance.now()
         const half: AuditResponseHalf = {
           response_status_code: res.status,
           response_header: JSON.stringify(res.headers),
@@ -93,15 +105,16 @@ export class AuditRecorder {
           upstream_latency_ms: Math.round(res.upstreamMs * 1000) / 1000,
           total_latency_ms: total()
         }
-        await spool.end(id, half)
+        await this.timed('end', spool.end(id, half), t1)
       },
       fail: async (errorCode: string, upstreamMs: number | null = null) => {
-        await spool.end(id, {
+        const t1 = performance.now()
+        await this.timed('end', spool.end(id, {
           response_status_code: null,
           error_code: errorCode,
           upstream_latency_ms: upstreamMs === null ? null : Math.round(upstreamMs * 1000) / 1000,
           total_latency_ms: total()
-        })
+        }), t1)
       }
     }
   }

@@ -6,7 +6,7 @@
  */
 import fp from 'fastify-plugin'
 import { resolve } from 'node:path'
-import { Gauge } from 'prom-client'
+import { Gauge, Histogram } from 'prom-client'
 import type { FastifyInstance } from 'fastify'
 import type { Config } from '../config.ts'
 import { AuditSpool } from '../audit/spool.ts'
@@ -61,9 +61,16 @@ export default fp(async function auditPlugin (app: FastifyInstance, opts: { conf
     : null
   const replay = spool.stats().replay
   app.log.info({ sink: sink.name, spool: spool.dir, replayedRows: replay.rows, incomplete: replay.incomplete, tornBytes: replay.tornBytes }, 'audit trail ready')
-  app.decorate('audit', { recorder: new AuditRecorder(spool, app.instanceId), spool, pipeline, sink })
-
   const registers = [app.metrics.registry]
+  const wait = new Histogram({
+    name: 'pixproxy_audit_wait_seconds',
+    help: 'Time a request waited for its audit half (begin before sending, end before answering) to be durable: the latency auditing adds',
+    labelNames: ['half'],
+    buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+    registers
+  })
+  app.decorate('audit', { recorder: new AuditRecorder(spool, app.instanceId, (half, ms) => { wait.observe({ half }, ms / 1000) }), spool, pipeline, sink })
+
   new Gauge({ // eslint-disable-line no-new
     name: 'pixproxy_audit_spool',
     help: 'Audit spool: bytes on disk, rows pending shipment, rows parked (too large for the sink)',

@@ -87,6 +87,11 @@ t.test('every call to BACEN has one audit row, with the signed request, the answ
       : all.some((r) => String(r.biz_msg_id).split(',').includes(m.bizMsgIdr as string))
     t.ok(hit, `accepted ${m.system} message ${m.requestId ?? m.bizMsgIdr ?? ''} is audited`)
   }
+  // The latency auditing adds is measured per call: one begin and one end wait each, durable before going on.
+  const metrics = await (await request(stack.proxyUrl + '/metrics')).body.text()
+  const count = (half: string): number => Number(new RegExp(`pixproxy_audit_wait_seconds_count\\{half="${half}"\\} (\\d+)`).exec(metrics)?.[1] ?? -1)
+  t.equal(count('begin'), 10, 'pixproxy_audit_wait_seconds counts every begin')
+  t.equal(count('end'), 10, 'and every end')
   // The Hive layout the S3 prefixes use: partitions derived from request_date, zero-padded.
   const [p] = await rows('SELECT year, month, day, hour, request_date FROM audit LIMIT 1')
   const d = new Date(p?.request_date as string)
