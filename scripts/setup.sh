@@ -5,24 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 NODE_VERSION="24.21.0"
-APT_PACKAGES=(softhsm2 libengine-pkcs11-openssl opensc xmlsec1 python3-lxml openssl ca-certificates)
-
 log() { printf '[setup] %s\n' "$*" >&2; }
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
-}
-
-install_apt_packages() {
-  local missing=()
-  for p in "${APT_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-  done
-  if [ "${#missing[@]}" -gt 0 ]; then
-    log "installing apt packages: ${missing[*]}"
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
-  fi
 }
 
 # Node 24 comes from the npm registry (the node-linux-<arch> package carries the official binary), so the only
@@ -52,22 +38,15 @@ install_node() {
   ln -sfn "node_modules/node-linux-$arch/bin" "$dir/bin"
 }
 
-install_apt_packages
+# The system packages through the same script the container image uses (Dockerfile), so every run of this set-up
+# (make demo, make test, CI) exercises the image's install steps: the runtime set plus SoftHSM, the native build
+# tool chain (pkcs11js) and the test tools.
+bash scripts/install-runtime.sh --dev
 install_node
 # shellcheck source=scripts/env.sh
 . scripts/env.sh
 
-if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  log "npm ci"
-  if ! ci_out=$(npm ci --no-audit --no-fund --loglevel=error 2>&1); then
-    printf '%s\n' "$ci_out" | grep -E '^npm error (code|Missing)' >&2 || printf '%s\n' "$ci_out" | tail -n 20 >&2
-    # npm 11 refuses `npm ci` when a package's per-platform optional binaries are missing from the lock file
-    # (npm/cli#4828, #8320): @duckdb/node-api's are, because the registry reachable here does not serve the other
-    # platforms' builds. `npm install` installs the locked versions of everything the lock does list.
-    log "npm ci refused the lock file (missing other-platform optional binaries); installing the locked versions with npm install"
-    npm install --no-audit --no-fund --loglevel=error >&2
-  fi
-fi
+bash scripts/install-runtime.sh --node-modules
 log "building"
 npx tsc -p tsconfig.json >&2
 log "ready: node $(node --version)"

@@ -7,6 +7,11 @@
  * Participants: --participant ISPB (repeatable) and/or --participants FILE, a JSON array of ISPBs or of
  * { "ispb", "signingCertFiles"?: [PEM paths], "tlsCertFiles"?: [PEM paths] } for participants that bring their own
  * certificates (e.g. an HSM-backed signing key). Default: 99999004 and 99999010 (the sample payer and payee).
+ * Certificates a participant brings were issued by another CA (`pix-proxy hsm init` makes one per token):
+ * --client-ca FILE (repeatable) makes the TLS server accept client certificates from that CA too.
+ *
+ * --pki-only creates (or loads) the PKI in DIR, prints the file paths and exits without serving: the one-shot
+ * `init` service of docker-compose.yml prepares every certificate before the services that read them start.
  */
 import { readFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
@@ -18,10 +23,12 @@ import { startSimulator } from '../../simulator/server.ts'
 import type { SimulatorParticipant } from '../../simulator/app.ts'
 import { BCB_HOSTS, loadOrCreateSimulatorPki } from '../../simulator/pki.ts'
 import type { CliIo } from './io.ts'
-import { usageError } from './io.ts'
+import { readInputFile, usageError } from './io.ts'
 
 const USAGE = `usage: pix-proxy simulator --dir DIR [--port N] [--host 127.0.0.1] [--participant ISPB]... [--participants FILE]
-                           [--open] [--long-poll-ms 5000] [--settle-delay-ms 0] [--latency-ms 0] [--log-file FILE] [--state-file FILE]`
+                           [--client-ca FILE]... [--open] [--long-poll-ms 5000] [--settle-delay-ms 0] [--latency-ms 0]
+                           [--log-file FILE] [--state-file FILE]
+       pix-proxy simulator --dir DIR --pki-only [--participant ISPB]... [--participants FILE]`
 
 interface ParticipantSpec {
   ispb: string
@@ -45,6 +52,21 @@ async function readParticipants (file: string): Promise<ParticipantSpec[]> {
   })
 }
 
+/** The PEM text of every --client-ca bundle, each checked to hold certificates that parse. */
+async function readClientCas (files: readonly string[]): Promise<string> {
+  const pems: string[] = []
+  for (const file of files) {
+    const pem = (await readInputFile(file)).toString('utf8')
+    try {
+      parseCertificates(pem)
+    } catch (err) {
+      throw new PixProxyError(Errors.SIMULATOR_CONFIG, [`--client-ca ${file}: ${(err as Error).message}`], { cause: err })
+    }
+    pems.push(pem.trim())
+  }
+  return pems.join('\n')
+}
+
 function intOption (name: string, value: string | undefined, fallback: number): number {
   if (value === undefined) return fallback
   const n = Number(value)
@@ -64,6 +86,8 @@ export async function simulatorCommand (argv: string[], io: CliIo, opts: { signa
       host: { type: 'string', default: '127.0.0.1' },
       participant: { type: 'string', multiple: true },
       participants: { type: 'string' },
+      'client-ca': { type: 'string', multiple: true },
+      'pki-only': { type: 'boolean', default: false },
       open: { type: 'boolean', default: false },
       'long-poll-ms': { type: 'string' },
       'settle-delay-ms': { type: 'string' },
@@ -88,6 +112,17 @@ export async function simulatorCommand (argv: string[], io: CliIo, opts: { signa
   if (specs.length === 0) specs.push({ ispb: SAMPLE_PAYER.ispb }, { ispb: SAMPLE_PAYEE.ispb })
   const issued = specs.filter((s) => s.signingCertFiles === undefined).map((s) => s.ispb)
   const { pki, files } = await loadOrCreateSimulatorPki(dir, issued)
+  if (values['pki-only']) {
+    io.stdout.write(JSON.stringify({
+      dir,
+      hosts: BCB_HOSTS,
+      caCert: files.caCert,
+      bcb: { tlsCert: files.bcbTlsCert, signingCert: files.bcbSigningCert, expiredSigningCert: files.bcbExpiredSigningCert },
+      participants: files.participants
+    }) + '\n')
+    return 0
+  }
+  const extraClientCas = await readClientCas(values['client-ca'] ?? [])
 
   const participants: SimulatorParticipant[] = []
   for (const s of specs) {
@@ -106,8 +141,10 @@ export async function simulatorCommand (argv: string[], io: CliIo, opts: { signa
   }
 
   const logFile = values['log-file'] === undefined ? join(dir, 'accepted.jsonl') : resolve(values['log-file'])
+  const base = pki.simulatorOptions()
   const sim = await startSimulator({
-    ...pki.simulatorOptions(),
+    ...base,
+    tls: { ...base.tls, clientCaPem: extraClientCas === '' ? base.tls.clientCaPem : base.tls.clientCaPem + '\n' + extraClientCas },
     participants,
     host: values.host,
     dictPort: port,
