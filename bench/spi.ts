@@ -1,0 +1,130 @@
+/**
+ * SPI throughput under BACEN's limit of 6 in-flight requests per participant, with a simulated 20 ms ICOM.
+ *
+ *   node bench/spi.ts [--json] [--seconds 10] [--callers 6,24,64] [--latency-ms 20]
+ *
+ * The proxy runs as a child process (production configuration: SoftHSM signing, engine mTLS, audit on) in front of
+ * the BACEN simulator, which adds `latency-ms` to every POST /msgs. Bank-core callers post pacs.008 messages back
+ * to back (closed model, `callers` at a time); the proxy lets 6 through to ICOM and queues the rest (bounded,
+ * PIXPROXY_SPI_QUEUE_*). Reported per caller count: messages delivered per second (201 from ICOM), latency
+ * p50/p99 as the caller saw it, refusals by status, and the ceiling 6 / latency (one message per request).
+ * Coalescing queued messages into multipart/mixed posts (up to 10 parts per request, which ICOM accepts) would lift
+ * that ceiling tenfold; it is not built yet, so only the one-message-per-request figure is measured here.
+ */
+import { mkdtemp, rm } from 'node:fs/promises'
+import { loadavg, tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { createServer } from 'node:net'
+import type { AddressInfo } from 'node:net'
+import { parseArgs } from 'node:util'
+import { Agent, request } from 'undici'
+import { PROXY_ISPB, spawnProxyProcess, startLocalStack } from '../src/demo/stack.ts'
+import { pacs008 } from '../src/samples/messages.ts'
+
+const { values } = parseArgs({
+  options: {
+    json: { type: 'boolean', default: false },
+    seconds: { type: 'string', default: '10' },
+    callers: { type: 'string', default: '6,24,64' },
+    'latency-ms': { type: 'string', default: '20' }
+  }
+})
+const seconds = Number(values.seconds)
+const callerCounts = values.callers.split(',').map(Number)
+const latencyMs = Number(values['latency-ms'])
+const log = (s: string): void => { if (!values.json) process.stderr.write(`[bench] ${s}\n`) }
+
+async function freePort (): Promise<number> {
+  const srv = createServer()
+  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve))
+  const port = (srv.address() as AddressInfo).port
+  await new Promise((resolve) => srv.close(resolve))
+  return port
+}
+
+function pct (sorted: number[], p: number): number {
+  if (sorted.length === 0) return NaN
+  return Math.round((sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] as number) * 100) / 100
+}
+
+const dir = await mkdtemp(join(tmpdir(), 'pix-proxy-bench-spi-'))
+const stack = await startLocalStack({ dir, longPollMs: 300 })
+await stack.proxy.close()
+stack.simulator.app.simulator.setFaults({ latencyMs, routes: [`/api/v1/in/${PROXY_ISPB}/msgs`] })
+const port = await freePort()
+const proxy = spawnProxyProcess(stack, {
+  PIXPROXY_LOG_LEVEL: 'warn',
+  PIXPROXY_LISTEN_PORT: String(port),
+  PIXPROXY_AUDIT_SPOOL_DIR: join(dir, 'spool'),
+  PIXPROXY_AUDIT_PARQUET_DIR: join(dir, 'lake')
+})
+const url = `http://127.0.0.1:${port}`
+for (let i = 0; ; i++) {
+  if (proxy.child.exitCode !== null || i > 300) throw new Error('the proxy did not start')
+  const up = await request(url + '/healthz').then(async (r) => { await r.body.dump(); return r.statusCode === 200 }, () => false)
+  if (up) break
+  await new Promise((resolve) => setTimeout(resolve, 100))
+}
+
+interface Point { callers: number, delivered: number, perSec: number, p50: number, p99: number, refused: Record<string, number> }
+
+async function run (callers: number, secs: number): Promise<Point> {
+  const dispatcher = new Agent({ connections: callers, pipelining: 1 })
+  const latencies: number[] = []
+  const refused: Record<string, number> = {}
+  let delivered = 0
+  const end = performance.now() + secs * 1000
+  const start = performance.now()
+  await Promise.all(Array.from({ length: callers }, async () => {
+    while (performance.now() < end) {
+      const m = pacs008({ amounts: [10] })
+      const t0 = performance.now()
+      try {
+        const r = await request(`${url}/api/v1/in/${PROXY_ISPB}/msgs`, { dispatcher, method: 'POST', headers: { 'content-type': 'application/xml' }, body: m.xml })
+        await r.body.dump()
+        if (r.statusCode === 201) {
+          delivered++
+          latencies.push(performance.now() - t0)
+        } else {
+          refused[String(r.statusCode)] = (refused[String(r.statusCode)] ?? 0) + 1
+          if (r.statusCode === 429 || r.statusCode === 503) await new Promise((resolve) => setTimeout(resolve, 20))
+        }
+      } catch (err) {
+        const code = (err as { code?: string }).code ?? 'error'
+        refused[code] = (refused[code] ?? 0) + 1
+      }
+    }
+  }))
+  const elapsed = (performance.now() - start) / 1000
+  await dispatcher.close()
+  latencies.sort((a, b) => a - b)
+  return { callers, delivered, perSec: Math.round(delivered / elapsed), p50: pct(latencies, 0.5), p99: pct(latencies, 0.99), refused }
+}
+
+const points: Point[] = []
+try {
+  await run(6, 1) // warm-up
+  for (const callers of callerCounts) {
+    const p = await run(callers, seconds)
+    points.push(p)
+    log(`${callers} callers: ${p.perSec} msg/s delivered, p50 ${p.p50} ms p99 ${p.p99} ms, refused ${JSON.stringify(p.refused)}`)
+  }
+} finally {
+  proxy.child.kill('SIGTERM')
+  await proxy.exited
+  await stack.close()
+  await rm(dir, { recursive: true, force: true })
+}
+
+process.stdout.write(JSON.stringify({
+  bench: 'spi',
+  flow: 'pacs.008 POST /api/v1/in/{ispb}/msgs through the proxy (child process, audit on), closed model',
+  upstreamLatencyMs: latencyMs,
+  maxInFlight: 6,
+  ceilingOneMessagePerRequest: Math.round(6 * 1000 / latencyMs),
+  coalescing: 'not built (multipart/mixed, up to 10 parts per POST, would raise the ceiling tenfold)',
+  seconds,
+  points,
+  loadavg1m: Math.round((loadavg()[0] as number) * 100) / 100,
+  node: process.versions.node
+}) + '\n')
