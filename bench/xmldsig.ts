@@ -117,7 +117,8 @@ function xmlCryptoVerify (): boolean {
   const sigNode = dom.getElementsByTagNameNS('http://www.w3.org/2000/09/xmldsig#', 'Signature')[0]
   if (sigNode === undefined) throw new Error('xml-crypto output has no signature')
   const v = new SignedXml({ publicCert: certPem })
-  v.loadSignature(sigNode)
+  // (@cdktf/hcl2json's types pull in lib.dom, whose Node the xmldom Element is not: same object either way.)
+  v.loadSignature(sigNode as unknown as Parameters<SignedXml['loadSignature']>[0])
   return v.checkSignature(xcSigned)
 }
 if (!xmlCryptoVerify()) throw new Error('bench precondition: xml-crypto does not verify its own signature')

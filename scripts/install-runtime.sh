@@ -13,7 +13,8 @@
 #                through (docs/hsm-and-tls.md)
 #   --softhsm    softhsm2: the local token (the image's `local` target, docker-compose.yml)
 #   --build      python3 make g++: node-gyp compiles pkcs11js, graphene-pk11's native binding (image build stages)
-#   --dev        --softhsm and --build, plus opensc xmlsec1 python3-lxml openssl: what the tests use (setup.sh)
+#   --dev        --softhsm and --build, plus opensc xmlsec1 python3-lxml openssl: what the tests use (setup.sh), and
+#                nginx: the plain mutual-TLS forwarding proxy bench/e2e measures pix-proxy against
 # other steps:
 #   --node-modules   in the current directory, when node_modules is missing or older than package-lock.json:
 #                    `npm ci`, or `npm install` when npm ci refuses the lock (see below)
@@ -34,7 +35,7 @@ set -euo pipefail
 RUNTIME_PACKAGES=(libengine-pkcs11-openssl ca-certificates)
 SOFTHSM_PACKAGES=(softhsm2)
 BUILD_PACKAGES=(python3 make g++)
-DEV_PACKAGES=(opensc xmlsec1 python3-lxml openssl)
+DEV_PACKAGES=(opensc xmlsec1 python3-lxml openssl nginx)
 # Where Debian's libengine-pkcs11-openssl puts the engine, per architecture (scripts/env.sh looks in the same places).
 ENGINE_DIRS=(/usr/lib/x86_64-linux-gnu/engines-3 /usr/lib/aarch64-linux-gnu/engines-3)
 

@@ -1,0 +1,31 @@
+/** CPU time and memory of a process and its children, from /proc (Linux): what a server costs per request. */
+import { readFile } from 'node:fs/promises'
+
+const CLK_TCK = 100 // USER_HZ: /proc/<pid>/stat counts CPU time in 1/100 s
+
+async function ownCpuSeconds (pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => null)
+  if (stat === null) return 0
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return (Number(f[11]) + Number(f[12])) / CLK_TCK // utime, stime
+}
+
+async function children (pid: number): Promise<number[]> {
+  const text = await readFile(`/proc/${pid}/task/${pid}/children`, 'utf8').catch(() => '')
+  return text.split(' ').filter((s) => s !== '').map(Number)
+}
+
+/** User + system CPU seconds of `pid` and its live descendants (nginx: master and workers). */
+export async function treeCpuSeconds (pid: number): Promise<number> {
+  let total = await ownCpuSeconds(pid)
+  for (const c of await children(pid)) total += await treeCpuSeconds(c)
+  return total
+}
+
+/** Resident set size (MiB) of `pid` and its live descendants. */
+export async function treeRssMiB (pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '')
+  let kb = Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? 0)
+  for (const c of await children(pid)) kb += (await treeRssMiB(c)) * 1024
+  return Math.round(kb / 1024 * 10) / 10
+}
