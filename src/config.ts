@@ -66,6 +66,7 @@ export const ConfigSchema = Type.Object({
 
   PIXPROXY_SPI_MAX_IN_FLIGHT: Int('Concurrent requests per participant to ICOM (BACEN allows 6)', 1, 64, 6),
   PIXPROXY_SPI_QUEUE_MAX: Int('Requests waiting for an ICOM slot before new ones get 503', 0, 100_000, 1_000),
+  PIXPROXY_SPI_COALESCE_MAX_PARTS: Int('Messages queued for an ICOM slot are sent together as one multipart/mixed POST of up to this many (1 = never coalesce; ICOM takes 10)', 1, 10, 10),
   PIXPROXY_SPI_QUEUE_TIMEOUT_MS: Int('How long a request may wait for an ICOM slot', 1, 120_000, 5_000),
 
   PIXPROXY_AUDIT_ENABLED: Type.Union([Type.Literal('true'), Type.Literal('false')], { description: 'Record an audit row per transaction (BACEN requires it; false only for benchmarks)', default: 'true' }),
@@ -159,7 +160,7 @@ export interface Config {
     readonly sigalgs: string | null
   }
   readonly dict: { readonly url: string }
-  readonly spi: { readonly url: string, readonly maxInFlight: number, readonly queueMax: number, readonly queueTimeoutMs: number }
+  readonly spi: { readonly url: string, readonly maxInFlight: number, readonly queueMax: number, readonly queueTimeoutMs: number, readonly coalesceMaxParts: number }
   readonly bacenSigningCertsFile: string
   readonly invalidSignaturePolicy: 'reject' | 'flag'
   readonly upstream: { readonly connections: number, readonly connectTimeoutMs: number, readonly headersTimeoutMs: number, readonly bodyTimeoutMs: number }
@@ -266,7 +267,8 @@ export function loadConfig (source: Readonly<Record<string, string | undefined>>
       url: f.PIXPROXY_SPI_URL as string,
       maxInFlight: f.PIXPROXY_SPI_MAX_IN_FLIGHT as number,
       queueMax: f.PIXPROXY_SPI_QUEUE_MAX as number,
-      queueTimeoutMs: f.PIXPROXY_SPI_QUEUE_TIMEOUT_MS as number
+      queueTimeoutMs: f.PIXPROXY_SPI_QUEUE_TIMEOUT_MS as number,
+      coalesceMaxParts: f.PIXPROXY_SPI_COALESCE_MAX_PARTS as number
     },
     bacenSigningCertsFile: f.PIXPROXY_BACEN_SIGNING_CERTS_FILE as string,
     invalidSignaturePolicy: f.PIXPROXY_INVALID_SIGNATURE_POLICY as 'reject' | 'flag',

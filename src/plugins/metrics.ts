@@ -19,6 +19,7 @@ export interface ProxyMetrics {
   readonly errors: Counter<'code'>
   readonly spiInFlight: Gauge
   readonly spiQueued: Gauge
+  readonly spiPostParts: Histogram
 }
 
 declare module 'fastify' {
@@ -41,7 +42,8 @@ export function createMetrics (): ProxyMetrics {
     signSeconds: new Histogram({ name: 'pixproxy_sign_duration_seconds', help: 'Time to sign one message (HSM round trip included)', labelNames: ['profile'], buckets: LATENCY_BUCKETS, registers }),
     errors: new Counter({ name: 'pixproxy_errors_total', help: 'Requests that ended in a pix-proxy error, by code', labelNames: ['code'], registers }),
     spiInFlight: new Gauge({ name: 'pixproxy_spi_in_flight', help: 'Requests to ICOM in flight (BACEN allows 6 per participant)', registers }),
-    spiQueued: new Gauge({ name: 'pixproxy_spi_queued', help: 'Requests waiting for an ICOM slot', registers })
+    spiQueued: new Gauge({ name: 'pixproxy_spi_queued', help: 'Requests waiting for an ICOM slot', registers }),
+    spiPostParts: new Histogram({ name: 'pixproxy_spi_post_parts', help: 'Messages per POST to ICOM (above 1: coalesced into multipart/mixed while slots were busy)', buckets: [1, 2, 3, 5, 8, 10], registers })
   }
 }
 

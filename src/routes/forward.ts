@@ -205,7 +205,18 @@ export function relayedHeaders (answer: UpstreamAnswer): Record<string, string> 
  * row with `tx.end()` once the answer's signature verdict is known.
  */
 export async function auditedCall (app: FastifyInstance, req: FastifyRequest, call: UpstreamCall, origin: string, facts: MessageFacts): Promise<{ answer: UpstreamAnswer, tx: AuditTx }> {
-  const tx = await app.audit.recorder.begin({
+  const tx = await beginAudit(app, req, call, origin, facts)
+  try {
+    return { answer: await callUpstream(app, call, origin), tx }
+  } catch (err) {
+    await tx.fail((err as { code?: string }).code ?? Errors.INTERNAL.code)
+    throw err
+  }
+}
+
+/** The request half of a call's audit row, durable when this resolves: only then may the call leave. */
+export async function beginAudit (app: FastifyInstance, req: FastifyRequest, call: UpstreamCall, origin: string, facts: MessageFacts): Promise<AuditTx> {
+  return await app.audit.recorder.begin({
     system: call.name,
     receivedAt: req.receivedAt,
     receivedPerf: req.receivedPerf,
@@ -216,12 +227,6 @@ export async function auditedCall (app: FastifyInstance, req: FastifyRequest, ca
     facts,
     correlationId: req.id
   })
-  try {
-    return { answer: await callUpstream(app, call, origin), tx }
-  } catch (err) {
-    await tx.fail((err as { code?: string }).code ?? Errors.INTERNAL.code)
-    throw err
-  }
 }
 
 /** Finishes the audit row with BACEN's answer and the verdict on its signature. */

@@ -11,7 +11,9 @@
  * signature policy: the next pull acknowledges the page to BACEN, so withholding it would lose the message.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { auditedCall, checkResponse, endAudit, relay, signatureRejection } from './forward.ts'
+import { auditedCall, beginAudit, callUpstream, checkResponse, endAudit, relay, signatureRejection } from './forward.ts'
+import type { UpstreamAnswer } from './forward.ts'
+import { IcomBatcher } from './spi-batch.ts'
 import { emptyFacts, spiFacts } from '../audit/facts.ts'
 import type { MessageFacts } from '../audit/facts.ts'
 import { requireXmlBody, upstreamPath } from './common.ts'
@@ -43,12 +45,67 @@ export function spiSender (doc: XmlDocument): string | undefined {
 
 export default async function spiRoutes (app: FastifyInstance): Promise<void> {
   const { config, metrics } = app
+  // Requests waiting for a slot: in the limiter (whole posts) and in the batcher (messages to coalesce).
+  let limiterQueued = 0
+  let batcherQueued = 0
   const posts = new InFlightLimiter({
     maxInFlight: config.spi.maxInFlight,
     queueMax: config.spi.queueMax,
     queueTimeoutMs: config.spi.queueTimeoutMs,
-    onChange: (inFlight, queued) => { metrics.spiInFlight.set(inFlight); metrics.spiQueued.set(queued) }
+    onChange: (inFlight, queued) => {
+      metrics.spiInFlight.set(inFlight)
+      limiterQueued = queued
+      metrics.spiQueued.set(limiterQueued + batcherQueued)
+    }
   })
+  // One message per request, coalesced with others into multipart posts when they queue (spi-batch.ts).
+  const batcher = config.spi.coalesceMaxParts <= 1
+    ? null
+    : new IcomBatcher({
+      limiter: posts,
+      maxParts: Math.min(MAX_PARTS, config.spi.coalesceMaxParts),
+      maxBytes: config.maxBodyBytes,
+      queueMax: config.spi.queueMax,
+      queueTimeoutMs: config.spi.queueTimeoutMs,
+      send: async (post) => await callUpstream(app, {
+        upstream: app.upstreams.spi,
+        name: 'spi',
+        method: 'POST',
+        path: `/api/v1/in/${config.ispb}/msgs`,
+        headers: { 'content-type': post.contentType, accept: 'application/xml' },
+        body: post.body
+      }, config.spi.url),
+      onBatch: (parts) => { metrics.spiPostParts.observe(parts) },
+      onQueue: (n) => {
+        batcherQueued = n
+        metrics.spiQueued.set(limiterQueued + batcherQueued)
+      }
+    })
+
+  /** A single message through the batcher: its own audit row, durable before it can join a post. */
+  const coalesced = async (req: FastifyRequest, reply: FastifyReply, signed: string, facts: MessageFacts): Promise<FastifyReply> => {
+    const tx = await beginAudit(app, req, {
+      upstream: app.upstreams.spi,
+      name: 'spi',
+      method: 'POST',
+      path: upstreamPath('/api/v1/in/:ispb/msgs', req),
+      headers: { 'content-type': 'application/xml; charset=utf-8', accept: 'application/xml' },
+      body: signed
+    }, config.spi.url, facts)
+    let answer: UpstreamAnswer
+    try {
+      answer = (await (batcher as IcomBatcher).submit(signed)).answer
+    } catch (err) {
+      await tx.fail((err as { code?: string }).code ?? Errors.INTERNAL.code)
+      throw err
+    }
+    const checked = checkResponse(app, 'spi', 'spi', answer, false)
+    const reject = !checked.valid && config.invalidSignaturePolicy === 'reject'
+    await endAudit(tx, answer, checked, reject ? Errors.UPSTREAM_SIGNATURE_INVALID.code : null)
+    if (reject) throw signatureRejection('ICOM', checked, answer.status)
+    return relay(reply, answer, checked)
+  }
+
   const readers = new InFlightLimiter({ maxInFlight: config.spi.maxInFlight, queueMax: config.spi.queueMax, queueTimeoutMs: config.spi.queueTimeoutMs })
 
   const checkIspb = (req: FastifyRequest): void => {
@@ -104,6 +161,7 @@ export default async function spiRoutes (app: FastifyInstance): Promise<void> {
       body = mp.body
       contentType = mp.contentType
     }
+    if (batcher !== null && boundary === null) return await coalesced(req, reply, body as string, facts)
     const release = await posts.acquire()
     try {
       const { answer, tx } = await auditedCall(app, req, {
