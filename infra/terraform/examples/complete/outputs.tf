@@ -1,0 +1,44 @@
+output "nlb_dns_name" {
+  description = "Point the inbound certificate's DNS name at this"
+  value       = module.service.nlb_dns_name
+}
+
+output "hsm_cluster_id" {
+  description = "CloudHSM cluster to initialise"
+  value       = module.hsm.cluster_id
+}
+
+output "hsm_cluster_csr" {
+  description = "CSR to sign with your issuing CA during initialisation"
+  value       = module.hsm.cluster_csr
+}
+
+output "hsm_pin_secret_arn" {
+  description = "Set the PIN here (put-secret-value), as <CU user>:<password>"
+  value       = module.config.hsm_pin_secret_arn
+}
+
+output "inbound_tls_key_parameter_name" {
+  description = "Write the inbound TLS private key here (SecureString)"
+  value       = module.config.inbound_tls_key_parameter_name
+}
+
+output "metrics_scrape_client_key_parameter_name" {
+  description = "Write the metrics scrape client key here (SecureString)"
+  value       = module.config.metrics_scrape_client_key_parameter_name
+}
+
+output "athena_workgroup" {
+  description = "Workgroup for audit queries"
+  value       = module.data_lake.athena_workgroup_name
+}
+
+output "audit_query_policy_arn" {
+  description = "Attach to auditor roles"
+  value       = module.data_lake.query_policy_arn
+}
+
+output "dashboard_name" {
+  description = "CloudWatch dashboard"
+  value       = module.monitoring.dashboard_name
+}

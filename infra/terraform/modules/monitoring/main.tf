@@ -1,0 +1,358 @@
+# Alarms and a dashboard for pix-proxy. Signals come from three places:
+# - the request log (metric filters in the service module): requests, 5xx responses, response time, because the
+#   CloudWatch agent drops Prometheus histograms and an NLB (TLS passed through) sees no HTTP status or latency;
+# - the proxy's Prometheus metrics scraped by the CloudWatch agent sidecar (dimension service): HSM errors, audit
+#   backlog and spool, ICOM in-flight/queue;
+# - AWS metrics: NLB healthy targets, CloudHSM health, Firehose delivery freshness, ECS utilisation.
+
+data "aws_region" "current" {}
+
+locals {
+  region = data.aws_region.current.name
+  ns     = var.metric_namespace
+
+  service_dimension = { service = var.service_name }
+
+  common = {
+    alarm_actions = var.alarm_actions
+    ok_actions    = var.ok_actions
+  }
+}
+
+# ---------------------------------------------------------------------------------------------------------------
+# The four signals the service is judged by
+# ---------------------------------------------------------------------------------------------------------------
+
+resource "aws_cloudwatch_metric_alarm" "http_5xx_rate" {
+  alarm_name          = "${var.service_name}-5xx-rate"
+  alarm_description   = "More than ${var.thresholds.error_rate_percent}% of responses to callers are 5xx (pix-proxy errors, BACEN unreachable, HSM down, spool full). Runbook: docs/operations.md#alarms"
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = var.thresholds.error_rate_percent
+  evaluation_periods  = 5
+  datapoints_to_alarm = 3
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.common.alarm_actions
+  ok_actions          = local.common.ok_actions
+  tags                = var.tags
+
+  metric_query {
+    id = "requests"
+
+    metric {
+      namespace   = local.ns
+      metric_name = var.log_metric_names.requests
+      period      = 60
+      stat        = "Sum"
+    }
+  }
+
+  metric_query {
+    id = "errors"
+
+    metric {
+      namespace   = local.ns
+      metric_name = var.log_metric_names.responses_5xx
+      period      = 60
+      stat        = "Sum"
+    }
+  }
+
+  metric_query {
+    id          = "rate"
+    label       = "5xx responses (%)"
+    expression  = "IF(requests >= ${var.thresholds.error_rate_min_requests}, 100 * FILL(errors, 0) / requests, 0)"
+    return_data = true
+  }
+}
+
+resource "aws_cloudwatch_metric_alarm" "latency_p99" {
+  alarm_name          = "${var.service_name}-latency-p99"
+  alarm_description   = "p99 of the time to answer callers is above ${var.thresholds.p99_latency_ms} ms (BACEN slow, ICOM queue, HSM saturated, CPU). Runbook: docs/operations.md#alarms"
+  namespace           = local.ns
+  metric_name         = var.log_metric_names.response_time
+  extended_statistic  = "p99"
+  period              = 60
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = var.thresholds.p99_latency_ms
+  evaluation_periods  = 5
+  datapoints_to_alarm = 3
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.common.alarm_actions
+  ok_actions          = local.common.ok_actions
+  tags                = var.tags
+}
+
+resource "aws_cloudwatch_metric_alarm" "hsm_errors" {
+  alarm_name          = "${var.service_name}-hsm-errors"
+  alarm_description   = "Requests failed with PIXPROXY_ERR_HSM_* (session pool exhausted, HSM unreachable, login or key errors). Runbook: docs/operations.md#hsm-outage"
+  namespace           = local.ns
+  metric_name         = "pixproxy_errors_total"
+  dimensions          = merge(local.service_dimension, { error_class = "hsm" })
+  statistic           = "Sum"
+  period              = 60
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = var.thresholds.hsm_errors_per_minute
+  evaluation_periods  = 3
+  datapoints_to_alarm = 2
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.common.alarm_actions
+  ok_actions          = local.common.ok_actions
+  tags                = var.tags
+}
+
+resource "aws_cloudwatch_metric_alarm" "audit_backlog_age" {
+  alarm_name          = "${var.service_name}-audit-backlog-age"
+  alarm_description   = "The oldest audit row not yet accepted by Firehose is older than ${var.thresholds.audit_backlog_seconds} s (Firehose throttled or down, or no metrics at all). Runbook: docs/operations.md#firehose-outage"
+  namespace           = local.ns
+  metric_name         = "pixproxy_audit_oldest_unshipped_seconds"
+  dimensions          = local.service_dimension
+  statistic           = "Maximum"
+  period              = 60
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = var.thresholds.audit_backlog_seconds
+  evaluation_periods  = 3
+  datapoints_to_alarm = 3
+  # No data means the scrape is broken and the audit trail is unobserved: that is an alarm too.
+  treat_missing_data = "breaching"
+  alarm_actions      = local.common.alarm_actions
+  ok_actions         = local.common.ok_actions
+  tags               = var.tags
+}
+
+# ---------------------------------------------------------------------------------------------------------------
+# Supporting alarms
+# ---------------------------------------------------------------------------------------------------------------
+
+resource "aws_cloudwatch_metric_alarm" "cloudhsm_unhealthy" {
+  alarm_name          = "${var.service_name}-cloudhsm-unhealthy"
+  alarm_description   = "CloudHSM reports an unhealthy HSM in the cluster (AWS replaces it; capacity is reduced meanwhile). Runbook: docs/operations.md#hsm-outage"
+  namespace           = "AWS/CloudHSM"
+  metric_name         = "HsmUnhealthy"
+  dimensions          = { ClusterId = var.hsm_cluster_id }
+  statistic           = "Maximum"
+  period              = 60
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 0
+  evaluation_periods  = 2
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.common.alarm_actions
+  ok_actions          = local.common.ok_actions
+  tags                = var.tags
+}
+
+resource "aws_cloudwatch_metric_alarm" "healthy_targets" {
+  alarm_name          = "${var.service_name}-healthy-targets"
+  alarm_description   = "Fewer than ${var.thresholds.min_healthy_targets} proxy tasks pass the NLB health check"
+  namespace           = "AWS/NetworkELB"
+  metric_name         = "HealthyHostCount"
+  dimensions          = { LoadBalancer = var.nlb_arn_suffix, TargetGroup = var.target_group_arn_suffix }
+  statistic           = "Minimum"
+  period              = 60
+  comparison_operator = "LessThanThreshold"
+  threshold           = var.thresholds.min_healthy_targets
+  evaluation_periods  = 3
+  datapoints_to_alarm = 2
+  treat_missing_data  = "breaching"
+  alarm_actions       = local.common.alarm_actions
+  ok_actions          = local.common.ok_actions
+  tags                = var.tags
+}
+
+resource "aws_cloudwatch_metric_alarm" "audit_sink_failing" {
+  alarm_name          = "${var.service_name}-audit-sink-failing"
+  alarm_description   = "Firehose calls from the proxy keep failing (consecutive failures > 0 for 5 minutes); rows accumulate in the EFS spool. Runbook: docs/operations.md#firehose-outage"
+  namespace           = local.ns
+  metric_name         = "pixproxy_audit_sink_failures"
+  dimensions          = merge(local.service_dimension, { measure = "consecutive" })
+  statistic           = "Maximum"
+  period              = 60
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 0
+  evaluation_periods  = 5
+  datapoints_to_alarm = 5
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.common.alarm_actions
+  ok_actions          = local.common.ok_actions
+  tags                = var.tags
+}
+
+resource "aws_cloudwatch_metric_alarm" "audit_spool_usage" {
+  alarm_name          = "${var.service_name}-audit-spool-usage"
+  alarm_description   = "A task's audit spool is above ${var.thresholds.spool_usage_percent}% of PIXPROXY_AUDIT_SPOOL_MAX_BYTES; at 100% the proxy refuses new transactions (503) rather than leave them unaudited. Runbook: docs/operations.md#firehose-outage"
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = var.thresholds.spool_usage_percent
+  evaluation_periods  = 2
+  datapoints_to_alarm = 2
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.common.alarm_actions
+  ok_actions          = local.common.ok_actions
+  tags                = var.tags
+
+  metric_query {
+    id = "bytes"
+
+    metric {
+      namespace   = local.ns
+      metric_name = "pixproxy_audit_spool"
+      dimensions  = merge(local.service_dimension, { measure = "bytes" })
+      period      = 60
+      stat        = "Maximum"
+    }
+  }
+
+  metric_query {
+    id = "max_bytes"
+
+    metric {
+      namespace   = local.ns
+      metric_name = "pixproxy_audit_spool"
+      dimensions  = merge(local.service_dimension, { measure = "max_bytes" })
+      period      = 60
+      stat        = "Minimum"
+    }
+  }
+
+  metric_query {
+    id          = "usage"
+    label       = "Largest spool use (%)"
+    expression  = "100 * bytes / max_bytes"
+    return_data = true
+  }
+}
+
+resource "aws_cloudwatch_metric_alarm" "firehose_freshness" {
+  for_each = var.firehose_stream_names
+
+  alarm_name          = "${var.service_name}-firehose-${each.key}-freshness"
+  alarm_description   = "Firehose ${each.value} holds records older than ${var.thresholds.firehose_freshness_seconds} s (S3, KMS or Glue schema problem); see its error log group and the errors/ prefix"
+  namespace           = "AWS/Firehose"
+  metric_name         = "DeliveryToS3.DataFreshness"
+  dimensions          = { DeliveryStreamName = each.value }
+  statistic           = "Maximum"
+  period              = 300
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = var.thresholds.firehose_freshness_seconds
+  evaluation_periods  = 2
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.common.alarm_actions
+  ok_actions          = local.common.ok_actions
+  tags                = var.tags
+}
+
+# ---------------------------------------------------------------------------------------------------------------
+# Dashboard
+# ---------------------------------------------------------------------------------------------------------------
+
+resource "aws_cloudwatch_dashboard" "this" {
+  dashboard_name = var.service_name
+  dashboard_body = jsonencode({
+    widgets = [
+      {
+        type = "metric", x = 0, y = 0, width = 12, height = 6
+        properties = {
+          title   = "Requests and 5xx (per minute)"
+          region  = local.region
+          stat    = "Sum"
+          period  = 60
+          metrics = [[local.ns, var.log_metric_names.requests], [local.ns, var.log_metric_names.responses_5xx]]
+        }
+      },
+      {
+        type = "metric", x = 12, y = 0, width = 12, height = 6
+        properties = {
+          title  = "Response time (ms)"
+          region = local.region
+          period = 60
+          metrics = [
+            [local.ns, var.log_metric_names.response_time, { stat = "p50", label = "p50" }],
+            [local.ns, var.log_metric_names.response_time, { stat = "p99", label = "p99" }],
+          ]
+          annotations = { horizontal = [{ label = "p99 alarm", value = var.thresholds.p99_latency_ms }] }
+        }
+      },
+      {
+        type = "metric", x = 0, y = 6, width = 8, height = 6
+        properties = {
+          title  = "HSM"
+          region = local.region
+          period = 60
+          metrics = [
+            [local.ns, "pixproxy_errors_total", "service", var.service_name, "error_class", "hsm", { stat = "Sum", label = "HSM errors" }],
+            [local.ns, "pixproxy_hsm_sessions", "service", var.service_name, "state", "busy", { stat = "Maximum", label = "busy sessions (max task)" }],
+            [local.ns, "pixproxy_hsm_sessions", "service", var.service_name, "state", "waiting", { stat = "Maximum", label = "signs waiting (max task)" }],
+            ["AWS/CloudHSM", "HsmUnhealthy", "ClusterId", var.hsm_cluster_id, { stat = "Maximum" }],
+          ]
+        }
+      },
+      {
+        type = "metric", x = 8, y = 6, width = 8, height = 6
+        properties = {
+          title  = "Audit: backlog age (s) and spool"
+          region = local.region
+          period = 60
+          metrics = [
+            [local.ns, "pixproxy_audit_oldest_unshipped_seconds", "service", var.service_name, { stat = "Maximum", label = "oldest unshipped (s)" }],
+            [local.ns, "pixproxy_audit_spool", "service", var.service_name, "measure", "pending_rows", { stat = "Maximum", label = "pending rows (max task)", yAxis = "right" }],
+            [local.ns, "pixproxy_audit_sink_failures", "service", var.service_name, "measure", "consecutive", { stat = "Maximum", label = "consecutive sink failures", yAxis = "right" }],
+          ]
+          annotations = { horizontal = [{ label = "backlog alarm", value = var.thresholds.audit_backlog_seconds }] }
+        }
+      },
+      {
+        type = "metric", x = 16, y = 6, width = 8, height = 6
+        properties = {
+          title  = "ICOM (SPI) slots per task"
+          region = local.region
+          period = 60
+          metrics = [
+            [local.ns, "pixproxy_spi_in_flight", "service", var.service_name, { stat = "Maximum", label = "in flight (max task)" }],
+            [local.ns, "pixproxy_spi_queued", "service", var.service_name, { stat = "Maximum", label = "queued (max task)" }],
+          ]
+        }
+      },
+      {
+        type = "metric", x = 0, y = 12, width = 12, height = 6
+        properties = {
+          title  = "Tasks: CPU, memory, running, healthy targets"
+          region = local.region
+          period = 60
+          metrics = [
+            ["AWS/ECS", "CPUUtilization", "ClusterName", var.cluster_name, "ServiceName", var.service_name, { stat = "Average" }],
+            ["AWS/ECS", "MemoryUtilization", "ClusterName", var.cluster_name, "ServiceName", var.service_name, { stat = "Average" }],
+            ["ECS/ContainerInsights", "RunningTaskCount", "ClusterName", var.cluster_name, "ServiceName", var.service_name, { stat = "Average", yAxis = "right" }],
+            ["AWS/NetworkELB", "HealthyHostCount", "LoadBalancer", var.nlb_arn_suffix, "TargetGroup", var.target_group_arn_suffix, { stat = "Minimum", yAxis = "right" }],
+          ]
+        }
+      },
+      {
+        type = "metric", x = 12, y = 12, width = 12, height = 6
+        properties = {
+          title   = "Firehose delivery freshness (s)"
+          region  = local.region
+          period  = 300
+          stat    = "Maximum"
+          metrics = [for k, v in var.firehose_stream_names : ["AWS/Firehose", "DeliveryToS3.DataFreshness", "DeliveryStreamName", v, { label = k }]]
+        }
+      },
+      {
+        type = "alarm", x = 0, y = 18, width = 24, height = 4
+        properties = {
+          title = "Alarms"
+          alarms = concat(
+            [
+              aws_cloudwatch_metric_alarm.http_5xx_rate.arn,
+              aws_cloudwatch_metric_alarm.latency_p99.arn,
+              aws_cloudwatch_metric_alarm.hsm_errors.arn,
+              aws_cloudwatch_metric_alarm.audit_backlog_age.arn,
+              aws_cloudwatch_metric_alarm.cloudhsm_unhealthy.arn,
+              aws_cloudwatch_metric_alarm.healthy_targets.arn,
+              aws_cloudwatch_metric_alarm.audit_sink_failing.arn,
+              aws_cloudwatch_metric_alarm.audit_spool_usage.arn,
+            ],
+            [for a in aws_cloudwatch_metric_alarm.firehose_freshness : a.arn],
+          )
+        }
+      },
+    ]
+  })
+}

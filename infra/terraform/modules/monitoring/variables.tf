@@ -1,0 +1,76 @@
+variable "service_name" {
+  description = "ECS service name (service module output service_name); also the value of the service dimension of the scraped metrics"
+  type        = string
+}
+
+variable "cluster_name" {
+  description = "ECS cluster name (service module output cluster_name)"
+  type        = string
+}
+
+variable "metric_namespace" {
+  description = "Namespace of the proxy's metrics (service module output metric_namespace)"
+  type        = string
+}
+
+variable "log_metric_names" {
+  description = "Request-log metric names (service module output log_metric_names)"
+  type = object({
+    requests      = string
+    responses_5xx = string
+    response_time = string
+  })
+}
+
+variable "nlb_arn_suffix" {
+  description = "NLB ARN suffix (service module output nlb_arn_suffix)"
+  type        = string
+}
+
+variable "target_group_arn_suffix" {
+  description = "Target group ARN suffix (service module output target_group_arn_suffix)"
+  type        = string
+}
+
+variable "hsm_cluster_id" {
+  description = "CloudHSM cluster ID (hsm module output cluster_id)"
+  type        = string
+}
+
+variable "firehose_stream_names" {
+  description = "Audit delivery stream names by system (data_lake module output firehose_stream_names)"
+  type        = map(string)
+}
+
+variable "thresholds" {
+  description = "Alarm thresholds"
+  type = object({
+    error_rate_percent         = optional(number, 1)
+    error_rate_min_requests    = optional(number, 20)
+    p99_latency_ms             = optional(number, 2000)
+    hsm_errors_per_minute      = optional(number, 0)
+    audit_backlog_seconds      = optional(number, 300)
+    spool_usage_percent        = optional(number, 50)
+    min_healthy_targets        = optional(number, 2)
+    firehose_freshness_seconds = optional(number, 1200)
+  })
+  default = {}
+}
+
+variable "alarm_actions" {
+  description = "ARNs notified when an alarm fires (e.g. an SNS topic)"
+  type        = list(string)
+  default     = []
+}
+
+variable "ok_actions" {
+  description = "ARNs notified when an alarm recovers"
+  type        = list(string)
+  default     = []
+}
+
+variable "tags" {
+  description = "Tags added to every resource"
+  type        = map(string)
+  default     = {}
+}

@@ -1,0 +1,919 @@
+# pix-proxy on ECS Fargate behind an internal Network Load Balancer.
+#
+# - TLS passes through the NLB (TCP listener): the proxy terminates it, so inbound mTLS (client certificates and the
+#   fingerprint allowlist) stays end to end between the bank's core systems and the proxy.
+# - Target-group health checks are TCP: with client certificates required, an NLB HTTPS check (which carries no
+#   client certificate) would fail the handshake, and /readyz also probes BACEN, so a BACEN outage would mark every
+#   target unhealthy at once. Readiness problems (HSM, BACEN, audit spool) are alarms instead (monitoring module).
+# - The audit spool lives on EFS so rows written before a task is replaced are shipped by the next one: every task
+#   mounts the same access point and claims its own slot directory (PIXPROXY_AUDIT_SPOOL_SHARED).
+# - Application Auto Scaling owns desired_count (ignore_changes), scaling on CPU and on requests per task.
+# - A CloudWatch agent sidecar scrapes /metrics into CloudWatch (EMF); an init container writes the scrape client
+#   certificate where the agent reads it, because /metrics sits behind the same inbound mTLS as every route.
+
+data "aws_caller_identity" "current" {}
+data "aws_partition" "current" {}
+data "aws_region" "current" {}
+
+locals {
+  region     = data.aws_region.current.name
+  account_id = data.aws_caller_identity.current.account_id
+  partition  = data.aws_partition.current.partition
+
+  metric_namespace = coalesce(var.metric_namespace, "PixProxy/${var.name}")
+
+  proxy_container    = "pix-proxy"
+  agent_container    = "cloudwatch-agent"
+  identity_container = "scrape-identity"
+
+  # Mount points inside the proxy container. The image runs as uid/gid 10001 with a read-only root file system and
+  # writes only to the audit spool (EFS here), /tmp (the PKCS#11 engine's 0600 PIN file) and /run/cloudhsm (the
+  # CloudHSM client configuration the entrypoint writes; /opt/cloudhsm/etc links there). Fargate has no tmpfs, so
+  # the last two are task-local bind mounts; ECS creates them root-owned unless the image declares the same paths
+  # as VOLUMEs owned by 10001 (then it copies them with that owner).
+  spool_dir  = "/var/spool/pix-proxy"
+  scrape_dir = "/run/pix-scrape"
+  scratch_volumes = {
+    tmp      = "/tmp"
+    cloudhsm = "/run/cloudhsm"
+  }
+
+  # SIGTERM drains in-flight requests and ships audit rows within PIXPROXY_SHUTDOWN_TIMEOUT_MS; ECS sends SIGKILL
+  # stop_timeout_seconds after SIGTERM (Fargate allows at most 120 s).
+  shutdown_timeout_ms = var.shutdown_timeout_ms
+
+  # BACEN allows 6 requests in flight to ICOM per participant, not per task: with up to max_capacity tasks each may
+  # use floor(limit / max_capacity) slots, so the participant never exceeds the limit (BACEN answers 429 beyond it).
+  spi_max_in_flight_per_task = floor(var.spi_participant_max_in_flight / var.autoscaling.max_capacity)
+
+  # The proxy's environment. Only settings that follow from this infrastructure are here; everything deployment
+  # specific (ISPB, URLs, labels, certificates, the PIN secret id) is in SSM under PIXPROXY_CONFIG_SSM_PATH and the
+  # environment wins over SSM for the names below. test/infra/terraform.test.ts checks every PIXPROXY_* name against
+  # CONFIG_KEYS in src/config.ts and allows no other names than CLOUDHSM_HSM_IPS (and NODE_OPTIONS).
+  proxy_environment = {
+    PIXPROXY_CONFIG_SSM_PATH            = var.config_ssm_path
+    PIXPROXY_LISTEN_HOST                = "0.0.0.0"
+    PIXPROXY_LISTEN_PORT                = tostring(var.container_port)
+    PIXPROXY_HSM_MODULE_PATH            = "/opt/cloudhsm/lib/libcloudhsm_pkcs11.so"
+    PIXPROXY_AUDIT_SINK                 = "firehose"
+    PIXPROXY_AUDIT_SPOOL_DIR            = local.spool_dir
+    PIXPROXY_AUDIT_SPOOL_SHARED         = "true"
+    PIXPROXY_AUDIT_FIREHOSE_SPI_STREAM  = var.audit_stream_names.spi
+    PIXPROXY_AUDIT_FIREHOSE_DICT_STREAM = var.audit_stream_names.dict
+    PIXPROXY_SHUTDOWN_TIMEOUT_MS        = tostring(local.shutdown_timeout_ms)
+    PIXPROXY_SPI_MAX_IN_FLIGHT          = tostring(local.spi_max_in_flight_per_task)
+    # Consumed by the image's entrypoint (configure-pkcs11 -a), not by the proxy.
+    CLOUDHSM_HSM_IPS = join(",", var.hsm_ip_addresses)
+  }
+
+  # Values ECS reads from SSM when it starts the container (execution role).
+  proxy_secrets = {
+    CLOUDHSM_CUSTOMER_CA = var.cloudhsm_customer_ca_parameter_arn
+  }
+
+  identity_secrets = {
+    SCRAPE_CLIENT_CERT = var.metrics_scrape_parameter_arns.client_cert
+    SCRAPE_CLIENT_KEY  = var.metrics_scrape_parameter_arns.client_key
+    SCRAPE_SERVER_CA   = var.metrics_scrape_parameter_arns.server_ca
+  }
+
+  agent_secrets = {
+    CW_CONFIG_CONTENT         = aws_ssm_parameter.cloudwatch_agent_config.arn
+    PROMETHEUS_CONFIG_CONTENT = aws_ssm_parameter.prometheus_scrape_config.arn
+  }
+
+  # Writes the scrape identity from the container secrets to the shared task-local volume (0400, root: the agent
+  # runs as root). A missing or placeholder value is logged and skipped rather than failing the task: the proxy
+  # must not stop serving because monitoring is misconfigured; the missing metrics raise the audit backlog alarm.
+  identity_script = join("", [
+    "const fs=require('node:fs');let ok=true;",
+    "for(const [f,n] of [['ca.pem','SCRAPE_SERVER_CA'],['cert.pem','SCRAPE_CLIENT_CERT'],['key.pem','SCRAPE_CLIENT_KEY']]){",
+    "const v=process.env[n]||'';",
+    "if(!v.includes('-----BEGIN ')){console.error(JSON.stringify({msg:'scrape identity: '+n+' is not PEM; metrics will not be scraped'}));ok=false;continue}",
+    "fs.writeFileSync('${local.scrape_dir}/'+f,v,{mode:0o400})}",
+    "if(ok)console.log(JSON.stringify({msg:'scrape identity written'}))",
+  ])
+
+  awslogs = {
+    logDriver = "awslogs"
+    options = {
+      awslogs-group         = aws_cloudwatch_log_group.proxy.name
+      awslogs-region        = local.region
+      awslogs-stream-prefix = "proxy"
+      # A slow CloudWatch Logs must not block the event loop (pino writes stdout synchronously); under sustained
+      # pressure lines beyond the buffer are dropped, and the log-derived metrics undercount accordingly.
+      mode            = "non-blocking"
+      max-buffer-size = "25m"
+    }
+  }
+
+  sidecar_logs = {
+    logDriver = "awslogs"
+    options = {
+      awslogs-group         = aws_cloudwatch_log_group.sidecars.name
+      awslogs-region        = local.region
+      awslogs-stream-prefix = "sidecar"
+    }
+  }
+
+  container_definitions = [
+    {
+      name                   = local.proxy_container
+      image                  = var.image
+      essential              = true
+      user                   = "10001:10001"
+      readonlyRootFilesystem = true
+      stopTimeout            = var.stop_timeout_seconds
+      portMappings           = [{ containerPort = var.container_port, protocol = "tcp" }]
+      environment            = [for k in sort(keys(local.proxy_environment)) : { name = k, value = local.proxy_environment[k] }]
+      secrets                = [for k in sort(keys(local.proxy_secrets)) : { name = k, valueFrom = local.proxy_secrets[k] }]
+      mountPoints = concat(
+        [{ sourceVolume = "audit-spool", containerPath = local.spool_dir, readOnly = false }],
+        [for v, path in local.scratch_volumes : { sourceVolume = v, containerPath = path, readOnly = false }],
+      )
+      linuxParameters = {
+        initProcessEnabled = true
+        capabilities       = { drop = ["ALL"] }
+      }
+      # The image's checker; with inbound TLS requiring client certificates it can only prove the port accepts
+      # connections (it holds no client certificate). The NLB checks the same.
+      healthCheck = {
+        command     = ["CMD", "node", "/app/docker/healthcheck.mjs", "tcp://127.0.0.1:${var.container_port}"]
+        interval    = 10
+        timeout     = 5
+        retries     = 3
+        startPeriod = 60
+      }
+      ulimits          = [{ name = "nofile", softLimit = 65536, hardLimit = 65536 }]
+      logConfiguration = local.awslogs
+    },
+    {
+      name                   = local.identity_container
+      image                  = var.image
+      essential              = false
+      user                   = "0"
+      readonlyRootFilesystem = true
+      entryPoint             = ["node", "-e", local.identity_script]
+      secrets                = [for k in sort(keys(local.identity_secrets)) : { name = k, valueFrom = local.identity_secrets[k] }]
+      mountPoints            = [{ sourceVolume = "scrape-identity", containerPath = local.scrape_dir, readOnly = false }]
+      logConfiguration       = local.sidecar_logs
+    },
+    {
+      name      = local.agent_container
+      image     = var.cloudwatch_agent_image
+      essential = false
+      # The agent writes its translated configuration at start-up, so its root file system stays writable.
+      readonlyRootFilesystem = false
+      secrets                = [for k in sort(keys(local.agent_secrets)) : { name = k, valueFrom = local.agent_secrets[k] }]
+      mountPoints            = [{ sourceVolume = "scrape-identity", containerPath = local.scrape_dir, readOnly = true }]
+      dependsOn              = [{ containerName = local.identity_container, condition = "COMPLETE" }]
+      logConfiguration       = local.sidecar_logs
+    },
+  ]
+
+  # Prometheus scrape configuration for the agent (PROMETHEUS_CONFIG_CONTENT). The agent shares the task's network
+  # namespace, so it scrapes the proxy on localhost, presenting the scrape client certificate and checking the
+  # proxy's certificate against its CA under the name the certificate carries.
+  prometheus_scrape_config = {
+    global = {
+      scrape_interval = "${var.scrape_interval_seconds}s"
+      scrape_timeout  = "10s"
+    }
+    scrape_configs = [
+      {
+        job_name       = "pix-proxy"
+        scheme         = "https"
+        metrics_path   = "/metrics"
+        static_configs = [{ targets = ["127.0.0.1:${var.container_port}"], labels = { service = var.name } }]
+        tls_config = {
+          ca_file     = "${local.scrape_dir}/ca.pem"
+          cert_file   = "${local.scrape_dir}/cert.pem"
+          key_file    = "${local.scrape_dir}/key.pem"
+          server_name = var.inbound_tls_server_name
+        }
+        # HSM failures are PIXPROXY_ERR_HSM_* codes of pixproxy_errors_total; an error_class label lets one
+        # CloudWatch metric sum them for the alarm (an alarm cannot SEARCH across codes).
+        metric_relabel_configs = [
+          {
+            source_labels = ["code"]
+            regex         = "PIXPROXY_ERR_HSM_.*"
+            target_label  = "error_class"
+            replacement   = "hsm"
+            action        = "replace"
+          },
+        ]
+      },
+    ]
+  }
+
+  # Which scraped series become CloudWatch metrics (namespace local.metric_namespace, dimension service). The agent
+  # drops Prometheus histograms, so latency percentiles come from the request log (metric filters below).
+  emf_service_matcher = "^${var.name}$"
+  cloudwatch_agent_config = {
+    logs = {
+      force_flush_interval = 5
+      metrics_collected = {
+        prometheus = {
+          log_group_name         = aws_cloudwatch_log_group.prometheus.name
+          prometheus_config_path = "env:PROMETHEUS_CONFIG_CONTENT"
+          emf_processor = {
+            metric_namespace = local.metric_namespace
+            metric_unit = {
+              pixproxy_audit_oldest_unshipped_seconds = "Seconds"
+              pixproxy_errors_total                   = "Count"
+              pixproxy_upstream_requests_total        = "Count"
+              pixproxy_response_signatures_total      = "Count"
+            }
+            metric_declaration = [
+              {
+                source_labels    = ["service"]
+                label_matcher    = local.emf_service_matcher
+                dimensions       = [["service"]]
+                metric_selectors = ["^pixproxy_audit_oldest_unshipped_seconds$", "^pixproxy_spi_in_flight$", "^pixproxy_spi_queued$"]
+              },
+              {
+                source_labels    = ["service"]
+                label_matcher    = local.emf_service_matcher
+                dimensions       = [["service", "measure"]]
+                metric_selectors = ["^pixproxy_audit_spool$", "^pixproxy_audit_sink_failures$"]
+              },
+              {
+                source_labels    = ["service"]
+                label_matcher    = local.emf_service_matcher
+                dimensions       = [["service", "state"]]
+                metric_selectors = ["^pixproxy_audit_rows$", "^pixproxy_hsm_sessions$"]
+              },
+              {
+                source_labels    = ["service", "error_class"]
+                label_matcher    = "^${var.name};hsm$"
+                dimensions       = [["service", "error_class"]]
+                metric_selectors = ["^pixproxy_errors_total$"]
+              },
+              {
+                source_labels    = ["service"]
+                label_matcher    = local.emf_service_matcher
+                dimensions       = [["service", "code"]]
+                metric_selectors = ["^pixproxy_errors_total$"]
+              },
+              {
+                source_labels    = ["service"]
+                label_matcher    = local.emf_service_matcher
+                dimensions       = [["service", "upstream", "status"]]
+                metric_selectors = ["^pixproxy_upstream_requests_total$"]
+              },
+              {
+                source_labels    = ["service"]
+                label_matcher    = local.emf_service_matcher
+                dimensions       = [["service", "upstream", "code"]]
+                metric_selectors = ["^pixproxy_response_signatures_total$"]
+              },
+            ]
+          }
+        }
+      }
+    }
+  }
+
+  # Metrics derived from the request log: Fastify logs one "request completed" line per response with
+  # res.statusCode and responseTime (ms).
+  log_metrics = {
+    requests = {
+      pattern       = "{ $.msg = \"request completed\" }"
+      value         = "1"
+      default_value = null
+      unit          = "Count"
+    }
+    responses_5xx = {
+      pattern       = "{ $.msg = \"request completed\" && $.res.statusCode >= 500 }"
+      value         = "1"
+      default_value = null
+      unit          = "Count"
+    }
+    response_time = {
+      pattern       = "{ $.msg = \"request completed\" }"
+      value         = "$.responseTime"
+      default_value = null
+      unit          = "Milliseconds"
+    }
+  }
+}
+
+# ---------------------------------------------------------------------------------------------------------------
+# Cluster and logs
+# ---------------------------------------------------------------------------------------------------------------
+
+resource "aws_ecs_cluster" "this" {
+  name = var.name
+  tags = var.tags
+
+  # Container Insights publishes RunningTaskCount, which the requests-per-task scaling policy divides by.
+  setting {
+    name  = "containerInsights"
+    value = "enabled"
+  }
+}
+
+resource "aws_cloudwatch_log_group" "proxy" {
+  name              = "/ecs/${var.name}/proxy"
+  retention_in_days = var.log_retention_days
+  tags              = var.tags
+}
+
+resource "aws_cloudwatch_log_group" "sidecars" {
+  name              = "/ecs/${var.name}/sidecars"
+  retention_in_days = var.log_retention_days
+  tags              = var.tags
+}
+
+resource "aws_cloudwatch_log_group" "prometheus" {
+  name              = "/ecs/${var.name}/prometheus"
+  retention_in_days = var.metrics_log_retention_days
+  tags              = var.tags
+}
+
+resource "aws_cloudwatch_log_metric_filter" "request" {
+  for_each = local.log_metrics
+
+  name           = "${var.name}-${each.key}"
+  log_group_name = aws_cloudwatch_log_group.proxy.name
+  pattern        = each.value.pattern
+
+  metric_transformation {
+    name          = each.key
+    namespace     = local.metric_namespace
+    value         = each.value.value
+    default_value = each.value.default_value
+    unit          = each.value.unit
+  }
+}
+
+# ---------------------------------------------------------------------------------------------------------------
+# CloudWatch agent configuration (outside the proxy's SSM path: the proxy refuses parameters that are not settings)
+# ---------------------------------------------------------------------------------------------------------------
+
+resource "aws_ssm_parameter" "cloudwatch_agent_config" {
+  name        = "${var.infra_ssm_path}cloudwatch-agent-config"
+  description = "CloudWatch agent configuration for the ${var.name} metrics sidecar (CW_CONFIG_CONTENT)"
+  type        = "String"
+  tier        = "Intelligent-Tiering"
+  value       = jsonencode(local.cloudwatch_agent_config)
+  tags        = var.tags
+}
+
+resource "aws_ssm_parameter" "prometheus_scrape_config" {
+  name        = "${var.infra_ssm_path}prometheus-scrape-config"
+  description = "Prometheus scrape configuration for the ${var.name} metrics sidecar (PROMETHEUS_CONFIG_CONTENT)"
+  type        = "String"
+  tier        = "Intelligent-Tiering"
+  value       = yamlencode(local.prometheus_scrape_config)
+  tags        = var.tags
+}
+
+# ---------------------------------------------------------------------------------------------------------------
+# Audit spool on EFS
+# ---------------------------------------------------------------------------------------------------------------
+
+resource "aws_efs_file_system" "spool" {
+  creation_token   = "${var.name}-audit-spool"
+  encrypted        = true
+  kms_key_id       = var.efs_kms_key_arn
+  performance_mode = "generalPurpose"
+  throughput_mode  = "elastic"
+  tags             = merge(var.tags, { Name = "${var.name}-audit-spool" })
+}
+
+resource "aws_security_group" "efs" {
+  name_prefix = "${var.name}-efs-"
+  description = "EFS mount targets of the pix-proxy audit spool: NFS from the proxy tasks only"
+  vpc_id      = var.vpc_id
+  tags        = merge(var.tags, { Name = "${var.name}-efs" })
+
+  lifecycle {
+    create_before_destroy = true
+  }
+}
+
+resource "aws_vpc_security_group_ingress_rule" "efs_from_tasks" {
+  security_group_id            = aws_security_group.efs.id
+  referenced_security_group_id = var.task_security_group_id
+  ip_protocol                  = "tcp"
+  from_port                    = 2049
+  to_port                      = 2049
+  description                  = "NFS from pix-proxy tasks"
+}
+
+resource "aws_vpc_security_group_egress_rule" "tasks_to_efs" {
+  security_group_id            = var.task_security_group_id
+  referenced_security_group_id = aws_security_group.efs.id
+  ip_protocol                  = "tcp"
+  from_port                    = 2049
+  to_port                      = 2049
+  description                  = "NFS to the audit spool"
+}
+
+resource "aws_efs_mount_target" "spool" {
+  count = length(var.private_subnet_ids)
+
+  file_system_id  = aws_efs_file_system.spool.id
+  subnet_id       = var.private_subnet_ids[count.index]
+  security_groups = [aws_security_group.efs.id]
+}
+
+# Every task mounts this access point: it is the spool root, owned by the proxy's uid/gid, and each process claims a
+# slot-NNN directory inside it.
+resource "aws_efs_access_point" "spool" {
+  file_system_id = aws_efs_file_system.spool.id
+  tags           = merge(var.tags, { Name = "${var.name}-audit-spool" })
+
+  posix_user {
+    uid = 10001
+    gid = 10001
+  }
+
+  root_directory {
+    path = "/audit-spool"
+
+    creation_info {
+      owner_uid   = 10001
+      owner_gid   = 10001
+      permissions = "0750"
+    }
+  }
+}
+
+data "aws_iam_policy_document" "efs" {
+  statement {
+    sid       = "DenyInsecureTransport"
+    effect    = "Deny"
+    actions   = ["elasticfilesystem:*"]
+    resources = [aws_efs_file_system.spool.arn]
+
+    principals {
+      type        = "AWS"
+      identifiers = ["*"]
+    }
+
+    condition {
+      test     = "Bool"
+      variable = "aws:SecureTransport"
+      values   = ["false"]
+    }
+  }
+
+  statement {
+    sid       = "TasksThroughAccessPoint"
+    actions   = ["elasticfilesystem:ClientMount", "elasticfilesystem:ClientWrite"]
+    resources = [aws_efs_file_system.spool.arn]
+
+    principals {
+      type        = "AWS"
+      identifiers = [aws_iam_role.task.arn]
+    }
+
+    condition {
+      test     = "StringEquals"
+      variable = "elasticfilesystem:AccessPointArn"
+      values   = [aws_efs_access_point.spool.arn]
+    }
+  }
+}
+
+resource "aws_efs_file_system_policy" "spool" {
+  file_system_id = aws_efs_file_system.spool.id
+  policy         = data.aws_iam_policy_document.efs.json
+}
+
+# ---------------------------------------------------------------------------------------------------------------
+# IAM: execution role (ECS agent: image, logs, container secrets) and task role (the proxy and its sidecars)
+# ---------------------------------------------------------------------------------------------------------------
+
+data "aws_iam_policy_document" "ecs_tasks_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+
+    principals {
+      type        = "Service"
+      identifiers = ["ecs-tasks.amazonaws.com"]
+    }
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [local.account_id]
+    }
+
+    condition {
+      test     = "ArnLike"
+      variable = "aws:SourceArn"
+      values   = ["arn:${local.partition}:ecs:${local.region}:${local.account_id}:*"]
+    }
+  }
+}
+
+resource "aws_iam_role" "execution" {
+  name_prefix        = "${var.name}-exec-"
+  assume_role_policy = data.aws_iam_policy_document.ecs_tasks_assume.json
+  tags               = var.tags
+}
+
+data "aws_iam_policy_document" "execution" {
+  # GetAuthorizationToken has no resource-level permissions: AWS requires "*".
+  statement {
+    sid       = "EcrToken"
+    actions   = ["ecr:GetAuthorizationToken"]
+    resources = ["*"]
+  }
+
+  statement {
+    sid       = "PullImages"
+    actions   = ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"]
+    resources = var.ecr_repository_arns
+  }
+
+  statement {
+    sid       = "ContainerLogs"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+    resources = ["${aws_cloudwatch_log_group.proxy.arn}:log-stream:*", "${aws_cloudwatch_log_group.sidecars.arn}:log-stream:*"]
+  }
+
+  statement {
+    sid     = "ContainerSecrets"
+    actions = ["ssm:GetParameters"]
+    resources = [
+      var.cloudhsm_customer_ca_parameter_arn,
+      var.metrics_scrape_parameter_arns.client_cert,
+      var.metrics_scrape_parameter_arns.client_key,
+      var.metrics_scrape_parameter_arns.server_ca,
+      aws_ssm_parameter.cloudwatch_agent_config.arn,
+      aws_ssm_parameter.prometheus_scrape_config.arn,
+    ]
+  }
+
+  statement {
+    sid       = "DecryptContainerSecrets"
+    actions   = ["kms:Decrypt"]
+    resources = [var.config_kms_key_arn]
+
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["ssm.${local.region}.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "execution" {
+  name   = "start-tasks"
+  role   = aws_iam_role.execution.id
+  policy = data.aws_iam_policy_document.execution.json
+}
+
+resource "aws_iam_role" "task" {
+  name_prefix        = "${var.name}-task-"
+  assume_role_policy = data.aws_iam_policy_document.ecs_tasks_assume.json
+  tags               = var.tags
+}
+
+data "aws_iam_policy_document" "task" {
+  # Settings: GetParametersByPath on the path (the proxy sends it without the trailing slash) and its parameters.
+  statement {
+    sid       = "ReadSettings"
+    actions   = ["ssm:GetParametersByPath"]
+    resources = [var.config_ssm_path_arn, "${var.config_ssm_path_arn}/*"]
+  }
+
+  statement {
+    sid       = "ReadHsmPin"
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = [var.hsm_pin_secret_arn]
+  }
+
+  statement {
+    sid       = "DecryptSettingsAndPin"
+    actions   = ["kms:Decrypt"]
+    resources = [var.config_kms_key_arn]
+
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["ssm.${local.region}.amazonaws.com", "secretsmanager.${local.region}.amazonaws.com"]
+    }
+  }
+
+  statement {
+    sid       = "ShipAuditRows"
+    actions   = ["firehose:PutRecordBatch", "firehose:PutRecord"]
+    resources = values(var.audit_stream_arns)
+  }
+
+  statement {
+    sid       = "MountAuditSpool"
+    actions   = ["elasticfilesystem:ClientMount", "elasticfilesystem:ClientWrite"]
+    resources = [aws_efs_file_system.spool.arn]
+
+    condition {
+      test     = "StringEquals"
+      variable = "elasticfilesystem:AccessPointArn"
+      values   = [aws_efs_access_point.spool.arn]
+    }
+  }
+
+  # The CloudWatch agent sidecar writes the scraped metrics as EMF log events.
+  statement {
+    sid       = "PublishScrapedMetrics"
+    actions   = ["logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents"]
+    resources = [aws_cloudwatch_log_group.prometheus.arn, "${aws_cloudwatch_log_group.prometheus.arn}:log-stream:*"]
+  }
+}
+
+resource "aws_iam_role_policy" "task" {
+  name   = "run-proxy"
+  role   = aws_iam_role.task.id
+  policy = data.aws_iam_policy_document.task.json
+}
+
+# ---------------------------------------------------------------------------------------------------------------
+# Task definition
+# ---------------------------------------------------------------------------------------------------------------
+
+resource "aws_ecs_task_definition" "this" {
+  family                   = var.name
+  requires_compatibilities = ["FARGATE"]
+  network_mode             = "awsvpc"
+  cpu                      = var.task_cpu
+  memory                   = var.task_memory
+  execution_role_arn       = aws_iam_role.execution.arn
+  task_role_arn            = aws_iam_role.task.arn
+  container_definitions    = jsonencode(local.container_definitions)
+  tags                     = var.tags
+
+  # The CloudHSM client SDK packages are built for x86_64.
+  runtime_platform {
+    operating_system_family = "LINUX"
+    cpu_architecture        = "X86_64"
+  }
+
+  volume {
+    name = "audit-spool"
+
+    efs_volume_configuration {
+      file_system_id     = aws_efs_file_system.spool.id
+      transit_encryption = "ENABLED"
+
+      authorization_config {
+        access_point_id = aws_efs_access_point.spool.id
+        iam             = "ENABLED"
+      }
+    }
+  }
+
+  dynamic "volume" {
+    for_each = merge(local.scratch_volumes, { scrape-identity = local.scrape_dir })
+    content {
+      name = volume.key
+    }
+  }
+
+  lifecycle {
+    precondition {
+      condition     = var.stop_timeout_seconds * 1000 >= local.shutdown_timeout_ms + 5000 && var.stop_timeout_seconds <= 120
+      error_message = "stop_timeout_seconds must leave 5 s beyond PIXPROXY_SHUTDOWN_TIMEOUT_MS for the audit flush, and Fargate allows at most 120."
+    }
+
+    precondition {
+      condition     = var.autoscaling.max_capacity <= var.spi_participant_max_in_flight
+      error_message = "More tasks than BACEN's in-flight limit per participant: each task needs at least one ICOM slot."
+    }
+  }
+}
+
+# ---------------------------------------------------------------------------------------------------------------
+# Internal NLB, TLS passed through
+# ---------------------------------------------------------------------------------------------------------------
+
+resource "aws_security_group" "nlb" {
+  name_prefix = "${var.name}-nlb-"
+  description = "pix-proxy internal NLB: bank core systems in, proxy tasks out"
+  vpc_id      = var.vpc_id
+  tags        = merge(var.tags, { Name = "${var.name}-nlb" })
+
+  lifecycle {
+    create_before_destroy = true
+  }
+}
+
+resource "aws_vpc_security_group_ingress_rule" "nlb_from_callers" {
+  for_each = toset(var.caller_cidrs)
+
+  security_group_id = aws_security_group.nlb.id
+  cidr_ipv4         = each.value
+  ip_protocol       = "tcp"
+  from_port         = var.listener_port
+  to_port           = var.listener_port
+  description       = "Bank core systems"
+}
+
+resource "aws_vpc_security_group_egress_rule" "nlb_to_tasks" {
+  security_group_id            = aws_security_group.nlb.id
+  referenced_security_group_id = var.task_security_group_id
+  ip_protocol                  = "tcp"
+  from_port                    = var.container_port
+  to_port                      = var.container_port
+  description                  = "Traffic and health checks to the proxy tasks"
+}
+
+resource "aws_vpc_security_group_ingress_rule" "tasks_from_nlb" {
+  security_group_id            = var.task_security_group_id
+  referenced_security_group_id = aws_security_group.nlb.id
+  ip_protocol                  = "tcp"
+  from_port                    = var.container_port
+  to_port                      = var.container_port
+  description                  = "From the internal NLB"
+}
+
+resource "aws_lb" "this" {
+  name                             = var.name
+  internal                         = true
+  load_balancer_type               = "network"
+  subnets                          = var.nlb_subnet_ids != null ? var.nlb_subnet_ids : var.private_subnet_ids
+  security_groups                  = [aws_security_group.nlb.id]
+  enable_cross_zone_load_balancing = true
+  enable_deletion_protection       = var.deletion_protection
+  tags                             = var.tags
+}
+
+resource "aws_lb_target_group" "this" {
+  name        = var.name
+  port        = var.container_port
+  protocol    = "TCP"
+  target_type = "ip"
+  vpc_id      = var.vpc_id
+  tags        = var.tags
+
+  # On scale-in or deployment ECS first deregisters the task: the NLB stops opening new connections to it for this
+  # long, then ECS sends SIGTERM and the proxy drains (503 + Connection: close on kept-alive sockets, so callers
+  # reconnect to another task) within PIXPROXY_SHUTDOWN_TIMEOUT_MS. Existing connections are not reset by the NLB.
+  deregistration_delay   = var.deregistration_delay_seconds
+  connection_termination = false
+  # IP targets behind an NLB with security groups: the proxy sees the NLB's address; callers are identified by their
+  # client certificate, not their IP.
+  preserve_client_ip = "false"
+
+  health_check {
+    enabled             = true
+    protocol            = "TCP"
+    port                = "traffic-port"
+    interval            = 10
+    healthy_threshold   = 2
+    unhealthy_threshold = 2
+  }
+}
+
+resource "aws_lb_listener" "this" {
+  load_balancer_arn = aws_lb.this.arn
+  port              = var.listener_port
+  protocol          = "TCP"
+  tags              = var.tags
+
+  default_action {
+    type             = "forward"
+    target_group_arn = aws_lb_target_group.this.arn
+  }
+}
+
+# ---------------------------------------------------------------------------------------------------------------
+# Service and autoscaling
+# ---------------------------------------------------------------------------------------------------------------
+
+resource "aws_ecs_service" "this" {
+  name                               = var.name
+  cluster                            = aws_ecs_cluster.this.id
+  task_definition                    = aws_ecs_task_definition.this.arn
+  desired_count                      = var.autoscaling.min_capacity
+  launch_type                        = "FARGATE"
+  platform_version                   = "LATEST"
+  deployment_minimum_healthy_percent = 100
+  deployment_maximum_percent         = 200
+  health_check_grace_period_seconds  = var.health_check_grace_period_seconds
+  enable_ecs_managed_tags            = true
+  propagate_tags                     = "SERVICE"
+  enable_execute_command             = false
+  tags                               = var.tags
+
+  deployment_circuit_breaker {
+    enable   = true
+    rollback = true
+  }
+
+  network_configuration {
+    subnets          = var.private_subnet_ids
+    security_groups  = [var.task_security_group_id]
+    assign_public_ip = false
+  }
+
+  load_balancer {
+    target_group_arn = aws_lb_target_group.this.arn
+    container_name   = local.proxy_container
+    container_port   = var.container_port
+  }
+
+  # Application Auto Scaling owns the task count after creation.
+  lifecycle {
+    ignore_changes = [desired_count]
+  }
+
+  depends_on = [aws_lb_listener.this, aws_iam_role_policy.task, aws_efs_mount_target.spool]
+}
+
+resource "aws_appautoscaling_target" "this" {
+  service_namespace  = "ecs"
+  scalable_dimension = "ecs:service:DesiredCount"
+  resource_id        = "service/${aws_ecs_cluster.this.name}/${aws_ecs_service.this.name}"
+  min_capacity       = var.autoscaling.min_capacity
+  max_capacity       = var.autoscaling.max_capacity
+}
+
+resource "aws_appautoscaling_policy" "cpu" {
+  name               = "${var.name}-cpu"
+  policy_type        = "TargetTrackingScaling"
+  service_namespace  = aws_appautoscaling_target.this.service_namespace
+  scalable_dimension = aws_appautoscaling_target.this.scalable_dimension
+  resource_id        = aws_appautoscaling_target.this.resource_id
+
+  target_tracking_scaling_policy_configuration {
+    target_value       = var.autoscaling.cpu_target_percent
+    scale_in_cooldown  = var.autoscaling.scale_in_cooldown_seconds
+    scale_out_cooldown = var.autoscaling.scale_out_cooldown_seconds
+
+    predefined_metric_specification {
+      predefined_metric_type = "ECSServiceAverageCPUUtilization"
+    }
+  }
+}
+
+# Requests per task per minute. ALBRequestCountPerTarget exists only for ALBs; behind an NLB the request count comes
+# from the proxy's request log (metric filter "requests") divided by the running task count (Container Insights).
+resource "aws_appautoscaling_policy" "requests" {
+  name               = "${var.name}-requests"
+  policy_type        = "TargetTrackingScaling"
+  service_namespace  = aws_appautoscaling_target.this.service_namespace
+  scalable_dimension = aws_appautoscaling_target.this.scalable_dimension
+  resource_id        = aws_appautoscaling_target.this.resource_id
+
+  target_tracking_scaling_policy_configuration {
+    target_value       = var.autoscaling.requests_per_task_per_minute
+    scale_in_cooldown  = var.autoscaling.scale_in_cooldown_seconds
+    scale_out_cooldown = var.autoscaling.scale_out_cooldown_seconds
+
+    customized_metric_specification {
+      metrics {
+        id          = "requests"
+        label       = "Requests answered by the service (request log)"
+        return_data = false
+
+        metric_stat {
+          stat = "Sum"
+
+          metric {
+            namespace   = local.metric_namespace
+            metric_name = "requests"
+          }
+        }
+      }
+
+      metrics {
+        id          = "tasks"
+        label       = "Running tasks"
+        return_data = false
+
+        metric_stat {
+          stat = "Average"
+
+          metric {
+            namespace   = "ECS/ContainerInsights"
+            metric_name = "RunningTaskCount"
+
+            dimensions {
+              name  = "ClusterName"
+              value = aws_ecs_cluster.this.name
+            }
+
+            dimensions {
+              name  = "ServiceName"
+              value = aws_ecs_service.this.name
+            }
+          }
+        }
+      }
+
+      metrics {
+        id          = "requests_per_task"
+        label       = "Requests per task"
+        expression  = "requests / tasks"
+        return_data = true
+      }
+    }
+  }
+
+  depends_on = [aws_cloudwatch_log_metric_filter.request]
+}

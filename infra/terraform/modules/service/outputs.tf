@@ -1,0 +1,69 @@
+output "cluster_name" {
+  description = "ECS cluster"
+  value       = aws_ecs_cluster.this.name
+}
+
+output "service_name" {
+  description = "ECS service"
+  value       = aws_ecs_service.this.name
+}
+
+output "task_definition_arn" {
+  description = "Current task definition"
+  value       = aws_ecs_task_definition.this.arn
+}
+
+output "task_role_arn" {
+  description = "Task role of the proxy and its sidecars"
+  value       = aws_iam_role.task.arn
+}
+
+output "execution_role_arn" {
+  description = "Execution role (image pulls, logs, container secrets)"
+  value       = aws_iam_role.execution.arn
+}
+
+output "nlb_arn" {
+  description = "Internal NLB"
+  value       = aws_lb.this.arn
+}
+
+output "nlb_arn_suffix" {
+  description = "NLB ARN suffix (CloudWatch dimension LoadBalancer)"
+  value       = aws_lb.this.arn_suffix
+}
+
+output "nlb_dns_name" {
+  description = "DNS name of the NLB; point the name in the inbound certificate at it"
+  value       = aws_lb.this.dns_name
+}
+
+output "target_group_arn_suffix" {
+  description = "Target group ARN suffix (CloudWatch dimension TargetGroup)"
+  value       = aws_lb_target_group.this.arn_suffix
+}
+
+output "efs_file_system_id" {
+  description = "File system of the audit spool"
+  value       = aws_efs_file_system.spool.id
+}
+
+output "log_group_name" {
+  description = "Log group of the proxy's JSON logs"
+  value       = aws_cloudwatch_log_group.proxy.name
+}
+
+output "metric_namespace" {
+  description = "CloudWatch namespace of the proxy's metrics"
+  value       = local.metric_namespace
+}
+
+output "log_metric_names" {
+  description = "Metrics derived from the request log: requests, responses_5xx, response_time (ms)"
+  value       = { for k, f in aws_cloudwatch_log_metric_filter.request : k => f.metric_transformation[0].name }
+}
+
+output "spi_max_in_flight_per_task" {
+  description = "PIXPROXY_SPI_MAX_IN_FLIGHT given to each task"
+  value       = local.spi_max_in_flight_per_task
+}

@@ -1,0 +1,929 @@
+// The Terraform under infra/terraform cannot be planned here (no providers), so its correctness is checked by
+// parsing every .tf file (@cdktf/hcl2json) and asserting the settings issue 5 requires, and by checking the
+// Terraform against the proxy it deploys: environment and SSM names against CONFIG_KEYS (and loadConfig on the
+// result), Glue columns against AUDIT_COLUMNS, metric names against the ones src/ registers, the request-log metric
+// filters against a real Fastify log line.
+import t from 'tap'
+import { parse } from '@cdktf/hcl2json'
+import { readFile, readdir } from 'node:fs/promises'
+import { existsSync } from 'node:fs'
+import { spawnSync } from 'node:child_process'
+import { join, relative, dirname, resolve as resolvePath } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { Writable } from 'node:stream'
+import Fastify from 'fastify'
+import { CONFIG_KEYS, ConfigSchema, envNameFromParameter, loadConfig, ssmParameterName } from '../../src/config.ts'
+import { AUDIT_COLUMNS, PARTITION_KEYS } from '../../src/audit/schema.ts'
+import { Errors } from '../../src/errors.ts'
+
+// hcl2json output: blocks are arrays of objects, expressions are "${...}" strings.
+type Hcl = any // eslint-disable-line @typescript-eslint/no-explicit-any
+
+const REPO = resolvePath(dirname(fileURLToPath(import.meta.url)), '../..')
+const TF_ROOT = join(REPO, 'infra/terraform')
+const MODULES = ['network', 'hsm', 'service', 'config', 'data_lake', 'monitoring'] as const
+const EXAMPLE = 'examples/complete'
+
+interface TfModule {
+  readonly dir: string
+  readonly files: Map<string, Hcl>
+  readonly resources: Record<string, Record<string, Hcl>>
+  readonly data: Record<string, Record<string, Hcl>>
+  readonly locals: Record<string, Hcl>
+  readonly variables: Record<string, Hcl>
+  readonly outputs: Record<string, Hcl>
+  readonly modules: Record<string, Hcl>
+  readonly terraform: Hcl[]
+}
+
+async function tfFiles (dir: string): Promise<string[]> {
+  const out: string[] = []
+  for (const e of await readdir(dir, { withFileTypes: true })) {
+    if (e.name.startsWith('.')) continue
+    const p = join(dir, e.name)
+    if (e.isDirectory()) out.push(...await tfFiles(p))
+    else if (e.name.endsWith('.tf')) out.push(p)
+  }
+  return out.sort()
+}
+
+async function loadModules (): Promise<Map<string, TfModule>> {
+  const byDir = new Map<string, TfModule>()
+  for (const file of await tfFiles(TF_ROOT)) {
+    const dir = relative(TF_ROOT, dirname(file))
+    let m = byDir.get(dir)
+    if (m === undefined) {
+      m = { dir, files: new Map(), resources: {}, data: {}, locals: {}, variables: {}, outputs: {}, modules: {}, terraform: [] }
+      byDir.set(dir, m)
+    }
+    const json: Hcl = await parse(file, await readFile(file, 'utf8'))
+    m.files.set(relative(join(TF_ROOT, dir), file), json)
+    for (const [type, byName] of Object.entries<Hcl>(json.resource ?? {})) {
+      for (const [name, blocks] of Object.entries<Hcl>(byName)) (m.resources[type] ??= {})[name] = blocks[0]
+    }
+    for (const [type, byName] of Object.entries<Hcl>(json.data ?? {})) {
+      for (const [name, blocks] of Object.entries<Hcl>(byName)) (m.data[type] ??= {})[name] = blocks[0]
+    }
+    for (const l of json.locals ?? []) Object.assign(m.locals, l)
+    for (const [name, blocks] of Object.entries<Hcl>(json.variable ?? {})) m.variables[name] = blocks[0]
+    for (const [name, blocks] of Object.entries<Hcl>(json.output ?? {})) m.outputs[name] = blocks[0]
+    for (const [name, blocks] of Object.entries<Hcl>(json.module ?? {})) m.modules[name] = blocks[0]
+    m.terraform.push(...(json.terraform ?? []))
+  }
+  return byDir
+}
+
+const all = await loadModules()
+
+function mod (dir: string): TfModule {
+  const m = all.get(dir)
+  if (m === undefined) throw new Error(`no Terraform in infra/terraform/${dir}`)
+  return m
+}
+
+function res (m: TfModule, type: string, name: string): Hcl {
+  const r = m.resources[type]?.[name]
+  if (r === undefined) throw new Error(`${m.dir}: no resource ${type}.${name}`)
+  return r
+}
+
+function resourcesOf (type: string): Array<{ m: TfModule, name: string, r: Hcl }> {
+  const out: Array<{ m: TfModule, name: string, r: Hcl }> = []
+  for (const m of all.values()) for (const [name, r] of Object.entries<Hcl>(m.resources[type] ?? {})) out.push({ m, name, r })
+  return out
+}
+
+/** The first block of a nested block list (`lifecycle`, `health_check`, ...). */
+function one (x: Hcl, key: string): Hcl {
+  const v = x?.[key]
+  if (!Array.isArray(v) || v.length === 0) throw new Error(`no ${key} block`)
+  return v[0]
+}
+
+/** The inner expression when the whole value is one "${...}", or undefined (a literal or a template). */
+function expr (v: unknown): string | undefined {
+  if (typeof v !== 'string' || !v.startsWith('${') || !v.endsWith('}')) return undefined
+  let depth = 0
+  for (let i = 1; i < v.length; i++) {
+    if (v[i] === '{') depth++
+    else if (v[i] === '}' && --depth === 0) return i === v.length - 1 ? v.slice(2, -1) : undefined
+  }
+  return undefined
+}
+
+/**
+ * Evaluates the small expressions the assertions need (references, tostring, floor of a division) against a
+ * module's variable defaults, its locals and explicit inputs. Anything else throws: an assertion must not pass on
+ * an expression it could not read.
+ */
+function evaluate (m: TfModule, value: unknown, inputs: Record<string, unknown> = {}): unknown {
+  if (typeof value !== 'string') return value
+  const e = expr(value)
+  if (e === undefined) {
+    // A template: interpolate simple references, keep escaped $${...} literal.
+    if (!value.includes('${')) return value.replaceAll('$${', '${')
+    return value.split('$${').map((part) => part.replace(/\$\{([^}]+)\}/g, (_s, inner: string) => String(evaluate(m, '${' + inner + '}', inputs)))).join('${')
+  }
+  if (e in inputs) return inputs[e]
+  let g: RegExpExecArray | null
+  if ((g = /^tostring\((.+)\)$/.exec(e)) !== null) return String(evaluate(m, '${' + g[1] + '}', inputs))
+  if ((g = /^floor\((\S+) \/ (\S+)\)$/.exec(e)) !== null) {
+    return Math.floor(Number(evaluate(m, '${' + g[1] + '}', inputs)) / Number(evaluate(m, '${' + g[2] + '}', inputs)))
+  }
+  if ((g = /^(var|local|each)\.([\w.]+)$/.exec(e)) !== null) {
+    const [root, ...path] = (g[2] as string).split('.') as [string, ...string[]]
+    let v: unknown
+    if (g[1] === 'var') {
+      if (root in inputs) v = inputs[root]
+      else if (m.variables[root] !== undefined && 'default' in m.variables[root]) v = m.variables[root].default
+      else throw new Error(`${m.dir}: var.${root} has no default and no input`)
+    } else if (g[1] === 'each') {
+      v = inputs[`each.${root}`]
+    } else {
+      v = evaluate(m, m.locals[root], inputs)
+    }
+    for (const p of path) v = (v as Record<string, unknown>)[p]
+    if (v === undefined) throw new Error(`${m.dir}: ${e} is undefined`)
+    return evaluate(m, v, inputs)
+  }
+  throw new Error(`${m.dir}: cannot evaluate ${e}`)
+}
+
+/** Every "${...}" expression string anywhere in a parsed value. */
+function expressions (v: unknown, out: string[] = []): string[] {
+  if (typeof v === 'string') {
+    if (v.includes('${')) out.push(v)
+  } else if (Array.isArray(v)) {
+    for (const x of v) expressions(x, out)
+  } else if (v !== null && typeof v === 'object') {
+    for (const x of Object.values(v)) expressions(x, out)
+  }
+  return out
+}
+
+function allStrings (v: unknown, out: string[] = []): string[] {
+  if (typeof v === 'string') out.push(v)
+  else if (Array.isArray(v)) for (const x of v) allStrings(x, out)
+  else if (v !== null && typeof v === 'object') for (const x of Object.values(v)) allStrings(x, out)
+  return out
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+t.test('every module has main/variables/outputs/versions and a README listing its inputs and outputs', async (t) => {
+  for (const dir of [...MODULES.map((m) => `modules/${m}`), EXAMPLE]) {
+    const m = mod(dir)
+    for (const f of ['main.tf', 'variables.tf', 'outputs.tf', 'versions.tf']) t.ok(m.files.has(f), `${dir}/${f}`)
+    const readmePath = join(TF_ROOT, dir, 'README.md')
+    t.ok(existsSync(readmePath), `${dir}/README.md`)
+    if (!existsSync(readmePath)) continue
+    const readme = await readFile(readmePath, 'utf8')
+    if (dir === EXAMPLE) continue
+    t.match(readme, /## Inputs/, `${dir}/README.md has an inputs table`)
+    t.match(readme, /## Outputs/, `${dir}/README.md has an outputs table`)
+    for (const v of Object.keys(m.variables)) t.ok(readme.includes(`\`${v}\``), `${dir}/README.md documents input ${v}`)
+    for (const o of Object.keys(m.outputs)) t.ok(readme.includes(`\`${o}\``), `${dir}/README.md documents output ${o}`)
+    // Variables live in variables.tf, outputs in outputs.tf.
+    t.same(Object.keys(m.files.get('variables.tf')?.variable ?? {}).sort(), Object.keys(m.variables).sort(), `${dir}: every variable is in variables.tf`)
+    t.same(Object.keys(m.files.get('outputs.tf')?.output ?? {}).sort(), Object.keys(m.outputs).sort(), `${dir}: every output is in outputs.tf`)
+  }
+  t.ok(existsSync(join(TF_ROOT, 'README.md')), 'infra/terraform/README.md')
+})
+
+t.test('versions pin Terraform and the AWS provider to a bounded range', async (t) => {
+  for (const m of all.values()) {
+    const tf = m.terraform[0]
+    t.ok(tf, `${m.dir}: terraform block`)
+    t.match(tf.required_version, /^>= 1\.\d+/, `${m.dir}: required_version`)
+    const aws = tf.required_providers?.[0]?.aws
+    t.equal(aws?.source, 'hashicorp/aws', `${m.dir}: aws provider source`)
+    t.match(aws?.version, /^>= [56]\.\d+, < [67]\.0$/, `${m.dir}: aws provider range has a lower and an upper bound`)
+  }
+})
+
+t.test('every variable has a type and a description; every output a description', async (t) => {
+  let n = 0
+  for (const m of all.values()) {
+    for (const [name, v] of Object.entries<Hcl>(m.variables)) {
+      n++
+      t.ok(typeof v.type === 'string' && v.type.length > 0, `${m.dir}: var.${name} has a type`)
+      t.ok(typeof v.description === 'string' && v.description.trim().length > 10, `${m.dir}: var.${name} has a description`)
+    }
+    for (const [name, o] of Object.entries<Hcl>(m.outputs)) {
+      t.ok(typeof o.description === 'string' && o.description.trim().length > 5, `${m.dir}: output ${name} has a description`)
+    }
+  }
+  t.ok(n > 50, `${n} variables checked`)
+})
+
+const terraformMissing = (spawnSync('terraform', ['version'], { encoding: 'utf8' }).error as NodeJS.ErrnoException | undefined)?.code === 'ENOENT'
+
+t.test('terraform fmt -check -recursive passes', {
+  skip: terraformMissing ? 'the terraform binary is not on PATH, so formatting cannot be checked here' : false
+}, async (t) => {
+  const r = spawnSync('terraform', ['fmt', '-check', '-recursive', '-diff', 'infra/terraform'], { cwd: REPO, encoding: 'utf8' })
+  t.equal(r.status, 0, `terraform fmt reports no differences${r.status === 0 ? '' : ':\n' + r.stdout}`)
+})
+
+t.test('references resolve: variables, locals, resources, data sources, module outputs', async (t) => {
+  const meta = new Set(['source', 'version', 'providers', 'depends_on', 'count', 'for_each'])
+  for (const m of all.values()) {
+    const exprs = [...m.files.values()].flatMap((j) => expressions(j))
+    for (const e of exprs) {
+      for (const g of e.matchAll(/(?<![\w.])var\.(\w+)/g)) t.ok(g[1] as string in m.variables, `${m.dir}: var.${g[1]} is declared`)
+      for (const g of e.matchAll(/(?<![\w.])local\.(\w+)/g)) t.ok(g[1] as string in m.locals, `${m.dir}: local.${g[1]} is declared`)
+      for (const g of e.matchAll(/(?<![\w.])data\.(aws_\w+)\.(\w+)/g)) t.ok(m.data[g[1] as string]?.[g[2] as string], `${m.dir}: data.${g[1]}.${g[2]} exists`)
+      for (const g of e.matchAll(/(?<![\w.])(aws_\w+)\.(\w+)/g)) t.ok(m.resources[g[1] as string]?.[g[2] as string], `${m.dir}: ${g[1]}.${g[2]} exists`)
+      for (const g of e.matchAll(/(?<![\w.])module\.(\w+)\.(\w+)/g)) {
+        const call = m.modules[g[1] as string]
+        t.ok(call, `${m.dir}: module.${g[1]} is called`)
+        if (call === undefined) continue
+        const target = mod(relative(TF_ROOT, join(TF_ROOT, m.dir, call.source)))
+        t.ok(g[2] as string in target.outputs, `${m.dir}: module.${g[1]}.${g[2]} is an output of ${target.dir}`)
+      }
+    }
+    // Module calls pass every required input and nothing the module does not declare.
+    for (const [name, call] of Object.entries<Hcl>(m.modules)) {
+      const target = mod(relative(TF_ROOT, join(TF_ROOT, m.dir, call.source)))
+      const args = Object.keys(call).filter((k) => !meta.has(k))
+      for (const a of args) t.ok(a in target.variables, `${m.dir}: module.${name} input ${a} is declared by ${target.dir}`)
+      for (const [v, decl] of Object.entries<Hcl>(target.variables)) {
+        if (!('default' in decl)) t.ok(args.includes(v), `${m.dir}: module.${name} sets required input ${v}`)
+      }
+    }
+  }
+})
+
+t.test('the complete example wires all six modules', async (t) => {
+  const ex = mod(EXAMPLE)
+  const sources = Object.values<Hcl>(ex.modules).map((c) => c.source).sort()
+  t.same(sources, MODULES.map((m) => `../../modules/${m}`).sort())
+  const service = ex.modules.service
+  t.equal(service.hsm_ip_addresses, '${module.hsm.hsm_ip_addresses}', 'CLOUDHSM_HSM_IPS come from the hsm module')
+  t.equal(service.audit_stream_names, '${module.data_lake.firehose_stream_names}', 'the stream names come from the data lake')
+  t.equal(service.config_ssm_path, '${module.config.ssm_path}', 'the SSM path comes from the config module')
+  t.equal(ex.modules.hsm.client_security_group_ids[0], '${module.network.task_security_group_id}', 'the tasks are the HSM clients')
+})
+
+// ---------------------------------------------------------------------------------------------------------------
+// network
+// ---------------------------------------------------------------------------------------------------------------
+
+t.test('network: VPC endpoints for Secrets Manager, SSM, Firehose, CloudWatch Logs, ECR and S3', async (t) => {
+  const m = mod('modules/network')
+  const services = m.variables.interface_endpoint_services.default as string[]
+  for (const s of ['secretsmanager', 'ssm', 'kinesis-firehose', 'logs', 'ecr.api', 'ecr.dkr']) t.ok(services.includes(s), `interface endpoint for ${s}`)
+  const iface = res(m, 'aws_vpc_endpoint', 'interface')
+  t.equal(iface.vpc_endpoint_type, 'Interface')
+  t.equal(iface.private_dns_enabled, true, 'private DNS, so the SDKs reach the endpoint by the public name')
+  t.equal(iface.for_each, '${local.interface_endpoint_services}')
+  t.equal(m.locals.interface_endpoint_services, '${toset(var.interface_endpoint_services)}')
+  t.match(iface.service_name, /^com\.amazonaws\.\$\{data\.aws_region\.current\.name\}\.\$\{each\.value\}$/)
+  t.same(iface.security_group_ids, ['${aws_security_group.endpoints.id}'])
+  const s3 = res(m, 'aws_vpc_endpoint', 's3')
+  t.equal(s3.vpc_endpoint_type, 'Gateway')
+  t.match(s3.service_name, /\.s3$/)
+  t.equal(m.variables.create_s3_gateway_endpoint.default, true)
+  // The endpoints accept HTTPS from the tasks only; the tasks reach them on 443.
+  const ingress = res(m, 'aws_vpc_security_group_ingress_rule', 'endpoints_from_tasks')
+  t.same([ingress.from_port, ingress.to_port, ingress.referenced_security_group_id], [443, 443, '${aws_security_group.tasks.id}'])
+  const egress = res(m, 'aws_vpc_security_group_egress_rule', 'tasks_to_endpoints')
+  t.same([egress.from_port, egress.to_port, egress.referenced_security_group_id], [443, 443, '${aws_security_group.endpoints.id}'])
+})
+
+t.test('no security group rule opens 0.0.0.0/0; egress to BACEN only to the RSFN destinations', async (t) => {
+  for (const type of ['aws_vpc_security_group_egress_rule', 'aws_vpc_security_group_ingress_rule']) {
+    for (const { m, name, r } of resourcesOf(type)) {
+      t.not(r.cidr_ipv4, '0.0.0.0/0', `${m.dir}: ${type}.${name} is not open to the world`)
+      t.not(r.ip_protocol, '-1', `${m.dir}: ${type}.${name} names a protocol`)
+      t.ok(r.cidr_ipv4 !== undefined || r.referenced_security_group_id !== undefined || r.prefix_list_id !== undefined, `${m.dir}: ${type}.${name} has a destination`)
+    }
+  }
+  for (const { m, name, r } of resourcesOf('aws_security_group')) {
+    t.notOk(r.egress ?? r.ingress, `${m.dir}: aws_security_group.${name} has no inline rules (all rules are explicit resources)`)
+  }
+  const rsfn = res(mod('modules/network'), 'aws_vpc_security_group_egress_rule', 'tasks_to_rsfn')
+  t.equal(rsfn.cidr_ipv4, '${each.value.cidr}', 'RSFN egress comes from var.rsfn_destinations')
+  t.match(mod('modules/network').variables.rsfn_destinations.validation[0].condition, /0\.0\.0\.0\/0/, 'the variable refuses 0.0.0.0/0')
+})
+
+// ---------------------------------------------------------------------------------------------------------------
+// hsm
+// ---------------------------------------------------------------------------------------------------------------
+
+t.test('hsm: CloudHSM v2 cluster with one HSM per subnet, at least two Availability Zones', async (t) => {
+  const m = mod('modules/hsm')
+  const cluster = res(m, 'aws_cloudhsm_v2_cluster', 'this')
+  t.equal(cluster.hsm_type, '${var.hsm_type}')
+  t.equal(m.variables.hsm_type.default, 'hsm2m.medium')
+  t.equal(cluster.subnet_ids, '${var.subnet_ids}')
+  const hsm = res(m, 'aws_cloudhsm_v2_hsm', 'this')
+  t.equal(hsm.count, '${length(var.subnet_ids)}', 'one HSM per subnet')
+  t.equal(hsm.subnet_id, '${var.subnet_ids[count.index]}', 'each HSM in its own subnet')
+  t.equal(hsm.cluster_id, '${aws_cloudhsm_v2_cluster.this.cluster_id}')
+  const v = m.variables.subnet_ids.validation[0].condition as string
+  t.match(v, /length\(var\.subnet_ids\) >= 2/, 'at least two subnets')
+  t.match(v, /length\(distinct\(var\.subnet_ids\)\) == length\(var\.subnet_ids\)/, 'distinct subnets')
+  const pre = one(one(cluster, 'lifecycle'), 'precondition')
+  t.match(pre.condition, /distinct\(\[for s in data\.aws_subnet\.hsm : s\.availability_zone\]\)\) == length\(var\.subnet_ids\)/, 'subnets in distinct AZs')
+  for (const [type, name, sg] of [
+    ['aws_vpc_security_group_ingress_rule', 'hsm_from_clients', 'security_group_id'],
+    ['aws_vpc_security_group_egress_rule', 'clients_to_hsm', 'referenced_security_group_id']
+  ] as const) {
+    const r = res(m, type, name)
+    t.equal(r[sg], '${aws_cloudhsm_v2_cluster.this.security_group_id}', `${name}: the cluster's own security group`)
+    t.same([evaluate(m, r.from_port), evaluate(m, r.to_port)], [2223, 2225], `${name}: CloudHSM client ports`)
+  }
+  t.equal(m.outputs.hsm_ip_addresses.value, '${[for h in aws_cloudhsm_v2_hsm.this : h.ip_address]}', 'the HSM IPs for CLOUDHSM_HSM_IPS')
+})
+
+// ---------------------------------------------------------------------------------------------------------------
+// service
+// ---------------------------------------------------------------------------------------------------------------
+
+const service = mod('modules/service')
+const containers: Hcl[] = service.locals.container_definitions
+const proxyContainer: Hcl = containers.find((c) => c.name === '${local.proxy_container}')
+const proxyEnv: Record<string, string> = service.locals.proxy_environment
+const proxySecrets: Record<string, string> = service.locals.proxy_secrets
+
+t.test('service: internal NLB, TCP listener passing TLS through, TCP health checks', async (t) => {
+  const lb = res(service, 'aws_lb', 'this')
+  t.equal(lb.internal, true)
+  t.equal(lb.load_balancer_type, 'network')
+  t.same(lb.security_groups, ['${aws_security_group.nlb.id}'])
+  const listener = res(service, 'aws_lb_listener', 'this')
+  t.equal(listener.protocol, 'TCP', 'TCP, not TLS: the proxy terminates TLS and checks client certificates')
+  t.notOk(listener.certificate_arn, 'no certificate on the NLB')
+  t.equal(one(listener, 'default_action').type, 'forward')
+  const tg = res(service, 'aws_lb_target_group', 'this')
+  t.equal(tg.protocol, 'TCP')
+  t.equal(tg.target_type, 'ip', 'awsvpc tasks register by IP')
+  t.equal(tg.port, '${var.container_port}')
+  const hc = one(tg, 'health_check')
+  t.equal(hc.enabled, true)
+  t.equal(hc.protocol, 'TCP', 'an HTTPS check carries no client certificate and /readyz also probes BACEN')
+  t.equal(hc.port, 'traffic-port')
+  t.equal(evaluate(service, '${var.container_port}'), 8443)
+  t.equal(evaluate(service, '${var.listener_port}'), 443)
+})
+
+t.test('service: Application Auto Scaling owns desired_count; target tracking on CPU and requests per task', async (t) => {
+  const svc = res(service, 'aws_ecs_service', 'this')
+  t.ok(one(svc, 'lifecycle').ignore_changes.includes('${desired_count}'), 'ignore_changes = [desired_count]')
+  const target = res(service, 'aws_appautoscaling_target', 'this')
+  t.equal(target.scalable_dimension, 'ecs:service:DesiredCount')
+  t.equal(target.service_namespace, 'ecs')
+  t.equal(target.resource_id, 'service/${aws_ecs_cluster.this.name}/${aws_ecs_service.this.name}')
+  const policies = Object.values<Hcl>(service.resources.aws_appautoscaling_policy ?? {})
+  t.equal(policies.length, 2, 'two policies')
+  for (const p of policies) {
+    t.equal(p.policy_type, 'TargetTrackingScaling')
+    t.equal(p.resource_id, '${aws_appautoscaling_target.this.resource_id}')
+  }
+  const cpu = one(res(service, 'aws_appautoscaling_policy', 'cpu'), 'target_tracking_scaling_policy_configuration')
+  t.equal(one(cpu, 'predefined_metric_specification').predefined_metric_type, 'ECSServiceAverageCPUUtilization')
+  const req = one(res(service, 'aws_appautoscaling_policy', 'requests'), 'target_tracking_scaling_policy_configuration')
+  t.notOk(req.predefined_metric_specification, 'no ALBRequestCountPerTarget: the load balancer is an NLB')
+  const queries = one(req, 'customized_metric_specification').metrics as Hcl[]
+  const metricOf = (id: string): Hcl => one(one(queries.find((q) => q.id === id), 'metric_stat'), 'metric')
+  t.same([metricOf('requests').namespace, metricOf('requests').metric_name], ['${local.metric_namespace}', 'requests'], 'request count from the request log')
+  t.ok('requests' in service.locals.log_metrics, 'the requests metric filter exists')
+  t.same([metricOf('tasks').namespace, metricOf('tasks').metric_name], ['ECS/ContainerInsights', 'RunningTaskCount'])
+  const e = queries.find((q) => q.return_data === true)
+  t.equal(e?.expression, 'requests / tasks', 'requests per task is what is tracked')
+  t.match(JSON.stringify(res(service, 'aws_ecs_cluster', 'this').setting), /containerInsights/, 'Container Insights on (RunningTaskCount)')
+})
+
+t.test('service: Fargate, circuit breaker with rollback, stopTimeout above the drain deadline, NLB deregistration', async (t) => {
+  const svc = res(service, 'aws_ecs_service', 'this')
+  t.equal(svc.launch_type, 'FARGATE')
+  const cb = one(svc, 'deployment_circuit_breaker')
+  t.same([cb.enable, cb.rollback], [true, true])
+  t.equal(one(svc, 'network_configuration').assign_public_ip, false)
+  t.equal(svc.deployment_minimum_healthy_percent, 100, 'deployments never drop below the running count')
+  const td = res(service, 'aws_ecs_task_definition', 'this')
+  t.same(td.requires_compatibilities, ['FARGATE'])
+  t.equal(td.network_mode, 'awsvpc')
+  t.equal(td.container_definitions, '${jsonencode(local.container_definitions)}')
+  const stop = Number(evaluate(service, proxyContainer.stopTimeout))
+  const shutdownMs = Number(evaluate(service, proxyEnv.PIXPROXY_SHUTDOWN_TIMEOUT_MS))
+  t.equal(shutdownMs, ConfigSchema.properties.PIXPROXY_SHUTDOWN_TIMEOUT_MS.default, 'the drain deadline is the proxy default (25 s)')
+  t.ok(stop * 1000 >= shutdownMs + 5000, `stopTimeout ${stop} s leaves 5 s beyond the ${shutdownMs} ms drain for the audit flush`)
+  t.ok(stop <= 120, 'Fargate allows at most 120 s')
+  const pre = one(td, 'lifecycle').precondition as Hcl[]
+  t.ok(pre.some((p) => /var\.stop_timeout_seconds \* 1000 >= local\.shutdown_timeout_ms \+ 5000/.test(p.condition)), 'the relation is enforced for any input')
+  const tg = res(service, 'aws_lb_target_group', 'this')
+  const dereg = Number(evaluate(service, tg.deregistration_delay))
+  t.ok(dereg >= 5 && dereg <= 120, `deregistration delay ${dereg} s`)
+  t.equal(tg.connection_termination, false, 'the proxy closes kept-alive connections itself while draining')
+  t.equal(proxyContainer.essential, true)
+  for (const c of containers.filter((c) => c !== proxyContainer)) t.equal(c.essential, false, `${c.name}: a sidecar failure does not stop the proxy`)
+})
+
+t.test('service: EFS audit spool with transit encryption and an access point owned by the proxy uid', async (t) => {
+  const td = res(service, 'aws_ecs_task_definition', 'this')
+  const efsVolume = (td.volume as Hcl[]).find((v) => v.efs_volume_configuration !== undefined)
+  t.ok(efsVolume, 'an EFS volume')
+  const efs = one(efsVolume, 'efs_volume_configuration')
+  t.equal(efs.transit_encryption, 'ENABLED')
+  t.equal(efs.file_system_id, '${aws_efs_file_system.spool.id}')
+  const auth = one(efs, 'authorization_config')
+  t.equal(auth.access_point_id, '${aws_efs_access_point.spool.id}')
+  t.equal(auth.iam, 'ENABLED', 'mounts authorised by the task role')
+  const mounts = evaluateMounts(proxyContainer.mountPoints)
+  const spoolDir = evaluate(service, proxyEnv.PIXPROXY_AUDIT_SPOOL_DIR)
+  t.ok(mounts.some((mp) => mp.sourceVolume === efsVolume.name && mp.containerPath === spoolDir && mp.readOnly === false), `the spool (${String(spoolDir)}) is the EFS mount`)
+  t.equal(proxyEnv.PIXPROXY_AUDIT_SPOOL_SHARED, 'true', 'tasks share the access point and claim slots')
+  t.equal(proxyContainer.user, '10001:10001')
+  t.equal(proxyContainer.readonlyRootFilesystem, true)
+  const ap = res(service, 'aws_efs_access_point', 'spool')
+  t.same([one(ap, 'posix_user').uid, one(ap, 'posix_user').gid], [10001, 10001])
+  const ci = one(one(ap, 'root_directory'), 'creation_info')
+  t.same([ci.owner_uid, ci.owner_gid], [10001, 10001])
+  t.equal(res(service, 'aws_efs_file_system', 'spool').encrypted, true)
+  t.equal(res(service, 'aws_efs_mount_target', 'spool').count, '${length(var.private_subnet_ids)}', 'a mount target in every task subnet')
+  // Everything else the read-only container writes is a task-local volume.
+  for (const [volume, path] of Object.entries<string>(service.locals.scratch_volumes)) {
+    t.ok(mounts.some((mp) => mp.sourceVolume === volume && mp.containerPath === path), `${path} is writable (${volume})`)
+  }
+  t.ok(Object.values<string>(service.locals.scratch_volumes).includes('/tmp'), '/tmp is writable: the PKCS#11 engine PIN file goes there')
+  t.ok(Object.values<string>(service.locals.scratch_volumes).includes('/run/cloudhsm'), '/run/cloudhsm is writable: the entrypoint writes the CloudHSM client configuration there')
+  // The image writes nowhere else (Dockerfile header); the spool path is the image's VOLUME.
+  const dockerfile = await readFile(join(REPO, 'Dockerfile'), 'utf8').catch(() => null)
+  if (dockerfile !== null) {
+    t.match(dockerfile, new RegExp(`VOLUME \\[[^\\]]*"${String(spoolDir)}"`), 'the spool mount is the image\'s VOLUME')
+    t.match(dockerfile, /USER 10001:10001\s*$/, 'the image runs as 10001')
+  }
+})
+
+function evaluateMounts (value: Hcl): Array<{ sourceVolume: string, containerPath: string, readOnly: boolean }> {
+  // concat([{ sourceVolume = "audit-spool", containerPath = local.spool_dir, ... }], [for v, path in local.scratch_volumes : ...])
+  const e = expr(value)
+  if (e === undefined) return value
+  const out: Array<{ sourceVolume: string, containerPath: string, readOnly: boolean }> = []
+  for (const g of e.matchAll(/\{ sourceVolume = "([^"]+)", containerPath = ([\w.]+), readOnly = (true|false) \}/g)) {
+    out.push({ sourceVolume: g[1] as string, containerPath: String(evaluate(service, '${' + g[2] + '}')), readOnly: g[3] === 'true' })
+  }
+  if (/for v, path in local\.scratch_volumes : \{ sourceVolume = v, containerPath = path, readOnly = false \}/.test(e)) {
+    for (const [v, path] of Object.entries<string>(service.locals.scratch_volumes)) out.push({ sourceVolume: v, containerPath: path, readOnly: false })
+  }
+  return out
+}
+
+t.test('service: container environment names are proxy settings or the two entrypoint names', async (t) => {
+  t.equal(proxyContainer.environment, '${[for k in sort(keys(local.proxy_environment)) : { name = k, value = local.proxy_environment[k] }]}', 'the environment is exactly local.proxy_environment')
+  t.equal(proxyContainer.secrets, '${[for k in sort(keys(local.proxy_secrets)) : { name = k, valueFrom = local.proxy_secrets[k] }]}', 'the secrets are exactly local.proxy_secrets')
+  const names = [...Object.keys(proxyEnv), ...Object.keys(proxySecrets)]
+  const allowed = new Set(['CLOUDHSM_HSM_IPS', 'CLOUDHSM_CUSTOMER_CA', 'NODE_OPTIONS'])
+  for (const n of names) {
+    if (n.startsWith('PIXPROXY_')) t.ok((CONFIG_KEYS as string[]).includes(n), `${n} is a key of CONFIG_KEYS`)
+    else t.ok(allowed.has(n), `${n} is an entrypoint variable (CLOUDHSM_HSM_IPS, CLOUDHSM_CUSTOMER_CA, NODE_OPTIONS)`)
+  }
+  t.ok('CLOUDHSM_HSM_IPS' in proxyEnv, 'CLOUDHSM_HSM_IPS set')
+  t.match(proxyEnv.CLOUDHSM_HSM_IPS, /join\(",", var\.hsm_ip_addresses\)/)
+  t.same(Object.keys(proxySecrets), ['CLOUDHSM_CUSTOMER_CA'], 'the CloudHSM CA comes from SSM as a container secret')
+  t.notOk(Object.keys(proxySecrets).some((k) => k.startsWith('PIXPROXY_')), 'no proxy setting is a container secret: the proxy reads SSM itself')
+  t.equal(proxyEnv.PIXPROXY_HSM_MODULE_PATH, '/opt/cloudhsm/lib/libcloudhsm_pkcs11.so')
+  t.equal(proxyEnv.PIXPROXY_AUDIT_SINK, 'firehose')
+  t.equal(proxyEnv.PIXPROXY_LISTEN_HOST, '0.0.0.0')
+  t.equal(evaluate(service, proxyEnv.PIXPROXY_LISTEN_PORT), String(evaluate(service, proxyContainer.portMappings[0].containerPort)), 'listens on the mapped port')
+  t.equal(proxyEnv.PIXPROXY_CONFIG_SSM_PATH, '${var.config_ssm_path}')
+  for (const c of containers) t.equal(c.logConfiguration.startsWith?.('${local.') ?? false, true, `${c.name}: logs through awslogs`)
+  t.equal(service.locals.awslogs.logDriver, 'awslogs')
+})
+
+t.test('service: the CloudWatch agent sidecar scrapes /metrics through the inbound mTLS with the identity the init container writes', async (t) => {
+  const agent = containers.find((c) => c.name === '${local.agent_container}')
+  const identity = containers.find((c) => c.name === '${local.identity_container}')
+  t.same(Object.keys(service.locals.agent_secrets).sort(), ['CW_CONFIG_CONTENT', 'PROMETHEUS_CONFIG_CONTENT'], 'the agent\'s two configurations come from SSM')
+  for (const p of ['cloudwatch_agent_config', 'prometheus_scrape_config']) {
+    t.match(res(service, 'aws_ssm_parameter', p).name, /^\$\{var\.infra_ssm_path\}/, `${p} is outside the proxy's settings path`)
+  }
+  const prom = service.locals.cloudwatch_agent_config.logs.metrics_collected.prometheus
+  t.equal(prom.prometheus_config_path, 'env:PROMETHEUS_CONFIG_CONTENT')
+  t.equal(prom.emf_processor.metric_namespace, '${local.metric_namespace}')
+  const job = service.locals.prometheus_scrape_config.scrape_configs[0]
+  t.equal(job.scheme, 'https')
+  t.equal(job.metrics_path, '/metrics')
+  t.same(job.static_configs[0].targets, ['127.0.0.1:${var.container_port}'], 'the proxy, on the task\'s shared localhost')
+  t.equal(job.static_configs[0].labels.service, '${var.name}', 'the service dimension')
+  t.equal(job.tls_config.server_name, '${var.inbound_tls_server_name}', 'the proxy\'s certificate is verified under its name')
+  t.notOk('insecure_skip_verify' in job.tls_config, 'the server certificate is verified')
+  const script = service.locals.identity_script as string
+  for (const [k, f] of [['ca_file', 'ca.pem'], ['cert_file', 'cert.pem'], ['key_file', 'key.pem']] as const) {
+    t.equal(job.tls_config[k], '${local.scrape_dir}/' + f, `${k} is in the shared volume`)
+    t.ok(script.includes(`'${f}'`), `the init container writes ${f}`)
+  }
+  t.same(Object.keys(service.locals.identity_secrets).sort(), ['SCRAPE_CLIENT_CERT', 'SCRAPE_CLIENT_KEY', 'SCRAPE_SERVER_CA'])
+  for (const n of Object.keys(service.locals.identity_secrets)) t.ok(script.includes(`'${n}'`), `the init container reads ${n}`)
+  t.same(agent.dependsOn, [{ containerName: '${local.identity_container}', condition: 'COMPLETE' }], 'the agent starts after the identity is written')
+  t.equal(agent.mountPoints[0].readOnly, true)
+  t.equal(identity.readonlyRootFilesystem, true)
+  t.equal(proxyContainer.healthCheck.command[0], 'CMD')
+  t.match(proxyContainer.healthCheck.command.at(-1), /^tcp:\/\/127\.0\.0\.1:/, 'the container check holds no client certificate: TCP only')
+  // Every scraped metric an alarm uses is declared for CloudWatch.
+  const selectors = (prom.emf_processor.metric_declaration as Hcl[]).flatMap((d) => d.metric_selectors as string[])
+  for (const name of ['pixproxy_errors_total', 'pixproxy_audit_oldest_unshipped_seconds', 'pixproxy_audit_spool', 'pixproxy_audit_sink_failures']) {
+    t.ok(selectors.includes(`^${name}$`), `${name} is exported to CloudWatch`)
+  }
+  const hsmDecl = (prom.emf_processor.metric_declaration as Hcl[]).find((d) => (d.source_labels as string[]).includes('error_class'))
+  t.same(hsmDecl?.dimensions, [['service', 'error_class']], 'HSM errors summed under one metric for the alarm')
+})
+
+// ---------------------------------------------------------------------------------------------------------------
+// config
+// ---------------------------------------------------------------------------------------------------------------
+
+const config = mod('modules/config')
+const SSM_PATH = config.variables.ssm_path.default as string
+
+const SETTING_NAME_RULE = '${var.ssm_path}${replace(lower(trimprefix(each.key, "PIXPROXY_")), "_", "-")}'
+
+/** The for_each parameters' name expression (SETTING_NAME_RULE) as Terraform evaluates it. */
+function terraformSettingName (key: string): string {
+  return SSM_PATH + key.replace(/^PIXPROXY_/, '').toLowerCase().replaceAll('_', '-')
+}
+
+/** Setting name -> SSM parameter name, for every parameter the config module creates under the settings path. */
+function configParameters (): Map<string, string> {
+  const out = new Map<string, string>()
+  const setting = res(config, 'aws_ssm_parameter', 'setting')
+  if (setting.for_each !== '${local.settings}' || setting.name !== SETTING_NAME_RULE) throw new Error('aws_ssm_parameter.setting changed shape')
+  for (const k of [...Object.keys(config.locals.plain_settings), ...Object.keys(config.locals.pem_settings)]) out.set(k, terraformSettingName(k))
+  for (const [name, r] of Object.entries<Hcl>(config.resources.aws_ssm_parameter ?? {})) {
+    if (name === 'setting' || !(r.name as string).startsWith('${var.ssm_path}')) continue
+    const pname = String(evaluate(config, r.name))
+    const key = envNameFromParameter(pname, SSM_PATH)
+    if (key === undefined) throw new Error(`${pname} is under the settings path but names no setting`)
+    out.set(key, pname)
+  }
+  return out
+}
+
+t.test('config: every SSM parameter under the settings path is a setting, named by ssmParameterName', async (t) => {
+  const setting = res(config, 'aws_ssm_parameter', 'setting')
+  t.equal(setting.for_each, '${local.settings}')
+  t.equal(setting.name, SETTING_NAME_RULE, 'the name expression is the ssmParameterName rule')
+  t.match(config.locals.settings, /local\.plain_settings/)
+  t.match(config.locals.settings, /local\.pem_settings/)
+  t.match(config.locals.settings, /var\.extra_settings/)
+  const params = configParameters()
+  t.ok(params.size >= 14, `${params.size} settings in SSM`)
+  for (const [key, name] of params) {
+    t.ok((CONFIG_KEYS as string[]).includes(key), `${key} is a key of CONFIG_KEYS`)
+    t.equal(name, ssmParameterName(key, SSM_PATH), `${name} is ssmParameterName(${key})`)
+  }
+  // Extra settings are validated as PIXPROXY_* names; the example's are settings.
+  t.match(config.variables.extra_settings.validation[0].condition, /\^PIXPROXY_\[A-Z0-9_\]\+\$/)
+  const extra = Object.keys(mod(EXAMPLE).modules.config.extra_settings ?? {})
+  t.ok(extra.length > 0, 'the example sets extra settings')
+  for (const k of extra) t.ok((CONFIG_KEYS as string[]).includes(k), `example extra setting ${k} is a setting`)
+  // Platform parameters never sit under the settings path: the proxy refuses unknown parameters there.
+  const infra = config.variables.infra_ssm_path.default as string
+  t.notOk(infra.startsWith(SSM_PATH), `${infra} is outside ${SSM_PATH}`)
+  t.match(one(one(setting, 'lifecycle'), 'precondition').condition, /!startswith\(var\.infra_ssm_path, var\.ssm_path\)/, 'enforced for any input')
+  for (const m of all.values()) {
+    for (const [name, r] of Object.entries<Hcl>(m.resources.aws_ssm_parameter ?? {})) {
+      const underSettings = (r.name as string).startsWith('${var.ssm_path}')
+      const underInfra = (r.name as string).startsWith('${var.infra_ssm_path}')
+      t.ok(underSettings !== underInfra, `${m.dir}: aws_ssm_parameter.${name} is under exactly one of the two paths`)
+      t.ok(!underSettings || m === config, `${m.dir}: only the config module writes settings`)
+    }
+  }
+  // PEM bundles can exceed a standard parameter's 4 KB.
+  t.ok((config.locals.settings as string).includes('local.pem_settings : k => { value = v, tier = "Intelligent-Tiering" }'), 'PEM settings may grow to 8 KB')
+})
+
+t.test('config: environment + SSM cover every setting production needs, and loadConfig accepts the result', async (t) => {
+  const params = configParameters()
+  const env = new Set(Object.keys(proxyEnv).filter((k) => k.startsWith('PIXPROXY_')))
+  const ssm = new Set(params.keys())
+  for (const k of env) t.notOk(ssm.has(k), `${k} is set in one place only (the environment would shadow SSM)`)
+  for (const k of Object.keys(mod(EXAMPLE).modules.config.extra_settings ?? {})) t.notOk(env.has(k), `example extra setting ${k} is not shadowed by the environment`)
+
+  const schema = ConfigSchema as unknown as { required?: string[], properties: Record<string, { default?: unknown }> }
+  const requiredNoDefault = CONFIG_KEYS.filter((k) => (schema.required ?? []).includes(k) && schema.properties[k]?.default === undefined)
+  t.ok(requiredNoDefault.includes('PIXPROXY_ISPB') && requiredNoDefault.includes('PIXPROXY_SIGNING_CERT_FILE'), 'the schema\'s required settings are derived, not listed')
+  const production = [
+    ...requiredNoDefault,
+    // Keys in the HSM, PIN from Secrets Manager, inbound mTLS, audit to Firehose on the shared EFS spool.
+    'PIXPROXY_HSM_MODULE_PATH', 'PIXPROXY_HSM_TOKEN_LABEL', 'PIXPROXY_SIGNING_KEY_LABEL', 'PIXPROXY_TLS_KEY_LABEL',
+    'PIXPROXY_HSM_PIN_SECRET_ID', 'PIXPROXY_INBOUND_TLS_CERT_FILE', 'PIXPROXY_INBOUND_TLS_KEY_FILE',
+    'PIXPROXY_INBOUND_CLIENT_CA_FILE', 'PIXPROXY_AUDIT_SINK', 'PIXPROXY_AUDIT_SPOOL_DIR', 'PIXPROXY_AUDIT_SPOOL_SHARED',
+    'PIXPROXY_CONFIG_SSM_PATH', 'PIXPROXY_LISTEN_HOST', 'PIXPROXY_LISTEN_PORT'
+  ]
+  for (const k of production) t.ok(env.has(k) || ssm.has(k), `${k} is set (${env.has(k) ? 'environment' : ssm.has(k) ? 'SSM' : 'nowhere'})`)
+  for (const k of ['PIXPROXY_SIGNING_KEY_FILE', 'PIXPROXY_TLS_KEY_FILE', 'PIXPROXY_HSM_PIN_FILE']) t.notOk(env.has(k) || ssm.has(k), `${k} is not used in AWS (keys stay in the HSM, the PIN in Secrets Manager)`)
+
+  // What a task would load: the environment evaluated with the example's wiring, SSM with representative values.
+  const inputs = { config_ssm_path: SSM_PATH, audit_stream_names: { spi: 'pix-proxy-audit-spi', dict: 'pix-proxy-audit-dict' } }
+  const source: Record<string, string> = {}
+  for (const k of env) source[k] = String(evaluate(service, proxyEnv[k], inputs))
+  const pem = '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n'
+  const samples: Record<string, string> = {
+    PIXPROXY_ISPB: '12345678',
+    PIXPROXY_DICT_URL: 'https://dict-h.pi.rsfn.net.br:16522',
+    PIXPROXY_SPI_URL: 'https://icom-h.pi.rsfn.net.br:16522',
+    PIXPROXY_HSM_TOKEN_LABEL: 'hsm1',
+    PIXPROXY_SIGNING_KEY_LABEL: 'pix-sign',
+    PIXPROXY_TLS_KEY_LABEL: 'pix-tls',
+    PIXPROXY_HSM_PIN_SECRET_ID: 'arn:aws:secretsmanager:sa-east-1:111122223333:secret:pix-proxy/hsm-pin-AbCdEf',
+    PIXPROXY_INBOUND_CLIENT_ALLOWLIST: 'AA:'.repeat(31) + 'AA'
+  }
+  for (const k of ssm) {
+    const v = k.endsWith('_FILE') ? pem : samples[k]
+    if (v === undefined) {
+      t.fail(`no sample value for ${k}`)
+      continue
+    }
+    source[k] = v
+  }
+  const c = loadConfig(source)
+  t.equal(c.hsm?.modulePath, '/opt/cloudhsm/lib/libcloudhsm_pkcs11.so')
+  t.equal(c.hsm?.pinSecretId, source.PIXPROXY_HSM_PIN_SECRET_ID)
+  t.same([c.signing.keyLabel, c.tls.keyLabel, c.signing.keyFile, c.tls.keyFile], ['pix-sign', 'pix-tls', null, null], 'both keys in the HSM')
+  t.same(c.listen, { host: '0.0.0.0', port: 8443 })
+  t.ok(c.inbound.tls !== null && c.inbound.clientCaFile !== null, 'inbound mTLS')
+  t.same([c.audit.sink, c.audit.spoolShared, c.audit.spoolDir], ['firehose', true, '/var/spool/pix-proxy'])
+  t.same(c.audit.firehoseStreams, { spi: 'pix-proxy-audit-spi', dict: 'pix-proxy-audit-dict' })
+  t.equal(c.shutdownTimeoutMs, 25_000)
+})
+
+t.test('config: the PIN and private keys never pass through Terraform state', async (t) => {
+  t.equal(resourcesOf('aws_secretsmanager_secret_version').length, 0, 'no secret version: the PIN is set with put-secret-value')
+  const secret = res(config, 'aws_secretsmanager_secret', 'hsm_pin')
+  t.equal(secret.kms_key_id, '${aws_kms_key.config.arn}')
+  t.equal(res(config, 'aws_ssm_parameter', 'hsm_pin_secret_id').value, '${aws_secretsmanager_secret.hsm_pin.arn}', 'PIXPROXY_HSM_PIN_SECRET_ID names the secret')
+  for (const name of ['inbound_tls_key', 'metrics_scrape_client_key']) {
+    const p = res(config, 'aws_ssm_parameter', name)
+    t.equal(p.type, 'SecureString', `${name} is a SecureString`)
+    t.equal(p.key_id, '${aws_kms_key.config.arn}', `${name} is encrypted with the config key`)
+    t.equal(p.value, '${local.placeholder}', `${name} holds a placeholder in Terraform`)
+    t.ok(one(p, 'lifecycle').ignore_changes.includes('${value}'), `${name}: the real value written later is not reverted`)
+  }
+  t.notOk((config.locals.placeholder as string).startsWith('-----BEGIN'), 'the placeholder is not PEM: the proxy fails at start-up until the key is written')
+  t.equal(res(config, 'aws_kms_key', 'config').enable_key_rotation, true)
+  for (const { m, name, r } of resourcesOf('aws_ssm_parameter')) {
+    if (r.type === 'SecureString') t.ok(one(r, 'lifecycle').ignore_changes?.includes('${value}'), `${m.dir}: SecureString ${name} is written outside Terraform`)
+  }
+})
+
+// ---------------------------------------------------------------------------------------------------------------
+// data lake
+// ---------------------------------------------------------------------------------------------------------------
+
+const lake = mod('modules/data_lake')
+const SYSTEMS = lake.locals.systems as string[]
+
+t.test('data lake: bucket with SSE-KMS, versioning, lifecycle, public access block, TLS only', async (t) => {
+  const sse = one(one(res(lake, 'aws_s3_bucket_server_side_encryption_configuration', 'audit'), 'rule'), 'apply_server_side_encryption_by_default')
+  t.equal(sse.sse_algorithm, 'aws:kms')
+  t.equal(sse.kms_master_key_id, '${aws_kms_key.audit.arn}')
+  t.equal(res(lake, 'aws_kms_key', 'audit').enable_key_rotation, true)
+  t.equal(one(res(lake, 'aws_s3_bucket_versioning', 'audit'), 'versioning_configuration').status, 'Enabled')
+  const pab = res(lake, 'aws_s3_bucket_public_access_block', 'audit')
+  for (const k of ['block_public_acls', 'block_public_policy', 'ignore_public_acls', 'restrict_public_buckets']) t.equal(pab[k], true, k)
+  const rules = res(lake, 'aws_s3_bucket_lifecycle_configuration', 'audit').rule as Hcl[]
+  const byPrefix = new Map(rules.map((r) => [evaluate(lake, one(r, 'filter').prefix), r]))
+  for (const p of ['log/', 'errors/']) {
+    const r = byPrefix.get(p)
+    t.ok(r, `lifecycle rule for ${p}`)
+    t.equal(one(r, 'expiration').days, '${var.retention_days}', `${p} expires after the retention period`)
+    t.ok(r.noncurrent_version_expiration, `${p}: old versions expire`)
+  }
+  t.ok(Number(lake.variables.retention_days.default) >= 365 * 5, 'default retention of five years')
+  t.ok(byPrefix.has('athena-results/'), 'query results expire')
+  const policy = lake.data.aws_iam_policy_document?.bucket.statement as Hcl[]
+  t.ok(policy.some((s) => s.effect === 'Deny' && s.condition?.[0]?.variable === 'aws:SecureTransport'), 'deny plain HTTP')
+  t.equal(res(lake, 'aws_s3_bucket_ownership_controls', 'audit').rule[0].object_ownership, 'BucketOwnerEnforced', 'no ACLs')
+})
+
+t.test('data lake: Firehose streams for spi and dict with the required prefixes, Parquet through the Glue table', async (t) => {
+  t.same(SYSTEMS, ['spi', 'dict'])
+  const fh = res(lake, 'aws_kinesis_firehose_delivery_stream', 'audit')
+  t.equal(fh.for_each, '${toset(local.systems)}')
+  t.equal(fh.destination, 'extended_s3')
+  const s3 = one(fh, 'extended_s3_configuration')
+  for (const sys of SYSTEMS) {
+    t.equal(evaluate(lake, s3.prefix, { 'each.key': sys }), `log/${sys}/year=!{timestamp:yyyy}/month=!{timestamp:MM}/day=!{timestamp:dd}/hour=!{timestamp:HH}/`, `${sys} prefix`)
+    const err = String(evaluate(lake, s3.error_output_prefix, { 'each.key': sys }))
+    t.match(err, /!\{firehose:error-output-type\}/, `${sys} error prefix separates error types`)
+    t.ok(err.startsWith(`errors/${sys}/`), `${sys} errors land outside the table location`)
+  }
+  const streamName = (sys: string): string => String(evaluate(lake, fh.name, { 'each.key': sys, name: 'pix-proxy' }))
+  t.equal(streamName('spi'), ConfigSchema.properties.PIXPROXY_AUDIT_FIREHOSE_SPI_STREAM.default, 'named like the proxy\'s default spi stream')
+  t.equal(streamName('dict'), ConfigSchema.properties.PIXPROXY_AUDIT_FIREHOSE_DICT_STREAM.default, 'named like the proxy\'s default dict stream')
+  t.ok(Number(evaluate(lake, s3.buffering_size)) >= 64, 'Parquet conversion needs >= 64 MiB buffers')
+  t.match(lake.variables.firehose_buffering_size_mib.validation[0].condition, />= 64/)
+  t.equal(s3.compression_format, 'UNCOMPRESSED', 'Parquet compresses its own pages')
+  t.equal(s3.kms_key_arn, '${aws_kms_key.audit.arn}')
+  const conv = one(s3, 'data_format_conversion_configuration')
+  t.equal(conv.enabled, true)
+  t.ok(one(one(one(conv, 'input_format_configuration'), 'deserializer'), 'open_x_json_ser_de'), 'OpenX JSON deserializer (parses ISO-8601 timestamps with milliseconds)')
+  t.equal(one(one(one(conv, 'output_format_configuration'), 'serializer'), 'parquet_ser_de').compression, 'SNAPPY')
+  const schema = one(conv, 'schema_configuration')
+  t.equal(schema.table_name, '${aws_glue_catalog_table.audit[each.key].name}', 'each stream converts with its own table')
+  t.equal(schema.database_name, '${aws_glue_catalog_database.audit.name}')
+  const sse = one(fh, 'server_side_encryption')
+  t.same([sse.enabled, sse.key_type], [true, 'CUSTOMER_MANAGED_CMK'])
+  // The OpenX timestamp format AWS documents, against what the proxy writes.
+  t.match(new Date(Date.UTC(2026, 10, 23, 10, 15, 30, 123)).toISOString(), /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{1,9}Z$/, 'request_date format is yyyy-MM-ddTHH:mm:ss.SZ')
+})
+
+t.test('data lake: Glue columns equal AUDIT_COLUMNS (names, types, order); partition projection over the Firehose layout', async (t) => {
+  const cols = lake.locals.audit_columns as Array<{ name: string, type: string, comment: string }>
+  t.same(cols.map((c) => c.name), AUDIT_COLUMNS.map((c) => c.name), 'names in order')
+  t.same(cols.map((c) => c.type), AUDIT_COLUMNS.map((c) => c.type), 'Glue types equal the schema types')
+  t.same(cols.map((c) => c.comment), AUDIT_COLUMNS.map((c) => c.description), 'comments are the schema descriptions')
+  for (const c of cols) t.ok(['string', 'timestamp', 'int', 'bigint', 'double', 'boolean'].includes(c.type), `${c.name}: ${c.type} is a Hive type`)
+  const table = res(lake, 'aws_glue_catalog_table', 'audit')
+  t.equal(table.for_each, '${toset(local.systems)}', 'one table per system')
+  t.equal(table.name, '${each.key}')
+  const sd = one(table, 'storage_descriptor')
+  t.equal(one(sd.dynamic.columns[0], 'content').name, '${columns.value.name}')
+  t.equal(sd.dynamic.columns[0].for_each, '${local.audit_columns}', 'columns come from local.audit_columns')
+  t.equal(one(sd.dynamic.columns[0], 'content').type, '${columns.value.type}')
+  t.equal(one(sd, 'ser_de_info').serialization_library, 'org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe')
+  t.match(sd.input_format, /MapredParquetInputFormat$/)
+  t.same(lake.locals.partition_keys, [...PARTITION_KEYS], 'partition keys year/month/day/hour')
+  t.equal(table.dynamic.partition_keys[0].for_each, '${local.partition_keys}')
+  t.equal(one(table.dynamic.partition_keys[0], 'content').type, 'string', 'zero-padded strings')
+  const p = table.parameters
+  t.equal(p['projection.enabled'], 'true')
+  for (const k of PARTITION_KEYS) t.equal(p[`projection.${k}.type`], 'integer', `${k} projected`)
+  for (const k of ['month', 'day', 'hour']) t.equal(p[`projection.${k}.digits`], '2', `${k} zero-padded like the prefix`)
+  t.same([p['projection.month.range'], p['projection.day.range'], p['projection.hour.range']], ['1,12', '1,31', '0,23'])
+  // The projected location is exactly the Firehose prefix with its timestamp fields as partition values.
+  const s3 = one(res(lake, 'aws_kinesis_firehose_delivery_stream', 'audit'), 'extended_s3_configuration')
+  for (const sys of SYSTEMS) {
+    const inputs = { 'each.key': sys, 'aws_s3_bucket.audit.bucket': 'audit-bucket' }
+    const template = String(evaluate(lake, p['storage.location.template'], inputs))
+    const fromPrefix = String(evaluate(lake, s3.prefix, { 'each.key': sys }))
+      .replace('!{timestamp:yyyy}', '${year}').replace('!{timestamp:MM}', '${month}').replace('!{timestamp:dd}', '${day}').replace('!{timestamp:HH}', '${hour}')
+    t.equal(template, 's3://audit-bucket/' + fromPrefix, `${sys}: the projection template is the Firehose prefix`)
+    t.equal(evaluate(lake, sd.location, inputs), `s3://audit-bucket/log/${sys}/`, `${sys}: table location`)
+  }
+})
+
+t.test('data lake: Athena workgroup enforces encrypted results', async (t) => {
+  const wg = res(lake, 'aws_athena_workgroup', 'audit')
+  const c = one(wg, 'configuration')
+  t.equal(c.enforce_workgroup_configuration, true, 'clients cannot override the result location or encryption')
+  const rc = one(c, 'result_configuration')
+  t.equal(evaluate(lake, rc.output_location, { 'aws_s3_bucket.audit.bucket': 'audit-bucket' }), 's3://audit-bucket/athena-results/', 'results under the expiring prefix')
+  const enc = one(rc, 'encryption_configuration')
+  t.equal(enc.encryption_option, 'SSE_KMS')
+  t.equal(enc.kms_key_arn, '${aws_kms_key.audit.arn}')
+  t.ok(Number(evaluate(lake, c.bytes_scanned_cutoff_per_query)) > 0, 'a scan cutoff guards against unfiltered queries')
+})
+
+// ---------------------------------------------------------------------------------------------------------------
+// IAM
+// ---------------------------------------------------------------------------------------------------------------
+
+// Actions AWS only authorises on "*" (no resource-level permissions).
+const STAR_RESOURCE_ACTIONS = new Set(['ecr:GetAuthorizationToken'])
+
+t.test('IAM: least privilege in every policy document', async (t) => {
+  let statements = 0
+  for (const m of all.values()) {
+    for (const [name, doc] of Object.entries<Hcl>(m.data.aws_iam_policy_document ?? {})) {
+      for (const s of doc.statement as Hcl[]) {
+        statements++
+        const where = `${m.dir}: ${name}${s.sid === undefined ? '' : '/' + String(s.sid)}`
+        const effect = s.effect ?? 'Allow'
+        const actions = (s.actions ?? []) as string[]
+        const resources = (Array.isArray(s.resources) ? s.resources : s.resources === undefined ? [] : [s.resources]) as string[]
+        if (effect === 'Deny') continue
+        t.notOk(s.not_actions ?? s.not_resources, `${where}: no NotAction/NotResource in an Allow`)
+        t.ok(actions.length > 0, `${where}: names its actions`)
+        for (const a of actions) t.notOk(a.includes('*'), `${where}: ${a} is not a wildcard action`)
+        if (s.principals !== undefined && resources.length === 0) continue // a trust policy
+        t.ok(resources.length > 0, `${where}: names its resources`)
+        if (resources.includes('*')) {
+          for (const a of actions) t.ok(STAR_RESOURCE_ACTIONS.has(a), `${where}: ${a} on "*" only because AWS requires it`)
+        }
+        for (const r of resources) t.notMatch(r, /^arn:[^:]*:[^:]*:[^:]*:[^:]*:\*$/, `${where}: ${r} is not every resource of a service`)
+      }
+    }
+  }
+  t.ok(statements >= 20, `${statements} statements checked`)
+  // Policies are documents, not jsonencode() or heredoc strings, so the checks above see all of them.
+  for (const [type, attr] of [['aws_iam_role_policy', 'policy'], ['aws_iam_policy', 'policy'], ['aws_iam_role', 'assume_role_policy'], ['aws_s3_bucket_policy', 'policy'], ['aws_efs_file_system_policy', 'policy']] as const) {
+    for (const { m, name, r } of resourcesOf(type)) t.match(r[attr], /^\$\{data\.aws_iam_policy_document\.\w+\.json\}$/, `${m.dir}: ${type}.${name} uses a policy document`)
+  }
+  for (const { m, name, r } of resourcesOf('aws_iam_role_policy_attachment')) t.notMatch(r.policy_arn, /::aws:policy\//, `${m.dir}: ${name} attaches no AWS managed policy`)
+  for (const { m, name, r } of resourcesOf('aws_iam_role')) t.notOk(r.managed_policy_arns, `${m.dir}: ${name} has no managed policies`)
+})
+
+t.test('IAM: the task role can do what the proxy does and nothing else', async (t) => {
+  const task = service.data.aws_iam_policy_document?.task.statement as Hcl[]
+  const actions = task.flatMap((s) => s.actions as string[]).sort()
+  t.same(actions, [
+    'elasticfilesystem:ClientMount', 'elasticfilesystem:ClientWrite', 'firehose:PutRecord', 'firehose:PutRecordBatch',
+    'kms:Decrypt', 'logs:CreateLogStream', 'logs:DescribeLogStreams', 'logs:PutLogEvents', 'secretsmanager:GetSecretValue',
+    'ssm:GetParametersByPath'
+  ], 'config-sources GetParametersByPath, fetchPin GetSecretValue, FirehoseSink PutRecordBatch, EFS, the agent\'s EMF')
+  const byAction = (a: string): Hcl => task.find((s) => (s.actions as string[]).includes(a))
+  t.same(byAction('ssm:GetParametersByPath').resources, ['${var.config_ssm_path_arn}', '${var.config_ssm_path_arn}/*'])
+  t.same(byAction('secretsmanager:GetSecretValue').resources, ['${var.hsm_pin_secret_arn}'])
+  t.equal(byAction('firehose:PutRecordBatch').resources, '${values(var.audit_stream_arns)}')
+  t.equal(byAction('kms:Decrypt').condition[0].variable, 'kms:ViaService', 'decrypt only through SSM and Secrets Manager')
+  t.equal(byAction('elasticfilesystem:ClientMount').condition[0].variable, 'elasticfilesystem:AccessPointArn', 'EFS only through the access point')
+  // config-sources.ts calls GetParametersByPath and nothing else on SSM; fetchPin calls GetSecretValue.
+  const sources = await readFile(join(REPO, 'src/config-sources.ts'), 'utf8')
+  t.match(sources, /GetParametersByPathCommand/)
+  t.notMatch(sources, /GetParameterCommand|GetParametersCommand/, 'the proxy needs no ssm:GetParameter(s)')
+})
+
+// ---------------------------------------------------------------------------------------------------------------
+// monitoring
+// ---------------------------------------------------------------------------------------------------------------
+
+const monitoring = mod('modules/monitoring')
+
+t.test('monitoring: alarms for 5xx rate, p99 latency, HSM errors and audit backlog age; a dashboard', async (t) => {
+  const alarms = Object.values<Hcl>(monitoring.resources.aws_cloudwatch_metric_alarm ?? {})
+  const rate = res(monitoring, 'aws_cloudwatch_metric_alarm', 'http_5xx_rate')
+  const q = rate.metric_query as Hcl[]
+  t.equal(one(q.find((x) => x.id === 'errors'), 'metric').metric_name, '${var.log_metric_names.responses_5xx}')
+  t.equal(one(q.find((x) => x.id === 'requests'), 'metric').metric_name, '${var.log_metric_names.requests}')
+  t.match(q.find((x) => x.return_data === true)?.expression, /100 \* FILL\(errors, 0\) \/ requests/, 'a rate in percent')
+  const p99 = res(monitoring, 'aws_cloudwatch_metric_alarm', 'latency_p99')
+  t.equal(p99.extended_statistic, 'p99')
+  t.equal(p99.metric_name, '${var.log_metric_names.response_time}')
+  const hsm = res(monitoring, 'aws_cloudwatch_metric_alarm', 'hsm_errors')
+  t.equal(hsm.metric_name, 'pixproxy_errors_total')
+  t.equal(hsm.dimensions, '${merge(local.service_dimension, { error_class = "hsm" })}')
+  const backlog = res(monitoring, 'aws_cloudwatch_metric_alarm', 'audit_backlog_age')
+  t.equal(backlog.metric_name, 'pixproxy_audit_oldest_unshipped_seconds')
+  t.equal(backlog.statistic, 'Maximum', 'the oldest row of any task')
+  t.equal(backlog.treat_missing_data, 'breaching', 'no metrics = the audit trail is unobserved')
+  for (const a of alarms) t.equal(a.alarm_actions, '${local.common.alarm_actions}', `${String(a.alarm_name)} notifies`)
+  const dash = res(monitoring, 'aws_cloudwatch_dashboard', 'this')
+  t.match(dash.dashboard_body, /jsonencode\(\{\s*widgets = \[/)
+  t.ok((dash.dashboard_body as string).split('type = "metric"').length - 1 >= 6, 'six or more metric widgets')
+  // The log metric names the monitoring module is given are the service's metric filters.
+  const ex = mod(EXAMPLE)
+  t.equal(ex.modules.monitoring.log_metric_names, '${module.service.log_metric_names}')
+  const declared = [...(monitoring.variables.log_metric_names.type as string).matchAll(/(\w+)\s*=\s*string/g)].map((g) => g[1])
+  t.same(declared.sort(), Object.keys(service.locals.log_metrics).sort(), 'monitoring expects exactly the service\'s log metrics')
+})
+
+t.test('metrics: every pixproxy_* name in the Terraform is registered by the proxy; the HSM relabel matches the HSM codes', async (t) => {
+  const src = (await Promise.all(['src/plugins/metrics.ts', 'src/plugins/audit.ts', 'src/app.ts'].map((f) => readFile(join(REPO, f), 'utf8')))).join('\n')
+  const registered = new Set([...src.matchAll(/name: '(pixproxy_[a-z_]+)'/g)].map((g) => g[1] as string))
+  t.ok(registered.has('pixproxy_audit_oldest_unshipped_seconds') && registered.has('pixproxy_errors_total'))
+  const referenced = new Set<string>()
+  for (const m of [service, monitoring]) {
+    for (const s of [...m.files.values()].flatMap((j) => allStrings(j))) for (const g of s.matchAll(/pixproxy_[a-z_]+[a-z]/g)) referenced.add(g[0])
+  }
+  t.ok(referenced.size >= 8, `${referenced.size} metric names referenced`)
+  for (const name of referenced) t.ok(registered.has(name), `${name} is registered in src/`)
+  const relabel = service.locals.prometheus_scrape_config.scrape_configs[0].metric_relabel_configs[0]
+  const re = new RegExp(`^${relabel.regex as string}$`)
+  const codes = Object.values(Errors).map((e) => e.code)
+  const hsmCodes = codes.filter((c) => c.startsWith('PIXPROXY_ERR_HSM_'))
+  t.ok(hsmCodes.length >= 5, 'the catalogue has HSM codes')
+  for (const c of codes) t.equal(re.test(c), hsmCodes.includes(c), `${c} ${hsmCodes.includes(c) ? 'is' : 'is not'} an HSM error`)
+  t.same(relabel.source_labels, ['code'], 'pixproxy_errors_total is labelled by code')
+  t.match(src, /name: 'pixproxy_errors_total'[^\n]*labelNames: \['code'\]/)
+})
+
+t.test('metrics: the request-log filters match the lines Fastify writes', async (t) => {
+  const lines: Hcl[] = []
+  const app = Fastify({ logger: { level: 'info', stream: new Writable({ write (chunk, _enc, cb) { lines.push(JSON.parse(String(chunk))); cb() } }) } })
+  app.get('/ok', async () => ({ ok: true }))
+  app.get('/fail', async (_req, reply) => await reply.code(503).send({ no: true }))
+  t.teardown(async () => { await app.close() })
+  await app.inject('/ok')
+  await app.inject('/fail')
+  const filters = service.locals.log_metrics as Record<string, { pattern: string, value: string }>
+  const matches = (pattern: string, line: Hcl): boolean => {
+    const body = /^\{ (.*) \}$/.exec(pattern)?.[1]
+    if (body === undefined) throw new Error(`not a JSON filter: ${pattern}`)
+    return body.split(' && ').every((clause) => {
+      const g = /^\$\.([\w.]+) (=|>=) (.+)$/.exec(clause)
+      if (g === null) throw new Error(`unsupported clause ${clause}`)
+      const v = (g[1] as string).split('.').reduce((o: Hcl, k) => o?.[k], line)
+      return g[2] === '=' ? v === JSON.parse(g[3] as string) : Number(v) >= Number(g[3])
+    })
+  }
+  const completed = lines.filter((l) => matches(filters.requests!.pattern, l))
+  t.equal(completed.length, 2, 'one requests data point per response')
+  t.equal(lines.filter((l) => matches(filters.responses_5xx!.pattern, l)).length, 1, 'the 503 is a 5xx data point')
+  const value = filters.response_time!.value.replace(/^\$\./, '')
+  for (const l of lines.filter((l) => matches(filters.response_time!.pattern, l))) t.ok(typeof l[value] === 'number' && l[value] >= 0, `response_time value ${String(l[value])} ms`)
+})
+
+t.test('SPI: the participant-wide ICOM limit holds at the largest task count', async (t) => {
+  const perTask = Number(evaluate(service, service.locals.spi_max_in_flight_per_task))
+  const max = Number(evaluate(service, '${var.autoscaling.max_capacity}'))
+  const limit = Number(evaluate(service, '${var.spi_participant_max_in_flight}'))
+  t.equal(limit, ConfigSchema.properties.PIXPROXY_SPI_MAX_IN_FLIGHT.default, 'BACEN\'s 6 per participant')
+  t.ok(perTask >= 1 && perTask * max <= limit, `${max} tasks x ${perTask} in flight <= ${limit}`)
+  t.equal(proxyEnv.PIXPROXY_SPI_MAX_IN_FLIGHT, '${tostring(local.spi_max_in_flight_per_task)}')
+  const ex = mod(EXAMPLE).modules.service.autoscaling
+  t.ok(Math.floor(limit / Number(ex.max_capacity)) * Number(ex.max_capacity) <= limit && Number(ex.max_capacity) <= limit, 'the example stays within the limit')
+})
