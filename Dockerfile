@@ -49,7 +49,8 @@ RUN /app/scripts/install-runtime.sh --clean \
  && ln -s "$(/app/scripts/install-runtime.sh --engines-dir)" /usr/local/lib/engines-3 \
  && groupadd --gid 10001 pixproxy \
  && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin pixproxy \
- && install -d -o 10001 -g 10001 -m 0750 /var/spool/pix-proxy /var/lib/pix-proxy /var/lib/pix-proxy/lake /run/cloudhsm
+ && install -d -o 10001 -g 10001 -m 0750 /var/spool/pix-proxy /var/lib/pix-proxy /var/lib/pix-proxy/lake /run/cloudhsm \
+ && chmod 1777 /tmp
 ENV NODE_ENV=production \
     OPENSSL_ENGINES=/usr/local/lib/engines-3 \
     PIXPROXY_LISTEN_HOST=0.0.0.0 \
@@ -60,7 +61,9 @@ COPY --from=deps /app/node_modules /app/node_modules
 COPY --from=build /app/dist /app/dist
 COPY package.json /app/package.json
 COPY docker /app/docker
-VOLUME ["/var/spool/pix-proxy"]
+# The writable paths are volumes, so a volume mounted there (Fargate has no tmpfs: ECS task volumes) inherits the
+# ownership and mode set above: /tmp stays 1777, /run/cloudhsm 10001's.
+VOLUME ["/var/spool/pix-proxy", "/tmp", "/run/cloudhsm"]
 EXPOSE 8080
 # Exec form throughout: node is PID 1 (entrypoint.sh ends in `exec node`) and gets the SIGTERM itself.
 STOPSIGNAL SIGTERM

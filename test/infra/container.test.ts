@@ -401,7 +401,8 @@ t.test('Dockerfile: PIXPROXY_* settings it sets are valid, the spool is a volume
   const spool = config.audit.spoolDir
   t.equal(spool, '/var/spool/pix-proxy', 'an absolute spool path (the default is relative to a read-only /app)')
   const app = dockerfile.find((s) => s.name === 'app')
-  t.same(execForm(app?.instructions.find((i) => i.op === 'VOLUME')?.args ?? ''), [spool], 'the spool is a VOLUME')
+  t.same(execForm(app?.instructions.find((i) => i.op === 'VOLUME')?.args ?? ''), [spool, '/tmp', '/run/cloudhsm'], 'the writable paths are VOLUMEs (ECS task volumes inherit their ownership)')
+  t.match(app?.instructions.find((i) => i.op === 'RUN' && i.args.includes('install -d'))?.args, /install -d -o 10001 -g 10001 -m 0750 .*\/run\/cloudhsm[\s\S]*chmod 1777 \/tmp/, '/run/cloudhsm owned by 10001, /tmp sticky and world-writable')
   t.match(app?.instructions.find((i) => i.op === 'RUN' && i.args.includes('install -d'))?.args, new RegExp(`install -d -o ${UID} -g ${UID} -m 0750 ${spool} `), 'created owned by 10001 (a named volume inherits it)')
   t.match(app?.instructions.find((i) => i.op === 'RUN' && i.args.includes('useradd'))?.args, new RegExp(`useradd --uid ${UID} --gid ${UID} .*--shell /usr/sbin/nologin`))
   t.same(app?.instructions.filter((i) => i.op === 'EXPOSE').map((i) => i.args), [String(config.listen.port)])
