@@ -204,10 +204,10 @@ export function relayedHeaders (answer: UpstreamAnswer): Record<string, string> 
  * take it refuses the request: nothing is sent), a failure is recorded with its code, and the caller finishes the
  * row with `tx.end()` once the answer's signature verdict is known.
  */
-export async function auditedCall (app: FastifyInstance, req: FastifyRequest, call: UpstreamCall, origin: string, facts: MessageFacts): Promise<{ answer: UpstreamAnswer, tx: AuditTx }> {
+export async function auditedCall (app: FastifyInstance, req: FastifyRequest, call: UpstreamCall, origin: string, facts: MessageFacts, retry: (send: () => Promise<UpstreamAnswer>) => Promise<UpstreamAnswer> = async (send) => await send()): Promise<{ answer: UpstreamAnswer, tx: AuditTx }> {
   const tx = await beginAudit(app, req, call, origin, facts)
   try {
-    return { answer: await callUpstream(app, call, origin), tx }
+    return { answer: await retry(async () => await callUpstream(app, call, origin)), tx }
   } catch (err) {
     await tx.fail((err as { code?: string }).code ?? Errors.INTERNAL.code)
     throw err

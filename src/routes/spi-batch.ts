@@ -161,3 +161,25 @@ export class IcomBatcher {
     })
   }
 }
+
+/**
+ * ICOM answers 429 when a participant has more than 6 requests in flight. The proxy never sends more, but ICOM may
+ * still count a request whose answer the proxy has already read (the two ends see a request finish at slightly
+ * different moments), and another proxy instance of the same participant may be sending too. A 429 means ICOM took
+ * nothing, so the post is sent again after a short pause (holding its slot), up to `attempts` times in all; the
+ * last answer is returned whatever it is.
+ */
+export async function retryOn429 (send: () => Promise<UpstreamAnswer>, o: { attempts?: number, pauseMs?: number, random?: () => number } = {}): Promise<UpstreamAnswer> {
+  const attempts = o.attempts ?? 3
+  const pause = o.pauseMs ?? 20
+  const random = o.random ?? Math.random
+  let answer = await send()
+  let spent = answer.upstreamMs
+  for (let n = 1; n < attempts && answer.status === 429; n++) {
+    await new Promise((resolve) => setTimeout(resolve, pause * n * (0.5 + random())))
+    answer = await send()
+    spent += answer.upstreamMs
+  }
+  // The audit row's upstream latency covers every attempt.
+  return { ...answer, upstreamMs: spent }
+}

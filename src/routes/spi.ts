@@ -13,7 +13,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { auditedCall, beginAudit, callUpstream, checkResponse, endAudit, relay, signatureRejection } from './forward.ts'
 import type { UpstreamAnswer } from './forward.ts'
-import { IcomBatcher } from './spi-batch.ts'
+import { IcomBatcher, retryOn429 } from './spi-batch.ts'
 import { emptyFacts, spiFacts } from '../audit/facts.ts'
 import type { MessageFacts } from '../audit/facts.ts'
 import { requireXmlBody, upstreamPath } from './common.ts'
@@ -67,14 +67,14 @@ export default async function spiRoutes (app: FastifyInstance): Promise<void> {
       maxBytes: config.maxBodyBytes,
       queueMax: config.spi.queueMax,
       queueTimeoutMs: config.spi.queueTimeoutMs,
-      send: async (post) => await callUpstream(app, {
+      send: async (post) => await retryOn429(async () => await callUpstream(app, {
         upstream: app.upstreams.spi,
         name: 'spi',
         method: 'POST',
         path: `/api/v1/in/${config.ispb}/msgs`,
         headers: { 'content-type': post.contentType, accept: 'application/xml' },
         body: post.body
-      }, config.spi.url),
+      }, config.spi.url)),
       onBatch: (parts) => { metrics.spiPostParts.observe(parts) },
       onQueue: (n) => {
         batcherQueued = n
@@ -171,7 +171,7 @@ export default async function spiRoutes (app: FastifyInstance): Promise<void> {
         path: upstreamPath('/api/v1/in/:ispb/msgs', req),
         headers: { 'content-type': contentType, accept: 'application/xml' },
         body
-      }, config.spi.url, facts)
+      }, config.spi.url, facts, retryOn429)
       const checked = checkResponse(app, 'spi', 'spi', answer, false)
       const reject = !checked.valid && config.invalidSignaturePolicy === 'reject'
       await endAudit(tx, answer, checked, reject ? Errors.UPSTREAM_SIGNATURE_INVALID.code : null)

@@ -2,7 +2,7 @@
 import t from 'tap'
 import { InFlightLimiter } from '../../src/http/limiter.ts'
 import { multipartBoundary, parseMultipart } from '../../src/http/multipart.ts'
-import { IcomBatcher } from '../../src/routes/spi-batch.ts'
+import { IcomBatcher, retryOn429 } from '../../src/routes/spi-batch.ts'
 import type { BatchBody, BatcherOptions } from '../../src/routes/spi-batch.ts'
 import type { UpstreamAnswer } from '../../src/routes/forward.ts'
 
@@ -116,4 +116,31 @@ t.test('bounds: a full queue refuses at once, a message that never gets a slot t
   await Promise.all(Array.from({ length: 9 }, async (_v, i) => await small.submit(big(i))))
   t.ok(f.posts.every((p) => p.msgs.length <= 3), `10 KB posts carry at most three 3 KB messages (${f.posts.map((p) => p.msgs.length).join(',')})`)
   t.throws(() => new IcomBatcher({ limiter, maxParts: 0, maxBytes: 1, queueMax: 1, queueTimeoutMs: 1, send: f.send }), { code: 'PIXPROXY_ERR_CONFIG_INVALID' })
+})
+
+t.test('retryOn429: ICOM took nothing, so the post goes again after a pause; other answers are final', async (t) => {
+  const answers = (statuses: number[]): { send: () => Promise<UpstreamAnswer>, calls: () => number } => {
+    let n = 0
+    return {
+      calls: () => n,
+      send: async () => {
+        const status = statuses[Math.min(n, statuses.length - 1)] as number
+        n++
+        return { status, headers: {}, body: Buffer.alloc(0), upstreamMs: 5 }
+      }
+    }
+  }
+  const ok = answers([429, 429, 201])
+  const r = await retryOn429(ok.send, { pauseMs: 1 })
+  t.equal(r.status, 201, 'the third attempt got through')
+  t.equal(ok.calls(), 3)
+  t.equal(r.upstreamMs, 15, 'the upstream latency covers every attempt')
+  const stuck = answers([429])
+  t.equal((await retryOn429(stuck.send, { pauseMs: 1, attempts: 3 })).status, 429, 'after the last attempt the 429 is the answer')
+  t.equal(stuck.calls(), 3)
+  for (const status of [201, 400, 503]) {
+    const once = answers([status])
+    t.equal((await retryOn429(once.send, { pauseMs: 1 })).status, status)
+    t.equal(once.calls(), 1, `${status} is not retried (503: ICOM may have taken it; the caller decides)`)
+  }
 })
