@@ -1,24 +1,58 @@
 /**
- * `pix-proxy demo [--dir DIR] [--once]`: the README's main job. Starts the whole local stack (SoftHSM token with
- * the participant's non-extractable keys, the BACEN simulator, the proxy as configured in production) and sends
- * sample traffic through the proxy the way a bank core would: DICT entry, lookup and claim; an SPI pacs.008 and the
- * pacs.002 read back from the ICOM stream; a pibr.001 echo. Then it shows the signing core catching a message
- * altered after signing. Progress goes to stderr; the last stdout line is a JSON summary; exit 0 only if every
- * flow did what it should. Without --once the stack stays up (Ctrl-C stops it) for manual requests.
+ * `pix-proxy demo`: the README's main job. Sends sample traffic through the proxy the way a bank core would: DICT
+ * entry, lookup and claim; an SPI pacs.008 and the pacs.002 read back from the ICOM stream; a pibr.001 echo. Then
+ * it shows the signing core catching a message altered after signing, and finds every call it made in the audit
+ * store with DuckDB. Progress goes to stderr; the last stdout line is a JSON summary; exit 0 only if every flow did
+ * what it should.
+ *
+ * Two modes share the flows:
+ *   `demo [--dir DIR] [--once]` starts the whole local stack in this process (SoftHSM token with the participant's
+ *     non-extractable keys, the BACEN simulator, the proxy as configured in production; src/demo/stack.ts). Without
+ *     --once the stack stays up (Ctrl-C stops it) for manual requests.
+ *   `demo --proxy-url URL --simulator-url URL --pki-dir DIR --lake DIR` only sends the traffic, to services started
+ *     elsewhere (docker-compose.yml's `traffic` service): the counterparty and the token come from the PKI that
+ *     docker/local-init.sh leaves in DIR (hsm/ from `hsm init`, bacen/ from `simulator --pki-only`), the audit rows
+ *     from the lake the local Firehose delivers to. It runs once and writes nothing.
  */
+import { randomUUID } from 'node:crypto'
+import { readFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { performance } from 'node:perf_hooks'
-import { request } from 'undici'
+import { Agent, request } from 'undici'
 import { startLocalStack, PROXY_ISPB, COUNTERPARTY_ISPB } from '../demo/stack.ts'
 import type { LocalStack } from '../demo/stack.ts'
+import { Errors, PixProxyError } from '../errors.ts'
+import type { HsmInitResult } from '../hsm/init.ts'
+import { Pkcs11KeyStore } from '../hsm/pkcs11.ts'
+import { SoftwareSigner } from '../hsm/signer.ts'
+import { readPin } from '../hsm/uri.ts'
 import { createClaimRequest, createEntryRequest, newEndToEndId, pacs008, pibr001, SAMPLE_PAYEE } from '../samples/messages.ts'
+import { XmlSigner } from '../xmldsig/sign.ts'
 import { verifyXml } from '../xmldsig/verify.ts'
 import { TrustStore } from '../xmldsig/truststore.ts'
 import { parseCertificate } from '../pki/x509.ts'
-import { readFile } from 'node:fs/promises'
+import type { Certificate } from '../pki/x509.ts'
+import { quoteLiteral } from '../audit/parquet.ts'
 import { queryAudit } from '../audit/query.ts'
+import { ParticipantClient } from '../../simulator/client.ts'
 import type { CliIo } from './io.ts'
+import { readInputFile, usageError } from './io.ts'
+
+const USAGE = `usage: pix-proxy demo [--dir .local/demo] [--once]
+       pix-proxy demo --proxy-url URL --simulator-url URL --pki-dir DIR --lake DIR [--once]
+
+  --dir DIR            start token, simulator and proxy in this process, state in DIR (reused when present);
+                       without --once the stack stays up until Ctrl-C
+  --once               exit after the sample flows with the JSON summary (traffic-only mode always does)
+  --proxy-url URL      traffic only: send the sample flows to a running pix-proxy (docker-compose's traffic service)
+  --simulator-url URL  the BACEN simulator, which the counterparty participant (${COUNTERPARTY_ISPB}) calls directly
+  --pki-dir DIR        the PKI docker/local-init.sh made: hsm/ (pix-proxy hsm init: hsm.json, the token) and bacen/
+                       (pix-proxy simulator --pki-only: ca.pem, participants/${COUNTERPARTY_ISPB}/, accepted.jsonl)
+  --lake DIR           the audit store the proxy's rows reach (read only); the audit check counts this run's rows`
+
+/** How long the audit check waits for this run's rows: the Firehose path batches, delivers, then writes. */
+const AUDIT_DEADLINE_MS = 20_000
 
 interface FlowResult {
   readonly name: string
@@ -31,27 +65,85 @@ interface FlowResult {
 
 interface Reply { status: number, headers: Record<string, string | string[] | undefined>, body: string }
 
+interface TokenSigner { readonly xmlSigner: XmlSigner, readonly certificate: Certificate }
+
+/** What the sample flows run against: the in-process stack, or services started elsewhere. */
+interface FlowTarget {
+  readonly proxyUrl: string
+  /** The other participant, calling the simulator directly over its own mTLS identity and signing key. */
+  readonly counterparty: { readonly client: ParticipantClient, readonly xmlSigner: XmlSigner }
+  /** Runs `fn` with the participant's HSM signing key and its certificate (the tamper check). */
+  withSigner<T> (fn: (s: TokenSigner) => Promise<T>): Promise<T>
+  /** Messages the simulator accepted during this run. */
+  simulatorAccepted (): Promise<number>
+  readonly simulatorLogFile: string
+  /** Where the proxy's audit rows end up (ParquetSink's files, or the JSON lines the local Firehose delivers). */
+  readonly lake: string
+}
+
+/** Runs `pix-proxy demo`; resolves to the exit code (0: every flow ok, 1: a flow failed, 2: usage). */
 export async function demoCommand (argv: string[], io: CliIo): Promise<number> {
   const { values } = parseArgs({
     args: argv,
-    options: { dir: { type: 'string', default: '.local/demo' }, once: { type: 'boolean', default: false } },
+    options: {
+      dir: { type: 'string' },
+      once: { type: 'boolean', default: false },
+      'proxy-url': { type: 'string' },
+      'simulator-url': { type: 'string' },
+      'pki-dir': { type: 'string' },
+      lake: { type: 'string' },
+      help: { type: 'boolean', default: false }
+    },
     strict: true
   })
-  const dir = resolve(values.dir)
+  if (values.help) {
+    io.stdout.write(USAGE + '\n')
+    return 0
+  }
   const log = (msg: string): void => { io.stderr.write(`[demo] ${msg}\n`) }
+  const remote = { 'simulator-url': values['simulator-url'], 'pki-dir': values['pki-dir'], lake: values.lake }
+  if (values['proxy-url'] === undefined) {
+    const stray = Object.entries(remote).filter(([, v]) => v !== undefined).map(([k]) => `--${k}`)
+    if (stray.length > 0) throw usageError(`${stray.join(', ')} only go with --proxy-url\n${USAGE}`)
+    return await inProcess(resolve(values.dir ?? '.local/demo'), values.once, io, log)
+  }
+  if (values.dir !== undefined) throw usageError(`--dir starts a local stack; --proxy-url uses a running one: not both\n${USAGE}`)
+  const missing = Object.entries(remote).filter(([, v]) => v === undefined).map(([k]) => `--${k}`)
+  if (missing.length > 0) throw usageError(`--proxy-url needs ${missing.join(', ')}\n${USAGE}`)
+  return await trafficOnly({
+    proxyUrl: urlOption('proxy-url', values['proxy-url'], ['http:', 'https:']),
+    simulatorUrl: urlOption('simulator-url', values['simulator-url'] as string, ['https:']),
+    pkiDir: resolve(values['pki-dir'] as string),
+    lake: resolve(values.lake as string)
+  }, io, log)
+}
+
+function urlOption (name: string, value: string, protocols: readonly string[]): string {
+  let url: URL
+  try {
+    url = new URL(value)
+  } catch {
+    throw usageError(`--${name} must be a URL, got ${value}\n${USAGE}`)
+  }
+  if (!protocols.includes(url.protocol)) throw usageError(`--${name} must be a ${protocols.join(' or ')} URL, got ${value}\n${USAGE}`)
+  return value.replace(/\/+$/, '')
+}
+
+async function inProcess (dir: string, once: boolean, io: CliIo, log: (m: string) => void): Promise<number> {
   log(`starting SoftHSM token, BACEN simulator and pix-proxy (state in ${dir})`)
   const stack = await startLocalStack({ dir, longPollMs: 1_000 })
   log(`pix-proxy listening on ${stack.proxyUrl} for ISPB ${PROXY_ISPB}; simulator on ${stack.simulator.dictUrl}`)
+  const target = stackTarget(stack)
   const results: FlowResult[] = []
   try {
-    await runFlows(stack, results, log)
+    await runFlows(target, results, log)
   } finally {
-    if (values.once || results.some((r) => !r.ok)) await stack.close()
+    if (once || results.some((r) => !r.ok)) await stack.close()
   }
   const ok = results.every((r) => r.ok)
-  const accepted = stack.simulator.app.simulator.log.length
+  const accepted = await target.simulatorAccepted()
   io.stdout.write(JSON.stringify({ ok, proxy: stack.proxyUrl, ispb: PROXY_ISPB, signingKey: stack.hsm.signing.uri, simulatorAccepted: accepted, flows: results }) + '\n')
-  if (!values.once && ok) {
+  if (!once && ok) {
     log('stack is up; try: curl -s ' + stack.proxyUrl + '/readyz ; Ctrl-C to stop')
     await new Promise<void>((resolve) => {
       process.once('SIGINT', resolve)
@@ -62,20 +154,126 @@ export async function demoCommand (argv: string[], io: CliIo): Promise<number> {
   return ok ? 0 : 1
 }
 
-async function call (stack: LocalStack, method: 'GET' | 'POST' | 'DELETE', path: string, body?: string, headers: Record<string, string> = {}): Promise<Reply> {
-  const r = await request(stack.proxyUrl + path, {
-    method,
-    headers: { ...(body === undefined ? {} : { 'content-type': 'application/xml' }), ...headers },
-    ...(body === undefined ? {} : { body })
+function stackTarget (stack: LocalStack): FlowTarget {
+  return {
+    proxyUrl: stack.proxyUrl,
+    counterparty: { client: stack.counterparty.client, xmlSigner: stack.counterparty.identity.signing.xmlSigner },
+    // The proxy's own signer: the key in the token, through the session pool the proxy signs with.
+    withSigner: async (fn) => await fn({ xmlSigner: stack.proxy.crypto.xmlSigner, certificate: parseCertificate(await readFile(stack.hsm.signing.certFile)) }),
+    simulatorAccepted: async () => stack.simulator.app.simulator.log.length,
+    simulatorLogFile: stack.simulatorLogFile,
+    lake: stack.config.audit.parquetDir
+  }
+}
+
+interface TrafficOptions { readonly proxyUrl: string, readonly simulatorUrl: string, readonly pkiDir: string, readonly lake: string }
+
+async function trafficOnly (o: TrafficOptions, io: CliIo, log: (m: string) => void): Promise<number> {
+  const hsmFile = join(o.pkiDir, 'hsm', 'hsm.json')
+  let hsm: HsmInitResult
+  try {
+    hsm = JSON.parse((await readInputFile(hsmFile)).toString('utf8')) as HsmInitResult
+  } catch (err) {
+    if (err instanceof PixProxyError) throw err
+    throw new PixProxyError(Errors.CONFIG_INVALID, [`${hsmFile} is not the JSON \`pix-proxy hsm init\` writes: ${(err as Error).message}`], { cause: err })
+  }
+  const fields = [hsm?.softhsmConf, hsm?.modulePath, hsm?.tokenLabel, hsm?.pinFile, hsm?.signing?.keyLabel, hsm?.signing?.certFile, hsm?.signing?.uri]
+  if (!fields.every((f) => typeof f === 'string')) throw new PixProxyError(Errors.CONFIG_INVALID, [`${hsmFile} is not the JSON \`pix-proxy hsm init\` writes`])
+  // SoftHSM2 reads its configuration from the environment when the module initialises: this command owns the
+  // process (as `hsm info` does), the library code never reads the environment.
+  process.env.SOFTHSM2_CONF = hsm.softhsmConf
+  const target = await remoteTarget(o, hsm)
+  log(`sending the sample flows to pix-proxy at ${o.proxyUrl} (ISPB ${PROXY_ISPB}); counterparty ${COUNTERPARTY_ISPB} calls the simulator at ${o.simulatorUrl}`)
+  const results: FlowResult[] = []
+  try {
+    await runFlows(target, results, log)
+  } finally {
+    await target.counterparty.client.close()
+  }
+  const ok = results.every((r) => r.ok)
+  io.stdout.write(JSON.stringify({ ok, proxy: o.proxyUrl, ispb: PROXY_ISPB, signingKey: hsm.signing.uri, simulatorAccepted: await target.simulatorAccepted(), flows: results }) + '\n')
+  return ok ? 0 : 1
+}
+
+/** Complete lines of the simulator's accepted-message log (one JSON object per line, appended across runs). */
+async function lineCount (file: string): Promise<number> {
+  const text = (await readInputFile(file)).toString('utf8')
+  let n = 0
+  for (let i = text.indexOf('\n'); i >= 0; i = text.indexOf('\n', i + 1)) n++
+  return n
+}
+
+/**
+ * The running services' side of the flows, from the shared PKI: everything is read (a missing file is a coded
+ * FILE_READ error, never a freshly generated key that the simulator would not trust), nothing is written.
+ */
+async function remoteTarget (o: TrafficOptions, hsm: HsmInitResult): Promise<FlowTarget> {
+  const bacen = join(o.pkiDir, 'bacen')
+  const party = join(bacen, 'participants', COUNTERPARTY_ISPB)
+  const text = async (file: string): Promise<string> => (await readInputFile(file)).toString('utf8')
+  const xmlSigner = new XmlSigner({
+    signer: SoftwareSigner.fromPem(await readInputFile(join(party, 'signing.key'))),
+    certificate: parseCertificate(await readInputFile(join(party, 'signing.pem')))
   })
-  return { status: r.statusCode, headers: r.headers, body: await r.body.text() }
+  const simulatorLogFile = join(bacen, 'accepted.jsonl')
+  // The log outlives the simulator's runs (the volume persists): this run's messages are the lines it adds.
+  const acceptedBefore = await lineCount(simulatorLogFile)
+  const client = new ParticipantClient({
+    url: o.simulatorUrl,
+    ca: await text(join(bacen, 'ca.pem')),
+    certPem: await text(join(party, 'tls.pem')),
+    keyPem: await text(join(party, 'tls.key'))
+  })
+  return {
+    proxyUrl: o.proxyUrl,
+    counterparty: { client, xmlSigner },
+    withSigner: async (fn) => {
+      const certificate = parseCertificate(await readInputFile(hsm.signing.certFile))
+      // The token the proxy uses, opened as `hsm info` opens it; one session is enough for one signature.
+      const store = await Pkcs11KeyStore.open({
+        modulePath: hsm.modulePath,
+        tokenLabel: hsm.tokenLabel,
+        pin: await readPin({ pinSource: `file:${hsm.pinFile}` }),
+        poolSize: 1
+      })
+      try {
+        return await fn({ xmlSigner: new XmlSigner({ signer: await store.signer(hsm.signing.keyLabel), certificate }), certificate })
+      } finally {
+        await store.close()
+      }
+    },
+    simulatorAccepted: async () => (await lineCount(simulatorLogFile)) - acceptedBefore,
+    simulatorLogFile,
+    lake: o.lake
+  }
 }
 
 function tag (xml: string, name: string): string | undefined {
   return new RegExp(`<${name}>([^<]*)</${name}>`).exec(xml)?.[1]
 }
 
-async function runFlows (stack: LocalStack, results: FlowResult[], log: (m: string) => void): Promise<void> {
+/** A timestamp literal DuckDB compares with `request_date` (UTC wall time, the session's zone). */
+function timestampLiteral (d: Date): string {
+  return `TIMESTAMP ${quoteLiteral(d.toISOString().replace('T', ' ').replace('Z', ''))}`
+}
+
+async function runFlows (target: FlowTarget, results: FlowResult[], log: (m: string) => void): Promise<void> {
+  // The audit store may hold earlier runs' rows (a reused --dir, compose's lake volume): this run's are those
+  // received from now on that carry the request ids this run sent (the proxy takes x-request-id as correlation id).
+  const runStart = new Date()
+  const sent: string[] = []
+  const agent = new Agent()
+  const call = async (method: 'GET' | 'POST' | 'DELETE', path: string, body?: string, headers: Record<string, string> = {}): Promise<Reply> => {
+    const id = randomUUID()
+    sent.push(id)
+    const r = await request(target.proxyUrl + path, {
+      dispatcher: agent,
+      method,
+      headers: { 'x-request-id': id, ...(body === undefined ? {} : { 'content-type': 'application/xml' }), ...headers },
+      ...(body === undefined ? {} : { body })
+    })
+    return { status: r.statusCode, headers: r.headers, body: await r.body.text() }
+  }
   const flow = async (name: string, fn: () => Promise<Omit<FlowResult, 'name' | 'ms'>>): Promise<void> => {
     const t0 = performance.now()
     let r: Omit<FlowResult, 'name' | 'ms'>
@@ -90,88 +288,99 @@ async function runFlows (stack: LocalStack, results: FlowResult[], log: (m: stri
   }
   const sig = (r: Reply): string => String(r.headers['pix-proxy-signature-code'])
 
-  // DICT: our participant registers a key; the counterparty registers one we then look up and claim.
-  await flow('DICT CreateEntry (signed in the HSM)', async () => {
-    const r = await call(stack, 'POST', '/api/v2/entries/', createEntryRequest().xml)
-    return { ok: r.status === 201 && sig(r) === 'VALID', status: r.status, signature: sig(r) }
-  })
-  const theirKey = createEntryRequest({ owner: SAMPLE_PAYEE, keyType: 'EMAIL' })
-  const direct = await stack.counterparty.client.request('POST', '/api/v2/entries/', {
-    headers: { 'content-type': 'application/xml' },
-    body: await stack.counterparty.identity.signing.xmlSigner.sign(theirKey.xml, 'dict')
-  })
-  if (direct.status !== 201) log(`counterparty could not create its entry: ${direct.status}`)
-  await flow('DICT GetEntry (counterparty key)', async () => {
-    const r = await call(stack, 'GET', `/api/v2/entries/${encodeURIComponent(theirKey.key)}`, undefined, {
-      'PI-RequestingParticipant': PROXY_ISPB,
-      'PI-PayerId': '52998224725',
-      'PI-EndToEndId': newEndToEndId(PROXY_ISPB)
+  try {
+    // DICT: our participant registers a key; the counterparty registers one we then look up and claim.
+    await flow('DICT CreateEntry (signed in the HSM)', async () => {
+      const r = await call('POST', '/api/v2/entries/', createEntryRequest().xml)
+      return { ok: r.status === 201 && sig(r) === 'VALID', status: r.status, signature: sig(r) }
     })
-    return { ok: r.status === 200 && sig(r) === 'VALID' && r.body.includes(COUNTERPARTY_ISPB), status: r.status, signature: sig(r) }
-  })
-  await flow('DICT CreateClaim (portability of the counterparty key)', async () => {
-    const r = await call(stack, 'POST', '/api/v2/claims/', createClaimRequest({ key: theirKey.key, keyType: 'EMAIL', type: 'PORTABILITY', owner: { ...SAMPLE_PAYEE, ispb: PROXY_ISPB } }).xml)
-    return { ok: r.status === 201 && sig(r) === 'VALID', status: r.status, signature: sig(r), ...(r.status === 201 ? {} : { detail: r.body.slice(0, 300) }) }
-  })
-  await flow('DICT ListClaims', async () => {
-    const r = await call(stack, 'GET', `/api/v2/claims/?Participant=${PROXY_ISPB}&IsClaimer=true&Limit=10`)
-    return { ok: r.status === 200 && sig(r) === 'VALID', status: r.status, signature: sig(r) }
-  })
+    const theirKey = createEntryRequest({ owner: SAMPLE_PAYEE, keyType: 'EMAIL' })
+    const direct = await target.counterparty.client.request('POST', '/api/v2/entries/', {
+      headers: { 'content-type': 'application/xml' },
+      body: await target.counterparty.xmlSigner.sign(theirKey.xml, 'dict')
+    })
+    if (direct.status !== 201) log(`counterparty could not create its entry: ${direct.status}`)
+    await flow('DICT GetEntry (counterparty key)', async () => {
+      const r = await call('GET', `/api/v2/entries/${encodeURIComponent(theirKey.key)}`, undefined, {
+        'PI-RequestingParticipant': PROXY_ISPB,
+        'PI-PayerId': '52998224725',
+        'PI-EndToEndId': newEndToEndId(PROXY_ISPB)
+      })
+      return { ok: r.status === 200 && sig(r) === 'VALID' && r.body.includes(COUNTERPARTY_ISPB), status: r.status, signature: sig(r) }
+    })
+    await flow('DICT CreateClaim (portability of the counterparty key)', async () => {
+      const r = await call('POST', '/api/v2/claims/', createClaimRequest({ key: theirKey.key, keyType: 'EMAIL', type: 'PORTABILITY', owner: { ...SAMPLE_PAYEE, ispb: PROXY_ISPB } }).xml)
+      return { ok: r.status === 201 && sig(r) === 'VALID', status: r.status, signature: sig(r), ...(r.status === 201 ? {} : { detail: r.body.slice(0, 300) }) }
+    })
+    await flow('DICT ListClaims', async () => {
+      const r = await call('GET', `/api/v2/claims/?Participant=${PROXY_ISPB}&IsClaimer=true&Limit=10`)
+      return { ok: r.status === 200 && sig(r) === 'VALID', status: r.status, signature: sig(r) }
+    })
 
-  // SPI: a payment, and its settlement read back from our ICOM stream.
-  const payment = pacs008({ amounts: [150.75] })
-  await flow('SPI pacs.008 POST /api/v1/in/{ispb}/msgs', async () => {
-    const r = await call(stack, 'POST', `/api/v1/in/${PROXY_ISPB}/msgs`, payment.xml)
-    return { ok: r.status === 201 && typeof r.headers['pi-resourceid'] === 'string', status: r.status }
-  })
-  await flow('SPI stream: pacs.002 ACSC for the payment', async () => {
-    let path = `/api/v1/out/${PROXY_ISPB}/stream/start`
-    const deadline = Date.now() + 10_000
-    while (Date.now() < deadline) {
-      const r = await call(stack, 'GET', path, undefined, { accept: 'multipart/mixed' })
-      const next = r.headers['pi-pull-next']
-      if (r.status === 200 && r.body.includes(payment.endToEndIds[0] as string)) {
-        const status = tag(r.body, 'TxSts')
-        if (typeof next === 'string') await call(stack, 'DELETE', next)
-        return { ok: status === 'ACSC' && sig(r) === 'VALID', status: r.status, signature: sig(r), detail: `TxSts ${status ?? '?'}` }
+    // SPI: a payment, and its settlement read back from our ICOM stream.
+    const payment = pacs008({ amounts: [150.75] })
+    await flow('SPI pacs.008 POST /api/v1/in/{ispb}/msgs', async () => {
+      const r = await call('POST', `/api/v1/in/${PROXY_ISPB}/msgs`, payment.xml)
+      return { ok: r.status === 201 && typeof r.headers['pi-resourceid'] === 'string', status: r.status }
+    })
+    await flow('SPI stream: pacs.002 ACSC for the payment', async () => {
+      let path = `/api/v1/out/${PROXY_ISPB}/stream/start`
+      const deadline = Date.now() + 10_000
+      while (Date.now() < deadline) {
+        const r = await call('GET', path, undefined, { accept: 'multipart/mixed' })
+        const next = r.headers['pi-pull-next']
+        if (r.status === 200 && r.body.includes(payment.endToEndIds[0] as string)) {
+          const status = tag(r.body, 'TxSts')
+          if (typeof next === 'string') await call('DELETE', next)
+          return { ok: status === 'ACSC' && sig(r) === 'VALID', status: r.status, signature: sig(r), detail: `TxSts ${status ?? '?'}` }
+        }
+        if (typeof next !== 'string') return { ok: false, status: r.status, detail: 'no PI-Pull-Next' }
+        path = next
       }
-      if (typeof next !== 'string') return { ok: false, status: r.status, detail: 'no PI-Pull-Next' }
-      path = next
-    }
-    return { ok: false, detail: 'no pacs.002 within 10 s' }
-  })
-  await flow('SPI pibr.001 echo', async () => {
-    const r = await call(stack, 'POST', `/api/v1/in/${PROXY_ISPB}/msgs`, pibr001().xml)
-    return { ok: r.status === 201, status: r.status }
-  })
+      return { ok: false, detail: 'no pacs.002 within 10 s' }
+    })
+    await flow('SPI pibr.001 echo', async () => {
+      const r = await call('POST', `/api/v1/in/${PROXY_ISPB}/msgs`, pibr001().xml)
+      return { ok: r.status === 201, status: r.status }
+    })
+  } finally {
+    await agent.close()
+  }
 
   // The signing core on its own: a message altered after signing is caught, with the reference that broke.
-  await flow('tampered pacs.008 detected (DIGEST_MISMATCH on the Document)', async () => {
-    const cert = parseCertificate(await readFile(stack.hsm.signing.certFile))
-    const signer = stack.proxy.crypto.xmlSigner
-    const signed = await signer.sign(pacs008({ amounts: [10] }).xml, 'spi')
-    const r = verifyXml(signed.replace('>10.00<', '>10000.00<'), { trustStore: new TrustStore([cert]) })
+  await flow('tampered pacs.008 detected (DIGEST_MISMATCH on the Document)', async () => await target.withSigner(async ({ xmlSigner, certificate }) => {
+    const signed = await xmlSigner.sign(pacs008({ amounts: [10] }).xml, 'spi')
+    const r = verifyXml(signed.replace('>10.00<', '>10000.00<'), { trustStore: new TrustStore([certificate]) })
     const bad = r.references.filter((x) => !x.digestValid).map((x) => x.target)
     return { ok: r.code === 'DIGEST_MISMATCH' && bad.join() === 'Document', detail: `verifier says ${r.code}, failed reference: ${bad.join()}` }
-  })
-  log(`simulator accepted ${stack.simulator.app.simulator.log.length} messages (log: ${join(stack.simulatorLogFile)})`)
+  }))
+  log(`simulator accepted ${await target.simulatorAccepted()} messages (log: ${target.simulatorLogFile})`)
 
-  // The audit trail: every call above is a row; once shipped, SQL over the local Parquet store.
+  // The audit trail: every call above is a row; once shipped, SQL over the local store.
   await flow('audit rows for every call, queried with DuckDB', async () => {
-    const lake = stack.config.audit.parquetDir
-    const calls = stack.proxy.audit.spool?.stats().spooledRows ?? 0
-    const sql = 'SELECT system, message_type, response_status_code AS status, response_signature_code AS signature, count(*) AS n FROM audit GROUP BY ALL ORDER BY system, message_type'
-    const deadline = Date.now() + 10_000
+    const lake = target.lake
+    const wanted = new Set(sent)
+    // DISTINCT: delivery is at least once, a row may arrive twice.
+    const sql = 'SELECT DISTINCT id, correlation_id, system, message_type, response_status_code AS status, response_signature_code AS signature ' +
+      `FROM audit WHERE request_date >= ${timestampLiteral(runStart)} AND correlation_id IN (${sent.map(quoteLiteral).join(', ')})`
+    const deadline = Date.now() + AUDIT_DEADLINE_MS
     let rows: Array<Record<string, unknown>> = []
-    while (Date.now() < deadline) {
+    const found = new Set<string>()
+    while (sent.length > 0) {
       rows = []
       for await (const r of queryAudit(lake, sql)) rows.push(r)
-      if (rows.reduce((a, r) => a + Number(r.n), 0) >= calls) break
+      found.clear()
+      for (const r of rows) if (wanted.has(String(r.correlation_id))) found.add(String(r.correlation_id))
+      if (found.size === wanted.size || Date.now() > deadline) break
       await new Promise((resolve) => setTimeout(resolve, 200))
     }
-    const n = rows.reduce((a, r) => a + Number(r.n), 0)
-    for (const r of rows) log(`  audit: ${String(r.system)} ${String(r.message_type)} → ${String(r.status)} ${String(r.signature)} ×${String(r.n)}`)
+    const groups = new Map<string, number>()
+    for (const r of rows) {
+      const k = `${String(r.system)} ${String(r.message_type)} → ${String(r.status)} ${String(r.signature)}`
+      groups.set(k, (groups.get(k) ?? 0) + 1)
+    }
+    for (const [k, n] of [...groups].sort(([a], [b]) => a.localeCompare(b))) log(`  audit: ${k} ×${n}`)
     log(`  try: node dist/src/cli/main.js audit query --dir ${lake} "SELECT request_date, system, message_type, response_status_code FROM audit ORDER BY request_date"`)
-    return { ok: n === calls && calls > 0, detail: `${n} of ${calls} calls audited in ${lake}` }
+    return { ok: found.size === wanted.size && wanted.size > 0, detail: `${found.size} of ${wanted.size} calls audited in ${lake}` }
   })
 }

@@ -1,9 +1,34 @@
 // `pix-proxy demo --once`: the README's main job must exit 0 only when every flow succeeded, JSON summary last.
+// `pix-proxy demo --proxy-url …`: the same flows as docker-compose's `traffic` service runs them, against the other
+// compose services started from their own command lines as local processes.
 import t from 'tap'
-import { PassThrough } from 'node:stream'
-import { readFile } from 'node:fs/promises'
+import { spawn } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { PassThrough } from 'node:stream'
+import { fileURLToPath } from 'node:url'
+import { request } from 'undici'
+import { parse as parseYaml } from 'yaml'
 import { main } from '../../src/cli/main.ts'
+import { queryAudit } from '../../src/audit/query.ts'
+import { Errors } from '../../src/errors.ts'
+import { scratchDir } from '../helpers/scratch.ts'
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url))
+const at = (...p: string[]): string => join(ROOT, ...p)
+const MAIN_TS = at('src/cli/main.ts')
+
+interface Summary {
+  ok: boolean
+  proxy: string
+  ispb: string
+  signingKey: string
+  simulatorAccepted: number
+  flows: Array<{ name: string, ok: boolean, status?: number, signature?: string, detail?: string }>
+}
+
+const lastJson = (stdout: string): Summary => JSON.parse(stdout.trim().split('\n').at(-1) as string) as Summary
 
 t.test('demo --once runs every flow through token, proxy and simulator and ends with a JSON summary', async (t) => {
   const dir = t.testdir()
@@ -25,4 +50,264 @@ t.test('demo --once runs every flow through token, proxy and simulator and ends 
   const log = (await readFile(join(dir, 'simulator-accepted.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as { ispb: string, signature: string })
   t.equal(log.length, summary.simulatorAccepted)
   t.ok(log.filter((l) => l.ispb === '99999004').every((l) => l.signature === 'VALID' || l.signature === 'UNSIGNED'), 'every signed message from the proxy verified at the simulator')
+})
+
+// ---- traffic-only mode -----------------------------------------------------------------------------------------
+
+async function runMain (argv: string[]): Promise<{ code: number, stdout: string, stderr: string }> {
+  const out = new PassThrough()
+  const err = new PassThrough()
+  let stdout = ''
+  let stderr = ''
+  out.on('data', (c: Buffer) => { stdout += c.toString() })
+  err.on('data', (c: Buffer) => { stderr += c.toString() })
+  const code = await main(argv, { stdin: new PassThrough(), stdout: out, stderr: err, env: process.env })
+  return { code, stdout, stderr }
+}
+
+t.test('demo usage: --help names both modes; traffic flags are checked before anything starts', async (t) => {
+  const help = await runMain(['demo', '--help'])
+  t.equal(help.code, 0)
+  for (const f of ['--dir', '--once', '--proxy-url', '--simulator-url', '--pki-dir', '--lake']) t.match(help.stdout, f, `--help documents ${f}`)
+
+  const dir = t.testdir({ pki: { hsm: {} }, lake: {} })
+  const full = ['--proxy-url', 'http://127.0.0.1:1', '--simulator-url', 'https://localhost:1', '--pki-dir', join(dir, 'pki'), '--lake', join(dir, 'lake')]
+  const without = (flag: string): string[] => { const i = full.indexOf(flag); return [...full.slice(0, i), ...full.slice(i + 2)] }
+  const usage = async (argv: string[], message: RegExp): Promise<void> => {
+    const r = await runMain(['demo', '--once', ...argv])
+    t.equal(r.code, 2, `exit 2: demo ${argv.join(' ')}`)
+    const line = JSON.parse(r.stderr.trim().split('\n')[0] as string) as { error: string, message: string }
+    t.equal(line.error, Errors.USAGE.code)
+    t.match(line.message, message)
+    t.equal(r.stdout, '', 'no summary')
+  }
+  await usage(without('--pki-dir'), /--proxy-url needs --pki-dir/)
+  await usage(without('--simulator-url'), /--proxy-url needs --simulator-url/)
+  await usage(without('--lake'), /--proxy-url needs --lake/)
+  await usage(without('--proxy-url'), /--simulator-url, --pki-dir, --lake only go with --proxy-url/)
+  await usage([...full, '--dir', dir], /not both/)
+  await usage(['--proxy-url', 'http//proxy', ...full.slice(2)], /--proxy-url must be a URL, got http\/\/proxy/)
+  await usage(['--proxy-url', 'proxy:8080', ...full.slice(2)], /--proxy-url must be a http: or https: URL/)
+  await usage([...full.slice(0, 2), '--simulator-url', 'http://localhost:1', ...full.slice(4)], /--simulator-url must be a https: URL/)
+  const unknown = await runMain(['demo', '--proxy', 'http://x'])
+  t.equal(unknown.code, 2)
+  t.match(unknown.stderr, /"error":"PIXPROXY_ERR_USAGE"/)
+
+  // Every flag right, but no token in --pki-dir (init has not run): a coded error, nothing sent, nothing created.
+  const noToken = await runMain(['demo', '--once', ...full])
+  t.equal(noToken.code, 1)
+  t.match(JSON.parse(noToken.stderr.trim()), { error: Errors.FILE_READ.code, message: /hsm\.json: ENOENT/ })
+  t.same(await readdir(join(dir, 'pki'), { recursive: true }), ['hsm'])
+})
+
+// What a container gives for free, translated as test/infra/container.test.ts's rehearsal translates it: volume
+// paths become a scratch directory, ports any free one, the in-network host names loopback (the BACEN names
+// become localhost, which the simulator's certificate also names).
+
+interface ComposeService { command?: string[], environment?: Record<string, string> }
+interface Ran { code: number | null, signal: NodeJS.Signals | null, stdout: string, stderr: string }
+
+async function run (cmd: string, args: readonly string[], env: NodeJS.ProcessEnv): Promise<Ran> {
+  return await new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'], timeout: 120_000 })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (c: Buffer) => { stdout += c.toString() })
+    child.stderr.on('data', (c: Buffer) => { stderr += c.toString() })
+    child.once('error', reject)
+    child.once('close', (code, signal) => resolve({ code, signal, stdout, stderr }))
+  })
+}
+
+interface Service {
+  readonly child: ChildProcess
+  readonly exited: Promise<unknown>
+  readonly stderr: () => string
+  waitFor (re: RegExp, ms?: number): Promise<RegExpExecArray>
+}
+
+function startService (services: Service[], args: readonly string[], env: NodeJS.ProcessEnv): Service {
+  const child = spawn(process.execPath, [MAIN_TS, ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] })
+  const exited = new Promise((resolve) => child.once('exit', resolve))
+  let out = ''
+  let err = ''
+  child.stdout?.on('data', (c: Buffer) => { out += c.toString() })
+  child.stderr?.on('data', (c: Buffer) => { err += c.toString() })
+  const service: Service = {
+    child,
+    exited,
+    stderr: () => err,
+    waitFor: async (re, ms = 60_000) => await new Promise<RegExpExecArray>((resolve, reject) => {
+      const deadline = Date.now() + ms
+      const check = (): void => {
+        const m = re.exec(out)
+        if (m !== null) { resolve(m); return }
+        if (child.exitCode !== null || child.signalCode !== null) { reject(new Error(`${args.join(' ')} exited before printing ${String(re)}: ${err}`)); return }
+        if (Date.now() > deadline) { reject(new Error(`no ${String(re)} within ${ms} ms: ${err}`)); return }
+        setTimeout(check, 50)
+      }
+      check()
+    })
+  }
+  services.push(service)
+  return service
+}
+
+/** An APP_DIR whose dist/src/cli/main.js runs this checkout's CLI from source (for docker/local-init.sh). */
+async function sourceAppDir (dir: string): Promise<string> {
+  await mkdir(join(dir, 'dist/src/cli'), { recursive: true })
+  await writeFile(join(dir, 'package.json'), '{ "type": "module" }\n')
+  await writeFile(join(dir, 'dist/src/cli/main.js'), [
+    `const { main } = await import(${JSON.stringify(MAIN_TS)})`,
+    'process.exitCode = await main(process.argv.slice(2), { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, env: process.env })',
+    ''
+  ].join('\n'))
+  return dir
+}
+
+const logLines = async (file: string): Promise<string[]> => (await readFile(file, 'utf8')).split('\n').filter((l) => l !== '')
+
+t.test('demo --proxy-url (compose\'s traffic service) drives running init/aws-local/simulator/serve processes and finds its audit rows', async (t) => {
+  const scratch = scratchDir('pix-proxy-traffic-')
+  const services: Service[] = []
+  t.teardown(async () => {
+    for (const s of services) {
+      if (s.child.exitCode === null && s.child.signalCode === null) s.child.kill('SIGKILL')
+      await s.exited
+    }
+    await scratch.remove()
+  })
+  const state = join(scratch.dir, 'var/lib/pix-proxy')
+  const spool = join(scratch.dir, 'var/spool/pix-proxy')
+  await mkdir(join(state, 'lake'), { recursive: true })
+  await mkdir(spool, { recursive: true })
+  const remap = (v: string): string => v.replaceAll('/var/lib/pix-proxy', state).replaceAll('/var/spool/pix-proxy', spool)
+  const compose = parseYaml(await readFile(at('docker-compose.yml'), 'utf8'), { merge: true }) as { services: Record<string, ComposeService> }
+  const svc = (name: string): ComposeService => compose.services[name] ?? {}
+  const copies = join(scratch.dir, 'app/docker')
+  await mkdir(copies, { recursive: true })
+  const remapArgs = async (args: readonly string[]): Promise<string[]> => await Promise.all(args.map(async (a, i) => {
+    if (args[i - 1] === '--port') return '0'
+    if (args[i - 1] === '--host') return '127.0.0.1'
+    if (a.startsWith('/app/docker/')) {
+      const copy = join(copies, a.slice('/app/docker/'.length))
+      await writeFile(copy, remap(await readFile(at(a.slice('/app/'.length)), 'utf8')))
+      return copy
+    }
+    return remap(a)
+  }))
+  // The `local` image's environment (Dockerfile ENV), then the service's own.
+  const engines = (await run('bash', [at('scripts/install-runtime.sh'), '--engines-dir'], process.env)).stdout.trim()
+  const imageEnv = (s: ComposeService): NodeJS.ProcessEnv => ({
+    PATH: process.env.PATH ?? '',
+    NODE_ENV: 'production',
+    OPENSSL_ENGINES: engines,
+    PKCS11_MODULE_PATH: process.env.PKCS11_MODULE_PATH ?? '/usr/lib/softhsm/libsofthsm2.so',
+    PIXPROXY_AUDIT_SPOOL_DIR: spool,
+    PIXPROXY_AUDIT_PARQUET_DIR: join(state, 'lake'),
+    ...Object.fromEntries(Object.entries(s.environment ?? {}).map(([k, v]) => [k, remap(v)]))
+  })
+
+  // init, aws, simulator, proxy: as in compose, in dependency order.
+  const app = await sourceAppDir(join(scratch.dir, 'app'))
+  const init = await run(at('docker/local-init.sh'), [], { ...imageEnv(svc('init')), APP_DIR: app, LOCAL_STATE_DIR: state })
+  t.equal(init.code, 0, `init: ${init.stderr}`)
+  const aws = startService(services, await remapArgs(svc('aws').command ?? []), imageEnv(svc('aws')))
+  const awsUrl = (JSON.parse((await aws.waitFor(/^(\{.*\})\n/))[1] as string) as { url: string }).url
+  const sim = startService(services, await remapArgs(svc('simulator').command ?? []), imageEnv(svc('simulator')))
+  const simPort = new URL((JSON.parse((await sim.waitFor(/^(\{.*\})\n/))[1] as string) as { dictUrl: string }).dictUrl).port
+  const proxy = startService(services, svc('proxy').command ?? [], {
+    ...imageEnv(svc('proxy')),
+    AWS_ENDPOINT_URL: awsUrl,
+    PIXPROXY_LISTEN_HOST: '127.0.0.1',
+    PIXPROXY_LISTEN_PORT: '0',
+    PIXPROXY_DICT_URL: `https://localhost:${simPort}`,
+    PIXPROXY_SPI_URL: `https://localhost:${simPort}`
+  })
+  const proxyUrl = (await proxy.waitFor(/Server listening at (http:\/\/127\.0\.0\.1:\d+)/))[1] as string
+  // traffic starts once the proxy is healthy: /readyz, its compose health check.
+  const readyBy = Date.now() + 30_000
+  for (;;) {
+    const r = await request(`${proxyUrl}/readyz`)
+    await r.body.dump()
+    if (r.statusCode === 200) break
+    if (Date.now() > readyBy) throw new Error(`proxy not ready: ${proxy.stderr()}`)
+    await new Promise((resolve) => setTimeout(resolve, 200))
+  }
+
+  // traffic: its compose command line, addresses translated.
+  const trafficArgs = async (lake?: string): Promise<string[]> => {
+    const args = await remapArgs(svc('traffic').command ?? [])
+    const set = (flag: string, value: string): void => { args[args.indexOf(flag) + 1] = value }
+    set('--proxy-url', proxyUrl)
+    set('--simulator-url', `https://localhost:${simPort}`)
+    if (lake !== undefined) set('--lake', lake)
+    return args
+  }
+  const lake = remap(svc('traffic').command?.[(svc('traffic').command ?? []).indexOf('--lake') + 1] ?? '')
+  t.equal(lake, join(state, 'lake'), 'traffic reads the lake aws-local writes')
+  const acceptedLog = join(state, 'pki/bacen/accepted.jsonl')
+  const bacenFiles = async (): Promise<string[]> => (await readdir(join(state, 'pki/bacen'), { recursive: true })).sort()
+
+  const traffic = async (label: string, lakeDir?: string): Promise<{ ran: Ran, summary: Summary, audited: number, added: string[] }> => {
+    const before = await logLines(acceptedLog)
+    const ran = await run(process.execPath, [MAIN_TS, ...await trafficArgs(lakeDir)], imageEnv(svc('traffic')))
+    const summary = lastJson(ran.stdout)
+    const audit = summary.flows.find((f) => f.name.startsWith('audit rows'))
+    const m = /^(\d+) of (\d+) calls audited/.exec(audit?.detail ?? '')
+    t.ok(m, `${label}: the audit check reports what it found: ${audit?.detail ?? ''}`)
+    return { ran, summary, audited: Number(m?.[1]), added: (await logLines(acceptedLog)).slice(before.length) }
+  }
+  const filesBefore = await bacenFiles()
+
+  const first = await traffic('first run')
+  t.equal(first.ran.code, 0, first.ran.stderr)
+  t.equal(first.summary.ok, true)
+  t.equal(first.summary.proxy, proxyUrl)
+  t.equal(first.summary.ispb, '99999004')
+  t.match(first.summary.signingKey, /^pkcs11:token=pix-proxy;object=pix-sign;type=private/)
+  t.ok(first.summary.flows.length >= 9, 'every sample flow ran, the audit check included')
+  for (const f of first.summary.flows) t.ok(f.ok, `${f.name}: ${f.detail ?? ''}`)
+  t.ok(first.summary.flows.filter((f) => f.signature === 'VALID').length >= 5, 'BACEN\'s answers were verified by the proxy')
+  t.match(first.summary.flows.find((f) => f.name.startsWith('tampered')), { ok: true, detail: /DIGEST_MISMATCH, failed reference: Document/ }, 'signed in the token the proxy uses')
+  t.ok(first.audited > 0)
+  t.match(first.summary.flows.find((f) => f.name.startsWith('audit rows'))?.detail, `${first.audited} of ${first.audited} calls audited in ${lake}`)
+  // The simulator's log is the ground truth: this run's lines, the proxy's messages verified there, the counterparty's too.
+  t.equal(first.summary.simulatorAccepted, first.added.length, 'simulatorAccepted: the lines this run added to bacen/accepted.jsonl')
+  const added = first.added.map((l) => JSON.parse(l) as { ispb: string, signature: string })
+  t.ok(added.some((l) => l.ispb === '99999010'), 'the counterparty called the simulator directly')
+  t.ok(added.filter((l) => l.ispb === '99999004').length >= 4, 'the proxy\'s messages arrived')
+  t.ok(added.every((l) => l.signature === 'VALID' || l.signature === 'UNSIGNED'), 'every signed message verified at the simulator')
+  t.same(await bacenFiles(), filesBefore, 'traffic created no file in the shared PKI')
+
+  // The lake volume persists: a second run's check counts its own rows, not the first run's too.
+  const second = await traffic('second run')
+  t.equal(second.ran.code, 0, second.ran.stderr)
+  t.equal(second.summary.ok, true)
+  // (The stream flow may read one more page when the stream also returns the first run's leftovers.)
+  t.ok(second.audited >= first.audited, 'this run\'s calls')
+  t.match(second.summary.flows.find((f) => f.name.startsWith('audit rows'))?.detail, `${second.audited} of ${second.audited} calls audited`)
+  let distinct = 0
+  for await (const r of queryAudit(lake, 'SELECT count(DISTINCT id) AS n FROM audit')) distinct = Number(r.n)
+  t.ok(distinct >= first.audited + second.audited, `the lake holds both runs' rows (${distinct})`)
+
+  // A lake the proxy's rows never reach: the flows still pass, the audit check does not, and the exit code says so.
+  const elsewhere = join(scratch.dir, 'other-lake')
+  await mkdir(elsewhere)
+  const blind = await traffic('wrong lake', elsewhere)
+  t.equal(blind.ran.code, 1)
+  t.equal(blind.summary.ok, false)
+  t.same(blind.summary.flows.filter((f) => !f.ok).map((f) => f.name), ['audit rows for every call, queried with DuckDB'])
+  t.equal(blind.audited, 0)
+
+  // A --pki-dir without BACEN's side (simulator --pki-only has not run): a coded error, no key generated in its place.
+  const partial = join(scratch.dir, 'partial-pki')
+  await mkdir(join(partial, 'hsm'), { recursive: true })
+  await writeFile(join(partial, 'hsm/hsm.json'), await readFile(join(state, 'pki/hsm/hsm.json')))
+  const args = await trafficArgs()
+  args[args.indexOf('--pki-dir') + 1] = partial
+  const noBacen = await run(process.execPath, [MAIN_TS, ...args], imageEnv(svc('traffic')))
+  t.equal(noBacen.code, 1)
+  t.match(JSON.parse(noBacen.stderr.trim().split('\n').at(-1) as string), { error: Errors.FILE_READ.code, message: /participants\/99999010\/signing\.key: ENOENT/ })
+  t.same((await readdir(partial, { recursive: true })).sort(), ['hsm', 'hsm/hsm.json'], 'nothing written')
 })

@@ -616,7 +616,7 @@ t.test('simulator --client-ca (how compose makes BACEN trust the token\'s CA) re
   t.match(await run1(['--client-ca', join(dir, 'absent.pem')]), { code: 1, err: /"error":"PIXPROXY_ERR_FILE_READ"/ })
 })
 
-t.test('docker-compose.yml: traffic runs the demo against the running services', { todo: 'needs `pix-proxy demo --proxy-url --simulator-url --pki-dir --lake` (src/cli/demo.ts, the lead)' }, async (t) => {
+t.test('docker-compose.yml: traffic runs the demo against the running services', async (t) => {
   const cmd = svc('traffic').command ?? []
   t.equal(cmd[0], 'demo')
   const help = await helpOf(['demo'])
