@@ -16,8 +16,11 @@ commands:
   hsm info      describe a token created by hsm init and check its certificates against its keys
   serve         run the proxy (configuration from PIXPROXY_* environment variables, docs/configuration.md)
   simulator     run the BACEN simulator (mTLS, DICT v2, SPI/ICOM) with a local test PKI
+  aws-local     run the local stand-in for Firehose, Secrets Manager and SSM (docker-compose, manual runs)
   audit query   run SQL over the local audit rows (Parquet, DuckDB); prints JSON lines
-  demo          start token, simulator and proxy and send sample traffic (--once: exit with a JSON summary)
+  demo          start token, simulator and proxy and send sample traffic (--once: exit with a JSON summary);
+                with --proxy-url, send it to services already running (docker-compose)
+  load          drive PIX traffic at the proxy or the simulator; latency percentiles, errors, --json, --chart
   version       print the version`
 
 export async function main (argv: string[], io: CliIo): Promise<number> {
@@ -32,7 +35,9 @@ export async function main (argv: string[], io: CliIo): Promise<number> {
         await (await import('../server.ts')).main()
         return await new Promise<number>(() => {})
       case 'simulator': return await (await import('./simulator.ts')).simulatorCommand(rest, io)
+      case 'aws-local': return await (await import('./aws-local.ts')).awsLocalCommand(rest, io)
       case 'audit': return await (await import('./audit.ts')).auditCommand(rest, io)
+      case 'load': return await (await import('./load.ts')).loadCommand(rest, io)
       case 'version': case '--version':
         io.stdout.write(`pix-proxy ${await version()} (node ${process.versions.node})\n`)
         return 0
