@@ -2,7 +2,7 @@
  * What the audit trail costs a caller: proxy latency and CPU with auditing on vs off, at fixed arrival rates.
  *
  *   node bench/audit.ts [--json] [--rates 300,500] [--seconds 10] [--repeat 2] [--upstream canned|simulator]
- *                       [--modes off,on] [--cpu-prof DIR]
+ *                       [--modes off,on] [--sink firehose|parquet] [--flush-ms 1000] [--cpu-prof DIR]
  *
  * The proxy runs as a child process (src/server.ts, production configuration: SoftHSM signing key, engine mTLS,
  * audit spool + Parquet sink, or auditing off). This process hosts the upstream and the load. Load is an open
@@ -17,6 +17,9 @@
  *              reach what issue 4 asks (500 req/s), which the full simulator (it verifies and signs every call
  *              too) cannot on this machine (it saturates near 270 req/s).
  *   simulator  the BACEN simulator itself.
+ * Sink: `firehose` (default, production's: PutRecordBatch to the local AWS endpoint in this process, rows kept in
+ * memory there) or `parquet` (the local embedded store: DuckDB writes and fsyncs Parquet files on the same disk as
+ * the spool). PIXPROXY_AUDIT_FLUSH_MS is production's default (1000) unless --flush-ms says otherwise.
  * Each rate runs off, on, on, off (ABBA, `repeat` times): drift in machine load falls on both modes alike. Per mode
  * the report gives the median over runs of p50/p99, the proxy's CPU time per request (user + system, from
  * /proc/<pid>/stat; the cost that load drift does not bend) and its peak RSS.
@@ -34,6 +37,7 @@ import { Agent, request } from 'undici'
 import { spawnProxyProcess, startLocalStack } from '../src/demo/stack.ts'
 import type { LocalStack } from '../src/demo/stack.ts'
 import { createEntryRequest, SAMPLE_PAYER } from '../src/samples/messages.ts'
+import { startLocalAwsEndpoint } from '../src/aws/local-endpoint.ts'
 
 const { values } = parseArgs({
   options: {
@@ -43,6 +47,8 @@ const { values } = parseArgs({
     repeat: { type: 'string', default: '2' },
     upstream: { type: 'string', default: 'canned' },
     modes: { type: 'string', default: 'off,on' },
+    sink: { type: 'string', default: 'firehose' },
+    'flush-ms': { type: 'string', default: '1000' },
     'cpu-prof': { type: 'string' }
   }
 })
@@ -51,6 +57,8 @@ const seconds = Number(values.seconds)
 const repeat = Number(values.repeat)
 const upstreamKind = values.upstream
 if (upstreamKind !== 'canned' && upstreamKind !== 'simulator') throw new Error('--upstream canned|simulator')
+const sink = values.sink
+if (sink !== 'firehose' && sink !== 'parquet') throw new Error('--sink firehose|parquet')
 const log = (s: string): void => { if (!values.json) process.stderr.write(`[bench] ${s}\n`) }
 
 const CLK_TCK = 100 // Linux USER_HZ: /proc/<pid>/stat counts CPU time in 1/100 s
@@ -112,6 +120,7 @@ if (upstreamKind === 'canned') {
   canned = await startCanned(stack, { body, contentType: String(r.headers['content-type']) })
 }
 await stack.proxy.close() // the proxy under test runs as a child process
+const aws = sink === 'firehose' ? await startLocalAwsEndpoint({ retain: 1_000 }) : null
 
 interface Run { mode: 'off' | 'on', rate: number, sent: number, ok: number, errors: Record<string, number>, p50: number, p90: number, p99: number, max: number, achievedPerSec: number, cpuMsPerRequest: number, cpuMsPerRequestByThread: Record<string, number>, peakRssMiB: number, auditWaitMs: Record<string, { p50: number | null, p99: number | null }> | null }
 
@@ -135,6 +144,10 @@ async function startProxy (audit: boolean, run: string): Promise<{ url: string, 
     PIXPROXY_AUDIT_ENABLED: String(audit),
     PIXPROXY_AUDIT_SPOOL_DIR: join(dir, run, 'spool'),
     PIXPROXY_AUDIT_PARQUET_DIR: join(dir, run, 'lake'),
+    PIXPROXY_AUDIT_FLUSH_MS: values['flush-ms'],
+    ...(aws === null
+      ? {}
+      : { PIXPROXY_AUDIT_SINK: 'firehose', AWS_ENDPOINT_URL: aws.url, AWS_REGION: 'sa-east-1', AWS_ACCESS_KEY_ID: 'AKIDLOCAL', AWS_SECRET_ACCESS_KEY: 'local' }),
     ...(canned === null ? {} : { PIXPROXY_DICT_URL: `https://localhost:${canned.port}` })
   })
   const url = `http://127.0.0.1:${port}`
@@ -248,6 +261,7 @@ try {
   }
 } finally {
   canned?.server.close()
+  await aws?.close()
   await stack.close()
   await rm(dir, { recursive: true, force: true })
 }
@@ -277,6 +291,8 @@ const result = {
   bench: 'audit',
   flow: 'DICT CreateEntry through the proxy (child process)',
   upstream: upstreamKind,
+  sink,
+  flushMs: Number(values['flush-ms']),
   seconds,
   repeat,
   target: { rate: 500, addedP99MsBelow: 2 },

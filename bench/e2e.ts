@@ -7,7 +7,7 @@
  * to the same BACEN simulator. For (b) and (c) the load tool signs each request itself (software key) and verifies
  * each signed answer, as a bank core without a proxy must: that cost lands in this process, not in the target.
  *
- *   node bench/e2e.ts [--json] [--rates 100,200,300,400,600] [--seconds 10] [--mix get-entry=2,create-entry=2,create-claim=1,spi-send=2]
+ *   node bench/e2e.ts [--json] [--rates 100,200,300,400,600] [--seconds 10] [--sink firehose|parquet] [--targets proxy,nginx,direct] [--mix get-entry=2,create-entry=2,create-claim=1,spi-send=2]
  *
  * Load: `pix-proxy load`'s engine (src/load), open model (latency from the scheduled send time). Per target and
  * rate: p50/p99, errors, achieved rate, and for (a) and (b) the server's CPU time per request (/proc, process tree).
@@ -28,7 +28,8 @@ import { createDirectTransport, createProxyTransport, parseMix, runLoad } from '
 import type { LoadReport, LoadTransport } from '../src/load/index.ts'
 import { TrustStore } from '../src/xmldsig/truststore.ts'
 import { startNginx } from './lib/nginx.ts'
-import { treeCpuSeconds, treeRssMiB } from './lib/proc.ts'
+import { startLocalAwsEndpoint } from '../src/aws/local-endpoint.ts'
+import { threadCpuSeconds, treeCpuSeconds, treeRssMiB } from './lib/proc.ts'
 
 const { values } = parseArgs({
   options: {
@@ -36,7 +37,9 @@ const { values } = parseArgs({
     rates: { type: 'string', default: '100,200,300,400,600' },
     seconds: { type: 'string', default: '10' },
     mix: { type: 'string', default: 'get-entry=2,create-entry=2,create-claim=1,spi-send=2' },
-    targets: { type: 'string', default: 'proxy,nginx,direct' }
+    targets: { type: 'string', default: 'proxy,nginx,direct' },
+    'cpu-prof': { type: 'string' },
+    sink: { type: 'string', default: 'firehose' }
   }
 })
 const rates = values.rates.split(',').map(Number).sort((a, b) => a - b)
@@ -57,6 +60,12 @@ async function freePort (): Promise<number> {
 const dir = await mkdtemp(join(tmpdir(), 'pix-proxy-bench-e2e-'))
 const stack = await startLocalStack({ dir, longPollMs: 300 })
 await stack.proxy.close() // the proxy under test runs as a child process
+// The audit sink: production's Firehose (PutRecordBatch to the local AWS endpoint in this process, rows kept in memory)
+// by default, or the local Parquet store (--sink parquet).
+const aws = values.sink === 'firehose' ? await startLocalAwsEndpoint({ retain: 1_000 }) : null
+const sinkSettings: Record<string, string> = aws === null
+  ? { PIXPROXY_AUDIT_FLUSH_MS: '1000' }
+  : { PIXPROXY_AUDIT_FLUSH_MS: '1000', PIXPROXY_AUDIT_SINK: 'firehose', AWS_ENDPOINT_URL: aws.url, AWS_REGION: 'sa-east-1', AWS_ACCESS_KEY_ID: 'AKIDLOCAL', AWS_SECRET_ACCESS_KEY: 'local' }
 const sim = stack.simulatorPki
 const found = sim.participants.get(COUNTERPARTY_ISPB)
 if (found === undefined) throw new Error('the simulator PKI has no counterparty participant')
@@ -82,6 +91,8 @@ interface Point {
   max: number | null
   serverCpuMsPerRequest: number | null
   serverRssMiB: number | null
+  /** The main process's threads (pix-proxy: main, libuv pool, V8, DuckDB; nginx: the master only). */
+  serverCpuMsPerRequestByThread: Record<string, number>
   sustained: boolean
 }
 
@@ -96,7 +107,10 @@ async function measure (target: 'proxy' | 'nginx' | 'direct', rate: number): Pro
       PIXPROXY_LOG_LEVEL: 'warn',
       PIXPROXY_LISTEN_PORT: String(port),
       PIXPROXY_AUDIT_SPOOL_DIR: join(dir, `proxy-${rate}`, 'spool'),
-      PIXPROXY_AUDIT_PARQUET_DIR: join(dir, `proxy-${rate}`, 'lake')
+      PIXPROXY_AUDIT_PARQUET_DIR: join(dir, `proxy-${rate}`, 'lake'),
+      ...sinkSettings,
+      // --cpu-prof DIR: a V8 CPU profile of each measured proxy process.
+      ...(values['cpu-prof'] === undefined ? {} : { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${values['cpu-prof']}/proxy-${rate}` })
     })
     const url = `http://127.0.0.1:${port}`
     for (let i = 0; ; i++) {
@@ -123,8 +137,10 @@ async function measure (target: 'proxy' | 'nginx' | 'direct', rate: number): Pro
     // Warm-up: connections, JIT, HSM sessions.
     await runLoad({ target: transport, counterparty: other, model: { kind: 'open', ratePerSec: Math.min(rate, 50) }, durationMs: 1_500, mix })
     const cpu0 = pid === null ? 0 : await treeCpuSeconds(pid)
+    const threads0 = pid === null ? {} : await threadCpuSeconds(pid)
     const r: LoadReport = await runLoad({ target: transport, counterparty: other, model: { kind: 'open', ratePerSec: rate }, durationMs: seconds * 1000, mix })
     const cpu = pid === null ? 0 : await treeCpuSeconds(pid) - cpu0
+    const threads1 = pid === null ? {} : await threadCpuSeconds(pid)
     const rss = pid === null ? null : await treeRssMiB(pid)
     const t = r.totals
     const sent = t.ok + t.errors
@@ -142,9 +158,12 @@ async function measure (target: 'proxy' | 'nginx' | 'direct', rate: number): Pro
       max: t.latencyMs.max,
       serverCpuMsPerRequest: pid === null ? null : Math.round(cpu * 1e6 / Math.max(1, sent)) / 1000,
       serverRssMiB: rss,
+      serverCpuMsPerRequestByThread: Object.fromEntries(Object.entries(threads1)
+        .map(([k, v]) => [k, Math.round((v - (threads0[k] ?? 0)) * 1e6 / Math.max(1, sent)) / 1000] as const)
+        .filter(([, v]) => v > 0.005)),
       sustained: t.errors === 0 && t.dropped === 0 && t.signatureFailures === 0 && t.latencyMs.p99 !== null && t.latencyMs.p99 < P99_LIMIT_MS
     }
-    log(`${target} @ ${rate}/s: p50 ${point.p50} ms p99 ${point.p99} ms ok ${t.ok} errors ${t.errors} dropped ${t.dropped} cpu ${point.serverCpuMsPerRequest ?? '-'} ms/req ${JSON.stringify(point.errorsByCode)}`)
+    log(`${target} @ ${rate}/s: p50 ${point.p50} ms p99 ${point.p99} ms ok ${t.ok} errors ${t.errors} dropped ${t.dropped} cpu ${point.serverCpuMsPerRequest ?? '-'} ms/req ${JSON.stringify(point.serverCpuMsPerRequestByThread)} ${JSON.stringify(point.errorsByCode)}`)
     return point
   } finally {
     await transport.close()
@@ -187,6 +206,7 @@ try {
   }
 } finally {
   await prepareProxy?.stop()
+  await aws?.close()
   await stack.close()
   await rm(dir, { recursive: true, force: true })
 }
@@ -199,6 +219,7 @@ const r2 = (x: number): number => Math.round(x * 100) / 100
 const result = {
   bench: 'e2e',
   flows: mix,
+  auditSink: values.sink,
   seconds,
   p99LimitMs: P99_LIMIT_MS,
   points,

@@ -1,15 +1,16 @@
 /**
  * SPI throughput under BACEN's limit of 6 in-flight requests per participant, with a simulated 20 ms ICOM.
  *
- *   node bench/spi.ts [--json] [--seconds 10] [--callers 6,24,64] [--latency-ms 20]
+ *   node bench/spi.ts [--json] [--seconds 10] [--callers 6,24,64] [--latency-ms 20] [--parts 1,10]
  *
  * The proxy runs as a child process (production configuration: SoftHSM signing, engine mTLS, audit on) in front of
  * the BACEN simulator, which adds `latency-ms` to every POST /msgs. Bank-core callers post pacs.008 messages back
  * to back (closed model, `callers` at a time); the proxy lets 6 through to ICOM and queues the rest (bounded,
  * PIXPROXY_SPI_QUEUE_*). Reported per caller count: messages delivered per second (201 from ICOM), latency
  * p50/p99 as the caller saw it, refusals by status, and the ceiling 6 / latency (one message per request).
- * Coalescing queued messages into multipart/mixed posts (up to 10 parts per request, which ICOM accepts) would lift
- * that ceiling tenfold; it is not built yet, so only the one-message-per-request figure is measured here.
+ * Each caller count runs twice: coalescing off (PIXPROXY_SPI_COALESCE_MAX_PARTS=1: one message per POST, ceiling
+ * 6 / latency) and on (queued messages share multipart/mixed POSTs of up to 10: ceiling 60 / latency), each in its
+ * own proxy process.
  */
 import { mkdtemp, rm } from 'node:fs/promises'
 import { loadavg, tmpdir } from 'node:os'
@@ -26,12 +27,14 @@ const { values } = parseArgs({
     json: { type: 'boolean', default: false },
     seconds: { type: 'string', default: '10' },
     callers: { type: 'string', default: '6,24,64' },
-    'latency-ms': { type: 'string', default: '20' }
+    'latency-ms': { type: 'string', default: '20' },
+    parts: { type: 'string', default: '1,10' }
   }
 })
 const seconds = Number(values.seconds)
 const callerCounts = values.callers.split(',').map(Number)
 const latencyMs = Number(values['latency-ms'])
+const partsSettings = values.parts.split(',').map(Number)
 const log = (s: string): void => { if (!values.json) process.stderr.write(`[bench] ${s}\n`) }
 
 async function freePort (): Promise<number> {
@@ -51,24 +54,28 @@ const dir = await mkdtemp(join(tmpdir(), 'pix-proxy-bench-spi-'))
 const stack = await startLocalStack({ dir, longPollMs: 300 })
 await stack.proxy.close()
 stack.simulator.app.simulator.setFaults({ latencyMs, routes: [`/api/v1/in/${PROXY_ISPB}/msgs`] })
-const port = await freePort()
-const proxy = spawnProxyProcess(stack, {
-  PIXPROXY_LOG_LEVEL: 'warn',
-  PIXPROXY_LISTEN_PORT: String(port),
-  PIXPROXY_AUDIT_SPOOL_DIR: join(dir, 'spool'),
-  PIXPROXY_AUDIT_PARQUET_DIR: join(dir, 'lake')
-})
-const url = `http://127.0.0.1:${port}`
-for (let i = 0; ; i++) {
-  if (proxy.child.exitCode !== null || i > 300) throw new Error('the proxy did not start')
-  const up = await request(url + '/healthz').then(async (r) => { await r.body.dump(); return r.statusCode === 200 }, () => false)
-  if (up) break
-  await new Promise((resolve) => setTimeout(resolve, 100))
+async function startProxy (parts: number): Promise<{ url: string, stop: () => Promise<void> }> {
+  const port = await freePort()
+  const proxy = spawnProxyProcess(stack, {
+    PIXPROXY_LOG_LEVEL: 'warn',
+    PIXPROXY_LISTEN_PORT: String(port),
+    PIXPROXY_SPI_COALESCE_MAX_PARTS: String(parts),
+    PIXPROXY_AUDIT_SPOOL_DIR: join(dir, `parts-${parts}`, 'spool'),
+    PIXPROXY_AUDIT_PARQUET_DIR: join(dir, `parts-${parts}`, 'lake')
+  })
+  const url = `http://127.0.0.1:${port}`
+  for (let i = 0; ; i++) {
+    if (proxy.child.exitCode !== null || i > 300) throw new Error('the proxy did not start')
+    const up = await request(url + '/healthz').then(async (r) => { await r.body.dump(); return r.statusCode === 200 }, () => false)
+    if (up) break
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+  return { url, stop: async () => { proxy.child.kill('SIGTERM'); await proxy.exited } }
 }
 
-interface Point { callers: number, delivered: number, perSec: number, p50: number, p99: number, refused: Record<string, number> }
+interface Point { coalesceMaxParts: number, callers: number, delivered: number, perSec: number, p50: number, p99: number, refused: Record<string, number> }
 
-async function run (callers: number, secs: number): Promise<Point> {
+async function run (url: string, parts: number, callers: number, secs: number): Promise<Point> {
   const dispatcher = new Agent({ connections: callers, pipelining: 1 })
   const latencies: number[] = []
   const refused: Record<string, number> = {}
@@ -98,20 +105,25 @@ async function run (callers: number, secs: number): Promise<Point> {
   const elapsed = (performance.now() - start) / 1000
   await dispatcher.close()
   latencies.sort((a, b) => a - b)
-  return { callers, delivered, perSec: Math.round(delivered / elapsed), p50: pct(latencies, 0.5), p99: pct(latencies, 0.99), refused }
+  return { coalesceMaxParts: parts, callers, delivered, perSec: Math.round(delivered / elapsed), p50: pct(latencies, 0.5), p99: pct(latencies, 0.99), refused }
 }
 
 const points: Point[] = []
 try {
-  await run(6, 1) // warm-up
-  for (const callers of callerCounts) {
-    const p = await run(callers, seconds)
-    points.push(p)
-    log(`${callers} callers: ${p.perSec} msg/s delivered, p50 ${p.p50} ms p99 ${p.p99} ms, refused ${JSON.stringify(p.refused)}`)
+  for (const parts of partsSettings) {
+    const proxy = await startProxy(parts)
+    try {
+      await run(proxy.url, parts, 6, 1) // warm-up
+      for (const callers of callerCounts) {
+        const p = await run(proxy.url, parts, callers, seconds)
+        points.push(p)
+        log(`coalesce ${parts}, ${callers} callers: ${p.perSec} msg/s delivered, p50 ${p.p50} ms p99 ${p.p99} ms, refused ${JSON.stringify(p.refused)}`)
+      }
+    } finally {
+      await proxy.stop()
+    }
   }
 } finally {
-  proxy.child.kill('SIGTERM')
-  await proxy.exited
   await stack.close()
   await rm(dir, { recursive: true, force: true })
 }
@@ -121,8 +133,8 @@ process.stdout.write(JSON.stringify({
   flow: 'pacs.008 POST /api/v1/in/{ispb}/msgs through the proxy (child process, audit on), closed model',
   upstreamLatencyMs: latencyMs,
   maxInFlight: 6,
-  ceilingOneMessagePerRequest: Math.round(6 * 1000 / latencyMs),
-  coalescing: 'not built (multipart/mixed, up to 10 parts per POST, would raise the ceiling tenfold)',
+  ceilingOneMessagePerPost: Math.round(6 * 1000 / latencyMs),
+  ceilingTenMessagesPerPost: Math.round(60 * 1000 / latencyMs),
   seconds,
   points,
   loadavg1m: Math.round((loadavg()[0] as number) * 100) / 100,

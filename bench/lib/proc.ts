@@ -29,3 +29,17 @@ export async function treeRssMiB (pid: number): Promise<number> {
   for (const c of await children(pid)) kb += (await treeRssMiB(c)) * 1024
   return Math.round(kb / 1024 * 10) / 10
 }
+
+/** CPU seconds of `pid` by thread name (Node's main thread, libuv's pool, V8's workers, DuckDB's…). */
+export async function threadCpuSeconds (pid: number): Promise<Record<string, number>> {
+  const out: Record<string, number> = {}
+  const tids = await import('node:fs/promises').then(async (fs) => await fs.readdir(`/proc/${pid}/task`)).catch(() => [] as string[])
+  for (const tid of tids) {
+    const stat = await readFile(`/proc/${pid}/task/${tid}/stat`, 'utf8').catch(() => null)
+    if (stat === null) continue
+    const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')).replace(/\d+$/, '').trim() || 'thread'
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    out[name] = (out[name] ?? 0) + (Number(f[11]) + Number(f[12])) / CLK_TCK
+  }
+  return out
+}
