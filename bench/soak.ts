@@ -1,7 +1,7 @@
 /**
  * Soak: the proxy under a moderate, steady load for minutes, its memory and event-loop delay sampled.
  *
- *   node bench/soak.ts [--json] [--minutes 5] [--rate 100] [--sample-seconds 5]
+ *   node bench/soak.ts [--json] [--minutes 5] [--rate 100] [--sample-seconds 5] [--sink firehose|parquet]
  *
  * The proxy runs as a child process (production configuration, audit on) in front of the simulator; the load is
  * `pix-proxy load`'s engine (open model, the default DICT + SPI mix). Every `sample-seconds` the proxy's own
@@ -20,13 +20,15 @@ import { request } from 'undici'
 import { COUNTERPARTY_ISPB, PROXY_ISPB, spawnProxyProcess, startLocalStack } from '../src/demo/stack.ts'
 import { createDirectTransport, createProxyTransport, runLoad } from '../src/load/index.ts'
 import { TrustStore } from '../src/xmldsig/truststore.ts'
+import { startLocalAwsEndpoint } from '../src/aws/local-endpoint.ts'
 
 const { values } = parseArgs({
   options: {
     json: { type: 'boolean', default: false },
     minutes: { type: 'string', default: '5' },
     rate: { type: 'string', default: '100' },
-    'sample-seconds': { type: 'string', default: '5' }
+    'sample-seconds': { type: 'string', default: '5' },
+    sink: { type: 'string', default: 'firehose' }
   }
 })
 const minutes = Number(values.minutes)
@@ -45,12 +47,18 @@ async function freePort (): Promise<number> {
 const dir = await mkdtemp(join(tmpdir(), 'pix-proxy-soak-'))
 const stack = await startLocalStack({ dir, longPollMs: 300 })
 await stack.proxy.close()
+// The audit sink: production's Firehose (to the local AWS endpoint here, rows kept in memory) or --sink parquet.
+const aws = values.sink === 'firehose' ? await startLocalAwsEndpoint({ retain: 1_000 }) : null
 const port = await freePort()
 const proxy = spawnProxyProcess(stack, {
   PIXPROXY_LOG_LEVEL: 'warn',
   PIXPROXY_LISTEN_PORT: String(port),
   PIXPROXY_AUDIT_SPOOL_DIR: join(dir, 'soak', 'spool'),
-  PIXPROXY_AUDIT_PARQUET_DIR: join(dir, 'soak', 'lake')
+  PIXPROXY_AUDIT_PARQUET_DIR: join(dir, 'soak', 'lake'),
+  PIXPROXY_AUDIT_FLUSH_MS: '1000',
+  ...(aws === null
+    ? {}
+    : { PIXPROXY_AUDIT_SINK: 'firehose', AWS_ENDPOINT_URL: aws.url, AWS_REGION: 'sa-east-1', AWS_ACCESS_KEY_ID: 'AKIDLOCAL', AWS_SECRET_ACCESS_KEY: 'local' })
 })
 const url = `http://127.0.0.1:${port}`
 for (let i = 0; ; i++) {
@@ -103,6 +111,7 @@ try {
   clearInterval(sampler)
   proxy.child.kill('SIGTERM')
   await proxy.exited
+  await aws?.close()
   await stack.close()
   await rm(dir, { recursive: true, force: true })
 }
@@ -148,6 +157,7 @@ process.stdout.write(JSON.stringify({
   bench: 'soak',
   minutes,
   ratePerSec: rate,
+  auditSink: values.sink,
   requests: t.count,
   ok: t.ok,
   latencyMs: t.latencyMs,

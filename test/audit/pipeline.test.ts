@@ -9,7 +9,7 @@ import { AuditSpool } from '../../src/audit/spool.ts'
 import type { AuditLogger, AuditSpoolOptions } from '../../src/audit/spool.ts'
 import type { AuditRow } from '../../src/audit/schema.ts'
 import { PixProxyError } from '../../src/errors.ts'
-import { damage, MemorySink, requestHalf, responseHalf } from './fixtures/rows.ts'
+import { damage, MemorySink, requestHalf, responseHalf, segmentFiles } from './fixtures/rows.ts'
 
 interface Setup { dir: string, spool: AuditSpool, sink: MemorySink, pipe: AuditPipeline, logs: Array<{ level: string, code?: string, msg: string }> }
 
@@ -45,7 +45,6 @@ async function until (what: string, cond: () => boolean, ms = 10_000): Promise<v
   }
 }
 
-const segmentFiles = async (dir: string): Promise<string[]> => (await readdir(dir)).filter((n) => n.startsWith('spool-'))
 const ids = (prefix: string, n: number): string[] => Array.from({ length: n }, (_, i) => `${prefix}-${i}`)
 const counts = (xs: string[]): Map<string, number> => xs.reduce((m, x) => m.set(x, (m.get(x) ?? 0) + 1), new Map<string, number>())
 

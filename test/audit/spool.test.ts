@@ -2,7 +2,7 @@ import t from 'tap'
 import type { Test } from 'tap'
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { appendFile, mkdir, readdir, readFile, utimes, writeFile } from 'node:fs/promises'
+import { appendFile, mkdir, readdir, readFile, rm, utimes, writeFile } from 'node:fs/promises'
 import { hostname } from 'node:os'
 import type { FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -11,7 +11,7 @@ import type { AuditRow } from '../../src/audit/schema.ts'
 import { AuditSpool, REQUIRED_REQUEST_COLUMNS, RESPONSE_COLUMNS, scanFrames, SPOOL_FRAME_HEADER_BYTES } from '../../src/audit/spool.ts'
 import type { AuditSpoolOptions, SpoolRef } from '../../src/audit/spool.ts'
 import { PixProxyError } from '../../src/errors.ts'
-import { damage, requestHalf, responseHalf } from './fixtures/rows.ts'
+import { damage, requestHalf, responseHalf, segmentFiles } from './fixtures/rows.ts'
 
 const INCOMPLETE = 'PIXPROXY_ERR_AUDIT_INCOMPLETE'
 
@@ -38,7 +38,6 @@ async function rejection (p: Promise<unknown>): Promise<PixProxyError> {
   throw new Error('expected a rejection')
 }
 
-const segmentFiles = async (dir: string): Promise<string[]> => (await readdir(dir)).filter((n) => n.startsWith('spool-')).sort()
 
 t.test('rows kept in memory until they ship load exactly as the disk has them (bound, fallback, replay)', async (t) => {
   const ids = Array.from({ length: 40 }, (_v, i) => `m${i}`)
@@ -74,6 +73,37 @@ t.test('rows kept in memory until they ship load exactly as the disk has them (b
   const again = await openSpool(t, { dir })
   t.same((await drain(again)).map((x) => damage(x.row)), [null], 'and the disk, replayed, agrees')
   await t.rejects(AuditSpool.open({ dir: join(t.testdir(), 'bad'), maxBytes: 1 << 20, memoryBytes: -1 }), { code: 'PIXPROXY_ERR_CONFIG_INVALID' })
+})
+
+t.test('a spare segment is ready before it is needed; an empty one left behind replays as nothing; close removes it', async (t) => {
+  const dir = t.testdir()
+  const all = async (): Promise<string[]> => (await readdir(dir)).filter((n) => n.startsWith('spool-')).sort()
+  const s = await AuditSpool.open({ dir, maxBytes: 1 << 26, segmentBytes: 64 * 1024 })
+  let spares = await all()
+  for (let i = 0; i < 50 && spares.length === 0; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 10))
+    spares = await all()
+  }
+  t.equal(spares.length, 1, 'one empty segment prepared at open')
+  t.same(await segmentFiles(dir), [], 'holding nothing')
+  await s.begin(requestHalf('sp-1'))
+  t.same(await segmentFiles(dir), spares, 'the first frame went into the prepared segment')
+  // Past segmentBytes the next segment is the spare prepared meanwhile: every frame lands, in order.
+  for (let i = 2; i <= 40; i++) await s.begin(requestHalf(`sp-${i}`, 3000))
+  t.ok((await segmentFiles(dir)).length > 1, 'several segments used')
+  t.ok((await all()).length === (await segmentFiles(dir)).length + 1, 'plus exactly one spare')
+  // A crash (no close): the spare is left on disk, empty.
+  const leftovers = await all()
+  const copy = `${dir}-crashed`
+  await mkdir(copy)
+  t.teardown(async () => { await rm(copy, { recursive: true, force: true }) })
+  for (const n of leftovers) await writeFile(join(copy, n), await readFile(join(dir, n)))
+  const replayed = await AuditSpool.open({ dir: copy, maxBytes: 1 << 26 })
+  t.equal(replayed.stats().replay.rows, 40, 'every begun row replays (as incomplete), the empty spare adds nothing')
+  t.equal(replayed.stats().replay.tornBytes, 0, 'an empty segment is not a torn one')
+  await replayed.close()
+  await s.close()
+  t.same(await segmentFiles(dir), await all(), 'close removed the spare: only segments with data remain')
 })
 
 t.test('the request and response halves split the schema exactly', async (t) => {
