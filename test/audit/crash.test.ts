@@ -37,7 +37,10 @@ async function runAndKill (dir: string, sinkFile: string, tag: string, teardown:
   })
   const closed = once(child, 'close')
   await isReady
-  await new Promise((resolve) => setTimeout(resolve, 200 + Math.random() * 1000))
+  // Under load first (at least 120 acknowledged begins, however slow the machine is), then at a random moment.
+  const deadline = Date.now() + 60_000
+  while (begun.length < 120 && child.exitCode === null && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10))
+  await new Promise((resolve) => setTimeout(resolve, Math.random() * 1000))
   child.kill('SIGKILL')
   const [code, signal] = await closed as [number | null, string | null]
   if (signal !== 'SIGKILL') throw new Error(`the writer ended by itself (code ${code}, signal ${signal})`)
