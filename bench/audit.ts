@@ -25,19 +25,21 @@
  * /proc/<pid>/stat; the cost that load drift does not bend) and its peak RSS.
  * Issue 4's target: p99 added by auditing under 2 ms at 500 req/s.
  */
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { createServer } from 'node:https'
 import type { Server } from 'node:https'
-import { createServer as createNetServer } from 'node:net'
 import type { AddressInfo } from 'node:net'
 import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { Agent, request } from 'undici'
-import { spawnProxyProcess, startLocalStack } from '../src/demo/stack.ts'
+import { startLocalStack } from '../src/demo/stack.ts'
 import type { LocalStack } from '../src/demo/stack.ts'
 import { createEntryRequest, SAMPLE_PAYER } from '../src/samples/messages.ts'
 import { startLocalAwsEndpoint } from '../src/aws/local-endpoint.ts'
+import { auditSinkSettings, cpuProfSettings, startBenchProxy } from './lib/proxy.ts'
+import type { BenchProxy } from './lib/proxy.ts'
+import { peakRssMiB, threadCpuSeconds, treeCpuSeconds } from './lib/proc.ts'
 
 const { values } = parseArgs({
   options: {
@@ -60,30 +62,6 @@ if (upstreamKind !== 'canned' && upstreamKind !== 'simulator') throw new Error('
 const sink = values.sink
 if (sink !== 'firehose' && sink !== 'parquet') throw new Error('--sink firehose|parquet')
 const log = (s: string): void => { if (!values.json) process.stderr.write(`[bench] ${s}\n`) }
-
-const CLK_TCK = 100 // Linux USER_HZ: /proc/<pid>/stat counts CPU time in 1/100 s
-async function cpuSeconds (pid: number): Promise<number> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8')
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  return (Number(f[11]) + Number(f[12])) / CLK_TCK // utime, stime (fields 14 and 15)
-}
-/** CPU seconds per thread name (main thread "node", libuv's pool, V8's, DuckDB's…), summed over same-named threads. */
-async function cpuByThread (pid: number): Promise<Record<string, number>> {
-  const out: Record<string, number> = {}
-  for (const tid of await readdir(`/proc/${pid}/task`)) {
-    const stat = await readFile(`/proc/${pid}/task/${tid}/stat`, 'utf8').catch(() => null)
-    if (stat === null) continue
-    const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')).replace(/\d+$/, '').trim() || 'thread'
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    out[name] = (out[name] ?? 0) + (Number(f[11]) + Number(f[12])) / CLK_TCK
-  }
-  return out
-}
-
-async function rssMiB (pid: number): Promise<number> {
-  const status = await readFile(`/proc/${pid}/status`, 'utf8')
-  return Math.round(Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? 0) / 1024)
-}
 
 /** An mTLS server playing DICT: every POST gets the same signed CreateEntryResponse. */
 async function startCanned (stack: LocalStack, answer: { body: Buffer, contentType: string }): Promise<{ port: number, server: Server }> {
@@ -124,47 +102,13 @@ const aws = sink === 'firehose' ? await startLocalAwsEndpoint({ retain: 1_000 })
 
 interface Run { mode: 'off' | 'on', rate: number, sent: number, ok: number, errors: Record<string, number>, p50: number, p90: number, p99: number, max: number, achievedPerSec: number, cpuMsPerRequest: number, cpuMsPerRequestByThread: Record<string, number>, peakRssMiB: number, auditWaitMs: Record<string, { p50: number | null, p99: number | null }> | null }
 
-/** A port free right now (the proxy logs at warn, so its "listening at" line cannot tell us). */
-async function freePort (): Promise<number> {
-  const srv = createNetServer()
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve))
-  const port = (srv.address() as AddressInfo).port
-  await new Promise((resolve) => srv.close(resolve))
-  return port
-}
-
-async function startProxy (audit: boolean, run: string): Promise<{ url: string, pid: number, stop: () => Promise<void> }> {
-  const port = await freePort()
-  const p = spawnProxyProcess(stack, {
-    // warn: no per-request access log lines, whose cost would only blur the audit's.
-    PIXPROXY_LOG_LEVEL: 'warn',
-    PIXPROXY_LISTEN_PORT: String(port),
-    // --cpu-prof DIR: V8 CPU profiles of each proxy process, to see where its time goes.
-    ...(values['cpu-prof'] === undefined ? {} : { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${values['cpu-prof']}/${run}` }),
+async function startProxy (audit: boolean, run: string): Promise<BenchProxy> {
+  return await startBenchProxy(stack, join(dir, run), {
+    ...cpuProfSettings(values['cpu-prof'] === undefined ? undefined : `${values['cpu-prof']}/${run}`),
     PIXPROXY_AUDIT_ENABLED: String(audit),
-    PIXPROXY_AUDIT_SPOOL_DIR: join(dir, run, 'spool'),
-    PIXPROXY_AUDIT_PARQUET_DIR: join(dir, run, 'lake'),
-    PIXPROXY_AUDIT_FLUSH_MS: values['flush-ms'],
-    ...(aws === null
-      ? {}
-      : { PIXPROXY_AUDIT_SINK: 'firehose', AWS_ENDPOINT_URL: aws.url, AWS_REGION: 'sa-east-1', AWS_ACCESS_KEY_ID: 'AKIDLOCAL', AWS_SECRET_ACCESS_KEY: 'local' }),
+    ...auditSinkSettings(aws, Number(values['flush-ms'])),
     ...(canned === null ? {} : { PIXPROXY_DICT_URL: `https://localhost:${canned.port}` })
   })
-  const url = `http://127.0.0.1:${port}`
-  for (let i = 0; ; i++) {
-    if (p.child.exitCode !== null || i > 300) throw new Error('the proxy did not start')
-    const ok = await request(url + '/healthz').then(async (r) => { await r.body.dump(); return r.statusCode === 200 }, () => false)
-    if (ok) break
-    await new Promise((resolve) => setTimeout(resolve, 100))
-  }
-  return {
-    url,
-    pid: p.child.pid as number,
-    stop: async () => {
-      p.child.kill('SIGTERM')
-      await p.exited
-    }
-  }
 }
 
 /** A quantile (ms) of a Prometheus histogram from /metrics text, interpolated within its bucket. */
@@ -236,15 +180,15 @@ try {
     for (const [k, mode] of order.entries()) {
       const proxy = await startProxy(mode === 'on', `${mode}-${rate}-${k}`)
       await load(proxy.url, Math.min(rate, 100), 2) // warm-up: connections, JIT, HSM sessions
-      const cpu0 = await cpuSeconds(proxy.pid)
-      const threads0 = await cpuByThread(proxy.pid)
+      const cpu0 = await treeCpuSeconds(proxy.pid)
+      const threads0 = await threadCpuSeconds(proxy.pid)
       const r = await load(proxy.url, rate, seconds)
-      const cpu = await cpuSeconds(proxy.pid) - cpu0
-      const threads1 = await cpuByThread(proxy.pid)
+      const cpu = await treeCpuSeconds(proxy.pid) - cpu0
+      const threads1 = await threadCpuSeconds(proxy.pid)
       const cpuMsPerRequestByThread = Object.fromEntries(Object.entries(threads1)
         .map(([k, v]) => [k, Math.round((v - (threads0[k] ?? 0)) * 1e6 / Math.max(1, r.sent)) / 1000] as const)
         .filter(([, v]) => v > 0.005))
-      const peakRssMiB = await rssMiB(proxy.pid)
+      const rssPeak = await peakRssMiB(proxy.pid)
       // The proxy's own measure of what auditing adds: time waiting for each half to be durable.
       const metrics = await (await request(proxy.url + '/metrics')).body.text()
       const auditWaitMs = mode === 'off'
@@ -254,9 +198,9 @@ try {
             p99: histogramQuantile(metrics, 'pixproxy_audit_wait_seconds', `half="${half}"`, 0.99)
           }]))
       await proxy.stop()
-      const run: Run = { mode, rate, ...r, cpuMsPerRequest: Math.round(cpu * 1000 / Math.max(1, r.sent) * 1000) / 1000, cpuMsPerRequestByThread, peakRssMiB, auditWaitMs }
+      const run: Run = { mode, rate, ...r, cpuMsPerRequest: Math.round(cpu * 1000 / Math.max(1, r.sent) * 1000) / 1000, cpuMsPerRequestByThread, peakRssMiB: rssPeak, auditWaitMs }
       runs.push(run)
-      log(`rate ${rate}/s audit ${mode}: p50 ${r.p50} ms p99 ${r.p99} ms ok ${r.ok}/${r.sent} cpu ${run.cpuMsPerRequest} ms/req ${JSON.stringify(cpuMsPerRequestByThread)} rss ${peakRssMiB} MiB ${auditWaitMs === null ? '' : 'audit wait ' + JSON.stringify(auditWaitMs)} ${JSON.stringify(r.errors)}`)
+      log(`rate ${rate}/s audit ${mode}: p50 ${r.p50} ms p99 ${r.p99} ms ok ${r.ok}/${r.sent} cpu ${run.cpuMsPerRequest} ms/req ${JSON.stringify(cpuMsPerRequestByThread)} rss ${rssPeak} MiB ${auditWaitMs === null ? '' : 'audit wait ' + JSON.stringify(auditWaitMs)} ${JSON.stringify(r.errors)}`)
     }
   }
 } finally {

@@ -17,19 +17,18 @@
  * run in this process, the proxy or nginx in their own.
  */
 import { mkdtemp, rm } from 'node:fs/promises'
-import { createServer } from 'node:net'
-import type { AddressInfo } from 'node:net'
 import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { request } from 'undici'
-import { COUNTERPARTY_ISPB, PROXY_ISPB, spawnProxyProcess, startLocalStack } from '../src/demo/stack.ts'
+import { COUNTERPARTY_ISPB, PROXY_ISPB, startLocalStack } from '../src/demo/stack.ts'
 import { createDirectTransport, createProxyTransport, parseMix, runLoad } from '../src/load/index.ts'
 import type { LoadReport, LoadTransport } from '../src/load/index.ts'
 import { TrustStore } from '../src/xmldsig/truststore.ts'
 import { startNginx } from './lib/nginx.ts'
 import { startLocalAwsEndpoint } from '../src/aws/local-endpoint.ts'
 import { threadCpuSeconds, treeCpuSeconds, treeRssMiB } from './lib/proc.ts'
+import { auditSinkSettings, cpuProfSettings, startBenchProxy } from './lib/proxy.ts'
+import type { BenchProxy } from './lib/proxy.ts'
 
 const { values } = parseArgs({
   options: {
@@ -49,13 +48,6 @@ const targets = values.targets.split(',') as Array<'proxy' | 'nginx' | 'direct'>
 const log = (s: string): void => { if (!values.json) process.stderr.write(`[bench] ${s}\n`) }
 const P99_LIMIT_MS = 50
 
-async function freePort (): Promise<number> {
-  const srv = createServer()
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve))
-  const port = (srv.address() as AddressInfo).port
-  await new Promise((resolve) => srv.close(resolve))
-  return port
-}
 
 const dir = await mkdtemp(join(tmpdir(), 'pix-proxy-bench-e2e-'))
 const stack = await startLocalStack({ dir, longPollMs: 300 })
@@ -63,9 +55,6 @@ await stack.proxy.close() // the proxy under test runs as a child process
 // The audit sink: production's Firehose (PutRecordBatch to the local AWS endpoint in this process, rows kept in memory)
 // by default, or the local Parquet store (--sink parquet).
 const aws = values.sink === 'firehose' ? await startLocalAwsEndpoint({ retain: 1_000 }) : null
-const sinkSettings: Record<string, string> = aws === null
-  ? { PIXPROXY_AUDIT_FLUSH_MS: '1000' }
-  : { PIXPROXY_AUDIT_FLUSH_MS: '1000', PIXPROXY_AUDIT_SINK: 'firehose', AWS_ENDPOINT_URL: aws.url, AWS_REGION: 'sa-east-1', AWS_ACCESS_KEY_ID: 'AKIDLOCAL', AWS_SECRET_ACCESS_KEY: 'local' }
 const sim = stack.simulatorPki
 const found = sim.participants.get(COUNTERPARTY_ISPB)
 if (found === undefined) throw new Error('the simulator PKI has no counterparty participant')
@@ -102,25 +91,13 @@ async function measure (target: 'proxy' | 'nginx' | 'direct', rate: number): Pro
   let pid: number | null = null
   let stop = async (): Promise<void> => {}
   if (target === 'proxy') {
-    const port = await freePort()
-    const p = spawnProxyProcess(stack, {
-      PIXPROXY_LOG_LEVEL: 'warn',
-      PIXPROXY_LISTEN_PORT: String(port),
-      PIXPROXY_AUDIT_SPOOL_DIR: join(dir, `proxy-${rate}`, 'spool'),
-      PIXPROXY_AUDIT_PARQUET_DIR: join(dir, `proxy-${rate}`, 'lake'),
-      ...sinkSettings,
-      // --cpu-prof DIR: a V8 CPU profile of each measured proxy process.
-      ...(values['cpu-prof'] === undefined ? {} : { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${values['cpu-prof']}/proxy-${rate}` })
+    const p = await startBenchProxy(stack, join(dir, `proxy-${rate}`), {
+      ...auditSinkSettings(aws),
+      ...cpuProfSettings(values['cpu-prof'] === undefined ? undefined : `${values['cpu-prof']}/proxy-${rate}`)
     })
-    const url = `http://127.0.0.1:${port}`
-    for (let i = 0; ; i++) {
-      if (p.child.exitCode !== null || i > 300) throw new Error('the proxy did not start')
-      const up = await request(url + '/healthz').then(async (r) => { await r.body.dump(); return r.statusCode === 200 }, () => false)
-      if (up) break
-      await new Promise((resolve) => setTimeout(resolve, 100))
-    }
-    pid = p.child.pid as number
-    stop = async () => { p.child.kill('SIGTERM'); await p.exited }
+    const url = p.url
+    pid = p.pid
+    stop = p.stop
     transport = await createProxyTransport({ url, ispb: PROXY_ISPB })
     other = await direct()
   } else if (target === 'nginx') {
@@ -174,25 +151,10 @@ async function measure (target: 'proxy' | 'nginx' | 'direct', rate: number): Pro
 
 // Keys and claims that (b) and (c) read and confirm are created by participant 99999004 through a proxy kept for
 // that purpose (the prepare phase, not measured).
-let prepareProxy = null as { url: string, stop: () => Promise<void> } | null
+let prepareProxy = null as BenchProxy | null
 async function proxyForPrepare (): Promise<string> {
-  if (prepareProxy !== null) return prepareProxy.url
-  const port = await freePort()
-  const p = spawnProxyProcess(stack, {
-    PIXPROXY_LOG_LEVEL: 'warn',
-    PIXPROXY_LISTEN_PORT: String(port),
-    PIXPROXY_AUDIT_SPOOL_DIR: join(dir, 'prepare', 'spool'),
-    PIXPROXY_AUDIT_PARQUET_DIR: join(dir, 'prepare', 'lake')
-  })
-  const url = `http://127.0.0.1:${port}`
-  for (let i = 0; ; i++) {
-    if (p.child.exitCode !== null || i > 300) throw new Error('the prepare proxy did not start')
-    const up = await request(url + '/healthz').then(async (r) => { await r.body.dump(); return r.statusCode === 200 }, () => false)
-    if (up) break
-    await new Promise((resolve) => setTimeout(resolve, 100))
-  }
-  prepareProxy = { url, stop: async () => { p.child.kill('SIGTERM'); await p.exited } }
-  return url
+  prepareProxy ??= await startBenchProxy(stack, join(dir, 'prepare'))
+  return prepareProxy.url
 }
 
 const points: Point[] = []

@@ -11,16 +11,15 @@
  * minute's median RSS within 10 % of the second minute's.
  */
 import { mkdtemp, rm } from 'node:fs/promises'
-import { createServer } from 'node:net'
-import type { AddressInfo } from 'node:net'
 import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { request } from 'undici'
-import { COUNTERPARTY_ISPB, PROXY_ISPB, spawnProxyProcess, startLocalStack } from '../src/demo/stack.ts'
+import { COUNTERPARTY_ISPB, PROXY_ISPB, startLocalStack } from '../src/demo/stack.ts'
 import { createDirectTransport, createProxyTransport, runLoad } from '../src/load/index.ts'
 import { TrustStore } from '../src/xmldsig/truststore.ts'
 import { startLocalAwsEndpoint } from '../src/aws/local-endpoint.ts'
+import { auditSinkSettings, startBenchProxy } from './lib/proxy.ts'
 
 const { values } = parseArgs({
   options: {
@@ -36,37 +35,14 @@ const rate = Number(values.rate)
 const sampleMs = Number(values['sample-seconds']) * 1000
 const log = (s: string): void => { if (!values.json) process.stderr.write(`[soak] ${s}\n`) }
 
-async function freePort (): Promise<number> {
-  const srv = createServer()
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve))
-  const port = (srv.address() as AddressInfo).port
-  await new Promise((resolve) => srv.close(resolve))
-  return port
-}
 
 const dir = await mkdtemp(join(tmpdir(), 'pix-proxy-soak-'))
 const stack = await startLocalStack({ dir, longPollMs: 300 })
 await stack.proxy.close()
 // The audit sink: production's Firehose (to the local AWS endpoint here, rows kept in memory) or --sink parquet.
 const aws = values.sink === 'firehose' ? await startLocalAwsEndpoint({ retain: 1_000 }) : null
-const port = await freePort()
-const proxy = spawnProxyProcess(stack, {
-  PIXPROXY_LOG_LEVEL: 'warn',
-  PIXPROXY_LISTEN_PORT: String(port),
-  PIXPROXY_AUDIT_SPOOL_DIR: join(dir, 'soak', 'spool'),
-  PIXPROXY_AUDIT_PARQUET_DIR: join(dir, 'soak', 'lake'),
-  PIXPROXY_AUDIT_FLUSH_MS: '1000',
-  ...(aws === null
-    ? {}
-    : { PIXPROXY_AUDIT_SINK: 'firehose', AWS_ENDPOINT_URL: aws.url, AWS_REGION: 'sa-east-1', AWS_ACCESS_KEY_ID: 'AKIDLOCAL', AWS_SECRET_ACCESS_KEY: 'local' })
-})
-const url = `http://127.0.0.1:${port}`
-for (let i = 0; ; i++) {
-  if (proxy.child.exitCode !== null || i > 300) throw new Error('the proxy did not start')
-  const up = await request(url + '/healthz').then(async (r) => { await r.body.dump(); return r.statusCode === 200 }, () => false)
-  if (up) break
-  await new Promise((resolve) => setTimeout(resolve, 100))
-}
+const proxy = await startBenchProxy(stack, join(dir, 'soak'), auditSinkSettings(aws))
+const url = proxy.url
 
 interface Sample { atS: number, rssMiB: number, heapUsedMiB: number, eventLoopP99Ms: number, spoolMiB: number }
 const metric = (text: string, name: string, labels = ''): number => {
@@ -109,8 +85,7 @@ try {
   await other.close()
 } finally {
   clearInterval(sampler)
-  proxy.child.kill('SIGTERM')
-  await proxy.exited
+  await proxy.stop()
   await aws?.close()
   await stack.close()
   await rm(dir, { recursive: true, force: true })

@@ -15,12 +15,12 @@
 import { mkdtemp, rm } from 'node:fs/promises'
 import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { createServer } from 'node:net'
-import type { AddressInfo } from 'node:net'
 import { parseArgs } from 'node:util'
 import { Agent, request } from 'undici'
-import { PROXY_ISPB, spawnProxyProcess, startLocalStack } from '../src/demo/stack.ts'
+import { PROXY_ISPB, startLocalStack } from '../src/demo/stack.ts'
 import { pacs008 } from '../src/samples/messages.ts'
+import { startBenchProxy } from './lib/proxy.ts'
+import type { BenchProxy } from './lib/proxy.ts'
 
 const { values } = parseArgs({
   options: {
@@ -37,13 +37,6 @@ const latencyMs = Number(values['latency-ms'])
 const partsSettings = values.parts.split(',').map(Number)
 const log = (s: string): void => { if (!values.json) process.stderr.write(`[bench] ${s}\n`) }
 
-async function freePort (): Promise<number> {
-  const srv = createServer()
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve))
-  const port = (srv.address() as AddressInfo).port
-  await new Promise((resolve) => srv.close(resolve))
-  return port
-}
 
 function pct (sorted: number[], p: number): number {
   if (sorted.length === 0) return NaN
@@ -54,23 +47,8 @@ const dir = await mkdtemp(join(tmpdir(), 'pix-proxy-bench-spi-'))
 const stack = await startLocalStack({ dir, longPollMs: 300 })
 await stack.proxy.close()
 stack.simulator.app.simulator.setFaults({ latencyMs, routes: [`/api/v1/in/${PROXY_ISPB}/msgs`] })
-async function startProxy (parts: number): Promise<{ url: string, stop: () => Promise<void> }> {
-  const port = await freePort()
-  const proxy = spawnProxyProcess(stack, {
-    PIXPROXY_LOG_LEVEL: 'warn',
-    PIXPROXY_LISTEN_PORT: String(port),
-    PIXPROXY_SPI_COALESCE_MAX_PARTS: String(parts),
-    PIXPROXY_AUDIT_SPOOL_DIR: join(dir, `parts-${parts}`, 'spool'),
-    PIXPROXY_AUDIT_PARQUET_DIR: join(dir, `parts-${parts}`, 'lake')
-  })
-  const url = `http://127.0.0.1:${port}`
-  for (let i = 0; ; i++) {
-    if (proxy.child.exitCode !== null || i > 300) throw new Error('the proxy did not start')
-    const up = await request(url + '/healthz').then(async (r) => { await r.body.dump(); return r.statusCode === 200 }, () => false)
-    if (up) break
-    await new Promise((resolve) => setTimeout(resolve, 100))
-  }
-  return { url, stop: async () => { proxy.child.kill('SIGTERM'); await proxy.exited } }
+async function startProxy (parts: number): Promise<BenchProxy> {
+  return await startBenchProxy(stack, join(dir, `parts-${parts}`), { PIXPROXY_SPI_COALESCE_MAX_PARTS: String(parts) })
 }
 
 interface Point { coalesceMaxParts: number, callers: number, delivered: number, perSec: number, p50: number, p99: number, refused: Record<string, number> }

@@ -7,9 +7,9 @@
 import { spawn } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
 import { mkdir, writeFile } from 'node:fs/promises'
-import { connect, createServer } from 'node:net'
-import type { AddressInfo } from 'node:net'
+import { connect } from 'node:net'
 import { join } from 'node:path'
+import { freePort } from './proxy.ts'
 
 export interface NginxOptions {
   /** Working directory (config, pid, logs, temp files). */
@@ -35,13 +35,6 @@ export interface RunningNginx {
   close (): Promise<void>
 }
 
-async function freePort (): Promise<number> {
-  const srv = createServer()
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve))
-  const port = (srv.address() as AddressInfo).port
-  await new Promise((resolve) => srv.close(resolve))
-  return port
-}
 
 /** The configuration: exported so a test can check what is measured. */
 export function nginxConfig (o: { dir: string, port: number, upstream: URL, keepalive: number, workers: number }): string {

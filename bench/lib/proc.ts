@@ -43,3 +43,9 @@ export async function threadCpuSeconds (pid: number): Promise<Record<string, num
   }
   return out
 }
+
+/** Peak resident set size (VmHWM, MiB) of `pid` since it started. */
+export async function peakRssMiB (pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '')
+  return Math.round(Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? 0) / 1024)
+}
