@@ -5,9 +5,8 @@
  * reach anything else on BACEN's hosts, nor any other host.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { auditedCall, checkResponse, endAudit, relay, signatureRejection } from './forward.ts'
+import { auditedCall, finishCall } from './forward.ts'
 import { dictFacts, emptyFacts } from '../audit/facts.ts'
-import { Errors } from '../errors.ts'
 import { requireXmlBody, upstreamPath } from './common.ts'
 
 /** [method, route template, signed write?] */
@@ -90,11 +89,7 @@ export default async function dictRoutes (app: FastifyInstance): Promise<void> {
           ...(body === undefined ? {} : { body })
         }, config.dict.url, facts)
         // Every DICT response is signed by BACEN, problems included (pix-protocol.md §1.6).
-        const checked = checkResponse(app, 'dict', 'dict', answer, true)
-        const reject = !checked.valid && config.invalidSignaturePolicy === 'reject'
-        await endAudit(tx, answer, checked, reject ? Errors.UPSTREAM_SIGNATURE_INVALID.code : null)
-        if (reject) throw signatureRejection('DICT', checked, answer.status)
-        return relay(reply, answer, checked)
+        return await finishCall(app, reply, tx, answer, { name: 'dict', label: 'DICT', signedProblems: true })
       }
     })
   }

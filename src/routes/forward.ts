@@ -248,3 +248,15 @@ export function signatureRejection (name: string, checked: CheckedBody, status: 
   Object.assign(err, { extensions: { signatureCode: checked.code, upstreamStatus: status } })
   return err
 }
+
+/**
+ * The end of every write through the proxy: BACEN's signature checked, the audit row finished with the verdict (and
+ * the refusal code when the reject policy applies), then the answer relayed or the refusal thrown.
+ */
+export async function finishCall (app: FastifyInstance, reply: FastifyReply, tx: AuditTx, answer: UpstreamAnswer, o: { name: 'dict' | 'spi', label: string, signedProblems: boolean }): Promise<FastifyReply> {
+  const checked = checkResponse(app, o.name, o.name, answer, o.signedProblems)
+  const reject = !checked.valid && app.config.invalidSignaturePolicy === 'reject'
+  await endAudit(tx, answer, checked, reject ? Errors.UPSTREAM_SIGNATURE_INVALID.code : null)
+  if (reject) throw signatureRejection(o.label, checked, answer.status)
+  return relay(reply, answer, checked)
+}

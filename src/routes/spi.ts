@@ -11,7 +11,7 @@
  * signature policy: the next pull acknowledges the page to BACEN, so withholding it would lose the message.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { auditedCall, beginAudit, callUpstream, checkResponse, endAudit, relay, signatureRejection } from './forward.ts'
+import { auditedCall, beginAudit, callUpstream, checkResponse, endAudit, finishCall, relay } from './forward.ts'
 import type { UpstreamAnswer } from './forward.ts'
 import { IcomBatcher, retryOn429 } from './spi-batch.ts'
 import { emptyFacts, spiFacts } from '../audit/facts.ts'
@@ -25,6 +25,8 @@ import { locateSpi, ProfileError } from '../xmldsig/profile.ts'
 import { Errors, PixProxyError } from '../errors.ts'
 
 const MAX_PARTS = 10
+/** ICOM's answers to posts: unsigned when fine, problems unsigned too. */
+const ICOM = { name: 'spi', label: 'ICOM', signedProblems: false } as const
 
 function child (el: XmlElement | undefined, local: string): XmlElement | undefined {
   return el === undefined ? undefined : childElements(el).find((c) => c.local === local)
@@ -99,11 +101,7 @@ export default async function spiRoutes (app: FastifyInstance): Promise<void> {
       await tx.fail((err as { code?: string }).code ?? Errors.INTERNAL.code)
       throw err
     }
-    const checked = checkResponse(app, 'spi', 'spi', answer, false)
-    const reject = !checked.valid && config.invalidSignaturePolicy === 'reject'
-    await endAudit(tx, answer, checked, reject ? Errors.UPSTREAM_SIGNATURE_INVALID.code : null)
-    if (reject) throw signatureRejection('ICOM', checked, answer.status)
-    return relay(reply, answer, checked)
+    return await finishCall(app, reply, tx, answer, ICOM)
   }
 
   const readers = new InFlightLimiter({ maxInFlight: config.spi.maxInFlight, queueMax: config.spi.queueMax, queueTimeoutMs: config.spi.queueTimeoutMs })
@@ -172,11 +170,7 @@ export default async function spiRoutes (app: FastifyInstance): Promise<void> {
         headers: { 'content-type': contentType, accept: 'application/xml' },
         body
       }, config.spi.url, facts, retryOn429)
-      const checked = checkResponse(app, 'spi', 'spi', answer, false)
-      const reject = !checked.valid && config.invalidSignaturePolicy === 'reject'
-      await endAudit(tx, answer, checked, reject ? Errors.UPSTREAM_SIGNATURE_INVALID.code : null)
-      if (reject) throw signatureRejection('ICOM', checked, answer.status)
-      return relay(reply, answer, checked)
+      return await finishCall(app, reply, tx, answer, ICOM)
     } finally {
       release()
     }
