@@ -10,39 +10,12 @@ import type { LocalAwsEndpoint, LocalAwsEndpointOptions } from '../../src/aws/lo
 import { encodeAuditRecord, FIREHOSE_MAX_RECORD_BYTES, FirehoseSink } from '../../src/audit/firehose.ts'
 import { AUDIT_COLUMNS } from '../../src/audit/schema.ts'
 import type { AuditRow } from '../../src/audit/schema.ts'
+import { sampleRow } from './fixtures/rows.ts'
 import { PixProxyError } from '../../src/errors.ts'
 
 const CREDS = { accessKeyId: 'AKIDLOCALTEST', secretAccessKey: 'local-secret-key' }
 const STREAMS = { spi: 'pix-proxy-audit-spi', dict: 'pix-proxy-audit-dict' }
 
-function row (i: number, system: 'spi' | 'dict' = i % 2 === 0 ? 'spi' : 'dict', extra: Partial<AuditRow> = {}): AuditRow {
-  return {
-    id: `0190f1d2-0000-7000-8000-${String(i).padStart(12, '0')}`,
-    request_date: '2026-05-06T07:08:09.010Z',
-    system,
-    request_method: 'POST',
-    request_path: system === 'spi' ? '/api/v1/in/99999004/msgs' : '/api/v2/entries',
-    request_query: null,
-    request_header: '{"content-type":"application/xml"}',
-    request_body: `<Envelope n="${i}"/>`,
-    message_type: system === 'spi' ? 'pacs.008.spi.1.13' : 'CreateEntryRequest',
-    biz_msg_id: null,
-    end_to_end_ids: null,
-    dict_request_id: null,
-    dict_key: null,
-    response_status_code: 201,
-    response_header: '{}',
-    response_body: '<ok/>',
-    response_signature_valid: true,
-    response_signature_code: 'VALID',
-    error_code: null,
-    upstream_latency_ms: 12.5,
-    total_latency_ms: 15.25,
-    correlation_id: `req-${i}`,
-    instance_id: 'task-1',
-    ...extra
-  }
-}
 
 interface Setup { ep: LocalAwsEndpoint, sink: FirehoseSink, opts: AwsClientOptions }
 
@@ -79,7 +52,7 @@ t.test('limits the pipeline batches by', async (t) => {
 })
 
 t.test('a record is the row as JSON in schema column order, one line', async (t) => {
-  const r = row(3, 'dict', { request_body: 'línea "1"\nlínea 2' })
+  const r = sampleRow(3, { request_body: 'línea "1"\nlínea 2' })
   const rec = encodeAuditRecord({ ...r, extra: 'dropped' } as unknown as AuditRow)
   const text = rec.toString('utf8')
   t.ok(text.endsWith('\n'))
@@ -93,7 +66,7 @@ t.test('a record is the row as JSON in schema column order, one line', async (t)
 
 t.test('a mixed batch goes in one call per delivery stream and every row is delivered', async (t) => {
   const { ep, sink } = await setup(t)
-  const rows = Array.from({ length: 7 }, (_v, i) => row(i))
+  const rows = Array.from({ length: 7 }, (_v, i) => sampleRow(i))
   const res = await sink.write(rows)
   t.same(res, { failed: [] })
   t.equal(putCalls(ep), 2)
@@ -106,7 +79,7 @@ t.test('a mixed batch goes in one call per delivery stream and every row is deli
 
 t.test('partial failures map back to the batch indexes; retrying them delivers each row once', async (t) => {
   const { ep, sink } = await setup(t)
-  const rows = Array.from({ length: 6 }, (_v, i) => row(i)) // spi: 0 2 4, dict: 1 3 5
+  const rows = Array.from({ length: 6 }, (_v, i) => sampleRow(i)) // spi: 0 2 4, dict: 1 3 5
   ep.failRecords({ stream: STREAMS.spi, indexes: [1], times: 1 }) // the 2nd spi record: row 2
   ep.failRecords({ stream: STREAMS.dict, indexes: [0, 2], times: 1 }) // rows 1 and 5
   const res = await sink.write(rows)
@@ -120,48 +93,48 @@ t.test('partial failures map back to the batch indexes; retrying them delivers e
 t.test('a whole call throttled throws after exactly one attempt per stream', async (t) => {
   const { ep, sink } = await setup(t)
   ep.failCalls({ target: 'Firehose_20150804.PutRecordBatch', errorType: 'ThrottlingException' })
-  const e = await rejection(sink.write([row(0), row(1)]))
+  const e = await rejection(sink.write([sampleRow(0), sampleRow(1)]))
   t.equal(e.code, 'PIXPROXY_ERR_AWS_FIREHOSE_PUT')
   t.match(e.message, /ThrottlingException \(HTTP 400\)/)
   t.equal((e.cause as Error).name, 'ThrottlingException')
   t.equal(putCalls(ep), 2, 'no SDK retries underneath the pipeline')
   ep.clearFaults()
   ep.failCalls({ errorType: 'ServiceUnavailableException' })
-  t.match((await rejection(sink.write([row(0)]))).message, /ServiceUnavailableException \(HTTP 503\)/)
+  t.match((await rejection(sink.write([sampleRow(0)]))).message, /ServiceUnavailableException \(HTTP 503\)/)
 })
 
 t.test('one stream failing whole while the other accepts: its rows are failed, no throw', async (t) => {
   const { ep, sink } = await setup(t)
   ep.failCalls({ stream: STREAMS.dict, errorType: 'ThrottlingException', times: 1 })
-  const res = await sink.write([row(0), row(1), row(2), row(3)])
+  const res = await sink.write([sampleRow(0), sampleRow(1), sampleRow(2), sampleRow(3)])
   t.same(res.failed, [1, 3])
-  t.same(deliveredIds(ep, STREAMS.spi), [row(0).id, row(2).id])
+  t.same(deliveredIds(ep, STREAMS.spi), [sampleRow(0).id, sampleRow(2).id])
 })
 
 t.test('every record refused individually: all failed, reported rather than thrown (the call worked)', async (t) => {
   const { ep, sink } = await setup(t)
   ep.failRecords({ probability: 1, times: 1 })
-  t.same(await sink.write([row(0), row(2)]), { failed: [0, 1] })
+  t.same(await sink.write([sampleRow(0), sampleRow(2)]), { failed: [0, 1] })
 })
 
 t.test('outage: connection refused throws; after recovery the same rows go through', async (t) => {
   const { ep, sink } = await setup(t)
-  await sink.write([row(0)])
+  await sink.write([sampleRow(0)])
   await ep.outage('refuse')
-  const e = await rejection(sink.write([row(2), row(3)]))
+  const e = await rejection(sink.write([sampleRow(2), sampleRow(3)]))
   t.equal(e.code, 'PIXPROXY_ERR_AWS_FIREHOSE_PUT')
   t.match((e.cause as { code?: string }).code, /ECONNREFUSED|ECONNRESET/)
   await ep.restore()
-  t.same(await sink.write([row(2), row(3)]), { failed: [] })
-  t.same(deliveredIds(ep, STREAMS.spi), [row(0).id, row(2).id])
-  t.same(deliveredIds(ep, STREAMS.dict), [row(3).id])
+  t.same(await sink.write([sampleRow(2), sampleRow(3)]), { failed: [] })
+  t.same(deliveredIds(ep, STREAMS.spi), [sampleRow(0).id, sampleRow(2).id])
+  t.same(deliveredIds(ep, STREAMS.dict), [sampleRow(3).id])
 })
 
 t.test('a hung Firehose is bounded by the client timeout', async (t) => {
   const { ep, sink } = await setup(t, {}, { requestTimeoutMs: 300 })
   await ep.outage('hang')
   const started = Date.now()
-  const e = await rejection(sink.write([row(0)]))
+  const e = await rejection(sink.write([sampleRow(0)]))
   t.equal(e.code, 'PIXPROXY_ERR_AWS_FIREHOSE_PUT')
   t.equal((e.cause as Error).name, 'TimeoutError')
   t.ok(Date.now() - started < 3000, 'within the timeout, not forever')
@@ -170,14 +143,14 @@ t.test('a hung Firehose is bounded by the client timeout', async (t) => {
 
 t.test('oversize rows are reported as failed, never sent or dropped; the rest ships', async (t) => {
   const { ep, sink } = await setup(t)
-  const base = encodeAuditRecord(row(1, 'dict', { request_body: '' })).length
-  const atLimit = row(1, 'dict', { request_body: 'x'.repeat(FIREHOSE_MAX_RECORD_BYTES - base) })
+  const base = encodeAuditRecord(sampleRow(1, { request_body: '' })).length
+  const atLimit = sampleRow(1, { request_body: 'x'.repeat(FIREHOSE_MAX_RECORD_BYTES - base) })
   t.equal(encodeAuditRecord(atLimit).length, FIREHOSE_MAX_RECORD_BYTES)
-  const over = row(2, 'spi', { request_body: 'x'.repeat(FIREHOSE_MAX_RECORD_BYTES) })
-  const res = await sink.write([row(0), atLimit, over, row(3)])
+  const over = sampleRow(2, { request_body: 'x'.repeat(FIREHOSE_MAX_RECORD_BYTES) })
+  const res = await sink.write([sampleRow(0), atLimit, over, sampleRow(3)])
   t.same(res.failed, [2])
-  t.same(deliveredIds(ep, STREAMS.spi), [row(0).id])
-  t.same(deliveredIds(ep, STREAMS.dict), [atLimit.id, row(3).id], 'a record of exactly 1,000 KiB is accepted')
+  t.same(deliveredIds(ep, STREAMS.spi), [sampleRow(0).id])
+  t.same(deliveredIds(ep, STREAMS.dict), [atLimit.id, sampleRow(3).id], 'a record of exactly 1,000 KiB is accepted')
   const e = await rejection(sink.write([over]))
   t.equal(e.code, 'PIXPROXY_ERR_AWS_FIREHOSE_ROW_TOO_LARGE', 'nothing sendable: a coded error the pipeline can tell apart')
   t.match(e.message, `${encodeAuditRecord(over).length} bytes`)
@@ -185,7 +158,7 @@ t.test('oversize rows are reported as failed, never sent or dropped; the rest sh
 
 t.test('a row whose JSON is exactly maxRowBytes (the pipeline\'s measure) is accepted, even with columns absent', async (t) => {
   const { ep, sink } = await setup(t)
-  const { biz_msg_id: _a, dict_key: _b, end_to_end_ids: _c, ...partial } = row(0, 'spi', { request_body: '' })
+  const { biz_msg_id: _a, dict_key: _b, end_to_end_ids: _c, ...partial } = sampleRow(0, { request_body: '' })
   const pad = sink.maxRowBytes - Buffer.byteLength(JSON.stringify(partial))
   const r = { ...partial, request_body: 'z'.repeat(pad) } as AuditRow
   t.equal(Buffer.byteLength(JSON.stringify(r)), sink.maxRowBytes)
@@ -195,13 +168,13 @@ t.test('a row whose JSON is exactly maxRowBytes (the pipeline\'s measure) is acc
 
 t.test('large batches are split: at most 500 records and 4 MiB per call', async (t) => {
   const { ep, sink } = await setup(t)
-  const many = Array.from({ length: 1201 }, (_v, i) => row(i, 'spi'))
+  const many = Array.from({ length: 1201 }, (_v, i) => sampleRow(i, { system: 'spi' }))
   t.same(await sink.write(many), { failed: [] })
   t.equal(putCalls(ep), 3, '500 + 500 + 201')
   t.equal(ep.delivered(STREAMS.spi).length, 1201)
 
   // 600 KB records are 800 KB in base64: five fit under 4 MiB, the sixth would not.
-  const big = Array.from({ length: 12 }, (_v, i) => row(10_000 + i, 'dict', { request_body: 'y'.repeat(600_000) }))
+  const big = Array.from({ length: 12 }, (_v, i) => sampleRow(10_000 + i, { system: 'dict', request_body: 'y'.repeat(600_000) }))
   t.same(await sink.write(big), { failed: [] })
   t.equal(putCalls(ep), 6, '5 + 5 + 2')
   t.equal(ep.calls.filter((c) => c.errorType !== null).length, 0, 'no call refused as too large')
@@ -211,7 +184,7 @@ t.test('large batches are split: at most 500 records and 4 MiB per call', async 
 t.test('delivered rows land under the S3 layout and DuckDB reads them with their columns', async (t) => {
   const dataDir = t.testdir()
   const { sink } = await setup(t, { dataDir, now: () => new Date('2026-05-06T07:30:00Z') })
-  const rows = [row(0), row(1, 'dict', { response_status_code: null, response_signature_valid: null, error_code: 'PIXPROXY_ERR_UPSTREAM_TIMEOUT' }), row(2)]
+  const rows = [sampleRow(0), sampleRow(1, { response_status_code: null, response_signature_valid: null, error_code: 'PIXPROXY_ERR_UPSTREAM_TIMEOUT' }), sampleRow(2)]
   t.same(await sink.write(rows), { failed: [] })
   const db = await DuckDBInstance.create(':memory:')
   const conn = await db.connect()
@@ -229,12 +202,12 @@ t.test('delivered rows land under the S3 layout and DuckDB reads them with their
 t.test('close waits for the call in flight, then refuses writes', async (t) => {
   const { ep, sink } = await setup(t)
   ep.addLatency({ ms: 200, times: 1 })
-  const pending = sink.write([row(0)])
+  const pending = sink.write([sampleRow(0)])
   await new Promise((resolve) => setTimeout(resolve, 20))
   await sink.close()
   t.same(await pending, { failed: [] }, 'the write in flight finished')
   t.equal(ep.delivered(STREAMS.spi).length, 1)
-  t.equal((await rejection(sink.write([row(2)]))).code, 'PIXPROXY_ERR_AWS_FIREHOSE_SINK_CLOSED')
+  t.equal((await rejection(sink.write([sampleRow(2)]))).code, 'PIXPROXY_ERR_AWS_FIREHOSE_SINK_CLOSED')
 })
 
 // Answers the endpoint (a faithful Firehose) never gives, but a sink must not trust blindly.
@@ -245,7 +218,7 @@ t.test('unit: a response that is not one RequestResponse per record fails its ro
   const sink = new FirehoseSink({ client, streams: STREAMS })
   mock.on(PutRecordBatchCommand, { DeliveryStreamName: STREAMS.spi }).resolves({ FailedPutCount: 0, RequestResponses: [{ RecordId: 'only-one' }] })
   mock.on(PutRecordBatchCommand, { DeliveryStreamName: STREAMS.dict }).resolves({ FailedPutCount: 0, RequestResponses: [{ RecordId: 'a' }, {}] })
-  const res = await sink.write([row(0), row(2), row(1), row(3)])
+  const res = await sink.write([sampleRow(0), sampleRow(2), sampleRow(1), sampleRow(3)])
   t.same(res.failed, [0, 1, 3], 'spi: short answer, both rows failed; dict: an entry with neither RecordId nor ErrorCode')
   t.equal(mock.commandCalls(PutRecordBatchCommand).length, 2)
   await sink.close()
