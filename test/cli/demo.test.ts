@@ -2,22 +2,18 @@
 // `pix-proxy demo --proxy-url …`: the same flows as docker-compose's `traffic` service runs them, against the other
 // compose services started from their own command lines as local processes.
 import t from 'tap'
-import { spawn } from 'node:child_process'
-import type { ChildProcess } from 'node:child_process'
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { PassThrough } from 'node:stream'
-import { fileURLToPath } from 'node:url'
 import { request } from 'undici'
 import { parse as parseYaml } from 'yaml'
 import { main } from '../../src/cli/main.ts'
 import { queryAudit } from '../../src/audit/query.ts'
 import { Errors } from '../../src/errors.ts'
 import { scratchDir } from '../helpers/scratch.ts'
+import { at, MAIN_TS, run, sourceAppDir, spawnService } from '../helpers/processes.ts'
+import type { Ran, Service } from '../helpers/processes.ts'
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url))
-const at = (...p: string[]): string => join(ROOT, ...p)
-const MAIN_TS = at('src/cli/main.ts')
 
 interface Summary {
   ok: boolean
@@ -105,64 +101,11 @@ t.test('demo usage: --help names both modes; traffic flags are checked before an
 // become localhost, which the simulator's certificate also names).
 
 interface ComposeService { command?: string[], environment?: Record<string, string> }
-interface Ran { code: number | null, signal: NodeJS.Signals | null, stdout: string, stderr: string }
-
-async function run (cmd: string, args: readonly string[], env: NodeJS.ProcessEnv): Promise<Ran> {
-  return await new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'], timeout: 120_000 })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (c: Buffer) => { stdout += c.toString() })
-    child.stderr.on('data', (c: Buffer) => { stderr += c.toString() })
-    child.once('error', reject)
-    child.once('close', (code, signal) => resolve({ code, signal, stdout, stderr }))
-  })
-}
-
-interface Service {
-  readonly child: ChildProcess
-  readonly exited: Promise<unknown>
-  readonly stderr: () => string
-  waitFor (re: RegExp, ms?: number): Promise<RegExpExecArray>
-}
-
+/** This checkout's CLI as a separate process, killed by the test's teardown. */
 function startService (services: Service[], args: readonly string[], env: NodeJS.ProcessEnv): Service {
-  const child = spawn(process.execPath, [MAIN_TS, ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] })
-  const exited = new Promise((resolve) => child.once('exit', resolve))
-  let out = ''
-  let err = ''
-  child.stdout?.on('data', (c: Buffer) => { out += c.toString() })
-  child.stderr?.on('data', (c: Buffer) => { err += c.toString() })
-  const service: Service = {
-    child,
-    exited,
-    stderr: () => err,
-    waitFor: async (re, ms = 60_000) => await new Promise<RegExpExecArray>((resolve, reject) => {
-      const deadline = Date.now() + ms
-      const check = (): void => {
-        const m = re.exec(out)
-        if (m !== null) { resolve(m); return }
-        if (child.exitCode !== null || child.signalCode !== null) { reject(new Error(`${args.join(' ')} exited before printing ${String(re)}: ${err}`)); return }
-        if (Date.now() > deadline) { reject(new Error(`no ${String(re)} within ${ms} ms: ${err}`)); return }
-        setTimeout(check, 50)
-      }
-      check()
-    })
-  }
+  const service = spawnService(process.execPath, [MAIN_TS, ...args], env)
   services.push(service)
   return service
-}
-
-/** An APP_DIR whose dist/src/cli/main.js runs this checkout's CLI from source (for docker/local-init.sh). */
-async function sourceAppDir (dir: string): Promise<string> {
-  await mkdir(join(dir, 'dist/src/cli'), { recursive: true })
-  await writeFile(join(dir, 'package.json'), '{ "type": "module" }\n')
-  await writeFile(join(dir, 'dist/src/cli/main.js'), [
-    `const { main } = await import(${JSON.stringify(MAIN_TS)})`,
-    'process.exitCode = await main(process.argv.slice(2), { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, env: process.env })',
-    ''
-  ].join('\n'))
-  return dir
 }
 
 const logLines = async (file: string): Promise<string[]> => (await readFile(file, 'utf8')).split('\n').filter((l) => l !== '')
@@ -171,11 +114,8 @@ t.test('demo --proxy-url (compose\'s traffic service) drives running init/aws-lo
   const scratch = scratchDir('pix-proxy-traffic-')
   const services: Service[] = []
   t.teardown(async () => {
-    for (const s of services) {
-      if (s.child.exitCode === null && s.child.signalCode === null) s.child.kill('SIGKILL')
-      await s.exited
-    }
-    await scratch.remove()
+    for (const s of services) await s.kill()
+    await scratch.remove() // only once nothing writes there any more
   })
   const state = join(scratch.dir, 'var/lib/pix-proxy')
   const spool = join(scratch.dir, 'var/spool/pix-proxy')
@@ -197,7 +137,7 @@ t.test('demo --proxy-url (compose\'s traffic service) drives running init/aws-lo
     return remap(a)
   }))
   // The `local` image's environment (Dockerfile ENV), then the service's own.
-  const engines = (await run('bash', [at('scripts/install-runtime.sh'), '--engines-dir'], process.env)).stdout.trim()
+  const engines = (await run('bash', [at('scripts/install-runtime.sh'), '--engines-dir'], { env: process.env })).stdout.trim()
   const imageEnv = (s: ComposeService): NodeJS.ProcessEnv => ({
     PATH: process.env.PATH ?? '',
     NODE_ENV: 'production',
@@ -210,7 +150,7 @@ t.test('demo --proxy-url (compose\'s traffic service) drives running init/aws-lo
 
   // init, aws, simulator, proxy: as in compose, in dependency order.
   const app = await sourceAppDir(join(scratch.dir, 'app'))
-  const init = await run(at('docker/local-init.sh'), [], { ...imageEnv(svc('init')), APP_DIR: app, LOCAL_STATE_DIR: state })
+  const init = await run(at('docker/local-init.sh'), [], { env: { ...imageEnv(svc('init')), APP_DIR: app, LOCAL_STATE_DIR: state } })
   t.equal(init.code, 0, `init: ${init.stderr}`)
   const aws = startService(services, await remapArgs(svc('aws').command ?? []), imageEnv(svc('aws')))
   const awsUrl = (JSON.parse((await aws.waitFor(/^(\{.*\})\n/))[1] as string) as { url: string }).url
@@ -251,7 +191,7 @@ t.test('demo --proxy-url (compose\'s traffic service) drives running init/aws-lo
 
   const traffic = async (label: string, lakeDir?: string): Promise<{ ran: Ran, summary: Summary, audited: number, added: string[] }> => {
     const before = await logLines(acceptedLog)
-    const ran = await run(process.execPath, [MAIN_TS, ...await trafficArgs(lakeDir)], imageEnv(svc('traffic')))
+    const ran = await run(process.execPath, [MAIN_TS, ...await trafficArgs(lakeDir)], { env: imageEnv(svc('traffic')) })
     const summary = lastJson(ran.stdout)
     const audit = summary.flows.find((f) => f.name.startsWith('audit rows'))
     const m = /^(\d+) of (\d+) calls audited/.exec(audit?.detail ?? '')
@@ -306,7 +246,7 @@ t.test('demo --proxy-url (compose\'s traffic service) drives running init/aws-lo
   await writeFile(join(partial, 'hsm/hsm.json'), await readFile(join(state, 'pki/hsm/hsm.json')))
   const args = await trafficArgs()
   args[args.indexOf('--pki-dir') + 1] = partial
-  const noBacen = await run(process.execPath, [MAIN_TS, ...args], imageEnv(svc('traffic')))
+  const noBacen = await run(process.execPath, [MAIN_TS, ...args], { env: imageEnv(svc('traffic')) })
   t.equal(noBacen.code, 1)
   t.match(JSON.parse(noBacen.stderr.trim().split('\n').at(-1) as string), { error: Errors.FILE_READ.code, message: /participants\/99999010\/signing\.key: ENOENT/ })
   t.same((await readdir(partial, { recursive: true })).sort(), ['hsm', 'hsm/hsm.json'], 'nothing written')

@@ -5,8 +5,6 @@
 // processes, in dependency order, and sends a request through the proxy they form.
 import t from 'tap'
 import type { Test } from 'tap'
-import { spawn } from 'node:child_process'
-import type { ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { existsSync, lstatSync, readFileSync, readlinkSync } from 'node:fs'
 import { chmod, mkdir, readdir, readFile, writeFile } from 'node:fs/promises'
@@ -14,7 +12,6 @@ import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { PassThrough } from 'node:stream'
-import { fileURLToPath } from 'node:url'
 import { request } from 'undici'
 import { parse as parseYaml } from 'yaml'
 import { main } from '../../src/cli/main.ts'
@@ -24,88 +21,18 @@ import { parseCertificate } from '../../src/pki/x509.ts'
 import { createEntryRequest } from '../../src/samples/messages.ts'
 import { BCB_HOSTS } from '../../simulator/pki.ts'
 import { scratchDir } from '../helpers/scratch.ts'
+import { at, MAIN_TS, run, sourceAppDir, spawnService } from '../helpers/processes.ts'
+import type { Ran, Service } from '../helpers/processes.ts'
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url))
-const at = (...p: string[]): string => join(ROOT, ...p)
-const MAIN_TS = at('src/cli/main.ts')
 const UID = '10001'
 
 // ---- running things --------------------------------------------------------------------------------------------
 
-interface Ran { code: number | null, signal: NodeJS.Signals | null, stdout: string, stderr: string }
-
-async function run (cmd: string, args: readonly string[], opts: { env?: NodeJS.ProcessEnv, cwd?: string, timeoutMs?: number } = {}): Promise<Ran> {
-  return await new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { cwd: opts.cwd ?? ROOT, env: opts.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'], timeout: opts.timeoutMs ?? 120_000 })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (c: Buffer) => { stdout += c.toString() })
-    child.stderr.on('data', (c: Buffer) => { stderr += c.toString() })
-    child.once('error', reject)
-    child.once('close', (code, signal) => resolve({ code, signal, stdout, stderr }))
-  })
-}
-
-interface Service {
-  readonly child: ChildProcess
-  readonly exited: Promise<{ code: number | null, signal: NodeJS.Signals | null }>
-  readonly stdout: () => string
-  readonly stderr: () => string
-  /** Resolves with the first match of `re` in stdout (rejects if the process exits first). */
-  waitFor (re: RegExp, ms?: number): Promise<RegExpExecArray>
-  stop (): Promise<{ code: number | null, signal: NodeJS.Signals | null }>
-}
-
 /** A long-running process; the test's teardown kills it if the test did not stop it. */
 function startService (t: Test, cmd: string, args: readonly string[], env: NodeJS.ProcessEnv): Service {
-  const child = spawn(cmd, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] })
-  const exited = new Promise<{ code: number | null, signal: NodeJS.Signals | null }>((resolve) => {
-    child.once('exit', (code, signal) => resolve({ code, signal }))
-  })
-  let out = ''
-  let err = ''
-  child.stdout?.on('data', (c: Buffer) => { out += c.toString() })
-  child.stderr?.on('data', (c: Buffer) => { err += c.toString() })
-  t.teardown(async () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
-    await exited
-  })
-  return {
-    child,
-    exited,
-    stdout: () => out,
-    stderr: () => err,
-    waitFor: async (re, ms = 60_000) => await new Promise<RegExpExecArray>((resolve, reject) => {
-      const deadline = Date.now() + ms
-      const check = (): void => {
-        const m = re.exec(out)
-        if (m !== null) { resolve(m); return }
-        if (child.exitCode !== null || child.signalCode !== null) { reject(new Error(`${args.join(' ')} exited before printing ${String(re)}: ${err}`)); return }
-        if (Date.now() > deadline) { reject(new Error(`no ${String(re)} within ${ms} ms: ${err}`)); return }
-        setTimeout(check, 50)
-      }
-      check()
-    }),
-    stop: async () => {
-      child.kill('SIGTERM')
-      return await exited
-    }
-  }
-}
-
-/**
- * An APP_DIR whose dist/src/cli/main.js runs this checkout's CLI from source: the image's scripts (entrypoint.sh,
- * local-init.sh) then run unchanged against the code under test.
- */
-async function sourceAppDir (dir: string): Promise<string> {
-  await mkdir(join(dir, 'dist/src/cli'), { recursive: true })
-  await writeFile(join(dir, 'package.json'), '{ "type": "module" }\n')
-  await writeFile(join(dir, 'dist/src/cli/main.js'), [
-    `const { main } = await import(${JSON.stringify(MAIN_TS)})`,
-    'process.exitCode = await main(process.argv.slice(2), { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, env: process.env })',
-    ''
-  ].join('\n'))
-  return dir
+  const service = spawnService(cmd, args, env)
+  t.teardown(service.kill)
+  return service
 }
 
 /** An executable shell script. */
