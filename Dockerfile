@@ -17,6 +17,9 @@
 #   /var/spool/pix-proxy  the audit spool (PIXPROXY_AUDIT_SPOOL_DIR): a volume (EFS in ECS) so rows survive the task
 #   /tmp                  tmpfs: the HSM PIN fetched from Secrets Manager (a 0600 file for the engine), DuckDB spill
 #   /run/cloudhsm         tmpfs or task volume, with CloudHSM: the Client SDK's configuration, written at start
+# Ports: 8080 (PIXPROXY_LISTEN_PORT, EXPOSEd) is the callers' listener; 9464 (PIXPROXY_OPS_LISTEN_PORT) is the
+# operations listener, plain HTTP on the container's loopback serving only GET /healthz, /readyz and /metrics, for
+# the HEALTHCHECK and a metrics sidecar sharing the network namespace (an ECS task, a pod). It is not EXPOSEd.
 # The system packages come from scripts/install-runtime.sh, which scripts/setup.sh (make test, CI) also runs.
 
 FROM node:24.21.0-bookworm-slim AS base
@@ -51,10 +54,14 @@ RUN /app/scripts/install-runtime.sh --clean \
  && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin pixproxy \
  && install -d -o 10001 -g 10001 -m 0750 /var/spool/pix-proxy /var/lib/pix-proxy /var/lib/pix-proxy/lake /run/cloudhsm \
  && chmod 1777 /tmp
+# The operations listener is on by default: PIXPROXY_OPS_LISTEN_HOST keeps its default, 127.0.0.1, so it is reachable
+# only from inside the container's network namespace (it has no TLS and no client check: keep it there). Another
+# port is one variable away (a port already taken stops start-up); the HEALTHCHECK follows the variable.
 ENV NODE_ENV=production \
     OPENSSL_ENGINES=/usr/local/lib/engines-3 \
     PIXPROXY_LISTEN_HOST=0.0.0.0 \
     PIXPROXY_LISTEN_PORT=8080 \
+    PIXPROXY_OPS_LISTEN_PORT=9464 \
     PIXPROXY_AUDIT_SPOOL_DIR=/var/spool/pix-proxy \
     PIXPROXY_AUDIT_PARQUET_DIR=/var/lib/pix-proxy/lake
 COPY --from=deps /app/node_modules /app/node_modules
@@ -67,6 +74,9 @@ VOLUME ["/var/spool/pix-proxy", "/tmp", "/run/cloudhsm"]
 EXPOSE 8080
 # Exec form throughout: node is PID 1 (entrypoint.sh ends in `exec node`) and gets the SIGTERM itself.
 STOPSIGNAL SIGTERM
+# Liveness through the operations listener: a real HTTP answer even when the callers' port demands a client
+# certificate (docker/healthcheck.mjs). /healthz only: /readyz also probes BACEN, and a BACEN outage must not make
+# an orchestrator replace healthy containers.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 CMD ["node", "/app/docker/healthcheck.mjs", "/healthz"]
 ENTRYPOINT ["/app/docker/entrypoint.sh"]
 CMD ["serve"]

@@ -2,7 +2,8 @@
  * What the audit trail costs a caller: proxy latency and CPU with auditing on vs off, at fixed arrival rates.
  *
  *   node bench/audit.ts [--json] [--rates 300,500] [--seconds 10] [--repeat 2] [--upstream canned|simulator]
- *                       [--modes off,on] [--sink firehose|parquet] [--flush-ms 1000] [--cpu-prof DIR]
+ *                       [--modes off,on] [--sink firehose|parquet] [--flush-ms 1000] [--cpu-prof DIR] [--node-options="..."]
+ *                       [--proxy-env K=V,K=V]
  *
  * The proxy runs as a child process (src/server.ts, production configuration: SoftHSM signing key, engine mTLS,
  * audit spool + Parquet sink, or auditing off). This process hosts the upstream and the load. Load is an open
@@ -17,7 +18,7 @@
  *              reach what issue 4 asks (500 req/s), which the full simulator (it verifies and signs every call
  *              too) cannot on this machine (it saturates near 270 req/s).
  *   simulator  the BACEN simulator itself.
- * Sink: `firehose` (default, production's: PutRecordBatch to the local AWS endpoint in this process, rows kept in
+ * Sink: `firehose` (default, production's: PutRecordBatch to `pix-proxy aws-local` in a process of its own, rows kept in
  * memory there) or `parquet` (the local embedded store: DuckDB writes and fsyncs Parquet files on the same disk as
  * the spool). PIXPROXY_AUDIT_FLUSH_MS is production's default (1000) unless --flush-ms says otherwise.
  * Each rate runs off, on, on, off (ABBA, `repeat` times): drift in machine load falls on both modes alike. Per mode
@@ -36,7 +37,7 @@ import { Agent, request } from 'undici'
 import { startLocalStack } from '../src/demo/stack.ts'
 import type { LocalStack } from '../src/demo/stack.ts'
 import { createEntryRequest, SAMPLE_PAYER } from '../src/samples/messages.ts'
-import { startLocalAwsEndpoint } from '../src/aws/local-endpoint.ts'
+import { startAwsLocalProcess } from './lib/stack-process.ts'
 import { auditSinkSettings, cpuProfSettings, startBenchProxy } from './lib/proxy.ts'
 import type { BenchProxy } from './lib/proxy.ts'
 import { peakRssMiB, threadCpuSeconds, treeCpuSeconds } from './lib/proc.ts'
@@ -51,7 +52,9 @@ const { values } = parseArgs({
     modes: { type: 'string', default: 'off,on' },
     sink: { type: 'string', default: 'firehose' },
     'flush-ms': { type: 'string', default: '1000' },
-    'cpu-prof': { type: 'string' }
+    'cpu-prof': { type: 'string' },
+    'node-options': { type: 'string', default: '' },
+    'proxy-env': { type: 'string', default: '' }
   }
 })
 const rates = values.rates.split(',').map(Number)
@@ -61,6 +64,12 @@ const upstreamKind = values.upstream
 if (upstreamKind !== 'canned' && upstreamKind !== 'simulator') throw new Error('--upstream canned|simulator')
 const sink = values.sink
 if (sink !== 'firehose' && sink !== 'parquet') throw new Error('--sink firehose|parquet')
+// Extra environment for the proxy, `K=V,K=V` (e.g. UV_THREADPOOL_SIZE=4 to compare with the proxy's own choice).
+const proxyEnv = Object.fromEntries(values['proxy-env'].split(',').filter((kv) => kv !== '').map((kv) => {
+  const at = kv.indexOf('=')
+  if (at < 1) throw new Error(`--proxy-env ${kv}: expected K=V`)
+  return [kv.slice(0, at), kv.slice(at + 1)]
+}))
 const log = (s: string): void => { if (!values.json) process.stderr.write(`[bench] ${s}\n`) }
 
 /** An mTLS server playing DICT: every POST gets the same signed CreateEntryResponse. */
@@ -98,16 +107,17 @@ if (upstreamKind === 'canned') {
   canned = await startCanned(stack, { body, contentType: String(r.headers['content-type']) })
 }
 await stack.proxy.close() // the proxy under test runs as a child process
-const aws = sink === 'firehose' ? await startLocalAwsEndpoint({ retain: 1_000 }) : null
+const aws = sink === 'firehose' ? await startAwsLocalProcess({ retain: 1_000 }) : null
 
-interface Run { mode: 'off' | 'on', rate: number, sent: number, ok: number, errors: Record<string, number>, p50: number, p90: number, p99: number, max: number, achievedPerSec: number, cpuMsPerRequest: number, cpuMsPerRequestByThread: Record<string, number>, peakRssMiB: number, auditWaitMs: Record<string, { p50: number | null, p99: number | null }> | null }
+interface Run { mode: 'off' | 'on', rate: number, sent: number, ok: number, errors: Record<string, number>, p50: number, p90: number, p99: number, max: number, achievedPerSec: number, cpuMsPerRequest: number, cpuMsPerRequestByThread: Record<string, number>, peakRssMiB: number, auditWaitMs: Record<string, { p50: number | null, p99: number | null }> | null, gc: ReturnType<typeof gcDuring> }
 
 async function startProxy (audit: boolean, run: string): Promise<BenchProxy> {
   return await startBenchProxy(stack, join(dir, run), {
-    ...cpuProfSettings(values['cpu-prof'] === undefined ? undefined : `${values['cpu-prof']}/${run}`),
+    ...cpuProfSettings(values['cpu-prof'] === undefined ? undefined : `${values['cpu-prof']}/${run}`, values['node-options']),
     PIXPROXY_AUDIT_ENABLED: String(audit),
     ...auditSinkSettings(aws, Number(values['flush-ms'])),
-    ...(canned === null ? {} : { PIXPROXY_DICT_URL: `https://localhost:${canned.port}` })
+    ...(canned === null ? {} : { PIXPROXY_DICT_URL: `https://localhost:${canned.port}` }),
+    ...proxyEnv
   })
 }
 
@@ -132,6 +142,28 @@ function histogramQuantile (metrics: string, name: string, labels: string, q: nu
   return null
 }
 
+/** Garbage collections so far by kind (major, minor, incremental, weakcb): count and total pause, from /metrics. */
+function gcTotals (metrics: string): Record<string, { count: number, ms: number }> {
+  const out: Record<string, { count: number, ms: number }> = {}
+  for (const m of metrics.matchAll(/^pixproxy_nodejs_gc_duration_seconds_(sum|count)\{kind="(\w+)"\} ([\d.e+-]+)$/gm)) {
+    const kind = m[2] as string
+    const t = (out[kind] ??= { count: 0, ms: 0 })
+    if (m[1] === 'sum') t.ms = Number(m[3]) * 1000
+    else t.count = Number(m[3])
+  }
+  return out
+}
+
+/** What the garbage collector took during a run: per kind, collections and their pauses (total and mean, ms). */
+function gcDuring (before: string, after: string): Record<string, { count: number, totalMs: number, meanMs: number }> {
+  const b = gcTotals(before)
+  return Object.fromEntries(Object.entries(gcTotals(after)).map(([kind, a]) => {
+    const count = a.count - (b[kind]?.count ?? 0)
+    const ms = a.ms - (b[kind]?.ms ?? 0)
+    return [kind, { count, totalMs: Math.round(ms), meanMs: count === 0 ? 0 : Math.round(ms / count * 100) / 100 }]
+  }).filter(([, v]) => (v as { count: number }).count > 0))
+}
+
 function pct (sorted: number[], p: number): number {
   if (sorted.length === 0) return NaN
   return Math.round((sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] as number) * 100) / 100
@@ -143,7 +175,7 @@ const median = (xs: number[]): number => {
 }
 
 let account = 100_000_000
-async function load (url: string, rate: number, secs: number): Promise<Omit<Run, 'mode' | 'rate' | 'cpuMsPerRequest' | 'cpuMsPerRequestByThread' | 'peakRssMiB' | 'auditWaitMs'>> {
+async function load (url: string, rate: number, secs: number): Promise<Omit<Run, 'mode' | 'rate' | 'cpuMsPerRequest' | 'cpuMsPerRequestByThread' | 'peakRssMiB' | 'auditWaitMs' | 'gc'>> {
   const dispatcher = new Agent({ connections: 128, pipelining: 1 })
   const interval = 1000 / rate
   const total = Math.round(rate * secs)
@@ -180,6 +212,7 @@ try {
     for (const [k, mode] of order.entries()) {
       const proxy = await startProxy(mode === 'on', `${mode}-${rate}-${k}`)
       await load(proxy.url, Math.min(rate, 100), 2) // warm-up: connections, JIT, HSM sessions
+      const metrics0 = await (await request(proxy.url + '/metrics')).body.text()
       const cpu0 = await treeCpuSeconds(proxy.pid)
       const threads0 = await threadCpuSeconds(proxy.pid)
       const r = await load(proxy.url, rate, seconds)
@@ -197,10 +230,11 @@ try {
             p50: histogramQuantile(metrics, 'pixproxy_audit_wait_seconds', `half="${half}"`, 0.5),
             p99: histogramQuantile(metrics, 'pixproxy_audit_wait_seconds', `half="${half}"`, 0.99)
           }]))
+      const gc = gcDuring(metrics0, metrics)
       await proxy.stop()
-      const run: Run = { mode, rate, ...r, cpuMsPerRequest: Math.round(cpu * 1000 / Math.max(1, r.sent) * 1000) / 1000, cpuMsPerRequestByThread, peakRssMiB: rssPeak, auditWaitMs }
+      const run: Run = { mode, rate, ...r, cpuMsPerRequest: Math.round(cpu * 1000 / Math.max(1, r.sent) * 1000) / 1000, cpuMsPerRequestByThread, peakRssMiB: rssPeak, auditWaitMs, gc }
       runs.push(run)
-      log(`rate ${rate}/s audit ${mode}: p50 ${r.p50} ms p99 ${r.p99} ms ok ${r.ok}/${r.sent} cpu ${run.cpuMsPerRequest} ms/req ${JSON.stringify(cpuMsPerRequestByThread)} rss ${rssPeak} MiB ${auditWaitMs === null ? '' : 'audit wait ' + JSON.stringify(auditWaitMs)} ${JSON.stringify(r.errors)}`)
+      log(`rate ${rate}/s audit ${mode}: p50 ${r.p50} ms p99 ${r.p99} ms ok ${r.ok}/${r.sent} cpu ${run.cpuMsPerRequest} ms/req ${JSON.stringify(cpuMsPerRequestByThread)} rss ${rssPeak} MiB ${auditWaitMs === null ? '' : 'audit wait ' + JSON.stringify(auditWaitMs)} gc ${JSON.stringify(gc)} ${JSON.stringify(r.errors)}`)
     }
   }
 } finally {
@@ -223,7 +257,8 @@ const byRate = rates.map((rate) => {
       errors: rs.reduce((n, r) => n + r.sent - r.ok, 0),
       cpuMsPerRequest: median(rs.map((r) => r.cpuMsPerRequest)),
       peakRssMiB: Math.max(...rs.map((r) => r.peakRssMiB)),
-      auditWaitMsPerRun: rs.map((r) => r.auditWaitMs).filter((w) => w !== null)
+      auditWaitMsPerRun: rs.map((r) => r.auditWaitMs).filter((w) => w !== null),
+      gcPerRun: rs.map((r) => r.gc)
     }
   }
   const off = summary('off')

@@ -7,25 +7,27 @@
  * to the same BACEN simulator. For (b) and (c) the load tool signs each request itself (software key) and verifies
  * each signed answer, as a bank core without a proxy must: that cost lands in this process, not in the target.
  *
- *   node bench/e2e.ts [--json] [--rates 100,200,300,400,600] [--seconds 10] [--sink firehose|parquet] [--targets proxy,nginx,direct] [--mix get-entry=2,create-entry=2,create-claim=1,spi-send=2]
+ *   node bench/e2e.ts [--json] [--rates 100,200,300,400,600] [--seconds 10] [--sink firehose|parquet] [--targets proxy,nginx,direct] [--mix get-entry=2,create-entry=2,create-claim=1,spi-send=2] [--pin 1:0]
  *
  * Load: `pix-proxy load`'s engine (src/load), open model (latency from the scheduled send time). Per target and
  * rate: p50/p99, errors, achieved rate, and for (a) and (b) the server's CPU time per request (/proc, process tree).
  * "Sustained" = the highest rate with p99 under 50 ms and no errors; rates above a target's first failure are not
  * run for it. Issue 6's targets: proxy p99 within 2x nginx's at 300 req/s; proxy sustained rate >= 60 % of nginx's.
- * Everything shares this machine's two cores: the simulator (it verifies and signs every DICT call) and the load
- * run in this process, the proxy or nginx in their own.
+ * The load runs in this process; the simulator (it verifies and signs every DICT call, with the token beside it),
+ * the local Firehose endpoint and the proxy or nginx each in their own (bench/lib/stack-process.ts). Each point gives
+ * the server's and the simulator's CPU per request. --pin SERVER:REST pins the proxy or nginx to the SERVER CPUs and
+ * everything else to the REST (taskset lists): the same core budget for pix-proxy and nginx, and a load generator and
+ * simulator that do not take it from them.
  */
 import { mkdtemp, rm } from 'node:fs/promises'
 import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { COUNTERPARTY_ISPB, PROXY_ISPB, startLocalStack } from '../src/demo/stack.ts'
+import { COUNTERPARTY_ISPB, PROXY_ISPB } from '../src/demo/stack.ts'
 import { createDirectTransport, createProxyTransport, parseMix, runLoad } from '../src/load/index.ts'
 import type { LoadReport, LoadTransport } from '../src/load/index.ts'
-import { TrustStore } from '../src/xmldsig/truststore.ts'
 import { startNginx } from './lib/nginx.ts'
-import { startLocalAwsEndpoint } from '../src/aws/local-endpoint.ts'
+import { pinProcess, startAwsLocalProcess, startStackProcess } from './lib/stack-process.ts'
 import { threadCpuSeconds, treeCpuSeconds, treeRssMiB } from './lib/proc.ts'
 import { auditSinkSettings, cpuProfSettings, startBenchProxy } from './lib/proxy.ts'
 import type { BenchProxy } from './lib/proxy.ts'
@@ -38,7 +40,9 @@ const { values } = parseArgs({
     mix: { type: 'string', default: 'get-entry=2,create-entry=2,create-claim=1,spi-send=2' },
     targets: { type: 'string', default: 'proxy,nginx,direct' },
     'cpu-prof': { type: 'string' },
-    sink: { type: 'string', default: 'firehose' }
+    'node-options': { type: 'string', default: '' },
+    sink: { type: 'string', default: 'firehose' },
+    pin: { type: 'string' }
   }
 })
 const rates = values.rates.split(',').map(Number).sort((a, b) => a - b)
@@ -49,22 +53,20 @@ const log = (s: string): void => { if (!values.json) process.stderr.write(`[benc
 const P99_LIMIT_MS = 50
 
 
+const [serverCpus, restCpus] = values.pin === undefined ? [undefined, undefined] : values.pin.split(':')
+const pinned = restCpus === undefined ? {} : { cpus: restCpus }
+if (restCpus !== undefined) await pinProcess(process.pid, restCpus)
 const dir = await mkdtemp(join(tmpdir(), 'pix-proxy-bench-e2e-'))
-const stack = await startLocalStack({ dir, longPollMs: 300 })
-await stack.proxy.close() // the proxy under test runs as a child process
-// The audit sink: production's Firehose (PutRecordBatch to the local AWS endpoint in this process, rows kept in memory)
-// by default, or the local Parquet store (--sink parquet).
-const aws = values.sink === 'firehose' ? await startLocalAwsEndpoint({ retain: 1_000 }) : null
-const sim = stack.simulatorPki
-const found = sim.participants.get(COUNTERPARTY_ISPB)
-if (found === undefined) throw new Error('the simulator PKI has no counterparty participant')
-const counterparty = found
-const bacenTrust = new TrustStore([sim.bcbSigning.certificate])
+const stack = await startStackProcess(dir, { longPollMs: 300, ...pinned })
+// The audit sink: production's Firehose (PutRecordBatch to the local AWS endpoint, rows kept in memory) by default,
+// or the local Parquet store (--sink parquet).
+const aws = values.sink === 'firehose' ? await startAwsLocalProcess({ retain: 1_000, ...pinned }) : null
+const { bacenTrust, counterparty } = stack
 const simulatorUrl = `https://localhost:${new URL(stack.simulator.dictUrl).port}`
-const tls = { ca: sim.ca.certPem, certPem: counterparty.tls.certPem, keyPem: counterparty.tls.keyPem, servername: 'localhost' }
+const tls = { ca: stack.caPem, ...counterparty.tls, servername: 'localhost' }
 
 /** The counterparty straight to the simulator: bank core 99999010 without a proxy. */
-const direct = async (): Promise<LoadTransport> => await createDirectTransport({ url: simulatorUrl, ispb: COUNTERPARTY_ISPB, xmlSigner: counterparty.signing.xmlSigner, bacenTrust, tls })
+const direct = async (): Promise<LoadTransport> => await createDirectTransport({ url: simulatorUrl, ispb: COUNTERPARTY_ISPB, xmlSigner: counterparty.xmlSigner, bacenTrust, tls })
 
 interface Point {
   target: string
@@ -82,6 +84,8 @@ interface Point {
   serverRssMiB: number | null
   /** The main process's threads (pix-proxy: main, libuv pool, V8, DuckDB; nginx: the master only). */
   serverCpuMsPerRequestByThread: Record<string, number>
+  /** The simulator's CPU per request (it verifies and signs DICT calls): what it costs the shared cores. */
+  simulatorCpuMsPerRequest: number
   sustained: boolean
 }
 
@@ -93,7 +97,7 @@ async function measure (target: 'proxy' | 'nginx' | 'direct', rate: number): Pro
   if (target === 'proxy') {
     const p = await startBenchProxy(stack, join(dir, `proxy-${rate}`), {
       ...auditSinkSettings(aws),
-      ...cpuProfSettings(values['cpu-prof'] === undefined ? undefined : `${values['cpu-prof']}/proxy-${rate}`)
+      ...cpuProfSettings(values['cpu-prof'] === undefined ? undefined : `${values['cpu-prof']}/proxy-${rate}`, values['node-options'])
     })
     const url = p.url
     pid = p.pid
@@ -104,21 +108,24 @@ async function measure (target: 'proxy' | 'nginx' | 'direct', rate: number): Pro
     const n = await startNginx({ dir: join(dir, `nginx-${rate}`), upstreamUrl: simulatorUrl, caPem: tls.ca, certPem: tls.certPem, keyPem: tls.keyPem })
     pid = n.pid
     stop = async () => { await n.close() }
-    transport = await createDirectTransport({ url: n.url, ispb: COUNTERPARTY_ISPB, xmlSigner: counterparty.signing.xmlSigner, bacenTrust, host: 'localhost' })
+    transport = await createDirectTransport({ url: n.url, ispb: COUNTERPARTY_ISPB, xmlSigner: counterparty.xmlSigner, bacenTrust, host: 'localhost' })
     other = await createProxyTransport({ url: await proxyForPrepare(), ispb: PROXY_ISPB })
   } else {
     transport = await direct()
     other = await createProxyTransport({ url: await proxyForPrepare(), ispb: PROXY_ISPB })
   }
+  if (pid !== null && serverCpus !== undefined) await pinProcess(pid, serverCpus)
   try {
     // Warm-up: connections, JIT, HSM sessions.
     await runLoad({ target: transport, counterparty: other, model: { kind: 'open', ratePerSec: Math.min(rate, 50) }, durationMs: 1_500, mix })
     const cpu0 = pid === null ? 0 : await treeCpuSeconds(pid)
     const threads0 = pid === null ? {} : await threadCpuSeconds(pid)
+    const sim0 = await treeCpuSeconds(stack.simulatorPid)
     const r: LoadReport = await runLoad({ target: transport, counterparty: other, model: { kind: 'open', ratePerSec: rate }, durationMs: seconds * 1000, mix })
     const cpu = pid === null ? 0 : await treeCpuSeconds(pid) - cpu0
     const threads1 = pid === null ? {} : await threadCpuSeconds(pid)
     const rss = pid === null ? null : await treeRssMiB(pid)
+    const simCpu = await treeCpuSeconds(stack.simulatorPid) - sim0
     const t = r.totals
     const sent = t.ok + t.errors
     const point: Point = {
@@ -138,9 +145,10 @@ async function measure (target: 'proxy' | 'nginx' | 'direct', rate: number): Pro
       serverCpuMsPerRequestByThread: Object.fromEntries(Object.entries(threads1)
         .map(([k, v]) => [k, Math.round((v - (threads0[k] ?? 0)) * 1e6 / Math.max(1, sent)) / 1000] as const)
         .filter(([, v]) => v > 0.005)),
+      simulatorCpuMsPerRequest: Math.round(simCpu * 1e6 / Math.max(1, sent)) / 1000,
       sustained: t.errors === 0 && t.dropped === 0 && t.signatureFailures === 0 && t.latencyMs.p99 !== null && t.latencyMs.p99 < P99_LIMIT_MS
     }
-    log(`${target} @ ${rate}/s: p50 ${point.p50} ms p99 ${point.p99} ms ok ${t.ok} errors ${t.errors} dropped ${t.dropped} cpu ${point.serverCpuMsPerRequest ?? '-'} ms/req ${JSON.stringify(point.serverCpuMsPerRequestByThread)} ${JSON.stringify(point.errorsByCode)}`)
+    log(`${target} @ ${rate}/s: p50 ${point.p50} ms p99 ${point.p99} ms ok ${t.ok} errors ${t.errors} dropped ${t.dropped} cpu ${point.serverCpuMsPerRequest ?? '-'} ms/req (simulator ${point.simulatorCpuMsPerRequest}) ${JSON.stringify(point.serverCpuMsPerRequestByThread)} ${JSON.stringify(point.errorsByCode)}`)
     return point
   } finally {
     await transport.close()
@@ -153,7 +161,10 @@ async function measure (target: 'proxy' | 'nginx' | 'direct', rate: number): Pro
 // that purpose (the prepare phase, not measured).
 let prepareProxy = null as BenchProxy | null
 async function proxyForPrepare (): Promise<string> {
-  prepareProxy ??= await startBenchProxy(stack, join(dir, 'prepare'))
+  if (prepareProxy === null) {
+    prepareProxy = await startBenchProxy(stack, join(dir, 'prepare'))
+    if (restCpus !== undefined) await pinProcess(prepareProxy.pid, restCpus)
+  }
   return prepareProxy.url
 }
 
@@ -182,6 +193,7 @@ const result = {
   bench: 'e2e',
   flows: mix,
   auditSink: values.sink,
+  pin: values.pin ?? null,
   seconds,
   p99LimitMs: P99_LIMIT_MS,
   points,

@@ -2,13 +2,20 @@
 // Container health check, for the Dockerfile's HEALTHCHECK, docker-compose.yml and the ECS task definition (the image
 // has no curl): exit 0 when healthy, 1 when not, with one line saying why (Docker keeps it in the health log).
 //
-//   node healthcheck.mjs /healthz                 GET on the proxy's own port (PIXPROXY_LISTEN_PORT, default 8080): 2xx
+//   node healthcheck.mjs /healthz                 GET on the proxy's operations listener when PIXPROXY_OPS_LISTEN_PORT
+//                                                 is set (http://127.0.0.1:<that port>/healthz), else on its own port
+//                                                 (PIXPROXY_LISTEN_PORT, default 8080): 2xx
 //   node healthcheck.mjs http://host:port/path    GET: 2xx
 //   node healthcheck.mjs tcp://host:port          the port accepts a TCP connection (services with no plain GET)
 //
-// With inbound TLS (PIXPROXY_INBOUND_TLS_CERT_FILE set) the proxy's port speaks HTTPS and may demand a client
-// certificate this check does not hold; the check then only proves that the port accepts connections, rather than
-// trusting a certificate it cannot verify. HEALTHCHECK_TIMEOUT_MS (default 2500) bounds the whole check.
+// The operations listener (src/plugins/ops.ts) is plain HTTP on loopback whatever the callers' listener does, so a
+// path gets a real HTTP verdict through it even with inbound TLS on. The check reads the port from its own
+// environment, which Docker and ECS give it from the container's: set PIXPROXY_OPS_LISTEN_PORT in the environment
+// (the image's ENV, the task definition), not only in SSM, and keep PIXPROXY_OPS_LISTEN_HOST on 127.0.0.1 (the
+// default) or 0.0.0.0. Without an operations listener and with inbound TLS (PIXPROXY_INBOUND_TLS_CERT_FILE set), the
+// proxy's port speaks HTTPS and may demand a client certificate this check does not hold; the check then only
+// proves that the port accepts connections, rather than trusting a certificate it cannot verify.
+// HEALTHCHECK_TIMEOUT_MS (default 2500) bounds the whole check.
 import { request } from 'node:http'
 import { connect } from 'node:net'
 
@@ -47,16 +54,20 @@ function get (url) {
 // A backstop over the per-socket timeouts (a server that trickles bytes keeps resetting those).
 setTimeout(() => fail(`no verdict within ${timeoutMs} ms`), timeoutMs).unref()
 
+const isPath = target.startsWith('/')
+const opsPort = process.env.PIXPROXY_OPS_LISTEN_PORT ?? ''
+const viaOps = isPath && opsPort !== ''
+if (viaOps && !/^[0-9]{1,5}$/.test(opsPort)) fail(`PIXPROXY_OPS_LISTEN_PORT ${JSON.stringify(opsPort)} is not a port`)
 let url
 try {
-  url = target.startsWith('/')
-    ? new URL(target, `http://127.0.0.1:${process.env.PIXPROXY_LISTEN_PORT || '8080'}`)
+  url = isPath
+    ? new URL(target, `http://127.0.0.1:${viaOps ? opsPort : (process.env.PIXPROXY_LISTEN_PORT || '8080')}`)
     : new URL(target)
 } catch {
-  fail(`not a path or URL: ${target}`)
+  fail(viaOps ? `PIXPROXY_OPS_LISTEN_PORT ${JSON.stringify(opsPort)} is not a port` : `not a path or URL: ${target}`)
 }
 const inboundTls = (process.env.PIXPROXY_INBOUND_TLS_CERT_FILE ?? '') !== ''
-if (url.protocol === 'tcp:' || (target.startsWith('/') && inboundTls)) {
+if (url.protocol === 'tcp:' || (isPath && !viaOps && inboundTls)) {
   tcp(url.hostname, Number(url.port))
 } else if (url.protocol === 'http:') {
   get(url)

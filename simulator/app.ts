@@ -58,8 +58,14 @@ export interface SimulatorOptions {
   spi?: SpiOptions
   dict?: DictOptions
   faults?: FaultConfig
-  /** JSON lines of every message accepted (see log.ts); also kept in memory. */
+  /** JSON lines of every message accepted (see log.ts). */
   logFile?: string
+  /**
+   * Also keep every accepted message in memory (`simulator.log`, what in-process tests compare against). Default
+   * true; a standalone simulator turns it off: the file is its record, and an hour at 100 messages/s would keep
+   * 360,000 objects for nobody to read.
+   */
+  logInMemory?: boolean
   /** Fastify's logger option. Default false. */
   logger?: boolean | object
 }
@@ -161,7 +167,7 @@ export async function buildSimulator (opts: SimulatorOptions): Promise<Simulator
     bcbExpiredSigner: expired === undefined
       ? undefined
       : new XmlSigner({ signer: expired.signer, certificate: expired.certificate, clock: () => new Date(expired.certificate.notBefore.getTime() + 1000) }),
-    log: new MessageLog(opts.logFile),
+    log: new MessageLog(opts.logFile, { memory: opts.logInMemory ?? true }),
     faults: {},
     state: new WeakMap(),
     closing: false

@@ -3,12 +3,12 @@
  * the current faults, the message log, per-request state, and the helpers that sign and send answers.
  */
 import { randomBytes } from 'node:crypto'
-import type { TLSSocket } from 'node:tls'
 import { promisify } from 'node:util'
 import { gzip } from 'node:zlib'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { Signer } from '../src/hsm/signer.ts'
 import type { Certificate } from '../src/pki/x509.ts'
+import { peerCertificate } from '../src/tls/peer.ts'
 import { TrustStore } from '../src/xmldsig/truststore.ts'
 import type { XmlSigner } from '../src/xmldsig/sign.ts'
 import type { Profile } from '../src/xmldsig/profile.ts'
@@ -90,11 +90,10 @@ export function pathOf (request: FastifyRequest): string {
   return q < 0 ? url : url.slice(0, q)
 }
 
+/** The client certificate's fingerprint in normalised form (read once per connection: src/tls/peer.ts). */
 export function peerFingerprint (request: FastifyRequest): string | undefined {
-  const socket = request.raw.socket as TLSSocket
-  if (typeof socket.getPeerCertificate !== 'function') return undefined
-  const cert = socket.getPeerCertificate()
-  return typeof cert?.fingerprint256 === 'string' ? normaliseFingerprint(cert.fingerprint256) : undefined
+  const peer = peerCertificate(request.raw.socket)
+  return peer === null ? undefined : normaliseFingerprint(peer.fingerprint256)
 }
 
 /** 32 hex characters, the form of BACEN's CorrelationId. */

@@ -43,6 +43,12 @@ export interface DictOptions {
   entryLimits?: { naturalPerson: number, legalPerson: number }
   /** JSON file the entries, claims and request ids are loaded from at start and saved to on change and close. */
   stateFile?: string
+  /**
+   * Answered RequestIds remembered for idempotent replay, oldest forgotten first. Default 100,000 (about 17 minutes
+   * of writes at 100/s). BACEN publishes no window; unbounded, every answer (about 1 KB) was kept for as long as the
+   * simulator ran: 360,000 of them after an hour of load at 100 writes/s.
+   */
+  rememberedRequests?: number
 }
 
 interface Account {
@@ -109,18 +115,50 @@ interface PersistedState {
   answers: Array<[string, StoredAnswer]>
 }
 
-/** The directory's data. In memory; optionally mirrored to a JSON file. */
+/** The account an entry points at, with its owner: API-DICT limits the keys per (account, owner). */
+function accountOwnerKey (account: Account, owner: Person): string {
+  return `${account.participant}|${account.branch ?? ''}|${account.accountNumber}|${owner.taxIdNumber}`
+}
+
+const isActive = (c: Claim): boolean => c.status !== 'COMPLETED' && c.status !== 'CANCELLED'
+
+/**
+ * The directory's data. In memory; optionally mirrored to a JSON file. Entries and claims change only through the
+ * methods below, which keep two indexes: keys per (account, owner) and the active claim per key. A load test
+ * creates tens of thousands of entries, and scanning them all on every create made the simulator slower by the
+ * minute.
+ */
 export class DictStore {
-  readonly entries = new Map<string, Entry>()
-  readonly claims = new Map<string, Claim>()
-  readonly answers = new Map<string, StoredAnswer>()
+  readonly #entries = new Map<string, Entry>()
+  readonly #claims = new Map<string, Claim>()
+  readonly #keysPerAccount = new Map<string, number>()
+  readonly #activeClaimByKey = new Map<string, Claim>()
+  readonly #answers = new Map<string, StoredAnswer>()
+  readonly #maxAnswers: number
   private readonly file: string | undefined
   private saveTimer: NodeJS.Timeout | undefined
   private saving: Promise<void> = Promise.resolve()
 
-  constructor (file?: string) {
+  constructor (file?: string, maxAnswers = 100_000) {
     this.file = file
+    this.#maxAnswers = maxAnswers
   }
+
+  /** The stored answer to a RequestId (scoped by caller and operation), if still remembered. */
+  answer (scope: string): StoredAnswer | undefined {
+    return this.#answers.get(scope)
+  }
+
+  /** Remembers an answer; past the bound, the oldest is forgotten (a Map iterates in insertion order). */
+  rememberAnswer (scope: string, answer: StoredAnswer): void {
+    this.#answers.set(scope, answer)
+    while (this.#answers.size > this.#maxAnswers) {
+      const oldest = this.#answers.keys().next().value as string
+      this.#answers.delete(oldest)
+    }
+  }
+
+  get rememberedAnswers (): number { return this.#answers.size }
 
   async load (): Promise<void> {
     if (this.file === undefined) return
@@ -138,9 +176,10 @@ export class DictStore {
     } catch (err) {
       throw new PixProxyError(Errors.SIMULATOR_STATE, [this.file, (err as Error).message], { cause: err })
     }
-    for (const e of state.entries) this.entries.set(e.key, e)
-    for (const c of state.claims) this.claims.set(c.id, c)
-    for (const [k, v] of state.answers) this.answers.set(k, v)
+    for (const e of state.entries) this.putEntry(e)
+    for (const c of state.claims) this.putClaim(c)
+    // Files written before fingerprints became the signature's base64 digest hold hex (the same SHA-256).
+    for (const [k, v] of state.answers) this.rememberAnswer(k, /^[0-9a-f]{64}$/.test(v.fingerprint) ? { ...v, fingerprint: Buffer.from(v.fingerprint, 'hex').toString('base64') } : v)
   }
 
   /** Schedules a save (batched: at most one write per 200 ms). */
@@ -155,7 +194,7 @@ export class DictStore {
 
   private async save (): Promise<void> {
     if (this.file === undefined) return
-    const state: PersistedState = { version: 1, entries: [...this.entries.values()], claims: [...this.claims.values()], answers: [...this.answers] }
+    const state: PersistedState = { version: 1, entries: [...this.entries.values()], claims: [...this.claims.values()], answers: [...this.#answers] }
     // write-then-rename: a crash mid-write leaves the previous state, never half a file
     await writeFile(this.file + '.tmp', JSON.stringify(state))
     await rename(this.file + '.tmp', this.file)
@@ -170,12 +209,54 @@ export class DictStore {
     await this.save()
   }
 
+  get entries (): ReadonlyMap<string, Entry> { return this.#entries }
+  get claims (): ReadonlyMap<string, Claim> { return this.#claims }
+
+  /** Adds or replaces the entry under its key. */
+  putEntry (entry: Entry): void {
+    this.deleteEntry(entry.key)
+    this.#entries.set(entry.key, entry)
+    const k = accountOwnerKey(entry.account, entry.owner)
+    this.#keysPerAccount.set(k, (this.#keysPerAccount.get(k) ?? 0) + 1)
+  }
+
+  deleteEntry (key: string): void {
+    const entry = this.#entries.get(key)
+    if (entry === undefined) return
+    this.#entries.delete(key)
+    const k = accountOwnerKey(entry.account, entry.owner)
+    const n = (this.#keysPerAccount.get(k) ?? 1) - 1
+    if (n === 0) this.#keysPerAccount.delete(k)
+    else this.#keysPerAccount.set(k, n)
+  }
+
+  /** Moves an entry to another account or owner data (an update keeps key, participant and tax id). */
+  updateEntry (entry: Entry, account: Account, owner: Person): void {
+    this.deleteEntry(entry.key)
+    entry.account = account
+    entry.owner = owner
+    this.putEntry(entry)
+  }
+
+  /** How many keys point at this account for this owner. */
+  keysOnAccount (account: Account, owner: Person): number {
+    return this.#keysPerAccount.get(accountOwnerKey(account, owner)) ?? 0
+  }
+
+  putClaim (claim: Claim): void {
+    this.#claims.set(claim.id, claim)
+    if (isActive(claim)) this.#activeClaimByKey.set(claim.key, claim)
+  }
+
+  setClaimStatus (claim: Claim, status: ClaimStatus): void {
+    claim.status = status
+    if (isActive(claim)) this.#activeClaimByKey.set(claim.key, claim)
+    else if (this.#activeClaimByKey.get(claim.key) === claim) this.#activeClaimByKey.delete(claim.key)
+  }
+
   /** The claim on this key that is neither completed nor cancelled, if any. */
   activeClaim (key: string): Claim | undefined {
-    for (const c of this.claims.values()) {
-      if (c.key === key && c.status !== 'COMPLETED' && c.status !== 'CANCELLED') return c
-    }
-    return undefined
+    return this.#activeClaimByKey.get(key)
   }
 }
 
@@ -333,6 +414,8 @@ interface DictCall {
   readonly caller: string
   readonly root: XmlElement | undefined
   readonly doc: XmlDocument | undefined
+  /** The verified digest of the whole request without its signature (the DICT profile's URI="" reference). */
+  readonly contentDigest: string | undefined
   readonly now: Date
 }
 
@@ -365,7 +448,7 @@ export class DictService {
 
   constructor (ctx: SimulatorContext, opts: DictOptions = {}) {
     this.ctx = ctx
-    this.store = new DictStore(opts.stateFile)
+    this.store = new DictStore(opts.stateFile, opts.rememberedRequests)
     this.limiter = new RateLimiter({ ...(opts.policies === undefined ? {} : { overrides: opts.policies }), ...(opts.category === undefined ? {} : { category: opts.category }) })
     this.resolutionMs = opts.resolutionPeriodMs ?? 7 * DAY_MS
     this.completionMs = opts.completionPeriodMs ?? 7 * DAY_MS
@@ -404,6 +487,7 @@ export class DictService {
     let caller = requestState(ctx, request).tlsIspb
     let signature: VerifyCode | 'UNSIGNED' = 'UNSIGNED'
     let doc: XmlDocument | undefined
+    let contentDigest: string | undefined
     try {
       if (op.request !== undefined) {
         const encoding = headerValue(request, 'content-encoding')
@@ -418,6 +502,7 @@ export class DictService {
         if (!result.valid) {
           throw dictError('RequestSignatureInvalid', BCB_SIGNATURE_DETAIL, [{ reason: `${result.code}: ${result.message}` }])
         }
+        contentDigest = result.references.find((r) => r.uri === '')?.digest
         caller ??= participantOfSigner(ctx, result.signer?.fingerprint256)
         if (caller === undefined) throw dictError('Forbidden', 'Participant is not allowed to access this resource')
       } else {
@@ -434,7 +519,7 @@ export class DictService {
       }
       const policy = op.policy?.(request)
       if (policy !== undefined && !this.limiter.allows(policy, caller)) throw dictError('RateLimited')
-      const answer = await op.handle({ request, caller, root: doc?.root, doc, now })
+      const answer = await op.handle({ request, caller, root: doc?.root, doc, contentDigest, now })
       if (policy !== undefined) this.limiter.charge(policy, caller, 1)
       for (const [p, scope, cost, kind] of answer.charges ?? []) this.limiter.charge(p, scope, cost, kind)
       this.logAccepted(op.name, caller, signature, answer.status, answer.log)
@@ -478,20 +563,25 @@ export class DictService {
     return doc
   }
 
-  /** SHA-256 of the request's canonical form without its signature: what "same request" means for idempotency. */
-  private fingerprint (doc: XmlDocument): string {
-    return createHash('sha256').update(canonicalizeDocument(doc, { exclude: doc.signatures[0] ?? null })).digest('hex')
+  /**
+   * What "same request" means for idempotency: SHA-256 of the request's canonical form without its signature. A
+   * verified DICT signature's URI="" reference is exactly that digest, already computed; the fallback canonicalises.
+   */
+  private fingerprint (call: DictCall): string {
+    if (call.contentDigest !== undefined) return call.contentDigest
+    const doc = call.doc as XmlDocument
+    return createHash('sha256').update(canonicalizeDocument(doc, { exclude: doc.signatures[0] ?? null })).digest('base64')
   }
 
-  private idempotent (scope: string, doc: XmlDocument, produce: () => DictAnswer): DictAnswer {
-    const fp = this.fingerprint(doc)
-    const stored = this.store.answers.get(scope)
+  private idempotent (scope: string, call: DictCall, produce: () => DictAnswer): DictAnswer {
+    const fp = this.fingerprint(call)
+    const stored = this.store.answer(scope)
     if (stored !== undefined) {
       if (stored.fingerprint !== fp) throw dictError('RequestIdAlreadyUsed', 'RequestId was already used in a request with different parameters')
       return { status: stored.status, xml: stored.xml }
     }
     const answer = produce()
-    this.store.answers.set(scope, { fingerprint: fp, status: answer.status, xml: answer.xml })
+    this.store.rememberAnswer(scope, { fingerprint: fp, status: answer.status, xml: answer.xml })
     this.store.changed()
     return answer
   }
@@ -520,8 +610,7 @@ export class DictService {
     if (c.violations.length > 0) throw dictError('EntryInvalid', 'Entry has invalid fields', c.violations)
     if (reason !== 'USER_REQUESTED' && reason !== 'RECONCILIATION') throw dictError('InvalidReason', `Reason ${reason ?? '(none)'} is not valid to create an entry`)
     if (account.participant !== call.caller) throw dictError('Forbidden', 'Entry.Account.Participant is not the authenticated participant')
-    const doc = call.doc as XmlDocument
-    return this.idempotent(`${call.caller}|entry|${requestId as string}`, doc, () => {
+    return this.idempotent(`${call.caller}|entry|${requestId as string}`, call, () => {
       if (keyType === 'EVP') key = randomUUID()
       const k = key as string
       const existing = this.store.entries.get(k)
@@ -531,15 +620,10 @@ export class DictService {
         throw dictError('EntryAlreadyExists', 'Entry already exists for this key, participant and owner')
       }
       const limit = owner.type === 'LEGAL_PERSON' ? this.limits.legalPerson : this.limits.naturalPerson
-      let sameAccount = 0
-      for (const e of this.store.entries.values()) {
-        if (e.account.participant === account.participant && e.account.branch === account.branch &&
-          e.account.accountNumber === account.accountNumber && e.owner.taxIdNumber === owner.taxIdNumber) sameAccount++
-      }
-      if (sameAccount >= limit) throw dictError('EntryLimitExceeded', `The account already has ${limit} keys`)
+      if (this.store.keysOnAccount(account, owner) >= limit) throw dictError('EntryLimitExceeded', `The account already has ${limit} keys`)
       const ts = call.now.toISOString()
       const entry: Entry = { key: k, keyType: keyType as string, account, owner, creationDate: ts, keyOwnershipDate: ts, requestId: requestId as string }
-      this.store.entries.set(k, entry)
+      this.store.putEntry(entry)
       this.store.changed()
       return { status: 201, xml: responseXml('CreateEntryResponse', [entryTree(entry)], call.now), log: { key: k, requestId: requestId as string } }
     })
@@ -601,8 +685,7 @@ export class DictService {
     if (owner.taxIdNumber !== entry.owner.taxIdNumber || owner.type !== entry.owner.type) {
       throw dictError('EntryTaxIdNumberByDifferentOwner', 'The owner\'s TaxIdNumber cannot change')
     }
-    entry.account = account
-    entry.owner = owner
+    this.store.updateEntry(entry, account, owner)
     this.store.changed()
     return { status: 200, xml: responseXml('UpdateEntryResponse', [entryTree(entry)], call.now), log: { key } }
   }
@@ -618,7 +701,7 @@ export class DictService {
     }
     this.ownEntry(key, call.caller)
     if (this.store.activeClaim(key) !== undefined) throw dictError('EntryLockedByClaim', 'The key has a claim that is neither completed nor cancelled')
-    this.store.entries.delete(key)
+    this.store.deleteEntry(key)
     this.store.changed()
     return { status: 200, xml: responseXml('DeleteEntryResponse', [['Key', key]], call.now), log: { key } }
   }
@@ -670,12 +753,12 @@ export class DictService {
         lastModified: ts,
         donorKeyOwnershipDate: entry.keyOwnershipDate
       }
-      this.store.claims.set(claim.id, claim)
+      this.store.putClaim(claim)
       entry.openClaimCreationDate = ts
       this.store.changed()
       return { status: 201, xml: responseXml('CreateClaimResponse', [claimTree(claim)], call.now), log: { key: k, claimId: claim.id, ...(requestId === undefined ? {} : { requestId }) } }
     }
-    return requestId === undefined ? produce() : this.idempotent(`${call.caller}|claim|${requestId}`, call.doc as XmlDocument, produce)
+    return requestId === undefined ? produce() : this.idempotent(`${call.caller}|claim|${requestId}`, call, produce)
   }
 
   private claimFor (call: DictCall): Claim {
@@ -754,7 +837,7 @@ export class DictService {
     const answer = (root: string, extra: XmlTree = []): DictAnswer =>
       ({ status: 200, xml: responseXml(root, [claimTree(claim), ...extra], now), log: { claimId: claim.id, key: claim.key } })
     const touch = (status: ClaimStatus): void => {
-      claim.status = status
+      this.store.setClaimStatus(claim, status)
       claim.lastModified = now.toISOString()
       this.store.changed()
     }
@@ -783,7 +866,7 @@ export class DictService {
       if (claim.type === 'OWNERSHIP' && reason === 'USER_REQUESTED') claim.completionPeriodEnd = now.toISOString()
       claim.confirmReason = reason
       // Confirming removes the donor's entry (API-DICT: "implica a remoção da chave do DICT")
-      this.store.entries.delete(claim.key)
+      this.store.deleteEntry(claim.key)
       touch('CONFIRMED')
       return answer('ConfirmClaimResponse')
     }
@@ -822,14 +905,14 @@ export class DictService {
     if (!isClaimer) throw dictError('Forbidden', 'Only the claimer participant completes a claim')
     const requestId = text(root, 'RequestId')
     if (requestId === undefined || !UUID_RE.test(requestId)) throw dictError('BadRequest', 'RequestId must be a UUID', [{ reason: 'Value is required', property: 'requestId' }])
-    return this.idempotent(`${call.caller}|complete|${requestId}`, call.doc as XmlDocument, () => {
+    return this.idempotent(`${call.caller}|complete|${requestId}`, call, () => {
       if (claim.status !== 'CONFIRMED') throw invalid('only a CONFIRMED claim can be completed')
       if (claim.type === 'OWNERSHIP' && now.getTime() < Date.parse(claim.completionPeriodEnd)) {
         throw dictError('ClaimCompletionPeriodNotEnded', 'The completion period has not ended')
       }
       const ts = now.toISOString()
       const ownership = claim.type === 'PORTABILITY' ? claim.donorKeyOwnershipDate : ts
-      this.store.entries.set(claim.key, {
+      this.store.putEntry({
         key: claim.key,
         keyType: claim.keyType,
         account: claim.claimerAccount,

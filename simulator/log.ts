@@ -41,18 +41,21 @@ export interface AcceptedMessage {
 }
 
 export class MessageLog {
+  /** Every accepted message, when kept in memory (empty otherwise). */
   readonly entries: AcceptedMessage[] = []
   private readonly stream: WriteStream | undefined
+  private readonly memory: boolean
   private writeError: Error | undefined
 
-  constructor (file?: string) {
+  constructor (file?: string, opts: { memory?: boolean } = {}) {
+    this.memory = opts.memory ?? true
     this.stream = file === undefined ? undefined : createWriteStream(file, { flags: 'a' })
     // An unwritable log file must not crash the simulator mid-test; the error surfaces at close().
     this.stream?.on('error', (err) => { this.writeError = err })
   }
 
   add (entry: AcceptedMessage): void {
-    this.entries.push(entry)
+    if (this.memory) this.entries.push(entry)
     this.stream?.write(JSON.stringify(entry) + '\n')
   }
 

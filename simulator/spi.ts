@@ -122,6 +122,12 @@ export class SpiService {
     return o
   }
 
+  /** POSTs and stream readers being served now, per ISPB (for tests and tools: the 429 limits count these). */
+  active (ispb: string): { readonly posts: number, readonly readers: number } {
+    const o = this.outboxes.get(ispb)
+    return { posts: o?.inFlight ?? 0, readers: o?.readers ?? 0 }
+  }
+
   /** Messages queued and not yet delivered, per ISPB (for tests and tools). */
   pending (ispb: string): number {
     return this.outboxes.get(ispb)?.queue.length ?? 0

@@ -3,7 +3,8 @@
  * src/server.ts only adds listen, signals and process exit.
  *
  * Plugin order is the start-up order and, reversed, the shutdown order: config → metrics → crypto (HSM key store,
- * signer, BACEN trust) → upstreams (TLS key agent, keep-alive pools) → routes. Fastify closes in reverse, so on
+ * signer, BACEN trust) → upstreams (TLS key agent, keep-alive pools) → audit → routes → the operations listener
+ * (plugins/ops.ts, when configured; it starts listening once the app is ready). Fastify closes in reverse, so on
  * close the routes stop (503 while closing), in-flight requests drain, the upstream agents close, and the HSM
  * sessions are logged out last.
  */
@@ -11,11 +12,13 @@ import Fastify from 'fastify'
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest, FastifyServerOptions } from 'fastify'
 import { randomUUID } from 'node:crypto'
 import { hostname } from 'node:os'
-import type { TLSSocket } from 'node:tls'
 import { Gauge } from 'prom-client'
 import { readPemSettingSync } from './config.ts'
 import type { Config } from './config.ts'
 import { Errors, PixProxyError } from './errors.ts'
+import { drainConnections } from './http/drain.ts'
+import { sendProblem } from './http/problem.ts'
+import { peerCertificate } from './tls/peer.ts'
 import metricsPlugin from './plugins/metrics.ts'
 import cryptoPlugin from './plugins/crypto.ts'
 import upstreamsPlugin from './plugins/upstreams.ts'
@@ -23,7 +26,8 @@ import auditPlugin from './plugins/audit.ts'
 import type { UpstreamsPluginOptions } from './plugins/upstreams.ts'
 import dictRoutes from './routes/dict.ts'
 import spiRoutes from './routes/spi.ts'
-import healthRoutes from './routes/health.ts'
+import healthRoutes, { healthEndpoints } from './routes/health.ts'
+import opsListener from './plugins/ops.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -37,35 +41,6 @@ export interface AppOptions {
   readonly logger?: FastifyServerOptions['logger'] | FastifyServerOptions['loggerInstance']
   /** Tests resolve BACEN host names to loopback. */
   readonly lookup?: UpstreamsPluginOptions['lookup']
-}
-
-/** RFC 9457 problem document. `type` names the stable code; docs/errors.md describes each. */
-export interface Problem {
-  type: string
-  title: string
-  status: number
-  detail: string
-  code: string
-  instance: string
-  [extension: string]: unknown
-}
-
-export function problemType (code: string): string {
-  return `urn:pix-proxy:problem:${code}`
-}
-
-function sendProblem (reply: FastifyReply, req: FastifyRequest, status: number, code: string, detail: string, extensions: object = {}): FastifyReply {
-  const problem: Problem = {
-    type: problemType(code),
-    title: code.replace(/^PIXPROXY_ERR_/, '').toLowerCase().replace(/_/g, ' '),
-    status,
-    detail,
-    code,
-    instance: `urn:uuid:${req.id}`,
-    ...extensions
-  }
-  if (status === 503) reply.header('retry-after', '1')
-  return reply.code(status).type('application/problem+json').send(problem)
 }
 
 /** Maps anything thrown by a route or by Fastify to a problem; 5xx internals never reach the caller. */
@@ -127,7 +102,8 @@ export async function buildApp (opts: AppOptions): Promise<FastifyInstance> {
     genReqId: () => randomUUID(),
     // Requests to BACEN can take up to the upstream timeouts plus the ICOM queue wait.
     requestTimeout: config.upstream.connectTimeoutMs + config.upstream.headersTimeoutMs + config.upstream.bodyTimeoutMs + config.spi.queueTimeoutMs,
-    forceCloseConnections: 'idle',
+    // Not true (it would cut in-flight requests); idle connections are ended by drainConnections() below.
+    forceCloseConnections: false,
     // Errors Fastify raises before routing (a malformed URL or percent-encoding) bypass setErrorHandler: answer
     // them as problems too, so no caller ever sees a bare Fastify JSON error.
     frameworkErrors: (error, req, reply) => {
@@ -155,31 +131,30 @@ export async function buildApp (opts: AppOptions): Promise<FastifyInstance> {
     req.receivedPerf = performance.now()
   })
   // Shutdown: once close() starts, new requests get 503 + Retry-After (another task will take them) while the
-  // ones in flight finish. server.close() force-closes only the keep-alive sockets idle at that moment; a socket
-  // whose request finishes later would idle until its keep-alive timeout and hold the close past the shutdown
-  // deadline, so while closing, idle sockets are closed as they appear (requests pipelined behind a busy one still
-  // get their 503).
+  // ones in flight finish. Connections end as their last response is flushed (http/drain.ts says why Node's own
+  // closeIdleConnections(), which server.close() calls, must not do it: it cuts responses still being written).
   let closing = false
-  let idleSweep: NodeJS.Timeout | null = null
+  const drain = drainConnections(app.server)
   app.addHook('preClose', async () => {
     closing = true
-    idleSweep = setInterval(() => { app.server.closeIdleConnections() }, 100)
-    idleSweep.unref()
+    drain.start()
   })
-  app.addHook('onClose', async () => { if (idleSweep !== null) clearInterval(idleSweep) })
-  app.addHook('onSend', async (req, reply) => { reply.header('x-request-id', req.id) })
-  app.addHook('onRequest', async (_req, reply) => {
-    if (!closing) return
-    reply.header('connection', 'close')
-    throw new PixProxyError(Errors.SHUTTING_DOWN)
+  app.addHook('onSend', async (req, reply) => {
+    reply.header('x-request-id', req.id)
+    // While draining, a connection's last response says Connection: close, so the client sends nothing more on it
+    // and takes its next request to another task. A response with requests pipelined behind it stays keep-alive:
+    // Node drops whatever is queued behind a "close" response, and those requests are owed their 503.
+    if (closing && drain.openResponses(req.raw.socket) <= 1) reply.header('connection', 'close')
+  })
+  app.addHook('onRequest', async () => {
+    if (closing) throw new PixProxyError(Errors.SHUTTING_DOWN)
   })
 
   if (config.inbound.clientAllowlist.length > 0) {
     const allowed = new Set(config.inbound.clientAllowlist)
     app.addHook('onRequest', async (req) => {
-      const cert = (req.raw.socket as TLSSocket).getPeerCertificate?.()
-      const fp = cert?.fingerprint256?.toUpperCase()
-      if (fp === undefined || !allowed.has(fp)) throw new PixProxyError(Errors.CLIENT_NOT_ALLOWED, [cert?.subject?.CN ?? fp ?? '(none)'])
+      const peer = peerCertificate(req.raw.socket)
+      if (peer === null || !allowed.has(peer.fingerprint256)) throw new PixProxyError(Errors.CLIENT_NOT_ALLOWED, [peer?.subjectCN ?? peer?.fingerprint256 ?? '(none)'])
     })
   }
 
@@ -201,9 +176,11 @@ export async function buildApp (opts: AppOptions): Promise<FastifyInstance> {
   }
   await app.register(upstreamsPlugin, { config, ...(opts.lookup === undefined ? {} : { lookup: opts.lookup }) })
   await app.register(auditPlugin, { config })
-  await app.register(healthRoutes, opts.lookup === undefined ? {} : { lookup: opts.lookup })
+  app.decorate('health', healthEndpoints(app, { ...(opts.lookup === undefined ? {} : { lookup: opts.lookup }), isClosing: () => closing }))
+  await app.register(healthRoutes)
   await app.register(dictRoutes)
   await app.register(spiRoutes)
+  await app.register(opsListener)
   await app.ready()
   return app
 }

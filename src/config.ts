@@ -24,6 +24,8 @@ export const ConfigSchema = Type.Object({
   PIXPROXY_CONFIG_SSM_PATH: Type.Optional(Str('SSM Parameter Store path the other settings are read from at start-up (e.g. /pix/proxy/); environment variables win over parameters', { pattern: '^/([^/]+/)*$' })),
   PIXPROXY_LISTEN_HOST: Str('Address the proxy listens on for bank core systems', { default: '127.0.0.1' }),
   PIXPROXY_LISTEN_PORT: Int('Port the proxy listens on', 0, 65535, 8080),
+  PIXPROXY_OPS_LISTEN_HOST: Str('Address of the operations listener (keep it on loopback: it has no TLS and no client check)', { default: '127.0.0.1' }),
+  PIXPROXY_OPS_LISTEN_PORT: Type.Optional(Type.Integer({ description: 'Port of a plain-HTTP operations listener serving only GET /healthz, /readyz and /metrics, for a metrics sidecar or health check that holds no client certificate; unset = none', minimum: 0, maximum: 65535 })),
   PIXPROXY_LOG_LEVEL: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), { description: 'pino log level', default: 'info' }),
   PIXPROXY_INSTANCE_ID: Type.Optional(Str('Identifies this instance in logs, metrics and audit rows (default: host name + pid)')),
   PIXPROXY_ISPB: Str('ISPB of the participant this proxy signs for (AppHdr/Fr, DICT Participant)', { pattern: '^[0-9A-Z]{8}$' }),
@@ -61,8 +63,8 @@ export const ConfigSchema = Type.Object({
 
   PIXPROXY_UPSTREAM_CONNECTIONS: Int('Keep-alive connections per upstream origin', 1, 1024, 16),
   PIXPROXY_UPSTREAM_CONNECT_TIMEOUT_MS: Int('TCP + TLS connect timeout to BACEN', 100, 60_000, 5_000),
-  PIXPROXY_UPSTREAM_HEADERS_TIMEOUT_MS: Int('Time to the response headers from BACEN', 100, 120_000, 10_000),
-  PIXPROXY_UPSTREAM_BODY_TIMEOUT_MS: Int('Time between response body chunks from BACEN', 100, 120_000, 10_000),
+  PIXPROXY_UPSTREAM_HEADERS_TIMEOUT_MS: Int('Time to the response headers from BACEN (undici keeps timeouts above 1 s on a 0.5 s tick: they fire up to 0.5 s early)', 100, 120_000, 10_000),
+  PIXPROXY_UPSTREAM_BODY_TIMEOUT_MS: Int('Time between response body chunks from BACEN (0.5 s granularity above 1 s, as the headers timeout)', 100, 120_000, 10_000),
 
   PIXPROXY_SPI_MAX_IN_FLIGHT: Int('Concurrent requests per participant to ICOM (BACEN allows 6)', 1, 64, 6),
   PIXPROXY_SPI_QUEUE_MAX: Int('Requests waiting for an ICOM slot before new ones get 503', 0, 100_000, 1_000),
@@ -85,6 +87,11 @@ export const ConfigSchema = Type.Object({
 
 export type FlatConfig = Static<typeof ConfigSchema>
 export type ConfigKey = keyof FlatConfig
+
+/** Settings that are numbers and may be left unset. */
+const OPTIONAL_NUMBERS: ReadonlySet<string> = new Set(Object.entries(ConfigSchema.properties)
+  .filter(([k, p]) => !(ConfigSchema.required as readonly string[] | undefined ?? []).includes(k) && (p as { type?: string }).type === 'integer')
+  .map(([k]) => k))
 
 /** `/pix/proxy/dict-url` for `PIXPROXY_DICT_URL`: the parameter an SRE sets in SSM Parameter Store. */
 export function ssmParameterName (key: string, prefix = '/pix/proxy/'): string {
@@ -134,6 +141,8 @@ export function describePemSetting (value: string): string {
 /** The validated, typed configuration the app uses. */
 export interface Config {
   readonly listen: { readonly host: string, readonly port: number }
+  /** The plain-HTTP operations listener (/healthz, /readyz, /metrics), or null for none. */
+  readonly ops: { readonly host: string, readonly port: number } | null
   readonly logLevel: string
   readonly instanceId: string | undefined
   readonly ispb: string
@@ -193,6 +202,9 @@ export function loadConfig (source: Readonly<Record<string, string | undefined>>
       problems.push(`${k} is not a pix-proxy setting`)
       continue
     }
+    // An optional number set to '' is unset (`docker run -e PIXPROXY_OPS_LISTEN_PORT=` turns the image's default off),
+    // as an optional text set to '' already is.
+    if (v === '' && OPTIONAL_NUMBERS.has(k)) continue
     raw[k] = v
   }
   const converted = Value.Convert(ConfigSchema, Value.Default(ConfigSchema, raw))
@@ -231,10 +243,15 @@ export function loadConfig (source: Readonly<Record<string, string | undefined>>
     if (!/^([0-9A-F]{2}:){31}[0-9A-F]{2}$/.test(fp)) problems.push(`PIXPROXY_INBOUND_CLIENT_ALLOWLIST: ${fp} is not a SHA-256 fingerprint (AA:BB:…, 32 bytes)`)
   }
   if (allowlist.length > 0 && clientCa === null) problems.push('PIXPROXY_INBOUND_CLIENT_ALLOWLIST needs PIXPROXY_INBOUND_CLIENT_CA_FILE')
+  const opsPort = f.PIXPROXY_OPS_LISTEN_PORT as number | undefined
+  if (opsPort !== undefined && opsPort !== 0 && opsPort === f.PIXPROXY_LISTEN_PORT) {
+    problems.push(`PIXPROXY_OPS_LISTEN_PORT: ${opsPort} is the callers' port (PIXPROXY_LISTEN_PORT); the operations listener needs its own`)
+  }
   if (problems.length > 0) throw new PixProxyError(Errors.CONFIG_INVALID, [problems.join('; ')])
 
   return {
     listen: { host: f.PIXPROXY_LISTEN_HOST as string, port: f.PIXPROXY_LISTEN_PORT as number },
+    ops: opsPort === undefined ? null : { host: f.PIXPROXY_OPS_LISTEN_HOST as string, port: opsPort },
     logLevel: f.PIXPROXY_LOG_LEVEL as string,
     instanceId: f.PIXPROXY_INSTANCE_ID as string | undefined,
     ispb: f.PIXPROXY_ISPB as string,

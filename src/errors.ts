@@ -135,6 +135,8 @@ export const Errors = Object.freeze({
   AUDIT_UNKNOWN_TRANSACTION: define('PIXPROXY_ERR_AUDIT_UNKNOWN_TRANSACTION', 'audit transaction %s is not open (never begun, or already ended)'),
   AUDIT_ROW_TOO_LARGE: define('PIXPROXY_ERR_AUDIT_ROW_TOO_LARGE', 'audit row %s is %s bytes with its bodies compressed and sink %s takes at most %s: the row is parked in the spool'),
   AUDIT_SINK_FAILED: define('PIXPROXY_ERR_AUDIT_SINK_FAILED', 'audit sink %s accepted none of %s rows: %s', 503),
+  AUDIT_WORKER_FAILED: define('PIXPROXY_ERR_AUDIT_WORKER_FAILED', 'the audit worker thread stopped (%s): requests are refused until the proxy restarts, and what was durable stays in the spool', 503),
+  AUDIT_WORKER_UNRESPONSIVE: define('PIXPROXY_ERR_AUDIT_WORKER_UNRESPONSIVE', 'the audit worker thread did not answer within %s ms (stuck writing to the spool?)', 503),
   AUDIT_INCOMPLETE: define('PIXPROXY_ERR_AUDIT_INCOMPLETE', 'the process stopped before the outcome of transaction %s was known')
 })
 

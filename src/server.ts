@@ -73,29 +73,48 @@ export async function main (): Promise<void> {
     process.stderr.write(JSON.stringify({ error: (err as PixProxyError).code ?? 'PIXPROXY_ERR_CONFIG_INVALID', message: (err as Error).message }) + '\n')
     process.exit(78) // EX_CONFIG
   }
-  let proxy: RunningProxy
-  try {
-    proxy = await startProxy(config)
-  } catch (err) {
+  const running = startProxy(config).catch((err: unknown) => {
     const e = err as { code?: string, message?: string }
     process.stderr.write(JSON.stringify({ error: e.code ?? 'PIXPROXY_ERR_STARTUP', message: e.message }) + '\n')
     process.exit(1)
-  }
-  // Certificate rotation: replace the PEM files, then `kill -HUP <pid>`; no request is dropped.
-  process.on('SIGHUP', () => {
-    proxy.app.upstreams.reloadCertificates().catch((err: unknown) => {
-      proxy.app.log.error({ err }, 'certificate rotation refused; the previous certificate stays in use')
-    })
   })
+  // Signals are handled from before the listener opens (Fastify logs "Server listening" inside listen(), and an
+  // orchestrator may stop a task the moment it looks up): a signal during start-up waits for it, then drains.
+  let stopping = false
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     process.once(signal, () => {
-      proxy.app.log.info({ signal }, 'shutting down: draining in-flight requests')
-      proxy.close().then(() => process.exit(0), (err: unknown) => {
-        proxy.app.log.error({ err }, 'shutdown failed')
-        process.exit(1)
+      if (stopping) return
+      stopping = true
+      // Bounds a start-up that never finishes (RunningProxy.close() has its own deadline once started).
+      setTimeout(() => { process.exit(1) }, config.shutdownTimeoutMs).unref()
+      void running.then(async (proxy) => {
+        proxy.app.log.info({ signal }, 'shutting down: draining in-flight requests')
+        try {
+          await proxy.close()
+        } catch (err) {
+          proxy.app.log.error({ err }, 'shutdown failed')
+          process.exit(1)
+        }
+        process.exit(0)
       })
     })
   }
+  // Certificate rotation: replace the PEM files, then `kill -HUP <pid>`; no request is dropped. (Handled from the
+  // start too: SIGHUP's default action would end the process.)
+  process.on('SIGHUP', () => {
+    void running.then(async (proxy) => {
+      await proxy.app.upstreams.reloadCertificates().catch((err: unknown) => {
+        proxy.app.log.error({ err }, 'certificate rotation refused; the previous certificate stays in use')
+      })
+    })
+  })
+  const proxy = await running
+  // The audit worker stopped: every request is now refused (never sent unaudited). Exit so that the orchestrator
+  // starts a fresh task, whose spool replay ships what this one made durable.
+  proxy.app.audit.onFailure((err) => {
+    proxy.app.log.fatal({ err: err.message, code: err.code }, 'audit trail lost: shutting down')
+    proxy.close().finally(() => process.exit(1))
+  })
 }
 
 if (import.meta.main) await main()

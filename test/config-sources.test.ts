@@ -6,9 +6,9 @@ import { startLocalAwsEndpoint } from '../src/aws/local-endpoint.ts'
 import type { LocalAwsEndpoint, LocalParameter } from '../src/aws/local-endpoint.ts'
 import { CONFIG_KEYS, loadConfig, ssmParameterName } from '../src/config.ts'
 import { fetchPin, loadConfigSources } from '../src/config-sources.ts'
-import { PixProxyError } from '../src/errors.ts'
 import type { SSMClient } from '@aws-sdk/client-ssm'
 import type { SecretsManagerClient } from '@aws-sdk/client-secrets-manager'
+import { rejection } from './helpers/rejection.ts'
 
 const CREDS = { accessKeyId: 'AKIDLOCALTEST', secretAccessKey: 'local-secret-key' }
 const PATH = '/pix/proxy/'
@@ -51,16 +51,6 @@ async function setup (t: Test, parameters: LocalParameter[] = asParameters(SETTI
   const sm = createSecretsManagerClient(opts)
   t.teardown(() => { ssm.destroy(); sm.destroy() })
   return { ep, ssm, sm, opts }
-}
-
-async function rejection (p: Promise<unknown>): Promise<PixProxyError> {
-  try {
-    await p
-  } catch (err) {
-    if (err instanceof PixProxyError) return err
-    throw err
-  }
-  throw new Error('expected a rejection')
 }
 
 const pathCalls = (ep: LocalAwsEndpoint): number => ep.calls.filter((c) => c.target === 'AmazonSSM.GetParametersByPath').length

@@ -66,6 +66,17 @@ t.test('cross-field rules', async (t) => {
   t.match(problems({ ...base, PIXPROXY_INBOUND_CLIENT_ALLOWLIST: fp }), /needs PIXPROXY_INBOUND_CLIENT_CA_FILE/)
   const inbound = loadConfig({ ...base, PIXPROXY_INBOUND_TLS_CERT_FILE: '/c', PIXPROXY_INBOUND_TLS_KEY_FILE: '/k', PIXPROXY_INBOUND_CLIENT_CA_FILE: '/ca', PIXPROXY_INBOUND_CLIENT_ALLOWLIST: ` ${fp} ` })
   t.same(inbound.inbound.clientAllowlist, [fp.toUpperCase()])
+  t.match(problems({ ...base, PIXPROXY_LISTEN_PORT: '9000', PIXPROXY_OPS_LISTEN_PORT: '9000' }), /PIXPROXY_OPS_LISTEN_PORT: 9000 is the callers' port/)
+})
+
+t.test('the operations listener: none unless a port is set; loopback unless told otherwise', async (t) => {
+  t.equal(loadConfig(base).ops, null)
+  t.equal(loadConfig({ ...base, PIXPROXY_OPS_LISTEN_PORT: '' }).ops, null, 'set to nothing: none (turns off an image default)')
+  t.same(loadConfig({ ...base, PIXPROXY_OPS_LISTEN_PORT: '9464' }).ops, { host: '127.0.0.1', port: 9464 })
+  t.same(loadConfig({ ...base, PIXPROXY_OPS_LISTEN_PORT: '0', PIXPROXY_LISTEN_PORT: '0' }).ops, { host: '127.0.0.1', port: 0 }, 'both ephemeral is fine')
+  t.same(loadConfig({ ...base, PIXPROXY_OPS_LISTEN_PORT: '9464', PIXPROXY_OPS_LISTEN_HOST: '0.0.0.0' }).ops, { host: '0.0.0.0', port: 9464 })
+  t.match(problems({ ...base, PIXPROXY_OPS_LISTEN_PORT: 'metrics' }), /PIXPROXY_OPS_LISTEN_PORT: Expected integer/)
+  t.match(problems({ ...base, PIXPROXY_OPS_LISTEN_PORT: '65536' }), /PIXPROXY_OPS_LISTEN_PORT/)
 })
 
 t.test('SSM parameter names map one to one onto the settings', async (t) => {

@@ -3,10 +3,12 @@ import t from 'tap'
 import { spawn } from 'node:child_process'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { createInterface } from 'node:readline'
 import { request } from 'undici'
 import { createTestPki } from '../src/pki/ca.ts'
 import { startLocalAwsEndpoint } from '../src/aws/local-endpoint.ts'
 import { PEM_SETTINGS, ssmParameterName } from '../src/config.ts'
+import { waitFor } from './helpers/wait.ts'
 
 const serverTs = new URL('../src/server.ts', import.meta.url).pathname
 const pki = createTestPki()
@@ -35,7 +37,9 @@ t.before(async () => {
     PIXPROXY_TLS_CERT_FILE: join(dir, 'tls.crt'),
     PIXPROXY_TLS_CA_FILE: join(dir, 'ca.crt'),
     PIXPROXY_BACEN_SIGNING_CERTS_FILE: join(dir, 'bcb.crt'),
-    PIXPROXY_SHUTDOWN_TIMEOUT_MS: '5000'
+    PIXPROXY_SHUTDOWN_TIMEOUT_MS: '5000',
+    PIXPROXY_AUDIT_SPOOL_DIR: join(dir, 'spool'),
+    PIXPROXY_AUDIT_PARQUET_DIR: join(dir, 'lake')
   }
 })
 
@@ -44,17 +48,16 @@ function start (extra: Record<string, string> = {}): { child: ReturnType<typeof 
   const lines: string[] = []
   let resolveUrl: (u: string) => void = () => {}
   const url = new Promise<string>((resolve) => { resolveUrl = resolve })
-  const onData = (b: Buffer): void => {
-    for (const line of b.toString().split('\n')) {
-      if (line === '') continue
-      lines.push(line)
-      const m = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(line)
-      if (m !== null) resolveUrl(m[1] as string)
-    }
+  const onLine = (line: string): void => {
+    if (line === '') return
+    lines.push(line)
+    const m = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(line)
+    if (m !== null) resolveUrl(m[1] as string)
   }
-  child.stdout?.on('data', onData)
-  child.stderr?.on('data', onData)
-  const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
+  // Whole lines (a chunk can end mid-line); 'close' comes after both pipes are read to their end.
+  createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', onLine)
+  createInterface({ input: child.stderr as NodeJS.ReadableStream }).on('line', onLine)
+  const exit = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)))
   t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
   return { child, lines, exit, url }
 }
@@ -92,6 +95,34 @@ t.test('starts, answers /healthz, and exits 0 on SIGTERM', async (t) => {
   p.child.kill('SIGTERM')
   t.equal(await p.exit, 0)
   t.ok(p.lines.some((l) => l.includes('shutting down')), 'logs the shutdown')
+})
+
+t.test('SIGTERM during start-up: start-up completes, then the proxy drains and exits 0 (not killed by the signal)', async (t) => {
+  const p = start()
+  // The signer is loaded in buildApp, a few hundred ms before the listener opens (the audit worker starts between).
+  t.ok(await waitFor(() => p.lines.some((l) => l.includes('"signer"'))), 'start-up is under way')
+  p.child.kill('SIGTERM')
+  t.equal(await p.exit, 0, 'exit 0')
+  const at = (text: string): number => p.lines.findIndex((l) => l.includes(text))
+  t.ok(at('Server listening') >= 0 && at('Server listening') < at('shutting down'), 'listened, then drained')
+})
+
+t.test('with PIXPROXY_OPS_LISTEN_PORT: both listeners, each logged under its own text; a taken port stops start-up', async (t) => {
+  const p = start({ PIXPROXY_OPS_LISTEN_PORT: '0' })
+  const url = await p.url
+  const opsLine = p.lines.find((l) => l.includes('operations listener at'))
+  const opsUrl = /operations listener at (http:\/\/127\.0\.0\.1:\d+)/.exec(opsLine ?? '')?.[1]
+  t.ok(opsUrl !== undefined && opsUrl !== url, `${opsUrl ?? '(none)'} beside ${url}`)
+  t.equal((await request(url + '/healthz')).statusCode, 200, '"Server listening at" names the callers\' listener')
+  const metrics = await request(`${opsUrl ?? ''}/metrics`)
+  t.equal(metrics.statusCode, 200)
+  await metrics.body.dump()
+
+  const taken = start({ PIXPROXY_OPS_LISTEN_PORT: new URL(opsUrl ?? 'http://x:1').port, PIXPROXY_AUDIT_SPOOL_DIR: join(dir, 'spool-2') })
+  t.equal(await taken.exit, 1, 'a second proxy cannot take the same operations port')
+  t.ok(taken.lines.some((l) => l.includes('"error"') && l.includes('EADDRINUSE')), taken.lines.join('\n'))
+  p.child.kill('SIGTERM')
+  t.equal(await p.exit, 0)
 })
 
 t.test('settings from SSM Parameter Store (PIXPROXY_CONFIG_SSM_PATH), certificates and keys as PEM text; the environment wins', async (t) => {

@@ -10,7 +10,8 @@ async function ownCpuSeconds (pid: number): Promise<number> {
   return (Number(f[11]) + Number(f[12])) / CLK_TCK // utime, stime
 }
 
-async function children (pid: number): Promise<number[]> {
+/** The live child processes of `pid`. */
+export async function children (pid: number): Promise<number[]> {
   const text = await readFile(`/proc/${pid}/task/${pid}/children`, 'utf8').catch(() => '')
   return text.split(' ').filter((s) => s !== '').map(Number)
 }

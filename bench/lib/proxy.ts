@@ -7,8 +7,7 @@ import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { request } from 'undici'
 import { spawnProxyProcess } from '../../src/demo/stack.ts'
-import type { LocalStack } from '../../src/demo/stack.ts'
-import type { LocalAwsEndpoint } from '../../src/aws/local-endpoint.ts'
+import type { ProxyStackSettings } from '../../src/demo/stack.ts'
 
 export interface BenchProxy {
   readonly url: string
@@ -30,7 +29,7 @@ export async function freePort (): Promise<number> {
  * whose cost would blur what is measured), and waits until /healthz answers. The proxy's "listening at" line is an
  * info line, so the port is chosen here. `settings` (PIXPROXY_*, AWS_*, NODE_OPTIONS…) go on top.
  */
-export async function startBenchProxy (stack: LocalStack, dir: string, settings: Readonly<Record<string, string>> = {}): Promise<BenchProxy> {
+export async function startBenchProxy (stack: ProxyStackSettings, dir: string, settings: Readonly<Record<string, string>> = {}): Promise<BenchProxy> {
   const port = await freePort()
   const p = spawnProxyProcess(stack, {
     PIXPROXY_LOG_LEVEL: 'warn',
@@ -60,13 +59,17 @@ export async function startBenchProxy (stack: LocalStack, dir: string, settings:
  * Audit settings for production's sink, Firehose, pointed at a local endpoint (null: the local Parquet store), with
  * production's flush interval.
  */
-export function auditSinkSettings (aws: LocalAwsEndpoint | null, flushMs = 1_000): Record<string, string> {
+export function auditSinkSettings (aws: { readonly url: string } | null, flushMs = 1_000): Record<string, string> {
   return aws === null
     ? { PIXPROXY_AUDIT_FLUSH_MS: String(flushMs) }
     : { PIXPROXY_AUDIT_FLUSH_MS: String(flushMs), PIXPROXY_AUDIT_SINK: 'firehose', AWS_ENDPOINT_URL: aws.url, AWS_REGION: 'sa-east-1', AWS_ACCESS_KEY_ID: 'AKIDLOCAL', AWS_SECRET_ACCESS_KEY: 'local' }
 }
 
-/** NODE_OPTIONS writing a V8 CPU profile of the proxy into `dir` (none when dir is undefined). */
-export function cpuProfSettings (dir: string | undefined): Record<string, string> {
-  return dir === undefined ? {} : { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${dir}` }
+/**
+ * NODE_OPTIONS for the proxy: a V8 CPU profile into `dir` (none when dir is undefined) and any `extra` flags, e.g.
+ * `--perf-basic-prof --interpreted-frames-native-stack` to read its JavaScript frames in `perf record`.
+ */
+export function cpuProfSettings (dir: string | undefined, extra = ''): Record<string, string> {
+  const options = [dir === undefined ? '' : `--cpu-prof --cpu-prof-dir=${dir}`, extra].filter((o) => o !== '').join(' ')
+  return options === '' ? {} : { NODE_OPTIONS: options }
 }

@@ -24,9 +24,10 @@ export const FIREHOSE_MAX_REQUEST_BYTES = 4 * 1024 * 1024
 export const FIREHOSE_MAX_BATCH_BYTES = 3_000_000
 /**
  * What the sink asks the pipeline for by default: far below what a call may carry, because the SDK builds a call's
- * body on the event loop (each record base64-encoded, the request JSON, the SigV4 SHA-256 of the payload), a stall
- * that every request in flight waits behind. bench/audit.ts measured it: with 1-3 MB calls the audit wait p99 was
- * 25-65 ms at 200 req/s. Firehose charges by volume, not by call; calls per second stay far under its quotas.
+ * body in one go (each record base64-encoded, the request JSON, the SigV4 SHA-256 of the payload), a stall of the
+ * thread that ships; in the audit thread the spool's acknowledgements wait behind it (measured when that was the
+ * event loop: with 1-3 MB calls the audit wait p99 was 25-65 ms at 200 req/s). Firehose charges by volume, not by
+ * call; calls per second stay far under its quotas.
  */
 export const FIREHOSE_DEFAULT_BATCH_BYTES = 256 * 1024
 

@@ -363,15 +363,14 @@ export class AuditPipeline {
     }
     const accepted = batch.filter((_, i) => !failed.has(i))
     const again = batch.filter((_, i) => failed.has(i))
+    // The sink took the whole batch: no longer failing, whatever the local acknowledgement below takes.
+    if (again.length === 0) this.#attempt = 0
     if (accepted.length > 0) {
       this.#shipped += accepted.length
       this.#lastShippedAt = Date.now()
       await this.#spool.ack(accepted.map((i) => i.ref))
     }
-    if (again.length === 0) {
-      this.#attempt = 0
-      return
-    }
+    if (again.length === 0) return
     this.#partial++
     this.#attempt++
     for (const i of again) i.attempts++

@@ -4,7 +4,8 @@
  * must not happen); the returned transaction's `end()` or `fail()` appends the outcome. Disabled auditing (for
  * benchmarks only) hands out transactions that do nothing.
  */
-import type { AuditSpool, AuditRequestHalf, AuditResponseHalf } from './spool.ts'
+import type { AuditRequestHalf, AuditResponseHalf } from './spool.ts'
+import type { AuditJournal } from './service.ts'
 import type { MessageFacts } from './facts.ts'
 import { uuidv7 } from './id.ts'
 
@@ -45,11 +46,11 @@ const NOOP_TX: AuditTx = Object.freeze({ id: null, end: async () => {}, fail: as
 export type AuditWaitObserver = (half: 'begin' | 'end', ms: number) => void
 
 export class AuditRecorder {
-  private readonly spool: AuditSpool | null
+  private readonly spool: AuditJournal | null
   private readonly instanceId: string
   private readonly onWait: AuditWaitObserver | null
 
-  constructor (spool: AuditSpool | null, instanceId: string, onWait: AuditWaitObserver | null = null) {
+  constructor (spool: AuditJournal | null, instanceId: string, onWait: AuditWaitObserver | null = null) {
     this.spool = spool
     this.instanceId = instanceId
     this.onWait = onWait

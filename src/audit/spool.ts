@@ -50,6 +50,7 @@
 import { randomUUID } from 'node:crypto'
 import { mkdir, open, readdir, readFile, rename, stat, unlink, utimes, writeFile } from 'node:fs/promises'
 import type { FileHandle } from 'node:fs/promises'
+import { fdatasyncSync, writeSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { join } from 'node:path'
 import { crc32 } from 'node:zlib'
@@ -94,6 +95,12 @@ export interface AuditSpoolOptions {
   readonly logger?: AuditLogger
   /** Makes a segment's appended data durable (default `fh.datasync()`); tests wrap it to count fsyncs. */
   readonly sync?: (fh: FileHandle) => Promise<void>
+  /**
+   * Appends and their fdatasync block this thread instead of queueing on libuv's thread pool (default false). For
+   * a thread of its own (the audit worker): the pool is shared with the HSM's signs (and on CloudHSM each holds a
+   * pool thread for a network round trip), so a pooled fsync waits behind them.
+   */
+  readonly blockingIo?: boolean
   /** Rows waiting to ship are also kept in memory up to this many frame bytes (default 64 MiB; 0 = always read back). */
   readonly memoryBytes?: number
 }
@@ -358,6 +365,15 @@ async function writeAll (fh: FileHandle, buf: Buffer, position: number): Promise
   }
 }
 
+function writeAllSync (fd: number, buf: Buffer, position: number): void {
+  let off = 0
+  while (off < buf.length) {
+    const n = writeSync(fd, buf, off, buf.length - off, position + off)
+    if (n <= 0) throw new Error(`short write at ${position + off}`)
+    off += n
+  }
+}
+
 function alive (pid: number): boolean {
   try {
     process.kill(pid, 0)
@@ -376,6 +392,7 @@ export class AuditSpool {
   readonly #segmentBytes: number
   readonly #logger: AuditLogger | undefined
   readonly #sync: (fh: FileHandle) => Promise<void>
+  readonly #write: (fh: FileHandle, buf: Buffer, position: number) => Promise<void>
 
   readonly #txs = new Map<string, Tx>()
   readonly #segments = new Map<number, Segment>()
@@ -429,7 +446,8 @@ export class AuditSpool {
     this.#groupCommitMs = gc
     this.#segmentBytes = seg
     this.#logger = opts.logger
-    this.#sync = opts.sync ?? (async (fh) => { await fh.datasync() })
+    this.#sync = opts.sync ?? (opts.blockingIo === true ? async (fh) => { fdatasyncSync(fh.fd) } : async (fh) => { await fh.datasync() })
+    this.#write = opts.blockingIo === true ? async (fh, buf, position) => { writeAllSync(fh.fd, buf, position) } : writeAll
     const mem = opts.memoryBytes ?? 64 * MiB
     if (!Number.isSafeInteger(mem) || mem < 0) throw new PixProxyError(Errors.CONFIG_INVALID, [`audit spool memoryBytes must be a non-negative integer, not ${mem}`])
     this.#memLimit = mem
@@ -808,7 +826,7 @@ export class AuditSpool {
           return loc
         })
         const buf = batch.length === 1 ? (batch[0] as Append).frame : Buffer.concat(batch.map((a) => a.frame))
-        await writeAll(seg.fh as FileHandle, buf, seg.size)
+        await this.#write(seg.fh as FileHandle, buf, seg.size)
         seg.size += buf.length
         this.#bytes += buf.length
         await this.#sync(seg.fh as FileHandle)

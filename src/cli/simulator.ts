@@ -151,6 +151,8 @@ export async function simulatorCommand (argv: string[], io: CliIo, opts: { signa
     spi: { longPollMs: intOption('long-poll-ms', values['long-poll-ms'], 5000), settleDelayMs: intOption('settle-delay-ms', values['settle-delay-ms'], 0) },
     faults: { latencyMs: intOption('latency-ms', values['latency-ms'], 0) },
     logFile,
+    // The file is this process's record; nothing reads a copy in its memory.
+    logInMemory: false,
     ...(values['state-file'] === undefined ? {} : { dict: { stateFile: resolve(values['state-file']) } })
   })
 

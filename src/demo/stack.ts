@@ -11,6 +11,7 @@ import type { ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { createInterface } from 'node:readline'
 import type { LookupFunction } from 'node:net'
 import type { FastifyInstance } from 'fastify'
 import { initSoftHsm } from '../hsm/init.ts'
@@ -36,6 +37,8 @@ export interface LocalStackOptions {
   readonly faults?: FaultConfig
   readonly longPollMs?: number
   readonly settleDelayMs?: number
+  /** Keep the simulator's accepted messages in memory as well as in its log file (default true; see simulator/app.ts). */
+  readonly simulatorLogInMemory?: boolean
   /** Extra PIXPROXY_* settings (strings, as in the environment). */
   readonly settings?: Readonly<Record<string, string>>
   readonly proxyLogger?: boolean | object
@@ -104,7 +107,8 @@ export async function startLocalStack (opts: LocalStackOptions): Promise<LocalSt
     ],
     spi: { longPollMs: opts.longPollMs ?? 1_000, settleDelayMs: opts.settleDelayMs ?? 20 },
     ...(opts.faults === undefined ? {} : { faults: opts.faults }),
-    logFile: simulatorLogFile
+    logFile: simulatorLogFile,
+    logInMemory: opts.simulatorLogInMemory ?? true
   })
 
   try {
@@ -178,13 +182,19 @@ export interface ProxyProcess {
   readonly exited: Promise<NodeJS.Signals | number | null>
 }
 
+/** What a proxy process needs of a stack: its settings and the simulator's URL. */
+export interface ProxyStackSettings {
+  readonly settings: Readonly<Record<string, string>>
+  readonly simulator: { readonly dictUrl: string }
+}
+
 /**
  * Starts the proxy as its own process (src/server.ts, configured from the environment as in production) against
  * this stack's token and simulator, e.g. to kill it or measure it apart from the simulator. A child process has no
  * in-process DNS override, so the BACEN URLs use localhost, which the simulator's certificate also names.
  * `settings` override the stack's PIXPROXY_* settings. The caller stops the child.
  */
-export function spawnProxyProcess (stack: LocalStack, settings: Readonly<Record<string, string>> = {}): ProxyProcess {
+export function spawnProxyProcess (stack: ProxyStackSettings, settings: Readonly<Record<string, string>> = {}): ProxyProcess {
   const port = new URL(stack.simulator.dictUrl).port
   const env: Record<string, string> = {
     PATH: process.env.PATH ?? '',
@@ -202,8 +212,9 @@ export function spawnProxyProcess (stack: LocalStack, settings: Readonly<Record<
   const exited = new Promise<NodeJS.Signals | number | null>((resolve) => child.once('exit', (code, signal) => resolve(signal ?? code)))
   const url = new Promise<string>((resolve, reject) => {
     exited.then((how) => reject(new Error(`the proxy exited (${String(how)}) before listening`)), () => {})
-    child.stdout?.on('data', (b: Buffer) => {
-      const m = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(b.toString())
+    // Whole lines: a chunk of a pipe can end mid-line.
+    createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => {
+      const m = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(line)
       if (m !== null) resolve(m[1] as string)
     })
   })

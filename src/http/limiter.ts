@@ -29,13 +29,15 @@ export class InFlightLimiter {
 
   get active (): number { return this.inFlight }
   get waiting (): number { return this.queue.length }
+  /** An acquire() now would get a slot without queueing. */
+  get available (): boolean { return this.inFlight < this.opts.maxInFlight && this.queue.length === 0 }
 
   /**
    * Resolves to a release function once a slot is held. Call it exactly once (extra calls are ignored).
    * @throws PixProxyError SPI_QUEUE_FULL at once when the queue is full; SPI_QUEUE_TIMEOUT after the deadline.
    */
   async acquire (): Promise<() => void> {
-    if (this.inFlight < this.opts.maxInFlight && this.queue.length === 0) {
+    if (this.available) {
       this.inFlight++
       this.changed()
       return this.releaser()

@@ -88,11 +88,13 @@ export interface OpResult {
   readonly count: number
   readonly ok: number
   readonly errors: number
+  /** Not sent: the outstanding bound was reached (the target could not keep up). */
   readonly dropped: number
   readonly signatureFailures: number
   /** Successes that are no latency sample (empty long-poll pages). */
   readonly withoutLatency: number
   readonly errorsByCode: Readonly<Record<string, number>>
+  /** The first failure of each code, shortened. */
   readonly errorDetails: Readonly<Record<string, string>>
   /** Latency of the successful requests (ms). */
   readonly latency: LatencySummary

@@ -56,19 +56,8 @@ export interface LoadOptions {
 /** A latency summary in ms; null where there were no samples. */
 export type LatencyMs = { readonly count: number } & { readonly [K in Exclude<keyof LatencySummary, 'count'>]: number | null }
 
-export interface OpReport {
-  /** Arrivals: ok + errors + dropped. */
-  readonly count: number
-  readonly ok: number
-  readonly errors: number
-  /** Not sent: the outstanding bound was reached (the target could not keep up). */
-  readonly dropped: number
-  readonly signatureFailures: number
-  /** Successes without a latency sample (empty long-poll stream pages). */
-  readonly withoutLatency: number
-  readonly errorsByCode: Readonly<Record<string, number>>
-  /** The first failure of each code, shortened. */
-  readonly errorDetails: Readonly<Record<string, string>>
+/** An operation's counters as the engine counted them (OpResult), with rates and latency in ms. */
+export interface OpReport extends Omit<OpResult, 'latency' | 'series'> {
   /** Arrivals per second of the schedule. */
   readonly offeredPerSec: number
   /** Successes per second, from the first arrival to the last answer. */

@@ -19,6 +19,8 @@ export interface ProxyMetrics {
   readonly errors: Counter<'code'>
   readonly spiInFlight: Gauge
   readonly spiQueued: Gauge
+  readonly spiReadersInFlight: Gauge
+  readonly spiReadersQueued: Gauge
   readonly spiPostParts: Histogram
 }
 
@@ -43,6 +45,8 @@ export function createMetrics (): ProxyMetrics {
     errors: new Counter({ name: 'pixproxy_errors_total', help: 'Requests that ended in a pix-proxy error, by code', labelNames: ['code'], registers }),
     spiInFlight: new Gauge({ name: 'pixproxy_spi_in_flight', help: 'Requests to ICOM in flight (BACEN allows 6 per participant)', registers }),
     spiQueued: new Gauge({ name: 'pixproxy_spi_queued', help: 'Requests waiting for an ICOM slot', registers }),
+    spiReadersInFlight: new Gauge({ name: 'pixproxy_spi_readers_in_flight', help: 'ICOM stream reads (GET/DELETE) in flight (BACEN allows 6 readers per participant)', registers }),
+    spiReadersQueued: new Gauge({ name: 'pixproxy_spi_readers_queued', help: 'ICOM stream reads waiting for a reader slot', registers }),
     spiPostParts: new Histogram({ name: 'pixproxy_spi_post_parts', help: 'Messages per POST to ICOM (above 1: coalesced into multipart/mixed while slots were busy)', buckets: [1, 2, 3, 5, 8, 10], registers })
   }
 }

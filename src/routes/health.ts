@@ -3,18 +3,42 @@
  * /readyz: an HSM session can be taken and the token answers, and each BACEN upstream completes a TLS handshake
  * with our client identity (cached briefly: a load balancer polling every second must not become a handshake load).
  * /metrics: Prometheus text format.
+ *
+ * The same three answer on the callers' listener (behind its TLS and client allow-list) and on the operations
+ * listener when one is configured (src/plugins/ops.ts): both serve the handlers built here.
  */
 import { connect } from 'node:tls'
 import type { LookupFunction } from 'node:net'
-import type { FastifyInstance } from 'fastify'
+import type { FastifyInstance, FastifyReply } from 'fastify'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    health: HealthEndpoints
+  }
+}
+
+export interface HealthEndpoints {
+  healthz (): { status: 'ok' }
+  readyz (reply: FastifyReply): Promise<FastifyReply>
+  metrics (reply: FastifyReply): Promise<FastifyReply>
+}
+
+export interface Readiness {
+  readonly status: 'ready' | 'not ready' | 'shutting down'
+  readonly checks: Record<string, { ok: boolean, detail: string }>
+}
 
 const PROBE_CACHE_MS = 5_000
 const PROBE_TIMEOUT_MS = 3_000
-const TLS13_GRACE_MS = 300
+// A server that accepts us sends its session ticket at once; one that refuses sends an alert at once. The grace only
+// decides for a quiet server, so it can be generous: a short one would call a refusal that arrives late (a busy
+// BACEN front end, a slow link) accepted.
+const TLS13_GRACE_MS = 1_500
 
 interface ProbeResult { ok: boolean, detail: string, at: number }
 
-export default async function healthRoutes (app: FastifyInstance, opts: { lookup?: LookupFunction }): Promise<void> {
+/** The handlers, decorated on the app as `app.health`; `isClosing` says when shutdown has begun. */
+export function healthEndpoints (app: FastifyInstance, opts: { lookup?: LookupFunction, isClosing: () => boolean }): HealthEndpoints {
   const cache = new Map<string, ProbeResult>()
 
   const probe = async (origin: string): Promise<ProbeResult> => {
@@ -60,9 +84,9 @@ export default async function healthRoutes (app: FastifyInstance, opts: { lookup
     return result
   }
 
-  app.get('/healthz', async () => ({ status: 'ok' }))
-
-  app.get('/readyz', async (_req, reply) => {
+  const readyz = async (reply: FastifyReply): Promise<FastifyReply> => {
+    // Draining: the callers' listener already answers 503 SHUTTING_DOWN to everything; say the same here.
+    if (opts.isClosing()) return await reply.code(503).send({ status: 'shutting down', checks: {} } satisfies Readiness)
     const checks: Record<string, { ok: boolean, detail: string }> = {}
     if (app.crypto.keyStore !== null) {
       try {
@@ -73,23 +97,33 @@ export default async function healthRoutes (app: FastifyInstance, opts: { lookup
         checks.hsm = { ok: false, detail: `${(err as { code?: string }).code ?? 'error'}: ${(err as Error).message}` }
       }
     }
-    const spool = app.audit.spool
-    if (spool !== null) {
-      const s = spool.stats()
+    const audit = app.audit.status()
+    if (audit !== null) {
       // Near the bound the task stays ready (it still audits) but says so; a failed spool refuses every request.
-      checks.audit = s.failed
+      checks.audit = await audit.then(({ spool: s }) => s.failed
         ? { ok: false, detail: 'the audit spool failed: requests are refused' }
-        : { ok: true, detail: `${s.pendingRows} rows pending, ${s.bytes} of ${s.maxBytes} spool bytes${s.nearFull ? ' (WARNING: spool near full; is the sink down?)' : ''}` }
+        : { ok: true, detail: `${s.pendingRows} rows pending, ${s.bytes} of ${s.maxBytes} spool bytes${s.nearFull ? ' (WARNING: spool near full; is the sink down?)' : ''}` },
+      (err: unknown) => ({ ok: false, detail: `${(err as { code?: string }).code ?? 'error'}: ${(err as Error).message}` }))
     }
     const [dict, spi] = await Promise.all([probe(app.config.dict.url), probe(app.config.spi.url)])
     checks.dict = { ok: dict.ok, detail: dict.detail }
     checks.spi = { ok: spi.ok, detail: spi.detail }
     const ok = Object.values(checks).every((c) => c.ok)
-    return await reply.code(ok ? 200 : 503).send({ status: ok ? 'ready' : 'not ready', checks })
-  })
+    return await reply.code(ok ? 200 : 503).send({ status: ok ? 'ready' : 'not ready', checks } satisfies Readiness)
+  }
 
-  app.get('/metrics', async (_req, reply) => {
-    const registry = app.metrics.registry
-    return await reply.type(registry.contentType).send(await registry.metrics())
-  })
+  return {
+    healthz: () => ({ status: 'ok' }),
+    readyz,
+    metrics: async (reply) => {
+      const registry = app.metrics.registry
+      return await reply.type(registry.contentType).send(await registry.metrics())
+    }
+  }
+}
+
+export default async function healthRoutes (app: FastifyInstance): Promise<void> {
+  app.get('/healthz', async () => app.health.healthz())
+  app.get('/readyz', async (_req, reply) => await app.health.readyz(reply))
+  app.get('/metrics', async (_req, reply) => await app.health.metrics(reply))
 }

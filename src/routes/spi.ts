@@ -47,19 +47,29 @@ export function spiSender (doc: XmlDocument): string | undefined {
 
 export default async function spiRoutes (app: FastifyInstance): Promise<void> {
   const { config, metrics } = app
-  // Requests waiting for a slot: in the limiter (whole posts) and in the batcher (messages to coalesce).
-  let limiterQueued = 0
+  // Requests waiting for a slot: whole posts at the limiter and messages in the batcher. The limiter's own queue
+  // is not the count: the batcher asks it for a slot on behalf of messages it already counts.
+  let postsQueued = 0
   let batcherQueued = 0
+  const queuedChanged = (): void => { metrics.spiQueued.set(postsQueued + batcherQueued) }
   const posts = new InFlightLimiter({
     maxInFlight: config.spi.maxInFlight,
     queueMax: config.spi.queueMax,
     queueTimeoutMs: config.spi.queueTimeoutMs,
-    onChange: (inFlight, queued) => {
-      metrics.spiInFlight.set(inFlight)
-      limiterQueued = queued
-      metrics.spiQueued.set(limiterQueued + batcherQueued)
-    }
+    onChange: (inFlight) => { metrics.spiInFlight.set(inFlight) }
   })
+  /** A slot for one whole post from a caller, counted as queued while it waits. */
+  const postSlot = async (): Promise<() => void> => {
+    if (posts.available) return await posts.acquire()
+    postsQueued++
+    queuedChanged()
+    try {
+      return await posts.acquire()
+    } finally {
+      postsQueued--
+      queuedChanged()
+    }
+  }
   // One message per request, coalesced with others into multipart posts when they queue (spi-batch.ts).
   const batcher = config.spi.coalesceMaxParts <= 1
     ? null
@@ -80,7 +90,7 @@ export default async function spiRoutes (app: FastifyInstance): Promise<void> {
       onBatch: (parts) => { metrics.spiPostParts.observe(parts) },
       onQueue: (n) => {
         batcherQueued = n
-        metrics.spiQueued.set(limiterQueued + batcherQueued)
+        queuedChanged()
       }
     })
 
@@ -104,7 +114,17 @@ export default async function spiRoutes (app: FastifyInstance): Promise<void> {
     return await finishCall(app, reply, tx, answer, ICOM)
   }
 
-  const readers = new InFlightLimiter({ maxInFlight: config.spi.maxInFlight, queueMax: config.spi.queueMax, queueTimeoutMs: config.spi.queueTimeoutMs })
+  // Stream readers have a limiter of their own (BACEN counts them apart from POSTs) and nothing batched in front of
+  // it: its own counts are the gauges.
+  const readers = new InFlightLimiter({
+    maxInFlight: config.spi.maxInFlight,
+    queueMax: config.spi.queueMax,
+    queueTimeoutMs: config.spi.queueTimeoutMs,
+    onChange: (inFlight, queued) => {
+      metrics.spiReadersInFlight.set(inFlight)
+      metrics.spiReadersQueued.set(queued)
+    }
+  })
 
   const checkIspb = (req: FastifyRequest): void => {
     const { ispb } = req.params as { ispb: string }
@@ -160,7 +180,7 @@ export default async function spiRoutes (app: FastifyInstance): Promise<void> {
       contentType = mp.contentType
     }
     if (batcher !== null && boundary === null) return await coalesced(req, reply, body as string, facts)
-    const release = await posts.acquire()
+    const release = await postSlot()
     try {
       const { answer, tx } = await auditedCall(app, req, {
         upstream: app.upstreams.spi,

@@ -45,6 +45,11 @@ export interface ReferenceResult {
   readonly uri: string | null
   readonly target: ReferenceTarget
   readonly digestValid: boolean
+  /**
+   * SHA-256 of the reference's canonical target as computed here (base64, the form of DigestValue). When the
+   * signature is valid this identifies the signed content: equal digests, equal canonical content.
+   */
+  readonly digest: string
 }
 
 export interface SignerInfo {
@@ -156,7 +161,7 @@ export function verifyDocument (doc: XmlDocument, options: VerifyOptions = {}): 
 
   const references: ReferenceResult[] = parsed.references.map((r) => {
     const actual = createHash('sha256').update(targets[r.rule.target](), 'utf8').digest()
-    return { uri: r.uri, target: r.rule.target, digestValid: actual.length === r.digest.length && timingSafeEqual(actual, r.digest) }
+    return { uri: r.uri, target: r.rule.target, digestValid: actual.length === r.digest.length && timingSafeEqual(actual, r.digest), digest: actual.toString('base64') }
   })
   const badRefs = references.filter((r) => !r.digestValid)
   const digestsOk = badRefs.length === 0

@@ -11,7 +11,7 @@ import { encodeAuditRecord, FIREHOSE_MAX_RECORD_BYTES, FirehoseSink } from '../.
 import { AUDIT_COLUMNS } from '../../src/audit/schema.ts'
 import type { AuditRow } from '../../src/audit/schema.ts'
 import { sampleRow } from './fixtures/rows.ts'
-import { PixProxyError } from '../../src/errors.ts'
+import { rejection } from '../helpers/rejection.ts'
 
 const CREDS = { accessKeyId: 'AKIDLOCALTEST', secretAccessKey: 'local-secret-key' }
 const STREAMS = { spi: 'pix-proxy-audit-spi', dict: 'pix-proxy-audit-dict' }
@@ -31,16 +31,6 @@ async function setup (t: Test, epOpts: LocalAwsEndpointOptions = {}, client: Par
 const deliveredIds = (ep: LocalAwsEndpoint, stream: string): string[] =>
   ep.delivered(stream).map((r) => (JSON.parse(r.data.toString('utf8')) as AuditRow).id)
 const putCalls = (ep: LocalAwsEndpoint): number => ep.calls.filter((c) => c.target === 'Firehose_20150804.PutRecordBatch').length
-
-async function rejection (p: Promise<unknown>): Promise<PixProxyError> {
-  try {
-    await p
-  } catch (err) {
-    if (err instanceof PixProxyError) return err
-    throw err
-  }
-  throw new Error('expected a rejection')
-}
 
 t.test('limits the pipeline batches by', async (t) => {
   const sink = new FirehoseSink({ client: new FirehoseClient({ region: 'us-east-1' }), streams: STREAMS })

@@ -2,7 +2,7 @@
 import t from 'tap'
 import type { Test } from 'tap'
 import { existsSync } from 'node:fs'
-import { mkdir, readdir, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { DuckDBInstance } from '@duckdb/node-api'
@@ -247,6 +247,16 @@ t.test('an empty store has an empty audit view; a missing one is an error', asyn
 
 t.test('stopping early closes DuckDB and removes its temporary directory', async (t) => {
   const dir = await store(t, [Array.from({ length: 5000 }, (_, i) => row(i))])
+  // A temporary directory of this test's own: other test files' queries (tap runs two at once) make and remove
+  // theirs in the system one. os.tmpdir() reads TMPDIR on each call.
+  const saved = process.env.TMPDIR
+  const own = await mkdtemp(join(tmpdir(), 'pix-proxy-query-test-'))
+  process.env.TMPDIR = own
+  t.teardown(async () => {
+    if (saved === undefined) delete process.env.TMPDIR
+    else process.env.TMPDIR = saved
+    await rm(own, { recursive: true, force: true })
+  })
   const spills = async (): Promise<string[]> => (await readdir(tmpdir())).filter((f) => f.startsWith('pix-proxy-audit-query-'))
   const before = await spills()
   let seen = 0
@@ -255,7 +265,8 @@ t.test('stopping early closes DuckDB and removes its temporary directory', async
     if (++seen === 3) break
   }
   t.equal(seen, 3)
-  t.same(await spills(), before, 'no temporary directory left behind')
+  t.same(before, [], 'the test starts from an empty temporary directory')
+  t.same(await spills(), [], 'no temporary directory left behind')
 })
 
 t.test('files from before a column was added: refused by default, read with unionByName', async (t) => {

@@ -10,8 +10,9 @@ import { AUDIT_COLUMNS } from '../../src/audit/schema.ts'
 import type { AuditRow } from '../../src/audit/schema.ts'
 import { AuditSpool, REQUIRED_REQUEST_COLUMNS, RESPONSE_COLUMNS, scanFrames, SPOOL_FRAME_HEADER_BYTES } from '../../src/audit/spool.ts'
 import type { AuditSpoolOptions, SpoolRef } from '../../src/audit/spool.ts'
-import { PixProxyError } from '../../src/errors.ts'
+import type { PixProxyError } from '../../src/errors.ts'
 import { damage, requestHalf, responseHalf, segmentFiles } from './fixtures/rows.ts'
+import { rejection } from '../helpers/rejection.ts'
 
 const INCOMPLETE = 'PIXPROXY_ERR_AUDIT_INCOMPLETE'
 
@@ -26,16 +27,6 @@ async function drain (s: AuditSpool): Promise<Array<{ ref: SpoolRef, row: AuditR
   const out: Array<{ ref: SpoolRef, row: AuditRow }> = []
   for (let ref = s.shift(); ref !== undefined; ref = s.shift()) out.push({ ref, row: await s.load(ref) })
   return out
-}
-
-async function rejection (p: Promise<unknown>): Promise<PixProxyError> {
-  try {
-    await p
-  } catch (err) {
-    if (err instanceof PixProxyError) return err
-    throw err
-  }
-  throw new Error('expected a rejection')
 }
 
 

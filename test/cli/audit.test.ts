@@ -9,7 +9,9 @@ import type { AuditRow } from '../../src/audit/schema.ts'
 import { auditCommand } from '../../src/cli/audit.ts'
 import { main } from '../../src/cli/main.ts'
 import { ConfigSchema } from '../../src/config.ts'
-import { Errors, PixProxyError } from '../../src/errors.ts'
+import { Errors } from '../../src/errors.ts'
+import { rejection } from '../helpers/rejection.ts'
+import { captureIo } from '../helpers/cli-io.ts'
 
 function row (i: number): AuditRow {
   return {
@@ -46,12 +48,6 @@ async function run (args: string[], env: NodeJS.ProcessEnv = {}, stdout = new Pa
   stdout.on('data', (c: Buffer) => chunks.push(c))
   const code = await auditCommand(args, { stdout, env })
   return { code, stdout: Buffer.concat(chunks).toString() }
-}
-
-async function rejection (p: Promise<unknown>): Promise<PixProxyError> {
-  const err = await p.then(() => null, (e: unknown) => e)
-  if (!(err instanceof PixProxyError)) throw new Error(`expected a PixProxyError, got ${String(err)}`)
-  return err
 }
 
 async function store (t: Test, n: number): Promise<string> {
@@ -116,14 +112,9 @@ t.test('bad SQL, a refused statement and a missing store are coded errors', asyn
 t.test('through pix-proxy\'s main: JSON lines and exit 0; bad SQL is exit 1 with one coded JSON error line', async (t) => {
   const dir = await store(t, 3)
   const viaMain = async (args: string[]): Promise<{ code: number, stdout: string, stderr: string }> => {
-    const out = new PassThrough()
-    const err = new PassThrough()
-    const o: Buffer[] = []
-    const e: Buffer[] = []
-    out.on('data', (c: Buffer) => o.push(c))
-    err.on('data', (c: Buffer) => e.push(c))
-    const code = await main(args, { stdin: new PassThrough(), stdout: out, stderr: err, env: {} })
-    return { code, stdout: Buffer.concat(o).toString(), stderr: Buffer.concat(e).toString() }
+    const c = captureIo()
+    const code = await main(args, c.io)
+    return { code, ...c.text() }
   }
   const ok = await viaMain(['audit', 'query', 'SELECT id FROM audit ORDER BY id', '--dir', dir])
   t.same(ok, { code: 0, stdout: [0, 1, 2].map((i) => JSON.stringify({ id: row(i).id }) + '\n').join(''), stderr: '' })

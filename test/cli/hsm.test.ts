@@ -2,49 +2,34 @@ import t from 'tap'
 import { createPrivateKey, generateKeyPairSync } from 'node:crypto'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { PassThrough } from 'node:stream'
 import { Errors } from '../../src/errors.ts'
 import { hsmCommand } from '../../src/cli/hsm.ts'
 import { main } from '../../src/cli/main.ts'
 import type { HsmInitResult } from '../../src/hsm/init.ts'
 import { issueCertificate } from '../../src/pki/ca.ts'
 import { parseCertificate } from '../../src/pki/x509.ts'
-
-interface Captured { stdout: string, stderr: string }
-
-function io (env: NodeJS.ProcessEnv = process.env): { io: { stdin: PassThrough, stdout: PassThrough, stderr: PassThrough, env: NodeJS.ProcessEnv }, text (): Captured } {
-  const stdout = new PassThrough()
-  const stderr = new PassThrough()
-  const out: Buffer[] = []
-  const err: Buffer[] = []
-  stdout.on('data', (c: Buffer) => out.push(c))
-  stderr.on('data', (c: Buffer) => err.push(c))
-  return {
-    io: { stdin: new PassThrough(), stdout, stderr, env },
-    text: () => ({ stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') })
-  }
-}
+import { captureIo } from '../helpers/cli-io.ts'
 
 // One token per test file: `hsm info` points SOFTHSM2_CONF at it, and SoftHSM reads that once per process.
 const dir = join(t.testdir(), 'hsm')
 
 t.test('usage', async (t) => {
-  let c = io()
+  let c = captureIo(process.env)
   t.equal(await hsmCommand([], c.io), 2)
   t.match(c.text().stdout, /pix-proxy hsm init --dir DIR/)
-  c = io()
+  c = captureIo(process.env)
   t.equal(await hsmCommand(['--help'], c.io), 0)
-  await t.rejects(hsmCommand(['frobnicate'], io().io), { code: Errors.USAGE.code })
-  await t.rejects(hsmCommand(['init'], io().io), { code: Errors.USAGE.code, message: /--dir/ })
-  await t.rejects(hsmCommand(['info'], io().io), { code: Errors.USAGE.code, message: /--dir/ })
-  await t.rejects(hsmCommand(['init', '--dir', dir, '--pin', '1234'], io().io), { code: 'ERR_PARSE_ARGS_UNKNOWN_OPTION' })
-  c = io()
+  await t.rejects(hsmCommand(['frobnicate'], captureIo(process.env).io), { code: Errors.USAGE.code })
+  await t.rejects(hsmCommand(['init'], captureIo(process.env).io), { code: Errors.USAGE.code, message: /--dir/ })
+  await t.rejects(hsmCommand(['info'], captureIo(process.env).io), { code: Errors.USAGE.code, message: /--dir/ })
+  await t.rejects(hsmCommand(['init', '--dir', dir, '--pin', '1234'], captureIo(process.env).io), { code: 'ERR_PARSE_ARGS_UNKNOWN_OPTION' })
+  c = captureIo(process.env)
   t.equal(await main(['hsm', 'init'], c.io), 2, 'through main: usage errors exit 2')
   t.match(JSON.parse(c.text().stderr), { error: Errors.USAGE.code })
 })
 
 t.test('hsm init prints hsm.json as one JSON line and never a PIN', async (t) => {
-  const c = io({ ...process.env, PKCS11_MODULE_PATH: process.env.PKCS11_MODULE_PATH ?? '/usr/lib/softhsm/libsofthsm2.so' })
+  const c = captureIo({ ...process.env, PKCS11_MODULE_PATH: process.env.PKCS11_MODULE_PATH ?? '/usr/lib/softhsm/libsofthsm2.so' })
   t.equal(await hsmCommand(['init', '--dir', dir, '--ispb', '12345678', '--label', 'cli-token'], c.io), 0)
   const { stdout } = c.text()
   t.equal(stdout.split('\n').filter((l) => l !== '').length, 1, 'one line')
@@ -55,13 +40,13 @@ t.test('hsm init prints hsm.json as one JSON line and never a PIN', async (t) =>
   t.notOk(stdout.includes(await readFile(result.pinFile, 'utf8')))
   t.notOk(stdout.includes(await readFile(result.soPinFile, 'utf8')))
 
-  const again = io()
+  const again = captureIo(process.env)
   t.equal(await main(['hsm', 'init', '--dir', dir], again.io), 1, 'a second init is refused')
   t.match(JSON.parse(again.text().stderr), { error: Errors.HSM_INIT_EXISTS.code, message: /--force/ })
 })
 
 t.test('hsm info describes the token, checks certificates against keys', async (t) => {
-  const c = io()
+  const c = captureIo(process.env)
   t.equal(await hsmCommand(['info', '--dir', dir], c.io), 0)
   const report = JSON.parse(c.text().stdout)
   t.match(report, {
@@ -83,11 +68,11 @@ t.test('hsm info exits 1 when a certificate is not for its HSM key', async (t) =
   const wrong = issueCertificate({ subject: 'CN=impostor, O=Banco Exemplo S.A., C=BR', publicKey: stranger.publicKey, issuer: ca, keyUsage: ['digitalSignature', 'nonRepudiation'] })
   await writeFile(result.signing.certFile, wrong.pem)
 
-  const c = io()
+  const c = captureIo(process.env)
   t.equal(await hsmCommand(['info', '--dir', dir], c.io), 1)
   t.match(JSON.parse(c.text().stdout), { ok: false, signing: { ok: false, signatureVerifies: false, certificate: { matchesKey: false, issuedByCa: true } }, tls: { ok: true } })
 })
 
 t.test('hsm info without hsm.json', async (t) => {
-  await t.rejects(hsmCommand(['info', '--dir', join(t.testdir(), 'empty')], io().io), { code: Errors.CONFIG_INVALID.code, message: /hsm init/ })
+  await t.rejects(hsmCommand(['info', '--dir', join(t.testdir(), 'empty')], captureIo(process.env).io), { code: Errors.CONFIG_INVALID.code, message: /hsm init/ })
 })

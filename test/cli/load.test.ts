@@ -7,31 +7,16 @@ import t from 'tap'
 import type { Test } from 'tap'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { PassThrough } from 'node:stream'
 import { main } from '../../src/cli/main.ts'
 import { loadCommand, parseDuration } from '../../src/cli/load.ts'
 import { OPERATIONS } from '../../src/load/flows.ts'
 import type { LoadReport } from '../../src/load/run.ts'
 import { loadOrCreateSimulatorPki } from '../../simulator/pki.ts'
 import { startSimulator } from '../../simulator/server.ts'
-
-interface Captured { stdout: string, stderr: string }
-
-function io (): { io: { stdin: PassThrough, stdout: PassThrough, stderr: PassThrough, env: NodeJS.ProcessEnv }, text (): Captured } {
-  const stdout = new PassThrough()
-  const stderr = new PassThrough()
-  const out: Buffer[] = []
-  const err: Buffer[] = []
-  stdout.on('data', (c: Buffer) => out.push(c))
-  stderr.on('data', (c: Buffer) => err.push(c))
-  return {
-    io: { stdin: new PassThrough(), stdout, stderr, env: {} },
-    text: () => ({ stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') })
-  }
-}
+import { captureIo } from '../helpers/cli-io.ts'
 
 async function usageExit (t: Test, args: string[], message: RegExp): Promise<void> {
-  const c = io()
+  const c = captureIo()
   const code = await main(['load', ...args], c.io)
   t.equal(code, 2, `${args.join(' ')}: exit 2`)
   const line = JSON.parse(c.text().stderr.trim().split('\n').at(-1) as string) as { error: string, message: string }
@@ -71,19 +56,19 @@ t.test('usage errors exit 2 with a coded JSON line on stderr', async (t) => {
   await usageExit(t, ['--target', 'simulator', '--mix', 'spi-send=1'], /--target simulator signs and does mTLS itself: give --pki DIR, or --key, --cert, --ca, --bacen-certs/)
   // Only loopback unless --allow-remote: checked before anything is sent.
   await usageExit(t, ['--url', 'http://192.0.2.10:8080', '--mix', 'spi-send=1', '--duration', '1s'], /192\.0\.2\.10.*not a loopback address.*--allow-remote/)
-  const c = io()
+  const c = captureIo()
   t.equal(await main(['load', '--bogus'], c.io), 2, 'unknown flags are usage errors')
   t.match(c.text().stderr, /PIXPROXY_ERR_USAGE/)
-  const h = io()
+  const h = captureIo()
   t.equal(await loadCommand(['--help'], h.io), 0)
   t.match(h.text().stdout, /--target proxy\|simulator/)
-  const u = io()
+  const u = captureIo()
   t.equal(await main(['help'], u.io), 0)
   t.match(u.text().stdout, /load\s+drive PIX traffic/, 'listed in pix-proxy help')
 })
 
 t.test('an unreachable proxy: every request is an error by code, exit 1', async (t) => {
-  const c = io()
+  const c = captureIo()
   // Port 9 (discard) on loopback: nothing listens there in a test environment.
   const code = await loadCommand(['--url', 'http://127.0.0.1:9', '--rate', '20', '--duration', '500ms', '--json'], c.io)
   t.equal(code, 1)
@@ -103,7 +88,7 @@ t.test('--target simulator with a PKI directory: the full mix, --json and --char
   const sim = await startSimulator({ ...pki.simulatorOptions({ fingerprints: true }), spi: { longPollMs: 300 } })
   t.teardown(async () => { await sim.close() })
   const chart = join(dir, 'latency.html')
-  const c = io()
+  const c = captureIo()
   const code = await loadCommand(['--target', 'simulator', '--url', sim.dictUrl, '--pki', pkiDir, '--rate', '25', '--duration', '2s', '--json', '--chart', chart], c.io)
   const { stdout, stderr } = c.text()
   t.equal(code, 0, stderr)
@@ -132,7 +117,7 @@ t.test('--target simulator with a PKI directory: the full mix, --json and --char
   t.match(html, /successes per second per operation/)
 
   // Text output (no --json): the table.
-  const c2 = io()
+  const c2 = captureIo()
   t.equal(await loadCommand(['--target', 'simulator', '--url', sim.dictUrl, '--pki', pkiDir, '--rate', '10', '--duration', '1s', '--mix', 'create-entry=1,spi-send=1'], c2.io), 0, c2.text().stderr)
   t.match(c2.text().stdout, /operation\s+count\s+ok\s+errors\s+dropped/)
   t.match(c2.text().stdout, /create-entry\s+5\s+5\s+0\s+0/)

@@ -10,6 +10,7 @@ import type { LocalStack, ProxyProcess } from '../../src/demo/stack.ts'
 import { queryAudit } from '../../src/audit/query.ts'
 import { createEntryRequest, pacs008 } from '../../src/samples/messages.ts'
 import { scratchDir } from '../helpers/scratch.ts'
+import { waitFor } from '../helpers/wait.ts'
 
 const scratch = scratchDir()
 
@@ -136,8 +137,13 @@ t.test('ECS shape: tasks share one spool root (EFS); a task killed under load is
     const r = rows.find((x) => (s.kind === 'dict' ? x.dict_request_id === s.id : x.biz_msg_id === s.id))
     t.ok(r !== undefined && r.response_status_code === 201 && r.error_code === null, `acknowledged ${s.kind} ${s.id} is complete`)
   }
-  const metrics = await (await request(url + '/metrics')).body.text()
-  const adopted = Number(/pixproxy_audit_rows\{state="adopted"\} (\d+)/.exec(metrics)?.[1] ?? 0)
+  // The sweeper counts adopted rows once the slot's pipeline has closed, a moment after the rows become queryable.
+  const adoptedNow = async (): Promise<number> => {
+    const metrics = await (await request(url + '/metrics')).body.text()
+    return Number(/pixproxy_audit_rows\{state="adopted"\} (\d+)/.exec(metrics)?.[1] ?? 0)
+  }
+  await waitFor(async () => (await adoptedNow()) > 0)
+  const adopted = await adoptedNow()
   // (Rows the killed task had shipped itself before the kill are not in its slot any more: adopted <= accepted.)
   t.ok(adopted > 0 && adopted <= accepted.length + 8, `the restarted task's sweeper shipped what the dead task left (${adopted} rows adopted)`)
   a2.child.kill('SIGTERM')

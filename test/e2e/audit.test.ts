@@ -117,3 +117,28 @@ t.test('input refused before BACEN leaves no audit row (nothing was sent)', asyn
   await new Promise((resolve) => setTimeout(resolve, 500))
   t.equal((await rows('SELECT count(*) AS n FROM audit'))[0]?.n, before)
 })
+
+// Last: it leaves this stack's proxy without an audit trail.
+t.test('if the audit thread dies, every request is refused (503, nothing sent to BACEN) and readiness fails', async (t) => {
+  const worker = stack.proxy.audit.worker
+  if (worker === null) throw new Error('auditing is on in the local stack')
+  const heard: string[] = []
+  stack.proxy.audit.onFailure((err) => { heard.push(err.code) })
+  const sentBefore = stack.simulator.app.simulator.log.length
+  await worker.abort()
+  t.same(heard, ['PIXPROXY_ERR_AUDIT_WORKER_FAILED'], 'the server is told (it shuts down: src/server.ts)')
+  const e = createEntryRequest()
+  const r = await request(stack.proxyUrl + '/api/v2/entries/', { method: 'POST', headers: { 'content-type': 'application/xml' }, body: e.xml })
+  const problem = await r.body.json() as { code?: string, status?: number }
+  t.equal(r.statusCode, 503)
+  t.equal(problem.code, 'PIXPROXY_ERR_AUDIT_WORKER_FAILED', 'problem JSON with the stable code')
+  await new Promise((resolve) => setTimeout(resolve, 200))
+  t.equal(stack.simulator.app.simulator.log.length, sentBefore, 'nothing reached BACEN')
+  const ready = await request(stack.proxyUrl + '/readyz')
+  const body = await ready.body.json() as { checks?: { audit?: { ok: boolean, detail: string } } }
+  t.equal(ready.statusCode, 503)
+  t.equal(body.checks?.audit?.ok, false)
+  t.match(body.checks?.audit?.detail, /AUDIT_WORKER_FAILED/)
+  const metrics = await (await request(stack.proxyUrl + '/metrics')).body.text()
+  t.match(metrics, /^pixproxy_audit_worker_up 0$/m, 'the metric says so')
+})

@@ -5,12 +5,17 @@
  */
 import t from 'tap'
 import type { Test } from 'tap'
+import { buildMultipart } from '../../src/http/multipart.ts'
 import { pacs008 } from '../../src/samples/messages.ts'
 import { header, metricSamples, PROXY_ISPB, problemOf, startE2e, waitFor } from '../helpers/e2e.ts'
 import type { E2e, ProxyResponse } from '../helpers/e2e.ts'
 
-const HEADERS_TIMEOUT_MS = 1_000
-const QUEUE_TIMEOUT_MS = 300
+const HEADERS_TIMEOUT_MS = 3_600
+const QUEUE_TIMEOUT_MS = 1_200
+// BACEN's answer time in the limiter tests, with hundreds of milliseconds of margin either side on a busy machine:
+// slower than the queue deadline and faster than the headers timeout, or well inside the queue deadline.
+const SLOW_MS = 2_400
+const FAST_MS = 400
 
 let e2e: E2e
 t.before(async () => {
@@ -31,6 +36,14 @@ function codes (responses: readonly ProxyResponse[]): string[] {
   return responses.map((r) => r.status === 503 ? problemOf(r).code : String(r.status)).sort()
 }
 
+/** Polls the proxy's /metrics until the gauge shows the value. */
+async function waitForMetric (name: string, value: number): Promise<boolean> {
+  return await waitFor(async () => {
+    const samples = metricSamples((await e2e.proxy('GET', '/metrics')).text, name)
+    return samples.length === 1 && samples[0] === value
+  }, 5_000, 10)
+}
+
 function assertShed (t: Test, responses: readonly ProxyResponse[]): void {
   for (const r of responses.filter((x) => x.status === 503)) {
     t.equal(header(r, 'retry-after'), '1', `${problemOf(r).code}: Retry-After`)
@@ -39,12 +52,20 @@ function assertShed (t: Test, responses: readonly ProxyResponse[]): void {
 }
 
 t.test('ICOM POSTs beyond the limit: one in flight, one queued until its deadline, the rest shed at once', async (t) => {
-  // Slower than the queue deadline, faster than the headers timeout.
-  e2e.setFaults({ latencyMs: 700, routes: ['/api/v1/in/'] })
+  e2e.setFaults({ latencyMs: SLOW_MS, routes: ['/api/v1/in/'] })
   const mark = e2e.seen.length
   const logged = e2e.log.length
-  const results = await Promise.all([0, 1, 2].map(async () => await e2e.proxyXml(MSGS, pacs008().xml)))
-  t.same(codes(results), ['201', 'PIXPROXY_ERR_SPI_QUEUE_FULL', 'PIXPROXY_ERR_SPI_QUEUE_TIMEOUT'])
+  // Each POST is signed before it asks for a slot, so three sent together reach the limiter at moments the
+  // machine decides; sent one after the other, each finds the state the assertion is about.
+  const first = e2e.proxyXml(MSGS, pacs008().xml)
+  t.ok(await waitFor(() => e2e.seenSince(mark, '/api/v1/in/').length === 1), 'the first POST holds the slot')
+  t.same(metricSamples((await e2e.proxy('GET', '/metrics')).text, 'pixproxy_spi_in_flight'), [1], 'pixproxy_spi_in_flight while one POST is at BACEN')
+  const second = e2e.proxyXml(MSGS, pacs008().xml)
+  t.ok(await waitForMetric('pixproxy_spi_queued', 1), 'the second POST waits in the queue')
+  const third = await e2e.proxyXml(MSGS, pacs008().xml)
+  t.equal(codes([third])[0], 'PIXPROXY_ERR_SPI_QUEUE_FULL', 'the third is shed while the second still waits')
+  const results = [await first, await second, third]
+  t.same(results.map((r) => codes([r])[0]), ['201', 'PIXPROXY_ERR_SPI_QUEUE_TIMEOUT', 'PIXPROXY_ERR_SPI_QUEUE_FULL'])
   assertShed(t, results)
   t.equal(e2e.seenSince(mark, '/api/v1/in/').length, 1, 'only the admitted POST reached the SPI')
   t.equal(e2e.log.length - logged, 1, 'one message accepted')
@@ -52,14 +73,11 @@ t.test('ICOM POSTs beyond the limit: one in flight, one queued until its deadlin
 })
 
 t.test('queued POSTs are sent one at a time: the SPI never sees more than the limit concurrently', async (t) => {
-  // Faster than the queue deadline: the queued request gets the slot in time.
-  e2e.setFaults({ latencyMs: 220, routes: ['/api/v1/in/'] })
+  e2e.setFaults({ latencyMs: FAST_MS, routes: ['/api/v1/in/'] })
   const mark = e2e.seen.length
   const first = e2e.proxyXml(MSGS, pacs008().xml)
   // The second arrives while the first holds the slot.
   t.ok(await waitFor(() => e2e.seenSince(mark, '/api/v1/in/').length === 1), 'the first POST reached the SPI')
-  const metrics = (await e2e.proxy('GET', '/metrics')).text
-  t.same(metricSamples(metrics, 'pixproxy_spi_in_flight'), [1], 'pixproxy_spi_in_flight while one POST is at BACEN')
   const second = e2e.proxyXml(MSGS, pacs008().xml)
   const results = await Promise.all([first, second])
   t.same(results.map((r) => r.status), [201, 201])
@@ -70,27 +88,49 @@ t.test('queued POSTs are sent one at a time: the SPI never sees more than the li
   t.same(metricSamples(after, 'pixproxy_spi_queued'), [0])
 })
 
-t.test('stream readers are limited the same way', async (t) => {
-  e2e.setFaults({ latencyMs: 700, routes: ['/api/v1/out/'] })
+t.test('a multipart POST waiting for the slot counts as one queued request', async (t) => {
+  e2e.setFaults({ latencyMs: SLOW_MS, routes: ['/api/v1/in/'] })
   const mark = e2e.seen.length
-  const results = await Promise.all([0, 1, 2].map(async () => await e2e.proxy('GET', `/api/v1/out/${PROXY_ISPB}/stream/start`)))
-  t.same(codes(results).filter((c) => c.startsWith('PIXPROXY')), ['PIXPROXY_ERR_SPI_QUEUE_FULL', 'PIXPROXY_ERR_SPI_QUEUE_TIMEOUT'])
-  assertShed(t, results)
+  const first = e2e.proxyXml(MSGS, pacs008().xml)
+  t.ok(await waitFor(() => e2e.seenSince(mark, '/api/v1/in/').length === 1), 'the first POST holds the slot')
+  const mp = buildMultipart([pacs008(), pacs008()].map((m) => ({ headers: { 'content-type': 'application/xml; charset=utf-8' }, body: Buffer.from(m.xml) })))
+  const second = e2e.proxy('POST', MSGS, { headers: { 'content-type': mp.contentType }, body: mp.body })
+  t.ok(await waitForMetric('pixproxy_spi_queued', 1), 'pixproxy_spi_queued counts the waiting post once')
+  t.same([(await first).status, codes([await second])[0]], [201, 'PIXPROXY_ERR_SPI_QUEUE_TIMEOUT'])
+  t.ok(await waitForMetric('pixproxy_spi_queued', 0), 'and not after it gave up')
+})
+
+t.test('stream readers are limited the same way', async (t) => {
+  e2e.setFaults({ latencyMs: SLOW_MS, routes: ['/api/v1/out/'] })
+  const mark = e2e.seen.length
+  const start = `/api/v1/out/${PROXY_ISPB}/stream/start`
+  const first = e2e.proxy('GET', start)
+  t.ok(await waitFor(() => e2e.seenSince(mark, '/api/v1/out/').length === 1), 'the first reader holds the slot')
+  t.ok(await waitForMetric('pixproxy_spi_readers_in_flight', 1), 'pixproxy_spi_readers_in_flight counts it')
+  // A reader asks for its slot before any other work, so these two reach the limiter together.
+  const shedding = Promise.all([0, 1].map(async () => await e2e.proxy('GET', start)))
+  t.ok(await waitForMetric('pixproxy_spi_readers_queued', 1), 'pixproxy_spi_readers_queued counts the one waiting')
+  const shed = await shedding
+  t.ok(await waitForMetric('pixproxy_spi_readers_queued', 0), 'and not after it gave up')
+  const admitted = await first
+  t.same(codes(shed), ['PIXPROXY_ERR_SPI_QUEUE_FULL', 'PIXPROXY_ERR_SPI_QUEUE_TIMEOUT'])
+  assertShed(t, shed)
   t.equal(e2e.maxConcurrent('/api/v1/out/', mark), 1)
-  const admitted = results.find((r) => r.status !== 503)
-  t.ok(admitted !== undefined && (admitted.status === 200 || admitted.status === 204), 'the admitted reader got its page')
-  const next = header(admitted ?? { headers: {} }, 'pi-pull-next')
+  t.ok(admitted.status === 200 || admitted.status === 204, 'the admitted reader got its page')
+  const next = header(admitted, 'pi-pull-next')
   if (next !== undefined) t.equal((await e2e.proxy('DELETE', next)).status, 204)
 })
 
 t.test('BACEN slower than PIXPROXY_UPSTREAM_HEADERS_TIMEOUT_MS: 504 UPSTREAM_HEADERS_TIMEOUT', async (t) => {
-  e2e.setFaults({ latencyMs: 3_000, routes: ['/api/v2/policies/', '/api/v1/in/'] })
+  e2e.setFaults({ latencyMs: HEADERS_TIMEOUT_MS + 1_500, routes: ['/api/v2/policies/', '/api/v1/in/'] })
   const started = Date.now()
   const dict = await e2e.proxy('GET', '/api/v2/policies/ENTRIES_WRITE', { headers: { 'pi-requestingparticipant': PROXY_ISPB } })
   const took = Date.now() - started
   t.equal(dict.status, 504, dict.text.slice(0, 200))
   t.equal(problemOf(dict).code, 'PIXPROXY_ERR_UPSTREAM_HEADERS_TIMEOUT')
-  t.ok(took >= HEADERS_TIMEOUT_MS && took < 2_900, `gave up after ${took} ms, before BACEN answered`)
+  // undici runs timeouts above 1 s on a shared 0.5 s tick, so one can fire up to ~0.5 s early (measured 3,514 ms
+  // for 3,600); BACEN answers 1.5 s after the timeout.
+  t.ok(took >= HEADERS_TIMEOUT_MS - 600 && took < HEADERS_TIMEOUT_MS + 1_400, `gave up after ${took} ms, before BACEN answered`)
 
   const spi = await e2e.proxyXml(MSGS, pacs008().xml)
   t.equal(spi.status, 504)

@@ -20,6 +20,7 @@ import { childElements, parseXml, textContent } from '../../src/xmldsig/xml.ts'
 import type { XmlElement } from '../../src/xmldsig/xml.ts'
 import { TrustStore, verifyXml } from '../../src/xmldsig/index.ts'
 import type { VerifyCode } from '../../src/xmldsig/index.ts'
+export { waitFor } from './wait.ts'
 
 export { COUNTERPARTY_ISPB, PROXY_ISPB }
 
@@ -294,16 +295,6 @@ export function metricSamples (text: string, name: string, labels: Record<string
     if (Object.entries(labels).every(([k, v]) => have.get(k) === v)) out.push(Number(m[3]))
   }
   return out
-}
-
-/** Polls `check` every 20 ms until it holds or `timeoutMs` passes; returns whether it held. */
-export async function waitFor (check: () => boolean, timeoutMs = 5_000): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs
-  while (!check()) {
-    if (Date.now() > deadline) return false
-    await new Promise((resolve) => setTimeout(resolve, 20).unref())
-  }
-  return true
 }
 
 /**

@@ -1,8 +1,10 @@
 /** Child processes for the tests that run this checkout's CLI and scripts as separate programs. */
 import { spawn } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
 import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url))
@@ -41,8 +43,13 @@ export interface Service {
 /** Starts a long-running process. The caller stops or kills it (in its teardown). */
 export function spawnService (cmd: string, args: readonly string[], env: NodeJS.ProcessEnv): Service {
   const child = spawn(cmd, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] })
+  // At 'exit' the last output may still be in the pipes: wait for them to end too, but not for ever ('close' would
+  // wait on a grandchild that inherited them).
   const exited = new Promise<{ code: number | null, signal: NodeJS.Signals | null }>((resolve) => {
-    child.once('exit', (code, signal) => resolve({ code, signal }))
+    child.once('exit', (code, signal) => {
+      const ended = [child.stdout, child.stderr].map(async (s) => { if (s !== null && !s.readableEnded) await once(s, 'end').catch(() => {}) })
+      void Promise.race([Promise.all(ended), sleep(2_000, undefined, { ref: false })]).then(() => { resolve({ code, signal }) })
+    })
   })
   let out = ''
   let err = ''

@@ -53,12 +53,13 @@ t.test('signing runs off the event loop', async (t) => {
   const histogram = monitorEventLoopDelay({ resolution: 5 })
   histogram.enable()
   const started = performance.now()
-  const data = Array.from({ length: 100 }, (_, i) => Buffer.from(`m${i}`))
+  // Enough signs that the batch takes well over the scheduling stalls of a busy machine.
+  const data = Array.from({ length: 1_000 }, (_, i) => Buffer.from(`m${i}`))
   const sigs = await Promise.all(data.map((d) => signer.sign(d)))
   const elapsed = performance.now() - started
   histogram.disable()
   t.ok(sigs.every((s, i) => verify('sha256', data[i] as Buffer, publicKey, s)))
   const maxMs = histogram.max / 1e6
-  t.comment(`100 software signs in ${elapsed.toFixed(1)} ms, max event-loop delay ${maxMs.toFixed(2)} ms`)
+  t.comment(`${data.length} software signs in ${elapsed.toFixed(1)} ms, max event-loop delay ${maxMs.toFixed(2)} ms`)
   t.ok(maxMs < elapsed / 2, `max event-loop delay ${maxMs.toFixed(2)} ms well below ${elapsed.toFixed(1)} ms`)
 })

@@ -261,6 +261,8 @@ t.test('Dockerfile: both targets run as uid 10001 with an exec-form entry point 
     const hc = last(all.filter((i) => i.op === 'HEALTHCHECK'))?.args ?? ''
     const hcCmd = execForm(hc.replace(/^.*?\bCMD\s+/, ''))
     t.same(hcCmd, ['node', '/app/docker/healthcheck.mjs', '/healthz'], `${target}: exec-form HEALTHCHECK on /healthz`)
+    // A path goes to the operations listener when the image sets its port: a real HTTP verdict with inbound mTLS on.
+    t.equal(stageEnv(dockerfile, target).PIXPROXY_OPS_LISTEN_PORT, '9464', `${target}: the HEALTHCHECK asks the operations listener`)
     t.match(hc, /--interval=\d+s .*--timeout=\d+s/)
     t.equal(last(all.filter((i) => i.op === 'STOPSIGNAL'))?.args, 'SIGTERM')
   }
@@ -325,6 +327,8 @@ t.test('Dockerfile: PIXPROXY_* settings it sets are valid, the spool is a volume
     PIXPROXY_TLS_CERT_FILE: cert, PIXPROXY_TLS_CA_FILE: cert, PIXPROXY_BACEN_SIGNING_CERTS_FILE: cert
   })
   t.same(config.listen, { host: '0.0.0.0', port: 8080 }, 'reachable from outside the container')
+  t.same(config.ops, { host: '127.0.0.1', port: 9464 }, 'the operations listener on by default, on the container\'s loopback only')
+  t.equal(env.PIXPROXY_OPS_LISTEN_HOST, undefined, 'its host is the loopback default, not an image setting')
   const spool = config.audit.spoolDir
   t.equal(spool, '/var/spool/pix-proxy', 'an absolute spool path (the default is relative to a read-only /app)')
   const app = dockerfile.find((s) => s.name === 'app')
@@ -332,7 +336,7 @@ t.test('Dockerfile: PIXPROXY_* settings it sets are valid, the spool is a volume
   t.match(app?.instructions.find((i) => i.op === 'RUN' && i.args.includes('install -d'))?.args, /install -d -o 10001 -g 10001 -m 0750 .*\/run\/cloudhsm[\s\S]*chmod 1777 \/tmp/, '/run/cloudhsm owned by 10001, /tmp sticky and world-writable')
   t.match(app?.instructions.find((i) => i.op === 'RUN' && i.args.includes('install -d'))?.args, new RegExp(`install -d -o ${UID} -g ${UID} -m 0750 ${spool} `), 'created owned by 10001 (a named volume inherits it)')
   t.match(app?.instructions.find((i) => i.op === 'RUN' && i.args.includes('useradd'))?.args, new RegExp(`useradd --uid ${UID} --gid ${UID} .*--shell /usr/sbin/nologin`))
-  t.same(app?.instructions.filter((i) => i.op === 'EXPOSE').map((i) => i.args), [String(config.listen.port)])
+  t.same(app?.instructions.filter((i) => i.op === 'EXPOSE').map((i) => i.args), [String(config.listen.port)], 'the callers\' port only: the operations port is not EXPOSEd')
 })
 
 t.test('Dockerfile: CloudHSM build arguments, and a build context with nothing but what COPY needs', async (t) => {
@@ -461,8 +465,9 @@ t.test('install-runtime.sh --cloudhsm-deb then entrypoint.sh: checksum enforced,
 t.test('entrypoint.sh: exec-s node with the command line (same PID), so SIGTERM reaches the Node process', async (t) => {
   const app = await sourceAppDir(t.testdir())
   await writeFile(join(app, 'dist/src/cli/main.js'), [
-    'process.stdout.write(JSON.stringify({ pid: process.pid, argv: process.argv.slice(2), engines: process.env.OPENSSL_ENGINES }) + "\\n")',
+    // The handler is in place before the line that tells the test to send SIGTERM (the other order is a race).
     'process.once("SIGTERM", () => { process.stdout.write("SIGTERM received\\n"); process.exit(0) })',
+    'process.stdout.write(JSON.stringify({ pid: process.pid, argv: process.argv.slice(2), engines: process.env.OPENSSL_ENGINES }) + "\\n")',
     'setInterval(() => {}, 1000)',
     ''
   ].join('\n'))
@@ -497,6 +502,27 @@ t.test('healthcheck.mjs: 2xx is healthy, anything else (or nothing) is not; tcp:
   t.ok(Date.now() - t0 < 5_000, 'a server that never answers fails the check in time')
   t.match(await check('/readyz', { PIXPROXY_INBOUND_TLS_CERT_FILE: '/x.pem' }), { code: 0, stdout: /accepts connections/ }, 'inbound TLS: only the port is checked')
   t.match(await check('ftp://x'), { code: 1, stdout: /unsupported scheme/ })
+})
+
+t.test('healthcheck.mjs: with PIXPROXY_OPS_LISTEN_PORT a path is a real GET on the operations listener, inbound TLS or not', async (t) => {
+  const server = createServer((req, res) => { res.writeHead(req.url === '/healthz' ? 200 : 503).end() })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => { server.closeAllConnections(); server.close() })
+  const ops = String((server.address() as AddressInfo).port)
+  // The callers' port (1) is closed: a verdict can only come from the operations port.
+  const check = async (arg: string, env: NodeJS.ProcessEnv = {}): Promise<Ran> =>
+    await run(process.execPath, [at('docker/healthcheck.mjs'), arg], { env: { PATH: process.env.PATH ?? '', PIXPROXY_LISTEN_PORT: '1', PIXPROXY_OPS_LISTEN_PORT: ops, ...env } })
+  t.match(await check('/healthz'), { code: 0, stdout: `healthy: GET http://127.0.0.1:${ops}/healthz → 200` }, 'a path: GET on 127.0.0.1:<ops port>')
+  t.match(await check('/readyz'), { code: 1, stdout: `unhealthy: GET http://127.0.0.1:${ops}/readyz → 503` })
+  const tls = { PIXPROXY_INBOUND_TLS_CERT_FILE: '/x.pem' }
+  t.match(await check('/healthz', tls), { code: 0, stdout: /^healthy: GET http:\/\/127\.0\.0\.1:\d+\/healthz → 200/ }, 'inbound TLS on: still an HTTP verdict, not a TCP connect')
+  t.match(await check('/readyz', tls), { code: 1, stdout: /→ 503/ }, 'so a failing endpoint fails the check')
+  t.match(await check('/healthz', { PIXPROXY_OPS_LISTEN_PORT: '1' }), { code: 1, stdout: /127\.0\.0\.1:1\/healthz: ECONNREFUSED/ }, 'no operations listener there: unhealthy')
+  t.match(await check('/healthz', { PIXPROXY_OPS_LISTEN_PORT: '', PIXPROXY_LISTEN_PORT: ops }), { code: 0, stdout: `healthy: GET http://127.0.0.1:${ops}/healthz → 200` }, 'empty = unset: the proxy\'s own port')
+  t.match(await check('/healthz', { PIXPROXY_OPS_LISTEN_PORT: '', ...tls }), { code: 1, stdout: /127\.0\.0\.1:1: ECONNREFUSED/ }, 'and with inbound TLS, the TCP check of that port')
+  t.match(await check('/healthz', { PIXPROXY_OPS_LISTEN_PORT: 'metrics' }), { code: 1, stdout: /PIXPROXY_OPS_LISTEN_PORT "metrics" is not a port/ })
+  t.match(await check(`tcp://127.0.0.1:${ops}`), { code: 0, stdout: /accepts connections/ }, 'URLs are checked as given')
+  t.match(await check(`http://127.0.0.1:${ops}/healthz`, { PIXPROXY_OPS_LISTEN_PORT: '1' }), { code: 0 })
 })
 
 t.test('docker-compose.yml: the five services, each command a real pix-proxy command line', async (t) => {
@@ -624,13 +650,19 @@ t.test('docker-compose.yml: settings, volumes, dependencies, one published port,
     t.same(test.slice(0, 3), ['CMD', 'node', '/app/docker/healthcheck.mjs'], `${name}: a health check`)
   }
   t.equal(svc('proxy').healthcheck?.test?.[3], '/readyz', 'the proxy is healthy when the HSM and BACEN answer')
+  // …as the operations listener says: the image sets its port and the service leaves it (healthcheck.mjs reads it).
+  const opsPort = stageEnv(dockerfile, 'local').PIXPROXY_OPS_LISTEN_PORT
+  t.equal(opsPort, '9464', 'the local image runs the operations listener')
+  t.notOk(['PIXPROXY_OPS_LISTEN_PORT', 'PIXPROXY_OPS_LISTEN_HOST'].some((k) => k in (svc('proxy').environment ?? {})), 'the proxy keeps the image\'s operations listener, on its loopback')
+  t.notOk(SEED.parameters.some((p) => /ops-listen/.test(p.name)), 'which no SSM parameter moves (the health check reads the environment)')
+  for (const [name, s] of Object.entries(compose.services)) t.notOk((s.ports ?? []).some((p) => p.split(':').includes(opsPort ?? '')), `${name}: the operations port is not published`)
   t.equal(svc('aws').healthcheck?.test?.[3], `tcp://127.0.0.1:${argAfter(awsCmd, '--port') ?? ''}`)
   t.equal(svc('simulator').healthcheck?.test?.[3], `tcp://127.0.0.1:${argAfter(simCmd, '--port') ?? ''}`)
   for (const name of ['init', 'traffic']) t.equal(svc(name).healthcheck?.disable, true, `${name}: one-shot, the image's proxy health check does not apply`)
 
   // Exposure and hardening.
   for (const [name, s] of Object.entries(compose.services)) {
-    if (name === 'proxy') t.same(s.ports, [`127.0.0.1:${listenPort ?? ''}:${listenPort ?? ''}`], 'the proxy: on the host\'s loopback only')
+    if (name === 'proxy') t.same(s.ports, [`127.0.0.1:${listenPort ?? ''}:${listenPort ?? ''}`], 'the proxy: on the host\'s loopback only, the operations port not published')
     else t.equal(s.ports, undefined, `${name}: no host port`)
     t.same(s.build, { context: '.', target: 'local' }, `${name}: the local image`)
     t.equal(s.read_only, true, `${name}: read-only root file system`)
@@ -720,18 +752,26 @@ t.test('compose rehearsal: init (twice), aws, simulator, proxy come up as wired;
     AWS_ENDPOINT_URL: awsLine.url,
     PIXPROXY_LISTEN_HOST: '127.0.0.1',
     PIXPROXY_LISTEN_PORT: '0',
+    PIXPROXY_OPS_LISTEN_PORT: '0',
     PIXPROXY_DICT_URL: (seedValue('PIXPROXY_DICT_URL') ?? '').replace(/\/\/[^/]+$/, `//localhost:${simPort}`),
     PIXPROXY_SPI_URL: (seedValue('PIXPROXY_SPI_URL') ?? '').replace(/\/\/[^/]+$/, `//localhost:${simPort}`)
   }
   const proxy = startService(t, process.execPath, [MAIN_TS, ...(svc('proxy').command ?? [])], proxyEnv)
   const proxyUrl = (await proxy.waitFor(/Server listening at (http:\/\/127\.0\.0\.1:\d+)/))[1] as string
+  const opsUrl = (await proxy.waitFor(/operations listener at (http:\/\/127\.0\.0\.1:\d+)/))[1] as string
   const loaded = JSON.parse(/^(\{"msg":"settings loaded".*\})$/m.exec(proxy.stderr())?.[1] ?? '{}') as { fromSsm?: string[] }
   for (const k of ['PIXPROXY_ISPB', 'PIXPROXY_HSM_PIN_SECRET_ID', 'PIXPROXY_SIGNING_CERT_FILE', 'PIXPROXY_TLS_CA_FILE', 'PIXPROXY_AUDIT_SINK']) {
     t.ok(loaded.fromSsm?.includes(k), `${k} came from the local SSM`)
   }
-  const proxyPort = new URL(proxyUrl).port
-  t.equal(await health(svc('proxy').healthcheck?.test?.[3] ?? '', proxyPort), 0, 'proxy: /readyz (HSM up, BACEN accepts the HSM-held client key) — its compose health check')
-  t.equal(await health('/healthz', proxyPort), 0, 'and the image\'s HEALTHCHECK')
+  // The health checks run in the container with its environment: the callers' and the operations ports, translated.
+  const opsPort = new URL(opsUrl).port
+  t.not(opsPort, new URL(proxyUrl).port)
+  const proxyHealth = async (target: string): Promise<Ran> => await run(process.execPath, [at('docker/healthcheck.mjs'), target], {
+    env: { ...proxyEnv, PIXPROXY_LISTEN_PORT: new URL(proxyUrl).port, PIXPROXY_OPS_LISTEN_PORT: opsPort }
+  })
+  t.match(await proxyHealth(svc('proxy').healthcheck?.test?.[3] ?? ''), { code: 0, stdout: `healthy: GET ${opsUrl}/readyz → 200` },
+    'proxy: /readyz (HSM up, BACEN accepts the HSM-held client key) through the operations listener — its compose health check')
+  t.match(await proxyHealth('/healthz'), { code: 0, stdout: `healthy: GET ${opsUrl}/healthz → 200` }, 'and the image\'s HEALTHCHECK')
 
   // What traffic does first: a DICT entry through the proxy, signed in the HSM, BACEN's answer verified…
   const entry = createEntryRequest()

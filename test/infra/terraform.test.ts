@@ -493,9 +493,62 @@ t.test('service: container environment names are proxy settings or the two entry
   t.equal(service.locals.awslogs.logDriver, 'awslogs')
 })
 
-t.test('service: the CloudWatch agent sidecar scrapes /metrics through the inbound mTLS with the identity the init container writes', async (t) => {
+const OPS_PORT = Number(evaluate(service, '${var.ops_port}'))
+
+t.test('service: the operations listener is set in the proxy\'s environment, on loopback, on its own port', async (t) => {
+  t.equal(OPS_PORT, 9464, 'ops_port defaults to 9464, the image\'s PIXPROXY_OPS_LISTEN_PORT')
+  t.equal(evaluate(service, proxyEnv.PIXPROXY_OPS_LISTEN_PORT), String(OPS_PORT), 'PIXPROXY_OPS_LISTEN_PORT = ops_port')
+  t.equal(proxyEnv.PIXPROXY_OPS_LISTEN_PORT, '${tostring(var.ops_port)}')
+  t.equal(evaluate(service, proxyEnv.PIXPROXY_OPS_LISTEN_HOST), '127.0.0.1', 'on loopback, pinned in the environment (SSM cannot move it)')
+  t.not(OPS_PORT, Number(evaluate(service, '${var.container_port}')), 'apart from the callers\' port by default')
+  const v = service.variables.ops_port
+  t.equal(v.type, '${number}')
+  t.match(v.validation[0].condition, /var\.ops_port >= 1 && var\.ops_port <= 65535/, 'validated as a port')
+  const pre = one(res(service, 'aws_ecs_task_definition', 'this'), 'lifecycle').precondition as Hcl[]
+  t.ok(pre.some((p) => /^\$\{var\.ops_port != var\.container_port\}$/.test(p.condition)), 'never the callers\' port, for any input (the proxy would refuse it)')
+  // Liveness through that listener: the image's checker on a path (docker/healthcheck.mjs GETs it on
+  // 127.0.0.1:PIXPROXY_OPS_LISTEN_PORT, which it reads from the container's environment, above).
+  const hc = proxyContainer.healthCheck
+  t.same(hc.command, ['CMD', 'node', '/app/docker/healthcheck.mjs', '/healthz'], 'the container health check is a GET /healthz')
+  t.notOk(JSON.stringify(hc).includes('readyz'), 'never /readyz: it probes BACEN, whose outage must not replace every task')
+  t.notOk(JSON.stringify(hc).includes('tcp://'), 'a real HTTP verdict, not a TCP connect')
+  const checker = await readFile(join(REPO, 'docker/healthcheck.mjs'), 'utf8')
+  t.match(checker, /process\.env\.PIXPROXY_OPS_LISTEN_PORT/, 'the checker reads the port the task definition sets')
+  // Only the proxy's environment, the agent's scrape target and the precondition know the port.
+  const users = [
+    ...Object.entries<Hcl>(service.locals).map(([k, v]) => [`local.${k}`, v] as const),
+    ...Object.entries<Record<string, Hcl>>(service.resources).flatMap(([type, byName]) => Object.entries<Hcl>(byName).map(([n, r]) => [`${type}.${n}`, r] as const))
+  ].filter(([, v]) => JSON.stringify(v).includes('var.ops_port')).map(([k]) => k).sort()
+  t.same(users, ['aws_ecs_task_definition.this', 'local.prometheus_scrape_config', 'local.proxy_environment'])
+})
+
+t.test('service: the operations port is task-local: in no security group rule, load balancer, listener or port mapping', async (t) => {
+  t.same(proxyContainer.portMappings, [{ containerPort: '${var.container_port}', protocol: 'tcp' }], 'only the callers\' port is mapped')
+  for (const c of containers.filter((c) => c !== proxyContainer)) t.notOk(c.portMappings, `${c.name}: no port mapping`)
+  const covers = (from: unknown, to: unknown): boolean => {
+    const [a, b] = [Number(from), Number(to)]
+    return Number.isFinite(a) && Number.isFinite(b) && a <= OPS_PORT && OPS_PORT <= b
+  }
+  let checked = 0
+  for (const type of ['aws_vpc_security_group_ingress_rule', 'aws_vpc_security_group_egress_rule', 'aws_security_group', 'aws_lb', 'aws_lb_listener', 'aws_lb_target_group']) {
+    for (const { m, name, r } of resourcesOf(type)) {
+      checked++
+      t.notMatch(JSON.stringify(r), /ops_port|ops_host|9464/, `${m.dir}: ${type}.${name} does not name the operations port`)
+      if (m === service && r.from_port !== undefined) {
+        t.notOk(covers(evaluate(service, r.from_port), evaluate(service, r.to_port)), `${type}.${name}: its port range leaves the operations port out`)
+      }
+    }
+  }
+  t.ok(checked >= 10, `${checked} security group rules and load balancer resources checked`)
+  const tg = res(service, 'aws_lb_target_group', 'this')
+  t.equal(tg.port, '${var.container_port}')
+  t.equal(one(tg, 'health_check').port, 'traffic-port', 'the NLB checks the callers\' port')
+  t.equal(res(service, 'aws_ecs_service', 'this').load_balancer[0].container_port, '${var.container_port}')
+})
+
+t.test('service: the CloudWatch agent sidecar scrapes http://127.0.0.1:<ops_port>/metrics; no scrape identity is left', async (t) => {
   const agent = containers.find((c) => c.name === '${local.agent_container}')
-  const identity = containers.find((c) => c.name === '${local.identity_container}')
+  t.same(containers.map((c) => c.name).sort(), ['${local.agent_container}', '${local.proxy_container}'], 'the proxy and the agent, no init container')
   t.same(Object.keys(service.locals.agent_secrets).sort(), ['CW_CONFIG_CONTENT', 'PROMETHEUS_CONFIG_CONTENT'], 'the agent\'s two configurations come from SSM')
   for (const p of ['cloudwatch_agent_config', 'prometheus_scrape_config']) {
     t.match(res(service, 'aws_ssm_parameter', p).name, /^\$\{var\.infra_ssm_path\}/, `${p} is outside the proxy's settings path`)
@@ -503,25 +556,35 @@ t.test('service: the CloudWatch agent sidecar scrapes /metrics through the inbou
   const prom = service.locals.cloudwatch_agent_config.logs.metrics_collected.prometheus
   t.equal(prom.prometheus_config_path, 'env:PROMETHEUS_CONFIG_CONTENT')
   t.equal(prom.emf_processor.metric_namespace, '${local.metric_namespace}')
-  const job = service.locals.prometheus_scrape_config.scrape_configs[0]
-  t.equal(job.scheme, 'https')
-  t.equal(job.metrics_path, '/metrics')
-  t.same(job.static_configs[0].targets, ['127.0.0.1:${var.container_port}'], 'the proxy, on the task\'s shared localhost')
+  const jobs = service.locals.prometheus_scrape_config.scrape_configs as Hcl[]
+  t.equal(jobs.length, 1)
+  const job = jobs[0]
+  t.equal(job.scheme, 'http', 'plain HTTP: the operations listener has no TLS')
+  t.notOk('tls_config' in job, 'no client certificate, key or CA')
+  t.equal(job.static_configs.length, 1)
+  const targets = (job.static_configs[0].targets as string[]).map((x) => String(evaluate(service, x)))
+  t.same(targets.map((x) => `http://${x}${String(job.metrics_path)}`), [`http://127.0.0.1:${OPS_PORT}/metrics`], 'the operations listener, on the task\'s shared loopback')
+  t.equal(targets[0], `${String(evaluate(service, proxyEnv.PIXPROXY_OPS_LISTEN_HOST))}:${String(evaluate(service, proxyEnv.PIXPROXY_OPS_LISTEN_PORT))}`, 'where the proxy listens')
   t.equal(job.static_configs[0].labels.service, '${var.name}', 'the service dimension')
-  t.equal(job.tls_config.server_name, '${var.inbound_tls_server_name}', 'the proxy\'s certificate is verified under its name')
-  t.notOk('insecure_skip_verify' in job.tls_config, 'the server certificate is verified')
-  const script = service.locals.identity_script as string
-  for (const [k, f] of [['ca_file', 'ca.pem'], ['cert_file', 'cert.pem'], ['key_file', 'key.pem']] as const) {
-    t.equal(job.tls_config[k], '${local.scrape_dir}/' + f, `${k} is in the shared volume`)
-    t.ok(script.includes(`'${f}'`), `the init container writes ${f}`)
+  t.notOk(agent.dependsOn, 'the agent waits for nothing')
+  t.notOk(agent.mountPoints, 'and mounts nothing')
+  // The task's volumes: the EFS spool and the proxy's scratch volumes, nothing for a scrape identity.
+  const td = res(service, 'aws_ecs_task_definition', 'this')
+  t.same((td.volume as Hcl[]).map((v) => v.name), ['audit-spool'])
+  t.equal(td.dynamic.volume[0].for_each, '${local.scratch_volumes}')
+  // The execution role reads the container secrets there are (all String parameters) and decrypts nothing.
+  const exec = service.data.aws_iam_policy_document?.execution.statement as Hcl[]
+  t.same(exec.find((s) => s.sid === 'ContainerSecrets')?.resources, [
+    '${var.cloudhsm_customer_ca_parameter_arn}', '${aws_ssm_parameter.cloudwatch_agent_config.arn}', '${aws_ssm_parameter.prometheus_scrape_config.arn}'
+  ])
+  t.notOk(exec.some((s) => (s.actions as string[]).includes('kms:Decrypt')), 'no SecureString container secret left to decrypt')
+  // Nothing of the mTLS scrape identity survives anywhere in the Terraform (modules, example, outputs, READMEs).
+  const leftover = /scrape[-_ ]identity|identity_(container|secrets|script)|metrics[-_]scrape|SCRAPE_(CLIENT|SERVER)|scrape_dir|inbound_tls_server_name|inbound-server-ca/i
+  for (const m of all.values()) {
+    for (const [file, json] of m.files) t.notMatch(JSON.stringify(json), leftover, `${m.dir}/${file}: no scrape identity`)
+    t.notMatch(await readFile(join(TF_ROOT, m.dir, 'README.md'), 'utf8'), /metrics[-_]scrape|inbound_tls_server_name|SCRAPE_CLIENT/, `${m.dir}/README.md: no scrape identity`)
   }
-  t.same(Object.keys(service.locals.identity_secrets).sort(), ['SCRAPE_CLIENT_CERT', 'SCRAPE_CLIENT_KEY', 'SCRAPE_SERVER_CA'])
-  for (const n of Object.keys(service.locals.identity_secrets)) t.ok(script.includes(`'${n}'`), `the init container reads ${n}`)
-  t.same(agent.dependsOn, [{ containerName: '${local.identity_container}', condition: 'COMPLETE' }], 'the agent starts after the identity is written')
-  t.equal(agent.mountPoints[0].readOnly, true)
-  t.equal(identity.readonlyRootFilesystem, true)
-  t.equal(proxyContainer.healthCheck.command[0], 'CMD')
-  t.match(proxyContainer.healthCheck.command.at(-1), /^tcp:\/\/127\.0\.0\.1:/, 'the container check holds no client certificate: TCP only')
+  t.notMatch(await readFile(join(TF_ROOT, 'README.md'), 'utf8'), /scrape identity/, 'infra/terraform/README.md')
   // Every scraped metric an alarm uses is declared for CloudWatch.
   const selectors = (prom.emf_processor.metric_declaration as Hcl[]).flatMap((d) => d.metric_selectors as string[])
   for (const name of ['pixproxy_errors_total', 'pixproxy_audit_oldest_unshipped_seconds', 'pixproxy_audit_spool', 'pixproxy_audit_sink_failures']) {
@@ -644,6 +707,7 @@ t.test('config: environment + SSM cover every setting production needs, and load
   t.equal(c.hsm?.pinSecretId, source.PIXPROXY_HSM_PIN_SECRET_ID)
   t.same([c.signing.keyLabel, c.tls.keyLabel, c.signing.keyFile, c.tls.keyFile], ['pix-sign', 'pix-tls', null, null], 'both keys in the HSM')
   t.same(c.listen, { host: '0.0.0.0', port: 8443 })
+  t.same(c.ops, { host: '127.0.0.1', port: 9464 }, 'the operations listener, on loopback')
   t.ok(c.inbound.tls !== null && c.inbound.clientCaFile !== null, 'inbound mTLS')
   t.same([c.audit.sink, c.audit.spoolShared, c.audit.spoolDir], ['firehose', true, '/var/spool/pix-proxy'])
   t.same(c.audit.firehoseStreams, { spi: 'pix-proxy-audit-spi', dict: 'pix-proxy-audit-dict' })
@@ -655,7 +719,7 @@ t.test('config: the PIN and private keys never pass through Terraform state', as
   const secret = res(config, 'aws_secretsmanager_secret', 'hsm_pin')
   t.equal(secret.kms_key_id, '${aws_kms_key.config.arn}')
   t.equal(res(config, 'aws_ssm_parameter', 'hsm_pin_secret_id').value, '${aws_secretsmanager_secret.hsm_pin.arn}', 'PIXPROXY_HSM_PIN_SECRET_ID names the secret')
-  for (const name of ['inbound_tls_key', 'metrics_scrape_client_key']) {
+  for (const name of ['inbound_tls_key']) {
     const p = res(config, 'aws_ssm_parameter', name)
     t.equal(p.type, 'SecureString', `${name} is a SecureString`)
     t.equal(p.key_id, '${aws_kms_key.config.arn}', `${name} is encrypted with the config key`)

@@ -120,7 +120,8 @@ t.test('open model: every request due during a 200 ms target stall shows the wai
     onResult: (_op, from, latency, outcome) => { closed.push({ due: abs(from), latency, outcome }) }
   })
   await stall2
-  const slow = closed.filter((s) => s.latency > 50)
+  // Slow = most of the 200 ms stall: a busy machine adds hiccups of tens of ms to other samples, not this.
+  const slow = closed.filter((s) => s.latency > 150)
   t.equal(slow.length, 1, `closed model: a single slow sample out of ${c.totals.count}`)
   t.ok(c.totals.latency.p90 < 50, `closed model p90 ${c.totals.latency.p90.toFixed(2)} ms does not show the stall`)
   t.ok(open.filter((s) => s.latency > 50).length >= 25, 'while the open model shows it in dozens of requests')
@@ -188,7 +189,8 @@ t.test('the drain has a deadline; requests still out then are aborted and counte
   t.equal(r.totals.count, 10)
   t.equal(r.totals.errorsByCode.LOAD_DRAIN_DEADLINE, 10, 'every hanging request ended as LOAD_DRAIN_DEADLINE')
   t.equal(r.abortedAtDrain, 10)
-  t.ok(took < 500 + 300 + 400, `the run ended at the drain deadline (${took.toFixed(0)} ms)`)
+  // The operations never end by themselves: any bound proves the point; this one leaves a busy machine 2 s.
+  t.ok(took < 500 + 300 + 2_200, `the run ended at the drain deadline (${took.toFixed(0)} ms)`)
 })
 
 t.test('an operation that ignores its abort signal is given up on, so the report still comes', async (t) => {
@@ -200,14 +202,14 @@ t.test('an operation that ignores its abort signal is given up on, so the report
       drainMs: 200,
       mix: [['deaf', 1]],
       execute: async () => {
-        await new Promise((resolve) => { setTimeout(resolve, 5000).unref() })
+        await new Promise((resolve) => { setTimeout(resolve, 30_000).unref() })
         return { ok: true }
       }
     })
     const took = performance.now() - started
     t.equal(r.totals.count, 3, `${model.kind}: 3 arrivals`)
     t.equal(r.totals.errorsByCode.LOAD_DRAIN_DEADLINE, 3, `${model.kind}: all counted as LOAD_DRAIN_DEADLINE`)
-    t.ok(took < 300 + 200 + 2000 + 800, `${model.kind}: the report came ~2 s after the drain deadline (${took.toFixed(0)} ms), not after the 5 s the operations take`)
+    t.ok(took < 300 + 200 + 2000 + 3_500, `${model.kind}: the report came ~2 s after the drain deadline (${took.toFixed(0)} ms), not after the 30 s the operations take`)
   }
 })
 

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto'
-import { readFile } from 'node:fs/promises'
+import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { gzipSync } from 'node:zlib'
 import t from 'tap'
@@ -13,6 +13,7 @@ import { createClaimRequest, createEntryRequest, SAMPLE_PAYER } from '../../src/
 import { parseXml, TrustStore, verifyXml } from '../../src/xmldsig/index.ts'
 import { childElements, textContent } from '../../src/xmldsig/xml.ts'
 import type { XmlElement } from '../../src/xmldsig/xml.ts'
+import { waitFor } from '../helpers/wait.ts'
 
 const A = '99999004' // SAMPLE_PAYER's ISPB
 const B = '99999010' // SAMPLE_PAYEE's ISPB
@@ -223,8 +224,11 @@ t.test('DICT over mutual TLS', async (t) => {
   })
 
   await t.test('the accepted-message log, in memory and on disk', async (t) => {
-    const lines = (await readFile(logFile, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>)
     const mem = sim.app.simulator.log
+    // The file is written through a stream: its last lines may still be on their way (the thread pool is shared).
+    const read = async (): Promise<string[]> => (await readFile(logFile, 'utf8')).trim().split('\n')
+    await waitFor(async () => (await read()).length >= mem.length)
+    const lines = (await read()).map((l) => JSON.parse(l) as Record<string, unknown>)
     t.equal(lines.length, mem.length, 'one line per accepted message')
     t.same(lines, JSON.parse(JSON.stringify(mem)))
     const creates = lines.filter((l) => l.operation === 'createEntry' && l.status === 201)
@@ -234,6 +238,74 @@ t.test('DICT over mutual TLS', async (t) => {
     t.ok(lines.some((l) => l.operation === 'getEntry' && l.status === 404 && l.signature === 'UNSIGNED'))
     t.ok(lines.some((l) => l.operation === 'completeClaim' && l.status === 200))
   })
+})
+
+t.test('keys per account and owner are limited; deletes, updates and claims keep the count and the claim lock right', async (t) => {
+  const sim = await startSimulator({ ...pki.simulatorOptions({ fingerprints: true }), dict: { entryLimits: { naturalPerson: 2, legalPerson: 2 } } })
+  t.teardown(async () => { await sim.close() })
+  const a = clientFor(sim.dictUrl, pki.participant(A))
+  const b = clientFor(sim.dictUrl, pki.participant(B))
+  t.teardown(async () => { await a.close(); await b.close() })
+  const pa = pki.participant(A)
+  const pb = pki.participant(B)
+  const create = async (owner = entryOwner): Promise<{ key: string, res: SimpleResponse }> => {
+    const req = createEntryRequest({ owner })
+    return { key: req.key, res: await a.request('POST', '/api/v2/entries/', { body: await signed(pa, req.xml) }) }
+  }
+  const remove = async (key: string): Promise<SimpleResponse> => await a.request('POST', `/api/v2/entries/${encodeURIComponent(key)}/delete`, {
+    body: await signed(pa, `<DeleteEntryRequest><Key>${key}</Key><Participant>${A}</Participant><Reason>USER_REQUESTED</Reason></DeleteEntryRequest>`)
+  })
+
+  const first = await create()
+  const second = await create()
+  t.same([first.res.status, second.res.status], [201, 201])
+  const third = await create()
+  t.equal(problemType(third.res), 'EntryLimitExceeded', 'a third key on the same account and owner')
+  t.equal((await create({ ...entryOwner, account: '99990001' })).res.status, 201, 'another account of the same owner has its own count')
+
+  t.equal((await remove(first.key)).status, 200)
+  const afterDelete = await create()
+  t.equal(afterDelete.res.status, 201, 'a delete frees a place')
+  t.equal(problemType((await create()).res), 'EntryLimitExceeded', 'and only one')
+
+  const update = `<UpdateEntryRequest><Key>${second.key}</Key><Account><Participant>${A}</Participant><Branch>${entryOwner.branch}</Branch>` +
+    `<AccountNumber>77776666</AccountNumber><AccountType>CACC</AccountType><OpeningDate>2020-11-03T03:00:00.000Z</OpeningDate></Account>` +
+    `<Reason>BRANCH_TRANSFER</Reason></UpdateEntryRequest>`
+  const moved = await a.request('PUT', `/api/v2/entries/${encodeURIComponent(second.key)}`, { body: await signed(pa, update) })
+  t.equal(moved.status, 200, moved.text)
+  t.equal((await create()).res.status, 201, 'moving a key to another account frees a place on the old one')
+
+  // A portability claim by B locks the key against deletion until it is cancelled.
+  const claim = await b.request('POST', '/api/v2/claims/', {
+    body: await signed(pb, createClaimRequest({ key: afterDelete.key, keyType: 'EMAIL', type: 'PORTABILITY', owner: { ...SAMPLE_PAYER, ispb: B } }).xml)
+  })
+  t.equal(claim.status, 201)
+  t.equal(problemType(await remove(afterDelete.key)), 'EntryLockedByClaim')
+  const id = field(claim.text, 'Claim', 'Id') as string
+  const cancel = await b.request('POST', `/api/v2/claims/${id}/cancel`, { body: await signed(pb, claimAction('CancelClaimRequest', id, B, '<Reason>USER_REQUESTED</Reason>')) })
+  t.equal(field(cancel.text, 'Claim', 'Status'), 'CANCELLED')
+  t.equal((await remove(afterDelete.key)).status, 200, 'a cancelled claim no longer locks the key')
+  const again = await b.request('POST', '/api/v2/claims/', {
+    body: await signed(pb, createClaimRequest({ key: second.key, keyType: 'EMAIL', type: 'PORTABILITY', owner: { ...SAMPLE_PAYER, ispb: B } }).xml)
+  })
+  t.equal(again.status, 201, 'another key can be claimed')
+})
+
+t.test('answered RequestIds are remembered up to rememberedRequests, oldest forgotten first', async (t) => {
+  const sim = await startSimulator({ ...pki.simulatorOptions({ fingerprints: true }), dict: { rememberedRequests: 2 } })
+  t.teardown(async () => { await sim.close() })
+  const a = clientFor(sim.dictUrl, pki.participant(A))
+  t.teardown(async () => { await a.close() })
+  const post = async (xml: string): Promise<SimpleResponse> => await a.request('POST', '/api/v2/entries/', { body: await signed(pki.participant(A), xml) })
+  const [r1, r2, r3] = [0, 1, 2].map(() => createEntryRequest({ owner: { ...entryOwner, account: '12340000' } }))
+  for (const r of [r1, r2, r3]) t.equal((await post(r?.xml as string)).status, 201)
+  t.equal(sim.app.simulator.dict.store.rememberedAnswers, 2)
+  const replay = await post(r3?.xml as string)
+  t.equal(replay.status, 201, 'a remembered RequestId replays its answer')
+  t.equal(field(replay.text, 'Entry', 'Key'), r3?.key)
+  const reused = createEntryRequest({ owner: { ...entryOwner, account: '12340001' }, requestId: r2?.requestId })
+  t.equal(problemType(await post(reused.xml)), 'RequestIdAlreadyUsed', 'and refuses other data under it')
+  t.equal(problemType(await post(r1?.xml as string)), 'EntryAlreadyExists', 'the oldest was forgotten: its replay is a new request')
 })
 
 t.test('rate limits: 429 RateLimited when a bucket is empty; /policies reports it', async (t) => {
@@ -319,4 +391,38 @@ t.test('state persists across restarts with dict.stateFile; compressed requests 
   await a2.close()
   await b.close()
   await second.close()
+})
+
+t.test('a state file from before base64 fingerprints (hex) still replays its RequestIds', async (t) => {
+  const stateFile = join(t.testdir(), 'dict-state.json')
+  const options = { ...pki.simulatorOptions({ fingerprints: true }), dict: { stateFile } }
+  const entry = createEntryRequest({ owner: { ...entryOwner, account: '24680000' } })
+  const first = await startSimulator(options)
+  const a1 = clientFor(first.dictUrl, pki.participant(A))
+  t.equal((await a1.request('POST', '/api/v2/entries/', { body: await signed(pki.participant(A), entry.xml) })).status, 201)
+  await a1.close()
+  await first.close()
+  const state = JSON.parse(await readFile(stateFile, 'utf8')) as { answers: Array<[string, { fingerprint: string }]> }
+  for (const [, a] of state.answers) a.fingerprint = Buffer.from(a.fingerprint, 'base64').toString('hex')
+  await writeFile(stateFile, JSON.stringify(state))
+
+  const second = await startSimulator(options)
+  const a2 = clientFor(second.dictUrl, pki.participant(A))
+  const replay = await a2.request('POST', '/api/v2/entries/', { body: await signed(pki.participant(A), entry.xml) })
+  t.equal(replay.status, 201, 'the replay gets the stored answer, not RequestIdAlreadyUsed')
+  await a2.close()
+  await second.close()
+})
+
+t.test('logInMemory: false keeps the accepted messages in the log file only', async (t) => {
+  const logFile = join(t.testdir(), 'accepted.jsonl')
+  const sim = await startSimulator({ ...pki.simulatorOptions({ fingerprints: true }), logFile, logInMemory: false })
+  const a = clientFor(sim.dictUrl, pki.participant(A))
+  const entry = createEntryRequest({ owner: { ...entryOwner, account: '13570000' } })
+  t.equal((await a.request('POST', '/api/v2/entries/', { body: await signed(pki.participant(A), entry.xml) })).status, 201)
+  await a.close()
+  await sim.close() // flushes the file
+  t.equal(sim.app.simulator.log.length, 0, 'nothing kept in memory')
+  const lines = (await readFile(logFile, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as { operation: string, requestId: string })
+  t.match(lines, [{ operation: 'createEntry', requestId: entry.requestId }], 'the file has the message')
 })

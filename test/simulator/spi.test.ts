@@ -12,12 +12,13 @@ import { BCB_ISPB, pacs008, pibr001, SAMPLE_PAYEE, SAMPLE_PAYER } from '../../sr
 import { parseXml, TrustStore, verifyXml } from '../../src/xmldsig/index.ts'
 import type { XmlElement } from '../../src/xmldsig/xml.ts'
 import { childElements, textContent } from '../../src/xmldsig/xml.ts'
+import { waitFor } from '../helpers/wait.ts'
 
 const A = SAMPLE_PAYER.ispb // 99999004
 const B = SAMPLE_PAYEE.ispb // 99999010
 const pki = createSimulatorPki({ participants: [A, B] })
 const bcbTrust = new TrustStore([pki.bcbSigning.certificate])
-const LONG_POLL_MS = 300
+const LONG_POLL_MS = 1_000
 
 function clientFor (url: string, p: ParticipantIdentity): ParticipantClient {
   return new ParticipantClient({ url, ca: pki.ca.certPem, certPem: p.tls.certPem, keyPem: p.tls.keyPem, servername: 'icom-h.pi.rsfn.net.br' })
@@ -206,21 +207,28 @@ t.test('SPI over ICOM', async (t) => {
   })
 
   await t.test('ICOM limits: 7th concurrent POST and 7th concurrent reader → 429', async (t) => {
-    sim.app.simulator.setFaults({ latencyMs: 400, routes: ['/api/v1/in/'] })
+    // Six held at the simulator (observed, not assumed from timing), then the seventh.
+    sim.app.simulator.setFaults({ latencyMs: 2_000, routes: ['/api/v1/in/'] })
     t.teardown(() => { sim.app.simulator.setFaults({}) })
-    const body = await pa.signing.xmlSigner.sign(pibr001({ from: A }).xml, 'spi')
-    const statuses = (await Promise.all(Array.from({ length: 7 }, async () => (await post(a, A, body)).status))).sort()
-    t.same(statuses, [201, 201, 201, 201, 201, 201, 429])
-    const limited = await Promise.all(Array.from({ length: 7 }, async () => await post(b, B, await pb.signing.xmlSigner.sign(pibr001({ from: B }).xml, 'spi'))))
-    const problem = limited.find((r) => r.status === 429)
-    t.match(problem?.text, /tooManyRequests/)
-    t.equal(problem?.headers['content-type'], 'application/problem+xml')
+    const seventhPost = async (client: ParticipantClient, ispb: string): Promise<{ statuses: number[], seventh: SimpleResponse }> => {
+      const bodies = await Promise.all(Array.from({ length: 7 }, async () => await (ispb === A ? pa : pb).signing.xmlSigner.sign(pibr001({ from: ispb }).xml, 'spi')))
+      const six = bodies.slice(0, 6).map(async (body) => (await post(client, ispb, body)).status)
+      t.ok(await waitFor(() => sim.app.simulator.spi.active(ispb).posts === 6), `${ispb}: six POSTs in flight`)
+      const seventh = await post(client, ispb, bodies[6] as string)
+      return { statuses: await Promise.all(six), seventh }
+    }
+    const fromA = await seventhPost(a, A)
+    t.same([fromA.statuses, fromA.seventh.status], [[201, 201, 201, 201, 201, 201], 429])
+    const fromB = await seventhPost(b, B)
+    t.equal(fromB.seventh.status, 429, 'the limit is per participant: B had its own six')
+    t.match(fromB.seventh.text, /tooManyRequests/)
+    t.equal(fromB.seventh.headers['content-type'], 'application/problem+xml')
     sim.app.simulator.setFaults({})
     await drain(a, A, 6)
     await drain(b, B, 6)
 
     const readers = Array.from({ length: 6 }, async () => await a.request('GET', `/api/v1/out/${A}/stream/start`))
-    await new Promise((resolve) => setTimeout(resolve, 100))
+    t.ok(await waitFor(() => sim.app.simulator.spi.active(A).readers === 6), 'six readers waiting')
     const seventh = await a.request('GET', `/api/v1/out/${A}/stream/start`)
     t.equal(seventh.status, 429)
     t.same((await Promise.all(readers)).map((r) => r.status), [204, 204, 204, 204, 204, 204])

@@ -4,6 +4,7 @@ import { startSimulator } from '../../simulator/server.ts'
 import { createSimulatorPki } from '../../simulator/pki.ts'
 import { ParticipantClient } from '../../simulator/client.ts'
 import { createEntryRequest, SAMPLE_PAYER } from '../../src/samples/messages.ts'
+import { waitFor } from '../helpers/wait.ts'
 
 const A = SAMPLE_PAYER.ispb
 const pki = createSimulatorPki({ participants: [A] })
@@ -84,7 +85,7 @@ t.test('DICT and ICOM on two ports share one simulator; close() ends long polls 
   t.equal(sim.app.simulator.log.length, 2)
 
   const poll = icom.request('GET', `/api/v1/out/${A}/stream/start`).then((r) => r.status, () => 'error')
-  await new Promise((resolve) => setTimeout(resolve, 100))
+  t.ok(await waitFor(() => sim.app.simulator.spi.active(A).readers === 1), 'the reader is waiting at the simulator')
   const t0 = Date.now()
   await sim.close()
   closed = true

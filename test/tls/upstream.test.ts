@@ -157,14 +157,22 @@ t.test('keep-alive, back to back: at most one more connection, and it resumes th
 
 t.test('concurrency is bounded by `connections`', async (t) => {
   const srv = await startServer(t)
+  // The server holds every request until the test lets it go: the counts below do not race a timer.
+  const releases: Array<() => void> = []
   srv.handle = (_req, res, seen) => {
-    setTimeout(() => res.end(JSON.stringify(seen)), 150).unref()
+    releases.push(() => res.end(JSON.stringify(seen)))
     return true
   }
   const u = upstream(t, agent, srv.port, { connections: 2 })
   const all = Promise.all(Array.from({ length: 6 }, (_, i) => get(u, `/p/${i}`)))
   await until(() => srv.requests.length === 2, 'two requests at the server')
   t.match(u.stats(), { connected: 2, running: 2, pending: 4 }, 'two on the wire, four queued')
+  // Each release lets one queued request onto the freed connection; never more than two at the server at once.
+  for (let done = 0; done < 6; done++) {
+    await until(() => releases.length > done, `request ${done + 1} at the server`)
+    t.ok(srv.requests.length - done <= 2, `at most two at the server (${srv.requests.length - done})`)
+    ;(releases[done] as () => void)()
+  }
   const seen = await all
   t.equal(seen.length, 6)
   t.equal(srv.handshakes(), 2, 'two connections, two handshakes')

@@ -293,7 +293,8 @@ t.test('DOCTYPE, entities and entity expansion', async (t) => {
   const started = performance.now()
   const r = check(t, 'billion laughs', laughs, 'XML_DTD_FORBIDDEN')
   const ms = performance.now() - started
-  t.ok(ms < 50, `refused in ${ms.toFixed(2)} ms, before any expansion`)
+  // An expansion would take seconds and gigabytes; the bound only leaves room for a busy machine's stalls.
+  t.ok(ms < 1_000, `refused in ${ms.toFixed(2)} ms, before any expansion`)
   t.equal(r.references.length, 0)
   check(t, 'billion laughs as bytes', Buffer.from(laughs, 'utf8'), 'XML_DTD_FORBIDDEN')
 })

@@ -19,6 +19,11 @@ function edit (xml: string, from: string | RegExp, to: string): string {
   return xml.replace(from, to)
 }
 
+/** The DigestValues as written in the signature, in Reference order. */
+function digestValues (xml: string): string[] {
+  return [...xml.matchAll(/<ds:DigestValue>([^<]+)<\/ds:DigestValue>/g)].map((m) => m[1] as string)
+}
+
 function refs (r: VerifyResult): Array<[string, boolean]> {
   return r.references.map((x) => [x.target, x.digestValid])
 }
@@ -43,16 +48,19 @@ t.test('a valid SPI and DICT signature: every field of the result', async (t) =>
       fingerprint256: participant.certificate.fingerprint256
     }
   })
+  // Each computed digest is the one the signer wrote (so a valid signature's digests name the signed content).
+  const [ki, hdr, body] = digestValues(spiSigned)
   t.same(r.references, [
-    { uri: '#key-info-id', target: 'KeyInfo', digestValid: true },
-    { uri: '', target: 'AppHdr', digestValid: true },
-    { uri: null, target: 'Document', digestValid: true }
+    { uri: '#key-info-id', target: 'KeyInfo', digestValid: true, digest: ki },
+    { uri: '', target: 'AppHdr', digestValid: true, digest: hdr },
+    { uri: null, target: 'Document', digestValid: true, digest: body }
   ])
   const d = verifyXml(dictSigned, { trustStore: trust })
   t.match(d, { valid: true, code: 'VALID', profile: 'dict', signatureValid: true, signer: { subject: participant.certificate.subjectString } })
+  const [dki, ddoc] = digestValues(dictSigned)
   t.same(d.references, [
-    { uri: '#key-info-id', target: 'KeyInfo', digestValid: true },
-    { uri: '', target: 'document', digestValid: true }
+    { uri: '#key-info-id', target: 'KeyInfo', digestValid: true, digest: dki },
+    { uri: '', target: 'document', digestValid: true, digest: ddoc }
   ])
   t.same(verifyXml(Buffer.from(spiSigned, 'utf8'), { trustStore: trust }).code, 'VALID', 'bytes in, same answer')
 })
@@ -128,6 +136,7 @@ t.test('tampered Document, AppHdr or KeyInfo: DIGEST_MISMATCH naming that refere
   const d = verifyXml(edit(dictSigned, '<KeyType>EMAIL</KeyType>', '<KeyType>PHONE</KeyType>'), { trustStore: trust })
   t.equal(d.code, 'DIGEST_MISMATCH', d.message)
   t.same(refs(d), [['KeyInfo', true], ['document', false]])
+  t.not(d.references[1]?.digest, digestValues(dictSigned)[1], 'the digest reported is the one computed, not the one written')
   // With the certificate unknown, the digest failure still wins and the signature value stays unchecked.
   const u = verifyXml(edit(spiSigned, 'Aluguel de março', 'Aluguel de abril'), { trustStore: pki.trustStore(pki.bcb) })
   t.equal(u.code, 'DIGEST_MISMATCH', u.message)

@@ -5,7 +5,7 @@
 #   1. terraform apply -target=module.network -target=module.hsm
 #   2. initialise the cluster, create the crypto user and the keys, put cloudhsm-customer-ca.pem in pem_dir
 #   3. terraform apply
-#   4. write the values Terraform never holds: the HSM PIN, the inbound TLS key, the metrics scrape key
+#   4. write the values Terraform never holds: the HSM PIN and the inbound TLS key
 
 provider "aws" {
   region = var.region
@@ -62,10 +62,6 @@ module "config" {
   inbound_client_allowlist = var.inbound_client_allowlist
 
   cloudhsm_customer_ca_pem = local.pem["cloudhsm-customer-ca"]
-  metrics_scrape = {
-    client_cert_pem = local.pem["metrics-scrape-client-cert"]
-    server_ca_pem   = local.pem["inbound-server-ca"]
-  }
 
   extra_settings = {
     PIXPROXY_LOG_LEVEL     = "info"
@@ -86,12 +82,11 @@ module "data_lake" {
 module "service" {
   source = "../../modules/service"
 
-  name                    = var.name
-  vpc_id                  = var.vpc_id
-  private_subnet_ids      = module.network.private_subnet_ids
-  task_security_group_id  = module.network.task_security_group_id
-  caller_cidrs            = var.caller_cidrs
-  inbound_tls_server_name = var.inbound_tls_server_name
+  name                   = var.name
+  vpc_id                 = var.vpc_id
+  private_subnet_ids     = module.network.private_subnet_ids
+  task_security_group_id = module.network.task_security_group_id
+  caller_cidrs           = var.caller_cidrs
 
   image                  = var.image
   cloudwatch_agent_image = var.cloudwatch_agent_image
@@ -107,7 +102,6 @@ module "service" {
   config_kms_key_arn                 = module.config.kms_key_arn
   hsm_pin_secret_arn                 = module.config.hsm_pin_secret_arn
   cloudhsm_customer_ca_parameter_arn = module.config.cloudhsm_customer_ca_parameter_arn
-  metrics_scrape_parameter_arns      = module.config.metrics_scrape_parameter_arns
   infra_ssm_path                     = module.config.infra_ssm_path
 
   hsm_ip_addresses   = module.hsm.hsm_ip_addresses

@@ -23,11 +23,6 @@ output "inbound_tls_key_parameter_name" {
   value       = module.config.inbound_tls_key_parameter_name
 }
 
-output "metrics_scrape_client_key_parameter_name" {
-  description = "Write the metrics scrape client key here (SecureString)"
-  value       = module.config.metrics_scrape_client_key_parameter_name
-}
-
 output "athena_workgroup" {
   description = "Workgroup for audit queries"
   value       = module.data_lake.athena_workgroup_name

@@ -40,11 +40,6 @@ variable "caller_cidrs" {
   type        = list(string)
 }
 
-variable "inbound_tls_server_name" {
-  description = "DNS name in the proxy's inbound certificate (a private DNS record pointing at the NLB)"
-  type        = string
-}
-
 variable "image" {
   description = "pix-proxy image URI in ECR, built with the CloudHSM client"
   type        = string
@@ -102,12 +97,12 @@ variable "tls_key_label" {
 }
 
 variable "pem_dir" {
-  description = "Directory (outside version control) with the PEM files: signing-cert, tls-cert, bacen-tls-ca, bacen-signing-certs, inbound-tls-cert, inbound-client-ca, inbound-server-ca, metrics-scrape-client-cert, cloudhsm-customer-ca (each <name>.pem)"
+  description = "Directory (outside version control) with the PEM files: signing-cert, tls-cert, bacen-tls-ca, bacen-signing-certs, inbound-tls-cert, inbound-client-ca, cloudhsm-customer-ca (each <name>.pem)"
   type        = string
 }
 
 variable "inbound_client_allowlist" {
-  description = "SHA-256 fingerprints of the client certificates allowed to call (include the metrics scrape certificate); empty = any certificate the client CA issued"
+  description = "SHA-256 fingerprints of the client certificates allowed to call; empty = any certificate the client CA issued"
   type        = list(string)
   default     = []
 }

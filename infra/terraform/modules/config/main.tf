@@ -1,7 +1,8 @@
 # The proxy's configuration in AWS: one SSM parameter per setting under var.ssm_path (read at start-up with
-# GetParametersByPath, SecureStrings decrypted), the HSM PIN in Secrets Manager, and the few values the container
-# platform needs (CloudHSM CA, metrics scrape identity) under a separate path the proxy never reads: the proxy refuses
-# any parameter under its path that is not one of its settings.
+# GetParametersByPath, SecureStrings decrypted), the HSM PIN in Secrets Manager, and the value the container platform
+# needs (the CloudHSM CA) under a separate path the proxy never reads: the proxy refuses any parameter under its path
+# that is not one of its settings. (Metrics need no identity: the CloudWatch agent scrapes the proxy's operations
+# listener inside the task, service module.)
 #
 # Parameter names follow ssmParameterName() in src/config.ts (PIXPROXY_DICT_URL -> <ssm_path>dict-url);
 # test/infra/terraform.test.ts checks the expression below and every key against CONFIG_KEYS.
@@ -116,37 +117,5 @@ resource "aws_ssm_parameter" "cloudhsm_customer_ca" {
   type        = "String"
   tier        = "Intelligent-Tiering"
   value       = var.cloudhsm_customer_ca_pem
-  tags        = var.tags
-}
-
-resource "aws_ssm_parameter" "metrics_scrape_client_cert" {
-  name        = "${var.infra_ssm_path}metrics-scrape-client-cert"
-  description = "Client certificate the CloudWatch agent presents to scrape /metrics over the proxy's inbound mTLS"
-  type        = "String"
-  tier        = "Intelligent-Tiering"
-  value       = var.metrics_scrape.client_cert_pem
-  tags        = var.tags
-}
-
-resource "aws_ssm_parameter" "metrics_scrape_client_key" {
-  name        = "${var.infra_ssm_path}metrics-scrape-client-key"
-  description = "Private key of the metrics scrape client certificate; set outside Terraform"
-  type        = "SecureString"
-  key_id      = aws_kms_key.config.arn
-  tier        = "Intelligent-Tiering"
-  value       = local.placeholder
-  tags        = var.tags
-
-  lifecycle {
-    ignore_changes = [value]
-  }
-}
-
-resource "aws_ssm_parameter" "metrics_scrape_server_ca" {
-  name        = "${var.infra_ssm_path}metrics-scrape-server-ca"
-  description = "CA bundle that issued the proxy's inbound TLS certificate, trusted by the metrics scraper"
-  type        = "String"
-  tier        = "Intelligent-Tiering"
-  value       = var.metrics_scrape.server_ca_pem
   tags        = var.tags
 }

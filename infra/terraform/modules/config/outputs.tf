@@ -41,20 +41,6 @@ output "cloudhsm_customer_ca_parameter_arn" {
   value       = aws_ssm_parameter.cloudhsm_customer_ca.arn
 }
 
-output "metrics_scrape_parameter_arns" {
-  description = "Parameters the metrics scrape identity is read from (client_key is a SecureString set outside Terraform)"
-  value = {
-    client_cert = aws_ssm_parameter.metrics_scrape_client_cert.arn
-    client_key  = aws_ssm_parameter.metrics_scrape_client_key.arn
-    server_ca   = aws_ssm_parameter.metrics_scrape_server_ca.arn
-  }
-}
-
-output "metrics_scrape_client_key_parameter_name" {
-  description = "SecureString to write the metrics scrape client key into"
-  value       = aws_ssm_parameter.metrics_scrape_client_key.name
-}
-
 output "infra_ssm_path" {
   description = "Path of the platform parameters"
   value       = var.infra_ssm_path

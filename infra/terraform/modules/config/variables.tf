@@ -15,7 +15,7 @@ variable "ssm_path" {
 }
 
 variable "infra_ssm_path" {
-  description = "SSM path for platform values the proxy does not read (CloudHSM CA, metrics scrape identity); must not be under ssm_path"
+  description = "SSM path for platform values the proxy does not read (the CloudHSM CA; the service module adds the CloudWatch agent configuration); must not be under ssm_path"
   type        = string
   default     = "/pix/infra/proxy/"
 
@@ -90,7 +90,7 @@ variable "certificates" {
 }
 
 variable "inbound_client_allowlist" {
-  description = "SHA-256 fingerprints (AA:BB:...) of the client certificates allowed to call the proxy (PIXPROXY_INBOUND_CLIENT_ALLOWLIST); empty = any certificate the client CA issued. Include the metrics scrape certificate"
+  description = "SHA-256 fingerprints (AA:BB:...) of the client certificates allowed to call the proxy (PIXPROXY_INBOUND_CLIENT_ALLOWLIST); empty = any certificate the client CA issued"
   type        = list(string)
   default     = []
 
@@ -128,19 +128,6 @@ variable "cloudhsm_customer_ca_pem" {
   validation {
     condition     = can(regex("^\\s*-----BEGIN ", var.cloudhsm_customer_ca_pem))
     error_message = "cloudhsm_customer_ca_pem is PEM text."
-  }
-}
-
-variable "metrics_scrape" {
-  description = "Identity the CloudWatch agent uses to scrape /metrics through the proxy's inbound (m)TLS: its client certificate (issued by the inbound client CA) and the CA bundle that issued the proxy's inbound server certificate. The client key is set outside Terraform"
-  type = object({
-    client_cert_pem = string
-    server_ca_pem   = string
-  })
-
-  validation {
-    condition     = alltrue([for v in values(var.metrics_scrape) : can(regex("^\\s*-----BEGIN ", v))])
-    error_message = "metrics_scrape values are PEM text."
   }
 }
 

@@ -307,6 +307,8 @@ resource "aws_cloudwatch_dashboard" "this" {
           metrics = [
             [local.ns, "pixproxy_spi_in_flight", "service", var.service_name, { stat = "Maximum", label = "in flight (max task)" }],
             [local.ns, "pixproxy_spi_queued", "service", var.service_name, { stat = "Maximum", label = "queued (max task)" }],
+            [local.ns, "pixproxy_spi_readers_in_flight", "service", var.service_name, { stat = "Maximum", label = "stream readers in flight (max task)" }],
+            [local.ns, "pixproxy_spi_readers_queued", "service", var.service_name, { stat = "Maximum", label = "stream readers queued (max task)" }],
           ]
         }
       },

@@ -5,11 +5,15 @@
 # - Target-group health checks are TCP: with client certificates required, an NLB HTTPS check (which carries no
 #   client certificate) would fail the handshake, and /readyz also probes BACEN, so a BACEN outage would mark every
 #   target unhealthy at once. Readiness problems (HSM, BACEN, audit spool) are alarms instead (monitoring module).
+# - The proxy also runs its operations listener (PIXPROXY_OPS_LISTEN_PORT = var.ops_port): plain HTTP on the task's
+#   loopback serving only GET /healthz, /readyz and /metrics. The container health check (GET /healthz) and the
+#   metrics sidecar use it; containers of a task share its network namespace, so no security group rule, NLB
+#   listener or port mapping opens it, and nothing outside the task can reach it.
 # - The audit spool lives on EFS so rows written before a task is replaced are shipped by the next one: every task
 #   mounts the same access point and claims its own slot directory (PIXPROXY_AUDIT_SPOOL_SHARED).
 # - Application Auto Scaling owns desired_count (ignore_changes), scaling on CPU and on requests per task.
-# - A CloudWatch agent sidecar scrapes /metrics into CloudWatch (EMF); an init container writes the scrape client
-#   certificate where the agent reads it, because /metrics sits behind the same inbound mTLS as every route.
+# - A CloudWatch agent sidecar scrapes /metrics from the operations listener into CloudWatch (EMF): no TLS and no
+#   client certificate, so no scrape identity to issue, store, allow-list and rotate.
 
 data "aws_caller_identity" "current" {}
 data "aws_partition" "current" {}
@@ -22,17 +26,19 @@ locals {
 
   metric_namespace = coalesce(var.metric_namespace, "PixProxy/${var.name}")
 
-  proxy_container    = "pix-proxy"
-  agent_container    = "cloudwatch-agent"
-  identity_container = "scrape-identity"
+  proxy_container = "pix-proxy"
+  agent_container = "cloudwatch-agent"
+
+  # The operations listener's address: the proxy's PIXPROXY_OPS_LISTEN_HOST and the agent's scrape target (the
+  # container health check, docker/healthcheck.mjs, asks 127.0.0.1 too). Loopback: it has no TLS and no client check.
+  ops_host = "127.0.0.1"
 
   # Mount points inside the proxy container. The image runs as uid/gid 10001 with a read-only root file system and
   # writes only to the audit spool (EFS here), /tmp (the PKCS#11 engine's 0600 PIN file) and /run/cloudhsm (the
   # CloudHSM client configuration the entrypoint writes; /opt/cloudhsm/etc links there). Fargate has no tmpfs, so
   # the last two are task-local bind mounts; ECS creates them root-owned unless the image declares the same paths
   # as VOLUMEs owned by 10001 (then it copies them with that owner).
-  spool_dir  = "/var/spool/pix-proxy"
-  scrape_dir = "/run/pix-scrape"
+  spool_dir = "/var/spool/pix-proxy"
   scratch_volumes = {
     tmp      = "/tmp"
     cloudhsm = "/run/cloudhsm"
@@ -54,6 +60,8 @@ locals {
     PIXPROXY_CONFIG_SSM_PATH            = var.config_ssm_path
     PIXPROXY_LISTEN_HOST                = "0.0.0.0"
     PIXPROXY_LISTEN_PORT                = tostring(var.container_port)
+    PIXPROXY_OPS_LISTEN_HOST            = local.ops_host
+    PIXPROXY_OPS_LISTEN_PORT            = tostring(var.ops_port)
     PIXPROXY_HSM_MODULE_PATH            = "/opt/cloudhsm/lib/libcloudhsm_pkcs11.so"
     PIXPROXY_AUDIT_SINK                 = "firehose"
     PIXPROXY_AUDIT_SPOOL_DIR            = local.spool_dir
@@ -71,28 +79,10 @@ locals {
     CLOUDHSM_CUSTOMER_CA = var.cloudhsm_customer_ca_parameter_arn
   }
 
-  identity_secrets = {
-    SCRAPE_CLIENT_CERT = var.metrics_scrape_parameter_arns.client_cert
-    SCRAPE_CLIENT_KEY  = var.metrics_scrape_parameter_arns.client_key
-    SCRAPE_SERVER_CA   = var.metrics_scrape_parameter_arns.server_ca
-  }
-
   agent_secrets = {
     CW_CONFIG_CONTENT         = aws_ssm_parameter.cloudwatch_agent_config.arn
     PROMETHEUS_CONFIG_CONTENT = aws_ssm_parameter.prometheus_scrape_config.arn
   }
-
-  # Writes the scrape identity from the container secrets to the shared task-local volume (0400, root: the agent
-  # runs as root). A missing or placeholder value is logged and skipped rather than failing the task: the proxy
-  # must not stop serving because monitoring is misconfigured; the missing metrics raise the audit backlog alarm.
-  identity_script = join("", [
-    "const fs=require('node:fs');let ok=true;",
-    "for(const [f,n] of [['ca.pem','SCRAPE_SERVER_CA'],['cert.pem','SCRAPE_CLIENT_CERT'],['key.pem','SCRAPE_CLIENT_KEY']]){",
-    "const v=process.env[n]||'';",
-    "if(!v.includes('-----BEGIN ')){console.error(JSON.stringify({msg:'scrape identity: '+n+' is not PEM; metrics will not be scraped'}));ok=false;continue}",
-    "fs.writeFileSync('${local.scrape_dir}/'+f,v,{mode:0o400})}",
-    "if(ok)console.log(JSON.stringify({msg:'scrape identity written'}))",
-  ])
 
   awslogs = {
     logDriver = "awslogs"
@@ -135,10 +125,11 @@ locals {
         initProcessEnabled = true
         capabilities       = { drop = ["ALL"] }
       }
-      # The image's checker; with inbound TLS requiring client certificates it can only prove the port accepts
-      # connections (it holds no client certificate). The NLB checks the same.
+      # The image's checker: a path is a GET on the operations listener (PIXPROXY_OPS_LISTEN_PORT, in this
+      # container's environment), so this is a real HTTP verdict although the callers' port demands a client
+      # certificate. Liveness only: /readyz also probes BACEN, and a BACEN outage must not replace every task.
       healthCheck = {
-        command     = ["CMD", "node", "/app/docker/healthcheck.mjs", "tcp://127.0.0.1:${var.container_port}"]
+        command     = ["CMD", "node", "/app/docker/healthcheck.mjs", "/healthz"]
         interval    = 10
         timeout     = 5
         retries     = 3
@@ -148,32 +139,18 @@ locals {
       logConfiguration = local.awslogs
     },
     {
-      name                   = local.identity_container
-      image                  = var.image
-      essential              = false
-      user                   = "0"
-      readonlyRootFilesystem = true
-      entryPoint             = ["node", "-e", local.identity_script]
-      secrets                = [for k in sort(keys(local.identity_secrets)) : { name = k, valueFrom = local.identity_secrets[k] }]
-      mountPoints            = [{ sourceVolume = "scrape-identity", containerPath = local.scrape_dir, readOnly = false }]
-      logConfiguration       = local.sidecar_logs
-    },
-    {
       name      = local.agent_container
       image     = var.cloudwatch_agent_image
       essential = false
       # The agent writes its translated configuration at start-up, so its root file system stays writable.
       readonlyRootFilesystem = false
       secrets                = [for k in sort(keys(local.agent_secrets)) : { name = k, valueFrom = local.agent_secrets[k] }]
-      mountPoints            = [{ sourceVolume = "scrape-identity", containerPath = local.scrape_dir, readOnly = true }]
-      dependsOn              = [{ containerName = local.identity_container, condition = "COMPLETE" }]
       logConfiguration       = local.sidecar_logs
     },
   ]
 
   # Prometheus scrape configuration for the agent (PROMETHEUS_CONFIG_CONTENT). The agent shares the task's network
-  # namespace, so it scrapes the proxy on localhost, presenting the scrape client certificate and checking the
-  # proxy's certificate against its CA under the name the certificate carries.
+  # namespace, so it scrapes the proxy's operations listener on the loopback address it listens on, in plain HTTP.
   prometheus_scrape_config = {
     global = {
       scrape_interval = "${var.scrape_interval_seconds}s"
@@ -182,15 +159,9 @@ locals {
     scrape_configs = [
       {
         job_name       = "pix-proxy"
-        scheme         = "https"
+        scheme         = "http"
         metrics_path   = "/metrics"
-        static_configs = [{ targets = ["127.0.0.1:${var.container_port}"], labels = { service = var.name } }]
-        tls_config = {
-          ca_file     = "${local.scrape_dir}/ca.pem"
-          cert_file   = "${local.scrape_dir}/cert.pem"
-          key_file    = "${local.scrape_dir}/key.pem"
-          server_name = var.inbound_tls_server_name
-        }
+        static_configs = [{ targets = ["${local.ops_host}:${var.ops_port}"], labels = { service = var.name } }]
         # HSM failures are PIXPROXY_ERR_HSM_* codes of pixproxy_errors_total; an error_class label lets one
         # CloudWatch metric sum them for the alarm (an alarm cannot SEARCH across codes).
         metric_relabel_configs = [
@@ -229,7 +200,7 @@ locals {
                 source_labels    = ["service"]
                 label_matcher    = local.emf_service_matcher
                 dimensions       = [["service"]]
-                metric_selectors = ["^pixproxy_audit_oldest_unshipped_seconds$", "^pixproxy_spi_in_flight$", "^pixproxy_spi_queued$"]
+                metric_selectors = ["^pixproxy_audit_oldest_unshipped_seconds$", "^pixproxy_spi_in_flight$", "^pixproxy_spi_queued$", "^pixproxy_spi_readers_in_flight$", "^pixproxy_spi_readers_queued$"]
               },
               {
                 source_labels    = ["service"]
@@ -541,24 +512,9 @@ data "aws_iam_policy_document" "execution" {
     actions = ["ssm:GetParameters"]
     resources = [
       var.cloudhsm_customer_ca_parameter_arn,
-      var.metrics_scrape_parameter_arns.client_cert,
-      var.metrics_scrape_parameter_arns.client_key,
-      var.metrics_scrape_parameter_arns.server_ca,
       aws_ssm_parameter.cloudwatch_agent_config.arn,
       aws_ssm_parameter.prometheus_scrape_config.arn,
     ]
-  }
-
-  statement {
-    sid       = "DecryptContainerSecrets"
-    actions   = ["kms:Decrypt"]
-    resources = [var.config_kms_key_arn]
-
-    condition {
-      test     = "StringEquals"
-      variable = "kms:ViaService"
-      values   = ["ssm.${local.region}.amazonaws.com"]
-    }
   }
 }
 
@@ -668,7 +624,7 @@ resource "aws_ecs_task_definition" "this" {
   }
 
   dynamic "volume" {
-    for_each = merge(local.scratch_volumes, { scrape-identity = local.scrape_dir })
+    for_each = local.scratch_volumes
     content {
       name = volume.key
     }
@@ -678,6 +634,11 @@ resource "aws_ecs_task_definition" "this" {
     precondition {
       condition     = var.stop_timeout_seconds * 1000 >= local.shutdown_timeout_ms + 5000 && var.stop_timeout_seconds <= 120
       error_message = "stop_timeout_seconds must leave 5 s beyond PIXPROXY_SHUTDOWN_TIMEOUT_MS for the audit flush, and Fargate allows at most 120."
+    }
+
+    precondition {
+      condition     = var.ops_port != var.container_port
+      error_message = "ops_port must differ from container_port: the operations listener needs its own port (the proxy refuses the same one)."
     }
 
     precondition {

@@ -56,9 +56,15 @@ variable "container_port" {
   default     = 8443
 }
 
-variable "inbound_tls_server_name" {
-  description = "DNS name in the proxy's inbound TLS certificate (the name callers use for the NLB); the metrics scraper verifies it"
-  type        = string
+variable "ops_port" {
+  description = "Port of the proxy's operations listener (PIXPROXY_OPS_LISTEN_PORT, plain HTTP on the task's loopback: /healthz, /readyz, /metrics) for the container health check and the metrics sidecar; not opened in any security group or load balancer. Must differ from container_port"
+  type        = number
+  default     = 9464
+
+  validation {
+    condition     = var.ops_port >= 1 && var.ops_port <= 65535 && floor(var.ops_port) == var.ops_port
+    error_message = "ops_port is a TCP port, 1 to 65535."
+  }
 }
 
 variable "image" {
@@ -172,15 +178,6 @@ variable "hsm_pin_secret_arn" {
 variable "cloudhsm_customer_ca_parameter_arn" {
   description = "SSM parameter injected as CLOUDHSM_CUSTOMER_CA (config module)"
   type        = string
-}
-
-variable "metrics_scrape_parameter_arns" {
-  description = "SSM parameters of the metrics scrape identity (config module output metrics_scrape_parameter_arns)"
-  type = object({
-    client_cert = string
-    client_key  = string
-    server_ca   = string
-  })
 }
 
 variable "infra_ssm_path" {
