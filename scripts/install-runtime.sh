@@ -17,7 +17,7 @@
 #                nginx: the plain mutual-TLS forwarding proxy bench/e2e measures pix-proxy against
 # other steps:
 #   --node-modules   in the current directory, when node_modules is missing or older than package-lock.json:
-#                    `npm ci`, or `npm install` when npm ci refuses the lock (see below)
+#                    `npm ci` (exactly the locked tree; the lock file is never rewritten)
 #   --omit-dev       with --node-modules: production dependencies only (npm ci --omit=dev)
 #   --cloudhsm-deb   install the AWS CloudHSM Client SDK 5 PKCS#11 library from a .deb (a path, or an https URL);
 #                    --cloudhsm-sha256 (the package's SHA-256) is required. An empty value skips the step, so the
@@ -111,15 +111,11 @@ apt_install() {
 install_node_modules() {
   node_modules_stale || return 0
   log "npm ci ${npm_flags[*]}"
-  local out
-  if ! out=$(npm ci "${npm_flags[@]}" 2>&1); then
-    printf '%s\n' "$out" | grep -E '^npm error (code|Missing)' >&2 || printf '%s\n' "$out" | tail -n 20 >&2
-    # npm 11 refuses `npm ci` when a package's per-platform optional binaries are missing from the lock file
-    # (npm/cli#4828, #8320): @duckdb/node-api's are, because the registry reachable where the lock was made does not
-    # serve the other platforms' builds. `npm install` installs the locked versions of everything the lock lists.
-    log "npm ci refused the lock file (missing other-platform optional binaries); installing the locked versions with npm install"
-    npm install "${npm_flags[@]}" >&2
-  fi
+  # Exactly the locked tree, and never a rewrite of package-lock.json: npm ci or nothing. The lock describes every
+  # platform's optional binaries of @duckdb/node-bindings (name, version, integrity, os/cpu) so that npm ci accepts
+  # it on any platform (npm/cli#4828, #8320) while fetching only this one's; a lock that lacks them is a bug to fix
+  # in the lock (`npm install --package-lock-only` where the registry describes them), not here.
+  npm ci "${npm_flags[@]}" >&2 || die "npm ci refused package-lock.json (see npm's error above); nothing was installed"
 }
 
 install_cloudhsm() {
