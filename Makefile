@@ -1,13 +1,17 @@
 # The two commands of the README. Each one installs what it needs on a fresh Debian/Ubuntu machine.
 SHELL := /bin/bash
 
-.PHONY: demo test setup build bench soak clean
+.PHONY: demo test test-stress setup build bench soak clean
 
 demo: setup
 	@. scripts/env.sh && node dist/src/cli/main.js demo --once --dir .local/demo
 
 test:
 	@bash scripts/test.sh
+
+# Not part of `make test`: the whole suite, as CI runs it, with a CPU hog on every core, three times in a row.
+test-stress:
+	@bash scripts/test-stress.sh 3
 
 setup:
 	@bash scripts/setup.sh
