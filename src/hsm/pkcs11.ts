@@ -27,6 +27,21 @@ export interface Pkcs11Options {
   /** How long close() waits for running operations before giving up on a clean shutdown. Default 5000. */
   closeTimeoutMs?: number
   log?: Pkcs11Logger
+  /**
+   * Test seam: arms the acquire and close deadlines (`fn` after `ms`) and returns a function that disarms it.
+   * Default: an unref'd setTimeout. Tests pass a manual clock to decide exactly when a deadline passes instead
+   * of racing real HSM calls against a few milliseconds.
+   */
+  schedule?: Pkcs11Schedule
+}
+
+/** Arms `fn` to run after `ms` milliseconds; the returned function disarms it (a no-op once it ran). */
+export type Pkcs11Schedule = (fn: () => void, ms: number) => () => void
+
+function realTimer (fn: () => void, ms: number): () => void {
+  const timer = setTimeout(fn, ms)
+  timer.unref()
+  return () => { clearTimeout(timer) }
 }
 
 export interface Pkcs11PoolStats {
@@ -168,7 +183,7 @@ function closeModule (module: Module, finalize: boolean): void {
 interface Waiter {
   resolve (session: Session): void
   reject (err: Error): void
-  timer: NodeJS.Timeout
+  cancel: () => void
 }
 
 interface KeyRef {
@@ -224,6 +239,7 @@ export class Pkcs11KeyStore {
   readonly #acquireTimeoutMs: number
   readonly #closeTimeoutMs: number
   readonly #log: Pkcs11Logger | undefined
+  readonly #schedule: Pkcs11Schedule
   readonly #idle: Session[] = []
   readonly #busy = new Set<Session>()
   readonly #waiters: Waiter[] = []
@@ -248,6 +264,7 @@ export class Pkcs11KeyStore {
     this.#acquireTimeoutMs = positiveInt(init.opts.acquireTimeoutMs, 5000, 'acquireTimeoutMs')
     this.#closeTimeoutMs = positiveInt(init.opts.closeTimeoutMs, 5000, 'closeTimeoutMs')
     this.#log = init.opts.log
+    this.#schedule = init.opts.schedule ?? realTimer
   }
 
   /**
@@ -439,14 +456,13 @@ export class Pkcs11KeyStore {
   async #shutdown (): Promise<void> {
     this.#closed = true
     for (const waiter of this.#waiters.splice(0)) {
-      clearTimeout(waiter.timer)
+      waiter.cancel()
       waiter.reject(new PixProxyError(Errors.HSM_POOL_CLOSED))
     }
     if (this.#busy.size + this.#admin > 0) {
       const drained = await new Promise<boolean>((resolve) => {
-        const timer = setTimeout(() => resolve(false), this.#closeTimeoutMs)
-        timer.unref()
-        this.#onDrained = () => { clearTimeout(timer); resolve(true) }
+        const cancel = this.#schedule(() => resolve(false), this.#closeTimeoutMs)
+        this.#onDrained = () => { cancel(); resolve(true) }
       })
       this.#onDrained = undefined
       if (!drained) {
@@ -607,16 +623,12 @@ export class Pkcs11KeyStore {
       }
     }
     return new Promise<Session>((resolve, reject) => {
-      const waiter: Waiter = {
-        resolve,
-        reject,
-        timer: setTimeout(() => {
-          const i = this.#waiters.indexOf(waiter)
-          if (i !== -1) this.#waiters.splice(i, 1)
-          reject(new PixProxyError(Errors.HSM_POOL_TIMEOUT, [this.#acquireTimeoutMs]))
-        }, this.#acquireTimeoutMs)
-      }
-      waiter.timer.unref()
+      const waiter: Waiter = { resolve, reject, cancel: () => {} }
+      waiter.cancel = this.#schedule(() => {
+        const i = this.#waiters.indexOf(waiter)
+        if (i !== -1) this.#waiters.splice(i, 1)
+        reject(new PixProxyError(Errors.HSM_POOL_TIMEOUT, [this.#acquireTimeoutMs]))
+      }, this.#acquireTimeoutMs)
       this.#waiters.push(waiter)
     })
   }
@@ -625,7 +637,7 @@ export class Pkcs11KeyStore {
     const waiter = this.#waiters.shift()
     if (waiter !== undefined) {
       // Handed over still busy: FIFO order, no idle window for a newcomer to jump the queue.
-      clearTimeout(waiter.timer)
+      waiter.cancel()
       waiter.resolve(session)
       return
     }

@@ -5,15 +5,15 @@ import type { KeyObject } from 'node:crypto'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { inspect } from 'node:util'
-import { monitorEventLoopDelay, performance } from 'node:perf_hooks'
 import { KeyGenMechanism, KeyType, Module, ObjectClass, SessionFlag } from 'graphene-pk11'
 import type { Session } from 'graphene-pk11'
 import pkcs11js from 'pkcs11js'
 import { Errors, PixProxyError } from '../../src/errors.ts'
 import { ckrCode, ckrName, hsmError, Pkcs11KeyStore } from '../../src/hsm/pkcs11.ts'
-import type { Pkcs11Options } from '../../src/hsm/pkcs11.ts'
+import type { Pkcs11Options, Pkcs11Schedule } from '../../src/hsm/pkcs11.ts'
 import { SoftwareSigner } from '../../src/hsm/signer.ts'
 import { openRawModule, setupSoftHsm } from '../helpers/softhsm.ts'
+import { holdThreadPool } from '../helpers/thread-pool.ts'
 
 const hsm = await setupSoftHsm(t, { keyLabels: ['pix-sign', 'pix-other'] })
 const signKey = hsm.keys.get('pix-sign')
@@ -56,6 +56,29 @@ async function withGrapheneSession<T> (fn: (session: Session) => T | Promise<T>,
   } finally {
     session?.close()
     mod.close()
+  }
+}
+
+/** A manual clock for the store's deadlines (Pkcs11Options.schedule): nothing fires until the test advances it. */
+function manualClock (): { schedule: Pkcs11Schedule, advance (ms: number): void, armed (): number } {
+  let now = 0
+  const timers: Array<{ at: number, fn: () => void, live: boolean }> = []
+  return {
+    schedule (fn, ms) {
+      const timer = { at: now + ms, fn, live: true }
+      timers.push(timer)
+      return () => { timer.live = false }
+    },
+    advance (ms) {
+      now += ms
+      // Due timers fire in deadline order, ties in the order they were armed (Array#sort is stable).
+      for (const timer of timers.filter((x) => x.live && x.at <= now).sort((a, b) => a.at - b.at)) {
+        if (!timer.live) continue
+        timer.live = false
+        timer.fn()
+      }
+    },
+    armed: () => timers.filter((x) => x.live).length
   }
 }
 
@@ -140,40 +163,43 @@ t.test('the private key is sensitive and cannot be extracted', async (t) => {
 
 t.test('1,000 concurrent signs on a pool of 4: all verify, the pool stays bounded and the event loop responsive', async (t) => {
   const SIGNS = 1_000
-  const store = await openStore(t, { poolSize: 4, acquireTimeoutMs: 30_000 })
+  // No deadline ever passes (the clock is never advanced): the batch may take as long as a loaded machine needs.
+  const clock = manualClock()
+  const store = await openStore(t, { poolSize: 4, acquireTimeoutMs: 30_000, schedule: clock.schedule })
   const signer = await store.signer('pix-sign')
   await signer.sign(Buffer.from('warm-up'))
   const inputs = Array.from({ length: SIGNS }, (_, i) => Buffer.from(`message ${i} ${randomBytes(8).toString('hex')}`))
 
+  // Every thread of libuv's pool is held: an asynchronous C_Sign is queued there and cannot start until release.
+  const pool = holdThreadPool(t.testdir())
+  t.teardown(() => pool.release())
   let maxBusy = 0
-  let maxWaiting = 0
-  let ticks = 0
-  const probe = setInterval(() => {
-    ticks++
-    const s = store.stats()
-    maxBusy = Math.max(maxBusy, s.busy)
-    maxWaiting = Math.max(maxWaiting, s.waiting)
-  }, 1)
-  const histogram = monitorEventLoopDelay({ resolution: 5 })
-  histogram.enable()
-  const started = performance.now()
-  const signatures = await Promise.all(inputs.map((d) => signer.sign(d)))
-  const elapsed = performance.now() - started
-  histogram.disable()
-  clearInterval(probe)
+  let settled = 0
+  const pending = inputs.map((d) => signer.sign(d).then((sig) => {
+    maxBusy = Math.max(maxBusy, store.stats().busy)
+    return sig
+  }).finally(() => { settled++ }))
+  t.same(store.stats(), { size: 4, idle: 0, busy: 4, waiting: SIGNS - 4, replaced: 0 }, 'four signs hold the four sessions, the others queue for them')
 
-  const maxDelayMs = histogram.max / 1e6
-  t.comment(`${SIGNS} signs in ${elapsed.toFixed(1)} ms (${(SIGNS * 1000 / elapsed).toFixed(0)}/s); max event-loop delay ${maxDelayMs.toFixed(2)} ms, p99 ${(histogram.percentile(99) / 1e6).toFixed(2)} ms`)
+  // Signing on the event loop would have finished the first four signs before any timer could run. Instead the
+  // event loop runs timers and immediates while the four are known to be in progress (held on the thread pool).
+  let turns = 0
+  for (let i = 0; i < 5; i++) {
+    await new Promise((resolve) => setImmediate(resolve))
+    await new Promise((resolve) => setTimeout(resolve, 1))
+    turns++
+  }
+  t.equal(turns, 5, 'the event loop ran timers and immediates while four signs were in progress')
+  t.equal(settled, 0, 'no sign completed while the thread pool was held: C_Sign runs off the event loop')
+  t.same(store.stats(), { size: 4, idle: 0, busy: 4, waiting: SIGNS - 4, replaced: 0 }, 'still four in progress, the rest queued')
+
+  await pool.release()
+  const signatures = await Promise.all(pending)
   t.equal(signatures.length, SIGNS)
   t.ok(signatures.every((sig, i) => rsaVerify(signer.publicKey, inputs[i] as Buffer, sig)), 'every signature verifies against its own message')
   t.equal(new Set(signatures.map((s) => s.toString('hex'))).size, SIGNS, 'distinct messages, distinct signatures')
-  t.ok(maxBusy <= 4, `never more than 4 sessions busy (saw ${maxBusy})`)
-  t.ok(maxWaiting > 0, `callers queued for sessions (saw ${maxWaiting})`)
-  // Signing on the event loop would block it for the whole batch (1,000 x ~1.7 ms): the worst stall would be close
-  // to `elapsed` and a 1 ms timer would barely fire. (A batch of over a second leaves room for a loaded CI machine's
-  // scheduling stalls of tens of ms.)
-  t.ok(maxDelayMs < elapsed / 3, `max event-loop delay ${maxDelayMs.toFixed(2)} ms is well below the batch time ${elapsed.toFixed(1)} ms`)
-  t.ok(ticks >= elapsed / 20, `a 1 ms timer kept firing during the batch (${ticks} times in ${elapsed.toFixed(0)} ms)`)
+  t.ok(maxBusy <= 4, `never more than 4 sessions busy (saw at most ${maxBusy} at any completion)`)
+  t.equal(clock.armed(), 0, 'every waiter was served and its deadline disarmed')
   t.same(store.stats(), { size: 4, idle: 4, busy: 0, waiting: 0, replaced: 0 })
 })
 
@@ -209,18 +235,36 @@ t.test('missing, ambiguous and unusable keys', async (t) => {
 })
 
 t.test('pool timeout: FIFO waiters fail with HSM_POOL_TIMEOUT after their deadline', async (t) => {
-  const store = await openStore(t, { poolSize: 1, acquireTimeoutMs: 40 })
+  // The deadlines run on a manual clock: which waiters time out is decided by the test, not by how fast the
+  // machine signs. sign() takes its place in the pool synchronously, so nothing is signed until the first await.
+  const clock = manualClock()
+  const store = await openStore(t, { poolSize: 1, acquireTimeoutMs: 40, schedule: clock.schedule })
   const signer = await store.signer('pix-sign')
   const data = Buffer.from('queued')
   const served: number[] = []
-  const results = await Promise.allSettled(Array.from({ length: 200 }, (_, i) => signer.sign(data).then((sig) => { served.push(i); return sig })))
+  let settled = 0
+  const sign = (i: number): Promise<Buffer> => signer.sign(data).then((sig) => { served.push(i); return sig }).finally(() => { settled++ })
+  // Sign 0 takes the only session; signs 1..99 queue at t=0 ms, signs 100..199 at t=20 ms.
+  const early = Array.from({ length: 100 }, (_, i) => sign(i))
+  t.same(store.stats(), { size: 1, idle: 0, busy: 1, waiting: 99, replaced: 0 })
+  clock.advance(20)
+  const late = Array.from({ length: 100 }, (_, i) => sign(100 + i))
+  t.equal(store.stats().waiting, 199)
+  clock.advance(19)
+  t.equal(store.stats().waiting, 199, 'at t=39 ms nobody has given up yet')
+  clock.advance(1)
+  t.equal(store.stats().waiting, 100, 'at t=40 ms the 99 waiters queued at t=0 left the queue')
+  t.equal(settled, 0, 'nothing settled synchronously')
+
+  const results = await Promise.allSettled([...early, ...late])
   const completed = results.filter((r) => r.status === 'fulfilled').length
-  t.ok(completed > 0 && completed < 200, `some signs completed (${completed}), the others timed out`)
-  t.same(served, [...served].sort((a, b) => a - b), 'served strictly in arrival order')
-  for (const r of results) {
-    if (r.status === 'rejected') t.ok(isCode(r.reason, Errors.HSM_POOL_TIMEOUT.code), 'rejected with HSM_POOL_TIMEOUT')
-    else t.ok(rsaVerify(signer.publicKey, data, r.value))
-  }
+  t.equal(completed, 101, 'the running sign and the 100 waiters still within their deadline completed, the others timed out')
+  t.same(served, [0, ...Array.from({ length: 100 }, (_, i) => 100 + i)], 'served strictly in arrival order')
+  results.forEach((r, i) => {
+    if (i >= 1 && i < 100) t.ok(r.status === 'rejected' && isCode(r.reason, Errors.HSM_POOL_TIMEOUT.code), `waiter ${i} rejected with HSM_POOL_TIMEOUT`)
+    else t.ok(r.status === 'fulfilled' && rsaVerify(signer.publicKey, data, r.value), `sign ${i} verifies`)
+  })
+  t.equal(clock.armed(), 0, 'the deadlines of the served waiters were disarmed')
   t.same(store.stats(), { size: 1, idle: 1, busy: 0, waiting: 0, replaced: 0 })
   t.ok(rsaVerify(signer.publicKey, data, await signer.sign(data)), 'the pool serves again afterwards')
 })
@@ -349,17 +393,24 @@ t.test('sign on a key whose private object went away fails with HSM_KEY_NOT_FOUN
 
 t.test('close with operations still running at its deadline: rejects, then finishes the shutdown when they end', async (t) => {
   const warnings: string[] = []
-  const store = await Pkcs11KeyStore.open(options({ poolSize: 1, closeTimeoutMs: 1, log: { warn: (_o, m) => { warnings.push(m) }, info: () => {} } }))
+  // The close deadline runs on a manual clock, passed by the test while the sign holds the session (a real 1 ms
+  // timer raced SoftHSM's C_Sign and sometimes lost, whatever the message size).
+  const clock = manualClock()
+  const store = await Pkcs11KeyStore.open(options({ poolSize: 1, closeTimeoutMs: 1, schedule: clock.schedule, log: { warn: (_o, m) => { warnings.push(m) }, info: () => {} } }))
   const signer = await store.signer('pix-sign')
-  // A sign that outlasts the 1 ms deadline by far on any machine: C_Sign hashes 64 MiB (SHA256_RSA_PKCS) first.
-  // (A short message is signed in ~1 ms by SoftHSM: the test then raced the deadline and sometimes lost.)
-  const data = Buffer.alloc(64 * 1024 * 1024, 0x5a)
-  const running = signer.sign(data)
+  const data = Buffer.from('running at the close deadline')
+  let ended = false
+  const running = signer.sign(data).finally(() => { ended = true })
   const queued = t.rejects(signer.sign(data), { code: Errors.HSM_POOL_CLOSED.code }, 'a queued sign fails at once')
-  await t.rejects(store.close(), { code: Errors.HSM_OPERATION.code, message: /still running/ })
+  const closing = store.close()
+  t.equal(clock.armed(), 1, 'close() armed its deadline')
+  t.same(store.stats(), { size: 1, idle: 0, busy: 1, waiting: 0, replaced: 0 }, 'the sign is running')
+  clock.advance(1)
+  t.notOk(ended, 'the deadline passed before the sign ended')
+  await t.rejects(closing, { code: Errors.HSM_OPERATION.code, message: /1 operations still running after 1 ms/ })
+  t.match(warnings.join('\n'), /finishes when they end/)
   await queued
   t.ok(rsaVerify(signer.publicKey, data, await running), 'the running sign completed')
-  t.match(warnings.join('\n'), /finishes when they end/)
   t.same(store.stats(), { size: 0, idle: 0, busy: 0, waiting: 0, replaced: 0 }, 'sessions closed once it ended')
   const raw = openRawModule(hsm.modulePath)
   t.teardown(() => raw.close())
