@@ -14,8 +14,8 @@
  * are aborted and counted as errors (LOAD_DRAIN_DEADLINE). Every scheduled arrival ends as exactly one of ok,
  * error or dropped.
  */
-import { performance } from 'node:perf_hooks'
-import { setImmediate as yieldToIo } from 'node:timers/promises'
+import { realClock } from './clock.ts'
+import type { Clock } from './clock.ts'
 import { LatencyHistogram } from './histogram.ts'
 import type { LatencySummary } from './histogram.ts'
 
@@ -53,13 +53,18 @@ export interface EngineOptions<Op extends string> {
   readonly drainMs?: number
   /**
    * Called for every arrival that ended (not for dropped ones) with its scheduled (open) or send (closed) time on
-   * the `performance.now()` clock: raw samples for callers that keep them.
+   * the engine's clock (`performance.now()` by default): raw samples for callers that keep them.
    */
   readonly onResult?: (op: Op, from: number, latencyMs: number, outcome: Outcome) => void
   /** Called once a second with the second just completed. */
   readonly onTick?: (tick: Tick) => void
   /** Stops scheduling early (then drains as usual). */
   readonly signal?: AbortSignal
+  /**
+   * Time: due times, latencies, timeouts, the drain deadline and the ticks. Default `realClock`; a `VirtualClock`
+   * makes a run exact and independent of the machine's speed (tests).
+   */
+  readonly clock?: Clock
 }
 
 /** One second of one operation (or of all of them). */
@@ -226,27 +231,14 @@ export function errorCodeOf (err: unknown): string {
   return 'LOAD_CLIENT_ERROR'
 }
 
-async function sleep (ms: number, signal: AbortSignal | undefined): Promise<void> {
-  // Not unref'd: while a run is on, its schedule is what keeps the process alive.
-  await new Promise<void>((resolve) => {
-    const timer = setTimeout(done, ms)
-    function done (): void {
-      clearTimeout(timer)
-      signal?.removeEventListener('abort', done)
-      resolve()
-    }
-    signal?.addEventListener('abort', done, { once: true })
-  })
-}
-
 /** How long requests get to stop once aborted at the drain deadline before they are given up on. */
-const ABANDON_AFTER_ABORT_MS = 2_000
+export const ABANDON_AFTER_ABORT_MS = 2_000
 
 /** Waits for `p` or `ms`, whichever comes first, without leaving the timer behind. */
-async function raceTimer (p: Promise<unknown>, ms: number): Promise<void> {
+async function raceTimer (clock: Clock, p: Promise<unknown>, ms: number): Promise<void> {
   const cancel = new AbortController()
   try {
-    await Promise.race([p, sleep(Math.max(0, ms), cancel.signal)])
+    await Promise.race([p, clock.sleep(Math.max(0, ms), cancel.signal)])
   } finally {
     cancel.abort()
   }
@@ -260,9 +252,10 @@ export async function runEngine<Op extends string> (o: EngineOptions<Op>): Promi
   const maxOutstanding = o.maxOutstanding ?? 1000
   const requestTimeoutMs = o.requestTimeoutMs ?? 30_000
   const drainMs = o.drainMs ?? 10_000
+  const clock = o.clock ?? realClock
   const drain = new AbortController()
   const startedAt = new Date()
-  const t0 = performance.now() + 5
+  const t0 = clock.now() + 5
   let outstanding = 0
   let lastEnd = t0
   let abortedAtDrain = 0
@@ -275,7 +268,7 @@ export async function runEngine<Op extends string> (o: EngineOptions<Op>): Promi
   const statsOf = (op: Op): OpStats => ops.get(op) as OpStats
 
   const finish = (op: Op, from: number, outcome: Outcome): void => {
-    const now = performance.now()
+    const now = clock.now()
     lastEnd = Math.max(lastEnd, now)
     const t = secondOf(now)
     statsOf(op).record(t, now - from, outcome)
@@ -283,12 +276,17 @@ export async function runEngine<Op extends string> (o: EngineOptions<Op>): Promi
     o.onResult?.(op, from, now - from, outcome)
   }
 
-  const inFlight = new Set<{ op: Op, from: number }>()
+  const inFlight = new Set<{ op: Op, from: number, timer: AbortController }>()
 
   const run = async (op: Op, from: number): Promise<void> => {
-    const timeout = AbortSignal.timeout(requestTimeoutMs)
-    const signal = AbortSignal.any([drain.signal, timeout])
-    const entry = { op, from }
+    // The per-request timeout on the engine's clock (AbortSignal.timeout would always be real time).
+    const timeout = new AbortController()
+    const timer = new AbortController()
+    clock.sleep(requestTimeoutMs, timer.signal).then(() => {
+      if (!timer.signal.aborted) timeout.abort(new DOMException(`no answer within ${requestTimeoutMs} ms`, 'TimeoutError'))
+    }, () => {})
+    const signal = AbortSignal.any([drain.signal, timeout.signal])
+    const entry = { op, from, timer }
     inFlight.add(entry)
     outstanding++
     let outcome: Outcome
@@ -298,11 +296,13 @@ export async function runEngine<Op extends string> (o: EngineOptions<Op>): Promi
       if (drain.signal.aborted) {
         abortedAtDrain++
         outcome = { ok: false, code: 'LOAD_DRAIN_DEADLINE', detail: `still outstanding ${drainMs} ms after the last arrival` }
-      } else if (timeout.aborted) {
+      } else if (timeout.signal.aborted) {
         outcome = { ok: false, code: 'LOAD_TIMEOUT', detail: `no answer within ${requestTimeoutMs} ms` }
       } else {
         outcome = { ok: false, code: errorCodeOf(err), detail: (err as Error)?.message ?? String(err) }
       }
+    } finally {
+      timer.abort()
     }
     // Abandoned at the end (it ignored the abort): already counted, and the report is out.
     if (!inFlight.delete(entry)) return
@@ -318,29 +318,35 @@ export async function runEngine<Op extends string> (o: EngineOptions<Op>): Promi
   }
 
   let lastTickSecond = 0
-  const ticker = o.onTick === undefined
-    ? undefined
-    : setInterval(() => {
-      const now = performance.now()
-      const t = secondOf(now)
-      if (t <= lastTickSecond) return
-      lastTickSecond = t
-      totals.roll(t)
-      for (const s of ops.values()) s.roll(t)
-      const last = totals.series[totals.series.length - 1]
-      if (last === undefined) return
-      try {
-        o.onTick?.({
-          elapsedMs: now - t0,
-          outstanding,
-          last,
-          totals: { ok: totals.ok, errors: totals.errors, dropped: totals.dropped, signatureFailures: totals.signatureFailures }
-        })
-      } catch (err) {
-        callbackError ??= err
+  const tickerStop = new AbortController()
+  const tick = (): void => {
+    const now = clock.now()
+    const t = secondOf(now)
+    if (t <= lastTickSecond) return
+    lastTickSecond = t
+    totals.roll(t)
+    for (const s of ops.values()) s.roll(t)
+    const last = totals.series[totals.series.length - 1]
+    if (last === undefined) return
+    try {
+      o.onTick?.({
+        elapsedMs: now - t0,
+        outstanding,
+        last,
+        totals: { ok: totals.ok, errors: totals.errors, dropped: totals.dropped, signatureFailures: totals.signatureFailures }
+      })
+    } catch (err) {
+      callbackError ??= err
+    }
+  }
+  if (o.onTick !== undefined) {
+    void (async () => {
+      while (!tickerStop.signal.aborted) {
+        await clock.sleep(250, tickerStop.signal)
+        if (!tickerStop.signal.aborted) tick()
       }
-    }, 250)
-  ticker?.unref()
+    })()
+  }
 
   let lastDue = t0
   try {
@@ -352,14 +358,14 @@ export async function runEngine<Op extends string> (o: EngineOptions<Op>): Promi
       for (let i = 0; i < arrivals; i++) {
         const due = t0 + (i * 1000) / rate
         if (stopped()) break
-        const wait = due - performance.now()
-        if (wait > 0) await sleep(wait, o.signal)
-        else if (i % 32 === 0) await yieldToIo() // far behind: let answers in rather than only send
+        const wait = due - clock.now()
+        if (wait > 0) await clock.sleep(wait, o.signal)
+        else if (i % 32 === 0) await clock.yield() // far behind: let answers in rather than only send
         if (stopped()) break
         lastDue = due
         const op = picker.next()
         if (outstanding >= maxOutstanding) {
-          const t = secondOf(performance.now())
+          const t = secondOf(clock.now())
           statsOf(op).drop(t)
           totals.drop(t)
           continue
@@ -372,38 +378,39 @@ export async function runEngine<Op extends string> (o: EngineOptions<Op>): Promi
       let issued = 0
       const worker = async (): Promise<void> => {
         for (;;) {
-          const now = performance.now()
+          const now = clock.now()
           if (now - t0 >= o.durationMs || (o.count !== undefined && issued >= o.count) || stopped() || drain.signal.aborted) return
           issued++
           lastDue = Math.max(lastDue, now)
           await run(picker.next(), now)
         }
       }
-      const wait = t0 - performance.now()
-      if (wait > 0) await sleep(wait, o.signal)
+      const wait = t0 - clock.now()
+      if (wait > 0) await clock.sleep(wait, o.signal)
       const all = Promise.all(Array.from({ length: n }, async () => await worker()))
       // Workers stop starting requests at the duration; a request still running drainMs later is aborted.
-      await raceTimer(all, t0 + o.durationMs + drainMs - performance.now())
+      await raceTimer(clock, all, t0 + o.durationMs + drainMs - clock.now())
       if (outstanding > 0) {
         drain.abort()
-        await raceTimer(all, ABANDON_AFTER_ABORT_MS)
+        await raceTimer(clock, all, ABANDON_AFTER_ABORT_MS)
       }
     }
     if (o.model.kind === 'open' && outstanding > 0) {
-      await raceTimer(new Promise<void>((resolve) => { idle = resolve }), drainMs)
+      await raceTimer(clock, new Promise<void>((resolve) => { idle = resolve }), drainMs)
       if (outstanding > 0) {
         drain.abort()
-        await raceTimer(new Promise<void>((resolve) => { idle = resolve }), ABANDON_AFTER_ABORT_MS)
+        await raceTimer(clock, new Promise<void>((resolve) => { idle = resolve }), ABANDON_AFTER_ABORT_MS)
       }
     }
     // An execute() that ignores its abort signal must not hold the report forever.
     for (const e of inFlight) {
       inFlight.delete(e)
+      e.timer.abort()
       abortedAtDrain++
       finish(e.op, e.from, { ok: false, code: 'LOAD_DRAIN_DEADLINE', detail: `still outstanding ${drainMs} ms after the last arrival, and did not stop when aborted` })
     }
   } finally {
-    if (ticker !== undefined) clearInterval(ticker)
+    tickerStop.abort()
   }
   if (callbackError !== undefined) throw callbackError
   const end = secondOf(lastEnd) + 1

@@ -4,6 +4,7 @@
  * to the simulator), so the CLI is a thin layer over it.
  */
 import { Errors, PixProxyError } from '../errors.ts'
+import type { Clock } from './clock.ts'
 import { runEngine } from './engine.ts'
 import type { LoadModel, OpResult, SecondStats, Tick } from './engine.ts'
 import { DEFAULT_MIX, Flows, NEEDS_COUNTERPARTY, OPERATIONS } from './flows.ts'
@@ -51,6 +52,8 @@ export interface LoadOptions {
   readonly onPrepared?: (prepare: PrepareReport) => void
   /** Stops early (e.g. Ctrl-C); the report covers what ran. */
   readonly signal?: AbortSignal
+  /** The measured run's time (runEngine's `clock`). Default the real clock. */
+  readonly clock?: Clock
 }
 
 /** A latency summary in ms; null where there were no samples. */
@@ -182,7 +185,8 @@ export async function runLoad (o: LoadOptions): Promise<LoadReport> {
     ...(o.requestTimeoutMs === undefined ? {} : { requestTimeoutMs: o.requestTimeoutMs }),
     ...(o.drainMs === undefined ? {} : { drainMs: o.drainMs }),
     ...(o.onProgress === undefined ? {} : { onTick: o.onProgress }),
-    ...(o.signal === undefined ? {} : { signal: o.signal })
+    ...(o.signal === undefined ? {} : { signal: o.signal }),
+    ...(o.clock === undefined ? {} : { clock: o.clock })
   })
   await flows.finish()
   const ops: Partial<Record<Operation, OpReport>> = {}
