@@ -2,7 +2,7 @@
  * A BACEN simulator: DICT v2 and SPI/ICOM over mutual TLS, with BCB-signed answers, rate limits, the ICOM
  * concurrency limits and header rules, fault injection, and a log of every message accepted. It is what the
  * proxy's end-to-end tests, the demo and the load tests run against, so it behaves like BACEN wherever the proxy
- * could get it wrong (pix-protocol.md §1–§3); what it simplifies is listed in dict.ts and spi.ts.
+ * could get it wrong (docs/bacen.md §1–§3); what it simplifies is listed in dict.ts and spi.ts.
  *
  * This module builds the Fastify application; simulator/server.ts listens on ports.
  */
@@ -85,7 +85,7 @@ export type SimulatorInstance = FastifyInstance<Server, IncomingMessage, ServerR
 /**
  * Request headers ICOM accepts; any other is answered 400 `…/error/invalidHeader`. BACEN rejects headers outside
  * its documented set — APM and tracing headers (traceparent, tracestate, x-datadog-*, newrelic, x-b3-*) were
- * reported rejected in bacen/pix-perguntas-e-respostas #205, #223 and #331 (pix-protocol.md §2.2). The set is the
+ * reported rejected in bacen/pix-perguntas-e-respostas #205, #223 and #331 (docs/bacen.md §2.5). The set is the
  * headers of the Manual das Interfaces de Comunicação §2.1.2–2.1.7 (Content-Type; Connection, Content-Length,
  * Transfer-Encoding; compression; Host; User-Agent) plus Accept and Accept-Encoding, which working clients send.
  */
@@ -94,7 +94,7 @@ export const ICOM_ALLOWED_HEADERS: ReadonlySet<string> = new Set([
   'content-encoding', 'connection'
 ])
 
-/** `host:port` (or `[v6]:port`): BACEN closes the connection (pix-protocol.md §1.2, issue #204). */
+/** `host:port` (or `[v6]:port`): BACEN closes the connection (docs/bacen.md §1.2, issue #204). */
 function hostHasPort (host: string): boolean {
   return host.startsWith('[') ? /\]:\d*$/.test(host) : host.includes(':')
 }

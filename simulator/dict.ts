@@ -1,6 +1,6 @@
 /**
  * DICT v2 (`/api/v2/`): entries, claims with their state machine, and rate-limit policies, following API-DICT
- * 2.12.1 (pix-protocol.md §1). Writes must carry a valid DICT-profile signature by one of the caller's signing
+ * 2.12.1 (docs/bacen.md §1). Writes must carry a valid DICT-profile signature by one of the caller's signing
  * certificates; every answer, problems included, is signed with the BCB key (context.ts `sendDict`).
  *
  * Simplifications, on purpose: no reconciliation (CIDs), infraction reports, refunds, funds recovery or fraud

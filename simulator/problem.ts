@@ -1,5 +1,5 @@
 /**
- * RFC 7807 problems in XML, as DICT and ICOM send them (pix-protocol.md §1.5, §2.2): root
+ * RFC 7807 problems in XML, as DICT and ICOM send them (docs/bacen.md §1.5, §2.5): root
  * `<problem xmlns="urn:ietf:rfc:7807">`, `type` under the API's error base, Content-Type application/problem+xml.
  * DICT problems are signed by the caller of these builders (every DICT response is); ICOM problems are not SPI
  * messages and go unsigned.

@@ -1,5 +1,5 @@
 /**
- * DICT rate limiting: token buckets per policy (API-DICT 2.12.1 "Limitação de requisições", pix-protocol.md
+ * DICT rate limiting: token buckets per policy (API-DICT 2.12.1 "Limitação de requisições", docs/bacen.md
  * §1.7). Participant-scope buckets are keyed by ISPB; the getEntry user-scope buckets by PI-PayerId, sized by
  * whether the payer is a person (CPF, 11 digits) or a company (CNPJ, 14).
  *

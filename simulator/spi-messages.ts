@@ -1,11 +1,11 @@
 /**
  * The SPI messages the simulator emits as BCB (Fr 00038166): pacs.002 status reports, admi.002 rejections,
- * pibr.002 echo replies, and pacs.008 forwarded to the payee. Layout per pix-protocol.md §2.3–2.4 and the
+ * pibr.002 echo replies, and pacs.008 forwarded to the payee. Layout per docs/bacen.md §2.7–2.8 and the
  * BCB catalog examples; unsigned here, signed in the SPI profile by the caller.
  */
 import { BCB_ISPB, escapeXml, newMessageId, spiDateTime } from '../src/samples/messages.ts'
 
-/** Catalog versions the simulator writes (pix-protocol.md §2.4). */
+/** Catalog versions the simulator writes (docs/bacen.md §2.8). */
 export const SPI_VERSIONS = Object.freeze({ 'pacs.002': '1.17', 'admi.002': '1.5', 'pibr.002': '1.3' })
 
 export interface BuiltBcbMessage {
@@ -69,7 +69,7 @@ export interface Rejection {
   readonly description?: string
 }
 
-/** BACEN's wording for the rejections the simulator issues (pix-protocol.md §2.2). */
+/** BACEN's wording for the rejections the simulator issues (docs/bacen.md §2.6). */
 export const REJECTIONS = Object.freeze({
   signature: { reason: 'Assinatura XML inválida', location: 'SignatureValue', description: 'Assinatura não confere com digests ou certificado' },
   senderMismatch: { reason: 'O ISPB do remetente não é o mesmo da Assinatura XML', location: 'AppHdr/Fr' },

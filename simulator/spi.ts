@@ -1,5 +1,5 @@
 /**
- * SPI over ICOM (pix-protocol.md §2): participants POST messages to `/api/v1/in/{ispb}/msgs` and read what the
+ * SPI over ICOM (docs/bacen.md §2): participants POST messages to `/api/v1/in/{ispb}/msgs` and read what the
  * SPI sends them from `/api/v1/out/{ispb}/stream/…`, following the PI-Pull-Next chain.
  *
  * Each POSTed message is checked (SPI-profile signature by one of the sender's certificates, AppHdr/Fr equal to
@@ -45,7 +45,7 @@ export interface SpiOptions {
   maxBodyBytes?: number
 }
 
-/** Messages per multipart page or POST (pix-protocol.md §2.2: [unverified] 10). */
+/** Messages per multipart page or POST (docs/bacen.md §2.2: 10, unverified). */
 export const MAX_PARTS = 10
 
 interface OutMessage {

@@ -1,6 +1,6 @@
 /**
  * DICT v2 through the proxy: the caller uses BACEN's own paths (`/api/v2/...`). Writes are signed in the DICT
- * profile; every response is verified. Only the operations listed here are forwarded (pix-protocol.md §1.3), and
+ * profile; every response is verified. Only the operations listed here are forwarded (docs/bacen.md §1.3), and
  * the upstream path is rebuilt from the route template with encoded parameters, so the proxy cannot be used to
  * reach anything else on BACEN's hosts, nor any other host.
  */
@@ -88,7 +88,7 @@ export default async function dictRoutes (app: FastifyInstance): Promise<void> {
           headers,
           ...(body === undefined ? {} : { body })
         }, config.dict.url, facts)
-        // Every DICT response is signed by BACEN, problems included (pix-protocol.md §1.6).
+        // Every DICT response is signed by BACEN, problems included (docs/bacen.md §1.6).
         return await finishCall(app, reply, tx, answer, { name: 'dict', label: 'DICT', signedProblems: true })
       }
     })

@@ -2,7 +2,7 @@
  * Coalescing of SPI messages into multipart/mixed posts while ICOM's slots are busy.
  *
  * BACEN allows 6 concurrent POSTs per participant, and one POST may carry several messages as multipart/mixed
- * (pix-protocol.md §2.2; PI-ResourceId then lists one id per part, comma-separated). With one message per request
+ * (docs/bacen.md §2.2; PI-ResourceId then lists one id per part, comma-separated). With one message per request
  * the proxy delivers at most 6 / ICOM latency messages per second (300/s at 20 ms). The batcher keeps each caller's
  * request as it is (one message, one answer with its own PI-ResourceId) but, when messages queue for a slot, the
  * slot that frees takes up to `maxParts` of them in one POST. With a free slot and nothing queued a message goes

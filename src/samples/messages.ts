@@ -1,6 +1,6 @@
 /**
  * Builders of realistic, synthetic PIX messages with fresh identifiers, for the demo, the simulator's answers and
- * load tests. Field layout follows pix-protocol.md §1.4 (DICT) and §2.3–2.4 (SPI); names and documents are made up.
+ * load tests. Field layout follows docs/bacen.md §1.4 (DICT) and §2.7–2.8 (SPI); names and documents are made up.
  */
 import { randomBytes, randomUUID } from 'node:crypto'
 

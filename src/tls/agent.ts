@@ -1,7 +1,7 @@
 /**
  * The client side of mutual TLS to BACEN: one `SecureContext` holding the participant's certificate, the pinned
  * BACEN CA(s) and the private key, which stays in the HSM and is used through the libp11 `pkcs11` OpenSSL engine
- * loaded into Node's own OpenSSL. See docs/hsm-and-tls-notes.md "mTLS with a key that never leaves the HSM".
+ * loaded into Node's own OpenSSL. See docs/hsm-and-tls.md "mTLS: the libp11 engine inside Node's TLS".
  *
  * Measured with libp11 0.4.12, SoftHSM 2.6.1, Node 24 (test/tls/agent.test.ts pins the behaviour):
  * - The engine is loaded by id (`pkcs11`, found through OPENSSL_ENGINES), never by path: loading it by path works

@@ -1,5 +1,5 @@
 /**
- * BACEN's two XMLDSig profiles and where each puts the signature (docs/xmldsig.md; pix-protocol.md §3):
+ * BACEN's two XMLDSig profiles and where each puts the signature (docs/xmldsig.md; docs/bacen.md §3):
  *
  * - SPI (ISO 20022 messages to and from SPI/ICOM): `Envelope/AppHdr/Sgntr/ds:Signature`, three References:
  *   `#<KeyInfo Id>` (the KeyInfo), `URI=""` meaning the AppHdr element with the signature removed (not the whole

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Independent signer for BACEN's two XMLDSig profiles (pix-protocol.md §3.1 SPI, §3.2 DICT).
+"""Independent signer for BACEN's two XMLDSig profiles (docs/bacen.md §3.1 SPI, §3.2 DICT).
 
 Built only from libxml2's exclusive c14n (python3-lxml), hashlib and the openssl command line, so that messages it
 signs test the project's verifier against code that shares nothing with it (not even lxml_c14n.py).

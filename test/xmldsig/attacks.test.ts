@@ -458,7 +458,7 @@ t.test('a placeholder <Signature></Signature> is not a signature', async (t) => 
 })
 
 t.test('what the SPI profile leaves unsigned: the Envelope element itself (documented limitation)', async (t) => {
-  // Reference 2 is the AppHdr and Reference 3 the Document (pix-protocol.md §3.1): the Envelope start tag, and
+  // Reference 2 is the AppHdr and Reference 3 the Document (docs/bacen.md §3.1): the Envelope start tag, and
   // comments or PIs directly in it, are covered by no digest. Text or elements there are refused by the layout rule;
   // attributes and PIs are not, and carry nothing a consumer of AppHdr/Document reads.
   check(t, 'an attribute on Envelope', edit(spi, `<Envelope xmlns="${ENV_NS}">`, `<Envelope xmlns="${ENV_NS}" note="unsigned">`), 'VALID')

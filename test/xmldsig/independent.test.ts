@@ -1,6 +1,6 @@
-// Cross-checks of XMLDSig against independent implementations (STYLE.md §14): libxml2's exclusive c14n through
+// Cross-checks of XMLDSig against independent implementations: libxml2's exclusive c14n through
 // python3-lxml, xmlsec1, the openssl command line and an lxml-based signer of BACEN's two profiles
-// (pix-protocol.md §3.1, §3.2). The first group proves the harness itself; the second proves our code against it.
+// (docs/bacen.md §3.1, §3.2). The first group proves the harness itself; the second proves our code against it.
 // Our modules are imported dynamically inside the second group so that the harness self-tests run on their own.
 import t from 'tap'
 import type { Test } from 'tap'
