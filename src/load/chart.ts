@@ -114,7 +114,7 @@ export function renderHtmlReport (r: LoadReport): string {
 <style>body{font-family:sans-serif;margin:24px;color:#222}table{border-collapse:collapse;margin:12px 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right;font-size:13px}th{text-align:left}figure{margin:16px 0}figcaption{font-weight:bold;margin-bottom:4px}pre{background:#f6f6f6;padding:8px;font-size:11px;overflow:auto;max-height:300px}</style>
 </head><body>
 <h1>pix-proxy load</h1>
-<p>Target <b>${esc(r.target)}</b> as participant ${esc(r.ispb)}, ${esc(model)}, started ${esc(r.startedAt)}, ${(r.elapsedMs / 1000).toFixed(1)} s measured.
+<p>Target <b>${esc(r.target)}</b> as participant ${esc(r.ispb)}, ${esc(model)}, started ${esc(r.startedAt)}, ${(r.windowMs / 1000).toFixed(1)} s window (the rates are over it), then ${(r.drain.ms / 1000).toFixed(1)} s of drain in which ${r.drain.ended} requests ended.
 Latency is measured from the ${r.latencyFrom === 'scheduled' ? 'scheduled send time (queueing included)' : 'actual send time'}.
 Prepare phase (not measured): ${r.prepare.requests} requests in ${(r.prepare.durationMs / 1000).toFixed(1)} s.</p>
 <table><tr><th>operation</th><th>count</th><th>ok</th><th>errors</th><th>dropped</th><th>signature failures</th><th>ok/s</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>max ms</th></tr>

@@ -13,6 +13,11 @@
  * Both stop at the duration or the count, whichever comes first, then drain: requests still out after `drainMs`
  * are aborted and counted as errors (LOAD_DRAIN_DEADLINE). Every scheduled arrival ends as exactly one of ok,
  * error or dropped.
+ *
+ * The scheduled window is the time requests were being started: the duration, or less when the count (open:
+ * count/rate; closed: when the last request was started) or the caller's signal ended it sooner. Rates are over the
+ * window and count the answers that came within it; what was answered after it (the drain: a closed model's last
+ * requests, long polls) is reported apart, so a drain does not dilute the rate.
  */
 import { realClock } from './clock.ts'
 import type { Clock } from './clock.ts'
@@ -92,6 +97,10 @@ export interface OpResult {
   /** Arrivals of this operation: ok + errors + dropped. */
   readonly count: number
   readonly ok: number
+  /** Successes answered within the scheduled window (the rest came during the drain). */
+  readonly okInWindow: number
+  /** Requests (ok or not) that ended after the scheduled window, during the drain. */
+  readonly endedAfterWindow: number
   readonly errors: number
   /** Not sent: the outstanding bound was reached (the target could not keep up). */
   readonly dropped: number
@@ -112,6 +121,10 @@ export interface EngineResult<Op extends string> {
   readonly scheduleMs: number
   /** From the first due time to the last completion (drain included). */
   readonly elapsedMs: number
+  /** The scheduled window: from the first due time until requests stopped being started (see above). */
+  readonly windowMs: number
+  /** From the end of the window to the last completion: how long the drain took (0 when nothing was left). */
+  readonly drainMs: number
   /** Requests aborted at the drain deadline. */
   readonly abortedAtDrain: number
   readonly ops: Readonly<Record<Op, OpResult>>
@@ -143,6 +156,8 @@ export class WeightedPicker<Op extends string> {
 class OpStats {
   count = 0
   ok = 0
+  okInWindow = 0
+  endedAfterWindow = 0
   errors = 0
   dropped = 0
   signatureFailures = 0
@@ -184,12 +199,14 @@ class OpStats {
     this.secDropped++
   }
 
-  record (t: number, latencyMs: number, o: Outcome): void {
+  record (t: number, latencyMs: number, o: Outcome, inWindow: boolean): void {
     this.roll(t)
     this.count++
+    if (!inWindow) this.endedAfterWindow++
     if (o.signatureFailure === true) this.signatureFailures++
     if (o.ok) {
       this.ok++
+      if (inWindow) this.okInWindow++
       this.secOk++
       if (o.noLatency === true) {
         this.withoutLatency++
@@ -210,6 +227,8 @@ class OpStats {
     return {
       count: this.count,
       ok: this.ok,
+      okInWindow: this.okInWindow,
+      endedAfterWindow: this.endedAfterWindow,
       errors: this.errors,
       dropped: this.dropped,
       signatureFailures: this.signatureFailures,
@@ -256,6 +275,11 @@ export async function runEngine<Op extends string> (o: EngineOptions<Op>): Promi
   const drain = new AbortController()
   const startedAt = new Date()
   const t0 = clock.now() + 5
+  // The planned end of the window; lowered to the moment the schedule stops if that comes sooner.
+  let windowEnd = t0 + (o.model.kind === 'open' && o.count !== undefined
+    ? Math.min(o.durationMs, (o.count * 1000) / o.model.ratePerSec)
+    : o.durationMs)
+  const endWindow = (): void => { windowEnd = Math.min(windowEnd, Math.max(t0, clock.now())) }
   let outstanding = 0
   let lastEnd = t0
   let abortedAtDrain = 0
@@ -271,8 +295,9 @@ export async function runEngine<Op extends string> (o: EngineOptions<Op>): Promi
     const now = clock.now()
     lastEnd = Math.max(lastEnd, now)
     const t = secondOf(now)
-    statsOf(op).record(t, now - from, outcome)
-    totals.record(t, now - from, outcome)
+    const inWindow = now <= windowEnd
+    statsOf(op).record(t, now - from, outcome, inWindow)
+    totals.record(t, now - from, outcome, inWindow)
     o.onResult?.(op, from, now - from, outcome)
   }
 
@@ -357,11 +382,17 @@ export async function runEngine<Op extends string> (o: EngineOptions<Op>): Promi
       const arrivals = Math.min(o.count ?? Infinity, Math.ceil(o.durationMs * rate / 1000 - 1e-9))
       for (let i = 0; i < arrivals; i++) {
         const due = t0 + (i * 1000) / rate
-        if (stopped()) break
+        if (stopped()) {
+          endWindow()
+          break
+        }
         const wait = due - clock.now()
         if (wait > 0) await clock.sleep(wait, o.signal)
         else if (i % 32 === 0) await clock.yield() // far behind: let answers in rather than only send
-        if (stopped()) break
+        if (stopped()) {
+          endWindow()
+          break
+        }
         lastDue = due
         const op = picker.next()
         if (outstanding >= maxOutstanding) {
@@ -379,8 +410,14 @@ export async function runEngine<Op extends string> (o: EngineOptions<Op>): Promi
       const worker = async (): Promise<void> => {
         for (;;) {
           const now = clock.now()
-          if (now - t0 >= o.durationMs || (o.count !== undefined && issued >= o.count) || stopped() || drain.signal.aborted) return
+          if (now - t0 >= o.durationMs || drain.signal.aborted) return
+          if ((o.count !== undefined && issued >= o.count) || stopped()) {
+            endWindow()
+            return
+          }
           issued++
+          // The last request of the count: the window ends as it starts.
+          if (o.count !== undefined && issued >= o.count) endWindow()
           lastDue = Math.max(lastDue, now)
           await run(picker.next(), now)
         }
@@ -420,6 +457,8 @@ export async function runEngine<Op extends string> (o: EngineOptions<Op>): Promi
     startedAt: startedAt.toISOString(),
     scheduleMs: Math.max(0, lastDue - t0),
     elapsedMs: Math.max(0, lastEnd - t0),
+    windowMs: windowEnd - t0,
+    drainMs: Math.max(0, lastEnd - windowEnd),
     abortedAtDrain,
     ops: Object.fromEntries([...ops].map(([op, s]) => [op, s.result()])) as Record<Op, OpResult>,
     totals: totals.result()

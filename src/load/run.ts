@@ -61,9 +61,9 @@ export type LatencyMs = { readonly count: number } & { readonly [K in Exclude<ke
 
 /** An operation's counters as the engine counted them (OpResult), with rates and latency in ms. */
 export interface OpReport extends Omit<OpResult, 'latency' | 'series'> {
-  /** Arrivals per second of the schedule. */
+  /** Arrivals per second of the scheduled window (`count` / `windowMs`). */
   readonly offeredPerSec: number
-  /** Successes per second, from the first arrival to the last answer. */
+  /** Successes answered within the scheduled window per second of it (`okInWindow` / `windowMs`): the drain is not in it. */
   readonly throughputPerSec: number
   /** Latency of the successful requests. */
   readonly latencyMs: LatencyMs
@@ -86,7 +86,12 @@ export interface LoadReport {
   /** The prepare phase, before measuring; not part of the figures below. */
   readonly prepare: PrepareReport
   readonly scheduleMs: number
+  /** First arrival to last answer, the drain included. */
   readonly elapsedMs: number
+  /** The scheduled window the rates are over: the duration, or less when the count or a stop ended it sooner. */
+  readonly windowMs: number
+  /** After the window: how long the last answers took to come (`ms`), how many requests ended then, how many of them ok. */
+  readonly drain: { readonly ms: number, readonly ended: number, readonly ok: number }
   readonly abortedAtDrain: number
   readonly totals: OpReport
   readonly ops: Readonly<Partial<Record<Operation, OpReport>>>
@@ -135,19 +140,21 @@ function latencyMs (s: LatencySummary): LatencyMs {
   return { count: s.count, min: r(s.min), mean: r(s.mean), p50: r(s.p50), p90: r(s.p90), p99: r(s.p99), max: r(s.max) }
 }
 
-function opReport (r: OpResult, scheduleMs: number, elapsedMs: number): OpReport {
-  const per = (n: number, ms: number): number => ms <= 0 ? 0 : Math.round(n / (ms / 1000) * 100) / 100
+function opReport (r: OpResult, windowMs: number): OpReport {
+  const per = (n: number): number => windowMs <= 0 ? 0 : Math.round(n / (windowMs / 1000) * 100) / 100
   return {
     count: r.count,
     ok: r.ok,
+    okInWindow: r.okInWindow,
+    endedAfterWindow: r.endedAfterWindow,
     errors: r.errors,
     dropped: r.dropped,
     signatureFailures: r.signatureFailures,
     withoutLatency: r.withoutLatency,
     errorsByCode: r.errorsByCode,
     errorDetails: r.errorDetails,
-    offeredPerSec: per(r.count, Math.max(scheduleMs, 1000)),
-    throughputPerSec: per(r.ok, Math.max(elapsedMs, 1000)),
+    offeredPerSec: per(r.count),
+    throughputPerSec: per(r.okInWindow),
     latencyMs: latencyMs(r.latency),
     series: r.series
   }
@@ -190,7 +197,7 @@ export async function runLoad (o: LoadOptions): Promise<LoadReport> {
   })
   await flows.finish()
   const ops: Partial<Record<Operation, OpReport>> = {}
-  for (const [op] of mix) ops[op] = opReport(result.ops[op], result.scheduleMs, result.elapsedMs)
+  for (const [op] of mix) ops[op] = opReport(result.ops[op], result.windowMs)
   const notes = [
     o.model.kind === 'open'
       ? 'latency is measured from each request\'s scheduled send time, so queueing in the loader or the target is included'
@@ -199,6 +206,7 @@ export async function runLoad (o: LoadOptions): Promise<LoadReport> {
       ? 'target pix-proxy: it signs requests and verifies BACEN\'s answers; signature failures are its verdicts'
       : 'direct: this process signs each request and verifies each signed answer; both are inside the measured latency',
     'latency percentiles cover successful requests; failures are counted by code',
+    'rates (offered, ok/s) are over the scheduled window; requests answered after it, during the drain, are in the counts and latencies but not in the rates',
     'prepared items (keys of another participant, acknowledged claims) were created before measuring and are reported under prepare'
   ]
   if (mix.some(([op]) => op === 'spi-stream')) notes.push('spi-stream: empty long-poll pages (204) count as successes without a latency sample (their duration is the poll\'s)')
@@ -215,8 +223,10 @@ export async function runLoad (o: LoadOptions): Promise<LoadReport> {
     prepare,
     scheduleMs: Math.round(result.scheduleMs),
     elapsedMs: Math.round(result.elapsedMs),
+    windowMs: Math.round(result.windowMs),
+    drain: { ms: Math.round(result.drainMs), ended: result.totals.endedAfterWindow, ok: result.totals.ok - result.totals.okInWindow },
     abortedAtDrain: result.abortedAtDrain,
-    totals: opReport(result.totals, result.scheduleMs, result.elapsedMs),
+    totals: opReport(result.totals, result.windowMs),
     ops,
     spi: { ...flows.spi },
     notes
@@ -229,7 +239,8 @@ const fmt = (v: number | null): string => v === null ? '-' : v < 10 ? v.toFixed(
 export function formatReport (r: LoadReport): string {
   const model = r.model.kind === 'open' ? `open model, ${r.model.ratePerSec}/s` : `closed model, ${r.model.concurrency} workers`
   const lines = [
-    `pix-proxy load: ${r.target} as ${r.ispb}, ${model}, ${(r.elapsedMs / 1000).toFixed(1)} s (latency from the ${r.latencyFrom} time)`,
+    `pix-proxy load: ${r.target} as ${r.ispb}, ${model}, ${(r.windowMs / 1000).toFixed(1)} s window (latency from the ${r.latencyFrom} time)`,
+    `drain: ${(r.drain.ms / 1000).toFixed(1)} s after the window, ${r.drain.ended} requests ended in it (${r.drain.ok} ok), not in the rates${r.abortedAtDrain > 0 ? `; ${r.abortedAtDrain} aborted at the drain deadline` : ''}`,
     `prepare: ${r.prepare.requests} requests (${r.prepare.ok} ok) in ${(r.prepare.durationMs / 1000).toFixed(1)} s, items ${JSON.stringify(r.prepare.items)}${Object.keys(r.prepare.errorsByCode).length === 0 ? '' : `, errors ${JSON.stringify(r.prepare.errorsByCode)}`}`,
     '',
     'operation         count      ok  errors  dropped  sig.fail   ok/s    p50 ms   p90 ms   p99 ms   max ms'

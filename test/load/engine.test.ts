@@ -256,6 +256,77 @@ t.test('on the real clock the schedule is the same (counts only: real timing is 
   t.equal(r.ops.b.count, 10)
 })
 
+t.test('closed model: rates are over the scheduled window; the drain after it is reported apart', async (t) => {
+  // 4 workers, 10 s: fast requests (10 ms) and now and then a long poll (2 s) that is still out when the time is up.
+  const ends: Array<{ end: number, ok: boolean }> = []
+  let first = Number.NaN
+  const { r } = await simulate((clock) => ({
+    model: { kind: 'closed', concurrency: 4 },
+    durationMs: 10_000,
+    mix: [['fast', 9], ['poll', 1]],
+    execute: async (op) => {
+      if (Number.isNaN(first)) first = clock.now()
+      await clock.sleep(op === 'poll' ? 2_000 : 10)
+      return { ok: true }
+    },
+    onResult: (_op, from, latency, outcome) => { ends.push({ end: from + latency, ok: outcome.ok }) }
+  }))
+  const windowEnd = first + 10_000
+  t.equal(r.windowMs, 10_000, 'the window is the duration')
+  t.equal(r.elapsedMs, 10_580, 'the last long poll, started 1.42 s before the end, held the run past it')
+  t.equal(r.drainMs, r.elapsedMs - 10_000, 'the drain is what came after the window')
+  const inWindow = ends.filter((e) => e.ok && e.end <= windowEnd).length
+  t.equal(r.totals.okInWindow, inWindow, `${inWindow} successes answered within the window`)
+  t.equal(r.totals.endedAfterWindow, ends.filter((e) => e.end > windowEnd).length)
+  t.ok(r.totals.endedAfterWindow > 0 && r.totals.endedAfterWindow <= 4, 'at most one request per worker ends in the drain')
+  t.equal(r.totals.ok, r.totals.okInWindow + r.totals.endedAfterWindow, 'every request counted once, in the window or the drain')
+  t.equal(r.ops.fast?.okInWindow, ends.length - r.totals.endedAfterWindow - (r.ops.poll?.okInWindow ?? 0), 'per operation too')
+})
+
+t.test('open model: the same window (the duration, or count/rate), offered rate exact', async (t) => {
+  for (const [serviceMs, inWindow, drainMs] of [[50, 100, 0], [150, 99, 50]] as const) {
+    const { r } = await simulate((clock) => ({
+      model: { kind: 'open', ratePerSec: 10 },
+      durationMs: 10_000,
+      mix: [['a', 1]],
+      execute: async () => {
+        await clock.sleep(serviceMs)
+        return { ok: true }
+      }
+    }))
+    t.equal(r.totals.count, 100)
+    t.equal(r.scheduleMs, 9_900, 'the last arrival was due at 9.9 s')
+    t.equal(r.windowMs, 10_000, 'the window is the duration, not the span of the due times')
+    t.equal(r.totals.okInWindow, inWindow, `${serviceMs} ms answers: ${inWindow} within the window`)
+    t.equal(r.drainMs, drainMs, `and a drain of ${drainMs} ms`)
+  }
+  const { r: counted } = await simulate((clock) => ({
+    model: { kind: 'open', ratePerSec: 100 },
+    durationMs: 60_000,
+    count: 25,
+    mix: [['a', 1]],
+    execute: async () => {
+      await clock.sleep(1)
+      return { ok: true }
+    }
+  }))
+  t.equal(counted.windowMs, 250, 'a count ends the window at count/rate')
+  t.equal(counted.totals.okInWindow, 25)
+  const { r: closed } = await simulate((clock) => ({
+    model: { kind: 'closed', concurrency: 4 },
+    durationMs: 60_000,
+    count: 50,
+    mix: [['a', 1]],
+    execute: async () => {
+      await clock.sleep(1)
+      return { ok: true }
+    }
+  }))
+  t.equal(closed.windowMs, 12, 'closed model with a count: the window ends when the last request starts')
+  t.equal(closed.totals.okInWindow, 48, 'the two started then end in the drain')
+  t.equal(closed.drainMs, 1)
+})
+
 t.test('errors are counted by code, with the first detail; exceptions get a code too', async (t) => {
   let n = 0
   const { r } = await simulate((_clock) => ({
