@@ -78,6 +78,20 @@ export interface SimulatorControl {
   readonly log: AcceptedMessage[]
   readonly dict: DictService
   readonly spi: SpiService
+  /**
+   * Test seam: requests whose path starts with `prefix` wait before their handler (after the ICOM limits have
+   * counted them and after the faults) until `release()` is called, or the simulator closes. A test keeps requests
+   * in flight for exactly as long as it needs, where a latency fault would race a slow machine.
+   */
+  hold (prefix: string): RouteHold
+}
+
+/** A hold on a path prefix (see SimulatorControl.hold). */
+export interface RouteHold {
+  /** Requests waiting at the hold now. */
+  readonly waiting: number
+  /** Lets the waiting requests (and any later ones) proceed and removes the hold. Safe to call more than once. */
+  release (): void
 }
 
 export type SimulatorInstance = FastifyInstance<Server, IncomingMessage, ServerResponse> & { simulator: SimulatorControl }
@@ -223,11 +237,28 @@ export async function buildSimulator (opts: SimulatorOptions): Promise<Simulator
     }
   })
 
+  interface Hold { readonly prefix: string, waiting: number, readonly released: Promise<void>, release: () => void }
+  const holds = new Set<Hold>()
+  const hold = (prefix: string): RouteHold => {
+    let release = (): void => {}
+    const released = new Promise<void>((resolve) => { release = resolve })
+    const h: Hold = { prefix, waiting: 0, released, release: () => { holds.delete(h); release() } }
+    holds.add(h)
+    return { get waiting () { return h.waiting }, release: h.release }
+  }
+
   app.addHook('preHandler', async (request, reply) => {
     const f = faultsFor(ctx, request)
     if (f.drop) return closeConnection(request, reply)
     if (f.delayMs > 0) await sleep(f.delayMs, undefined, { ref: false })
     if (f.errorStatus !== null) return await problemFor(ctx, request, reply, f.errorStatus, 'Injected fault')
+    const path = pathOf(request)
+    for (const h of holds) {
+      if (!path.startsWith(h.prefix)) continue
+      h.waiting++
+      await h.released
+      h.waiting--
+    }
   })
 
   app.setNotFoundHandler(async (request, reply) => await problemFor(ctx, request, reply, 404, `No resource at ${request.method} ${pathOf(request)}`))
@@ -254,6 +285,7 @@ export async function buildSimulator (opts: SimulatorOptions): Promise<Simulator
   })
   app.addHook('preClose', (done) => {
     ctx.closing = true
+    for (const h of holds) h.release()
     spi.close()
     done()
   })
@@ -271,7 +303,8 @@ export async function buildSimulator (opts: SimulatorOptions): Promise<Simulator
     },
     log: ctx.log.entries,
     dict,
-    spi
+    spi,
+    hold
   }
   app.decorate('simulator', control)
   return app as unknown as SimulatorInstance

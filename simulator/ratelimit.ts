@@ -104,7 +104,11 @@ export type UserPolicy = 'ENTRIES_READ_USER_ANTISCAN' | 'ENTRIES_READ_USER_ANTIS
 export class RateLimiter {
   private readonly buckets = new Map<string, TokenBucket>()
   private readonly overrides: Partial<Record<string, PolicyOverride>>
-  private readonly clock: () => number
+  /**
+   * Milliseconds since the epoch, read at every check and charge. Replaceable at run time (a test seam): a test that
+   * counts a bucket down freezes it, so that no refill can land while the requests are on their way.
+   */
+  clock: () => number
   readonly category: string
 
   constructor (opts: { overrides?: Partial<Record<string, PolicyOverride>>, category?: string, clock?: () => number } = {}) {
