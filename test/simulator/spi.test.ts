@@ -107,6 +107,9 @@ t.test('SPI over ICOM', async (t) => {
     t.equal(res.status, 201)
     t.match(res.headers['pi-resourceid'], /^[A-Za-z0-9]{32}$/)
     t.equal(res.text, '')
+    // Settlement is queued after the 201 (a timer, then BCB's signature): wait until both reports are queued, or a
+    // slow machine could see the long poll end first.
+    t.ok(await waitFor(() => sim.app.simulator.spi.pending(A) === 2), 'both pacs.002 queued for A')
 
     const first = await a.request('GET', `/api/v1/out/${A}/stream/start`, { headers: { accept: 'application/xml' } })
     t.equal(first.status, 200)
@@ -139,6 +142,7 @@ t.test('SPI over ICOM', async (t) => {
   })
 
   await t.test('the payee gets the forwarded pacs.008 and ACCC, as multipart/mixed', async (t) => {
+    t.ok(await waitFor(() => sim.app.simulator.spi.pending(B) === 3), 'the forwarded pacs.008 and both ACCC queued for B')
     const res = await b.request('GET', `/api/v1/out/${B}/stream/start`, { headers: { accept: 'multipart/mixed' } })
     t.equal(res.status, 200)
     t.match(res.headers['content-type'], /^multipart\/mixed; boundary=/)
@@ -207,14 +211,16 @@ t.test('SPI over ICOM', async (t) => {
   })
 
   await t.test('ICOM limits: 7th concurrent POST and 7th concurrent reader → 429', async (t) => {
-    // Six held at the simulator (observed, not assumed from timing), then the seventh.
-    sim.app.simulator.setFaults({ latencyMs: 2_000, routes: ['/api/v1/in/'] })
-    t.teardown(() => { sim.app.simulator.setFaults({}) })
+    // Six held at the simulator until the seventh has been answered (observed and released, not a latency a slow
+    // machine could outlast), then the seventh.
     const seventhPost = async (client: ParticipantClient, ispb: string): Promise<{ statuses: number[], seventh: SimpleResponse }> => {
       const bodies = await Promise.all(Array.from({ length: 7 }, async () => await (ispb === A ? pa : pb).signing.xmlSigner.sign(pibr001({ from: ispb }).xml, 'spi')))
+      const hold = sim.app.simulator.hold(`/api/v1/in/${ispb}/`)
+      t.teardown(() => { hold.release() })
       const six = bodies.slice(0, 6).map(async (body) => (await post(client, ispb, body)).status)
-      t.ok(await waitFor(() => sim.app.simulator.spi.active(ispb).posts === 6), `${ispb}: six POSTs in flight`)
+      t.ok(await waitFor(() => hold.waiting === 6 && sim.app.simulator.spi.active(ispb).posts === 6), `${ispb}: six POSTs in flight`)
       const seventh = await post(client, ispb, bodies[6] as string)
+      hold.release()
       return { statuses: await Promise.all(six), seventh }
     }
     const fromA = await seventhPost(a, A)
@@ -223,14 +229,17 @@ t.test('SPI over ICOM', async (t) => {
     t.equal(fromB.seventh.status, 429, 'the limit is per participant: B had its own six')
     t.match(fromB.seventh.text, /tooManyRequests/)
     t.equal(fromB.seventh.headers['content-type'], 'application/problem+xml')
-    sim.app.simulator.setFaults({})
     await drain(a, A, 6)
     await drain(b, B, 6)
 
+    // The readers are held too: a long poll ends on its own after LONG_POLL_MS, before a slow machine's sixth arrives.
+    const readHold = sim.app.simulator.hold(`/api/v1/out/${A}/stream/`)
+    t.teardown(() => { readHold.release() })
     const readers = Array.from({ length: 6 }, async () => await a.request('GET', `/api/v1/out/${A}/stream/start`))
-    t.ok(await waitFor(() => sim.app.simulator.spi.active(A).readers === 6), 'six readers waiting')
+    t.ok(await waitFor(() => readHold.waiting === 6 && sim.app.simulator.spi.active(A).readers === 6), 'six readers waiting')
     const seventh = await a.request('GET', `/api/v1/out/${A}/stream/start`)
     t.equal(seventh.status, 429)
+    readHold.release()
     t.same((await Promise.all(readers)).map((r) => r.status), [204, 204, 204, 204, 204, 204])
   })
 
