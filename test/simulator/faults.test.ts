@@ -6,6 +6,7 @@ import { ParticipantClient } from '../../simulator/client.ts'
 import type { SimpleResponse } from '../../simulator/client.ts'
 import { pibr001, SAMPLE_PAYER } from '../../src/samples/messages.ts'
 import { TrustStore, verifyXml } from '../../src/xmldsig/index.ts'
+import { waitFor } from '../helpers/wait.ts'
 
 const A = SAMPLE_PAYER.ispb
 const pki = createSimulatorPki({ participants: [A] })
@@ -42,6 +43,8 @@ t.test('fault injection, each observable', async (t) => {
       const posted = await icom.request('POST', `/api/v1/in/${A}/msgs`, { body: await id.signing.xmlSigner.sign(pibr001({ from: A }).xml, 'spi'), headers: { 'content-type': 'application/xml' } })
       t.equal(posted.status, 201)
     }
+    // The pibr.002 answers are queued after the 201s: wait for both, or a slow machine's 200 ms long poll ends first.
+    t.ok(await waitFor(() => control.spi.pending(A) === 2), 'both pibr.002 queued')
     control.setFaults({ responseSignature: 'expired-cert', routes: ['/api/v1/out/'] })
     const first = await icom.request('GET', `/api/v1/out/${A}/stream/start`)
     t.equal(verifyXml(first.text, { profile: 'spi', trustStore: bcbTrust }).code, 'CERT_EXPIRED')
