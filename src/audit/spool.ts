@@ -48,7 +48,7 @@
  * directory must be on a disk that outlives the process (not a container's ephemeral layer) for replay to help.
  */
 import { randomUUID } from 'node:crypto'
-import { mkdir, open, readdir, readFile, rename, stat, unlink, utimes, writeFile } from 'node:fs/promises'
+import { link, mkdir, open, readdir, readFile, rename, stat, unlink, utimes, writeFile } from 'node:fs/promises'
 import type { FileHandle } from 'node:fs/promises'
 import { fdatasyncSync, writeSync } from 'node:fs'
 import { hostname } from 'node:os'
@@ -64,6 +64,13 @@ export const RESPONSE_COLUMNS = Object.freeze([
   'error_code', 'upstream_latency_ms', 'total_latency_ms'
 ] as const)
 type ResponseColumn = (typeof RESPONSE_COLUMNS)[number]
+/**
+ * Request columns the response half may also carry, when only the answer holds them: the messages an ICOM stream
+ * page delivered (their types, BizMsgIdrs, EndToEndIds). Given in end(), they take the place of the request half's
+ * values in the row; omitted, the request half's stand.
+ */
+export const RESPONSE_FACT_COLUMNS = Object.freeze(['message_type', 'biz_msg_id', 'end_to_end_ids'] as const)
+type ResponseFactColumn = (typeof RESPONSE_FACT_COLUMNS)[number]
 /** Request columns begin() requires (the rest of the request half may be omitted or null). */
 export const REQUIRED_REQUEST_COLUMNS = Object.freeze([
   'id', 'request_date', 'system', 'request_method', 'request_path', 'request_header', 'correlation_id', 'instance_id'
@@ -74,7 +81,7 @@ type OptionalRequestColumn = Exclude<keyof AuditRow, ResponseColumn | RequiredRe
 /** What is known before the message leaves: written by begin(). */
 export type AuditRequestHalf = Pick<AuditRow, RequiredRequestColumn> & Partial<Pick<AuditRow, OptionalRequestColumn>>
 /** What is known when the call ended (answer, failure or timeout): written by end(). */
-export type AuditResponseHalf = Partial<Pick<AuditRow, ResponseColumn>>
+export type AuditResponseHalf = Partial<Pick<AuditRow, ResponseColumn | ResponseFactColumn>>
 
 /** The subset of a pino logger the audit code logs through. */
 export interface AuditLogger {
@@ -222,6 +229,8 @@ export function scanFrames (buf: Buffer): FrameScan {
 const COLUMN_BY_NAME = new Map(AUDIT_COLUMNS.map((c) => [c.name, c]))
 const RESPONSE_SET: ReadonlySet<string> = new Set(RESPONSE_COLUMNS)
 const REQUEST_NAMES = AUDIT_COLUMNS.map((c) => c.name).filter((n) => !RESPONSE_SET.has(n))
+const RESPONSE_FACT_SET: ReadonlySet<string> = new Set(RESPONSE_FACT_COLUMNS)
+const RESPONSE_NAMES: readonly string[] = [...RESPONSE_COLUMNS, ...RESPONSE_FACT_COLUMNS]
 const REQUIRED_SET: ReadonlySet<string> = new Set(REQUIRED_REQUEST_COLUMNS)
 /** Ids name parked files, so they must be safe file names; UUIDs are. */
 const ID_RE = /^[0-9A-Za-z][0-9A-Za-z._-]{0,127}$/
@@ -267,7 +276,11 @@ function validateHalf (id: string, input: object, names: readonly string[], half
 /** The row in schema order with every column present; a row without its response half is INCOMPLETE. */
 function mergeRow (req: Record<string, unknown>, res: Record<string, unknown> | null): AuditRow {
   const out: Record<string, unknown> = {}
-  for (const c of AUDIT_COLUMNS) out[c.name] = (RESPONSE_SET.has(c.name) ? res?.[c.name] : req[c.name]) ?? null
+  for (const c of AUDIT_COLUMNS) {
+    out[c.name] = (RESPONSE_SET.has(c.name)
+      ? res?.[c.name]
+      : (RESPONSE_FACT_SET.has(c.name) ? res?.[c.name] ?? req[c.name] : req[c.name])) ?? null
+  }
   if (res === null) out['error_code'] = Errors.AUDIT_INCOMPLETE.code
   return out as unknown as AuditRow
 }
@@ -516,7 +529,9 @@ export class AuditSpool {
     this.#assertWritable()
     const tx = this.#txs.get(id)
     if (tx === undefined || tx.ended || tx.state !== 'open') throw new PixProxyError(Errors.AUDIT_UNKNOWN_TRANSACTION, [id])
-    const fields = validateHalf(id, res, RESPONSE_COLUMNS, 'response')
+    const fields = validateHalf(id, res, RESPONSE_NAMES, 'response')
+    // Facts not given stay out of the frame (most rows have none): the request half's values stand.
+    for (const n of RESPONSE_FACT_COLUMNS) if (fields[n] === null) delete fields[n]
     const frame = this.#frame({ k: 'e', id, t: Date.now(), f: fields }, id)
     tx.ended = true
     await this.#append(frame, false, (loc) => {
@@ -1013,31 +1028,46 @@ export class AuditSpool {
   async #lock (): Promise<void> {
     const path = join(this.dir, 'spool.lock')
     const me = { pid: process.pid, host: hostname(), token: this.#lockToken }
-    let taken = false
+    // The lock appears with its content already in it: written to a file of our own, then hard-linked into place
+    // (link fails with EEXIST if the lock exists, atomically). Creating spool.lock with O_EXCL and then writing it
+    // let a process claiming the same slot read it empty in between, take it for a torn (dead) lock and take it
+    // over, so two live processes shared one slot (test/audit/slots.test.ts "claims race across processes").
+    const tmp = `${path}.${me.token}`
+    await writeFile(tmp, JSON.stringify(me))
     try {
-      await writeFile(path, JSON.stringify(me), { flag: 'wx' })
-      taken = true
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
-    }
-    if (!taken) {
-      const [text, st] = await Promise.all([readFile(path, 'utf8'), stat(path)])
-      let holder: { pid?: unknown, host?: unknown } = {}
-      try {
-        holder = JSON.parse(text) as typeof holder
-      } catch {
-        // Torn by a crash while it was written: nobody holds it.
+      for (;;) {
+        try {
+          await link(tmp, path)
+          break
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+        }
+        let text: string
+        let mtimeMs: number
+        try {
+          [text, { mtimeMs }] = await Promise.all([readFile(path, 'utf8'), stat(path)])
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue // released meanwhile: try again
+          throw err
+        }
+        let holder: { pid?: unknown, host?: unknown } = {}
+        try {
+          holder = JSON.parse(text) as typeof holder
+        } catch {
+          // Torn by a crash while it was written (a lock of a version that wrote it in place): nobody holds it.
+        }
+        const pid = typeof holder.pid === 'number' ? holder.pid : 0
+        const live = holder.host === me.host
+          // Our own pid is a previous container's (pid namespaces restart at 1), not us.
+          ? pid > 0 && pid !== me.pid && alive(pid)
+          : typeof holder.host === 'string' && Date.now() - mtimeMs < LOCK_STALE_MS
+        if (live) throw new PixProxyError(Errors.AUDIT_SPOOL_LOCKED, [this.dir, `${pid} on ${String(holder.host)}`])
+        await rename(tmp, path)
+        this.#logger?.warn({ dir: this.dir, previous: holder }, 'took over the audit spool lock of a process that is gone')
+        break
       }
-      const pid = typeof holder.pid === 'number' ? holder.pid : 0
-      const live = holder.host === me.host
-        // Our own pid is a previous container's (pid namespaces restart at 1), not us.
-        ? pid > 0 && pid !== me.pid && alive(pid)
-        : typeof holder.host === 'string' && Date.now() - st.mtimeMs < LOCK_STALE_MS
-      if (live) throw new PixProxyError(Errors.AUDIT_SPOOL_LOCKED, [this.dir, `${pid} on ${String(holder.host)}`])
-      const tmp = `${path}.${me.token}`
-      await writeFile(tmp, JSON.stringify(me))
-      await rename(tmp, path)
-      this.#logger?.warn({ dir: this.dir, previous: holder }, 'took over the audit spool lock of a process that is gone')
+    } finally {
+      await unlink(tmp).catch(() => {}) // gone already after a takeover (renamed into place)
     }
     this.#heartbeat = setInterval(() => {
       const now = new Date()
