@@ -106,6 +106,9 @@ export const Errors = Object.freeze({
   SIMULATOR_PKI: define('PIXPROXY_ERR_SIMULATOR_PKI', 'cannot prepare the simulator PKI in %s: %s'),
   SIMULATOR_STATE: define('PIXPROXY_ERR_SIMULATOR_STATE', 'cannot load the simulator state from %s: %s'),
 
+  // LOAD testing (pix-proxy load; src/load/)
+  LOAD_PREPARE_FAILED: define('PIXPROXY_ERR_LOAD_PREPARE_FAILED', 'the load test cannot start: preparation made nothing for %s (%s)'),
+
   // AWS (Firehose audit sink, configuration from SSM and Secrets Manager, the local AWS endpoint; src/aws/)
   AWS_FIREHOSE_PUT: define('PIXPROXY_ERR_AWS_FIREHOSE_PUT', 'Firehose PutRecordBatch to %s failed: %s', 503),
   AWS_FIREHOSE_ROW_TOO_LARGE: define('PIXPROXY_ERR_AWS_FIREHOSE_ROW_TOO_LARGE', 'audit row %s is %s bytes as a Firehose record; the limit is %s', 500),

@@ -232,6 +232,7 @@ export async function loadCommand (argv: string[], io: CliIo, opts: { signal?: A
       mix,
       signal: stop.signal,
       onProgress: progress,
+      prepareHint: `the counterparty ${counterpartyIspb} prepares over ${simulatorUrl}: is the simulator there (--simulator-url), and does it know ${counterpartyIspb} and ${ispb}?`,
       onPrepared: (p) => { io.stderr.write(`[load] prepared ${JSON.stringify(p.items)} with ${p.requests} requests in ${(p.durationMs / 1000).toFixed(1)} s; measuring ${model.kind === 'open' ? `${model.ratePerSec}/s` : `${model.concurrency} workers`} for ${durationMs / 1000} s\n`) },
       ...(count === undefined ? {} : { count }),
       ...(maxOutstanding === undefined ? {} : { maxOutstanding }),

@@ -183,6 +183,8 @@ export interface PrepareReport {
   readonly requests: number
   readonly ok: number
   readonly errorsByCode: Readonly<Record<string, number>>
+  /** The first failure of each code, shortened. */
+  readonly errorDetails: Readonly<Record<string, string>>
   /** Items ready for the run, per operation that needs them. */
   readonly items: Readonly<Partial<Record<Operation, number>>>
 }
@@ -200,6 +202,9 @@ export interface FlowOptions {
 }
 
 const MAX_PENDING_PAYMENTS = 100_000
+
+/** A preparation step whose first this-many attempts all failed is given up (the run is then refused). */
+export const PREPARE_GIVE_UP_AFTER = 16
 
 /** The operations' state for one run: prepared items, stream positions, payments awaiting their report. */
 export class Flows {
@@ -227,14 +232,21 @@ export class Flows {
 
   /**
    * Creates what the operations need: `needs[op]` items for create-claim and confirm-claim (each is used once),
-   * up to 32 keys for get-entry (read round-robin). Failures are counted, not thrown: an operation left without
-   * items fails with LOAD_NOT_PREPARED during the run, visibly.
+   * up to 32 keys for get-entry (read round-robin). Failures are counted, not thrown: an operation left with fewer
+   * items than it needs fails with LOAD_NOT_PREPARED during the run, visibly. A step whose first
+   * PREPARE_GIVE_UP_AFTER attempts all failed stops there (nothing is listening, or every request is refused):
+   * runLoad then refuses to measure (LOAD_PREPARE_FAILED).
    */
   async prepare (needs: Partial<Record<Operation, number>>, signal?: AbortSignal): Promise<PrepareReport> {
     const started = performance.now()
     let requests = 0
     let ok = 0
     const errors = new Map<string, number>()
+    const details = new Map<string, string>()
+    const fail = (code: string, detail: string): void => {
+      errors.set(code, (errors.get(code) ?? 0) + 1)
+      if (!details.has(code) && details.size < 50) details.set(code, detail.slice(0, 300))
+    }
     const send = async (via: LoadTransport, req: LoadRequest, status: number): Promise<LoadResponse | undefined> => {
       requests++
       try {
@@ -244,17 +256,22 @@ export class Flows {
           ok++
           return res
         }
-        errors.set(o.code as string, (errors.get(o.code as string) ?? 0) + 1)
+        fail(o.code as string, `${req.method} ${req.path} as ${via.ispb}: ${o.detail ?? ''}`)
       } catch (err) {
-        const code = errorCodeOf(err)
-        errors.set(code, (errors.get(code) ?? 0) + 1)
+        fail(errorCodeOf(err), `${req.method} ${req.path} as ${via.ispb}: ${(err as Error)?.message ?? String(err)}`)
       }
       return undefined
     }
-    const each = async (n: number, fn: (i: number) => Promise<void>): Promise<void> => {
+    /** Runs `fn` n times (it says whether it made an item), giving up when the first attempts all made nothing. */
+    const each = async (n: number, fn: () => Promise<boolean>): Promise<void> => {
       let next = 0
+      let made = 0
+      const hopeless = (): boolean => made === 0 && next >= PREPARE_GIVE_UP_AFTER
       await Promise.all(Array.from({ length: Math.min(n, this.prepareConcurrency) }, async () => {
-        while (next < n && signal?.aborted !== true) await fn(next++)
+        while (next < n && signal?.aborted !== true && !hopeless()) {
+          next++
+          if (await fn()) made++
+        }
       }))
     }
     const cp = this.counterparty
@@ -262,31 +279,37 @@ export class Flows {
       const reads = Math.min(32, needs['get-entry'] ?? 0)
       await each(reads, async () => {
         const e = createEntryRequest({ owner: person(cp.ispb, SAMPLE_PAYEE) })
-        if (await send(cp, { method: 'POST', path: '/api/v2/entries/', body: e.xml, sign: 'dict', answerProfile: 'dict' }, 201) !== undefined) this.keysToRead.push(e.key)
+        if (await send(cp, { method: 'POST', path: '/api/v2/entries/', body: e.xml, sign: 'dict', answerProfile: 'dict' }, 201) === undefined) return false
+        this.keysToRead.push(e.key)
+        return true
       })
       await each(needs['create-claim'] ?? 0, async () => {
         const owner = person(cp.ispb, SAMPLE_PAYEE)
         const e = createEntryRequest({ owner })
-        if (await send(cp, { method: 'POST', path: '/api/v2/entries/', body: e.xml, sign: 'dict', answerProfile: 'dict' }, 201) !== undefined) this.claimable.push({ key: e.key, owner })
+        if (await send(cp, { method: 'POST', path: '/api/v2/entries/', body: e.xml, sign: 'dict', answerProfile: 'dict' }, 201) === undefined) return false
+        this.claimable.push({ key: e.key, owner })
+        return true
       })
       // A claim we can confirm: our key, claimed by the counterparty for the same person, acknowledged by us.
       await each(needs['confirm-claim'] ?? 0, async () => {
         const owner = person(this.ispb, SAMPLE_PAYER)
         const e = createEntryRequest({ owner })
-        if (await send(this.target, { method: 'POST', path: '/api/v2/entries/', body: e.xml, sign: 'dict', answerProfile: 'dict' }, 201) === undefined) return
+        if (await send(this.target, { method: 'POST', path: '/api/v2/entries/', body: e.xml, sign: 'dict', answerProfile: 'dict' }, 201) === undefined) return false
         const claim = createClaimRequest({ key: e.key, keyType: 'EMAIL', type: 'PORTABILITY', owner: { ...owner, ispb: cp.ispb, account: randomAccount() } })
         const created = await send(cp, { method: 'POST', path: '/api/v2/claims/', body: claim.xml, sign: 'dict', answerProfile: 'dict' }, 201)
         const id = created === undefined ? undefined : /<Claim>[\s\S]*?<Id>([^<]+)<\/Id>/.exec(created.body.toString('utf8'))?.[1]
-        if (id === undefined) return
+        if (id === undefined) return false
         const ack = claimActionRequest('AcknowledgeClaimRequest', id, this.ispb)
-        if (await send(this.target, { method: 'POST', path: `/api/v2/claims/${encodeURIComponent(id)}/acknowledge`, body: ack, sign: 'dict', answerProfile: 'dict' }, 200) !== undefined) this.confirmable.push(id)
+        if (await send(this.target, { method: 'POST', path: `/api/v2/claims/${encodeURIComponent(id)}/acknowledge`, body: ack, sign: 'dict', answerProfile: 'dict' }, 200) === undefined) return false
+        this.confirmable.push(id)
+        return true
       })
     }
     const items: Partial<Record<Operation, number>> = {}
     if ((needs['get-entry'] ?? 0) > 0) items['get-entry'] = this.keysToRead.length
     if ((needs['create-claim'] ?? 0) > 0) items['create-claim'] = this.claimable.length
     if ((needs['confirm-claim'] ?? 0) > 0) items['confirm-claim'] = this.confirmable.length
-    return { durationMs: performance.now() - started, requests, ok, errorsByCode: Object.fromEntries(errors), items }
+    return { durationMs: performance.now() - started, requests, ok, errorsByCode: Object.fromEntries([...errors].sort((a, b) => b[1] - a[1])), errorDetails: Object.fromEntries(details), items }
   }
 
   /** Performs one operation through the target. */

@@ -50,6 +50,8 @@ export interface LoadOptions {
   readonly onProgress?: (tick: Tick) => void
   /** Called when the prepare phase ends, before measuring. */
   readonly onPrepared?: (prepare: PrepareReport) => void
+  /** Appended to the LOAD_PREPARE_FAILED message (e.g. which option says where the counterparty goes). */
+  readonly prepareHint?: string
   /** Stops early (e.g. Ctrl-C); the report covers what ran. */
   readonly signal?: AbortSignal
   /** The measured run's time (runEngine's `clock`). Default the real clock. */
@@ -162,7 +164,8 @@ function opReport (r: OpResult, windowMs: number): OpReport {
 
 /**
  * Prepares the items the mix needs, runs the schedule, and reports. Transports stay open (the caller owns them).
- * @throws PixProxyError USAGE for options out of range, or a mix that needs a counterparty without one.
+ * @throws PixProxyError USAGE for options out of range, or a mix that needs a counterparty without one;
+ *   LOAD_PREPARE_FAILED when the preparation made nothing for an operation of the mix (nothing is measured).
  */
 export async function runLoad (o: LoadOptions): Promise<LoadReport> {
   const mixRecord = o.mix ?? DEFAULT_MIX
@@ -181,6 +184,16 @@ export async function runLoad (o: LoadOptions): Promise<LoadReport> {
   })
   const planned = plannedPerOp(o, mix, durationMs)
   const prepare = await flows.prepare(planned, o.signal)
+  // An operation the preparation made nothing for would only measure LOAD_NOT_PREPARED: refuse to start instead.
+  const unprepared = mix.filter(([op]) => NEEDS_COUNTERPARTY.has(op) && (planned[op] ?? 0) > 0 && (prepare.items[op] ?? 0) === 0).map(([op]) => op)
+  if (unprepared.length > 0 && o.signal?.aborted !== true) {
+    const failures = Object.entries(prepare.errorsByCode).map(([code, n]) => `${code} ×${n}`).join(', ')
+    const first = Object.values(prepare.errorDetails)[0]
+    throw new PixProxyError(Errors.LOAD_PREPARE_FAILED, [
+      unprepared.join(', '),
+      `${prepare.requests - prepare.ok} of ${prepare.requests} preparation requests failed${failures === '' ? '' : `: ${failures}`}${first === undefined ? '' : `; first: ${first}`}${o.prepareHint === undefined ? '' : `; ${o.prepareHint}`}`
+    ])
+  }
   o.onPrepared?.(prepare)
   const result = await runEngine<Operation>({
     model: o.model,

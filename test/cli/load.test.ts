@@ -81,6 +81,23 @@ t.test('an unreachable proxy: every request is an error by code, exit 1', async 
   t.same(Object.keys(r.totals.errorsByCode), ['ECONNREFUSED'])
 })
 
+t.test('a preparation that fails outright (no simulator at --simulator-url) aborts with a coded error, exit 1', async (t) => {
+  const pkiDir = join(t.testdir(), 'pki')
+  await loadOrCreateSimulatorPki(pkiDir, ['99999010'])
+  const c = captureIo()
+  // Port 9 (discard) on loopback: nothing listens there, so every preparation request is refused.
+  const code = await main(['load', '--url', 'http://127.0.0.1:9', '--pki', pkiDir, '--simulator-url', 'https://127.0.0.1:9', '--rate', '50', '--duration', '30s', '--json'], c.io)
+  const { stdout, stderr } = c.text()
+  t.equal(code, 1)
+  t.equal(stdout, '', 'no report: nothing was measured')
+  const line = JSON.parse(stderr.trim().split('\n').at(-1) as string) as { error: string, message: string }
+  t.equal(line.error, 'PIXPROXY_ERR_LOAD_PREPARE_FAILED')
+  t.match(line.message, /preparation made nothing for get-entry, create-claim, confirm-claim/)
+  t.match(line.message, /ECONNREFUSED ×\d+/)
+  t.match(line.message, /prepares over https:\/\/127\.0\.0\.1:9: is the simulator there \(--simulator-url\)/)
+  t.notMatch(stderr, /\[load\] prepared/)
+})
+
 t.test('--target simulator with a PKI directory: the full mix, --json and --chart', async (t) => {
   const dir = t.testdir()
   const pkiDir = join(dir, 'pki')

@@ -65,3 +65,65 @@ t.test('open model: offered is the rate exactly; throughput counts the window on
   t.equal(r.totals.throughputPerSec, 9.9)
   t.same(r.drain, { ms: 50, ended: 1, ok: 1 })
 })
+
+t.test('a preparation that makes nothing refuses to start: LOAD_PREPARE_FAILED, not a run of LOAD_NOT_PREPARED', async (t) => {
+  const clock = new VirtualClock()
+  const target = simulatedTarget(clock, { writeMs: 5, pollMs: 100 })
+  const measured: string[] = []
+  const seen: LoadTransport = {
+    kind: target.kind,
+    ispb: target.ispb,
+    request: async (req) => {
+      measured.push(`${req.method} ${req.path}`)
+      return await target.request(req)
+    },
+    close: async () => {}
+  }
+  let counterpartyCalls = 0
+  const refused: LoadTransport = {
+    kind: 'direct',
+    ispb: '99999010',
+    request: async () => {
+      counterpartyCalls++
+      throw Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:16522'), { code: 'ECONNREFUSED' })
+    },
+    close: async () => {}
+  }
+  let prepared = false
+  await t.rejects(clock.run(runLoad({
+    target: seen,
+    counterparty: refused,
+    clock,
+    model: { kind: 'open', ratePerSec: 50 },
+    durationMs: 30_000,
+    prepareHint: 'is the simulator there?',
+    onPrepared: () => { prepared = true }
+  })), {
+    code: 'PIXPROXY_ERR_LOAD_PREPARE_FAILED',
+    message: /preparation made nothing for get-entry, create-claim, confirm-claim \(48 of 64 preparation requests failed: ECONNREFUSED ×48; first: POST \/api\/v2\/entries\/ as 99999010: connect ECONNREFUSED 127\.0\.0\.1:16522; is the simulator there\?\)/
+  })
+  t.equal(counterpartyCalls, 48, 'each preparation step gave up after its first 16 attempts failed, not after the 1,500 planned')
+  t.notOk(prepared, 'no "prepared" notice')
+  t.same(measured.filter((m) => !m.startsWith('POST /api/v2/entries/')), [], 'nothing was measured: the target only saw the preparation\'s own key registrations')
+})
+
+t.test('a preparation that makes some items runs; what it could not make fails visibly as LOAD_NOT_PREPARED', async (t) => {
+  const clock = new VirtualClock()
+  const target = simulatedTarget(clock, { writeMs: 5, pollMs: 100 })
+  let n = 0
+  const flaky: LoadTransport = {
+    kind: 'direct',
+    ispb: '99999010',
+    // Every other registration is refused: half the claimable keys are made.
+    request: async (req) => {
+      if (n++ % 2 === 1) throw Object.assign(new Error('refused'), { code: 'ECONNREFUSED' })
+      return await target.request(req)
+    },
+    close: async () => {}
+  }
+  const r = await clock.run(runLoad({ target, counterparty: flaky, clock, model: { kind: 'open', ratePerSec: 10 }, durationMs: 2_000, mix: { 'create-claim': 1 } }))
+  t.equal(r.prepare.items['create-claim'], 11, 'half of the 21 prepared (20 planned + 1)')
+  t.same(r.prepare.errorsByCode, { ECONNREFUSED: 10 })
+  t.equal(r.ops['create-claim']?.count, 20)
+  t.equal(r.ops['create-claim']?.errorsByCode.LOAD_NOT_PREPARED, 9, 'the 9 arrivals beyond the 11 items')
+})
