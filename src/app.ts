@@ -104,6 +104,12 @@ export async function buildApp (opts: AppOptions): Promise<FastifyInstance> {
     requestTimeout: config.upstream.connectTimeoutMs + config.upstream.headersTimeoutMs + config.upstream.bodyTimeoutMs + config.spi.queueTimeoutMs,
     // Not true (it would cut in-flight requests); idle connections are ended by drainConnections() below.
     forceCloseConnections: false,
+    // No fixed deadline on start-up (Fastify's default is 10 s per plugin): the audit plugin replays what a crash
+    // left in the spool (up to PIXPROXY_AUDIT_SPOOL_MAX_BYTES) and starts its thread, the HSM plugin logs in and
+    // opens sessions, and on a loaded machine or with a large spool that took longer than 10 s, failing a start
+    // that would have succeeded. A start that hangs is bounded where it can be judged: by the orchestrator's health
+    // check grace period (the image's HEALTHCHECK start period, the ECS health check), which replaces the task.
+    pluginTimeout: 0,
     // Errors Fastify raises before routing (a malformed URL or percent-encoding) bypass setErrorHandler: answer
     // them as problems too, so no caller ever sees a bare Fastify JSON error.
     frameworkErrors: (error, req, reply) => {
