@@ -21,6 +21,7 @@ import { DEFAULT_MIX, NEEDS_COUNTERPARTY, OPERATIONS, parseMix } from '../load/f
 import type { Operation } from '../load/flows.ts'
 import { formatReport, runLoad } from '../load/run.ts'
 import type { LoadReport } from '../load/run.ts'
+import { resolvePkiDir } from '../load/pki-dir.ts'
 import { createDirectTransport, createProxyTransport } from '../load/transport.ts'
 import type { LoadTransport } from '../load/transport.ts'
 import type { CliIo } from './io.ts'
@@ -38,7 +39,8 @@ export const LOAD_USAGE = `usage: pix-proxy load [--target proxy|simulator] [--u
                       every request and verifies every answer, as a bank core without a proxy does
   --rate N            open model: N requests/s on a fixed schedule, latency from the scheduled time (default 50)
   --concurrency N     closed model: N workers sending back to back
-  --pki DIR           a simulator PKI directory (pix-proxy simulator --dir DIR): the CA, BACEN's signing
+  --pki DIR           a simulator PKI directory (pix-proxy simulator --dir DIR), or a demo directory
+                      (pix-proxy demo --dir DIR: its bacen/): the CA, BACEN's signing
                       certificates and participants/<ISPB>/ identities; the --counterparty participant (default
                       ${SAMPLE_PAYEE.ispb}) prepares the keys and claims of get-entry, create-claim and confirm-claim
   only loopback targets unless --allow-remote`
@@ -156,8 +158,9 @@ export async function loadCommand (argv: string[], io: CliIo, opts: { signal?: A
   if (streamReaders !== undefined && streamReaders > 6) throw usageError('--stream-readers must be at most 6 (ICOM\'s limit per participant)')
   const ispb = ispbOption(values.ispb, 'ispb')
   const counterpartyIspb = ispbOption(values.counterparty ?? (ispb === SAMPLE_PAYEE.ispb ? SAMPLE_PAYER.ispb : SAMPLE_PAYEE.ispb), 'counterparty')
-  const pki = values.pki === undefined ? undefined : resolve(values.pki)
-  if (pki !== undefined && !existsSync(join(pki, 'ca.pem'))) throw usageError(`--pki ${pki} is not a simulator PKI directory (no ca.pem): create one with pix-proxy simulator --dir`)
+  const pkiArg = values.pki === undefined ? undefined : resolve(values.pki)
+  const pki = pkiArg === undefined ? undefined : resolvePkiDir(pkiArg)
+  if (pkiArg !== undefined && pki === undefined) throw usageError(`--pki ${pkiArg} is not a simulator PKI directory (no ca.pem) nor a demo directory (no bacen/ca.pem): create one with pix-proxy simulator --dir, or pix-proxy demo --dir`)
   const chart = values.chart === undefined ? undefined : resolve(values.chart)
   if (chart !== undefined && !existsSync(dirname(chart))) throw usageError(`--chart: the directory ${dirname(chart)} does not exist`)
   const allowRemote = values['allow-remote']
@@ -203,6 +206,9 @@ export async function loadCommand (argv: string[], io: CliIo, opts: { signal?: A
       targetTransport = await createProxyTransport({ url, ispb, allowRemote })
     } else {
       const own = pki === undefined ? undefined : pkiIdentity(pki, ispb)
+      if (own !== undefined && values.key === undefined && !existsSync(own.tlsKey)) {
+        throw usageError(`--pki ${pki} has no identity for ${ispb} (participants/${ispb}/): in a demo directory that participant's keys are in the HSM; use --target proxy, or give --key and --cert`)
+      }
       const tlsKey = values.key ?? own?.tlsKey
       const tlsCert = values.cert ?? own?.tlsCert
       const id: Partial<Identity> = {

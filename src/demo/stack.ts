@@ -26,6 +26,7 @@ import { startSimulator } from '../../simulator/server.ts'
 import type { RunningSimulator } from '../../simulator/server.ts'
 import type { FaultConfig } from '../../simulator/app.ts'
 import { ParticipantClient } from '../../simulator/client.ts'
+import { writeLoadPki } from '../load/pki-dir.ts'
 
 export const PROXY_ISPB = '99999004'
 export const COUNTERPARTY_ISPB = '99999010'
@@ -120,6 +121,8 @@ export async function startLocalStack (opts: LocalStackOptions): Promise<LocalSt
     // A real bundle keeps BACEN's previous signing certificate after a rotation: an expired signature is then
     // reported as CERT_EXPIRED, not as an unknown certificate.
     await writeFile(signingFile, simulatorPki.bcbSigning.certPem + simulatorPki.bcbExpired.certPem)
+    // What `pix-proxy load --pki <dir>` needs (CA, BACEN's signing certificates, the counterparty's keys, 0600).
+    await writeLoadPki(files, simulatorPki, [COUNTERPARTY_ISPB])
     const port = new URL(simulator.dictUrl).port
     const settings: Record<string, string> = {
       PIXPROXY_ISPB: PROXY_ISPB,

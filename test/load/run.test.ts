@@ -6,6 +6,10 @@
  */
 import t from 'tap'
 import type { Test } from 'tap'
+import { statSync } from 'node:fs'
+import { join } from 'node:path'
+import { loadCommand } from '../../src/cli/load.ts'
+import { captureIo } from '../helpers/cli-io.ts'
 import { COUNTERPARTY_ISPB, PROXY_ISPB, startE2e } from '../helpers/e2e.ts'
 import type { E2e } from '../helpers/e2e.ts'
 import { TrustStore } from '../../src/xmldsig/truststore.ts'
@@ -125,4 +129,32 @@ t.test('options out of range and a mix without its counterparty are usage errors
   await t.rejects(runLoad({ target: proxy, counterparty: proxy, model: { kind: 'open', ratePerSec: 1 } }), { code: 'PIXPROXY_ERR_USAGE', message: /another participant/ })
   await t.rejects(runLoad({ target: proxy, model: { kind: 'open', ratePerSec: 1 }, mix: { 'create-entry': -1 } }), { code: 'PIXPROXY_ERR_USAGE', message: /non-negative/ })
   await t.rejects(runLoad({ target: proxy, model: { kind: 'open', ratePerSec: 1 }, mix: { 'spi-send': 0 } }), { code: 'PIXPROXY_ERR_USAGE', message: /no operation/ })
+})
+
+t.test('pix-proxy load --pki takes the demo\'s directory: the stack writes the simulator PKI files load needs', async (t) => {
+  const bacen = join(e2e.dir, 'bacen')
+  for (const f of ['ca.pem', 'bcb-signing.pem', 'bcb-signing-expired.pem', 'participants/99999010/tls.pem', 'participants/99999010/signing.pem']) {
+    t.ok(statSync(join(bacen, f)).isFile(), `bacen/${f}`)
+  }
+  for (const f of ['participants/99999010/tls.key', 'participants/99999010/signing.key']) {
+    t.equal(statSync(join(bacen, f)).mode & 0o777, 0o600, `bacen/${f} is private (0600)`)
+  }
+  const c = captureIo()
+  // The demo directory itself, as `make demo` leaves .local/demo: the full mix through the proxy, the counterparty
+  // from the directory preparing keys and claims at the demo's simulator.
+  const code = await loadCommand(['--url', e2e.stack.proxyUrl, '--pki', e2e.dir, '--simulator-url', e2e.stack.simulator.dictUrl, '--rate', '20', '--duration', '1s', '--json'], c.io)
+  const { stdout, stderr } = c.text()
+  t.equal(code, 0, stderr)
+  const r = JSON.parse(stdout) as LoadReport
+  t.same(Object.keys(r.ops).sort(), [...OPERATIONS].sort(), 'the full mix, counterparty operations included')
+  t.equal(r.totals.count, 20)
+  t.equal(r.totals.ok, 20, JSON.stringify(r.totals.errorsByCode))
+  t.ok(r.prepare.ok > 0 && r.prepare.ok === r.prepare.requests, 'prepared by the counterparty from the demo directory')
+  // The demo's own participant keeps its keys in the HSM: the simulator target cannot sign as it from files.
+  const d = captureIo()
+  t.equal(await loadCommand(['--target', 'simulator', '--url', e2e.stack.simulator.dictUrl, '--pki', e2e.dir, '--duration', '1s'], d.io).catch((err: { code?: string, message?: string }) => {
+    t.equal(err.code, 'PIXPROXY_ERR_USAGE')
+    t.match(err.message, /no identity for 99999004 .*HSM/)
+    return 2
+  }), 2)
 })
