@@ -1,6 +1,7 @@
 /**
  * The searchable facts of a message for its audit row (message type, BizMsgIdr, EndToEndIds, DICT RequestId and
- * Key), read from the tree the proxy already parsed for signing: no second parse on the hot path.
+ * Key), read from the tree the proxy already parsed for signing (or, for what an ICOM stream page delivers, for
+ * verifying BACEN's signature): no second parse on the hot path.
  */
 import { childElements, textContent } from '../xmldsig/xml.ts'
 import type { XmlDocument, XmlElement } from '../xmldsig/xml.ts'
@@ -66,6 +67,21 @@ export function dictFacts (doc: XmlDocument, into: MessageFacts = emptyFacts()):
   into.dictRequestId = text(child(root, 'RequestId'))
   into.dictKey = text(child(child(root, 'Entry'), 'Key')) ?? text(child(child(root, 'Claim'), 'Key')) ?? text(child(root, 'Key'))
   return into
+}
+
+/** The SPI facts as audit columns: what a stream page delivered, carried by the response half of its row. */
+export interface FactColumns {
+  message_type: string | null
+  biz_msg_id: string | null
+  end_to_end_ids: string | null
+}
+
+export function factColumns (f: MessageFacts): FactColumns {
+  return {
+    message_type: f.messageType,
+    biz_msg_id: f.bizMsgId,
+    end_to_end_ids: f.endToEndIds.length === 0 ? null : f.endToEndIds.join(',')
+  }
 }
 
 /** Distinct values of a multipart batch, comma-separated. */

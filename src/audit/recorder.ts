@@ -6,7 +6,8 @@
  */
 import type { AuditRequestHalf, AuditResponseHalf } from './spool.ts'
 import type { AuditJournal } from './service.ts'
-import type { MessageFacts } from './facts.ts'
+import { factColumns } from './facts.ts'
+import type { FactColumns, MessageFacts } from './facts.ts'
 import { uuidv7 } from './id.ts'
 
 export interface BeginInput {
@@ -32,6 +33,11 @@ export interface EndInput {
   readonly upstreamMs: number
   /** Set when the proxy refused the answer (e.g. the reject policy for an invalid signature). */
   readonly errorCode?: string | null
+  /**
+   * Facts only the answer holds: the SPI messages an ICOM stream page delivered. Those known replace the request
+   * half's message_type, biz_msg_id and end_to_end_ids in the row; unknown ones (null, empty) leave them as begun.
+   */
+  readonly facts?: MessageFacts | null
 }
 
 export interface AuditTx {
@@ -81,9 +87,7 @@ export class AuditRecorder {
       request_query: q < 0 ? null : input.path.slice(q + 1),
       request_header: JSON.stringify(input.headers),
       request_body: body,
-      message_type: input.facts.messageType,
-      biz_msg_id: input.facts.bizMsgId,
-      end_to_end_ids: input.facts.endToEndIds.length === 0 ? null : input.facts.endToEndIds.join(','),
+      ...factColumns(input.facts),
       dict_request_id: input.facts.dictRequestId,
       dict_key: input.facts.dictKey,
       correlation_id: input.correlationId,
@@ -105,6 +109,11 @@ export class AuditRecorder {
           error_code: res.errorCode ?? null,
           upstream_latency_ms: Math.round(res.upstreamMs * 1000) / 1000,
           total_latency_ms: total()
+        }
+        if (res.facts != null) {
+          for (const [k, v] of Object.entries(factColumns(res.facts)) as Array<[keyof FactColumns, string | null]>) {
+            if (v !== null) half[k] = v
+          }
         }
         await this.timed('end', spool.end(id, half), t1)
       },

@@ -9,11 +9,14 @@ import { gunzip } from 'node:zlib'
 import { promisify } from 'node:util'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { AuditTx } from '../audit/recorder.ts'
+import { spiFacts } from '../audit/facts.ts'
 import type { MessageFacts } from '../audit/facts.ts'
 import type { Dispatcher } from 'undici'
 import type { Upstream } from '../tls/upstream.ts'
-import { verifyXml } from '../xmldsig/verify.ts'
-import type { VerifyCode, VerifyResult } from '../xmldsig/verify.ts'
+import { verifyDocument, verifyXml } from '../xmldsig/verify.ts'
+import type { VerifyCode, VerifyOptions, VerifyResult } from '../xmldsig/verify.ts'
+import { parseXml, XmlError } from '../xmldsig/xml.ts'
+import type { XmlDocument } from '../xmldsig/xml.ts'
 import type { Profile } from '../xmldsig/profile.ts'
 import { buildMultipart, MultipartError, multipartBoundary, parseMultipart } from '../http/multipart.ts'
 import { Errors, PixProxyError } from '../errors.ts'
@@ -143,9 +146,24 @@ export interface CheckedBody {
 /**
  * Verifies a BACEN response body: one XML message, or each part of a multipart/mixed page. Unsigned kinds
  * (empty bodies; ICOM errors when `signedProblems` is false) are reported as UNSIGNED, not as failures.
+ * With `delivered`, the SPI facts of every message checked (type, BizMsgIdr, EndToEndIds) are added to it, read
+ * from the tree parsed for verification: what an ICOM stream page delivered, for its audit row.
  */
-export function checkResponse (app: FastifyInstance, name: 'dict' | 'spi', profile: Profile, answer: UpstreamAnswer, signedProblems: boolean): CheckedBody {
+export function checkResponse (app: FastifyInstance, name: 'dict' | 'spi', profile: Profile, answer: UpstreamAnswer, signedProblems: boolean, delivered?: MessageFacts): CheckedBody {
   const ct = answer.headers['content-type']
+  const options: VerifyOptions = { profile, trustStore: app.crypto.bacenTrust }
+  const verify = (xml: Buffer): VerifyResult => {
+    if (delivered === undefined) return verifyXml(xml, options)
+    let doc: XmlDocument
+    try {
+      doc = parseXml(xml)
+    } catch (err) {
+      if (err instanceof XmlError) return verifyXml(xml, options) // the same parse failure, as its verdict
+      throw err
+    }
+    spiFacts(doc, delivered)
+    return verifyDocument(doc, options)
+  }
   const record = (r: VerifyResult): VerifyResult => {
     app.metrics.signatures.inc({ upstream: name, code: r.code })
     return r
@@ -165,7 +183,7 @@ export function checkResponse (app: FastifyInstance, name: 'dict' | 'spi', profi
       if (err instanceof MultipartError) throw new PixProxyError(Errors.UPSTREAM_BAD_RESPONSE, [name, err.message], { cause: err })
       throw err
     }
-    const results = parts.map((p) => record(verifyXml(p.body, { profile, trustStore: app.crypto.bacenTrust })))
+    const results = parts.map((p) => record(verify(p.body)))
     const annotated = parts.map((p, i) => ({
       headers: { ...p.headers, [SIGNATURE_VALID_HEADER]: String(results[i]?.valid), [SIGNATURE_CODE_HEADER]: results[i]?.code as string },
       body: p.body
@@ -176,7 +194,7 @@ export function checkResponse (app: FastifyInstance, name: 'dict' | 'spi', profi
   }
   const problem = (ct ?? '').toLowerCase().startsWith('application/problem+xml')
   if (!isXml(ct) || (problem && !signedProblems)) return { body: answer.body, contentType: ct, valid: true, code: UNSIGNED, results: [] }
-  const r = record(verifyXml(answer.body, { profile, trustStore: app.crypto.bacenTrust }))
+  const r = record(verify(answer.body))
   return { body: answer.body, contentType: ct, valid: r.valid, code: r.code, results: [r] }
 }
 
@@ -229,8 +247,11 @@ export async function beginAudit (app: FastifyInstance, req: FastifyRequest, cal
   })
 }
 
-/** Finishes the audit row with BACEN's answer and the verdict on its signature. */
-export async function endAudit (tx: AuditTx, answer: UpstreamAnswer, checked: CheckedBody, errorCode: string | null = null): Promise<void> {
+/**
+ * Finishes the audit row with BACEN's answer and the verdict on its signature; `delivered` (an ICOM stream page's
+ * messages) replaces the row's message facts.
+ */
+export async function endAudit (tx: AuditTx, answer: UpstreamAnswer, checked: CheckedBody, errorCode: string | null = null, delivered: MessageFacts | null = null): Promise<void> {
   await tx.end({
     status: answer.status,
     headers: relayedHeaders(answer),
@@ -238,7 +259,8 @@ export async function endAudit (tx: AuditTx, answer: UpstreamAnswer, checked: Ch
     signatureValid: checked.code === UNSIGNED ? null : checked.valid,
     signatureCode: checked.code,
     upstreamMs: answer.upstreamMs,
-    errorCode
+    errorCode,
+    facts: delivered
   })
 }
 

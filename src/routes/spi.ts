@@ -201,6 +201,7 @@ export default async function spiRoutes (app: FastifyInstance): Promise<void> {
     const accept = req.headers.accept?.toLowerCase().includes('multipart/mixed') === true ? 'multipart/mixed' : 'application/xml'
     const release = await readers.acquire()
     try {
+      // Until the answer is in (and in the row of a page that delivered nothing) the row says what the call was.
       const facts = emptyFacts()
       facts.messageType = method === 'DELETE' ? 'stream end' : 'stream read'
       const { answer, tx } = await auditedCall(app, req, {
@@ -210,8 +211,11 @@ export default async function spiRoutes (app: FastifyInstance): Promise<void> {
         path: upstreamPath(template, req),
         headers: { accept }
       }, config.spi.url, facts)
-      const checked = checkResponse(app, 'spi', 'spi', answer, false)
-      await endAudit(tx, answer, checked)
+      // The row of a page carries what it delivered (types, BizMsgIdrs, EndToEndIds and OrgnlEndToEndIds), so that a
+      // payment's story is found by its EndToEndId: the pacs.008 post and the read that brought its pacs.002.
+      const delivered = emptyFacts()
+      const checked = checkResponse(app, 'spi', 'spi', answer, false, delivered)
+      await endAudit(tx, answer, checked, null, delivered)
       return relay(reply, answer, checked)
     } finally {
       release()
