@@ -7,6 +7,17 @@ import type { SecondStats } from './engine.ts'
 import type { LoadReport, OpReport } from './run.ts'
 
 const COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e', '#8c564b', '#e377c2', '#17becf']
+/**
+ * Series often coincide (operations with the same latency, two flat lines at zero): colour alone would leave only
+ * the last one drawn visible. Each series also gets its own dash pattern (drawn solid first, so the dashed ones on
+ * top let it show through their gaps) and its own hollow marker shape, the markers of each series at positions
+ * staggered from the others'. The legend shows the same colour, dash and marker.
+ */
+const DASHES = ['', '7 4', '2 3', '10 3 2 3', '4 4', '1 5', '12 4 2 4 2 4', '6 2 1 2']
+const MARKERS = ['circle', 'square', 'triangle', 'diamond', 'triangle-down', 'plus', 'cross', 'star'] as const
+type Marker = typeof MARKERS[number]
+/** At most this many markers per series (stride between them grows with the run). */
+const MARKERS_PER_SERIES = 12
 const W = 900
 const H = 260
 const M = { left: 60, right: 20, top: 20, bottom: 36 }
@@ -29,6 +40,27 @@ function label (v: number): string {
 
 interface Line { readonly name: string, readonly color: string, readonly points: ReadonlyArray<number | null> }
 
+/** A hollow marker centred on (x, y). */
+function marker (shape: Marker, x: number, y: number, color: string): string {
+  const r = 3.5
+  const f = (v: number): string => v.toFixed(1)
+  const poly = (pts: Array<[number, number]>): string => `<polygon points="${pts.map(([px, py]) => `${f(x + px)},${f(y + py)}`).join(' ')}" fill="none" stroke="${color}" stroke-width="1.3"/>`
+  switch (shape) {
+    case 'circle': return `<circle cx="${f(x)}" cy="${f(y)}" r="${r}" fill="none" stroke="${color}" stroke-width="1.3"/>`
+    case 'square': return `<rect x="${f(x - r)}" y="${f(y - r)}" width="${2 * r}" height="${2 * r}" fill="none" stroke="${color}" stroke-width="1.3"/>`
+    case 'triangle': return poly([[0, -r - 0.5], [r, r - 0.5], [-r, r - 0.5]])
+    case 'triangle-down': return poly([[0, r + 0.5], [r, -r + 0.5], [-r, -r + 0.5]])
+    case 'diamond': return poly([[0, -r - 1], [r + 1, 0], [0, r + 1], [-r - 1, 0]])
+    case 'plus': return `<polyline points="${f(x - r)},${f(y)} ${f(x + r)},${f(y)} ${f(x)},${f(y)} ${f(x)},${f(y - r)} ${f(x)},${f(y + r)}" fill="none" stroke="${color}" stroke-width="1.3"/>`
+    case 'cross': return `<polyline points="${f(x - r)},${f(y - r)} ${f(x + r)},${f(y + r)} ${f(x)},${f(y)} ${f(x + r)},${f(y - r)} ${f(x - r)},${f(y + r)}" fill="none" stroke="${color}" stroke-width="1.3"/>`
+    case 'star': return poly(Array.from({ length: 10 }, (_, k): [number, number] => {
+      const a = -Math.PI / 2 + (k * Math.PI) / 5
+      const rr = k % 2 === 0 ? r + 1 : (r + 1) / 2.2
+      return [rr * Math.cos(a), rr * Math.sin(a)]
+    }))
+  }
+}
+
 /** One chart: x = seconds since the start, one path per line (gaps where a second had no sample). */
 function lineChart (title: string, unit: string, seconds: number, lines: readonly Line[], kind: string): string {
   const max = niceCeil(Math.max(0, ...lines.flatMap((l) => l.points.filter((p): p is number => p !== null))))
@@ -46,7 +78,8 @@ function lineChart (title: string, unit: string, seconds: number, lines: readonl
   for (let t = 0; t < seconds; t += step) {
     grid.push(`<text x="${x(t).toFixed(1)}" y="${H - M.bottom + 16}" text-anchor="middle" font-size="11">${t}s</text>`)
   }
-  const paths = lines.map((l) => {
+  const stride = Math.max(1, Math.ceil(seconds / MARKERS_PER_SERIES))
+  const paths = lines.map((l, i) => {
     let d = ''
     let pen = false
     l.points.forEach((p, t) => {
@@ -59,10 +92,20 @@ function lineChart (title: string, unit: string, seconds: number, lines: readonl
     })
     // A series with one sample still gets a visible mark.
     if (!d.includes('L') && d !== '') d += `h0.01`
-    return `<path class="${esc(kind)}" data-op="${esc(l.name)}" d="${d}" fill="none" stroke="${l.color}" stroke-width="1.6" stroke-linejoin="round" stroke-linecap="round"/>`
+    const dash = DASHES[i % DASHES.length] as string
+    const shape = MARKERS[i % MARKERS.length] as Marker
+    // Staggered: coinciding series put their markers on different seconds (when there are seconds enough).
+    const phase = Math.floor((i * stride) / Math.max(1, lines.length)) % stride
+    const marks = l.points.flatMap((p, t) => p === null || t % stride !== phase ? [] : [marker(shape, x(t), y(p), l.color)])
+    return `<path class="${esc(kind)}" data-op="${esc(l.name)}" d="${d}" fill="none" stroke="${l.color}" stroke-width="1.6" stroke-linejoin="round" stroke-linecap="butt"${dash === '' ? '' : ` stroke-dasharray="${dash}"`}/>
+<g class="markers" data-op="${esc(l.name)}" data-marker="${shape}">${marks.join('')}</g>`
   })
-  // Below the plot, so it never hides a line.
-  const legend = lines.map((l, i) => `<g transform="translate(${M.left + (i % 4) * 190},${H + 2 + Math.floor(i / 4) * 16})"><rect width="12" height="3" y="4" fill="${l.color}"/><text x="16" y="9" font-size="11">${esc(l.name)}</text></g>`)
+  // Below the plot, so it never hides a line: colour, dash and marker of each series.
+  const legend = lines.map((l, i) => {
+    const dash = DASHES[i % DASHES.length] as string
+    const shape = MARKERS[i % MARKERS.length] as Marker
+    return `<g class="legend" data-op="${esc(l.name)}" data-marker="${shape}" transform="translate(${M.left + (i % 4) * 190},${H + 2 + Math.floor(i / 4) * 16})"><line x1="0" x2="28" y1="5" y2="5" stroke="${l.color}" stroke-width="1.6"${dash === '' ? '' : ` stroke-dasharray="${dash}"`}/>${marker(shape, 14, 5, l.color)}<text x="34" y="9" font-size="11">${esc(l.name)}</text></g>`
+  })
   const height = H + 6 + Math.ceil(lines.length / 4) * 16
   return `<figure><figcaption>${esc(title)}</figcaption>
 <svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${height}" viewBox="0 0 ${W} ${height}" role="img" aria-label="${esc(title)}" font-family="sans-serif">
