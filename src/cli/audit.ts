@@ -12,12 +12,13 @@ import { usageError } from './io.ts'
 /** The store the proxy writes to when run from the same directory with the same environment. */
 const DEFAULT_DIR = ConfigSchema.properties.PIXPROXY_AUDIT_PARQUET_DIR.default as string
 
-const USAGE = `usage:
-  pix-proxy audit query "<SQL>" [--dir DIR] [--union-by-name]
-      run one read-only SQL statement over the audit rows under DIR (default: $PIXPROXY_AUDIT_PARQUET_DIR, else
-      ${DEFAULT_DIR}); the table is \`audit\`, partition columns year, month, day, hour are zero-padded strings;
-      prints JSON lines, one per row
-      --union-by-name   read Parquet files written before a column was added to the schema (slower)`
+export const QUERY_USAGE = `usage: pix-proxy audit query "<SQL>" [--dir DIR] [--union-by-name]
+  run one read-only SQL statement over the audit rows under DIR (default: $PIXPROXY_AUDIT_PARQUET_DIR, else
+  ${DEFAULT_DIR}); the table is \`audit\`, partition columns year, month, day, hour are zero-padded strings;
+  prints JSON lines, one per row
+  --union-by-name   read Parquet files written before a column was added to the schema (slower)`
+
+const USAGE = QUERY_USAGE
 
 type AuditIo = Pick<CliIo, 'stdout' | 'env'>
 

@@ -28,7 +28,7 @@ import type { LocalParameter, LocalSecret, SsmParameterType } from '../aws/local
 import type { CliIo } from './io.ts'
 import { readInputFile, usageError } from './io.ts'
 
-const USAGE = `usage: pix-proxy aws-local [--port 4566] [--host 127.0.0.1] [--region us-east-1] [--dir DIR] [--seed FILE]
+export const AWS_LOCAL_USAGE = `usage: pix-proxy aws-local [--port 4566] [--host 127.0.0.1] [--region us-east-1] [--dir DIR] [--seed FILE]
                            [--parameter NAME=VALUE]... [--credentials-from-env] [--retain 10000]`
 
 /** Records and calls kept in memory per stream: the process runs as long as the stack does, DIR keeps everything. */
@@ -119,15 +119,10 @@ export async function awsLocalCommand (argv: string[], io: CliIo, opts: { signal
       seed: { type: 'string' },
       parameter: { type: 'string', multiple: true },
       'credentials-from-env': { type: 'boolean', default: false },
-      retain: { type: 'string' },
-      help: { type: 'boolean', default: false }
+      retain: { type: 'string' }
     },
     strict: true
   })
-  if (values.help) {
-    io.stdout.write(USAGE + '\n')
-    return 0
-  }
   const port = intOption('port', values.port, 4566, 65535)
   const retain = intOption('retain', values.retain, DEFAULT_RETAIN, Number.MAX_SAFE_INTEGER)
   const seed: AwsLocalSeed = values.seed === undefined ? { parameters: [], secrets: [] } : await readAwsLocalSeed(values.seed)

@@ -39,7 +39,7 @@ import { ParticipantClient } from '../../simulator/client.ts'
 import type { CliIo } from './io.ts'
 import { readInputFile, usageError } from './io.ts'
 
-const USAGE = `usage: pix-proxy demo [--dir .local/demo] [--once]
+export const DEMO_USAGE = `usage: pix-proxy demo [--dir .local/demo] [--once]
        pix-proxy demo --proxy-url URL --simulator-url URL --pki-dir DIR --lake DIR [--once]
 
   --dir DIR            start token, simulator and proxy in this process, state in DIR (reused when present);
@@ -91,25 +91,20 @@ export async function demoCommand (argv: string[], io: CliIo): Promise<number> {
       'proxy-url': { type: 'string' },
       'simulator-url': { type: 'string' },
       'pki-dir': { type: 'string' },
-      lake: { type: 'string' },
-      help: { type: 'boolean', default: false }
+      lake: { type: 'string' }
     },
     strict: true
   })
-  if (values.help) {
-    io.stdout.write(USAGE + '\n')
-    return 0
-  }
   const log = (msg: string): void => { io.stderr.write(`[demo] ${msg}\n`) }
   const remote = { 'simulator-url': values['simulator-url'], 'pki-dir': values['pki-dir'], lake: values.lake }
   if (values['proxy-url'] === undefined) {
     const stray = Object.entries(remote).filter(([, v]) => v !== undefined).map(([k]) => `--${k}`)
-    if (stray.length > 0) throw usageError(`${stray.join(', ')} only go with --proxy-url\n${USAGE}`)
+    if (stray.length > 0) throw usageError(`${stray.join(', ')} only go with --proxy-url\n${DEMO_USAGE}`)
     return await inProcess(resolve(values.dir ?? '.local/demo'), values.once, io, log)
   }
-  if (values.dir !== undefined) throw usageError(`--dir starts a local stack; --proxy-url uses a running one: not both\n${USAGE}`)
+  if (values.dir !== undefined) throw usageError(`--dir starts a local stack; --proxy-url uses a running one: not both\n${DEMO_USAGE}`)
   const missing = Object.entries(remote).filter(([, v]) => v === undefined).map(([k]) => `--${k}`)
-  if (missing.length > 0) throw usageError(`--proxy-url needs ${missing.join(', ')}\n${USAGE}`)
+  if (missing.length > 0) throw usageError(`--proxy-url needs ${missing.join(', ')}\n${DEMO_USAGE}`)
   return await trafficOnly({
     proxyUrl: urlOption('proxy-url', values['proxy-url'], ['http:', 'https:']),
     simulatorUrl: urlOption('simulator-url', values['simulator-url'] as string, ['https:']),
@@ -123,9 +118,9 @@ function urlOption (name: string, value: string, protocols: readonly string[]): 
   try {
     url = new URL(value)
   } catch {
-    throw usageError(`--${name} must be a URL, got ${value}\n${USAGE}`)
+    throw usageError(`--${name} must be a URL, got ${value}\n${DEMO_USAGE}`)
   }
-  if (!protocols.includes(url.protocol)) throw usageError(`--${name} must be a ${protocols.join(' or ')} URL, got ${value}\n${USAGE}`)
+  if (!protocols.includes(url.protocol)) throw usageError(`--${name} must be a ${protocols.join(' or ')} URL, got ${value}\n${DEMO_USAGE}`)
   return value.replace(/\/+$/, '')
 }
 

@@ -18,12 +18,16 @@ import type { Certificate } from '../pki/x509.ts'
 import type { CliIo } from './io.ts'
 import { usageError } from './io.ts'
 
-const USAGE = `usage:
-  pix-proxy hsm init --dir DIR [--label pix-proxy] [--ispb 99999004] [--module PATH] [--force]
-      create a SoftHSM2 token in DIR with non-extractable RSA-2048 keys pix-sign and pix-tls, a local test CA
-      and their certificates; prints hsm.json as one JSON line (PINs stay in 0600 files, never printed)
-  pix-proxy hsm info --dir DIR
-      describe the token, its keys and certificates as JSON; exit 1 if a certificate does not match its key`
+export const INIT_USAGE = `usage: pix-proxy hsm init --dir DIR [--label pix-proxy] [--ispb 99999004] [--module PATH] [--force]
+  create a SoftHSM2 token in DIR with non-extractable RSA-2048 keys pix-sign and pix-tls, a local test CA and
+  their certificates; prints hsm.json as one JSON line (PINs stay in 0600 files, never printed)
+  --module PATH   the PKCS#11 module (default: $PKCS11_MODULE_PATH, else SoftHSM2's)
+  --force         replace a token already in DIR`
+export const INFO_USAGE = `usage: pix-proxy hsm info --dir DIR
+  describe the token hsm init made in DIR (\`make demo\`'s is .local/demo/hsm), its keys and certificates as JSON;
+  exit 1 if a certificate does not match its key`
+
+const USAGE = `${INIT_USAGE}\n${INFO_USAGE}`
 
 type HsmIo = Pick<CliIo, 'stdout' | 'stderr' | 'env'>
 

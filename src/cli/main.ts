@@ -2,54 +2,194 @@
 /**
  * The `pix-proxy` command. The only place that touches process-wide state (argv, env, exit code); every
  * subcommand receives its I/O explicitly so that tests drive them in-process.
+ *
+ * What every command shares is handled here, once: `--help`/`-h` anywhere before a `--` prints that command's usage
+ * on stdout and exits 0 (nothing starts); `--version`/`-V`; errors become one JSON line on stderr with a stable
+ * code.
  */
 import { Errors, PixProxyError } from '../errors.ts'
 import type { CliIo } from './io.ts'
 import { usageError } from './io.ts'
 
-const USAGE = `usage: pix-proxy <command> [options]
+interface Command {
+  /** One word, or a group and a subcommand ("xml sign"). */
+  readonly name: string
+  readonly summary: string
+  /** The command's usage text (its module is loaded only when asked). */
+  usage (): Promise<string>
+  /** Runs it with the arguments after its name. */
+  run (argv: string[], io: CliIo): Promise<number>
+}
+
+const xml = async (): Promise<typeof import('./xml.ts')> => await import('./xml.ts')
+const hsm = async (): Promise<typeof import('./hsm.ts')> => await import('./hsm.ts')
+const audit = async (): Promise<typeof import('./audit.ts')> => await import('./audit.ts')
+
+const VERSION_USAGE = 'usage: pix-proxy version | --version | -V\n  print the version of pix-proxy and of Node.js'
+const HELP_USAGE = 'usage: pix-proxy help [COMMAND]   (or: pix-proxy COMMAND --help)\n  print the usage of pix-proxy or of one command'
+
+/** Every command, in the order the usage lists them. */
+const COMMANDS: readonly Command[] = [
+  {
+    name: 'xml sign',
+    summary: 'sign a PIX message in BACEN\'s SPI or DICT XMLDSig profile (PEM key or pkcs11: URI)',
+    usage: async () => (await xml()).SIGN_USAGE,
+    run: async (argv, io) => await (await xml()).xmlCommand(['sign', ...argv], io)
+  },
+  {
+    name: 'xml verify',
+    summary: 'verify a signed PIX message; prints one JSON object, exit 0 only when valid',
+    usage: async () => (await xml()).VERIFY_USAGE,
+    run: async (argv, io) => await (await xml()).xmlCommand(['verify', ...argv], io)
+  },
+  {
+    name: 'hsm init',
+    summary: 'create a SoftHSM2 token with non-extractable signing and TLS keys and a local test CA',
+    usage: async () => (await hsm()).INIT_USAGE,
+    run: async (argv, io) => await (await hsm()).hsmCommand(['init', ...argv], io)
+  },
+  {
+    name: 'hsm info',
+    summary: 'describe a token created by hsm init and check its certificates against its keys',
+    usage: async () => (await hsm()).INFO_USAGE,
+    run: async (argv, io) => await (await hsm()).hsmCommand(['info', ...argv], io)
+  },
+  {
+    name: 'serve',
+    summary: 'run the proxy (configuration from PIXPROXY_* environment variables, docs/configuration.md)',
+    usage: async () => (await import('./serve.ts')).SERVE_USAGE,
+    run: async (argv, io) => await (await import('./serve.ts')).serveCommand(argv, io)
+  },
+  {
+    name: 'simulator',
+    summary: 'run the BACEN simulator (mTLS, DICT v2, SPI/ICOM) with a local test PKI',
+    usage: async () => (await import('./simulator.ts')).SIMULATOR_USAGE,
+    run: async (argv, io) => await (await import('./simulator.ts')).simulatorCommand(argv, io)
+  },
+  {
+    name: 'aws-local',
+    summary: 'run the local stand-in for Firehose, Secrets Manager and SSM (docker-compose, manual runs)',
+    usage: async () => (await import('./aws-local.ts')).AWS_LOCAL_USAGE,
+    run: async (argv, io) => await (await import('./aws-local.ts')).awsLocalCommand(argv, io)
+  },
+  {
+    name: 'audit query',
+    summary: 'run SQL over the local audit rows (Parquet, DuckDB); prints JSON lines',
+    usage: async () => (await audit()).QUERY_USAGE,
+    run: async (argv, io) => await (await audit()).auditCommand(['query', ...argv], io)
+  },
+  {
+    name: 'demo',
+    summary: 'start token, simulator and proxy and send sample traffic (--once: exit with a JSON summary);\n' +
+      'with --proxy-url, send it to services already running (docker-compose)',
+    usage: async () => (await import('./demo.ts')).DEMO_USAGE,
+    run: async (argv, io) => await (await import('./demo.ts')).demoCommand(argv, io)
+  },
+  {
+    name: 'load',
+    summary: 'drive PIX traffic at the proxy or the simulator; latency percentiles, errors, --json, --chart',
+    usage: async () => (await import('./load.ts')).LOAD_USAGE,
+    run: async (argv, io) => await (await import('./load.ts')).loadCommand(argv, io)
+  },
+  {
+    name: 'version',
+    summary: 'print the version (also --version, -V)',
+    usage: async () => VERSION_USAGE,
+    run: async (argv, io) => {
+      if (argv.length > 0) throw usageError(VERSION_USAGE)
+      io.stdout.write(`pix-proxy ${await version()} (node ${process.versions.node})\n`)
+      return 0
+    }
+  },
+  {
+    name: 'help',
+    summary: 'print this, or the usage of one command (as COMMAND --help does)',
+    usage: async () => HELP_USAGE,
+    run: async (argv, io) => {
+      if (argv.length === 0) {
+        io.stdout.write(USAGE + '\n')
+        return 0
+      }
+      return await printHelp(argv, io)
+    }
+  }
+]
+
+const COLUMN = 14
+export const USAGE = `usage: pix-proxy <command> [options]      (pix-proxy <command> --help: its options)
 
 commands:
-  xml sign      sign a PIX message in BACEN's SPI or DICT XMLDSig profile (PEM key or pkcs11: URI)
-  xml verify    verify a signed PIX message; prints one JSON object, exit 0 only when valid
-  hsm init      create a SoftHSM2 token with non-extractable signing and TLS keys and a local test CA
-  hsm info      describe a token created by hsm init and check its certificates against its keys
-  serve         run the proxy (configuration from PIXPROXY_* environment variables, docs/configuration.md)
-  simulator     run the BACEN simulator (mTLS, DICT v2, SPI/ICOM) with a local test PKI
-  aws-local     run the local stand-in for Firehose, Secrets Manager and SSM (docker-compose, manual runs)
-  audit query   run SQL over the local audit rows (Parquet, DuckDB); prints JSON lines
-  demo          start token, simulator and proxy and send sample traffic (--once: exit with a JSON summary);
-                with --proxy-url, send it to services already running (docker-compose)
-  load          drive PIX traffic at the proxy or the simulator; latency percentiles, errors, --json, --chart
-  version       print the version`
+${COMMANDS.map((c) => '  ' + c.name.padEnd(COLUMN) + c.summary.replaceAll('\n', '\n' + ' '.repeat(COLUMN + 2))).join('\n')}`
+
+/** The arguments before a `--` terminator (what follows it is data, never an option). */
+function optionPart (argv: readonly string[]): readonly string[] {
+  const end = argv.indexOf('--')
+  return end < 0 ? argv : argv.slice(0, end)
+}
+
+/** The command named by the first one or two words of argv, and the arguments after its name. */
+function findCommand (argv: readonly string[]): { command: Command, rest: string[] } | undefined {
+  const [first, second] = argv
+  const two = COMMANDS.find((c) => c.name === `${first} ${second}`)
+  if (two !== undefined) return { command: two, rest: argv.slice(2) }
+  const one = COMMANDS.find((c) => c.name === first)
+  return one === undefined ? undefined : { command: one, rest: argv.slice(1) }
+}
+
+/** The subcommands of a group ("xml": xml sign, xml verify, …). */
+function group (word: string | undefined): Command[] {
+  return COMMANDS.filter((c) => c.name.startsWith(`${word} `))
+}
+
+/** `pix-proxy [help] COMMAND… --help`: the most specific usage the words name. */
+async function printHelp (words: readonly string[], io: CliIo): Promise<number> {
+  const found = findCommand(words.filter((w) => !w.startsWith('-')))
+  if (found !== undefined) {
+    io.stdout.write((await found.command.usage()) + '\n')
+    return 0
+  }
+  const members = group(words[0])
+  if (members.length > 0) {
+    io.stdout.write((await Promise.all(members.map(async (c) => await c.usage()))).join('\n') + '\n')
+    return 0
+  }
+  if (words[0] === undefined || words[0].startsWith('-')) {
+    io.stdout.write(USAGE + '\n')
+    return 0
+  }
+  throw usageError(`unknown command ${words[0]}\n${USAGE}`)
+}
 
 export async function main (argv: string[], io: CliIo): Promise<number> {
-  const [cmd, ...rest] = argv
   try {
-    switch (cmd) {
-      case 'xml': return await (await import('./xml.ts')).xmlCommand(rest, io)
-      case 'hsm': return await (await import('./hsm.ts')).hsmCommand(rest, io)
-      case 'demo': return await (await import('./demo.ts')).demoCommand(rest, io)
-      case 'serve':
-        // Runs until SIGTERM; configuration comes from the environment (docs/configuration.md).
-        await (await import('../server.ts')).main()
-        return await new Promise<number>(() => {})
-      case 'simulator': return await (await import('./simulator.ts')).simulatorCommand(rest, io)
-      case 'aws-local': return await (await import('./aws-local.ts')).awsLocalCommand(rest, io)
-      case 'audit': return await (await import('./audit.ts')).auditCommand(rest, io)
-      case 'load': return await (await import('./load.ts')).loadCommand(rest, io)
-      case 'version': case '--version':
-        io.stdout.write(`pix-proxy ${await version()} (node ${process.versions.node})\n`)
-        return 0
-      case undefined: case 'help': case '--help': case '-h':
-        io.stdout.write(USAGE + '\n')
-        return cmd === undefined ? 2 : 0
-      default:
-        throw usageError(`unknown command ${cmd}\n${USAGE}`)
-    }
+    return await dispatch(argv, io)
   } catch (err) {
     return reportError(err, io)
   }
+}
+
+async function dispatch (args: string[], io: CliIo): Promise<number> {
+  const cmd = args[0]
+  if (cmd === undefined) {
+    io.stdout.write(USAGE + '\n')
+    return 2
+  }
+  const argv = cmd === '--version' || cmd === '-V' ? ['version', ...args.slice(1)] : args
+  const options = optionPart(argv)
+  if (options.includes('--help') || options.includes('-h')) return await printHelp(options.filter((a) => a !== '--help' && a !== '-h'), io)
+  const found = findCommand(argv)
+  if (found !== undefined) return await found.command.run(found.rest, io)
+  const members = group(cmd)
+  if (members.length > 0) {
+    const usages = (await Promise.all(members.map(async (c) => await c.usage()))).join('\n')
+    const sub = argv[1]
+    if (sub === undefined) {
+      io.stdout.write(usages + '\n')
+      return 2
+    }
+    throw usageError(`unknown ${cmd} command ${sub}\n${usages}`)
+  }
+  throw usageError(`unknown command ${cmd}\n${USAGE}`)
 }
 
 /** Errors become one JSON line on stderr with the stable code; exit 2 for usage errors, 1 otherwise. */

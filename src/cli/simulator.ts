@@ -25,7 +25,7 @@ import { BCB_HOSTS, loadOrCreateSimulatorPki } from '../../simulator/pki.ts'
 import type { CliIo } from './io.ts'
 import { readInputFile, usageError } from './io.ts'
 
-const USAGE = `usage: pix-proxy simulator --dir DIR [--port N] [--host 127.0.0.1] [--participant ISPB]... [--participants FILE]
+export const SIMULATOR_USAGE = `usage: pix-proxy simulator --dir DIR [--port N] [--host 127.0.0.1] [--participant ISPB]... [--participants FILE]
                            [--client-ca FILE]... [--open] [--long-poll-ms 5000] [--settle-delay-ms 0] [--latency-ms 0]
                            [--log-file FILE] [--state-file FILE]
        pix-proxy simulator --dir DIR --pki-only [--participant ISPB]... [--participants FILE]`
@@ -93,16 +93,11 @@ export async function simulatorCommand (argv: string[], io: CliIo, opts: { signa
       'settle-delay-ms': { type: 'string' },
       'latency-ms': { type: 'string' },
       'log-file': { type: 'string' },
-      'state-file': { type: 'string' },
-      help: { type: 'boolean', default: false }
+      'state-file': { type: 'string' }
     },
     strict: true
   })
-  if (values.help) {
-    io.stdout.write(USAGE + '\n')
-    return 0
-  }
-  if (values.dir === undefined) throw usageError(`--dir is required\n${USAGE}`)
+  if (values.dir === undefined) throw usageError(`--dir is required\n${SIMULATOR_USAGE}`)
   const dir = resolve(values.dir)
   const port = intOption('port', values.port, 16522)
   const specs: ParticipantSpec[] = [

@@ -19,8 +19,13 @@ import { parsePkcs11Uri, readPin } from '../hsm/uri.ts'
 import type { CliIo } from './io.ts'
 import { readInputFile, readStdin, usageError } from './io.ts'
 
-const SIGN_USAGE = 'usage: pix-proxy xml sign --profile spi|dict --key <PEM file | pkcs11: URI> --cert <PEM> [--in FILE] [--out FILE]'
-const VERIFY_USAGE = 'usage: pix-proxy xml verify [--profile spi|dict|auto] [--cert PEM]... [--digests-only] [--now ISO-8601] FILE|-'
+export const SIGN_USAGE = `usage: pix-proxy xml sign --profile spi|dict --key <PEM file | pkcs11: URI> --cert <PEM> [--in FILE] [--out FILE]
+  sign an unsigned message (stdin when --in is absent or -; stdout when --out is absent or -)
+  --key pkcs11:token=L;object=K;type=private?pin-source=file:PIN  a key in the HSM (module: $PKCS11_MODULE_PATH
+                                                                  unless the URI has module-path=)`
+export const VERIFY_USAGE = `usage: pix-proxy xml verify [--profile spi|dict|auto] [--cert PEM]... [--digests-only] [--now ISO-8601] FILE|-
+  verify a signed message; prints one JSON object; exit 0 only when it is valid, 1 when it is not
+  --cert PEM        a certificate (bundle) trusted to sign; --digests-only checks the digests without one`
 
 export async function xmlCommand (argv: string[], io: CliIo): Promise<number> {
   const [sub, ...rest] = argv

@@ -1,0 +1,82 @@
+// What every `pix-proxy` command shares, handled once in src/cli/main.ts: --help/-h prints the command's usage on
+// stdout and exits 0 (nothing starts) and --version/-V. Run as real processes where the difference shows only
+// there (serve).
+import t from 'tap'
+import { readFile } from 'node:fs/promises'
+import { main, USAGE } from '../../src/cli/main.ts'
+import { captureIo } from '../helpers/cli-io.ts'
+import { at, MAIN_TS, run } from '../helpers/processes.ts'
+
+/** The commands the top-level usage lists ("xml sign", "serve", …), as a user reads them. */
+function listedCommands (usage: string): string[] {
+  return [...(usage.split('commands:')[1] ?? '').matchAll(/^ {2}([a-z-]+(?: [a-z]+)?)(?= {2,})/gm)].map((m) => m[1] as string)
+}
+
+const cli = async (args: readonly string[], env: NodeJS.ProcessEnv = {}): ReturnType<typeof run> =>
+  // A minimal environment: `serve --help` must not depend on a configuration it would otherwise refuse (exit 78).
+  await run(process.execPath, [MAIN_TS, ...args], { env: { PATH: process.env.PATH ?? '', ...env }, timeoutMs: 60_000 })
+
+t.test('the top-level usage lists every command, on stdout, exit 0 for --help, -h and help; 2 with no command', async (t) => {
+  const commands = listedCommands(USAGE)
+  for (const c of ['xml sign', 'xml verify', 'hsm init', 'hsm info', 'serve', 'simulator', 'aws-local', 'audit query', 'demo', 'load', 'version', 'help']) {
+    t.ok(commands.includes(c), `lists ${c}`)
+  }
+  for (const args of [['--help'], ['-h'], ['help']]) {
+    const c = captureIo()
+    t.equal(await main(args, c.io), 0, args.join(' '))
+    t.same(c.text(), { stdout: USAGE + '\n', stderr: '' })
+  }
+  const c = captureIo()
+  t.equal(await main([], c.io), 2)
+  t.equal(c.text().stdout, USAGE + '\n')
+})
+
+t.test('every listed command answers --help as a process: its own usage on stdout, exit 0, nothing started', async (t) => {
+  const commands = listedCommands(USAGE)
+  const results = await Promise.all(commands.map(async (name) => ({ name, r: await cli([...name.split(' '), '--help']) })))
+  for (const { name, r } of results) {
+    t.equal(r.code, 0, `${name} --help: exit 0 (${r.stderr})`)
+    t.equal(r.stderr, '', `${name} --help: nothing on stderr`)
+    t.match(r.stdout, /^usage: /, `${name} --help: a usage`)
+    t.ok(r.stdout.includes(`pix-proxy ${name}`), `${name} --help: the usage of ${name}`)
+    t.not(r.stdout, USAGE + '\n', `${name} --help: not the top-level usage`)
+  }
+})
+
+t.test('-h, --help after other options, help COMMAND and a group name print the same usage, exit 0', async (t) => {
+  const usage = async (args: string[]): Promise<string> => {
+    const c = captureIo()
+    t.equal(await main(args, c.io), 0, args.join(' '))
+    t.equal(c.text().stderr, '', args.join(' '))
+    return c.text().stdout
+  }
+  for (const name of listedCommands(USAGE).filter((n) => n !== 'serve')) {
+    const words = name.split(' ')
+    const expected = await usage([...words, '--help'])
+    t.equal(await usage([...words, '-h']), expected, `${name} -h`)
+    t.equal(await usage(['help', ...words]), expected, `help ${name}`)
+    t.equal(await usage([...words, '--dir', 'x', '--bogus', '--help']), expected, `${name} … --help`)
+  }
+  t.equal(await usage(['serve', '-h']), await usage(['help', 'serve']))
+  // A group: every subcommand's usage.
+  const xml = await usage(['xml', '--help'])
+  for (const sub of ['sign', 'verify']) t.ok(xml.includes(`usage: pix-proxy xml ${sub}`), `xml --help shows xml ${sub}`)
+  t.match(await usage(['hsm', '-h']), /pix-proxy hsm init[^]*pix-proxy hsm info/)
+  // After `--`, --help is data, not a request for help.
+  const c = captureIo()
+  t.equal(await main(['xml', 'verify', '--digests-only', '--', '--help'], c.io), 1, 'verifies a file named --help')
+  t.match(JSON.parse(c.text().stderr), { error: 'PIXPROXY_ERR_FILE_READ' })
+  // An unknown command stays a usage error.
+  const u = captureIo()
+  t.equal(await main(['frobnicate', '--help'], u.io), 2)
+  t.match(JSON.parse(u.text().stderr), { error: 'PIXPROXY_ERR_USAGE', message: /unknown command frobnicate/ })
+})
+
+t.test('--version, -V and version print the package version', async (t) => {
+  const { version } = JSON.parse(await readFile(at('package.json'), 'utf8')) as { version: string }
+  for (const args of [['--version'], ['-V'], ['version']]) {
+    const r = await cli(args)
+    t.equal(r.code, 0, args.join(' '))
+    t.equal(r.stdout, `pix-proxy ${version} (node ${process.versions.node})\n`, args.join(' '))
+  }
+})
