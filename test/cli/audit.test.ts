@@ -6,7 +6,7 @@ import { PassThrough } from 'node:stream'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { ParquetSink } from '../../src/audit/parquet.ts'
 import type { AuditRow } from '../../src/audit/schema.ts'
-import { auditCommand } from '../../src/cli/audit.ts'
+import { auditCommand, defaultAuditDir, DEMO_DIR } from '../../src/cli/audit.ts'
 import { main } from '../../src/cli/main.ts'
 import { ConfigSchema } from '../../src/config.ts'
 import { Errors } from '../../src/errors.ts'
@@ -82,7 +82,7 @@ t.test('no rows: no output, exit 0', async (t) => {
   t.same(r, { code: 0, stdout: '' })
 })
 
-t.test('the directory: --dir, else PIXPROXY_AUDIT_PARQUET_DIR, else the proxy\'s default under the working directory', async (t) => {
+t.test('the directory: --dir, else PIXPROXY_AUDIT_PARQUET_DIR, else the proxy\'s default under the working directory, else the demo\'s', async (t) => {
   const dir = await store(t, 4)
   t.equal((await run(['query', 'SELECT count(*) AS n FROM audit'], { PIXPROXY_AUDIT_PARQUET_DIR: dir })).stdout, '{"n":4}\n')
   const other = await store(t, 1)
@@ -96,10 +96,24 @@ t.test('the directory: --dir, else PIXPROXY_AUDIT_PARQUET_DIR, else the proxy\'s
   const missing = await rejection(run(['query', 'SELECT 1']))
   t.equal(missing.code, Errors.AUDIT_STORE_OPEN.code)
   t.match(missing.message, join(work, ConfigSchema.properties.PIXPROXY_AUDIT_PARQUET_DIR.default as string))
+  // Only the demo's store (`make demo` writes .local/demo/audit/lake): a bare query reads it, and says so on stderr.
+  t.equal(DEMO_DIR, join('.local', 'demo', 'audit', 'lake'))
+  const demo = await ParquetSink.open({ dir: DEMO_DIR })
+  await demo.write([row(0), row(1), row(2)])
+  await demo.close()
+  const c = captureIo({})
+  t.equal(await main(['audit', 'query', 'SELECT count(*) AS n FROM audit'], c.io), 0)
+  t.equal(c.text().stdout, '{"n":3}\n')
+  t.match(c.text().stderr, `reading ${DEMO_DIR}, the demo's`)
+  t.same(defaultAuditDir({ PIXPROXY_AUDIT_PARQUET_DIR: dir }), { dir }, 'the environment still wins')
+  // Once serve's store exists, it is the default again (no note).
   const sink = await ParquetSink.open({ dir: ConfigSchema.properties.PIXPROXY_AUDIT_PARQUET_DIR.default as string })
   await sink.write([row(0), row(1)])
   await sink.close()
   t.equal((await run(['query', 'SELECT count(*) AS n FROM audit'])).stdout, '{"n":2}\n')
+  const d = captureIo({})
+  t.equal(await main(['audit', 'query', 'SELECT count(*) AS n FROM audit'], d.io), 0)
+  t.same(d.text(), { stdout: '{"n":2}\n', stderr: '' })
 })
 
 t.test('bad SQL, a refused statement and a missing store are coded errors', async (t) => {
