@@ -5,7 +5,7 @@
  *
  * What every command shares is handled here, once: `--help`/`-h` anywhere before a `--` prints that command's usage
  * on stdout and exits 0 (nothing starts); `--version`/`-V`; errors become one JSON line on stderr with a stable
- * code.
+ * code; a reader that closes stdout (`| head`) ends the command quietly with exit 0.
  */
 import { Errors, PixProxyError } from '../errors.ts'
 import type { CliIo } from './io.ts'
@@ -161,9 +161,12 @@ async function printHelp (words: readonly string[], io: CliIo): Promise<number> 
 }
 
 export async function main (argv: string[], io: CliIo): Promise<number> {
+  const closed = outputClosed(io)
   try {
-    return await dispatch(argv, io)
+    return await Promise.race([closed, dispatch(argv, io)])
   } catch (err) {
+    // The reader went away while the command was writing: the end it asked for, not a failure.
+    if (isClosedPipe(err)) return 0
     return reportError(err, io)
   }
 }
@@ -190,6 +193,26 @@ async function dispatch (args: string[], io: CliIo): Promise<number> {
     throw usageError(`unknown ${cmd} command ${sub}\n${usages}`)
   }
   throw usageError(`unknown command ${cmd}\n${USAGE}`)
+}
+
+function isClosedPipe (err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code
+  return code === 'EPIPE' || code === 'ERR_STREAM_DESTROYED'
+}
+
+/**
+ * Resolves with 0 when the reader of stdout closes it (EPIPE): `pix-proxy audit query … | head -3` has what it
+ * wanted. Every error of both output streams is handled from here on (an unhandled stream 'error' would crash the
+ * process with a stack); a failing stderr is ignored, there is nowhere left to report to.
+ */
+async function outputClosed (io: CliIo): Promise<number> {
+  return await new Promise<number>((resolve, reject) => {
+    io.stdout.on('error', (err: Error) => {
+      if (isClosedPipe(err)) resolve(0)
+      else reject(err)
+    })
+    io.stderr.on('error', () => {})
+  })
 }
 
 /** Errors become one JSON line on stderr with the stable code; exit 2 for usage errors, 1 otherwise. */
@@ -221,5 +244,11 @@ async function version (): Promise<string> {
 }
 
 if (import.meta.main) {
-  process.exitCode = await main(process.argv.slice(2), { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, env: process.env })
+  let stdoutClosed = false
+  process.stdout.on('error', (err) => { stdoutClosed ||= isClosedPipe(err) })
+  const code = await main(process.argv.slice(2), { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, env: process.env })
+  // The reader closed stdout under a command, a long-running one included (a server's listener would keep the
+  // process alive): end now, as SIGPIPE would, but quietly.
+  if (stdoutClosed) process.exit(code)
+  process.exitCode = code
 }

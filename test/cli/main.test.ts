@@ -1,9 +1,13 @@
 // What every `pix-proxy` command shares, handled once in src/cli/main.ts: --help/-h prints the command's usage on
-// stdout and exits 0 (nothing starts) and --version/-V. Run as real processes where the difference shows only
-// there (serve).
+// stdout and exits 0 (nothing starts), --version/-V, and a reader closing stdout (`| head`) ends any command
+// quietly. Run as real processes where the difference shows only there (serve, pipes).
 import t from 'tap'
 import { readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { Writable } from 'node:stream'
+import { ParquetSink } from '../../src/audit/parquet.ts'
 import { main, USAGE } from '../../src/cli/main.ts'
+import { sampleRow } from '../audit/fixtures/rows.ts'
 import { captureIo } from '../helpers/cli-io.ts'
 import { at, MAIN_TS, run } from '../helpers/processes.ts'
 
@@ -79,4 +83,63 @@ t.test('--version, -V and version print the package version', async (t) => {
     t.equal(r.code, 0, args.join(' '))
     t.equal(r.stdout, `pix-proxy ${version} (node ${process.versions.node})\n`, args.join(' '))
   }
+})
+
+// ---- a closed stdout ---------------------------------------------------------------------------------------------
+
+/** A stdout whose reader has gone: every write fails as a pipe's does (EPIPE), after `accept` successful writes. */
+function closedPipe (accept = 0): Writable {
+  let n = 0
+  return new Writable({
+    highWaterMark: 64,
+    write (_chunk, _enc, cb) {
+      if (n++ < accept) cb()
+      else cb(Object.assign(new Error('write EPIPE'), { code: 'EPIPE', errno: -32, syscall: 'write' }))
+    }
+  })
+}
+
+t.test('in-process: a closed stdout ends the command with exit 0 and nothing on stderr', async (t) => {
+  const dir = t.testdir()
+  const sink = await ParquetSink.open({ dir })
+  await sink.write(Array.from({ length: 50 }, (_, i) => sampleRow(i)))
+  await sink.close()
+  for (const [args, accept] of [
+    [['audit', 'query', 'SELECT * FROM audit', '--dir', dir], 3],
+    [['audit', 'query', 'SELECT * FROM audit', '--dir', dir], 0],
+    [['xml', 'verify', '--help'], 0],
+    [['help'], 0]
+  ] as const) {
+    const c = captureIo()
+    const io = { ...c.io, stdout: closedPipe(accept) }
+    t.equal(await main([...args], io as unknown as typeof c.io), 0, `${args.join(' ')} after ${accept} writes`)
+    t.equal(c.text().stderr, '', 'quietly')
+  }
+})
+
+t.test('as a process: `audit query … | head -3` prints three rows and exits 0 without a word on stderr', async (t) => {
+  const dir = t.testdir()
+  const sink = await ParquetSink.open({ dir })
+  await sink.write([sampleRow(0)])
+  await sink.close()
+  const errFile = join(t.testdir(), 'stderr')
+  // Ten million rows cannot fit a pipe's buffer: the command is still writing when head exits.
+  const script = `"${process.execPath}" "${MAIN_TS}" audit query --dir "${dir}" "SELECT * FROM range(10000000)" 2>"${errFile}" | head -3; echo "exit=\${PIPESTATUS[0]}"`
+  const r = await run('bash', ['-c', script])
+  t.equal(r.stdout, '{"range":0}\n{"range":1}\n{"range":2}\nexit=0\n')
+  t.equal(await readFile(errFile, 'utf8'), '', 'no PIXPROXY_ERR_INTERNAL, no stack')
+})
+
+t.test('as a process: a long-running command whose stdout is already closed ends quietly, exit 0', async (t) => {
+  // stdout is a pipe whose read end is closed before the command starts: its first line meets EPIPE for certain.
+  const py = [
+    'import os, subprocess, sys',
+    'r, w = os.pipe()',
+    'os.close(r)',
+    'p = subprocess.run(sys.argv[1:], stdout=w, stderr=subprocess.PIPE, timeout=60)',
+    'sys.stdout.write(str(p.returncode) + "\\n" + p.stderr.decode())'
+  ].join('\n')
+  const r = await run('python3', ['-c', py, process.execPath, MAIN_TS, 'aws-local', '--port', '0'])
+  t.equal(r.code, 0, r.stderr)
+  t.equal(r.stdout, '0\n', 'aws-local exited 0 with nothing on stderr (it would otherwise serve until signalled)')
 })
