@@ -29,6 +29,8 @@ import { AUDIT_COLUMNS } from './schema.ts'
 import type { AuditRow } from './schema.ts'
 import type { AuditSink } from './sink.ts'
 import type { AuditLogger, AuditSpool, SpoolRef } from './spool.ts'
+import { realClock } from './clock.ts'
+import type { AuditClock } from './clock.ts'
 
 const gzipAsync = promisify(gzip)
 
@@ -68,6 +70,11 @@ export interface AuditPipelineOptions {
   readonly logger?: AuditLogger
   /** Jitter source in [0, 1) (default Math.random). */
   readonly random?: () => number
+  /**
+   * Time source of the flush timer, the backoff and the close deadline (default realClock). Must be the clock the
+   * spool stamps `readyAt` with (AuditSpoolOptions.clock): a row's age is measured against it.
+   */
+  readonly clock?: AuditClock
 }
 
 export interface PipelineStats {
@@ -110,6 +117,7 @@ export class AuditPipeline {
   readonly #capMs: number
   readonly #logger: AuditLogger | undefined
   readonly #random: () => number
+  readonly #clock: AuditClock
 
   #carry: Item[] = []
   #held: Item | null = null
@@ -139,6 +147,7 @@ export class AuditPipeline {
     this.#capMs = opts.backoffCapMs ?? 30_000
     this.#logger = opts.logger
     this.#random = opts.random ?? Math.random
+    this.#clock = opts.clock ?? realClock
     for (const [k, v] of [['flushMs', this.#flushMs], ['backoffBaseMs', this.#baseMs], ['backoffCapMs', this.#capMs]] as const) {
       if (!(v >= 0 && Number.isFinite(v))) throw new PixProxyError(Errors.CONFIG_INVALID, [`audit pipeline ${k} must be a non-negative number, not ${v}`])
     }
@@ -184,14 +193,14 @@ export class AuditPipeline {
   async #close (deadlineMs: number): Promise<{ shipped: number, left: number }> {
     const before = this.#shipped
     this.#closing = true
-    this.#deadline = performance.now() + deadlineMs
+    this.#deadline = this.#clock.now() + deadlineMs
     this.#wake()
-    let timer: NodeJS.Timeout | undefined
+    let cancel = (): void => {}
     // Not unref'd: the caller awaits close, and the wait is bounded by the deadline.
-    const expired = new Promise<void>((resolve) => { timer = setTimeout(resolve, deadlineMs) })
+    const expired = new Promise<void>((resolve) => { cancel = this.#clock.timer(resolve, deadlineMs, true) })
     await Promise.race([this.#running, expired])
-    clearTimeout(timer)
-    // Timers may fire a little before performance.now() reaches the deadline: make it so, or the loop could start
+    cancel()
+    // Timers may fire a little before the clock reaches the deadline: make it so, or the loop could start
     // one more (unref'd) wait that nothing keeps alive.
     this.#deadline = -Infinity
     // Past the deadline the loop only has to notice and hand its rows back to the spool, unless it is stuck in a
@@ -203,8 +212,17 @@ export class AuditPipeline {
     return { shipped: this.#shipped - before, left: this.#spool.stats().pendingRows }
   }
 
+  /**
+   * Resolves once the shipping loop has ended after close(): also after a sink call that outlived the deadline
+   * has returned and its rows were acknowledged or handed back to the spool. Await it before closing the spool
+   * when that call must not find the spool closed (tests do).
+   */
+  async stopped (): Promise<void> {
+    await this.#running
+  }
+
   #expired (): boolean {
-    return this.#closing && performance.now() >= this.#deadline
+    return this.#closing && this.#clock.now() >= this.#deadline
   }
 
   #onReady (): void {
@@ -222,13 +240,13 @@ export class AuditPipeline {
 
   /** Waits until woken, or `ms` (null: no time limit). */
   async #wait (ms: number | null): Promise<void> {
-    let timer: NodeJS.Timeout | undefined
+    let cancel = (): void => {}
     await new Promise<void>((resolve) => {
       this.#wakeUp = resolve
-      if (ms !== null) timer = setTimeout(resolve, Math.max(0, ms)).unref()
+      if (ms !== null) cancel = this.#clock.timer(resolve, ms, false)
     })
     this.#wakeUp = null
-    clearTimeout(timer)
+    cancel()
   }
 
   async #run (): Promise<void> {
@@ -262,7 +280,7 @@ export class AuditPipeline {
       const queued = this.#carry.length + (this.#held === null ? 0 : 1)
       if (this.#closing) return queued + info.rows > 0
       if (queued > 0 || info.rows >= this.#sink.maxBatchRows || info.bytes >= this.#sink.maxBatchBytes) return true
-      const age = info.oldestReadyAt === null ? null : performance.now() - info.oldestReadyAt
+      const age = info.oldestReadyAt === null ? null : this.#clock.now() - info.oldestReadyAt
       if (age !== null && age >= this.#flushMs) return true
       await this.#wait(age === null ? null : this.#flushMs - age)
     }
@@ -270,9 +288,9 @@ export class AuditPipeline {
 
   async #backoff (): Promise<void> {
     const bound = Math.min(this.#capMs, this.#baseMs * 2 ** (this.#attempt - 1))
-    const until = performance.now() + this.#random() * bound
-    while (performance.now() < until && !this.#expired()) {
-      await this.#wait(Math.min(until, this.#deadline) - performance.now())
+    const until = this.#clock.now() + this.#random() * bound
+    while (this.#clock.now() < until && !this.#expired()) {
+      await this.#wait(Math.min(until, this.#deadline) - this.#clock.now())
     }
   }
 

@@ -56,6 +56,8 @@ import { join } from 'node:path'
 import { crc32 } from 'node:zlib'
 import { Errors, PixProxyError } from '../errors.ts'
 import { AUDIT_COLUMNS } from './schema.ts'
+import { realClock } from './clock.ts'
+import type { AuditClock } from './clock.ts'
 import type { AuditColumn, AuditRow } from './schema.ts'
 
 /** Columns only known once the call ended; end() sets them. Every other column is the request half. */
@@ -110,6 +112,11 @@ export interface AuditSpoolOptions {
   readonly blockingIo?: boolean
   /** Rows waiting to ship are also kept in memory up to this many frame bytes (default 64 MiB; 0 = always read back). */
   readonly memoryBytes?: number
+  /**
+   * Stamps `readyAt` (default realClock); give the pipeline the same clock (AuditPipelineOptions.clock). Only
+   * that: group commit and the lock heartbeat keep real time.
+   */
+  readonly clock?: Pick<AuditClock, 'now'>
 }
 
 /** A completed row handed to the pipeline (shift), until it is acked, parked or given back (unshift). */
@@ -117,7 +124,7 @@ export interface SpoolRef {
   readonly id: string
   /** Size of the row's frames: an estimate of its JSON size, for batching. */
   readonly bytes: number
-  /** performance.now() when the row became ready to ship. */
+  /** The spool's clock (AuditSpoolOptions.clock, default performance.now()) when the row became ready to ship. */
   readonly readyAt: number
 }
 
@@ -447,6 +454,7 @@ export class AuditSpool {
   #heartbeat: NodeJS.Timeout | null = null
   readonly #memLimit: number
   #memBytes = 0
+  readonly #now: () => number
 
   private constructor (opts: AuditSpoolOptions) {
     if (!Number.isSafeInteger(opts.maxBytes) || opts.maxBytes <= 0) throw new PixProxyError(Errors.CONFIG_INVALID, [`audit spool maxBytes must be a positive integer, not ${opts.maxBytes}`])
@@ -456,6 +464,7 @@ export class AuditSpool {
     if (!Number.isSafeInteger(seg) || seg <= 0) throw new PixProxyError(Errors.CONFIG_INVALID, [`audit spool segmentBytes must be a positive integer, not ${seg}`])
     this.dir = opts.dir
     this.maxBytes = opts.maxBytes
+    this.#now = opts.clock?.now ?? realClock.now
     this.#groupCommitMs = gc
     this.#segmentBytes = seg
     this.#logger = opts.logger
@@ -766,7 +775,7 @@ export class AuditSpool {
 
   #makeReady (tx: Tx): void {
     tx.state = 'ready'
-    tx.readyAt = performance.now()
+    tx.readyAt = this.#now()
     this.#ready.push(tx)
     this.#readyBytes += tx.bytes
     this.#readyListener?.()

@@ -11,6 +11,7 @@ import type { AuditRow } from '../../src/audit/schema.ts'
 import { PixProxyError } from '../../src/errors.ts'
 import { damage, MemorySink, requestHalf, responseHalf, segmentFiles } from './fixtures/rows.ts'
 import { waitFor } from '../helpers/wait.ts'
+import { ManualClock } from './fixtures/clock.ts'
 
 interface Setup { dir: string, spool: AuditSpool, sink: MemorySink, pipe: AuditPipeline, logs: Array<{ level: string, code?: string, msg: string }> }
 
@@ -19,13 +20,16 @@ function captureLogger (logs: Setup['logs']): AuditLogger {
   return { info: at('info'), warn: at('warn'), error: at('error') }
 }
 
-async function setup (t: Test, o: { dir?: string, sink?: MemorySink, spool?: Partial<AuditSpoolOptions>, pipe?: Partial<AuditPipelineOptions> } = {}): Promise<Setup> {
+/** With `clock`, the spool, the pipeline and the sink's call stamps all run on it: time moves only when the test moves it. */
+async function setup (t: Test, o: { dir?: string, sink?: MemorySink, spool?: Partial<AuditSpoolOptions>, pipe?: Partial<AuditPipelineOptions>, clock?: ManualClock } = {}): Promise<Setup> {
   const dir = o.dir ?? join(t.testdir(), 'spool')
   const logs: Setup['logs'] = []
   const logger = captureLogger(logs)
-  const spool = await AuditSpool.open({ dir, maxBytes: 64 * 1024 * 1024, logger, ...o.spool })
+  const clock = o.clock === undefined ? {} : { clock: o.clock }
+  const spool = await AuditSpool.open({ dir, maxBytes: 64 * 1024 * 1024, logger, ...clock, ...o.spool })
   const sink = o.sink ?? new MemorySink()
-  const pipe = AuditPipeline.start({ spool, sink, flushMs: 50, backoffBaseMs: 10, backoffCapMs: 100, logger, ...o.pipe })
+  if (o.clock !== undefined) sink.now = o.clock.now
+  const pipe = AuditPipeline.start({ spool, sink, flushMs: 50, backoffBaseMs: 10, backoffCapMs: 100, logger, ...clock, ...o.pipe })
   t.teardown(async () => {
     await pipe.close(0)
     await spool.close()
@@ -38,7 +42,8 @@ async function transact (spool: AuditSpool, id: string, req = requestHalf(id)): 
   await spool.end(id, responseHalf(id))
 }
 
-async function until (what: string, cond: () => boolean, ms = 10_000): Promise<void> {
+/** Polls (real time) until `cond` holds; the bound only decides how long a failing test takes to say so. */
+async function until (what: string, cond: () => boolean, ms = 30_000): Promise<void> {
   const end = performance.now() + ms
   while (!cond()) {
     if (performance.now() > end) throw new Error(`timed out waiting for ${what}`)
@@ -57,17 +62,25 @@ async function segmentsDeleted (spool: AuditSpool, dir: string): Promise<void> {
 
 const ids = (prefix: string, n: number): string[] => Array.from({ length: n }, (_, i) => `${prefix}-${i}`)
 const counts = (xs: string[]): Map<string, number> => xs.reduce((m, x) => m.set(x, (m.get(x) ?? 0) + 1), new Map<string, number>())
+/** A few turns of the event loop: a chance for something that must not happen (time stands still meanwhile). */
+const turns = async (): Promise<void> => { for (let i = 0; i < 5; i++) await new Promise((resolve) => setImmediate(resolve)) }
 
 t.test('batches by rows at once, and the rest after flushMs', async (t) => {
+  const clock = new ManualClock()
   const sink = new MemorySink({ maxBatchRows: 10 })
-  const { spool } = await setup(t, { sink, pipe: { flushMs: 2_000 } })
+  const { spool } = await setup(t, { sink, clock, pipe: { flushMs: 2_000 } })
   const all = ids('b', 35)
-  const t0 = performance.now()
   await Promise.all(all.map(async (id) => { await transact(spool, id) }))
+  await until('30 rows shipped', () => sink.accepted.length === 30)
+  t.same(sink.calls.map((c) => c.at), [0, 0, 0], 'full batches go without waiting for the flush timer (time stood still)')
+  await clock.until('the flush timer of the partial batch', 2_000)
+  clock.advance(1_999)
+  await turns()
+  t.equal(sink.calls.length, 3, 'the partial batch waits flushMs')
+  clock.advance(1)
   await until('35 rows shipped', () => sink.accepted.length === 35)
   t.same(sink.calls.map((c) => c.ids.length), [10, 10, 10, 5])
-  t.ok((sink.calls[2]?.at ?? Infinity) - t0 < 1_500, 'full batches go without waiting for the flush timer')
-  t.ok((sink.calls[3]?.at ?? 0) - t0 >= 1_990, 'the partial batch waits flushMs')
+  t.equal(sink.calls[3]?.at, 2_000, 'and goes when flushMs has passed')
   t.same([...sink.acceptedIds()].sort(), [...all].sort())
 })
 
@@ -85,12 +98,17 @@ t.test('batches by bytes: no call exceeds the sink\'s maxBatchBytes', async (t) 
 })
 
 t.test('a lone row ships after flushMs, not before', async (t) => {
+  const clock = new ManualClock()
   const sink = new MemorySink()
-  const { spool } = await setup(t, { sink, pipe: { flushMs: 1_500 } })
+  const { spool } = await setup(t, { sink, clock, pipe: { flushMs: 1_500 } })
   await transact(spool, 'lone')
-  await new Promise((resolve) => setTimeout(resolve, 300))
+  await clock.until('the flush timer', 1_500)
+  clock.advance(1_499)
+  await turns()
   t.equal(sink.calls.length, 0)
+  clock.advance(1)
   await until('the row shipped', () => sink.accepted.length === 1)
+  t.equal(sink.calls[0]?.at, 1_500)
 })
 
 t.test('partial batch failure: only the failed rows are sent again; segments go when every row was accepted', async (t) => {
@@ -150,7 +168,8 @@ t.test('sink outage: the spool grows to nearFull and refuses at its bound, then 
   let full: PixProxyError | null = null
   let nearFullSeen = false
   const t0 = performance.now()
-  for (let i = 0; full === null && performance.now() - t0 < 10_000; i++) {
+  // Bounded by rows, not time: far fewer than 1,000 rows of 1,500 bytes fit in maxBytes.
+  for (let i = 0; full === null && i < 1_000; i++) {
     const id = `o-${i}`
     try {
       await spool.begin(requestHalf(id, rowBytes))
@@ -167,10 +186,12 @@ t.test('sink outage: the spool grows to nearFull and refuses at its bound, then 
   t.ok(nearFullSeen, 'nearFull rose before the bound')
   t.equal(full?.code, 'PIXPROXY_ERR_AUDIT_SPOOL_FULL', `refused after ${begun.length} rows (${Math.round(outage)} ms of outage)`)
   t.equal(sink.accepted.length, 0)
+  // The outage goes on: the pipeline keeps trying, with backoff (however fast the rows above were written).
+  await until('a second failed call', () => pipe.stats().failedCalls >= 2)
   t.ok(pipe.stats().failedCalls >= 2, `${pipe.stats().failedCalls} failed calls, with backoff`)
+  t.equal(sink.accepted.length, 0)
   t.equal(pipe.stats().lastErrorCode, 'PIXPROXY_ERR_AUDIT_SINK_FAILED')
   t.ok(logs.some((l) => l.level === 'warn' && l.msg.includes('above 80 %')), 'a warning when near the bound')
-  await new Promise((resolve) => setTimeout(resolve, 500))
   down = false
   await until('drained', () => spool.stats().pendingRows === 0)
   t.same(sink.acceptedIds().sort(), [...begun].sort(), 'every row, once')
@@ -241,29 +262,40 @@ t.test('encodeAuditBody and decodeAuditBody round-trip any text', async (t) => {
 })
 
 t.test('backoff is exponential with full jitter, capped', async (t) => {
+  const clock = new ManualClock()
   const sink = new MemorySink()
   sink.policy = (_, call) => call < 6 ? 'throw' : []
-  const { spool } = await setup(t, { sink, pipe: { flushMs: 0, backoffBaseMs: 100, backoffCapMs: 400, random: () => 0.999 } })
+  const { spool } = await setup(t, { sink, clock, pipe: { flushMs: 0, backoffBaseMs: 100, backoffCapMs: 400, random: () => 0.999 } })
   await transact(spool, 'j')
-  await until('shipped', () => sink.accepted.length === 1)
-  const gaps = sink.calls.slice(1).map((c, i) => c.at - (sink.calls[i]?.at ?? 0))
-  // Wide upper margins (a busy machine fires timers late); the lower bounds show the doubling, and a pause that
-  // ignored the cap (800 ms) still fails.
+  // Doubling from the base, then held at the cap (a pause that ignored it, 800 ms, fails).
   const expected = [100, 200, 400, 400, 400, 400]
+  for (const [i, bound] of expected.entries()) {
+    await until(`call ${i + 1}`, () => sink.calls.length === i + 1)
+    const due = clock.now() + bound * 0.999
+    await clock.until(`pause ${i + 1}`, due) // the pipeline waits exactly that long before the next call
+    clock.advanceTo(due)
+  }
+  await until('shipped', () => sink.accepted.length === 1)
+  t.equal(sink.calls.length, 7)
+  const gaps = sink.calls.slice(1).map((c, i) => c.at - (sink.calls[i]?.at ?? 0))
   gaps.forEach((g, i) => {
     const e = (expected[i] as number) * 0.999
-    t.ok(g >= e - 3 && g < e + 250, `pause ${i + 1}: ${g.toFixed(1)} ms, bound ${expected[i]}`)
+    t.ok(Math.abs(g - e) < 1e-6, `pause ${i + 1}: ${g.toFixed(1)} ms, bound ${expected[i]}`)
   })
 })
 
 t.test('close ships what is ready without waiting for flushMs', async (t) => {
+  const clock = new ManualClock()
   const sink = new MemorySink()
-  const { spool, pipe } = await setup(t, { sink, pipe: { flushMs: 60_000 } })
+  const { spool, pipe } = await setup(t, { sink, clock, pipe: { flushMs: 60_000 } })
   for (const id of ids('c', 3)) await transact(spool, id)
   await spool.begin(requestHalf('c-open')) // in flight to BACEN: cannot ship
-  const t0 = performance.now()
-  const r = await pipe.close(5000)
-  t.ok(performance.now() - t0 < 1000, 'at once')
+  let r: { shipped: number, left: number } | null = null
+  void pipe.close(5000).then((x) => { r = x })
+  // Time stands still: returning at all shows it waited neither for flushMs nor for its deadline.
+  await until('close returned', () => r !== null)
+  t.pass('at once')
+  t.equal(clock.now(), 0)
   t.same(r, { shipped: 3, left: 1 })
   t.equal(sink.accepted.length, 3)
 })
@@ -271,19 +303,34 @@ t.test('close ships what is ready without waiting for flushMs', async (t) => {
 t.test('close stops at its deadline; what is left stays in the spool for the next start', async (t) => {
   const base = t.testdir()
   const dir = join(base, 'spool')
+  const clock = new ManualClock()
   const sink = new MemorySink({ maxBatchRows: 10 })
-  sink.delayMs = 400
-  const first = await setup(t, { dir, sink, pipe: { flushMs: 60_000 } })
+  sink.hold = true // each call takes as long as the test says
+  const first = await setup(t, { dir, sink, clock, pipe: { flushMs: 60_000 } })
   const all = ids('d', 100)
   await Promise.all(all.map(async (id) => { await transact(first.spool, id) }))
-  const t0 = performance.now()
-  const r = await first.pipe.close(1_000)
-  const took = performance.now() - t0
-  t.ok(took >= 980 && took < 1_800, `returned after ${Math.round(took)} ms`)
-  t.ok(r.shipped >= 10 && r.shipped <= 40, `${r.shipped} shipped`)
-  t.equal(r.shipped + r.left, 100, 'shipped + left = all (a call in flight counts as left)')
+  await until('the first call', () => sink.held.length === 1)
+  let r: { shipped: number, left: number } | null = null
+  void first.pipe.close(1_000).then((x) => { r = x })
+  await clock.until('the close deadline', 1_000)
+  // Two calls finish before the deadline; the third is still running at it.
+  for (let call = 2; call <= 3; call++) {
+    sink.held.shift()?.release()
+    await until(`call ${call}`, () => sink.held.length === 1)
+  }
+  clock.advance(999)
+  await turns()
+  t.equal(r, null, 'still shipping before its deadline')
+  clock.advance(1)
+  await until('close returned', () => r !== null)
+  t.equal(clock.now(), 1_000, 'returned at its deadline, not waiting for the call in flight')
+  const res = r as unknown as { shipped: number, left: number }
+  t.equal(res.shipped, 20, `${res.shipped} shipped`)
+  t.equal(res.shipped + res.left, 100, 'shipped + left = all (a call in flight counts as left)')
   const inFlight = sink.calls.length * 10 - sink.accepted.length
-  await new Promise((resolve) => setTimeout(resolve, 600)) // the call in flight at the deadline ends
+  t.equal(inFlight, 10)
+  sink.held.shift()?.release() // the call in flight at the deadline ends
+  await first.pipe.stopped()
   await first.spool.close()
   const shipped = sink.acceptedIds()
 
@@ -297,15 +344,25 @@ t.test('close stops at its deadline; what is left stays in the spool for the nex
 })
 
 t.test('close with the sink down returns at the deadline with everything left', async (t) => {
+  const clock = new ManualClock()
   const sink = new MemorySink()
   sink.policy = () => 'throw'
-  const { spool, pipe } = await setup(t, { sink, pipe: { flushMs: 10, backoffBaseMs: 10_000, backoffCapMs: 10_000 } })
+  const { spool, pipe } = await setup(t, { sink, clock, pipe: { flushMs: 10, backoffBaseMs: 10_000, backoffCapMs: 10_000, random: () => 0.999 } })
   for (const id of ids('e', 5)) await transact(spool, id)
+  await clock.until('the flush timer', 10)
+  clock.advance(10)
   await until('a failed call', () => sink.calls.length >= 1)
-  const t0 = performance.now()
-  const r = await pipe.close(500)
-  const took = performance.now() - t0
-  t.ok(took >= 490 && took < 3_000, `returned after ${Math.round(took)} ms, not after the 10 s backoff`)
+  await clock.until('the 10 s backoff', 10 + 9_990)
+  const t0 = clock.now()
+  let r: { shipped: number, left: number } | null = null
+  void pipe.close(500).then((x) => { r = x })
+  await clock.until('the backoff cut short by the deadline', t0 + 500)
+  clock.advance(499)
+  await turns()
+  t.equal(r, null, 'not before its deadline')
+  clock.advance(1)
+  await until('close returned', () => r !== null)
+  t.equal(clock.now() - t0, 500, 'returned at the deadline, not after the 10 s backoff')
   t.same(r, { shipped: 0, left: 5 })
   t.equal(spool.stats().readyRows, 5, 'rows handed back to the spool')
 })
