@@ -9,13 +9,15 @@ import { buildMultipart } from '../../src/http/multipart.ts'
 import { pacs008 } from '../../src/samples/messages.ts'
 import { header, metricSamples, PROXY_ISPB, problemOf, startE2e, waitFor } from '../helpers/e2e.ts'
 import type { E2e, ProxyResponse } from '../helpers/e2e.ts'
+import { holdRequests } from '../helpers/gate.ts'
+import type { RequestGate } from '../helpers/gate.ts'
 
-const HEADERS_TIMEOUT_MS = 3_600
-const QUEUE_TIMEOUT_MS = 1_200
-// BACEN's answer time in the limiter tests, with hundreds of milliseconds of margin either side on a busy machine:
-// slower than the queue deadline and faster than the headers timeout, or well inside the queue deadline.
-const SLOW_MS = 2_400
-const FAST_MS = 400
+// BACEN holds the admitted request until the test releases it (a gate, not a latency), so a queued request gives up
+// whatever the machine's speed. The queue deadline only has to outlast what the test does while one waits (poll
+// /metrics, send and sign one more request), and the held request's headers timeout has to outlast the queue
+// deadline plus that: seconds of margin either way on a loaded machine.
+const QUEUE_TIMEOUT_MS = 2_500
+const HEADERS_TIMEOUT_MS = 6_000
 
 let e2e: E2e
 t.before(async () => {
@@ -29,6 +31,13 @@ t.before(async () => {
   })
 })
 t.afterEach(() => { e2e.setFaults({}) })
+
+/** Holds requests on these paths at BACEN until the test releases them (and at the end of the test). */
+function bacenHolds (t: Test, prefixes: string[]): RequestGate {
+  const gate = holdRequests(e2e.stack.simulator.app.server, prefixes)
+  t.teardown(() => { gate.restore() })
+  return gate
+}
 
 const MSGS = `/api/v1/in/${PROXY_ISPB}/msgs`
 
@@ -52,19 +61,22 @@ function assertShed (t: Test, responses: readonly ProxyResponse[]): void {
 }
 
 t.test('ICOM POSTs beyond the limit: one in flight, one queued until its deadline, the rest shed at once', async (t) => {
-  e2e.setFaults({ latencyMs: SLOW_MS, routes: ['/api/v1/in/'] })
+  const bacen = bacenHolds(t, ['/api/v1/in/'])
   const mark = e2e.seen.length
   const logged = e2e.log.length
   // Each POST is signed before it asks for a slot, so three sent together reach the limiter at moments the
   // machine decides; sent one after the other, each finds the state the assertion is about.
   const first = e2e.proxyXml(MSGS, pacs008().xml)
-  t.ok(await waitFor(() => e2e.seenSince(mark, '/api/v1/in/').length === 1), 'the first POST holds the slot')
+  t.ok(await waitFor(() => bacen.held() === 1), 'the first POST holds the slot (BACEN holds it until released)')
   t.same(metricSamples((await e2e.proxy('GET', '/metrics')).text, 'pixproxy_spi_in_flight'), [1], 'pixproxy_spi_in_flight while one POST is at BACEN')
   const second = e2e.proxyXml(MSGS, pacs008().xml)
   t.ok(await waitForMetric('pixproxy_spi_queued', 1), 'the second POST waits in the queue')
   const third = await e2e.proxyXml(MSGS, pacs008().xml)
   t.equal(codes([third])[0], 'PIXPROXY_ERR_SPI_QUEUE_FULL', 'the third is shed while the second still waits')
-  const results = [await first, await second, third]
+  const gaveUp = await second
+  t.equal(bacen.held(), 1, 'the second gave up while the first was still at BACEN')
+  bacen.release()
+  const results = [await first, gaveUp, third]
   t.same(results.map((r) => codes([r])[0]), ['201', 'PIXPROXY_ERR_SPI_QUEUE_TIMEOUT', 'PIXPROXY_ERR_SPI_QUEUE_FULL'])
   assertShed(t, results)
   t.equal(e2e.seenSince(mark, '/api/v1/in/').length, 1, 'only the admitted POST reached the SPI')
@@ -73,12 +85,14 @@ t.test('ICOM POSTs beyond the limit: one in flight, one queued until its deadlin
 })
 
 t.test('queued POSTs are sent one at a time: the SPI never sees more than the limit concurrently', async (t) => {
-  e2e.setFaults({ latencyMs: FAST_MS, routes: ['/api/v1/in/'] })
+  const bacen = bacenHolds(t, ['/api/v1/in/'])
   const mark = e2e.seen.length
   const first = e2e.proxyXml(MSGS, pacs008().xml)
-  // The second arrives while the first holds the slot.
-  t.ok(await waitFor(() => e2e.seenSince(mark, '/api/v1/in/').length === 1), 'the first POST reached the SPI')
+  // The second arrives while the first holds the slot (BACEN answers the first only once the second is queued).
+  t.ok(await waitFor(() => bacen.held() === 1), 'the first POST reached the SPI')
   const second = e2e.proxyXml(MSGS, pacs008().xml)
+  t.ok(await waitForMetric('pixproxy_spi_queued', 1), 'the second waits for the slot')
+  bacen.release()
   const results = await Promise.all([first, second])
   t.same(results.map((r) => r.status), [201, 201])
   t.equal(e2e.seenSince(mark, '/api/v1/in/').length, 2)
@@ -89,29 +103,33 @@ t.test('queued POSTs are sent one at a time: the SPI never sees more than the li
 })
 
 t.test('a multipart POST waiting for the slot counts as one queued request', async (t) => {
-  e2e.setFaults({ latencyMs: SLOW_MS, routes: ['/api/v1/in/'] })
-  const mark = e2e.seen.length
+  const bacen = bacenHolds(t, ['/api/v1/in/'])
   const first = e2e.proxyXml(MSGS, pacs008().xml)
-  t.ok(await waitFor(() => e2e.seenSince(mark, '/api/v1/in/').length === 1), 'the first POST holds the slot')
+  t.ok(await waitFor(() => bacen.held() === 1), 'the first POST holds the slot (BACEN holds it until released)')
   const mp = buildMultipart([pacs008(), pacs008()].map((m) => ({ headers: { 'content-type': 'application/xml; charset=utf-8' }, body: Buffer.from(m.xml) })))
   const second = e2e.proxy('POST', MSGS, { headers: { 'content-type': mp.contentType }, body: mp.body })
   t.ok(await waitForMetric('pixproxy_spi_queued', 1), 'pixproxy_spi_queued counts the waiting post once')
-  t.same([(await first).status, codes([await second])[0]], [201, 'PIXPROXY_ERR_SPI_QUEUE_TIMEOUT'])
+  const gaveUp = await second
   t.ok(await waitForMetric('pixproxy_spi_queued', 0), 'and not after it gave up')
+  t.equal(bacen.held(), 1, 'it gave up while the first was still at BACEN')
+  bacen.release()
+  t.same([(await first).status, codes([gaveUp])[0]], [201, 'PIXPROXY_ERR_SPI_QUEUE_TIMEOUT'])
 })
 
 t.test('stream readers are limited the same way', async (t) => {
-  e2e.setFaults({ latencyMs: SLOW_MS, routes: ['/api/v1/out/'] })
+  const bacen = bacenHolds(t, ['/api/v1/out/'])
   const mark = e2e.seen.length
   const start = `/api/v1/out/${PROXY_ISPB}/stream/start`
   const first = e2e.proxy('GET', start)
-  t.ok(await waitFor(() => e2e.seenSince(mark, '/api/v1/out/').length === 1), 'the first reader holds the slot')
+  t.ok(await waitFor(() => bacen.held() === 1), 'the first reader holds the slot (BACEN holds it until released)')
   t.ok(await waitForMetric('pixproxy_spi_readers_in_flight', 1), 'pixproxy_spi_readers_in_flight counts it')
   // A reader asks for its slot before any other work, so these two reach the limiter together.
   const shedding = Promise.all([0, 1].map(async () => await e2e.proxy('GET', start)))
   t.ok(await waitForMetric('pixproxy_spi_readers_queued', 1), 'pixproxy_spi_readers_queued counts the one waiting')
   const shed = await shedding
   t.ok(await waitForMetric('pixproxy_spi_readers_queued', 0), 'and not after it gave up')
+  t.equal(bacen.held(), 1, 'they were shed while the first was still at BACEN')
+  bacen.release()
   const admitted = await first
   t.same(codes(shed), ['PIXPROXY_ERR_SPI_QUEUE_FULL', 'PIXPROXY_ERR_SPI_QUEUE_TIMEOUT'])
   assertShed(t, shed)
@@ -122,21 +140,24 @@ t.test('stream readers are limited the same way', async (t) => {
 })
 
 t.test('BACEN slower than PIXPROXY_UPSTREAM_HEADERS_TIMEOUT_MS: 504 UPSTREAM_HEADERS_TIMEOUT', async (t) => {
-  e2e.setFaults({ latencyMs: HEADERS_TIMEOUT_MS + 1_500, routes: ['/api/v2/policies/', '/api/v1/in/'] })
+  // BACEN holds these requests until the end of the test: it never answers before the proxy gives up.
+  const bacen = bacenHolds(t, ['/api/v2/policies/', '/api/v1/in/'])
+  // DICT and SPI at the same time: both wait out the same timeout.
   const started = Date.now()
-  const dict = await e2e.proxy('GET', '/api/v2/policies/ENTRIES_WRITE', { headers: { 'pi-requestingparticipant': PROXY_ISPB } })
-  const took = Date.now() - started
+  const [{ dict, took }, spi] = await Promise.all([
+    e2e.proxy('GET', '/api/v2/policies/ENTRIES_WRITE', { headers: { 'pi-requestingparticipant': PROXY_ISPB } }).then((r) => ({ dict: r, took: Date.now() - started })),
+    e2e.proxyXml(MSGS, pacs008().xml)
+  ])
   t.equal(dict.status, 504, dict.text.slice(0, 200))
   t.equal(problemOf(dict).code, 'PIXPROXY_ERR_UPSTREAM_HEADERS_TIMEOUT')
   // undici runs timeouts above 1 s on a shared 0.5 s tick, so one can fire up to ~0.5 s early (measured 3,514 ms
-  // for 3,600); BACEN answers 1.5 s after the timeout.
-  t.ok(took >= HEADERS_TIMEOUT_MS - 600 && took < HEADERS_TIMEOUT_MS + 1_400, `gave up after ${took} ms, before BACEN answered`)
-
-  const spi = await e2e.proxyXml(MSGS, pacs008().xml)
+  // for 3,600).
+  t.ok(took >= HEADERS_TIMEOUT_MS - 600, `gave up after ${took} ms, not before the timeout`)
   t.equal(spi.status, 504)
   const p = problemOf(spi)
   t.equal(p.code, 'PIXPROXY_ERR_UPSTREAM_HEADERS_TIMEOUT')
   t.match(p.detail, /may have processed/, 'the caller is told the message may have been accepted')
+  t.equal(bacen.held(), 2, 'both reached BACEN and BACEN had answered neither: they are still held there')
   const metrics = (await e2e.proxy('GET', '/metrics')).text
   t.same(metricSamples(metrics, 'pixproxy_spi_in_flight'), [0], 'the ICOM slot was released')
 })
