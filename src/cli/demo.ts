@@ -38,12 +38,16 @@ import { queryAudit } from '../audit/query.ts'
 import { ParticipantClient } from '../../simulator/client.ts'
 import type { CliIo } from './io.ts'
 import { readInputFile, usageError } from './io.ts'
+import { DEMO_DEFAULT_DIR } from '../demo/paths.ts'
 
-export const DEMO_USAGE = `usage: pix-proxy demo [--dir .local/demo] [--once]
+export const DEMO_USAGE = `usage: pix-proxy demo [--dir ${DEMO_DEFAULT_DIR}] [--once] [--port 0] [--simulator-port 0]
        pix-proxy demo --proxy-url URL --simulator-url URL --pki-dir DIR --lake DIR [--once]
 
   --dir DIR            start token, simulator and proxy in this process, state in DIR (reused when present);
                        without --once the stack stays up until Ctrl-C
+  --port N             the proxy's port (default 0: any free one; the summary's "proxy" says which)
+  --simulator-port N   the BACEN simulator's port, DICT and ICOM (default 0: any free one), e.g. for a
+                       \`pix-proxy serve\` of your own against the demo's simulator and token (README)
   --once               exit after the sample flows with the JSON summary (traffic-only mode always does)
   --proxy-url URL      traffic only: send the sample flows to a running pix-proxy (docker-compose's traffic service)
   --simulator-url URL  the BACEN simulator, which the counterparty participant (${COUNTERPARTY_ISPB}) calls directly
@@ -91,7 +95,9 @@ export async function demoCommand (argv: string[], io: CliIo): Promise<number> {
       'proxy-url': { type: 'string' },
       'simulator-url': { type: 'string' },
       'pki-dir': { type: 'string' },
-      lake: { type: 'string' }
+      lake: { type: 'string' },
+      port: { type: 'string' },
+      'simulator-port': { type: 'string' }
     },
     strict: true
   })
@@ -100,9 +106,16 @@ export async function demoCommand (argv: string[], io: CliIo): Promise<number> {
   if (values['proxy-url'] === undefined) {
     const stray = Object.entries(remote).filter(([, v]) => v !== undefined).map(([k]) => `--${k}`)
     if (stray.length > 0) throw usageError(`${stray.join(', ')} only go with --proxy-url\n${DEMO_USAGE}`)
-    return await inProcess(resolve(values.dir ?? '.local/demo'), values.once, io, log)
+    return await inProcess({
+      dir: resolve(values.dir ?? DEMO_DEFAULT_DIR),
+      once: values.once,
+      port: portOption('port', values.port),
+      simulatorPort: portOption('simulator-port', values['simulator-port'])
+    }, io, log)
   }
-  if (values.dir !== undefined) throw usageError(`--dir starts a local stack; --proxy-url uses a running one: not both\n${DEMO_USAGE}`)
+  for (const local of ['dir', 'port', 'simulator-port'] as const) {
+    if (values[local] !== undefined) throw usageError(`--${local} is for a local stack; --proxy-url uses a running one: not both\n${DEMO_USAGE}`)
+  }
   const missing = Object.entries(remote).filter(([, v]) => v === undefined).map(([k]) => `--${k}`)
   if (missing.length > 0) throw usageError(`--proxy-url needs ${missing.join(', ')}\n${DEMO_USAGE}`)
   return await trafficOnly({
@@ -111,6 +124,13 @@ export async function demoCommand (argv: string[], io: CliIo): Promise<number> {
     pkiDir: resolve(values['pki-dir'] as string),
     lake: resolve(values.lake as string)
   }, io, log)
+}
+
+function portOption (name: string, value: string | undefined): number {
+  if (value === undefined) return 0
+  const n = Number(value)
+  if (!/^\d+$/.test(value) || n > 65535) throw usageError(`--${name} must be a port (0-65535, 0: any free one), got ${value}\n${DEMO_USAGE}`)
+  return n
 }
 
 function urlOption (name: string, value: string, protocols: readonly string[]): string {
@@ -124,9 +144,20 @@ function urlOption (name: string, value: string, protocols: readonly string[]): 
   return value.replace(/\/+$/, '')
 }
 
-async function inProcess (dir: string, once: boolean, io: CliIo, log: (m: string) => void): Promise<number> {
-  log(`starting SoftHSM token, BACEN simulator and pix-proxy (state in ${dir})`)
-  const stack = await startLocalStack({ dir, longPollMs: 1_000 })
+interface InProcessOptions { readonly dir: string, readonly once: boolean, readonly port: number, readonly simulatorPort: number }
+
+async function inProcess (o: InProcessOptions, io: CliIo, log: (m: string) => void): Promise<number> {
+  log(`starting SoftHSM token, BACEN simulator and pix-proxy (state in ${o.dir})`)
+  const stack = await startLocalStack({
+    dir: o.dir,
+    longPollMs: 1_000,
+    simulatorPort: o.simulatorPort,
+    settings: { PIXPROXY_LISTEN_PORT: String(o.port) }
+  })
+  return await runInProcess(stack, o.once, io, log)
+}
+
+async function runInProcess (stack: LocalStack, once: boolean, io: CliIo, log: (m: string) => void): Promise<number> {
   log(`pix-proxy listening on ${stack.proxyUrl} for ISPB ${PROXY_ISPB}; simulator on ${stack.simulator.dictUrl}`)
   const target = stackTarget(stack)
   const results: FlowResult[] = []

@@ -43,6 +43,12 @@ const COMMANDS: readonly Command[] = [
     run: async (argv, io) => await (await xml()).xmlCommand(['verify', ...argv], io)
   },
   {
+    name: 'xml sample',
+    summary: 'print a realistic unsigned sample message with fresh ids (pacs.008, pibr.001, CreateEntryRequest)',
+    usage: async () => (await xml()).SAMPLE_USAGE,
+    run: async (argv, io) => await (await xml()).xmlCommand(['sample', ...argv], io)
+  },
+  {
     name: 'hsm init',
     summary: 'create a SoftHSM2 token with non-extractable signing and TLS keys and a local test CA',
     usage: async () => (await hsm()).INIT_USAGE,

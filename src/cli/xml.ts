@@ -3,6 +3,7 @@
  *
  *   pix-proxy xml sign --profile spi|dict --key <PEM file | pkcs11: URI> --cert <PEM> [--in F] [--out F]
  *   pix-proxy xml verify [--profile spi|dict|auto] [--cert PEM]... [--digests-only] [--now ISO] FILE|-
+ *   pix-proxy xml sample pacs.008|pibr.001|CreateEntryRequest [--out F]
  *
  * verify prints one JSON object and exits 0 only when the message is valid (1 when it is not, 2 on usage errors).
  */
@@ -16,6 +17,7 @@ import { SoftwareSigner } from '../hsm/signer.ts'
 import type { Signer } from '../hsm/signer.ts'
 import { Pkcs11KeyStore } from '../hsm/pkcs11.ts'
 import { parsePkcs11Uri, readPin } from '../hsm/uri.ts'
+import { createEntryRequest, pacs008, pibr001, SAMPLE_PAYER } from '../samples/messages.ts'
 import type { CliIo } from './io.ts'
 import { readInputFile, readStdin, usageError } from './io.ts'
 
@@ -27,11 +29,32 @@ export const VERIFY_USAGE = `usage: pix-proxy xml verify [--profile spi|dict|aut
   verify a signed message; prints one JSON object; exit 0 only when it is valid, 1 when it is not
   --cert PEM        a certificate (bundle) trusted to sign; --digests-only checks the digests without one`
 
+/** The unsigned messages `xml sample` prints: what a bank core sends pix-proxy, with fresh ids every time. */
+const SAMPLES: Readonly<Record<string, () => string>> = {
+  'pacs.008': () => pacs008({ amounts: [150.75] }).xml,
+  'pibr.001': () => pibr001().xml,
+  CreateEntryRequest: () => createEntryRequest().xml
+}
+export const SAMPLE_USAGE = `usage: pix-proxy xml sample ${Object.keys(SAMPLES).join('|')} [--out FILE]
+  print a realistic unsigned message from participant ${SAMPLE_PAYER.ispb} (the demo's) with fresh ids (BizMsgIdr,
+  EndToEndId, RequestId, a new DICT key), ready for xml sign or for a POST to pix-proxy`
+
 export async function xmlCommand (argv: string[], io: CliIo): Promise<number> {
   const [sub, ...rest] = argv
   if (sub === 'sign') return await sign(rest, io)
   if (sub === 'verify') return await verify(rest, io)
-  throw usageError(`${SIGN_USAGE}\n${VERIFY_USAGE}`)
+  if (sub === 'sample') return await sample(rest, io)
+  throw usageError(`${SIGN_USAGE}\n${VERIFY_USAGE}\n${SAMPLE_USAGE}`)
+}
+
+async function sample (argv: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parseArgs({ args: argv, options: { out: { type: 'string' } }, strict: true, allowPositionals: true })
+  const [name] = positionals
+  if (positionals.length !== 1 || name === undefined || !Object.hasOwn(SAMPLES, name)) throw usageError(SAMPLE_USAGE)
+  const xml = (SAMPLES[name] as () => string)()
+  if (values.out === undefined || values.out === '-') io.stdout.write(xml)
+  else await writeFile(values.out, xml)
+  return 0
 }
 
 interface OpenedSigner {

@@ -43,6 +43,8 @@ export interface LocalStackOptions {
   /** Extra PIXPROXY_* settings (strings, as in the environment). */
   readonly settings?: Readonly<Record<string, string>>
   readonly proxyLogger?: boolean | object
+  /** The simulator's port (default 0: any free port). */
+  readonly simulatorPort?: number
 }
 
 export interface LocalStack {
@@ -107,6 +109,7 @@ export async function startLocalStack (opts: LocalStackOptions): Promise<LocalSt
       }
     ],
     spi: { longPollMs: opts.longPollMs ?? 1_000, settleDelayMs: opts.settleDelayMs ?? 20 },
+    ...(opts.simulatorPort === undefined ? {} : { dictPort: opts.simulatorPort }),
     ...(opts.faults === undefined ? {} : { faults: opts.faults }),
     logFile: simulatorLogFile,
     logInMemory: opts.simulatorLogInMemory ?? true

@@ -22,7 +22,7 @@ const cli = async (args: readonly string[], env: NodeJS.ProcessEnv = {}): Return
 
 t.test('the top-level usage lists every command, on stdout, exit 0 for --help, -h and help; 2 with no command', async (t) => {
   const commands = listedCommands(USAGE)
-  for (const c of ['xml sign', 'xml verify', 'hsm init', 'hsm info', 'serve', 'simulator', 'aws-local', 'audit query', 'demo', 'load', 'version', 'help']) {
+  for (const c of ['xml sign', 'xml verify', 'xml sample', 'hsm init', 'hsm info', 'serve', 'simulator', 'aws-local', 'audit query', 'demo', 'load', 'version', 'help']) {
     t.ok(commands.includes(c), `lists ${c}`)
   }
   for (const args of [['--help'], ['-h'], ['help']]) {
@@ -64,7 +64,7 @@ t.test('-h, --help after other options, help COMMAND and a group name print the 
   t.equal(await usage(['serve', '-h']), await usage(['help', 'serve']))
   // A group: every subcommand's usage.
   const xml = await usage(['xml', '--help'])
-  for (const sub of ['sign', 'verify']) t.ok(xml.includes(`usage: pix-proxy xml ${sub}`), `xml --help shows xml ${sub}`)
+  for (const sub of ['sign', 'verify', 'sample']) t.ok(xml.includes(`usage: pix-proxy xml ${sub}`), `xml --help shows xml ${sub}`)
   t.match(await usage(['hsm', '-h']), /pix-proxy hsm init[^]*pix-proxy hsm info/)
   // After `--`, --help is data, not a request for help.
   const c = captureIo()
@@ -107,7 +107,7 @@ t.test('in-process: a closed stdout ends the command with exit 0 and nothing on 
   for (const [args, accept] of [
     [['audit', 'query', 'SELECT * FROM audit', '--dir', dir], 3],
     [['audit', 'query', 'SELECT * FROM audit', '--dir', dir], 0],
-    [['xml', 'verify', '--help'], 0],
+    [['xml', 'sample', 'pacs.008'], 0],
     [['help'], 0]
   ] as const) {
     const c = captureIo()

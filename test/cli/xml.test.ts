@@ -85,6 +85,26 @@ t.test('verify reports failures with their code and exits 1', async (t) => {
   t.equal(JSON.parse(malformed.stdout).code, 'XML_MALFORMED')
 })
 
+t.test('xml sample prints unsigned messages with fresh ids that sign and verify in their profile', async (t) => {
+  for (const [name, profile, id] of [['pacs.008', 'spi', 'BizMsgIdr'], ['pibr.001', 'spi', 'BizMsgIdr'], ['CreateEntryRequest', 'dict', 'RequestId']] as const) {
+    const a = await run(['xml', 'sample', name])
+    const b = await run(['xml', 'sample', name, '--out', join(dir, `${name}.xml`)])
+    t.same([a.code, a.stderr, b.code, b.stdout], [0, '', 0, ''], name)
+    const second = await readFile(join(dir, `${name}.xml`), 'utf8')
+    const idOf = (xml: string): string | undefined => new RegExp(`<${id}>([^<]+)<`).exec(xml)?.[1]
+    t.ok(idOf(a.stdout) !== undefined && idOf(a.stdout) !== idOf(second), `${name}: a fresh ${id} each time`)
+    t.notOk(a.stdout.includes('Signature>'), `${name}: unsigned`)
+    const signed = await run(['xml', 'sign', '--profile', profile, '--key', keyFile, '--cert', certFile, '--in', join(dir, `${name}.xml`)])
+    t.equal(signed.code, 0, signed.stderr)
+    t.equal(JSON.parse((await run(['xml', 'verify', '--cert', certFile, '-'], signed.stdout)).stdout).code, 'VALID', name)
+  }
+  for (const args of [[], ['pacs.009'], ['toString'], ['pacs.008', 'pibr.001']]) {
+    const r = await run(['xml', 'sample', ...args])
+    t.equal(r.code, 2, args.join(' '))
+    t.match(JSON.parse(r.stderr), { error: 'PIXPROXY_ERR_USAGE', message: /pix-proxy xml sample pacs\.008\|pibr\.001\|CreateEntryRequest/ })
+  }
+})
+
 t.test('usage and input errors are one JSON line on stderr with a stable code', async (t) => {
   const cases: Array<[string[], number, string]> = [
     [['xml', 'sign', '--profile', 'xades', '--key', keyFile, '--cert', certFile], 2, 'PIXPROXY_ERR_USAGE'],
