@@ -44,7 +44,8 @@ export const DEMO_USAGE = `usage: pix-proxy demo [--dir ${DEMO_DEFAULT_DIR}] [--
        pix-proxy demo --proxy-url URL --simulator-url URL --pki-dir DIR --lake DIR [--once]
 
   --dir DIR            start token, simulator and proxy in this process, state in DIR (reused when present);
-                       without --once the stack stays up until Ctrl-C
+                       without --once the stack stays up until Ctrl-C or SIGTERM (SIGHUP reloads the proxy's
+                       mTLS certificate, as serve does)
   --port N             the proxy's port (default 0: any free one; the summary's "proxy" says which)
   --simulator-port N   the BACEN simulator's port, DICT and ICOM (default 0: any free one), e.g. for a
                        \`pix-proxy serve\` of your own against the demo's simulator and token (README)
@@ -147,14 +148,32 @@ function urlOption (name: string, value: string, protocols: readonly string[]): 
 interface InProcessOptions { readonly dir: string, readonly once: boolean, readonly port: number, readonly simulatorPort: number }
 
 async function inProcess (o: InProcessOptions, io: CliIo, log: (m: string) => void): Promise<number> {
-  log(`starting SoftHSM token, BACEN simulator and pix-proxy (state in ${o.dir})`)
-  const stack = await startLocalStack({
-    dir: o.dir,
-    longPollMs: 1_000,
-    simulatorPort: o.simulatorPort,
-    settings: { PIXPROXY_LISTEN_PORT: String(o.port) }
-  })
-  return await runInProcess(stack, o.once, io, log)
+  // SIGHUP's default action ends the process: from the start, the demo handles it as serve does (reloads the
+  // proxy's mTLS certificate) once the stack is up, and logs it before.
+  let stack: LocalStack | undefined
+  const onHup = (): void => {
+    if (stack === undefined) {
+      log('SIGHUP while starting: ignored')
+      return
+    }
+    log('SIGHUP: reloading the mTLS certificate')
+    stack.proxy.upstreams.reloadCertificates().then(
+      () => { log('mTLS certificate reloaded') },
+      (err: unknown) => { log(`certificate reload refused, the previous certificate stays in use: ${(err as Error).message}`) })
+  }
+  process.on('SIGHUP', onHup)
+  try {
+    log(`starting SoftHSM token, BACEN simulator and pix-proxy (state in ${o.dir})`)
+    stack = await startLocalStack({
+      dir: o.dir,
+      longPollMs: 1_000,
+      simulatorPort: o.simulatorPort,
+      settings: { PIXPROXY_LISTEN_PORT: String(o.port) }
+    })
+    return await runInProcess(stack, o.once, io, log)
+  } finally {
+    process.off('SIGHUP', onHup)
+  }
 }
 
 async function runInProcess (stack: LocalStack, once: boolean, io: CliIo, log: (m: string) => void): Promise<number> {
@@ -171,10 +190,16 @@ async function runInProcess (stack: LocalStack, once: boolean, io: CliIo, log: (
   io.stdout.write(JSON.stringify({ ok, proxy: stack.proxyUrl, ispb: PROXY_ISPB, signingKey: stack.hsm.signing.uri, simulatorAccepted: accepted, flows: results }) + '\n')
   if (!once && ok) {
     log('stack is up; try: curl -s ' + stack.proxyUrl + '/readyz ; Ctrl-C to stop')
-    await new Promise<void>((resolve) => {
-      process.once('SIGINT', resolve)
-      process.once('SIGTERM', resolve)
+    const signal = await new Promise<NodeJS.Signals>((resolve) => {
+      const stop = (s: NodeJS.Signals): void => {
+        process.off('SIGINT', stop)
+        process.off('SIGTERM', stop)
+        resolve(s)
+      }
+      process.on('SIGINT', stop)
+      process.on('SIGTERM', stop)
     })
+    log(`${signal}: stopping`)
     await stack.close()
   }
   return ok ? 0 : 1

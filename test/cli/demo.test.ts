@@ -3,6 +3,8 @@
 // compose services started from their own command lines as local processes.
 import t from 'tap'
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises'
+import { createServer } from 'node:net'
+import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { PassThrough } from 'node:stream'
 import { request } from 'undici'
@@ -12,6 +14,8 @@ import { queryAudit } from '../../src/audit/query.ts'
 import { Errors } from '../../src/errors.ts'
 import { scratchDir } from '../helpers/scratch.ts'
 import { at, MAIN_TS, run, sourceAppDir, spawnService } from '../helpers/processes.ts'
+import { waitFor } from '../helpers/wait.ts'
+import { pacs008 } from '../../src/samples/messages.ts'
 import type { Ran, Service } from '../helpers/processes.ts'
 
 
@@ -98,6 +102,42 @@ t.test('demo usage: --help names both modes; traffic flags are checked before an
   t.equal(noToken.code, 1)
   t.match(JSON.parse(noToken.stderr.trim()), { error: Errors.FILE_READ.code, message: /hsm\.json: ENOENT/ })
   t.same(await readdir(join(dir, 'pki'), { recursive: true }), ['hsm'])
+})
+
+/** A loopback port free right now. */
+async function freePort (): Promise<number> {
+  const srv = createServer()
+  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve))
+  const port = (srv.address() as AddressInfo).port
+  await new Promise((resolve) => srv.close(resolve))
+  return port
+}
+
+t.test('demo without --once, as a process: --port and --simulator-port bind those ports; SIGHUP reloads the mTLS certificate and it keeps serving; SIGTERM stops it, exit 0', async (t) => {
+  const dir = t.testdir()
+  const [port, simulatorPort] = [await freePort(), await freePort()]
+  const demo = spawnService(process.execPath, [MAIN_TS, 'demo', '--dir', dir, '--port', String(port), '--simulator-port', String(simulatorPort)], process.env)
+  t.teardown(async () => { await demo.kill() })
+  // The handler is there from the start: a SIGHUP while the stack starts is logged and ignored.
+  t.ok(await waitFor(() => demo.stderr().includes('[demo] starting'), 60_000), demo.stderr())
+  demo.child.kill('SIGHUP')
+  t.ok(await waitFor(() => demo.stderr().includes('SIGHUP while starting: ignored'), 60_000), demo.stderr())
+
+  const summary = await demo.waitFor(/^\{"ok":true,"proxy":"([^"]+)".*\n/m, 180_000)
+  t.equal(summary[1], `http://127.0.0.1:${port}`, 'the proxy listens on --port')
+  t.match(demo.stderr(), `simulator on https://127.0.0.1:${simulatorPort}`, 'the simulator on --simulator-port')
+  t.ok(await waitFor(() => demo.stderr().includes('stack is up'), 60_000))
+
+  demo.child.kill('SIGHUP')
+  t.ok(await waitFor(() => demo.stderr().includes('mTLS certificate reloaded'), 60_000), demo.stderr())
+  t.equal(demo.child.exitCode, null, 'still running')
+  t.equal(demo.child.signalCode, null)
+  // And still a working proxy: a message signed in the HSM and forwarded over (reloaded) mutual TLS.
+  const r = await request(`http://127.0.0.1:${port}/api/v1/in/99999004/msgs`, { method: 'POST', headers: { 'content-type': 'application/xml' }, body: pacs008({ amounts: [1] }).xml })
+  t.equal(r.statusCode, 201, await r.body.text())
+
+  t.same(await demo.stop(), { code: 0, signal: null }, 'SIGTERM: the stack closes, exit 0')
+  t.match(demo.stderr(), '[demo] SIGTERM: stopping')
 })
 
 // What a container gives for free, translated as test/infra/container.test.ts's rehearsal translates it: volume
