@@ -13,6 +13,7 @@ import type { AuditSpoolOptions, SpoolRef } from '../../src/audit/spool.ts'
 import type { PixProxyError } from '../../src/errors.ts'
 import { damage, requestHalf, responseHalf, segmentFiles } from './fixtures/rows.ts'
 import { rejection } from '../helpers/rejection.ts'
+import { waitFor } from '../helpers/wait.ts'
 
 const INCOMPLETE = 'PIXPROXY_ERR_AUDIT_INCOMPLETE'
 
@@ -70,11 +71,9 @@ t.test('a spare segment is ready before it is needed; an empty one left behind r
   const dir = t.testdir()
   const all = async (): Promise<string[]> => (await readdir(dir)).filter((n) => n.startsWith('spool-')).sort()
   const s = await AuditSpool.open({ dir, maxBytes: 1 << 26, segmentBytes: 64 * 1024 })
-  let spares = await all()
-  for (let i = 0; i < 50 && spares.length === 0; i++) {
-    await new Promise((resolve) => setTimeout(resolve, 10))
-    spares = await all()
-  }
+  // Prepared in the background after open: wait for it (however long a loaded machine takes), then count.
+  await waitFor(async () => (await all()).length > 0)
+  const spares = await all()
   t.equal(spares.length, 1, 'one empty segment prepared at open')
   t.same(await segmentFiles(dir), [], 'holding nothing')
   await s.begin(requestHalf('sp-1'))
