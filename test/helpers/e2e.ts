@@ -181,9 +181,10 @@ export class E2e {
   /**
    * Reads the proxy participant's stream through the proxy, following PI-Pull-Next, until `until` holds for the
    * messages read so far (or `timeoutMs` passes), then DELETEs the next position, which acknowledges the last page.
+   * The default bound is generous: it only decides when a test whose message never comes gives up.
    */
   async readStream (o: { multipart: boolean, until: (messages: readonly StreamMessage[]) => boolean, timeoutMs?: number }): Promise<{ messages: StreamMessage[], pages: StreamPage[], deleteStatus: number }> {
-    const deadline = Date.now() + (o.timeoutMs ?? 10_000)
+    const deadline = Date.now() + (o.timeoutMs ?? 60_000)
     const accept = o.multipart ? 'multipart/mixed' : 'application/xml'
     const messages: StreamMessage[] = []
     const pages: StreamPage[] = []
