@@ -245,7 +245,14 @@ t.test('dropped connections: 502 UPSTREAM_UNAVAILABLE', async (t) => {
 })
 
 t.test('429 from BACEN is relayed as 429', async (t) => {
-  // POLICIES_LIST holds 20 tokens and refills 6 per minute: the 21st listing in a row is refused.
+  // POLICIES_LIST holds 20 tokens and refills 6 per minute: the 21st listing in a row is refused. The simulator's
+  // limiter clock stands still meanwhile, so a slow machine cannot earn an extra listing (one every 10 s).
+  const limiter = e2e.sim.dict.limiter
+  const clock = limiter.clock
+  const stopped = clock()
+  limiter.clock = () => stopped
+  t.teardown(() => { limiter.clock = clock })
+  const tokens = limiter.state('POLICIES_LIST', PROXY_ISPB).available
   let res: ProxyResponse | undefined
   let n = 0
   for (; n < 30; n++) {
@@ -254,6 +261,7 @@ t.test('429 from BACEN is relayed as 429', async (t) => {
   }
   t.equal(res?.status, 429, `after ${n} listings`)
   t.ok(n >= 19 && n <= 21, `the bucket held about 20 tokens (${n})`)
+  t.equal(n, tokens, 'exactly the tokens the bucket held')
   t.match(fieldAt(res?.text ?? '', 'type'), /\/RateLimited$/)
   t.equal(header(res ?? { headers: {} }, 'pix-proxy-signature-code'), 'VALID', 'DICT\'s 429 is BCB-signed and verified')
 
