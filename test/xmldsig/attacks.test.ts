@@ -35,6 +35,16 @@ const spi = await participant.xmlSigner.sign(spiUnsigned, 'spi')
 const dict = await participant.xmlSigner.sign(createEntryRequest({ key: 'alice@example.com.br' }).xml, 'dict')
 const ENV_NS = /<Envelope xmlns="([^"]+)"/.exec(spi)?.[1] ?? ''
 
+/**
+ * Milliseconds of CPU this thread has used. The cost bounds below are measured with it rather than the wall clock:
+ * a check is as expensive as the work it does, while wall time also counts every moment a loaded machine (the other
+ * tap job, CI neighbours) gave the CPU to someone else.
+ */
+function cpuMs (): number {
+  const u = process.threadCpuUsage()
+  return (u.user + u.system) / 1000
+}
+
 function count (xml: string, what: string | RegExp): number {
   return typeof what === 'string' ? xml.split(what).length - 1 : [...xml.matchAll(new RegExp(what.source, 'g'))].length
 }
@@ -290,11 +300,11 @@ t.test('DOCTYPE, entities and entity expansion', async (t) => {
   const lol = ['<!ENTITY lol "lol">']
   for (let i = 1; i <= 9; i++) lol.push(`<!ENTITY lol${i} "${`&lol${i === 1 ? '' : i - 1};`.repeat(10)}">`)
   const laughs = `<?xml version="1.0"?>\n<!DOCTYPE lolz [\n${lol.join('\n')}\n]>\n` + edit(body, 'Aluguel de março', '&lol9;')
-  const started = performance.now()
+  const started = cpuMs()
   const r = check(t, 'billion laughs', laughs, 'XML_DTD_FORBIDDEN')
-  const ms = performance.now() - started
-  // An expansion would take seconds and gigabytes; the bound only leaves room for a busy machine's stalls.
-  t.ok(ms < 1_000, `refused in ${ms.toFixed(2)} ms, before any expansion`)
+  const ms = cpuMs() - started
+  // An expansion would take seconds of CPU and gigabytes; refusing it takes a few CPU milliseconds.
+  t.ok(ms < 1_000, `refused in ${ms.toFixed(2)} CPU ms, before any expansion`)
   t.equal(r.references.length, 0)
   check(t, 'billion laughs as bytes', Buffer.from(laughs, 'utf8'), 'XML_DTD_FORBIDDEN')
 })
@@ -383,10 +393,10 @@ t.test('white space, line ending and representation variants', async (t) => {
 
 t.test('size and depth limits', async (t) => {
   const big = edit(spi, '</FIToFICstmrCdtTrf>', `<Pad>${'x'.repeat(5 * 1024 * 1024)}</Pad></FIToFICstmrCdtTrf>`)
-  const started = performance.now()
+  const started = cpuMs()
   check(t, 'a 5 MiB message', big, 'XML_LIMIT_EXCEEDED')
   check(t, 'a 5 MiB message as bytes', Buffer.from(big, 'utf8'), 'XML_LIMIT_EXCEEDED')
-  t.ok(performance.now() - started < 1000, 'refused without parsing it')
+  t.ok(cpuMs() - started < 1000, 'refused without parsing it')
   check(t, 'nested 100 deep inside Document', edit(spi, '<FIToFICstmrCdtTrf>', '<FIToFICstmrCdtTrf>' + '<a>'.repeat(100) + '</a>'.repeat(100)), 'XML_LIMIT_EXCEEDED')
   check(t, 'nested 100 000 deep', edit(spi, '<FIToFICstmrCdtTrf>', '<FIToFICstmrCdtTrf>' + '<a>'.repeat(100_000) + '</a>'.repeat(100_000)), 'XML_LIMIT_EXCEEDED')
   check(t, '100 001 elements', edit(spi, '<FIToFICstmrCdtTrf>', '<FIToFICstmrCdtTrf>' + '<a/>'.repeat(100_001)), 'XML_LIMIT_EXCEEDED')
@@ -397,9 +407,9 @@ t.test('size and depth limits', async (t) => {
 t.test('malformed SignatureValue, DigestValue and serial number', async (t) => {
   const value = /<ds:SignatureValue>([^<]+)</.exec(spi)?.[1] ?? ''
   const huge = 'QUFB'.repeat(750_000) // 3 MB of valid base64
-  const started = performance.now()
+  const started = cpuMs()
   const h = check(t, 'a 3 MB base64 SignatureValue', edit(spi, value, huge), 'SIGNATURE_INVALID')
-  t.ok(performance.now() - started < 2000, 'answered quickly')
+  t.ok(cpuMs() - started < 2000, 'answered quickly')
   t.same(refs(h), [['KeyInfo', true], ['AppHdr', true], ['Document', true]])
   check(t, 'a 3-byte SignatureValue', edit(spi, value, 'AAAA'), 'SIGNATURE_INVALID')
   check(t, 'a SignatureValue one byte longer than the modulus', edit(spi, value, Buffer.concat([Buffer.from(value, 'base64'), Buffer.from([0])]).toString('base64')), 'SIGNATURE_INVALID')
@@ -424,15 +434,15 @@ t.test('an oversized X509IssuerName costs neither time nor retained memory', asy
   // The issuer text is attacker-controlled and reaches the DN parser and the trust store's issuer cache before any
   // signature is checked. A message full of RDNs must cost about what any message of its size costs to parse (tens
   // of milliseconds), and the cache (256 entries) must not keep megabyte strings alive.
-  const plain = performance.now()
+  const plain = cpuMs()
   verifyXml(edit(spi, 'Aluguel de março', 'x'.repeat(3_500_000)), { trustStore: trust })
-  const baseline = performance.now() - plain
+  const baseline = cpuMs() - plain
   const manyRdns = spi.replace(/<ds:X509IssuerName>[^<]*</, `<ds:X509IssuerName>${'CN=a,'.repeat(700_000)}CN=a<`)
-  const started = performance.now()
+  const started = cpuMs()
   const r = verifyXml(manyRdns, { trustStore: trust })
-  const ms = performance.now() - started
+  const ms = cpuMs() - started
   t.not(r.code, 'VALID')
-  t.ok(ms < Math.max(500, 10 * baseline), `a 3.5 MB X509IssuerName answered in ${ms.toFixed(0)} ms (a 3.5 MB Document: ${baseline.toFixed(0)} ms)`)
+  t.ok(ms < Math.max(500, 10 * baseline), `a 3.5 MB X509IssuerName answered in ${ms.toFixed(0)} CPU ms (a 3.5 MB Document: ${baseline.toFixed(0)} CPU ms)`)
 
   setFlagsFromString('--expose-gc')
   const gc = runInNewContext('gc') as () => void
