@@ -6,6 +6,7 @@
 import t from 'tap'
 import { Client, request } from 'undici'
 import { header, PROXY_ISPB, startE2e, waitFor } from '../helpers/e2e.ts'
+import { holdRequests } from '../helpers/gate.ts'
 import type { E2e } from '../helpers/e2e.ts'
 
 let e2e: E2e
@@ -13,8 +14,9 @@ t.before(async () => { e2e = await startE2e(t, { settings: { PIXPROXY_OPS_LISTEN
 
 
 t.test('close(): the in-flight request completes, new requests are refused', async (t) => {
-  // BACEN holds the first requests long enough for everything below to happen while they are in flight.
-  e2e.setFaults({ latencyMs: 3_000, routes: ['/api/v2/policies/'] })
+  // BACEN holds the first requests until the test has checked everything that happens while they are in flight.
+  const bacen = holdRequests(e2e.stack.simulator.app.server, ['/api/v2/policies/'])
+  t.teardown(() => { bacen.restore() })
   // Pipelining lets a second request ride the busy connection: it is read while the server is draining.
   const client = new Client(e2e.stack.proxyUrl, { pipelining: 2 })
   // A client that waits for each answer before sending more on its connection (undici's default).
@@ -32,7 +34,7 @@ t.test('close(): the in-flight request completes, new requests are refused', asy
   const waited = waiter.request({ method: 'GET', path, headers }).then(async (res) => {
     return { status: res.statusCode, headers: res.headers, text: await res.body.text() }
   })
-  t.ok(await waitFor(() => e2e.seenSince(mark, '/api/v2/policies/').length === 2), 'both slow requests are at BACEN')
+  t.ok(await waitFor(() => bacen.held() === 2), 'both slow requests are at BACEN')
 
   const closing = e2e.stack.proxy.close().then(() => { events.push('closed') })
   const riding = client.request({ method: 'GET', path, headers, blocking: false })
@@ -52,6 +54,8 @@ t.test('close(): the in-flight request completes, new requests are refused', asy
   t.equal(metrics.statusCode, 200, 'metrics stay readable while draining')
   t.match(await metrics.body.text(), /^pixproxy_spi_in_flight/m)
 
+  t.same(events, [], 'nothing answered yet: both requests are still at BACEN')
+  bacen.release()
   const done = await slow
   t.equal(done.status, 200, 'the in-flight request completed')
   t.equal(header(done, 'pix-proxy-signature-code'), 'VALID', 'with its answer verified (HSM and upstream still up)')
