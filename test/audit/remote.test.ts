@@ -144,8 +144,12 @@ t.test('a thread that stops answering: status and close give up with their own c
   const status = await rejection(worker.status(200))
   t.equal(status.code, 'PIXPROXY_ERR_AUDIT_WORKER_UNRESPONSIVE')
   t.equal(status.statusCode, 503)
-  t.ok(performance.now() - t0 < 2_000, 'within its timeout, not never')
+  // Which timeout gave up is in the message (the configured 200 ms, not the 2 s default): checked by what, not by
+  // how fast a loaded machine fired it; the wall-clock bounds only say "not never".
+  t.match(status.message, /within 200 ms/, 'within its timeout, not never')
+  t.ok(performance.now() - t0 < 30_000)
   const closing = await rejection(worker.close(100))
   t.equal(closing.code, 'PIXPROXY_ERR_AUDIT_WORKER_UNRESPONSIVE', 'close gives up a second after its deadline')
-  t.ok(performance.now() - t0 < 5_000)
+  t.match(closing.message, /within 1100 ms/, 'its deadline (100 ms) plus a second')
+  t.ok(performance.now() - t0 < 30_000)
 })

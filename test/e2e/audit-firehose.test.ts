@@ -92,10 +92,12 @@ t.test('partial batch failure: only the failed records are sent again, none lost
 })
 
 t.test('Firehose outage: requests keep flowing, rows wait in the spool, and drain when it returns', async (t) => {
+  const failedBefore = (await auditStatus()).pipeline.failedCalls
   await aws.outage('503')
   const ids = await createEntries(5)
   t.equal(ids.length, 5, 'callers are served during the outage')
-  await new Promise((resolve) => setTimeout(resolve, 500))
+  // Instead of a sleep: the pipeline has tried to ship during the outage and failed.
+  t.ok(await waitFor(async () => (await auditStatus()).pipeline.failedCalls > failedBefore, 30_000), 'the pipeline tried and failed')
   t.ok(ids.every((id) => !deliveredIds().has(id)), 'nothing delivered during the outage')
   t.ok((await auditStatus()).spool.pendingRows >= 5, 'the rows are pending in the spool')
   await aws.restore()
