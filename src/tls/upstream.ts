@@ -36,6 +36,11 @@ export interface UpstreamOptions {
    * Default 30000.
    */
   closeTimeoutMs?: number
+  /**
+   * Test seam: arms the close/rotation deadline (`fn` after `ms`) and returns a function that disarms it. Default: an
+   * unref'd setTimeout. Tests pass a manual clock to pass the deadline when they choose.
+   */
+  schedule?: (fn: () => void, ms: number) => () => void
   /** SNI and the name the server certificate must carry. Default: the origin's host. */
   servername?: string
   /** Tests map BACEN host names to 127.0.0.1. */
@@ -94,19 +99,24 @@ function parseOrigin (origin: string): URL {
   return url
 }
 
+function realTimer (fn: () => void, ms: number): () => void {
+  const timer = setTimeout(fn, ms)
+  timer.unref()
+  return () => { clearTimeout(timer) }
+}
+
 /**
  * Closes a pool gracefully (dispatched requests finish), then destroys it if that takes longer than `deadlineMs`.
  * Requests still running at the deadline fail with UPSTREAM_CLOSED.
  */
-async function closePool (pool: Pool, name: string, deadlineMs: number): Promise<void> {
-  let timer: NodeJS.Timeout | undefined
+async function closePool (pool: Pool, name: string, deadlineMs: number, schedule: (fn: () => void, ms: number) => () => void = realTimer): Promise<void> {
+  let cancel = (): void => {}
   const deadline = new Promise<'deadline'>((resolve) => {
-    timer = setTimeout(() => resolve('deadline'), deadlineMs)
-    timer.unref()
+    cancel = schedule(() => resolve('deadline'), deadlineMs)
   })
   const closed = pool.close().then(() => 'closed' as const, (err: unknown) => err)
   const first = await Promise.race([closed, deadline])
-  clearTimeout(timer)
+  cancel()
   if (first === 'closed') return
   if (first !== 'deadline') throw first
   await pool.destroy(new PixProxyError(Errors.UPSTREAM_CLOSED, [name]))
@@ -127,6 +137,7 @@ export class Upstream {
   readonly #bodyTimeoutMs: number
   readonly #keepAliveTimeoutMs: number
   readonly #closeTimeoutMs: number
+  readonly #schedule: ((fn: () => void, ms: number) => () => void) | undefined
   readonly #lookup: LookupFunction | undefined
   #pool: Pool
   /** Pools replaced by a rotation, closing while their requests finish. */
@@ -148,6 +159,7 @@ export class Upstream {
     this.#bodyTimeoutMs = positiveInt(opts.bodyTimeoutMs, 30_000, 'bodyTimeoutMs')
     this.#keepAliveTimeoutMs = positiveInt(opts.keepAliveTimeoutMs, 4_000, 'keepAliveTimeoutMs')
     this.#closeTimeoutMs = positiveInt(opts.closeTimeoutMs, 30_000, 'closeTimeoutMs')
+    this.#schedule = opts.schedule
     this.#lookup = opts.lookup
     this.#pool = this.#createPool()
     this.#unsubscribe = this.#agent.onRotate(() => { this.#swap() })
@@ -178,7 +190,7 @@ export class Upstream {
 
   #retire (pool: Pool): void {
     // Nobody awaits a rotation's close: close() awaits, and reports, whatever is still draining.
-    const done = closePool(pool, this.name, this.#closeTimeoutMs)
+    const done = closePool(pool, this.name, this.#closeTimeoutMs, this.#schedule)
     this.#draining.set(pool, done)
     // Observed here so that a failure is not an unhandled rejection; close() awaits `done` and reports it.
     done.then(() => { this.#draining.delete(pool) }, () => { /* reported by close() */ })
@@ -257,7 +269,7 @@ export class Upstream {
     this.#closing ??= (async () => {
       this.#unsubscribe()
       const results = await Promise.allSettled([
-        closePool(this.#pool, this.name, this.#closeTimeoutMs),
+        closePool(this.#pool, this.name, this.#closeTimeoutMs, this.#schedule),
         ...this.#draining.values()
       ])
       const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected').map((r) => r.reason as unknown)
