@@ -40,6 +40,22 @@ export interface Service {
   kill (): Promise<void>
 }
 
+/**
+ * Resolves when the streams (a child's pipes, after its exit) have ended, or when they are evidently held open by
+ * someone else. Once the child has exited, whatever it wrote and the end of its pipes are already there to read:
+ * the loop reads them at its next turns, however busy the machine. Only a grandchild that inherited the pipes keeps
+ * them open, so giving up is allowed only after both many loop turns and a couple of seconds have passed: a stalled
+ * loop (wall time without turns) cannot cut the output short.
+ */
+async function pipesEnded (streams: ReadonlyArray<NodeJS.ReadableStream & { readableEnded: boolean } | null>): Promise<void> {
+  let done = false
+  const all = Promise.all(streams.map(async (s) => { if (s !== null && !s.readableEnded) await once(s, 'end').catch(() => {}) })).then(() => { done = true })
+  const deadline = Date.now() + 2_000
+  for (let turns = 0; !done && (turns < 100 || Date.now() < deadline); turns++) {
+    await Promise.race([all, sleep(10, undefined, { ref: false })])
+  }
+}
+
 /** Starts a long-running process. The caller stops or kills it (in its teardown). */
 export function spawnService (cmd: string, args: readonly string[], env: NodeJS.ProcessEnv): Service {
   const child = spawn(cmd, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] })
@@ -47,8 +63,7 @@ export function spawnService (cmd: string, args: readonly string[], env: NodeJS.
   // wait on a grandchild that inherited them).
   const exited = new Promise<{ code: number | null, signal: NodeJS.Signals | null }>((resolve) => {
     child.once('exit', (code, signal) => {
-      const ended = [child.stdout, child.stderr].map(async (s) => { if (s !== null && !s.readableEnded) await once(s, 'end').catch(() => {}) })
-      void Promise.race([Promise.all(ended), sleep(2_000, undefined, { ref: false })]).then(() => { resolve({ code, signal }) })
+      void pipesEnded([child.stdout, child.stderr]).then(() => { resolve({ code, signal }) })
     })
   })
   let out = ''
