@@ -9,7 +9,9 @@ export async function waitFor (check: () => boolean | Promise<boolean>, timeoutM
   const deadline = Date.now() + timeoutMs
   while (!await check()) {
     if (Date.now() > deadline) return false
-    await new Promise((resolve) => setTimeout(resolve, intervalMs).unref())
+    // Not unref'd: a wait is pending work; with nothing else keeping the loop alive an unref'd timer let the test
+    // process exit in the middle of it (tap then reports the test as never finished).
+    await new Promise((resolve) => setTimeout(resolve, intervalMs))
   }
   return true
 }
