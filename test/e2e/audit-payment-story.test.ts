@@ -37,7 +37,7 @@ for (const multipart of [false, true]) {
     const e2eId = p.endToEndIds[0] as string
     const posted = await e2e.proxyXml(MSGS, p.xml)
     t.equal(posted.status, 201, posted.text.slice(0, 300))
-    const read = await e2e.readStream({ multipart, until: reportFor(e2eId), timeoutMs: 15_000 })
+    const read = await e2e.readStream({ multipart, until: reportFor(e2eId) })
     t.ok(reportFor(e2eId)(read.messages), 'the pacs.002 was read through the proxy')
 
     // Rows ship in batches: poll the store (bounded) until both halves of the story are there.
@@ -45,7 +45,7 @@ for (const multipart of [false, true]) {
     const found = await waitFor(async () => {
       story = await rows(storyOf(e2eId))
       return story.some((r) => r.request_method === 'POST') && story.some((r) => r.request_method === 'GET')
-    }, 20_000, 100)
+    }, 60_000, 100)
     t.ok(found, `both rows found: ${JSON.stringify(story.map((r) => [r.request_method, r.message_type]))}`)
 
     const post = story.filter((r) => r.request_method === 'POST')
@@ -84,6 +84,6 @@ t.test('a page that delivered nothing still says what the call was', async (t) =
   t.ok(await waitFor(async () => {
     empty = await rows(`SELECT message_type, end_to_end_ids FROM audit WHERE request_method = 'GET' AND response_status_code = 204`)
     return empty.length > 0
-  }, 20_000, 100), '204 row shipped')
+  }, 60_000, 100), '204 row shipped')
   for (const r of empty) t.same(r, { message_type: 'stream read', end_to_end_ids: null })
 })

@@ -192,7 +192,9 @@ t.test('a server that never answers: UPSTREAM_HEADERS_TIMEOUT', async (t) => {
   t.type(err, PixProxyError)
   t.match(err, { code: Errors.UPSTREAM_HEADERS_TIMEOUT.code, statusCode: 504, message: /spi sent no response headers within 300 ms/, cause: { code: 'UND_ERR_HEADERS_TIMEOUT' } })
   t.ok(end - start >= 250, `not before the timeout (${(end - start).toFixed(0)} ms after the request)`)
-  t.ok(arrived > 0 && end - arrived < 3000, `soon after it (${(end - arrived).toFixed(0)} ms after the request reached the server)`)
+  // The configured 300 ms, not undici's default of 300 s, is what ended it: the bound sits far from both, so no
+  // machine's load can reach it.
+  t.ok(arrived > 0 && end - arrived < 30_000, `long before undici's default (${(end - arrived).toFixed(0)} ms after the request reached the server)`)
   t.equal(srv.requests.length, 1, 'the request did reach the server')
 })
 
