@@ -35,9 +35,18 @@ export interface ConnectionDrain {
   stats (): { connections: number, openResponses: number }
 }
 
-export function drainConnections (server: HttpServer, sweepIntervalMs = 100): ConnectionDrain {
+/** Runs `fn` every `ms` until the returned function is called. The default is an unref'd setInterval. */
+export type Every = (fn: () => void, ms: number) => () => void
+const realEvery: Every = (fn, ms) => {
+  const timer = setInterval(fn, ms)
+  timer.unref()
+  return () => { clearInterval(timer) }
+}
+
+/** `every` drives the sweeps (tests pass a ticker they advance by hand; production keeps the default). */
+export function drainConnections (server: HttpServer, sweepIntervalMs = 100, every: Every = realEvery): ConnectionDrain {
   const connections = new Map<Socket, Connection>()
-  let sweep: NodeJS.Timeout | null = null
+  let sweep: (() => void) | null = null
 
   const end = (socket: Socket): void => {
     connections.delete(socket)
@@ -65,7 +74,7 @@ export function drainConnections (server: HttpServer, sweepIntervalMs = 100): Co
       if (sweep !== null && c.responses === 0 && connections.get(socket) === c) end(socket)
     })
   })
-  server.once('close', () => { if (sweep !== null) clearInterval(sweep) })
+  server.once('close', () => { sweep?.() })
 
   const sweepOnce = (): void => {
     const quiet: Array<[Socket, Connection]> = []
@@ -83,8 +92,7 @@ export function drainConnections (server: HttpServer, sweepIntervalMs = 100): Co
   }
   const start = (): void => {
     if (sweep !== null) return
-    sweep = setInterval(sweepOnce, sweepIntervalMs)
-    sweep.unref()
+    sweep = every(sweepOnce, sweepIntervalMs)
     sweepOnce()
   }
   server.closeIdleConnections = start

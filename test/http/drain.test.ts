@@ -13,7 +13,7 @@ import tls from 'node:tls'
 import type { AddressInfo } from 'node:net'
 import type { KeyObject } from 'node:crypto'
 import { drainConnections } from '../../src/http/drain.ts'
-import type { ConnectionDrain } from '../../src/http/drain.ts'
+import type { ConnectionDrain, Every } from '../../src/http/drain.ts'
 import { createTestPki } from '../../src/pki/ca.ts'
 import { waitFor } from '../helpers/wait.ts'
 
@@ -26,9 +26,19 @@ interface Served {
   closed: Promise<void>
 }
 
-async function serve (t: Test, handler: Handler, server: http.Server = http.createServer(), sweepIntervalMs?: number): Promise<Served> {
+/** Sweeps that run only when the test calls tick(): what a sweep sees no longer depends on the machine's speed. */
+function manualSweeps (): { every: Every, tick: () => Promise<void> } {
+  let fn: (() => void) | null = null
+  return {
+    every: (f) => { fn = f; return () => { fn = null } },
+    // A sweep ends connections in a setImmediate after it: let that run too.
+    tick: async () => { fn?.(); await new Promise((resolve) => setImmediate(resolve)) }
+  }
+}
+
+async function serve (t: Test, handler: Handler, server: http.Server = http.createServer(), sweepIntervalMs?: number, every?: Every): Promise<Served> {
   server.on('request', handler)
-  const drain = drainConnections(server, sweepIntervalMs)
+  const drain = drainConnections(server, sweepIntervalMs, every)
   server.listen(0, '127.0.0.1')
   await once(server, 'listening')
   const closed = new Promise<void>((resolve) => { server.once('close', () => { resolve() }) })
@@ -76,6 +86,7 @@ t.test('a large response to a slow reader is delivered whole while draining', as
 t.test('a response pipelined behind a busy one is sent, then the connection ends', async (t) => {
   let releaseFirst = (): void => {}
   const order: string[] = []
+  const sweeps = manualSweeps()
   const s = await serve(t, (req, res) => {
     order.push(req.url ?? '')
     if (req.url === '/slow') {
@@ -85,14 +96,14 @@ t.test('a response pipelined behind a busy one is sent, then the connection ends
       res.statusCode = 503
       res.end('closing')
     }
-  })
+  }, undefined, undefined, sweeps.every)
   const c = rawClient(s.port)
   c.socket.write(get('/slow') + get('/riding'))
   t.ok(await waitFor(() => order.length === 2), 'both requests were read')
   s.server.close()
   t.same(s.drain.stats(), { connections: 1, openResponses: 2 }, 'both responses open: the connection stays')
   // Past several sweeps: a connection with open responses is never ended.
-  await new Promise((resolve) => setTimeout(resolve, 350))
+  for (let i = 0; i < 3; i++) await sweeps.tick()
   t.equal(s.drain.stats().connections, 1, 'still open after several sweeps')
   releaseFirst()
   await c.ended
@@ -103,8 +114,10 @@ t.test('a response pipelined behind a busy one is sent, then the connection ends
 })
 
 t.test('idle keep-alive connections end; one whose request is arriving is answered first', async (t) => {
-  // A sweep interval well above a busy machine's event-loop stalls: the test is about the grace, not its length.
-  const s = await serve(t, (req, res) => { res.end(`answered ${req.url ?? ''}`) }, undefined, 1_000)
+  // The test drives the sweeps: the grace is one sweep, and the request's headers arrive before the test lets it pass.
+  const sweeps = manualSweeps()
+  const seen: string[] = []
+  const s = await serve(t, (req, res) => { seen.push(req.url ?? ''); res.end(`answered ${req.url ?? ''}`) }, undefined, 1_000, sweeps.every)
   const idle = rawClient(s.port)
   idle.socket.write(get('/first'))
   t.ok(await waitFor(() => idle.received().includes('answered /first')), 'a keep-alive connection, now idle')
@@ -115,6 +128,8 @@ t.test('idle keep-alive connections end; one whose request is arriving is answer
 
   s.server.close()
   arriving.socket.write('host: test\r\n\r\n')
+  t.ok(await waitFor(() => seen.includes('/late')), 'the rest of the headers arrived')
+  await sweeps.tick()
   await Promise.all([idle.ended, arriving.ended])
   t.match(arriving.received(), /answered \/late$/, 'the request whose headers were arriving was answered')
   t.notMatch(idle.received(), /answered \/first[\s\S]*HTTP/, 'the idle connection just closed')
