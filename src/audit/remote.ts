@@ -10,7 +10,11 @@
  *   to the worker   { calls: [{ k, op: 'begin', row } | { k, op: 'end', id, half } | { k, op: 'status' } | { k, op: 'close', deadlineMs }] }
  *   from it         { t: 'ready', status } | { t: 'open-failed', error } | { t: 'replies', replies: [{ k, error, value? }] } | { t: 'log', level, obj, msg }
  * If the worker dies, every pending and later call fails with AUDIT_WORKER_FAILED (503): requests are refused,
- * never sent unaudited; what was durable stays in the spool for the next start.
+ * never sent unaudited; what was durable stays in the spool for the next start. If it stops answering (stuck, e.g.
+ * in an fdatasync on a file system that no longer answers) while calls wait on it, a watchdog declares it failed
+ * after STUCK_AFTER_MS with AUDIT_WORKER_UNRESPONSIVE: the waiting calls and every later one are refused the same
+ * way (a request whose begin never became durable is never sent, not even if the thread comes back later), and
+ * the failure listeners stop the proxy so that the orchestrator replaces it, as for a dead thread.
  */
 import { Worker } from 'node:worker_threads'
 import { Errors, PixProxyError } from '../errors.ts'
@@ -33,6 +37,13 @@ export type FromWorker =
   | { readonly t: 'replies', readonly replies: readonly Reply[] }
   | { readonly t: 'log', readonly level: 'info' | 'warn' | 'error', readonly obj: object, readonly msg: string }
 
+/**
+ * Calls waiting with nothing at all heard from the thread for this long mean it is stuck. A durable append takes
+ * about a millisecond here and tens on EFS; the bound is far above a slow disk's worst flush and a loaded machine's
+ * scheduling stalls, and below what a bank core waits for an answer.
+ */
+export const STUCK_AFTER_MS = 15_000
+
 // Compiled to dist/, this module is remote.js and its worker worker.js.
 const WORKER_URL = new URL(import.meta.url.endsWith('.ts') ? './worker.ts' : './worker.js', import.meta.url)
 
@@ -53,11 +64,27 @@ export class AuditWorker implements AuditJournal {
   readonly #failureListeners: Array<(err: PixProxyError) => void> = []
   #closing: Promise<{ shipped: number, left: number }> | null = null
   readonly #exited: Promise<void>
+  /** performance.now() when the thread was last heard from, or when calls started waiting on a quiet thread. */
+  #lastHeard = performance.now()
+  readonly #watchdog: NodeJS.Timeout
 
-  private constructor (worker: Worker, logger: AuditLogger) {
+  private constructor (worker: Worker, logger: AuditLogger, stuckAfterMs: number) {
     this.#worker = worker
     this.#exited = new Promise((resolve) => worker.once('exit', () => { resolve() }))
+    const every = Math.max(10, Math.min(1_000, Math.floor(stuckAfterMs / 4)))
+    let lastTick = performance.now()
+    this.#watchdog = setInterval(() => {
+      const now = performance.now()
+      const late = now - lastTick > every * 2
+      lastTick = now
+      // Nothing waits (the quiet does not count), or this thread was itself held up (replies may sit unread in its
+      // queue): start counting again from now.
+      if (this.#pending.size === 0 || late) { this.#lastHeard = now; return }
+      if (now - this.#lastHeard > stuckAfterMs) this.#fail(new PixProxyError(Errors.AUDIT_WORKER_UNRESPONSIVE, [stuckAfterMs]), logger)
+    }, every)
+    this.#watchdog.unref()
     worker.on('message', (m: FromWorker) => {
+      this.#lastHeard = performance.now()
       if (m.t === 'replies') {
         for (const r of m.replies) {
           const p = this.#pending.get(r.k)
@@ -83,7 +110,7 @@ export class AuditWorker implements AuditJournal {
    * (tests: a thread that stops answering).
    * @throws the error opening them raised (AUDIT_SPOOL_LOCKED, AUDIT_STORE_OPEN…), or AUDIT_WORKER_FAILED.
    */
-  static async start (audit: AuditSettings, logger: AuditLogger, o: { workerUrl?: URL } = {}): Promise<{ worker: AuditWorker, status: AuditStatus }> {
+  static async start (audit: AuditSettings, logger: AuditLogger, o: { workerUrl?: URL, stuckAfterMs?: number } = {}): Promise<{ worker: AuditWorker, status: AuditStatus }> {
     const worker = new Worker(o.workerUrl ?? WORKER_URL, { workerData: { audit, blockingIo: true }, name: 'pix-audit' })
     const first = await new Promise<FromWorker>((resolve, reject) => {
       const onMessage = (m: FromWorker): void => {
@@ -108,7 +135,7 @@ export class AuditWorker implements AuditJournal {
     }
     worker.removeAllListeners('error')
     worker.removeAllListeners('exit')
-    return { worker: new AuditWorker(worker, logger), status: first.status }
+    return { worker: new AuditWorker(worker, logger, o.stuckAfterMs ?? STUCK_AFTER_MS), status: first.status }
   }
 
   /** The error that stopped the worker, or null while it runs. */
@@ -134,6 +161,7 @@ export class AuditWorker implements AuditJournal {
   #fail (err: PixProxyError, logger: AuditLogger): void {
     if (this.#failure !== null) return
     this.#failure = err
+    clearInterval(this.#watchdog)
     logger.error({ err: err.message, pending: this.#pending.size }, 'the audit worker stopped: requests are refused')
     for (const p of this.#pending.values()) p.reject(err)
     this.#pending.clear()
@@ -199,6 +227,7 @@ export class AuditWorker implements AuditJournal {
    * @throws AUDIT_WORKER_UNRESPONSIVE in that case.
    */
   async close (deadlineMs: number): Promise<{ shipped: number, left: number }> {
+    clearInterval(this.#watchdog) // close() has its own deadline
     this.#closing ??= (async () => {
       if (this.#failure !== null) return { shipped: 0, left: 0 }
       try {

@@ -153,3 +153,32 @@ t.test('a thread that stops answering: status and close give up with their own c
   t.match(closing.message, /within 1100 ms/, 'its deadline (100 ms) plus a second')
   t.ok(performance.now() - t0 < 30_000)
 })
+
+t.test('a thread that stops answering while calls wait on it is declared failed: those calls and every later one are refused, never left hanging', async (t) => {
+  const logger = recordingLogger()
+  const { worker } = await AuditWorker.start(settings(t.testdir()), logger, { workerUrl: new URL('./fixtures/silent-worker.ts', import.meta.url), stuckAfterMs: 200 })
+  t.teardown(async () => { await worker.abort() })
+  const failures: PixProxyError[] = []
+  worker.onFailure((e) => { failures.push(e) })
+  // Without the watchdog this begin would wait forever, and a request behind it would hold its slot (and be sent
+  // late if the thread ever came back).
+  const stuck = await rejection(worker.begin(requestHalf('stuck')))
+  t.equal(stuck.code, 'PIXPROXY_ERR_AUDIT_WORKER_UNRESPONSIVE', 'the waiting begin is refused')
+  t.equal(stuck.statusCode, 503)
+  t.match(stuck.message, /within 200 ms/, 'by the configured watchdog')
+  t.equal(failures.length, 1, 'the failure listeners (which stop the proxy) are told once')
+  t.equal(worker.failure?.code, 'PIXPROXY_ERR_AUDIT_WORKER_UNRESPONSIVE')
+  t.equal((await rejection(worker.begin(requestHalf('later')))).code, 'PIXPROXY_ERR_AUDIT_WORKER_UNRESPONSIVE', 'a later call is refused at once')
+  t.ok(logger.lines.some((l) => l.level === 'error' && /audit worker stopped/.test(l.msg)), 'logged')
+})
+
+t.test('a quiet thread is not a stuck one: with nothing waiting, time without messages does not count', async (t) => {
+  const { worker } = await AuditWorker.start(settings(t.testdir()), recordingLogger(), { stuckAfterMs: 40 })
+  t.teardown(async () => { await worker.close(5_000) })
+  // Several watchdog periods with no call in flight (a slow machine only makes this weaker, never failing).
+  await new Promise((resolve) => setTimeout(resolve, 400))
+  t.equal(worker.failure, null, 'still running')
+  await worker.begin(requestHalf('after-quiet'))
+  await worker.end('after-quiet', responseHalf('after-quiet'))
+  t.pass('it still takes calls')
+})
