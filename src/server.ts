@@ -85,8 +85,11 @@ export async function main (): Promise<void> {
     process.once(signal, () => {
       if (stopping) return
       stopping = true
-      // Bounds a start-up that never finishes (RunningProxy.close() has its own deadline once started).
-      setTimeout(() => { process.exit(1) }, config.shutdownTimeoutMs).unref()
+      // The drain deadline (PIXPROXY_SHUTDOWN_TIMEOUT_MS) starts when the drain does, in RunningProxy.close(): a
+      // deadline armed here also counted the rest of the start-up, and a start-up slowed by load (the audit thread,
+      // the spool's replay) then ended a clean stop with exit 1. A start-up that never finishes is bounded like one
+      // without a signal: by the orchestrator's stop timeout (its SIGKILL), or a second signal (the default action,
+      // these handlers being once-only).
       void running.then(async (proxy) => {
         proxy.app.log.info({ signal }, 'shutting down: draining in-flight requests')
         try {
