@@ -80,7 +80,12 @@ export class AuditWorker implements AuditJournal {
       // Nothing waits (the quiet does not count), or this thread was itself held up (replies may sit unread in its
       // queue): start counting again from now.
       if (this.#pending.size === 0 || late) { this.#lastHeard = now; return }
-      if (now - this.#lastHeard > stuckAfterMs) this.#fail(new PixProxyError(Errors.AUDIT_WORKER_UNRESPONSIVE, [stuckAfterMs]), logger)
+      if (now - this.#lastHeard > stuckAfterMs) {
+        this.#fail(new PixProxyError(Errors.AUDIT_WORKER_UNRESPONSIVE, [stuckAfterMs]), logger)
+        // Ended as soon as it can be (a thread in a blocking syscall stops when it returns), so that a thread that
+        // comes back writes nothing more; what it made durable stays in the spool.
+        void this.#worker.terminate()
+      }
     }, every)
     this.#watchdog.unref()
     worker.on('message', (m: FromWorker) => {
@@ -229,7 +234,10 @@ export class AuditWorker implements AuditJournal {
   async close (deadlineMs: number): Promise<{ shipped: number, left: number }> {
     clearInterval(this.#watchdog) // close() has its own deadline
     this.#closing ??= (async () => {
-      if (this.#failure !== null) return { shipped: 0, left: 0 }
+      if (this.#failure !== null) {
+        void this.#worker.terminate() // a thread declared stuck may still be alive: it must not outlive close()
+        return { shipped: 0, left: 0 }
+      }
       try {
         return await this.#callWithin<{ shipped: number, left: number }>({ op: 'close', deadlineMs }, deadlineMs + 1_000)
       } finally {
