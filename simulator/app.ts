@@ -9,6 +9,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Server } from 'node:https'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { gunzipSync, gzipSync } from 'node:zlib'
 import Fastify from 'fastify'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { Errors, PixProxyError } from '../src/errors.ts'
@@ -24,14 +25,14 @@ import type { ParticipantInfo, SimulatorContext } from './context.ts'
 import { DictService } from './dict.ts'
 import type { DictOptions } from './dict.ts'
 import { validateFaults } from './faults.ts'
-import type { FaultConfig } from './faults.ts'
+import type { FaultConfig, ResponseMultipartMode } from './faults.ts'
 import { MessageLog } from './log.ts'
 import type { AcceptedMessage } from './log.ts'
 import { DictProblem, dictError, icomProblemXml } from './problem.ts'
 import { SpiService } from './spi.ts'
 import type { SpiOptions } from './spi.ts'
 
-export type { FaultConfig, ResponseSignatureMode } from './faults.ts'
+export type { FaultConfig, ResponseMultipartMode, ResponseSignatureMode } from './faults.ts'
 export type { AcceptedMessage } from './log.ts'
 export type { DictOptions } from './dict.ts'
 export type { SpiOptions } from './spi.ts'
@@ -283,6 +284,12 @@ export async function buildSimulator (opts: SimulatorOptions): Promise<Simulator
   app.addHook('onSend', async (_request, reply) => {
     if (ctx.closing) reply.header('connection', 'close')
   })
+  // Faults that damage the answer itself: its multipart framing or its Content-Type (faults.ts).
+  app.addHook('onSend', async (request, reply, payload) => {
+    const f = faultsFor(ctx, request)
+    if (f.responseMultipart === null && f.responseContentType === undefined) return payload
+    return damageAnswer(reply, payload, f.responseMultipart, f.responseContentType)
+  })
   app.addHook('preClose', (done) => {
     ctx.closing = true
     for (const h of holds) h.release()
@@ -308,4 +315,25 @@ export async function buildSimulator (opts: SimulatorOptions): Promise<Simulator
   }
   app.decorate('simulator', control)
   return app as unknown as SimulatorInstance
+}
+
+/** The answer as a damaged link or a broken BACEN would send it (gzip-decoded and re-encoded around the change). */
+function damageAnswer (reply: FastifyReply, payload: unknown, multipart: ResponseMultipartMode | null, contentType: string | null | undefined): unknown {
+  const ct = reply.getHeader('content-type')
+  const type = typeof ct === 'string' ? ct : undefined
+  if (contentType === null) reply.removeHeader('content-type')
+  else if (contentType !== undefined) reply.header('content-type', contentType)
+  const boundary = /boundary="?([^";]+)"?/i.exec(type ?? '')?.[1]
+  if (multipart === null || type === undefined || !type.toLowerCase().startsWith('multipart/mixed') || boundary === undefined) return payload
+  if (multipart === 'no-boundary') {
+    reply.header('content-type', 'multipart/mixed')
+    return payload
+  }
+  if (typeof payload !== 'string' && !Buffer.isBuffer(payload)) return payload
+  const gzipped = reply.getHeader('content-encoding') === 'gzip'
+  let body = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload
+  if (gzipped) body = gunzipSync(body)
+  const close = body.lastIndexOf(`--${boundary}--`)
+  if (close >= 0) body = body.subarray(0, close)
+  return gzipped ? gzipSync(body) : body
 }

@@ -6,6 +6,12 @@ import { Errors, PixProxyError } from '../src/errors.ts'
 
 export type ResponseSignatureMode = 'valid' | 'invalid' | 'missing' | 'expired-cert'
 
+/**
+ * Damage to a multipart/mixed answer (a stream page read with Accept: multipart/mixed): the body cut before its
+ * close delimiter (a truncated transfer), or the Content-Type sent without its boundary parameter.
+ */
+export type ResponseMultipartMode = 'truncated' | 'no-boundary'
+
 export interface FaultConfig {
   /** Milliseconds added before answering. */
   latencyMs?: number
@@ -22,11 +28,19 @@ export interface FaultConfig {
    * corrupted SignatureValue (invalid), not at all (missing), or with the expired BCB certificate.
    */
   responseSignature?: ResponseSignatureMode
+  /** Damage to multipart answers (see ResponseMultipartMode); answers of other types are left alone. */
+  responseMultipart?: ResponseMultipartMode
+  /**
+   * The Content-Type of every answer replaced by this one, or sent without one (null): a signed or unsigned body
+   * under a media type the proxy does not expect.
+   */
+  responseContentType?: string | null
   /** Limit the faults to requests whose path starts with one of these prefixes (e.g. '/api/v2/entries'). */
   routes?: string[]
 }
 
 const MODES: readonly ResponseSignatureMode[] = ['valid', 'invalid', 'missing', 'expired-cert']
+const MULTIPART_MODES: readonly ResponseMultipartMode[] = ['truncated', 'no-boundary']
 
 /** Throws SIMULATOR_CONFIG for out-of-range values, so a typo fails the test that set it, not a later one. */
 export function validateFaults (f: FaultConfig, hasExpiredBcb: boolean): FaultConfig {
@@ -53,6 +67,12 @@ export function validateFaults (f: FaultConfig, hasExpiredBcb: boolean): FaultCo
   if (f.responseSignature === 'expired-cert' && !hasExpiredBcb) {
     throw new PixProxyError(Errors.SIMULATOR_CONFIG, ['faults.responseSignature "expired-cert" needs bcb.expired (an expired BCB signing certificate and its key)'])
   }
+  if (f.responseMultipart !== undefined && !MULTIPART_MODES.includes(f.responseMultipart)) {
+    throw new PixProxyError(Errors.SIMULATOR_CONFIG, [`faults.responseMultipart must be one of ${MULTIPART_MODES.join(', ')}`])
+  }
+  if (f.responseContentType !== undefined && f.responseContentType !== null && (typeof f.responseContentType !== 'string' || /[\r\n]/.test(f.responseContentType))) {
+    throw new PixProxyError(Errors.SIMULATOR_CONFIG, ['faults.responseContentType must be a header value or null'])
+  }
   return { ...f, routes: f.routes === undefined ? undefined : [...f.routes] }
 }
 
@@ -62,9 +82,12 @@ export interface AppliedFaults {
   readonly drop: boolean
   readonly errorStatus: number | null
   readonly responseSignature: ResponseSignatureMode
+  readonly responseMultipart: ResponseMultipartMode | null
+  /** undefined: the answer's own Content-Type; null: none at all. */
+  readonly responseContentType: string | null | undefined
 }
 
-const NONE: AppliedFaults = Object.freeze({ delayMs: 0, drop: false, errorStatus: null, responseSignature: 'valid' })
+const NONE: AppliedFaults = Object.freeze({ delayMs: 0, drop: false, errorStatus: null, responseSignature: 'valid', responseMultipart: null, responseContentType: undefined })
 
 export function sampleFaults (f: FaultConfig, path: string, random: () => number = Math.random): AppliedFaults {
   if (f.routes !== undefined && !f.routes.some((r) => path.startsWith(r))) return NONE
@@ -74,6 +97,8 @@ export function sampleFaults (f: FaultConfig, path: string, random: () => number
     delayMs: (f.latencyMs ?? 0) + (f.jitterMs ?? 0) * random(),
     drop,
     errorStatus: error ? (f.errorStatus ?? 503) : null,
-    responseSignature: f.responseSignature ?? 'valid'
+    responseSignature: f.responseSignature ?? 'valid',
+    responseMultipart: f.responseMultipart ?? null,
+    responseContentType: f.responseContentType
   }
 }

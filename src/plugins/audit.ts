@@ -76,8 +76,8 @@ export default fp(async function auditPlugin (app: FastifyInstance, opts: { conf
       }
     })
   }
-  fromStatus({ name: 'pixproxy_audit_spool', help: 'Audit spool: bytes on disk, rows pending shipment, rows parked (too large for the sink)', label: 'measure' },
-    ({ spool: s }) => ({ bytes: s.bytes, max_bytes: s.maxBytes, pending_rows: s.pendingRows, parked_rows: s.parkedRows }))
+  fromStatus({ name: 'pixproxy_audit_spool', help: 'Audit spool: bytes on disk, rows pending shipment, rows begun and not yet ended (open; 0 when traffic stops), rows parked (too large for the sink)', label: 'measure' },
+    ({ spool: s }) => ({ bytes: s.bytes, max_bytes: s.maxBytes, pending_rows: s.pendingRows, open_rows: s.openRows, parked_rows: s.parkedRows }))
   fromStatus({ name: 'pixproxy_audit_rows', help: 'Audit rows since start: spooled, shipped, retried, refused because the spool was full, adopted (shipped from the slot of a process that died)', label: 'state' },
     ({ spool: s, pipeline: p, adoptedRows }) => ({ spooled: s.spooledRows, shipped: p.shippedRows, retried: p.retriedRows, refused_full: s.rejectedFull, compressed: p.compressedRows, parked: p.parkedRows, adopted: adoptedRows }))
   fromStatus({ name: 'pixproxy_audit_sink_failures', help: 'Audit sink calls: consecutive failing calls now (alert when it stays above 0), and totals since start', label: 'measure' },

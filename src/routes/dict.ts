@@ -5,7 +5,8 @@
  * reach anything else on BACEN's hosts, nor any other host.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { auditedCall, finishCall } from './forward.ts'
+import { audited, callUpstream, finishCall } from './forward.ts'
+import type { UpstreamCall } from './forward.ts'
 import { dictFacts, emptyFacts } from '../audit/facts.ts'
 import { requireXmlBody, upstreamPath } from './common.ts'
 
@@ -80,16 +81,18 @@ export default async function dictRoutes (app: FastifyInstance): Promise<void> {
           app.metrics.signSeconds.observe({ profile: 'dict' }, (performance.now() - started) / 1000)
           headers['content-type'] = 'application/xml; charset=utf-8'
         }
-        const { answer, tx } = await auditedCall(app, req, {
+        const call: UpstreamCall = {
           upstream: app.upstreams.dict,
           name: 'dict',
           method,
           path: upstreamPath(url, req),
           headers,
           ...(body === undefined ? {} : { body })
-        }, config.dict.url, facts)
+        }
         // Every DICT response is signed by BACEN, problems included (docs/bacen.md §1.6).
-        return await finishCall(app, reply, tx, answer, { name: 'dict', label: 'DICT', signedProblems: true })
+        return await audited(app, req, call, config.dict.url, facts,
+          async () => await callUpstream(app, call, config.dict.url),
+          async (answer, row) => await finishCall(app, reply, row, answer, { name: 'dict', label: 'DICT', signedProblems: true }))
       }
     })
   }

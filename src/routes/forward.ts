@@ -188,7 +188,13 @@ export function checkResponse (app: FastifyInstance, name: 'dict' | 'spi', profi
       headers: { ...p.headers, [SIGNATURE_VALID_HEADER]: String(results[i]?.valid), [SIGNATURE_CODE_HEADER]: results[i]?.code as string },
       body: p.body
     }))
-    const rebuilt = buildMultipart(annotated, boundary)
+    let rebuilt
+    try {
+      rebuilt = buildMultipart(annotated, boundary)
+    } catch (err) {
+      if (err instanceof MultipartError) throw new PixProxyError(Errors.UPSTREAM_BAD_RESPONSE, [name, err.message], { cause: err })
+      throw err
+    }
     const firstBad = results.find((r) => !r.valid)
     return { body: rebuilt.body, contentType: ct, valid: firstBad === undefined, code: firstBad?.code ?? 'VALID', results }
   }
@@ -217,23 +223,67 @@ export function relayedHeaders (answer: UpstreamAnswer): Record<string, string> 
   return out
 }
 
+/** How the answer's part of an audit row is finished once its signature verdict is known. */
+export interface AuditRow {
+  /**
+   * Finishes the row with BACEN's answer and the verdict on its signature; `errorCode` when the proxy refuses the
+   * answer, `delivered` (an ICOM stream page's messages) replacing the row's message facts.
+   */
+  end (checked: CheckedBody, errorCode?: string | null, delivered?: MessageFacts | null): Promise<void>
+}
+
 /**
- * One audited round trip: the request half is durable in the spool before the message leaves (a spool that cannot
- * take it refuses the request: nothing is sent), a failure is recorded with its code, and the caller finishes the
- * row with `tx.end()` once the answer's signature verdict is known.
+ * The one owner of an audited round trip: begin → send → verify → end. The request half is durable in the spool
+ * before the message leaves (a spool that cannot take it refuses the request: nothing is sent); `send` makes the
+ * call; `finish` verifies the answer and ends the row through `row.end()`. Whatever throws after begin (the call,
+ * an answer that cannot be read or verified, a relay that fails), the `finally` below ends a row not yet ended,
+ * with the error's code and, when BACEN answered, its answer: no row stays open, so the spool's oldest segment can
+ * always be shipped and deleted.
  */
-export async function auditedCall (app: FastifyInstance, req: FastifyRequest, call: UpstreamCall, origin: string, facts: MessageFacts, retry: (send: () => Promise<UpstreamAnswer>) => Promise<UpstreamAnswer> = async (send) => await send()): Promise<{ answer: UpstreamAnswer, tx: AuditTx }> {
+export async function audited<T> (app: FastifyInstance, req: FastifyRequest, call: UpstreamCall, origin: string, facts: MessageFacts, send: () => Promise<UpstreamAnswer>, finish: (answer: UpstreamAnswer, row: AuditRow) => Promise<T>): Promise<T> {
   const tx = await beginAudit(app, req, call, origin, facts)
+  let answer: UpstreamAnswer | undefined
+  let ended = false
+  let failure: { err: unknown } | null = null
+  const row: AuditRow = {
+    end: async (checked, errorCode = null, delivered = null) => {
+      if (ended) throw new PixProxyError(Errors.AUDIT_UNKNOWN_TRANSACTION, [tx.id ?? '(auditing off)'])
+      ended = true
+      await endAudit(tx, answer as UpstreamAnswer, checked, errorCode, delivered)
+    }
+  }
   try {
-    return { answer: await retry(async () => await callUpstream(app, call, origin)), tx }
+    answer = await send()
+    return await finish(answer, row)
   } catch (err) {
-    await tx.fail((err as { code?: string }).code ?? Errors.INTERNAL.code)
+    failure = { err }
     throw err
+  } finally {
+    if (!ended) {
+      ended = true
+      const code = failure === null ? Errors.INTERNAL.code : errorCodeOf(failure.err)
+      try {
+        if (answer === undefined) {
+          await tx.fail(code)
+        } else {
+          await tx.end({ status: answer.status, headers: relayedHeaders(answer), body: answer.body, signatureValid: null, signatureCode: null, upstreamMs: answer.upstreamMs, errorCode: code })
+        }
+      } catch (endErr) {
+        // The spool failed under us: the caller's answer is the original failure, the log says why the row is open.
+        req.log.error({ err: endErr, auditId: tx.id, code }, 'cannot end the audit row')
+        if (failure === null) throw endErr // eslint-disable-line no-unsafe-finally
+      }
+    }
   }
 }
 
+function errorCodeOf (err: unknown): string {
+  const code = (err as { code?: unknown } | null)?.code
+  return typeof code === 'string' && code !== '' ? code : Errors.INTERNAL.code
+}
+
 /** The request half of a call's audit row, durable when this resolves: only then may the call leave. */
-export async function beginAudit (app: FastifyInstance, req: FastifyRequest, call: UpstreamCall, origin: string, facts: MessageFacts): Promise<AuditTx> {
+async function beginAudit (app: FastifyInstance, req: FastifyRequest, call: UpstreamCall, origin: string, facts: MessageFacts): Promise<AuditTx> {
   return await app.audit.recorder.begin({
     system: call.name,
     receivedAt: req.receivedAt,
@@ -247,11 +297,7 @@ export async function beginAudit (app: FastifyInstance, req: FastifyRequest, cal
   })
 }
 
-/**
- * Finishes the audit row with BACEN's answer and the verdict on its signature; `delivered` (an ICOM stream page's
- * messages) replaces the row's message facts.
- */
-export async function endAudit (tx: AuditTx, answer: UpstreamAnswer, checked: CheckedBody, errorCode: string | null = null, delivered: MessageFacts | null = null): Promise<void> {
+async function endAudit (tx: AuditTx, answer: UpstreamAnswer, checked: CheckedBody, errorCode: string | null, delivered: MessageFacts | null): Promise<void> {
   await tx.end({
     status: answer.status,
     headers: relayedHeaders(answer),
@@ -275,10 +321,10 @@ export function signatureRejection (name: string, checked: CheckedBody, status: 
  * The end of every write through the proxy: BACEN's signature checked, the audit row finished with the verdict (and
  * the refusal code when the reject policy applies), then the answer relayed or the refusal thrown.
  */
-export async function finishCall (app: FastifyInstance, reply: FastifyReply, tx: AuditTx, answer: UpstreamAnswer, o: { name: 'dict' | 'spi', label: string, signedProblems: boolean }): Promise<FastifyReply> {
+export async function finishCall (app: FastifyInstance, reply: FastifyReply, row: AuditRow, answer: UpstreamAnswer, o: { name: 'dict' | 'spi', label: string, signedProblems: boolean }): Promise<FastifyReply> {
   const checked = checkResponse(app, o.name, o.name, answer, o.signedProblems)
   const reject = !checked.valid && app.config.invalidSignaturePolicy === 'reject'
-  await endAudit(tx, answer, checked, reject ? Errors.UPSTREAM_SIGNATURE_INVALID.code : null)
+  await row.end(checked, reject ? Errors.UPSTREAM_SIGNATURE_INVALID.code : null)
   if (reject) throw signatureRejection(o.label, checked, answer.status)
   return relay(reply, answer, checked)
 }

@@ -11,8 +11,8 @@
  * signature policy: the next pull acknowledges the page to BACEN, so withholding it would lose the message.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { auditedCall, beginAudit, callUpstream, checkResponse, endAudit, finishCall, relay } from './forward.ts'
-import type { UpstreamAnswer } from './forward.ts'
+import { audited, callUpstream, checkResponse, finishCall, relay } from './forward.ts'
+import type { UpstreamCall } from './forward.ts'
 import { IcomBatcher, retryOn429 } from './spi-batch.ts'
 import { emptyFacts, spiFacts } from '../audit/facts.ts'
 import type { MessageFacts } from '../audit/facts.ts'
@@ -96,22 +96,17 @@ export default async function spiRoutes (app: FastifyInstance): Promise<void> {
 
   /** A single message through the batcher: its own audit row, durable before it can join a post. */
   const coalesced = async (req: FastifyRequest, reply: FastifyReply, signed: string, facts: MessageFacts): Promise<FastifyReply> => {
-    const tx = await beginAudit(app, req, {
+    const call: UpstreamCall = {
       upstream: app.upstreams.spi,
       name: 'spi',
       method: 'POST',
       path: upstreamPath('/api/v1/in/:ispb/msgs', req),
       headers: { 'content-type': 'application/xml; charset=utf-8', accept: 'application/xml' },
       body: signed
-    }, config.spi.url, facts)
-    let answer: UpstreamAnswer
-    try {
-      answer = (await (batcher as IcomBatcher).submit(signed)).answer
-    } catch (err) {
-      await tx.fail((err as { code?: string }).code ?? Errors.INTERNAL.code)
-      throw err
     }
-    return await finishCall(app, reply, tx, answer, ICOM)
+    return await audited(app, req, call, config.spi.url, facts,
+      async () => (await (batcher as IcomBatcher).submit(signed)).answer,
+      async (answer, row) => await finishCall(app, reply, row, answer, ICOM))
   }
 
   // Stream readers have a limiter of their own (BACEN counts them apart from POSTs) and nothing batched in front of
@@ -182,15 +177,17 @@ export default async function spiRoutes (app: FastifyInstance): Promise<void> {
     if (batcher !== null && boundary === null) return await coalesced(req, reply, body as string, facts)
     const release = await postSlot()
     try {
-      const { answer, tx } = await auditedCall(app, req, {
+      const call: UpstreamCall = {
         upstream: app.upstreams.spi,
         name: 'spi',
         method: 'POST',
         path: upstreamPath('/api/v1/in/:ispb/msgs', req),
         headers: { 'content-type': contentType, accept: 'application/xml' },
         body
-      }, config.spi.url, facts, retryOn429)
-      return await finishCall(app, reply, tx, answer, ICOM)
+      }
+      return await audited(app, req, call, config.spi.url, facts,
+        async () => await retryOn429(async () => await callUpstream(app, call, config.spi.url)),
+        async (answer, row) => await finishCall(app, reply, row, answer, ICOM))
     } finally {
       release()
     }
@@ -204,19 +201,23 @@ export default async function spiRoutes (app: FastifyInstance): Promise<void> {
       // Until the answer is in (and in the row of a page that delivered nothing) the row says what the call was.
       const facts = emptyFacts()
       facts.messageType = method === 'DELETE' ? 'stream end' : 'stream read'
-      const { answer, tx } = await auditedCall(app, req, {
+      const call: UpstreamCall = {
         upstream: app.upstreams.spi,
         name: 'spi',
         method,
         path: upstreamPath(template, req),
         headers: { accept }
-      }, config.spi.url, facts)
-      // The row of a page carries what it delivered (types, BizMsgIdrs, EndToEndIds and OrgnlEndToEndIds), so that a
-      // payment's story is found by its EndToEndId: the pacs.008 post and the read that brought its pacs.002.
-      const delivered = emptyFacts()
-      const checked = checkResponse(app, 'spi', 'spi', answer, false, delivered)
-      await endAudit(tx, answer, checked, null, delivered)
-      return relay(reply, answer, checked)
+      }
+      return await audited(app, req, call, config.spi.url, facts,
+        async () => await callUpstream(app, call, config.spi.url),
+        async (answer, row) => {
+          // The row of a page carries what it delivered (types, BizMsgIdrs, EndToEndIds and OrgnlEndToEndIds), so
+          // that a payment's story is found by its EndToEndId: the pacs.008 post and the read that brought its pacs.002.
+          const delivered = emptyFacts()
+          const checked = checkResponse(app, 'spi', 'spi', answer, false, delivered)
+          await row.end(checked, null, delivered)
+          return relay(reply, answer, checked)
+        })
     } finally {
       release()
     }

@@ -1,0 +1,114 @@
+/**
+ * The money-safety contract (issue 13), over real sockets against the simulator with its faults:
+ * no failure leaves an audit row open (the spool could then never free its oldest segment and would fill).
+ */
+import { join } from 'node:path'
+import t from 'tap'
+import type { Test } from 'tap'
+import { queryAudit } from '../../src/audit/query.ts'
+import { pacs008 } from '../../src/samples/messages.ts'
+import { metricSamples, PROXY_ISPB, problemOf, startE2e, waitFor } from '../helpers/e2e.ts'
+import type { E2e, ProxyResponse } from '../helpers/e2e.ts'
+
+let e2e: E2e
+t.before(async () => { e2e = await startE2e(t) })
+t.afterEach(() => { e2e.setFaults({}) })
+
+const MSGS = `/api/v1/in/${PROXY_ISPB}/msgs`
+const POLICY = '/api/v2/policies/ENTRIES_WRITE'
+const START = `/api/v1/out/${PROXY_ISPB}/stream/start`
+const asProxy = { 'pi-requestingparticipant': PROXY_ISPB }
+
+async function auditRows (sql: string): Promise<Array<Record<string, unknown>>> {
+  const out: Array<Record<string, unknown>> = []
+  for await (const r of queryAudit(join(e2e.dir, 'audit', 'lake'), sql)) out.push(r)
+  return out
+}
+
+async function spoolMeasure (measure: string): Promise<number | undefined> {
+  return metricSamples((await e2e.proxy('GET', '/metrics')).text, 'pixproxy_audit_spool', { measure })[0]
+}
+
+/**
+ * Every row begun has been ended (the answer is sent only after its row's end is durable, so this holds as soon as
+ * the answer is in), and the rows then ship: pending rows return to zero.
+ */
+async function assertNoRowLeftOpen (t: Test, what: string): Promise<void> {
+  const status = await e2e.stack.proxy.audit.status()
+  t.equal(status?.spool.openRows, 0, `${what}: no audit row left open`)
+  t.equal(await spoolMeasure('open_rows'), 0, `${what}: pixproxy_audit_spool{measure="open_rows"} is 0`)
+  t.ok(await waitFor(async () => await spoolMeasure('pending_rows') === 0), `${what}: pixproxy_audit_spool{measure="pending_rows"} returns to 0`)
+}
+
+/** A stream page that delivers messages under the current faults (empty long polls answer 204 and are skipped). */
+async function pageWithMessages (accept: string): Promise<ProxyResponse> {
+  let path = START
+  for (let i = 0; i < 200; i++) {
+    const res = await e2e.proxy('GET', path, { headers: { accept } })
+    if (res.status !== 204) return res
+    const next = res.headers['pi-pull-next']
+    if (typeof next !== 'string') throw new Error(`204 without PI-Pull-Next on ${path}`)
+    path = next
+  }
+  throw new Error('no stream page delivered a message in 200 pulls')
+}
+
+/** Reads the stream through without faults until it is empty, so the next test starts on a clean stream. */
+async function drainStream (): Promise<void> {
+  e2e.setFaults({})
+  await e2e.readStream({ multipart: true, until: (ms) => ms.length === 0 })
+}
+
+t.test('no failure leaves an audit row open', async (t) => {
+  await assertNoRowLeftOpen(t, 'at start')
+
+  await t.test('a stream page whose multipart body has no close delimiter: 502 UPSTREAM_BAD_RESPONSE, row ended', async (t) => {
+    t.equal((await e2e.proxyXml(MSGS, pacs008().xml)).status, 201)
+    e2e.setFaults({ responseMultipart: 'truncated', routes: ['/api/v1/out/'] })
+    const res = await pageWithMessages('multipart/mixed')
+    t.equal(res.status, 502, res.text.slice(0, 300))
+    t.equal(problemOf(res).code, 'PIXPROXY_ERR_UPSTREAM_BAD_RESPONSE')
+    t.match(problemOf(res).detail, /close delimiter/)
+    await assertNoRowLeftOpen(t, 'truncated multipart page')
+    await drainStream()
+  })
+
+  await t.test('a stream page sent as multipart/mixed with no boundary: 502 UPSTREAM_BAD_RESPONSE, row ended', async (t) => {
+    t.equal((await e2e.proxyXml(MSGS, pacs008().xml)).status, 201)
+    e2e.setFaults({ responseMultipart: 'no-boundary', routes: ['/api/v1/out/'] })
+    const res = await pageWithMessages('multipart/mixed')
+    t.equal(res.status, 502, res.text.slice(0, 300))
+    t.equal(problemOf(res).code, 'PIXPROXY_ERR_UPSTREAM_BAD_RESPONSE')
+    t.match(problemOf(res).detail, /boundary/)
+    await assertNoRowLeftOpen(t, 'boundary-less multipart page')
+    await drainStream()
+  })
+
+  await t.test('a DICT answer sent as multipart/mixed with no boundary: 502 UPSTREAM_BAD_RESPONSE, row ended', async (t) => {
+    e2e.setFaults({ responseContentType: 'multipart/mixed', routes: ['/api/v2/policies/'] })
+    const res = await e2e.proxy('GET', POLICY, { headers: asProxy })
+    t.equal(res.status, 502, res.text.slice(0, 300))
+    t.equal(problemOf(res).code, 'PIXPROXY_ERR_UPSTREAM_BAD_RESPONSE')
+    await assertNoRowLeftOpen(t, 'boundary-less DICT answer')
+  })
+
+  await t.test('a DICT answer whose multipart body has no close delimiter: 502 UPSTREAM_BAD_RESPONSE, row ended', async (t) => {
+    e2e.setFaults({ responseContentType: 'multipart/mixed; boundary=cut', routes: ['/api/v2/policies/'] })
+    const res = await e2e.proxy('GET', POLICY, { headers: asProxy })
+    t.equal(res.status, 502, res.text.slice(0, 300))
+    t.equal(problemOf(res).code, 'PIXPROXY_ERR_UPSTREAM_BAD_RESPONSE')
+    await assertNoRowLeftOpen(t, 'DICT answer with no multipart delimiter')
+  })
+
+  await t.test('the row of an unreadable answer is ended with BACEN\'s status and the refusal code', async (t) => {
+    e2e.setFaults({ responseContentType: 'multipart/mixed', routes: ['/api/v2/policies/'] })
+    const res = await e2e.proxy('GET', POLICY, { headers: asProxy })
+    t.equal(res.status, 502)
+    const id = problemOf(res).instance.replace(/^urn:uuid:/, '')
+    let row: Record<string, unknown> | undefined
+    t.ok(await waitFor(async () => (row = (await auditRows(`SELECT * FROM audit WHERE correlation_id = '${id}'`))[0]) !== undefined), 'the row shipped')
+    t.equal(row?.response_status_code, 200, 'BACEN\'s status')
+    t.equal(row?.error_code, 'PIXPROXY_ERR_UPSTREAM_BAD_RESPONSE', 'the refusal code')
+    t.match(String(row?.response_body), /GetPolicyResponse/, 'what BACEN sent')
+  })
+})
