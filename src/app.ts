@@ -100,6 +100,10 @@ export async function buildApp (opts: AppOptions): Promise<FastifyInstance> {
     return503OnClosing: false,
     requestIdHeader: 'x-request-id',
     genReqId: () => randomUUID(),
+    // Only the methods BACEN lists reach a route. Fastify would add HEAD to every GET: a HEAD on the stream route
+    // pulled a page from ICOM, audited it and answered headers only, and the next pull acknowledged it (the messages
+    // never reached the core). HEAD and every other method get 404 ROUTE_NOT_ALLOWED; nothing is sent upstream.
+    exposeHeadRoutes: false,
     // Requests to BACEN can take up to the upstream timeouts plus the ICOM queue wait.
     requestTimeout: config.upstream.connectTimeoutMs + config.upstream.headersTimeoutMs + config.upstream.bodyTimeoutMs + config.spi.queueTimeoutMs,
     // Not true (it would cut in-flight requests); idle connections are ended by drainConnections() below.

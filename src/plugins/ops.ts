@@ -41,6 +41,8 @@ export default fp(async function opsListener (app: FastifyInstance): Promise<voi
     logController: new LogController({ disableRequestLogging: true }),
     // Nothing here takes a body.
     bodyLimit: 1,
+    // GET only: a HEAD /readyz would probe BACEN like a GET does (src/app.ts says why the main listener refuses HEAD).
+    exposeHeadRoutes: false,
     forceCloseConnections: true,
     frameworkErrors: (_err, req, reply) => notAllowed(req as FastifyRequest, reply as FastifyReply)
   })

@@ -11,7 +11,8 @@ import { metricSamples, PROXY_ISPB, problemOf, startE2e, waitFor } from '../help
 import type { E2e, ProxyResponse } from '../helpers/e2e.ts'
 
 let e2e: E2e
-t.before(async () => { e2e = await startE2e(t) })
+// With an operations listener (any free port), whose GET-only routes are checked too.
+t.before(async () => { e2e = await startE2e(t, { settings: { PIXPROXY_OPS_LISTEN_PORT: '0' } }) })
 t.afterEach(() => { e2e.setFaults({}) })
 
 const MSGS = `/api/v1/in/${PROXY_ISPB}/msgs`
@@ -111,4 +112,54 @@ t.test('no failure leaves an audit row open', async (t) => {
     t.equal(row?.error_code, 'PIXPROXY_ERR_UPSTREAM_BAD_RESPONSE', 'the refusal code')
     t.match(String(row?.response_body), /GetPolicyResponse/, 'what BACEN sent')
   })
+})
+
+t.test('HEAD and methods BACEN does not list reach no route: 404 ROUTE_NOT_ALLOWED, nothing sent upstream', async (t) => {
+  // A message waits on the stream: a HEAD that pulled (and so, with the next pull, acknowledged) its page would lose it.
+  const p = pacs008()
+  t.equal((await e2e.proxyXml(MSGS, p.xml)).status, 201)
+  const refusedBefore = metricSamples((await e2e.proxy('GET', '/metrics')).text, 'pixproxy_errors_total', { code: 'PIXPROXY_ERR_ROUTE_NOT_ALLOWED' })[0] ?? 0
+  const openBefore = (await e2e.stack.proxy.audit.status())?.spool.spooledRows
+  const cases: Array<[string, string]> = [
+    ['HEAD', START],
+    ['HEAD', `/api/v1/out/${PROXY_ISPB}/stream/0123456789abcdef`],
+    ['HEAD', POLICY],
+    ['HEAD', `/api/v2/entries/${encodeURIComponent('+5511999990000')}`],
+    ['HEAD', '/api/v2/claims/'],
+    ['HEAD', '/readyz'],
+    ['HEAD', '/healthz'],
+    ['OPTIONS', START],
+    ['PATCH', `/api/v1/out/${PROXY_ISPB}/stream/0123456789abcdef`],
+    ['PUT', MSGS],
+    ['OPTIONS', POLICY]
+  ]
+  const mark = e2e.seen.length
+  for (const [method, path] of cases) {
+    const res = await e2e.proxy(method as 'HEAD', path, { headers: asProxy })
+    t.equal(res.status, 404, `${method} ${path}: 404`)
+    t.match(res.headers['content-type'], /^application\/problem\+json/, `${method} ${path}: a problem`)
+    if (method !== 'HEAD') t.equal(problemOf(res).code, 'PIXPROXY_ERR_ROUTE_NOT_ALLOWED', `${method} ${path}: code`)
+  }
+  t.same(e2e.seenSince(mark).map((r) => `${r.method} ${r.url}`), [], 'BACEN saw nothing')
+  t.equal((await e2e.stack.proxy.audit.status())?.spool.spooledRows, openBefore, 'nothing was audited: no call was made')
+  const refused = metricSamples((await e2e.proxy('GET', '/metrics')).text, 'pixproxy_errors_total', { code: 'PIXPROXY_ERR_ROUTE_NOT_ALLOWED' })[0] ?? 0
+  t.equal(refused - refusedBefore, cases.length, 'each was refused as ROUTE_NOT_ALLOWED (HEAD answers carry no body)')
+
+  // The message the HEADs did not touch is still delivered.
+  const e2eId = p.endToEndIds[0] as string
+  const read = await e2e.readStream({ multipart: true, until: (ms) => ms.some((m) => m.xml.includes(e2eId)) })
+  t.ok(read.messages.some((m) => m.xml.includes(e2eId)), 'the pacs.002 reached the core')
+})
+
+t.test('the operations listener serves GET only: a HEAD /readyz does not probe BACEN', async (t) => {
+  const ops = e2e.stack.proxy.opsUrl
+  t.ok(ops, 'the operations listener runs')
+  const mark = e2e.seen.length
+  for (const path of ['/readyz', '/healthz', '/metrics']) {
+    const res = await fetch(`${ops ?? ''}${path}`, { method: 'HEAD' })
+    t.equal(res.status, 404, `HEAD ${path}: 404`)
+    t.match(res.headers.get('content-type'), /^application\/problem\+json/)
+  }
+  t.equal((await fetch(`${ops ?? ''}/readyz`)).status, 200, 'GET /readyz still answers')
+  t.same(e2e.seenSince(mark).filter((r) => r.method === 'HEAD'), [], 'no HEAD reached BACEN')
 })
