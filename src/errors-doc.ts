@@ -23,5 +23,13 @@ Verifying a signed message is not an error: it returns one of these codes (\`ver
 and the \`pix-proxy-signature-code\` response header). Their meaning is in docs/xmldsig.md.
 
 ${Object.values(VerifyCodes).map((c) => `- \`${c}\``).join('\n')}
+
+The \`pix-proxy-signature-code\` header (and the audit row's \`response_signature_code\`) has one more value,
+\`NOT_APPLICABLE\`, for answers BACEN signs nothing in (any answer to an ICOM post, ICOM's error documents, an
+empty answer). \`pix-proxy-signature-valid\` is \`true\` only with \`VALID\`. Where BACEN signs (every DICT answer
+with a body, every stream page and part) the body is verified whatever its Content-Type: an unsigned answer sent
+as text/plain, application/octet-stream or with no type is \`SIGNATURE_MISSING\` or \`XML_MALFORMED\`, refused
+with 502 \`PIXPROXY_ERR_UPSTREAM_SIGNATURE_INVALID\` under the reject policy (DICT) and delivered flagged
+\`false\` otherwise (stream pages are always delivered, flagged: docs/xmldsig.md).
 `
 }

@@ -37,7 +37,7 @@ export const AUDIT_COLUMNS: readonly AuditColumn[] = Object.freeze([
   col('response_header', 'string', false, 'JSON object of BACEN\'s response headers (allowlisted)'),
   col('response_body', 'string', false, 'BACEN\'s response body after decompression'),
   col('response_signature_valid', 'boolean', false, 'Whether BACEN\'s response signature verified; null when the body is unsigned'),
-  col('response_signature_code', 'string', false, 'Verification code (VALID, DIGEST_MISMATCH, CERT_EXPIRED, UNSIGNED, …)'),
+  col('response_signature_code', 'string', false, 'Verification code (VALID, DIGEST_MISMATCH, CERT_EXPIRED, NOT_APPLICABLE when BACEN signs nothing in the answer, …)'),
   col('error_code', 'string', false, 'PIXPROXY_ERR_* code when the call failed (timeout, unreachable, rejected signature); PIXPROXY_ERR_AUDIT_INCOMPLETE when the process died before the outcome was known'),
   col('upstream_latency_ms', 'double', false, 'Time from sending to BACEN to the last byte of its response'),
   col('total_latency_ms', 'double', false, 'Time from receiving the caller\'s request to answering it'),

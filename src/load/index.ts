@@ -7,7 +7,7 @@
  */
 export { runLoad, formatReport, LIMITS } from './run.ts'
 export type { LoadOptions, LoadReport, OpReport, LatencyMs } from './run.ts'
-export { createProxyTransport, createDirectTransport, UNSIGNED } from './transport.ts'
+export { createProxyTransport, createDirectTransport, NOT_APPLICABLE, UNSIGNED } from './transport.ts'
 export type { LoadTransport, LoadRequest, LoadResponse, SignatureVerdict, AnswerPart, ProxyTransportOptions, DirectTransportOptions, LoadProfile } from './transport.ts'
 export { runEngine, WeightedPicker, errorCodeOf, ABANDON_AFTER_ABORT_MS } from './engine.ts'
 export type { LoadModel, Outcome, EngineOptions, EngineResult, OpResult, SecondStats, Tick } from './engine.ts'

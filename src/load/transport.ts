@@ -38,7 +38,11 @@ export interface LoadRequest {
   readonly signal?: AbortSignal
 }
 
-/** `code` is a src/xmldsig VerifyCode, or UNSIGNED for answers BACEN does not sign (empty bodies, ICOM errors). */
+/**
+ * `code` is a src/xmldsig VerifyCode, or NOT_APPLICABLE for answers BACEN signs nothing in (answers to ICOM posts,
+ * ICOM errors, empty bodies). `valid` here means "no signature failure": true for VALID and NOT_APPLICABLE (the
+ * proxy's own pix-proxy-signature-valid header is true only for VALID; NOT_APPLICABLE is read from its code).
+ */
 export interface SignatureVerdict {
   readonly valid: boolean
   readonly code: string
@@ -71,8 +75,10 @@ export interface LoadTransport {
   close (): Promise<void>
 }
 
-export const UNSIGNED = 'UNSIGNED'
-const NOT_SIGNED: SignatureVerdict = Object.freeze({ valid: true, code: UNSIGNED })
+export const NOT_APPLICABLE = 'NOT_APPLICABLE'
+/** @deprecated the code is NOT_APPLICABLE (the proxy's name for it since issue 13); kept for importers. */
+export const UNSIGNED = NOT_APPLICABLE
+const NOT_SIGNED: SignatureVerdict = Object.freeze({ valid: true, code: NOT_APPLICABLE })
 
 interface CommonOptions {
   /** Base URL (scheme, host, port), e.g. http://127.0.0.1:8080. */
@@ -108,8 +114,8 @@ async function readBody (res: Dispatcher.ResponseData): Promise<{ headers: Recor
 function proxyVerdict (headers: Record<string, string>): SignatureVerdict {
   const valid = headers['pix-proxy-signature-valid']
   const code = headers['pix-proxy-signature-code']
-  if (valid === undefined && code === undefined) return NOT_SIGNED
-  return { valid: valid === 'true', code: code ?? (valid === 'true' ? 'VALID' : 'INVALID') }
+  if ((valid === undefined && code === undefined) || code === NOT_APPLICABLE) return NOT_SIGNED
+  return { valid: valid === 'true' && (code === undefined || code === 'VALID'), code: code ?? (valid === 'true' ? 'VALID' : 'INVALID') }
 }
 
 /** The proxy's own problem answers carry BACEN's verdict when it refused a badly signed answer (policy reject). */
@@ -186,11 +192,6 @@ export interface DirectTransportOptions extends CommonOptions {
   readonly spiQueueTimeoutMs?: number
 }
 
-function isXml (contentType: string | undefined): boolean {
-  const t = (contentType ?? '').split(';')[0]?.trim().toLowerCase() ?? ''
-  return t === 'application/xml' || t === 'text/xml' || t.endsWith('+xml')
-}
-
 /** Verifies an answer as the proxy does (src/routes/forward.ts checkResponse), without the proxy. */
 function verifyAnswer (status: number, headers: Record<string, string>, body: Buffer, profile: LoadProfile, trust: TrustStore): Omit<LoadResponse, 'status' | 'headers' | 'body'> {
   if (body.length === 0) return { signature: NOT_SIGNED, parts: [] }
@@ -202,10 +203,10 @@ function verifyAnswer (status: number, headers: Record<string, string>, body: Bu
     })
     return { signature: parts.find((p) => !p.signature.valid)?.signature ?? { valid: true, code: 'VALID' }, parts }
   }
-  const ct = headers['content-type']
-  // Every DICT answer is signed, problems included; ICOM's problems are not SPI messages and go unsigned.
-  const problem = (ct ?? '').toLowerCase().startsWith('application/problem+xml')
-  if (!isXml(ct) || (problem && profile === 'spi') || status === 204) return { signature: NOT_SIGNED, parts: [{ body, signature: NOT_SIGNED }] }
+  // Every DICT answer with a body is signed, problems included, and every stream page, whatever the media type;
+  // ICOM's error documents are not SPI messages and go unsigned (posts answer 201 with no body).
+  const icomUnsigned = profile === 'spi' && (status < 200 || status >= 300)
+  if (icomUnsigned || status === 204) return { signature: NOT_SIGNED, parts: [{ body, signature: NOT_SIGNED }] }
   const r = verifyXml(body, { profile, trustStore: trust })
   const signature = { valid: r.valid, code: r.code }
   return { signature, parts: [{ body, signature }] }

@@ -89,10 +89,11 @@ export default async function dictRoutes (app: FastifyInstance): Promise<void> {
           headers,
           ...(body === undefined ? {} : { body })
         }
-        // Every DICT response is signed by BACEN, problems included (docs/bacen.md §1.6).
+        // Every DICT response with a body is signed by BACEN, problems included (docs/bacen.md §1.6), whatever its
+        // media type says.
         return await audited(app, req, call, config.dict.url, facts,
           async () => await callUpstream(app, call, config.dict.url),
-          async (answer, row) => await finishCall(app, reply, row, answer, { name: 'dict', label: 'DICT', signedProblems: true }))
+          async (answer, row) => await finishCall(app, reply, row, answer, { name: 'dict', label: 'DICT', signed: 'every-body' }))
       }
     })
   }

@@ -28,8 +28,19 @@ const MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 
 export const SIGNATURE_VALID_HEADER = 'pix-proxy-signature-valid'
 export const SIGNATURE_CODE_HEADER = 'pix-proxy-signature-code'
-/** Response bodies BACEN does not sign (empty 201/204, ICOM errors) carry this code. */
-export const UNSIGNED = 'UNSIGNED'
+/**
+ * The verdict code of answers BACEN signs nothing in (an empty ICOM 201 or 204, ICOM's error documents, any answer
+ * to an ICOM post): there is no signature to verify, so pix-proxy-signature-valid is false, but it is not a failure.
+ */
+export const NOT_APPLICABLE = 'NOT_APPLICABLE'
+
+/**
+ * Which answers BACEN signs on a route: every DICT answer with a body ('every-body'); every ICOM stream page
+ * and part ('2xx-bodies': its error documents are not signed); nothing on an ICOM post ('none'). Where BACEN signs,
+ * the body is verified whatever its Content-Type (or none): an unsigned answer under another media type is invalid,
+ * not "unsigned".
+ */
+export type SignedAnswers = 'every-body' | '2xx-bodies' | 'none'
 
 /** Upstream response headers a caller needs; everything else (cookies, server banners, hop-by-hop such as
  * keep-alive, which describes the proxy's connection to BACEN) stays here. */
@@ -128,28 +139,24 @@ function transportError (name: string, err: unknown): PixProxyError {
   return new PixProxyError(Errors.UPSTREAM_UNAVAILABLE, [name, code === '' ? message : `${code}: ${message}`], { cause: err })
 }
 
-function isXml (contentType: string | undefined): boolean {
-  if (contentType === undefined) return false
-  const t = contentType.split(';')[0]?.trim().toLowerCase() ?? ''
-  return t === 'application/xml' || t === 'text/xml' || t.endsWith('+xml')
-}
-
 export interface CheckedBody {
   /** Body to send to the caller (multipart parts gain a signature header each). */
   readonly body: Buffer
   readonly contentType: string | undefined
   readonly valid: boolean
-  readonly code: VerifyCode | typeof UNSIGNED
+  readonly code: VerifyCode | typeof NOT_APPLICABLE
   readonly results: readonly VerifyResult[]
 }
 
 /**
- * Verifies a BACEN response body: one XML message, or each part of a multipart/mixed page. Unsigned kinds
- * (empty bodies; ICOM errors when `signedProblems` is false) are reported as UNSIGNED, not as failures.
+ * Verifies a BACEN response body: one XML message, or each part of a multipart/mixed page. `valid` is true only for
+ * VALID. Where BACEN signs (see SignedAnswers) every body is verified whatever its media type; where it signs nothing
+ * the code is NOT_APPLICABLE (valid false, not a failure). A multipart body that cannot be read throws
+ * UPSTREAM_BAD_RESPONSE.
  * With `delivered`, the SPI facts of every message checked (type, BizMsgIdr, EndToEndIds) are added to it, read
  * from the tree parsed for verification: what an ICOM stream page delivered, for its audit row.
  */
-export function checkResponse (app: FastifyInstance, name: 'dict' | 'spi', profile: Profile, answer: UpstreamAnswer, signedProblems: boolean, delivered?: MessageFacts): CheckedBody {
+export function checkResponse (app: FastifyInstance, name: 'dict' | 'spi', profile: Profile, answer: UpstreamAnswer, signed: SignedAnswers, delivered?: MessageFacts): CheckedBody {
   const ct = answer.headers['content-type']
   const options: VerifyOptions = { profile, trustStore: app.crypto.bacenTrust }
   const verify = (xml: Buffer): VerifyResult => {
@@ -168,7 +175,8 @@ export function checkResponse (app: FastifyInstance, name: 'dict' | 'spi', profi
     app.metrics.signatures.inc({ upstream: name, code: r.code })
     return r
   }
-  if (answer.body.length === 0) return { body: answer.body, contentType: ct, valid: true, code: UNSIGNED, results: [] }
+  const bacenSigns = answer.body.length > 0 && (signed === 'every-body' || (signed === '2xx-bodies' && answer.status >= 200 && answer.status < 300))
+  if (!bacenSigns) return { body: answer.body, contentType: ct, valid: false, code: NOT_APPLICABLE, results: [] }
   let boundary: string | null
   try {
     boundary = multipartBoundary(ct)
@@ -183,9 +191,10 @@ export function checkResponse (app: FastifyInstance, name: 'dict' | 'spi', profi
       if (err instanceof MultipartError) throw new PixProxyError(Errors.UPSTREAM_BAD_RESPONSE, [name, err.message], { cause: err })
       throw err
     }
+    if (parts.length === 0) throw new PixProxyError(Errors.UPSTREAM_BAD_RESPONSE, [name, 'a multipart body with no parts'])
     const results = parts.map((p) => record(verify(p.body)))
     const annotated = parts.map((p, i) => ({
-      headers: { ...p.headers, [SIGNATURE_VALID_HEADER]: String(results[i]?.valid), [SIGNATURE_CODE_HEADER]: results[i]?.code as string },
+      headers: { ...p.headers, [SIGNATURE_VALID_HEADER]: String(results[i]?.code === 'VALID'), [SIGNATURE_CODE_HEADER]: results[i]?.code as string },
       body: p.body
     }))
     let rebuilt
@@ -195,13 +204,12 @@ export function checkResponse (app: FastifyInstance, name: 'dict' | 'spi', profi
       if (err instanceof MultipartError) throw new PixProxyError(Errors.UPSTREAM_BAD_RESPONSE, [name, err.message], { cause: err })
       throw err
     }
-    const firstBad = results.find((r) => !r.valid)
+    const firstBad = results.find((r) => r.code !== 'VALID')
     return { body: rebuilt.body, contentType: ct, valid: firstBad === undefined, code: firstBad?.code ?? 'VALID', results }
   }
-  const problem = (ct ?? '').toLowerCase().startsWith('application/problem+xml')
-  if (!isXml(ct) || (problem && !signedProblems)) return { body: answer.body, contentType: ct, valid: true, code: UNSIGNED, results: [] }
+  // Whatever the media type (text/plain, octet-stream, none, problem+xml on a stream page): BACEN signs it here.
   const r = record(verify(answer.body))
-  return { body: answer.body, contentType: ct, valid: r.valid, code: r.code, results: [r] }
+  return { body: answer.body, contentType: ct, valid: r.code === 'VALID', code: r.code, results: [r] }
 }
 
 /** Sends BACEN's answer to the caller with the signature verdict in headers. */
@@ -302,7 +310,7 @@ async function endAudit (tx: AuditTx, answer: UpstreamAnswer, checked: CheckedBo
     status: answer.status,
     headers: relayedHeaders(answer),
     body: answer.body,
-    signatureValid: checked.code === UNSIGNED ? null : checked.valid,
+    signatureValid: checked.code === NOT_APPLICABLE ? null : checked.valid,
     signatureCode: checked.code,
     upstreamMs: answer.upstreamMs,
     errorCode,
@@ -311,7 +319,7 @@ async function endAudit (tx: AuditTx, answer: UpstreamAnswer, checked: CheckedBo
 }
 
 export function signatureRejection (name: string, checked: CheckedBody, status: number): PixProxyError {
-  const first = checked.results.find((r) => !r.valid)
+  const first = checked.results.find((r) => r.code !== 'VALID')
   const err = new PixProxyError(Errors.UPSTREAM_SIGNATURE_INVALID, [name, checked.code, first?.message ?? ''])
   Object.assign(err, { extensions: { signatureCode: checked.code, upstreamStatus: status } })
   return err
@@ -321,9 +329,10 @@ export function signatureRejection (name: string, checked: CheckedBody, status: 
  * The end of every write through the proxy: BACEN's signature checked, the audit row finished with the verdict (and
  * the refusal code when the reject policy applies), then the answer relayed or the refusal thrown.
  */
-export async function finishCall (app: FastifyInstance, reply: FastifyReply, row: AuditRow, answer: UpstreamAnswer, o: { name: 'dict' | 'spi', label: string, signedProblems: boolean }): Promise<FastifyReply> {
-  const checked = checkResponse(app, o.name, o.name, answer, o.signedProblems)
-  const reject = !checked.valid && app.config.invalidSignaturePolicy === 'reject'
+export async function finishCall (app: FastifyInstance, reply: FastifyReply, row: AuditRow, answer: UpstreamAnswer, o: { name: 'dict' | 'spi', label: string, signed: SignedAnswers }): Promise<FastifyReply> {
+  const checked = checkResponse(app, o.name, o.name, answer, o.signed)
+  // Nothing to verify is not a failure; anything else short of VALID is.
+  const reject = checked.code !== 'VALID' && checked.code !== NOT_APPLICABLE && app.config.invalidSignaturePolicy === 'reject'
   await row.end(checked, reject ? Errors.UPSTREAM_SIGNATURE_INVALID.code : null)
   if (reject) throw signatureRejection(o.label, checked, answer.status)
   return relay(reply, answer, checked)

@@ -25,8 +25,8 @@ import { locateSpi, ProfileError } from '../xmldsig/profile.ts'
 import { Errors, PixProxyError } from '../errors.ts'
 
 const MAX_PARTS = 10
-/** ICOM's answers to posts: unsigned when fine, problems unsigned too. */
-const ICOM = { name: 'spi', label: 'ICOM', signedProblems: false } as const
+/** ICOM's answers to posts: BACEN signs nothing in them (an empty 201, or an unsigned problem). */
+const ICOM = { name: 'spi', label: 'ICOM', signed: 'none' } as const
 
 function child (el: XmlElement | undefined, local: string): XmlElement | undefined {
   return el === undefined ? undefined : childElements(el).find((c) => c.local === local)
@@ -214,7 +214,8 @@ export default async function spiRoutes (app: FastifyInstance): Promise<void> {
           // The row of a page carries what it delivered (types, BizMsgIdrs, EndToEndIds and OrgnlEndToEndIds), so
           // that a payment's story is found by its EndToEndId: the pacs.008 post and the read that brought its pacs.002.
           const delivered = emptyFacts()
-          const checked = checkResponse(app, 'spi', 'spi', answer, false, delivered)
+          // Every page with messages is BACEN-signed, whatever its media type; ICOM's error documents are not.
+          const checked = checkResponse(app, 'spi', 'spi', answer, '2xx-bodies', delivered)
           await row.end(checked, null, delivered)
           return relay(reply, answer, checked)
         })

@@ -77,7 +77,7 @@ t.test('every call to BACEN has one audit row, with the signed request, the answ
     t.equal(r?.message_type, 'pacs.008.spi.1.13')
     t.equal(r?.end_to_end_ids, p.endToEndIds.join(','))
     t.equal(r?.response_status_code, 201)
-    t.equal(r?.response_signature_code, 'UNSIGNED')
+    t.equal(r?.response_signature_code, 'NOT_APPLICABLE')
     t.equal(r?.response_signature_valid, null)
   }
   // Ground truth: every message the simulator accepted from this participant has its audit row.

@@ -85,3 +85,14 @@ t.test('the verdicts are counted by code', async (t) => {
   t.ok(sum('CERT_EXPIRED') >= 1, 'CERT_EXPIRED counted')
   t.ok(sum('VALID') >= 1, 'VALID counted')
 })
+
+t.test('an unsigned DICT answer under another media type: relayed flagged false / SIGNATURE_MISSING, never valid', async (t) => {
+  for (const contentType of ['text/plain', null, 'application/octet-stream']) {
+    e2e.setFaults({ responseSignature: 'missing', responseContentType: contentType, routes: ['/api/v2/policies/'] })
+    const res = await policy()
+    const what = contentType ?? 'no Content-Type'
+    t.equal(res.status, 200, `${what}: BACEN's status`)
+    t.equal(header(res, 'pix-proxy-signature-valid'), 'false', `${what}: flagged invalid`)
+    t.equal(header(res, 'pix-proxy-signature-code'), 'SIGNATURE_MISSING', `${what}: code`)
+  }
+})

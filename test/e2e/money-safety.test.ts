@@ -1,13 +1,14 @@
 /**
  * The money-safety contract (issue 13), over real sockets against the simulator with its faults:
- * no failure leaves an audit row open (the spool could then never free its oldest segment and would fill).
+ * no failure leaves an audit row open (the spool could then never free its oldest segment and would fill), no HEAD
+ * or unlisted method reaches BACEN, and nothing unverified is called valid.
  */
 import { join } from 'node:path'
 import t from 'tap'
 import type { Test } from 'tap'
 import { queryAudit } from '../../src/audit/query.ts'
-import { pacs008 } from '../../src/samples/messages.ts'
-import { metricSamples, PROXY_ISPB, problemOf, startE2e, waitFor } from '../helpers/e2e.ts'
+import { createEntryRequest, pacs008, SAMPLE_PAYEE } from '../../src/samples/messages.ts'
+import { assertVerified, header, metricSamples, PROXY_ISPB, problemOf, readHeaders, startE2e, waitFor } from '../helpers/e2e.ts'
 import type { E2e, ProxyResponse } from '../helpers/e2e.ts'
 
 let e2e: E2e
@@ -162,4 +163,61 @@ t.test('the operations listener serves GET only: a HEAD /readyz does not probe B
   }
   t.equal((await fetch(`${ops ?? ''}/readyz`)).status, 200, 'GET /readyz still answers')
   t.same(e2e.seenSince(mark).filter((r) => r.method === 'HEAD'), [], 'no HEAD reached BACEN')
+})
+
+t.test('nothing unverified is called valid: where BACEN signs, the media type does not exempt an answer', async (t) => {
+  // A key the counterparty holds (a participant's own key cannot be queried: BACEN answers 400).
+  const entry = createEntryRequest({ owner: SAMPLE_PAYEE, keyType: 'EMAIL' })
+  const created = await e2e.counterpartyWrite('POST', '/api/v2/entries/', entry.xml)
+  t.equal(created.status, 201, created.text.slice(0, 200))
+  const getEntry = `/api/v2/entries/${encodeURIComponent(entry.key)}`
+
+  for (const contentType of ['text/plain', null, 'application/octet-stream', 'application/json']) {
+    const what = `unsigned GetEntry answer as ${contentType ?? 'no Content-Type'}`
+    e2e.setFaults({ responseSignature: 'missing', responseContentType: contentType, routes: ['/api/v2/entries/'] })
+    const mark = e2e.seen.length
+    const res = await e2e.proxy('GET', getEntry, { headers: readHeaders() })
+    t.equal(e2e.seenSince(mark).length, 1, `${what}: BACEN answered`)
+    t.equal(res.status, 502, `${what}: refused under reject (${res.text.slice(0, 200)})`)
+    const p = problemOf(res)
+    t.equal(p.code, 'PIXPROXY_ERR_UPSTREAM_SIGNATURE_INVALID', `${what}: code`)
+    t.equal(p.signatureCode, 'SIGNATURE_MISSING', `${what}: signatureCode`)
+    t.equal(p.upstreamStatus, 200, `${what}: BACEN's status`)
+    t.notMatch(res.text, /GetEntryResponse/, `${what}: the unverified answer does not reach the caller`)
+  }
+
+  // A body that is not XML at all, where BACEN signs: not "unsigned", a failure.
+  e2e.setFaults({ responseSignature: 'missing', responseContentType: 'text/plain', routes: ['/api/v2/policies/'] })
+  const ok = await e2e.proxy('GET', POLICY, { headers: asProxy })
+  t.equal(problemOf(ok).signatureCode, 'SIGNATURE_MISSING')
+
+  // The signature decides, not the label: a BACEN-signed answer under another media type still verifies.
+  e2e.setFaults({ responseContentType: 'text/plain', routes: ['/api/v2/entries/'] })
+  const signed = await e2e.proxy('GET', getEntry, { headers: readHeaders() })
+  t.equal(signed.status, 200)
+  assertVerified(t, e2e, signed, 'dict', 'BACEN-signed GetEntry sent as text/plain')
+})
+
+t.test('an unsigned stream page under another media type is delivered flagged invalid, never valid', async (t) => {
+  const p = pacs008()
+  t.equal((await e2e.proxyXml(MSGS, p.xml)).status, 201)
+  e2e.setFaults({ responseSignature: 'missing', responseContentType: 'text/plain', routes: ['/api/v1/out/'] })
+  const page = await pageWithMessages('application/xml')
+  t.equal(page.status, 200, 'delivered (the next pull acknowledges it: withholding it would lose it)')
+  t.equal(header(page, 'pix-proxy-signature-valid'), 'false')
+  t.equal(header(page, 'pix-proxy-signature-code'), 'SIGNATURE_MISSING')
+  await drainStream()
+})
+
+t.test('an answer BACEN signs nothing in reads NOT_APPLICABLE, never valid', async (t) => {
+  const res = await e2e.proxyXml(MSGS, pacs008().xml)
+  t.equal(res.status, 201)
+  t.equal(header(res, 'pix-proxy-signature-valid'), 'false')
+  t.equal(header(res, 'pix-proxy-signature-code'), 'NOT_APPLICABLE')
+  // Even an ICOM post answered with an XML body under 201: BACEN signs nothing on posts.
+  e2e.setFaults({ responseContentType: 'application/xml', routes: ['/api/v1/in/'] })
+  const typed = await e2e.proxyXml(MSGS, pacs008().xml)
+  t.equal(typed.status, 201)
+  t.equal(header(typed, 'pix-proxy-signature-valid'), 'false')
+  t.equal(header(typed, 'pix-proxy-signature-code'), 'NOT_APPLICABLE')
 })

@@ -42,7 +42,8 @@ t.test('pacs.008 through the proxy: 201 with PI-ResourceId, accepted by the SPI 
   t.equal(res.status, 201, res.text.slice(0, 300))
   const id = header(res, 'pi-resourceid') ?? ''
   t.match(id, /^[A-Za-z0-9]{32}$/)
-  t.equal(header(res, 'pix-proxy-signature-code'), 'UNSIGNED', 'an empty 201 carries no signature to check')
+  t.equal(header(res, 'pix-proxy-signature-code'), 'NOT_APPLICABLE', 'an empty 201 carries no signature to check')
+  t.equal(header(res, 'pix-proxy-signature-valid'), 'false', 'nothing verified is never called valid')
   assertAccepted(t, [id], [p], /^pacs\.008\.spi\./)
 
   // The payer reads its settlement report (single application/xml pages), following PI-Pull-Next.
@@ -132,7 +133,8 @@ t.test('204 on an empty long-poll; DELETE ends the stream', async (t) => {
   const gone = await e2e.proxy('GET', next)
   t.equal(gone.status, 404, 'the ended stream position no longer exists at the SPI')
   t.match(header(gone, 'content-type'), /^application\/problem\+xml/)
-  t.equal(header(gone, 'pix-proxy-signature-code'), 'UNSIGNED', 'ICOM problems are not signed')
+  t.equal(header(gone, 'pix-proxy-signature-code'), 'NOT_APPLICABLE', 'ICOM problems are not signed')
+  t.equal(header(gone, 'pix-proxy-signature-valid'), 'false', 'nothing verified is never called valid')
 })
 
 t.test('pibr.001 echo request answered by pibr.002 on the stream', async (t) => {

@@ -36,7 +36,7 @@ locals {
     { name = "response_header", type = "string", comment = "JSON object of BACEN's response headers (allowlisted)" },
     { name = "response_body", type = "string", comment = "BACEN's response body after decompression" },
     { name = "response_signature_valid", type = "boolean", comment = "Whether BACEN's response signature verified; null when the body is unsigned" },
-    { name = "response_signature_code", type = "string", comment = "Verification code (VALID, DIGEST_MISMATCH, CERT_EXPIRED, UNSIGNED, …)" },
+    { name = "response_signature_code", type = "string", comment = "Verification code (VALID, DIGEST_MISMATCH, CERT_EXPIRED, NOT_APPLICABLE when BACEN signs nothing in the answer, …)" },
     { name = "error_code", type = "string", comment = "PIXPROXY_ERR_* code when the call failed (timeout, unreachable, rejected signature); PIXPROXY_ERR_AUDIT_INCOMPLETE when the process died before the outcome was known" },
     { name = "upstream_latency_ms", type = "double", comment = "Time from sending to BACEN to the last byte of its response" },
     { name = "total_latency_ms", type = "double", comment = "Time from receiving the caller's request to answering it" },
