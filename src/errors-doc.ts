@@ -1,9 +1,12 @@
 import { Errors } from './errors.ts'
+import type { Outcome } from './errors.ts'
 import { VerifyCodes } from './xmldsig/verify.ts'
+
+const OUTCOME: Record<Outcome, string> = { 'not-sent': 'not sent', unknown: 'unknown (reason)', answered: 'answered' }
 
 /** docs/errors.md, rendered from the catalogue so that the two cannot drift (test/errors.test.ts checks). */
 export function renderErrorsDoc (): string {
-  const rows = Object.values(Errors).map((e) => `| \`${e.code}\` | ${e.statusCode} | ${e.message.replace(/\|/g, '\\|').replace(/%s/g, '…')} |`)
+  const rows = Object.values(Errors).map((e) => `| \`${e.code}\` | ${e.statusCode} | ${e === Errors.UPSTREAM_OUTCOME_UNKNOWN ? '**unknown**' : OUTCOME[e.outcome]} | ${e.message.replace(/\|/g, '\\|').replace(/%s/g, '…')} |`)
   return `# Error codes
 
 Every error pix-proxy reports carries one of these stable codes: in RFC 9457 problem+json answers to callers
@@ -11,10 +14,17 @@ Every error pix-proxy reports carries one of these stable codes: in RFC 9457 pro
 Codes are never renamed or reused; callers branch on the code, never on the message. HTTP status is what a caller
 sees when the error ends a request (the command line exits 2 for \`PIXPROXY_ERR_USAGE\`, 1 otherwise).
 
+The outcome column says what a bank core may conclude when the code ends its request (docs/outcomes.md): **not
+sent** (nothing left the proxy: safe to send again), **unknown** (the message may have reached BACEN: never send it
+again blindly) or **answered** (BACEN answered: its status and the verdict on its signature are in the problem).
+Every answer from a forwarding route also says its class in the \`pix-proxy-outcome\` header and the problem's
+\`outcome\` member. Codes marked *unknown (reason)* are never a request's code: the forwarding pipeline answers
+\`PIXPROXY_ERR_UPSTREAM_OUTCOME_UNKNOWN\` with them as its \`reason\`.
+
 This file is generated from \`src/errors.ts\` by \`npm run docs:errors\`; a test fails when they differ.
 
-| code | HTTP | message |
-| --- | --- | --- |
+| code | HTTP | outcome | message |
+| --- | --- | --- | --- |
 ${rows.join('\n')}
 
 ## Signature verification results

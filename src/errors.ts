@@ -9,11 +9,23 @@ export interface ErrorSpec {
   readonly message: string
   /** HTTP status a caller sees when this error ends a request. */
   readonly statusCode: number
+  /**
+   * What a bank core may conclude when this error ends its request (docs/outcomes.md): `not-sent` (nothing left the
+   * proxy: safe to send again), `unknown` (the message may have reached BACEN: never send it again blindly) or
+   * `answered` (BACEN answered; the problem carries its status and the verdict on its signature). Errors that can
+   * only happen after a request was handed to the network are `unknown`: the forwarding pipeline reports them as
+   * UPSTREAM_OUTCOME_UNKNOWN with this code as its `reason`.
+   */
+  readonly outcome: Outcome
 }
+
+/** The three outcome classes of an answer to a bank core. */
+export type Outcome = 'not-sent' | 'unknown' | 'answered'
 
 export class PixProxyError extends Error {
   readonly code: string
   readonly statusCode: number
+  readonly outcome: Outcome
 
   constructor (spec: ErrorSpec, args: readonly unknown[] = [], options?: { cause?: unknown }) {
     let i = 0
@@ -21,11 +33,12 @@ export class PixProxyError extends Error {
     this.name = 'PixProxyError'
     this.code = spec.code
     this.statusCode = spec.statusCode
+    this.outcome = spec.outcome
   }
 }
 
-function define (code: string, message: string, statusCode = 500): ErrorSpec {
-  return Object.freeze({ code, message, statusCode })
+function define (code: string, message: string, statusCode = 500, outcome: Outcome = 'not-sent'): ErrorSpec {
+  return Object.freeze({ code, message, statusCode, outcome })
 }
 
 export const Errors = Object.freeze({
@@ -78,11 +91,12 @@ export const Errors = Object.freeze({
   TLS_KEY_CERT_MISMATCH: define('PIXPROXY_ERR_TLS_KEY_CERT_MISMATCH', 'the TLS client certificate %s does not match the private key %s'),
   TLS_ENGINE_FAILED: define('PIXPROXY_ERR_TLS_ENGINE_FAILED', 'the OpenSSL pkcs11 engine cannot load the TLS key %s: %s', 503),
   UPSTREAM_CONNECT_TIMEOUT: define('PIXPROXY_ERR_UPSTREAM_CONNECT_TIMEOUT', 'no TLS connection to %s within %s ms; the request was not sent', 504),
-  UPSTREAM_HEADERS_TIMEOUT: define('PIXPROXY_ERR_UPSTREAM_HEADERS_TIMEOUT', '%s sent no response headers within %s ms; it may have processed the request', 504),
+  UPSTREAM_HEADERS_TIMEOUT: define('PIXPROXY_ERR_UPSTREAM_HEADERS_TIMEOUT', '%s sent no response headers within %s ms; it may have processed the request', 504, 'unknown'),
   UPSTREAM_TLS_HOSTNAME: define('PIXPROXY_ERR_UPSTREAM_TLS_HOSTNAME', 'the server certificate of %s is not valid for %s: %s', 502),
   UPSTREAM_TLS_UNTRUSTED: define('PIXPROXY_ERR_UPSTREAM_TLS_UNTRUSTED', 'the server certificate of %s was rejected: %s', 502),
   UPSTREAM_TLS_HANDSHAKE: define('PIXPROXY_ERR_UPSTREAM_TLS_HANDSHAKE', 'the TLS handshake with %s failed: %s', 502),
-  UPSTREAM_CLOSED: define('PIXPROXY_ERR_UPSTREAM_CLOSED', 'the connection pool to %s is closed', 503),
+  UPSTREAM_CLOSED: define('PIXPROXY_ERR_UPSTREAM_CLOSED', 'the connection pool to %s is closed; the request was not sent', 503),
+  UPSTREAM_CONNECTION_LOST: define('PIXPROXY_ERR_UPSTREAM_CONNECTION_LOST', 'the connection to %s failed after the request was handed to it: %s', 502, 'unknown'),
 
   // Proxy requests (answered to bank core systems as RFC 9457 problem+json)
   BAD_REQUEST: define('PIXPROXY_ERR_BAD_REQUEST', 'the request cannot be handled: %s', 400),
@@ -95,10 +109,11 @@ export const Errors = Object.freeze({
   SPI_QUEUE_FULL: define('PIXPROXY_ERR_SPI_QUEUE_FULL', 'ICOM allows %s concurrent requests and %s more are already waiting', 503),
   SPI_QUEUE_TIMEOUT: define('PIXPROXY_ERR_SPI_QUEUE_TIMEOUT', 'no ICOM slot became free within %s ms', 503),
   SHUTTING_DOWN: define('PIXPROXY_ERR_SHUTTING_DOWN', 'the proxy is shutting down', 503),
-  UPSTREAM_UNAVAILABLE: define('PIXPROXY_ERR_UPSTREAM_UNAVAILABLE', '%s is unreachable: %s', 502),
-  UPSTREAM_TIMEOUT: define('PIXPROXY_ERR_UPSTREAM_TIMEOUT', '%s did not answer in time: %s', 504),
-  UPSTREAM_BAD_RESPONSE: define('PIXPROXY_ERR_UPSTREAM_BAD_RESPONSE', '%s sent a response the proxy cannot read: %s', 502),
-  UPSTREAM_SIGNATURE_INVALID: define('PIXPROXY_ERR_UPSTREAM_SIGNATURE_INVALID', 'the %s response signature is not valid (%s): %s', 502),
+  UPSTREAM_UNAVAILABLE: define('PIXPROXY_ERR_UPSTREAM_UNAVAILABLE', 'no connection to %s could be made (%s): the request was not sent', 502),
+  UPSTREAM_TIMEOUT: define('PIXPROXY_ERR_UPSTREAM_TIMEOUT', '%s did not answer in time: %s', 504, 'unknown'),
+  UPSTREAM_OUTCOME_UNKNOWN: define('PIXPROXY_ERR_UPSTREAM_OUTCOME_UNKNOWN', 'the request may have reached %s and been acted on, but no answer came (%s): do not send it again blindly; %s', 502, 'unknown'),
+  UPSTREAM_BAD_RESPONSE: define('PIXPROXY_ERR_UPSTREAM_BAD_RESPONSE', '%s sent a response the proxy cannot read: %s', 502, 'answered'),
+  UPSTREAM_SIGNATURE_INVALID: define('PIXPROXY_ERR_UPSTREAM_SIGNATURE_INVALID', 'the %s response signature is not valid (%s): %s', 502, 'answered'),
   INTERNAL: define('PIXPROXY_ERR_INTERNAL', 'internal error', 500),
 
   // SIMULATOR (the local BACEN simulator, simulator/)
@@ -144,3 +159,10 @@ export const Errors = Object.freeze({
 })
 
 export type ErrorName = keyof typeof Errors
+
+const BY_CODE = new Map<string, ErrorSpec>(Object.values(Errors).map((e) => [e.code, e]))
+
+/** The catalogue entry of a code, if it is one. */
+export function errorSpec (code: string): ErrorSpec | undefined {
+  return BY_CODE.get(code)
+}

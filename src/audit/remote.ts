@@ -17,7 +17,7 @@
  * the failure listeners stop the proxy so that the orchestrator replaces it, as for a dead thread.
  */
 import { Worker } from 'node:worker_threads'
-import { Errors, PixProxyError } from '../errors.ts'
+import { Errors, errorSpec, PixProxyError } from '../errors.ts'
 import type { AuditJournal, AuditSettings, AuditStatus } from './service.ts'
 import type { AuditLogger, AuditRequestHalf, AuditResponseHalf } from './spool.ts'
 
@@ -50,7 +50,7 @@ const WORKER_URL = new URL(import.meta.url.endsWith('.ts') ? './worker.ts' : './
 /** The error the spool raised in the worker, as the same PixProxyError (code, HTTP status, message). */
 function revive (e: WireError): Error {
   if (e.code === null) return new Error(e.message)
-  return new PixProxyError({ code: e.code, statusCode: e.statusCode ?? 500, message: '%s' }, [e.message])
+  return new PixProxyError({ code: e.code, statusCode: e.statusCode ?? 500, message: '%s', outcome: errorSpec(e.code)?.outcome ?? 'not-sent' }, [e.message])
 }
 
 interface Pending { resolve (v: unknown): void, reject (e: Error): void }

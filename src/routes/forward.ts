@@ -20,6 +20,7 @@ import type { XmlDocument } from '../xmldsig/xml.ts'
 import type { Profile } from '../xmldsig/profile.ts'
 import { buildMultipart, MultipartError, multipartBoundary, parseMultipart } from '../http/multipart.ts'
 import { Errors, PixProxyError } from '../errors.ts'
+import { answeredError, OUTCOME_HEADER, outcomeOf, outcomeUnknown } from './outcome.ts'
 
 const gunzipAsync = promisify(gunzip)
 
@@ -91,7 +92,8 @@ export async function callUpstream (app: FastifyInstance, call: UpstreamCall, or
     raw = await readBounded(res.body, MAX_RESPONSE_BYTES)
   } catch (err) {
     app.metrics.upstreamRequests.inc({ upstream: call.name, status: 'error' })
-    throw transportError(call.name, err)
+    // BACEN's status line arrived but not its whole answer: what it said is not known.
+    throw Object.assign(transportError(call.name, err), { upstreamStatus: res.statusCode })
   }
   const upstreamMs = performance.now() - started
   app.metrics.upstreamRequests.inc({ upstream: call.name, status: String(res.statusCode) })
@@ -106,10 +108,10 @@ export async function callUpstream (app: FastifyInstance, call: UpstreamCall, or
     try {
       body = await gunzipAsync(raw, { maxOutputLength: MAX_RESPONSE_BYTES })
     } catch (err) {
-      throw new PixProxyError(Errors.UPSTREAM_BAD_RESPONSE, [call.name, `gzip body: ${(err as Error).message}`], { cause: err })
+      throw answeredError(new PixProxyError(Errors.UPSTREAM_BAD_RESPONSE, [call.name, `gzip body: ${(err as Error).message}`], { cause: err }), res.statusCode)
     }
   } else if (encoding !== undefined && encoding !== 'identity' && raw.length > 0) {
-    throw new PixProxyError(Errors.UPSTREAM_BAD_RESPONSE, [call.name, `unsupported Content-Encoding ${encoding}`])
+    throw answeredError(new PixProxyError(Errors.UPSTREAM_BAD_RESPONSE, [call.name, `unsupported Content-Encoding ${encoding}`]), res.statusCode)
   }
   delete headers['content-encoding']
   return { status: res.statusCode, headers, body, upstreamMs }
@@ -129,14 +131,18 @@ async function readBounded (body: Dispatcher.ResponseData['body'], max: number):
   return Buffer.concat(chunks)
 }
 
+/**
+ * A failure of a call already handed to the upstream (Upstream.request classifies its own): a timeout or a lost
+ * connection, both after the request may have left. Never "not sent": that needs proof (upstream.ts).
+ */
 function transportError (name: string, err: unknown): PixProxyError {
   const code = (err as { code?: string }).code ?? ''
   const message = (err as Error).message ?? String(err)
   if (err instanceof PixProxyError) return err
-  if (code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' || code === 'ETIMEDOUT') {
+  if (code === 'UND_ERR_BODY_TIMEOUT' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'ETIMEDOUT') {
     return new PixProxyError(Errors.UPSTREAM_TIMEOUT, [name, `${code}: ${message}`], { cause: err })
   }
-  return new PixProxyError(Errors.UPSTREAM_UNAVAILABLE, [name, code === '' ? message : `${code}: ${message}`], { cause: err })
+  return new PixProxyError(Errors.UPSTREAM_CONNECTION_LOST, [name, code === '' ? message : `${code}: ${message}`], { cause: err })
 }
 
 export interface CheckedBody {
@@ -215,6 +221,7 @@ export function checkResponse (app: FastifyInstance, name: 'dict' | 'spi', profi
 /** Sends BACEN's answer to the caller with the signature verdict in headers. */
 export function relay (reply: FastifyReply, answer: UpstreamAnswer, checked: CheckedBody): FastifyReply {
   reply.headers(relayedHeaders(answer))
+  reply.header(OUTCOME_HEADER, 'answered')
   if (checked.contentType !== undefined) reply.header('content-type', checked.contentType)
   reply.header(SIGNATURE_VALID_HEADER, String(checked.valid))
   reply.header(SIGNATURE_CODE_HEADER, checked.code)
@@ -241,12 +248,21 @@ export interface AuditRow {
 }
 
 /**
- * The one owner of an audited round trip: begin → send → verify → end. The request half is durable in the spool
- * before the message leaves (a spool that cannot take it refuses the request: nothing is sent); `send` makes the
- * call; `finish` verifies the answer and ends the row through `row.end()`. Whatever throws after begin (the call,
- * an answer that cannot be read or verified, a relay that fails), the `finally` below ends a row not yet ended,
- * with the error's code and, when BACEN answered, its answer: no row stays open, so the spool's oldest segment can
- * always be shipped and deleted.
+ * The one owner of an audited round trip: begin → send → verify → end, and of the outcome class the caller hears.
+ *
+ * The request half of the row is durable in the spool before the message leaves (a spool that cannot take it
+ * refuses the request: nothing is sent); `send` makes the call; `finish` verifies the answer and ends the row through
+ * `row.end()`. Whatever throws after begin (the call, an answer that cannot be read or verified, a relay that fails),
+ * the `finally` below ends a row not yet ended, with the caller's error code and, when BACEN answered, its answer: no
+ * row stays open, so the spool's oldest segment can always be shipped and deleted.
+ *
+ * Outcome classes (docs/outcomes.md), decided here and nowhere else:
+ * - an error of `send` whose class is `not-sent` (a connection never made, no ICOM slot) passes through unchanged;
+ * - any other error of `send`, and any error of `finish` that is not an `answered` refusal, may follow a message
+ *   that BACEN received: it becomes UPSTREAM_OUTCOME_UNKNOWN, with the message's identifiers and advice;
+ * - a failure to record BACEN's answer in the row (the spool's disk full, a stuck audit thread) does not hide that
+ *   answer from the core: the answer is relayed and the failure logged. The row's request half is durable; the
+ *   spool, failed, refuses every later request, and its replay at the next start closes the row AUDIT_INCOMPLETE.
  */
 export async function audited<T> (app: FastifyInstance, req: FastifyRequest, call: UpstreamCall, origin: string, facts: MessageFacts, send: () => Promise<UpstreamAnswer>, finish: (answer: UpstreamAnswer, row: AuditRow) => Promise<T>): Promise<T> {
   const tx = await beginAudit(app, req, call, origin, facts)
@@ -257,12 +273,30 @@ export async function audited<T> (app: FastifyInstance, req: FastifyRequest, cal
     end: async (checked, errorCode = null, delivered = null) => {
       if (ended) throw new PixProxyError(Errors.AUDIT_UNKNOWN_TRANSACTION, [tx.id ?? '(auditing off)'])
       ended = true
-      await endAudit(tx, answer as UpstreamAnswer, checked, errorCode, delivered)
+      try {
+        await endAudit(tx, answer as UpstreamAnswer, checked, errorCode, delivered)
+      } catch (err) {
+        app.metrics.errors.inc({ code: errorCodeOf(err) })
+        req.log.error({ err, auditId: tx.id, code: errorCodeOf(err) }, 'cannot record BACEN\'s answer in the audit row: the answer is relayed; the row is closed when the spool is replayed')
+      }
     }
   }
   try {
-    answer = await send()
-    return await finish(answer, row)
+    try {
+      answer = await send()
+    } catch (err) {
+      if (outcomeOf(err) === 'not-sent') throw err
+      req.log.warn({ err, auditId: tx.id }, 'the request may have reached BACEN: its outcome is unknown')
+      const status = (err as { upstreamStatus?: unknown }).upstreamStatus
+      throw outcomeUnknown(call, facts, err, typeof status === 'number' ? status : undefined)
+    }
+    try {
+      return await finish(answer, row)
+    } catch (err) {
+      if (outcomeOf(err) === 'answered') throw answeredError(err as PixProxyError, answer.status)
+      req.log.warn({ err, auditId: tx.id }, 'BACEN answered but the answer could not be handled: its outcome is unknown to the caller')
+      throw outcomeUnknown(call, facts, err, answer.status)
+    }
   } catch (err) {
     failure = { err }
     throw err
@@ -321,8 +355,8 @@ async function endAudit (tx: AuditTx, answer: UpstreamAnswer, checked: CheckedBo
 export function signatureRejection (name: string, checked: CheckedBody, status: number): PixProxyError {
   const first = checked.results.find((r) => r.code !== 'VALID')
   const err = new PixProxyError(Errors.UPSTREAM_SIGNATURE_INVALID, [name, checked.code, first?.message ?? ''])
-  Object.assign(err, { extensions: { signatureCode: checked.code, upstreamStatus: status } })
-  return err
+  Object.assign(err, { extensions: { signatureCode: checked.code } })
+  return answeredError(err, status)
 }
 
 /**

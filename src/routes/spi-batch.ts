@@ -8,10 +8,12 @@
  * slot that frees takes up to `maxParts` of them in one POST. With a free slot and nothing queued a message goes
  * alone, as application/xml, exactly as without the batcher: coalescing only happens under load.
  *
- * Outcomes: a 201 whose PI-ResourceId has one id per part gives each caller its own id (ICOM accepted them all);
- * any other answer, or no answer, goes to every caller of the batch, since ICOM took the post as a whole (all
- * accepted or none: a caller may then retry safely). A 201 whose id count does not match is passed on as is to every
- * caller, all ids included: the messages were accepted and must not be resent.
+ * Outcomes (docs/outcomes.md): a 201 whose PI-ResourceId has one id per part gives each caller its own id (ICOM
+ * accepted them all); any other answer goes to every caller of the batch, since ICOM takes a post as a whole. A post
+ * that got no answer fails every caller with the same error, and the forwarding pipeline (forward.ts `audited`) gives
+ * each of them its class: NOT SENT only when the connection was never made, otherwise OUTCOME UNKNOWN for every
+ * message of the post, since any of them may have reached ICOM. A 201 whose id count does not match is passed on as is
+ * to every caller, all ids included: the messages were accepted and must not be resent.
  * Bounds as without it: at most `queueMax` messages wait, each at most `queueTimeoutMs` (503 with the same codes).
  */
 import { Errors, PixProxyError } from '../errors.ts'

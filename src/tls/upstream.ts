@@ -6,7 +6,7 @@
  * session resumption cannot carry the old identity over, as each pool has its own session cache.
  */
 import type { LookupFunction } from 'node:net'
-import { Pool } from 'undici'
+import { buildConnector, Pool } from 'undici'
 import type { Dispatcher } from 'undici'
 import { Errors, PixProxyError } from '../errors.ts'
 import type { TlsKeyAgent } from './agent.ts'
@@ -77,6 +77,18 @@ const UNTRUSTED = new Set([
 ])
 const HOSTNAME = new Set(['ERR_TLS_CERT_ALTNAME_INVALID', 'HOSTNAME_MISMATCH'])
 
+/**
+ * Errors raised while a connection was being made (DNS, TCP connect, the TLS handshake, the connect timeout). undici
+ * fails with them only requests still waiting for that connection, never one already written to a socket
+ * (lib/dispatcher/client.js handleConnectError), so a request rejected with one of them was not sent. Any other
+ * failure may come after the request left: the caller cannot know whether BACEN received it.
+ */
+const connectFailures = new WeakSet<object>()
+
+function markConnectFailure (err: unknown): void {
+  if (typeof err === 'object' && err !== null) connectFailures.add(err)
+}
+
 function positiveInt (value: number | undefined, fallback: number, name: string): number {
   if (value === undefined) return fallback
   if (!Number.isSafeInteger(value) || value < 1) {
@@ -107,7 +119,7 @@ function realTimer (fn: () => void, ms: number): () => void {
 
 /**
  * Closes a pool gracefully (dispatched requests finish), then destroys it if that takes longer than `deadlineMs`.
- * Requests still running at the deadline fail with UPSTREAM_CLOSED.
+ * Requests still running at the deadline fail with UPSTREAM_CONNECTION_LOST.
  */
 async function closePool (pool: Pool, name: string, deadlineMs: number, schedule: (fn: () => void, ms: number) => () => void = realTimer): Promise<void> {
   let cancel = (): void => {}
@@ -119,7 +131,9 @@ async function closePool (pool: Pool, name: string, deadlineMs: number, schedule
   cancel()
   if (first === 'closed') return
   if (first !== 'deadline') throw first
-  await pool.destroy(new PixProxyError(Errors.UPSTREAM_CLOSED, [name]))
+  // Requests still running may have been received: they fail as such (a request still queued fails the same way,
+  // which only errs on the safe side).
+  await pool.destroy(new PixProxyError(Errors.UPSTREAM_CONNECTION_LOST, [name, `the pool was closed after ${deadlineMs} ms with requests in flight`]))
   // After destroy() the pending close() settles with undici's ClientDestroyedError: the outcome is the destroy.
   await closed
 }
@@ -171,12 +185,25 @@ export class Upstream {
       headersTimeout: this.#headersTimeoutMs,
       bodyTimeout: this.#bodyTimeoutMs,
       keepAliveTimeout: this.#keepAliveTimeoutMs,
-      connect: {
-        // With a secureContext, Node ignores per-connection key/cert/ca: everything is on the context.
-        secureContext: this.#agent.secureContext,
-        timeout: this.#connectTimeoutMs,
-        ...(this.#servername === undefined ? {} : { servername: this.#servername }),
-        ...(this.#lookup === undefined ? {} : { lookup: this.#lookup })
+      connect: this.#connector()
+    })
+  }
+
+  /** undici's own connector, with its failures marked as "before anything was sent" (see connectFailures). */
+  #connector (): buildConnector.connector {
+    const connect = buildConnector({
+      // With a secureContext, Node ignores per-connection key/cert/ca: everything is on the context.
+      secureContext: this.#agent.secureContext,
+      timeout: this.#connectTimeoutMs,
+      ...(this.#servername === undefined ? {} : { servername: this.#servername }),
+      ...(this.#lookup === undefined ? {} : { lookup: this.#lookup })
+    } as buildConnector.BuildOptions)
+    return (opts, callback) => connect(opts, (err, socket) => {
+      if (err !== null) {
+        markConnectFailure(err)
+        callback(err, null)
+      } else {
+        callback(null, socket)
       }
     })
   }
@@ -198,13 +225,17 @@ export class Upstream {
 
   /**
    * Sends a request on the current pool and resolves when the response headers arrive (read or dump the body).
-   * Rejects with PixProxyError: UPSTREAM_CONNECT_TIMEOUT (nothing was sent), UPSTREAM_HEADERS_TIMEOUT (the request
-   * was sent: BACEN may have acted on it), UPSTREAM_TLS_HOSTNAME, UPSTREAM_TLS_UNTRUSTED, UPSTREAM_TLS_HANDSHAKE,
-   * UPSTREAM_CLOSED, UPSTREAM_UNAVAILABLE (anything else; the undici/Node error is the `cause`). An abort through
-   * `signal` rejects with the abort reason unchanged. Body errors (UND_ERR_BODY_TIMEOUT) come from the body stream.
-   * A client certificate refused by the server is UPSTREAM_TLS_HANDSHAKE on TLS 1.2 (the alert ends the
-   * handshake) but UPSTREAM_UNAVAILABLE (UND_ERR_SOCKET, connection closed) on TLS 1.3, where the client has
-   * finished its handshake before the server judges the certificate.
+   * Rejects with PixProxyError, whose `outcome` says whether the request can have left:
+   * - nothing was sent (`not-sent`): UPSTREAM_CONNECT_TIMEOUT, UPSTREAM_TLS_HOSTNAME, UPSTREAM_TLS_UNTRUSTED,
+   *   UPSTREAM_TLS_HANDSHAKE, UPSTREAM_UNAVAILABLE (DNS, refused, unreachable: any failure while connecting),
+   *   UPSTREAM_CLOSED (the upstream was closing before the request was dispatched);
+   * - it may have been received (`unknown`): UPSTREAM_HEADERS_TIMEOUT, UPSTREAM_CONNECTION_LOST (a reset, a closed
+   *   socket, a TLS alert after the handshake, the pool destroyed at its close deadline, anything else).
+   * The undici/Node error is the `cause`. An abort through `signal` rejects with the abort reason unchanged. Body
+   * errors (UND_ERR_BODY_TIMEOUT) come from the body stream. A client certificate refused by the server is
+   * UPSTREAM_TLS_HANDSHAKE on TLS 1.2 (the alert ends the handshake) but UPSTREAM_CONNECTION_LOST (UND_ERR_SOCKET)
+   * on TLS 1.3, where the client has finished its handshake, and may have written the request, before the server
+   * judges the certificate.
    */
   async request (opts: UpstreamRequest): Promise<Dispatcher.ResponseData> {
     if (this.#closing !== undefined) throw new PixProxyError(Errors.UPSTREAM_CLOSED, [this.name])
@@ -226,11 +257,19 @@ export class Upstream {
     if (err instanceof PixProxyError) return err
     const code = err instanceof Error ? (err as { code?: unknown }).code : undefined
     const reason = `${typeof code === 'string' ? code + ': ' : ''}${err instanceof Error ? err.message : String(err)}`
-    if (code === 'UND_ERR_CONNECT_TIMEOUT') {
-      return new PixProxyError(Errors.UPSTREAM_CONNECT_TIMEOUT, [this.name, this.#connectTimeoutMs], { cause: err })
-    }
     if (code === 'UND_ERR_HEADERS_TIMEOUT') {
       return new PixProxyError(Errors.UPSTREAM_HEADERS_TIMEOUT, [this.name, this.#headersTimeoutMs], { cause: err })
+    }
+    if (code === 'UND_ERR_CLOSED' || code === 'UND_ERR_DESTROYED') {
+      // Raised by dispatch() on a pool already closed or destroyed (its destroy() is always given our own error).
+      return new PixProxyError(Errors.UPSTREAM_CLOSED, [this.name], { cause: err })
+    }
+    if (!connectFailures.has(err as object)) {
+      // Not a failure to connect: the request may have been written before it happened.
+      return new PixProxyError(Errors.UPSTREAM_CONNECTION_LOST, [this.name, reason], { cause: err })
+    }
+    if (code === 'UND_ERR_CONNECT_TIMEOUT') {
+      return new PixProxyError(Errors.UPSTREAM_CONNECT_TIMEOUT, [this.name, this.#connectTimeoutMs], { cause: err })
     }
     if (typeof code === 'string' && HOSTNAME.has(code)) {
       return new PixProxyError(Errors.UPSTREAM_TLS_HOSTNAME, [this.name, this.#servername ?? this.#host, reason], { cause: err })
@@ -241,9 +280,6 @@ export class Upstream {
     // OpenSSL failures (an alert from the server, e.g. our certificate refused; an HSM error while signing).
     if (code === 'EPROTO' || (typeof code === 'string' && code.startsWith('ERR_SSL_'))) {
       return new PixProxyError(Errors.UPSTREAM_TLS_HANDSHAKE, [this.name, reason], { cause: err })
-    }
-    if (code === 'UND_ERR_CLOSED' || code === 'UND_ERR_DESTROYED') {
-      return new PixProxyError(Errors.UPSTREAM_CLOSED, [this.name], { cause: err })
     }
     return new PixProxyError(Errors.UPSTREAM_UNAVAILABLE, [this.name, reason], { cause: err })
   }
@@ -263,7 +299,7 @@ export class Upstream {
 
   /**
    * Stops accepting requests, lets those in flight finish for up to `closeTimeoutMs`, then destroys what is left
-   * (those requests fail with UPSTREAM_CLOSED). Idempotent.
+   * (those requests fail with UPSTREAM_CONNECTION_LOST). Idempotent.
    */
   close (): Promise<void> {
     this.#closing ??= (async () => {

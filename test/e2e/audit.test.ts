@@ -108,7 +108,7 @@ t.test('a call that failed is audited with its error code and no response', asyn
   await waitForRows(before + 1)
   const [r] = await rows(`SELECT * FROM audit WHERE dict_request_id = '${e.requestId}'`)
   t.equal(r?.response_status_code, null)
-  t.equal(r?.error_code, 'PIXPROXY_ERR_UPSTREAM_UNAVAILABLE')
+  t.equal(r?.error_code, 'PIXPROXY_ERR_UPSTREAM_OUTCOME_UNKNOWN', 'BACEN read it and dropped the connection: the core was told the outcome is unknown')
   t.match(r?.request_body as string, /<ds:Signature /, 'the signed request is kept even though no answer came')
 })
 

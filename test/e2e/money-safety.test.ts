@@ -1,7 +1,7 @@
 /**
  * The money-safety contract (issue 13), over real sockets against the simulator with its faults:
  * no failure leaves an audit row open (the spool could then never free its oldest segment and would fill), no HEAD
- * or unlisted method reaches BACEN, and nothing unverified is called valid.
+ * or unlisted method reaches BACEN, nothing unverified is called valid, and every answer says its outcome class.
  */
 import { join } from 'node:path'
 import t from 'tap'
@@ -10,6 +10,7 @@ import { queryAudit } from '../../src/audit/query.ts'
 import { createEntryRequest, pacs008, SAMPLE_PAYEE } from '../../src/samples/messages.ts'
 import { assertVerified, header, metricSamples, PROXY_ISPB, problemOf, readHeaders, startE2e, waitFor } from '../helpers/e2e.ts'
 import type { E2e, ProxyResponse } from '../helpers/e2e.ts'
+import { holdRequests } from '../helpers/gate.ts'
 
 let e2e: E2e
 // With an operations listener (any free port), whose GET-only routes are checked too.
@@ -220,4 +221,80 @@ t.test('an answer BACEN signs nothing in reads NOT_APPLICABLE, never valid', asy
   t.equal(typed.status, 201)
   t.equal(header(typed, 'pix-proxy-signature-valid'), 'false')
   t.equal(header(typed, 'pix-proxy-signature-code'), 'NOT_APPLICABLE')
+})
+
+t.test('every answer says its outcome class: ANSWERED, NOT SENT or OUTCOME UNKNOWN', async (t) => {
+  await t.test('answers BACEN gave read ANSWERED, success or refusal', async (t) => {
+    const ok = await e2e.proxyXml(MSGS, pacs008().xml)
+    t.equal(ok.status, 201)
+    t.equal(header(ok, 'pix-proxy-outcome'), 'answered')
+    e2e.setFaults({ errorRate: 1, errorStatus: 500, routes: ['/api/v1/in/'] })
+    const refused = await e2e.proxyXml(MSGS, pacs008().xml)
+    t.equal(refused.status, 500, 'BACEN\'s own 500 is relayed')
+    t.equal(header(refused, 'pix-proxy-outcome'), 'answered')
+  })
+
+  await t.test('input refused by the proxy reads NOT SENT', async (t) => {
+    const bad = await e2e.proxyXml(MSGS, '<not-xml')
+    t.equal(bad.status, 400)
+    t.equal(header(bad, 'pix-proxy-outcome'), 'not-sent')
+    t.equal(problemOf(bad).outcome, 'not-sent')
+  })
+
+  await t.test('a DICT write BACEN performed whose answer fails verification: ANSWERED with BACEN\'s status, not a bare 502', async (t) => {
+    // Before: 502 like any gateway failure, though the entry existed at BACEN.
+    const entry = createEntryRequest({ keyType: 'EMAIL' })
+    e2e.setFaults({ responseSignature: 'invalid', routes: ['/api/v2/entries/'] })
+    const mark = e2e.seen.length
+    const res = await e2e.proxyXml('/api/v2/entries/', entry.xml)
+    t.equal(res.status, 502, res.text.slice(0, 300))
+    t.match(problemOf(res), { code: 'PIXPROXY_ERR_UPSTREAM_SIGNATURE_INVALID', outcome: 'answered', upstreamStatus: 201, signatureCode: 'SIGNATURE_INVALID' })
+    t.equal(header(res, 'pix-proxy-outcome'), 'answered')
+    t.equal(header(res, 'retry-after'), undefined)
+    t.equal(e2e.seenSince(mark).length, 1, 'BACEN saw the write once')
+    t.match(e2e.log.filter((m) => m.system === 'dict' && m.requestId === entry.requestId), [{ key: entry.key, status: 201 }], 'BACEN performed the write')
+  })
+
+  await t.test('a DICT write BACEN read and dropped: OUTCOME UNKNOWN naming its RequestId, with the idempotent resend as advice', async (t) => {
+    const entry = createEntryRequest({ keyType: 'EMAIL' })
+    e2e.setFaults({ dropRate: 1, routes: ['/api/v2/entries/'] })
+    const mark = e2e.seen.length
+    const res = await e2e.proxyXml('/api/v2/entries/', entry.xml)
+    t.equal(res.status, 502)
+    t.match(problemOf(res), {
+      code: 'PIXPROXY_ERR_UPSTREAM_OUTCOME_UNKNOWN',
+      outcome: 'unknown',
+      identifiers: { dictRequestId: entry.requestId },
+      advice: /same signed content and RequestId/
+    })
+    t.equal(header(res, 'retry-after'), undefined)
+    t.equal(e2e.seenSince(mark).length, 1, 'it reached BACEN: "unreachable" would have been a lie')
+    await assertNoRowLeftOpen(t, 'dropped DICT write')
+  })
+
+  await t.test('a coalesced post BACEN read and dropped: every caller in it hears OUTCOME UNKNOWN, none "retry"', async (t) => {
+    // ICOM holds the posts until every message is in one or queued, then drops every connection it reads.
+    const icom = holdRequests(e2e.stack.simulator.app.server, [MSGS])
+    t.teardown(() => { icom.restore() })
+    const before = metricSamples((await e2e.proxy('GET', '/metrics')).text, 'pixproxy_spi_post_parts_sum')[0] ?? 0
+    const sent = Array.from({ length: 20 }, () => pacs008({ amounts: [1.25] }))
+    const answering = Promise.all(sent.map(async (m) => await e2e.proxyXml(MSGS, m.xml)))
+    t.ok(await waitFor(async () => {
+      const text = (await e2e.proxy('GET', '/metrics')).text
+      const posted = (metricSamples(text, 'pixproxy_spi_post_parts_sum')[0] ?? 0) - before
+      const queued = metricSamples(text, 'pixproxy_spi_queued')[0] ?? 0
+      return posted + queued === 20
+    }, 60_000), 'every message is at ICOM or queued for a slot')
+    e2e.setFaults({ dropRate: 1, routes: ['/api/v1/in/'] })
+    icom.release()
+    const answers = await answering
+    t.same(answers.map((a) => a.status), sent.map(() => 502))
+    answers.forEach((a, i) => {
+      const p = problemOf(a)
+      t.match(p, { code: 'PIXPROXY_ERR_UPSTREAM_OUTCOME_UNKNOWN', outcome: 'unknown', identifiers: { bizMsgIdr: [sent[i]?.msgId] } }, `caller ${i}`)
+      t.equal(header(a, 'retry-after'), undefined, `caller ${i}: no Retry-After`)
+    })
+    t.same(e2e.log.filter((m) => sent.some((s) => s.msgId === m.bizMsgIdr)), [], 'the simulator dropped them unprocessed (what a real link may not do)')
+    await assertNoRowLeftOpen(t, 'dropped coalesced posts')
+  })
 })

@@ -231,15 +231,22 @@ t.test('missing BCB signature: SIGNATURE_MISSING', async (t) => {
   t.equal(await dictVerdict(t), 'SIGNATURE_MISSING')
 })
 
-t.test('dropped connections: 502 UPSTREAM_UNAVAILABLE', async (t) => {
+t.test('BACEN reads the request and drops the connection: 502 UPSTREAM_OUTCOME_UNKNOWN, never "unreachable"', async (t) => {
   e2e.setFaults({ dropRate: 1 })
   const dict = await e2e.proxy('GET', POLICY, { headers: asProxy })
   t.equal(dict.status, 502, dict.text.slice(0, 200))
-  t.equal(problemOf(dict).code, 'PIXPROXY_ERR_UPSTREAM_UNAVAILABLE')
+  t.match(problemOf(dict), { code: 'PIXPROXY_ERR_UPSTREAM_OUTCOME_UNKNOWN', outcome: 'unknown', reason: 'PIXPROXY_ERR_UPSTREAM_CONNECTION_LOST', advice: /repeat it/ })
   t.notMatch(problemOf(dict).detail, /127\.0\.0\.1|rsfn/, '5xx details do not leak upstream internals')
-  const spi = await e2e.proxyXml(MSGS, pacs008().xml)
+  const m = pacs008()
+  const spi = await e2e.proxyXml(MSGS, m.xml)
   t.equal(spi.status, 502)
-  t.equal(problemOf(spi).code, 'PIXPROXY_ERR_UPSTREAM_UNAVAILABLE')
+  t.match(problemOf(spi), {
+    code: 'PIXPROXY_ERR_UPSTREAM_OUTCOME_UNKNOWN',
+    outcome: 'unknown',
+    identifiers: { bizMsgIdr: [m.msgId], endToEndIds: [...m.endToEndIds] }
+  })
+  t.equal(header(spi, 'pix-proxy-outcome'), 'unknown')
+  t.equal(header(spi, 'retry-after'), undefined, 'a payment that may have left never invites a retry')
   e2e.setFaults({})
   t.equal((await e2e.proxy('GET', POLICY, { headers: asProxy })).status, 200, 'the pool recovers once BACEN answers again')
 })

@@ -61,6 +61,10 @@ export interface ProxyProblem {
   readonly instance: string
   readonly signatureCode?: string
   readonly upstreamStatus?: number
+  readonly outcome?: 'not-sent' | 'unknown' | 'answered'
+  readonly reason?: string
+  readonly advice?: string
+  readonly identifiers?: { bizMsgIdr?: string[], endToEndIds?: string[], dictRequestId?: string, dictKey?: string }
 }
 
 /** One SPI message read from a stream through the proxy. */

@@ -190,7 +190,7 @@ t.test('a server that never answers: UPSTREAM_HEADERS_TIMEOUT', async (t) => {
     .then(() => undefined, (e: unknown) => e)
   const end = performance.now()
   t.type(err, PixProxyError)
-  t.match(err, { code: Errors.UPSTREAM_HEADERS_TIMEOUT.code, statusCode: 504, message: /spi sent no response headers within 300 ms/, cause: { code: 'UND_ERR_HEADERS_TIMEOUT' } })
+  t.match(err, { code: Errors.UPSTREAM_HEADERS_TIMEOUT.code, statusCode: 504, outcome: 'unknown', message: /spi sent no response headers within 300 ms/, cause: { code: 'UND_ERR_HEADERS_TIMEOUT' } })
   t.ok(end - start >= 250, `not before the timeout (${(end - start).toFixed(0)} ms after the request)`)
   // The configured 300 ms, not undici's default of 300 s, is what ended it: the bound sits far from both, so no
   // machine's load can reach it.
@@ -208,7 +208,51 @@ t.test('a server that never completes the handshake: UPSTREAM_CONNECT_TIMEOUT', 
   }))
   const u = upstream(t, agent, (silent.address() as AddressInfo).port, { connectTimeoutMs: 300 })
   await t.rejects(u.request({ method: 'GET', path: '/', headers: {} }),
-    { code: Errors.UPSTREAM_CONNECT_TIMEOUT.code, message: /not sent/, cause: { code: 'UND_ERR_CONNECT_TIMEOUT' } })
+    { code: Errors.UPSTREAM_CONNECT_TIMEOUT.code, outcome: 'not-sent', message: /not sent/, cause: { code: 'UND_ERR_CONNECT_TIMEOUT' } })
+})
+
+t.test('a server that reads the whole POST and then resets: UPSTREAM_CONNECTION_LOST, outcome unknown', async (t) => {
+  // What a BACEN that accepted the message and crashed before answering looks like: nothing tells the client whether
+  // the message was acted on, so this must never read as "unreachable" (not sent, safe to retry).
+  const srv = await startServer(t)
+  const bodies: string[] = []
+  srv.handle = (req) => {
+    let body = ''
+    req.setEncoding('utf8')
+    req.on('data', (c: string) => { body += c })
+    req.on('end', () => {
+      bodies.push(body)
+      req.socket.destroy()
+    })
+    return true
+  }
+  const u = upstream(t, agent, srv.port)
+  await t.rejects(u.request({ method: 'POST', path: '/api/v1/in/99999004/msgs', headers: { 'content-type': 'application/xml' }, body: '<pacs008/>' }),
+    { code: Errors.UPSTREAM_CONNECTION_LOST.code, outcome: 'unknown', statusCode: 502 })
+  t.same(bodies, ['<pacs008/>'], 'the server had read the whole message')
+})
+
+t.test('a keep-alive connection the server closed between two requests: never reported as not sent', async (t) => {
+  // The classic ambiguity of HTTP/1.1: a request written on a reused connection just as the server closes it. undici
+  // does not retry a POST; the proxy must not call it "not sent".
+  const srv = await startServer(t)
+  let n = 0
+  srv.handle = (req, res) => {
+    n++
+    if (n === 1) {
+      res.setHeader('keep-alive', 'timeout=60')
+      res.end('first')
+      return true
+    }
+    req.socket.destroy()
+    return true
+  }
+  const u = upstream(t, agent, srv.port, { connections: 1 })
+  const first = await u.request({ method: 'GET', path: '/one', headers: {} })
+  await first.body.text()
+  const err = await u.request({ method: 'POST', path: '/two', headers: { 'content-type': 'application/xml' }, body: '<x/>' }).then(() => undefined, (e: unknown) => e)
+  t.match(err, { outcome: 'unknown' })
+  t.equal(srv.handshakes(), 1, 'the second request went on the first connection')
 })
 
 t.test('nothing listening: UPSTREAM_UNAVAILABLE', async (t) => {
@@ -217,7 +261,7 @@ t.test('nothing listening: UPSTREAM_UNAVAILABLE', async (t) => {
   const port = (probe.address() as AddressInfo).port
   await new Promise<void>((resolve) => probe.close(() => resolve()))
   const u = upstream(t, agent, port)
-  await t.rejects(u.request({ method: 'GET', path: '/', headers: {} }), { code: Errors.UPSTREAM_UNAVAILABLE.code, cause: { code: 'ECONNREFUSED' } })
+  await t.rejects(u.request({ method: 'GET', path: '/', headers: {} }), { code: Errors.UPSTREAM_UNAVAILABLE.code, outcome: 'not-sent', cause: { code: 'ECONNREFUSED' } })
 })
 
 t.test('an aborted request rejects with the abort reason, not an upstream error', async (t) => {
@@ -311,7 +355,7 @@ t.test('close(): requests in flight finish, later ones are refused, stragglers a
   deadline?.fn()
   await stopping
   t.ok(returned, 'close() returned at the deadline')
-  await t.rejects(never, { code: Errors.UPSTREAM_CLOSED.code })
+  await t.rejects(never, { code: Errors.UPSTREAM_CONNECTION_LOST.code, outcome: 'unknown' }, 'a request that was in flight may have been received')
 })
 
 t.test('servername: an IP origin with the BACEN host name for SNI and the certificate check', async (t) => {
@@ -359,12 +403,12 @@ t.test('a server that refuses the client certificate', async (t) => {
   await writeFile(otherCaFile, bacen.ca.certificate.pem) // not the CA of our client certificate
   const tls12 = upstream(t, agent, await opensslServer(t, otherCaFile, '-tls1_2'))
   await t.rejects(tls12.request({ method: 'GET', path: '/', headers: {} }),
-    { code: Errors.UPSTREAM_TLS_HANDSHAKE.code, cause: { code: 'ERR_SSL_TLSV1_ALERT_UNKNOWN_CA' } }, 'TLS 1.2: the alert ends the handshake')
+    { code: Errors.UPSTREAM_TLS_HANDSHAKE.code, outcome: 'not-sent', cause: { code: 'ERR_SSL_TLSV1_ALERT_UNKNOWN_CA' } }, 'TLS 1.2: the alert ends the handshake, nothing was sent')
   // In TLS 1.3 the client is done before the server judges its certificate: the refusal arrives as a closed
   // connection after the request was written, indistinguishable here from any other dropped connection.
   const tls13 = upstream(t, agent, await opensslServer(t, otherCaFile, '-tls1_3'))
   await t.rejects(tls13.request({ method: 'GET', path: '/', headers: {} }),
-    { code: Errors.UPSTREAM_UNAVAILABLE.code, cause: { code: 'UND_ERR_SOCKET' } }, 'TLS 1.3: a closed connection')
+    { code: Errors.UPSTREAM_CONNECTION_LOST.code, outcome: 'unknown', cause: { code: 'UND_ERR_SOCKET' } }, 'TLS 1.3: a closed connection, outcome unknown')
 })
 
 t.test('options are validated', async (t) => {
