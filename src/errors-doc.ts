@@ -39,7 +39,7 @@ The \`pix-proxy-signature-code\` header (and the audit row's \`response_signatur
 empty answer). \`pix-proxy-signature-valid\` is \`true\` only with \`VALID\`. Where BACEN signs (every DICT answer
 with a body, every stream page and part) the body is verified whatever its Content-Type: an unsigned answer sent
 as text/plain, application/octet-stream or with no type is \`SIGNATURE_MISSING\` or \`XML_MALFORMED\`, refused
-with 502 \`PIXPROXY_ERR_UPSTREAM_SIGNATURE_INVALID\` under the reject policy (DICT) and delivered flagged
-\`false\` otherwise (stream pages are always delivered, flagged: docs/xmldsig.md).
+with 502 \`PIXPROXY_ERR_UPSTREAM_SIGNATURE_INVALID\` under the reject policy (a stream page so refused carries no
+PI-Pull-Next and is not acknowledged) and delivered flagged \`false\` under the flag policy (docs/xmldsig.md).
 `
 }

@@ -360,14 +360,19 @@ export function signatureRejection (name: string, checked: CheckedBody, status: 
 }
 
 /**
- * The end of every write through the proxy: BACEN's signature checked, the audit row finished with the verdict (and
- * the refusal code when the reject policy applies), then the answer relayed or the refusal thrown.
+ * The end of every call through the proxy: BACEN's signature checked, the audit row finished with the verdict (and
+ * the refusal code when the reject policy applies), then the answer relayed or the refusal thrown (ANSWERED, with
+ * BACEN's status). With `delivered` (an ICOM stream page), the messages the page delivered go into the row.
+ *
+ * A stream page refused under `reject` is withheld and not acknowledged: the refusal carries no PI-Pull-Next, so the
+ * core reads the same path again and ICOM serves the same page again (docs/bacen.md §2.3); the page is acknowledged
+ * only when a page after it is read. Under `flag` it is delivered, each message flagged with its own verdict.
  */
-export async function finishCall (app: FastifyInstance, reply: FastifyReply, row: AuditRow, answer: UpstreamAnswer, o: { name: 'dict' | 'spi', label: string, signed: SignedAnswers }): Promise<FastifyReply> {
-  const checked = checkResponse(app, o.name, o.name, answer, o.signed)
+export async function finishCall (app: FastifyInstance, reply: FastifyReply, row: AuditRow, answer: UpstreamAnswer, o: { name: 'dict' | 'spi', label: string, signed: SignedAnswers, delivered?: MessageFacts }): Promise<FastifyReply> {
+  const checked = checkResponse(app, o.name, o.name, answer, o.signed, o.delivered)
   // Nothing to verify is not a failure; anything else short of VALID is.
   const reject = checked.code !== 'VALID' && checked.code !== NOT_APPLICABLE && app.config.invalidSignaturePolicy === 'reject'
-  await row.end(checked, reject ? Errors.UPSTREAM_SIGNATURE_INVALID.code : null)
+  await row.end(checked, reject ? Errors.UPSTREAM_SIGNATURE_INVALID.code : null, o.delivered ?? null)
   if (reject) throw signatureRejection(o.label, checked, answer.status)
   return relay(reply, answer, checked)
 }

@@ -7,11 +7,12 @@
  * BACEN allows 6 concurrent POSTs and 6 stream readers per participant: the proxy queues the excess (bounded, with a
  * deadline) rather than spend BACEN's limit, and answers 503 + Retry-After when it cannot serve in time.
  *
- * Stream pages are always delivered, each message flagged with its signature verdict, whatever the invalid-
- * signature policy: the next pull acknowledges the page to BACEN, so withholding it would lose the message.
+ * Stream pages follow the invalid-signature policy like every answer (forward.ts finishCall): under `reject` a page
+ * that does not verify is withheld as a 502 without PI-Pull-Next, so that the core reads the same path again and the
+ * page is not acknowledged; under `flag` it is delivered with each message flagged.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { audited, callUpstream, checkResponse, finishCall, relay } from './forward.ts'
+import { audited, callUpstream, finishCall } from './forward.ts'
 import type { UpstreamCall } from './forward.ts'
 import { IcomBatcher, retryOn429 } from './spi-batch.ts'
 import { emptyFacts, spiFacts } from '../audit/facts.ts'
@@ -210,15 +211,10 @@ export default async function spiRoutes (app: FastifyInstance): Promise<void> {
       }
       return await audited(app, req, call, config.spi.url, facts,
         async () => await callUpstream(app, call, config.spi.url),
-        async (answer, row) => {
-          // The row of a page carries what it delivered (types, BizMsgIdrs, EndToEndIds and OrgnlEndToEndIds), so
-          // that a payment's story is found by its EndToEndId: the pacs.008 post and the read that brought its pacs.002.
-          const delivered = emptyFacts()
-          // Every page with messages is BACEN-signed, whatever its media type; ICOM's error documents are not.
-          const checked = checkResponse(app, 'spi', 'spi', answer, '2xx-bodies', delivered)
-          await row.end(checked, null, delivered)
-          return relay(reply, answer, checked)
-        })
+        // The row of a page carries what it delivered (types, BizMsgIdrs, EndToEndIds and OrgnlEndToEndIds), so that
+        // a payment's story is found by its EndToEndId: the pacs.008 post and the read that brought its pacs.002.
+        // Every page with messages is BACEN-signed, whatever its media type; ICOM's error documents are not.
+        async (answer, row) => await finishCall(app, reply, row, answer, { name: 'spi', label: 'ICOM stream', signed: '2xx-bodies', delivered: emptyFacts() }))
     } finally {
       release()
     }

@@ -199,14 +199,15 @@ t.test('nothing unverified is called valid: where BACEN signs, the media type do
   assertVerified(t, e2e, signed, 'dict', 'BACEN-signed GetEntry sent as text/plain')
 })
 
-t.test('an unsigned stream page under another media type is delivered flagged invalid, never valid', async (t) => {
+t.test('an unsigned stream page under another media type is never valid: under reject it is withheld', async (t) => {
   const p = pacs008()
   t.equal((await e2e.proxyXml(MSGS, p.xml)).status, 201)
   e2e.setFaults({ responseSignature: 'missing', responseContentType: 'text/plain', routes: ['/api/v1/out/'] })
   const page = await pageWithMessages('application/xml')
-  t.equal(page.status, 200, 'delivered (the next pull acknowledges it: withholding it would lose it)')
-  t.equal(header(page, 'pix-proxy-signature-valid'), 'false')
-  t.equal(header(page, 'pix-proxy-signature-code'), 'SIGNATURE_MISSING')
+  t.equal(page.status, 502, page.text.slice(0, 300))
+  t.match(problemOf(page), { code: 'PIXPROXY_ERR_UPSTREAM_SIGNATURE_INVALID', signatureCode: 'SIGNATURE_MISSING', outcome: 'answered' })
+  t.equal(header(page, 'pi-pull-next'), undefined, 'not acknowledged by a next read')
+  await assertNoRowLeftOpen(t, 'withheld page')
   await drainStream()
 })
 

@@ -177,19 +177,36 @@ t.test('invalid BACEN signature under the reject policy: 502 UPSTREAM_SIGNATURE_
   t.ok(e2e.log.some((m) => m.operation === 'createEntry' && m.key === entry.key && m.status === 201), 'BACEN did create the entry')
 })
 
-t.test('stream messages with an invalid signature are delivered flagged, never withheld (the next pull acknowledges them)', async (t) => {
+t.test('a stream page with an invalid signature, under reject: withheld and not acknowledged, delivered once it verifies', async (t) => {
+  const accept = { accept: 'multipart/mixed' }
+  // The stream is opened (and read empty) first, so that the page comes at a PI-Pull-Next path: a repeated read of
+  // /stream/start opens another stream instead.
+  await e2e.readStream({ multipart: true, until: (ms) => ms.length === 0 })
+  let path = `/api/v1/out/${PROXY_ISPB}/stream/start`
+  let res = await e2e.proxy('GET', path, { headers: accept })
+  t.equal(res.status, 204, 'an empty stream')
   const p = pacs008()
   t.equal((await e2e.proxyXml(MSGS, p.xml)).status, 201)
   e2e.setFaults({ responseSignature: 'invalid', routes: ['/api/v1/out/'] })
-  const e2eId = p.endToEndIds[0] as string
-  const read = await e2e.readStream({ multipart: true, until: (ms) => ms.some((m) => m.xml.includes(e2eId)) })
-  const m = read.messages.find((x) => x.xml.includes(e2eId))
-  t.ok(m, 'the pacs.002 was delivered')
-  t.equal(m?.signatureValid, 'false')
-  t.equal(m?.signatureCode, 'SIGNATURE_INVALID')
-  const page = read.pages.find((pg) => pg.messages.includes(m as never))
-  t.equal(page?.status, 200)
-  t.equal(header(page ?? { headers: {} }, 'pix-proxy-signature-valid'), 'false', 'the page verdict says so too')
+  // Follow the chain through empty long polls to the page that carries the pacs.002.
+  for (let i = 0; res.status === 204 && i < 200; i++) {
+    path = String(res.headers['pi-pull-next'])
+    res = await e2e.proxy('GET', path, { headers: accept })
+  }
+  t.equal(res.status, 502, res.text.slice(0, 300))
+  t.match(problemOf(res), { code: 'PIXPROXY_ERR_UPSTREAM_SIGNATURE_INVALID', outcome: 'answered', upstreamStatus: 200, signatureCode: 'SIGNATURE_INVALID' })
+  t.equal(header(res, 'pi-pull-next'), undefined, 'no next path: the core cannot acknowledge the page by reading on')
+  t.notMatch(res.text, new RegExp(p.endToEndIds[0] as string), 'nothing of the unverified page reaches the core')
+  const again = await e2e.proxy('GET', path, { headers: accept })
+  t.equal(again.status, 502, 'the same path serves the same page: it was not acknowledged')
+  // Once BACEN's signature verifies (say, the trust store caught up with a rotation) the same read delivers it.
+  e2e.setFaults({})
+  const delivered = await e2e.proxy('GET', path, { headers: accept })
+  t.equal(delivered.status, 200)
+  t.match(delivered.text, p.endToEndIds[0] as string, 'the page with the pacs.002 was kept for the core')
+  t.equal(header(delivered, 'pix-proxy-signature-valid'), 'true')
+  t.type(header(delivered, 'pi-pull-next'), 'string')
+  await e2e.readStream({ multipart: true, until: (ms) => ms.length === 0 })
 })
 
 /** The signature verdict of a DICT answer under the current faults (reject policy: the problem's signatureCode). */
