@@ -12,7 +12,7 @@ import { peerCertificate } from '../src/tls/peer.ts'
 import { TrustStore } from '../src/xmldsig/truststore.ts'
 import type { XmlSigner } from '../src/xmldsig/sign.ts'
 import type { Profile } from '../src/xmldsig/profile.ts'
-import { sampleFaults } from './faults.ts'
+import { rewritten, sampleFaults } from './faults.ts'
 import type { AppliedFaults, FaultConfig, ResponseSignatureMode } from './faults.ts'
 import type { MessageLog } from './log.ts'
 import { DictProblem, dictProblemXml, icomProblemXml, PROBLEM_CONTENT_TYPE } from './problem.ts'
@@ -145,7 +145,8 @@ export async function sendBody (request: FastifyRequest, reply: FastifyReply, st
 
 /** Signs (per the request's faults) and sends a DICT answer. */
 export async function sendDict (ctx: SimulatorContext, request: FastifyRequest, reply: FastifyReply, status: number, unsigned: string, contentType = XML_CONTENT_TYPE): Promise<FastifyReply> {
-  const signed = await signAsBcb(ctx, unsigned, 'dict', faultsFor(ctx, request).responseSignature)
+  const f = faultsFor(ctx, request)
+  const signed = await signAsBcb(ctx, rewritten(unsigned, f), 'dict', f.responseSignature)
   return await sendBody(request, reply, status, contentType, signed)
 }
 

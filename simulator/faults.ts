@@ -35,6 +35,11 @@ export interface FaultConfig {
    * under a media type the proxy does not expect.
    */
   responseContentType?: string | null
+  /**
+   * An answer about another request: every occurrence of `find` in a DICT answer or a delivered SPI message is
+   * replaced before BCB signs it, so the answer is genuinely signed but names another key, claim or recipient.
+   */
+  responseRewrite?: { find: string, replace: string }
   /** Limit the faults to requests whose path starts with one of these prefixes (e.g. '/api/v2/entries'). */
   routes?: string[]
 }
@@ -73,7 +78,11 @@ export function validateFaults (f: FaultConfig, hasExpiredBcb: boolean): FaultCo
   if (f.responseContentType !== undefined && f.responseContentType !== null && (typeof f.responseContentType !== 'string' || /[\r\n]/.test(f.responseContentType))) {
     throw new PixProxyError(Errors.SIMULATOR_CONFIG, ['faults.responseContentType must be a header value or null'])
   }
-  return { ...f, routes: f.routes === undefined ? undefined : [...f.routes] }
+  const rw = f.responseRewrite
+  if (rw !== undefined && !(typeof rw === 'object' && rw !== null && typeof rw.find === 'string' && rw.find !== '' && typeof rw.replace === 'string')) {
+    throw new PixProxyError(Errors.SIMULATOR_CONFIG, ['faults.responseRewrite must be { find: non-empty string, replace: string }'])
+  }
+  return { ...f, ...(rw === undefined ? {} : { responseRewrite: { ...rw } }), routes: f.routes === undefined ? undefined : [...f.routes] }
 }
 
 /** The faults that apply to one request path. */
@@ -85,9 +94,16 @@ export interface AppliedFaults {
   readonly responseMultipart: ResponseMultipartMode | null
   /** undefined: the answer's own Content-Type; null: none at all. */
   readonly responseContentType: string | null | undefined
+  /** Applied to an answer's text before it is signed (see FaultConfig.responseRewrite). */
+  readonly responseRewrite: { readonly find: string, readonly replace: string } | null
 }
 
-const NONE: AppliedFaults = Object.freeze({ delayMs: 0, drop: false, errorStatus: null, responseSignature: 'valid', responseMultipart: null, responseContentType: undefined })
+const NONE: AppliedFaults = Object.freeze({ delayMs: 0, drop: false, errorStatus: null, responseSignature: 'valid', responseMultipart: null, responseContentType: undefined, responseRewrite: null })
+
+/** An answer's text as the responseRewrite fault wants it, before it is signed. */
+export function rewritten (xml: string, f: AppliedFaults): string {
+  return f.responseRewrite === null ? xml : xml.split(f.responseRewrite.find).join(f.responseRewrite.replace)
+}
 
 export function sampleFaults (f: FaultConfig, path: string, random: () => number = Math.random): AppliedFaults {
   if (f.routes !== undefined && !f.routes.some((r) => path.startsWith(r))) return NONE
@@ -99,6 +115,7 @@ export function sampleFaults (f: FaultConfig, path: string, random: () => number
     errorStatus: error ? (f.errorStatus ?? 503) : null,
     responseSignature: f.responseSignature ?? 'valid',
     responseMultipart: f.responseMultipart ?? null,
-    responseContentType: f.responseContentType
+    responseContentType: f.responseContentType,
+    responseRewrite: f.responseRewrite ?? null
   }
 }

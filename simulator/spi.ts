@@ -22,6 +22,7 @@ import type { XmlDocument, XmlElement } from '../src/xmldsig/xml.ts'
 import { verifyDocument } from '../src/xmldsig/verify.ts'
 import type { VerifyCode } from '../src/xmldsig/verify.ts'
 import { corruptSignatureValue, faultsFor, sendBody, sendIcomProblem, signAsBcb, XML_CONTENT_TYPE } from './context.ts'
+import { rewritten } from './faults.ts'
 import type { SimulatorContext } from './context.ts'
 import { buildMultipart, MultipartError, parseContentType, parseMultipart } from './multipart.ts'
 import { admi002, forwardedPacs008, pacs002, pibr002, REJECTIONS } from './spi-messages.ts'
@@ -390,8 +391,10 @@ export class SpiService {
     reply.header('pi-pull-next', `/api/v1/out/${ispb}/stream/${page.next ?? ''}`)
     const batch = page.batch ?? []
     if (batch.length === 0) return await reply.code(204).send()
-    const mode = faultsFor(this.ctx, request).responseSignature
+    const f = faultsFor(this.ctx, request)
+    const mode = f.responseSignature
     const bodies = await Promise.all(batch.map(async (m) => {
+      if (f.responseRewrite !== null) return await signAsBcb(this.ctx, rewritten(m.unsigned, f), 'spi', mode)
       switch (mode) {
         case 'valid': return m.signed
         case 'invalid': return corruptSignatureValue(m.signed)

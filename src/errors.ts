@@ -113,6 +113,7 @@ export const Errors = Object.freeze({
   UPSTREAM_TIMEOUT: define('PIXPROXY_ERR_UPSTREAM_TIMEOUT', '%s did not answer in time: %s', 504, 'unknown'),
   UPSTREAM_OUTCOME_UNKNOWN: define('PIXPROXY_ERR_UPSTREAM_OUTCOME_UNKNOWN', 'the request may have reached %s and been acted on, but no answer came (%s): do not send it again blindly; %s', 502, 'unknown'),
   UPSTREAM_BAD_RESPONSE: define('PIXPROXY_ERR_UPSTREAM_BAD_RESPONSE', '%s sent a response the proxy cannot read: %s', 502, 'answered'),
+  UPSTREAM_ANSWER_MISMATCH: define('PIXPROXY_ERR_UPSTREAM_ANSWER_MISMATCH', 'the %s answer names %s %s, not the %s asked for (%s): refused whatever its signature', 502, 'answered'),
   UPSTREAM_SIGNATURE_INVALID: define('PIXPROXY_ERR_UPSTREAM_SIGNATURE_INVALID', 'the %s response signature is not valid (%s): %s', 502, 'answered'),
   INTERNAL: define('PIXPROXY_ERR_INTERNAL', 'internal error', 500),
 

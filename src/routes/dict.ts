@@ -6,8 +6,9 @@
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { audited, callUpstream, finishCall } from './forward.ts'
-import type { UpstreamCall } from './forward.ts'
+import type { Binding, UpstreamCall } from './forward.ts'
 import { dictFacts, emptyFacts } from '../audit/facts.ts'
+import type { MessageFacts } from '../audit/facts.ts'
 import { requireXmlBody, upstreamPath } from './common.ts'
 
 /** [method, route template, signed write?] */
@@ -52,6 +53,20 @@ export const DICT_ROUTES: ReadonlyArray<readonly ['GET' | 'POST' | 'PUT', string
   ['GET', '/api/v2/policies/:Policy', false]
 ]
 
+/**
+ * What a successful answer to this route must name: the key or claim the request is about (forward.ts Binding). A
+ * BACEN-signed answer about another key (a GetEntry naming another account holder, say) is refused. Shapes from BCB's
+ * specification (docs/bacen.md §1.4): entries answer Entry/Key (DeleteEntryResponse: Key), claims Claim/Id and
+ * Claim/Key. A CreateEntry for an EVP key names none (DICT makes it up), so nothing binds it.
+ */
+export function dictBinding (method: string, url: string, params: Record<string, string | undefined>, facts: MessageFacts): Binding | undefined {
+  if (params.Key !== undefined && !url.endsWith('/statistics')) return { what: 'key', expected: [params.Key], paths: [['Entry', 'Key'], ['Key']] }
+  if (params.ClaimId !== undefined) return { what: 'claim', expected: [params.ClaimId], paths: [['Claim', 'Id']] }
+  if (method === 'POST' && url === '/api/v2/entries/' && facts.dictKey !== null) return { what: 'key', expected: [facts.dictKey], paths: [['Entry', 'Key']] }
+  if (method === 'POST' && url === '/api/v2/claims/' && facts.dictKey !== null) return { what: 'key', expected: [facts.dictKey], paths: [['Claim', 'Key']] }
+  return undefined
+}
+
 /** Request headers DICT documents; everything else the caller sends stays here. */
 const DICT_REQUEST_HEADERS = ['pi-requestingparticipant', 'pi-payerid', 'pi-endtoendid']
 
@@ -93,7 +108,7 @@ export default async function dictRoutes (app: FastifyInstance): Promise<void> {
         // media type says.
         return await audited(app, req, call, config.dict.url, facts,
           async () => await callUpstream(app, call, config.dict.url),
-          async (answer, row) => await finishCall(app, reply, row, answer, { name: 'dict', label: 'DICT', signed: 'every-body' }))
+          async (answer, row) => await finishCall(app, reply, row, answer, { name: 'dict', label: 'DICT', signed: 'every-body', bind: dictBinding(method, url, params, facts) }))
       }
     })
   }

@@ -15,8 +15,8 @@ import type { Dispatcher } from 'undici'
 import type { Upstream } from '../tls/upstream.ts'
 import { verifyDocument, verifyXml } from '../xmldsig/verify.ts'
 import type { VerifyCode, VerifyOptions, VerifyResult } from '../xmldsig/verify.ts'
-import { parseXml, XmlError } from '../xmldsig/xml.ts'
-import type { XmlDocument } from '../xmldsig/xml.ts'
+import { childElements, parseXml, textContent, XmlError } from '../xmldsig/xml.ts'
+import type { XmlDocument, XmlElement } from '../xmldsig/xml.ts'
 import type { Profile } from '../xmldsig/profile.ts'
 import { buildMultipart, MultipartError, multipartBoundary, parseMultipart } from '../http/multipart.ts'
 import { Errors, PixProxyError } from '../errors.ts'
@@ -152,6 +152,38 @@ export interface CheckedBody {
   readonly valid: boolean
   readonly code: VerifyCode | typeof NOT_APPLICABLE
   readonly results: readonly VerifyResult[]
+  /** The first message that is not about the request it answers (see Binding), or null. */
+  readonly mismatch?: { readonly got: string | null } | null
+}
+
+/**
+ * What a successful answer must say about the request it answers: a valid BACEN signature proves BACEN wrote the
+ * answer, not that it answers this request. Checked in every message of a 2xx answer: the first element found at
+ * one of `paths` (below the message's root) must hold one of `expected`; none found is a mismatch too.
+ */
+export interface Binding {
+  /** What the value names, for the error: 'key', 'claim', 'policy', 'recipient'. */
+  readonly what: string
+  readonly expected: readonly string[]
+  readonly paths: ReadonlyArray<readonly string[]>
+}
+
+function at (root: XmlElement, path: readonly string[]): XmlElement | undefined {
+  let el: XmlElement | undefined = root
+  for (const local of path) el = el === undefined ? undefined : childElements(el).find((c) => c.local === local)
+  return el
+}
+
+/** The value a message gives for the binding, or null; `ok` when it is one of the expected values. */
+function bound (doc: XmlDocument, b: Binding): { ok: boolean, got: string | null } {
+  for (const p of b.paths) {
+    const el = at(doc.root, p)
+    if (el !== undefined) {
+      const got = textContent(el).trim()
+      return { ok: b.expected.includes(got), got }
+    }
+  }
+  return { ok: false, got: null }
 }
 
 /**
@@ -160,13 +192,17 @@ export interface CheckedBody {
  * the code is NOT_APPLICABLE (valid false, not a failure). A multipart body that cannot be read throws
  * UPSTREAM_BAD_RESPONSE.
  * With `delivered`, the SPI facts of every message checked (type, BizMsgIdr, EndToEndIds) are added to it, read
- * from the tree parsed for verification: what an ICOM stream page delivered, for its audit row.
+ * from the tree parsed for verification: what an ICOM stream page delivered, for its audit row. With `bind`, every
+ * message of a 2xx answer is checked against the request (Binding), on that same tree.
  */
-export function checkResponse (app: FastifyInstance, name: 'dict' | 'spi', profile: Profile, answer: UpstreamAnswer, signed: SignedAnswers, delivered?: MessageFacts): CheckedBody {
+export function checkResponse (app: FastifyInstance, name: 'dict' | 'spi', profile: Profile, answer: UpstreamAnswer, signed: SignedAnswers, o: { delivered?: MessageFacts, bind?: Binding } = {}): CheckedBody {
+  const { delivered } = o
   const ct = answer.headers['content-type']
   const options: VerifyOptions = { profile, trustStore: app.crypto.bacenTrust }
+  const bind = answer.status >= 200 && answer.status < 300 ? o.bind : undefined
+  let mismatch: { got: string | null } | null = null
   const verify = (xml: Buffer): VerifyResult => {
-    if (delivered === undefined) return verifyXml(xml, options)
+    if (delivered === undefined && bind === undefined) return verifyXml(xml, options)
     let doc: XmlDocument
     try {
       doc = parseXml(xml)
@@ -174,7 +210,11 @@ export function checkResponse (app: FastifyInstance, name: 'dict' | 'spi', profi
       if (err instanceof XmlError) return verifyXml(xml, options) // the same parse failure, as its verdict
       throw err
     }
-    spiFacts(doc, delivered)
+    if (delivered !== undefined) spiFacts(doc, delivered)
+    if (bind !== undefined && mismatch === null) {
+      const b = bound(doc, bind)
+      if (!b.ok) mismatch = { got: b.got }
+    }
     return verifyDocument(doc, options)
   }
   const record = (r: VerifyResult): VerifyResult => {
@@ -211,11 +251,11 @@ export function checkResponse (app: FastifyInstance, name: 'dict' | 'spi', profi
       throw err
     }
     const firstBad = results.find((r) => r.code !== 'VALID')
-    return { body: rebuilt.body, contentType: ct, valid: firstBad === undefined, code: firstBad?.code ?? 'VALID', results }
+    return { body: rebuilt.body, contentType: ct, valid: firstBad === undefined, code: firstBad?.code ?? 'VALID', results, mismatch }
   }
   // Whatever the media type (text/plain, octet-stream, none, problem+xml on a stream page): BACEN signs it here.
   const r = record(verify(answer.body))
-  return { body: answer.body, contentType: ct, valid: r.code === 'VALID', code: r.code, results: [r] }
+  return { body: answer.body, contentType: ct, valid: r.code === 'VALID', code: r.code, results: [r], mismatch }
 }
 
 /** Sends BACEN's answer to the caller with the signature verdict in headers. */
@@ -367,12 +407,24 @@ export function signatureRejection (name: string, checked: CheckedBody, status: 
  * A stream page refused under `reject` is withheld and not acknowledged: the refusal carries no PI-Pull-Next, so the
  * core reads the same path again and ICOM serves the same page again (docs/bacen.md §2.3); the page is acknowledged
  * only when a page after it is read. Under `flag` it is delivered, each message flagged with its own verdict.
+ *
+ * With `bind`, a 2xx answer about another request than this one (another key, claim, policy; a stream message to
+ * another participant) is refused whatever the policy and however valid its signature: UPSTREAM_ANSWER_MISMATCH,
+ * ANSWERED, withheld like an invalid page.
  */
-export async function finishCall (app: FastifyInstance, reply: FastifyReply, row: AuditRow, answer: UpstreamAnswer, o: { name: 'dict' | 'spi', label: string, signed: SignedAnswers, delivered?: MessageFacts }): Promise<FastifyReply> {
-  const checked = checkResponse(app, o.name, o.name, answer, o.signed, o.delivered)
+export async function finishCall (app: FastifyInstance, reply: FastifyReply, row: AuditRow, answer: UpstreamAnswer, o: { name: 'dict' | 'spi', label: string, signed: SignedAnswers, delivered?: MessageFacts, bind?: Binding }): Promise<FastifyReply> {
+  const checked = checkResponse(app, o.name, o.name, answer, o.signed, { delivered: o.delivered, bind: o.bind })
   // Nothing to verify is not a failure; anything else short of VALID is.
   const reject = checked.code !== 'VALID' && checked.code !== NOT_APPLICABLE && app.config.invalidSignaturePolicy === 'reject'
-  await row.end(checked, reject ? Errors.UPSTREAM_SIGNATURE_INVALID.code : null, o.delivered ?? null)
+  const mismatch = reject ? null : checked.mismatch ?? null
+  const refusal = reject ? Errors.UPSTREAM_SIGNATURE_INVALID.code : mismatch !== null ? Errors.UPSTREAM_ANSWER_MISMATCH.code : null
+  await row.end(checked, refusal, o.delivered ?? null)
   if (reject) throw signatureRejection(o.label, checked, answer.status)
+  if (mismatch !== null && o.bind !== undefined) {
+    const got = mismatch.got === null ? '(none)' : JSON.stringify(mismatch.got.slice(0, 80))
+    const err = new PixProxyError(Errors.UPSTREAM_ANSWER_MISMATCH, [o.label, o.bind.what, got, o.bind.what, o.bind.expected.join(' or ')])
+    Object.assign(err, { extensions: { signatureCode: checked.code } })
+    throw answeredError(err, answer.status)
+  }
   return relay(reply, answer, checked)
 }

@@ -13,7 +13,7 @@
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { audited, callUpstream, finishCall } from './forward.ts'
-import type { UpstreamCall } from './forward.ts'
+import type { Binding, UpstreamCall } from './forward.ts'
 import { IcomBatcher, retryOn429 } from './spi-batch.ts'
 import { emptyFacts, spiFacts } from '../audit/facts.ts'
 import type { MessageFacts } from '../audit/facts.ts'
@@ -122,6 +122,8 @@ export default async function spiRoutes (app: FastifyInstance): Promise<void> {
     }
   })
 
+  const recipient: Binding = { what: 'recipient', expected: [config.ispb], paths: [['AppHdr', 'To', 'FIId', 'FinInstnId', 'Othr', 'Id']] }
+
   const checkIspb = (req: FastifyRequest): void => {
     const { ispb } = req.params as { ispb: string }
     if (ispb !== config.ispb) throw new PixProxyError(Errors.PARTICIPANT_MISMATCH, ['the ISPB in the path', ispb, config.ispb])
@@ -214,7 +216,8 @@ export default async function spiRoutes (app: FastifyInstance): Promise<void> {
         // The row of a page carries what it delivered (types, BizMsgIdrs, EndToEndIds and OrgnlEndToEndIds), so that
         // a payment's story is found by its EndToEndId: the pacs.008 post and the read that brought its pacs.002.
         // Every page with messages is BACEN-signed, whatever its media type; ICOM's error documents are not.
-        async (answer, row) => await finishCall(app, reply, row, answer, { name: 'spi', label: 'ICOM stream', signed: '2xx-bodies', delivered: emptyFacts() }))
+        // Every message on our stream is addressed to us: one for another participant is not ours to deliver.
+        async (answer, row) => await finishCall(app, reply, row, answer, { name: 'spi', label: 'ICOM stream', signed: '2xx-bodies', delivered: emptyFacts(), bind: recipient }))
     } finally {
       release()
     }

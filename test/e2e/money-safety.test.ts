@@ -299,3 +299,45 @@ t.test('every answer says its outcome class: ANSWERED, NOT SENT or OUTCOME UNKNO
     await assertNoRowLeftOpen(t, 'dropped coalesced posts')
   })
 })
+
+t.test('answers are bound to their requests: a genuinely signed answer about something else is refused', async (t) => {
+  await t.test('a GetEntry answer about another key than the one asked: 502 UPSTREAM_ANSWER_MISMATCH, though VALID', async (t) => {
+    const entry = createEntryRequest({ owner: SAMPLE_PAYEE, keyType: 'EMAIL' })
+    t.equal((await e2e.counterpartyWrite('POST', '/api/v2/entries/', entry.xml)).status, 201)
+    const getEntry = `/api/v2/entries/${encodeURIComponent(entry.key)}`
+    const honest = await e2e.proxy('GET', getEntry, { headers: readHeaders() })
+    t.equal(honest.status, 200, 'the same read, answered about its own key, passes')
+    // BCB signs an answer that names another key (and, with it, another account holder's account).
+    e2e.setFaults({ responseRewrite: { find: `<Key>${entry.key}</Key>`, replace: '<Key>attacker@example.com</Key>' }, routes: ['/api/v2/entries/'] })
+    const res = await e2e.proxy('GET', getEntry, { headers: readHeaders() })
+    t.equal(res.status, 502, res.text.slice(0, 300))
+    t.match(problemOf(res), { code: 'PIXPROXY_ERR_UPSTREAM_ANSWER_MISMATCH', outcome: 'answered', upstreamStatus: 200, signatureCode: 'VALID' })
+    t.match(problemOf(res).detail, /attacker@example\.com/)
+    t.notMatch(res.text, /GetEntryResponse/, 'the answer does not reach the core')
+    await assertNoRowLeftOpen(t, 'mismatched GetEntry')
+    const [row] = await auditRowsEventually(`SELECT error_code, response_signature_code FROM audit WHERE error_code = 'PIXPROXY_ERR_UPSTREAM_ANSWER_MISMATCH'`)
+    t.match(row, { error_code: 'PIXPROXY_ERR_UPSTREAM_ANSWER_MISMATCH', response_signature_code: 'VALID' }, 'the audit row says why')
+  })
+
+  await t.test('a stream message addressed to another participant: the page is withheld, not acknowledged', async (t) => {
+    const p = pacs008()
+    t.equal((await e2e.proxyXml(MSGS, p.xml)).status, 201)
+    e2e.setFaults({ responseRewrite: { find: `<To><FIId><FinInstnId><Othr><Id>${PROXY_ISPB}</Id>`, replace: '<To><FIId><FinInstnId><Othr><Id>12345678</Id>' }, routes: ['/api/v1/out/'] })
+    const page = await pageWithMessages('multipart/mixed')
+    t.equal(page.status, 502, page.text.slice(0, 300))
+    t.match(problemOf(page), { code: 'PIXPROXY_ERR_UPSTREAM_ANSWER_MISMATCH', outcome: 'answered' })
+    t.match(problemOf(page).detail, /recipient "12345678"/)
+    t.equal(header(page, 'pi-pull-next'), undefined)
+    await assertNoRowLeftOpen(t, 'page for another participant')
+    await drainStream()
+  })
+})
+
+async function auditRowsEventually (sql: string): Promise<Array<Record<string, unknown>>> {
+  let rows: Array<Record<string, unknown>> = []
+  await waitFor(async () => {
+    rows = await auditRows(sql)
+    return rows.length > 0
+  })
+  return rows
+}

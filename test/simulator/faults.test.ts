@@ -92,6 +92,8 @@ t.test('fault injection, each observable', async (t) => {
     t.throws(() => { control.setFaults({ errorRate: 2 }) }, { code: 'PIXPROXY_ERR_SIMULATOR_CONFIG' })
     t.throws(() => { control.setFaults({ errorStatus: 200 }) }, { code: 'PIXPROXY_ERR_SIMULATOR_CONFIG' })
     t.throws(() => { control.setFaults({ latencyMs: -1 }) }, { code: 'PIXPROXY_ERR_SIMULATOR_CONFIG' })
+    t.throws(() => { control.setFaults({ responseRewrite: { find: '', replace: 'x' } }) }, { code: 'PIXPROXY_ERR_SIMULATOR_CONFIG' }, 'an empty find would rewrite between every character')
+    t.throws(() => { control.setFaults({ responseRewrite: 'x' as never }) }, { code: 'PIXPROXY_ERR_SIMULATOR_CONFIG' })
     t.same(control.faults, {}, 'the previous configuration stays')
   })
 })
