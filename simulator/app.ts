@@ -9,6 +9,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Server } from 'node:https'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { Readable } from 'node:stream'
 import { gunzipSync, gzipSync } from 'node:zlib'
 import Fastify from 'fastify'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
@@ -287,8 +288,8 @@ export async function buildSimulator (opts: SimulatorOptions): Promise<Simulator
   // Faults that damage the answer itself: its multipart framing or its Content-Type (faults.ts).
   app.addHook('onSend', async (request, reply, payload) => {
     const f = faultsFor(ctx, request)
-    if (f.responseMultipart === null && f.responseContentType === undefined) return payload
-    return damageAnswer(reply, payload, f.responseMultipart, f.responseContentType)
+    const damaged = f.responseMultipart === null && f.responseContentType === undefined ? payload : damageAnswer(reply, payload, f.responseMultipart, f.responseContentType)
+    return f.dribbleMs > 0 ? dribble(reply, damaged, f.dribbleMs) : damaged
   })
   app.addHook('preClose', (done) => {
     ctx.closing = true
@@ -318,6 +319,32 @@ export async function buildSimulator (opts: SimulatorOptions): Promise<Simulator
 }
 
 /** The answer as a damaged link or a broken BACEN would send it (gzip-decoded and re-encoded around the change). */
+/** The body as a stream of one byte every `ms` (chunked: no Content-Length), ended early if the client goes. */
+function dribble (reply: FastifyReply, payload: unknown, ms: number): unknown {
+  if (typeof payload !== 'string' && !Buffer.isBuffer(payload)) return payload
+  const body = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload
+  if (body.length === 0) return payload
+  reply.removeHeader('content-length')
+  let i = 0
+  let timer: NodeJS.Timeout | undefined
+  const out = new Readable({
+    read () {
+      timer = setTimeout(() => {
+        timer = undefined
+        out.push(body.subarray(i, i + 1))
+        i++
+        if (i >= body.length) out.push(null)
+      }, ms)
+    },
+    destroy (err, cb) {
+      if (timer !== undefined) clearTimeout(timer)
+      cb(err)
+    }
+  })
+  reply.raw.once('close', () => { out.destroy() })
+  return out
+}
+
 function damageAnswer (reply: FastifyReply, payload: unknown, multipart: ResponseMultipartMode | null, contentType: string | null | undefined): unknown {
   const ct = reply.getHeader('content-type')
   const type = typeof ct === 'string' ? ct : undefined

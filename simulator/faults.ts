@@ -21,8 +21,13 @@ export interface FaultConfig {
   errorRate?: number
   /** Default 503 (with Retry-After). */
   errorStatus?: number
-  /** Fraction (0–1) of requests whose connection is destroyed without an answer. */
+  /** Fraction (0–1) of requests whose connection is destroyed without an answer, after the request was read. */
   dropRate?: number
+  /**
+   * Milliseconds between the bytes of an answer's body: the status line and headers go at once, then the body one
+   * byte at a time (a link, or a BACEN, that dribbles). 0 or unset: the body goes whole.
+   */
+  dribbleMs?: number
   /**
    * How DICT responses and the SPI messages delivered on streams are signed: with the BCB key (valid), with a
    * corrupted SignatureValue (invalid), not at all (missing), or with the expired BCB certificate.
@@ -62,6 +67,7 @@ export function validateFaults (f: FaultConfig, hasExpiredBcb: boolean): FaultCo
   rate('errorRate', f.errorRate)
   rate('dropRate', f.dropRate)
   ms('latencyMs', f.latencyMs)
+  ms('dribbleMs', f.dribbleMs)
   ms('jitterMs', f.jitterMs)
   if (f.errorStatus !== undefined && !(Number.isInteger(f.errorStatus) && f.errorStatus >= 400 && f.errorStatus <= 599)) {
     throw new PixProxyError(Errors.SIMULATOR_CONFIG, [`faults.errorStatus must be an HTTP error status, got ${String(f.errorStatus)}`])
@@ -96,9 +102,11 @@ export interface AppliedFaults {
   readonly responseContentType: string | null | undefined
   /** Applied to an answer's text before it is signed (see FaultConfig.responseRewrite). */
   readonly responseRewrite: { readonly find: string, readonly replace: string } | null
+  /** Milliseconds between the body's bytes, or 0. */
+  readonly dribbleMs: number
 }
 
-const NONE: AppliedFaults = Object.freeze({ delayMs: 0, drop: false, errorStatus: null, responseSignature: 'valid', responseMultipart: null, responseContentType: undefined, responseRewrite: null })
+const NONE: AppliedFaults = Object.freeze({ delayMs: 0, drop: false, errorStatus: null, responseSignature: 'valid', responseMultipart: null, responseContentType: undefined, responseRewrite: null, dribbleMs: 0 })
 
 /** An answer's text as the responseRewrite fault wants it, before it is signed. */
 export function rewritten (xml: string, f: AppliedFaults): string {
@@ -116,6 +124,7 @@ export function sampleFaults (f: FaultConfig, path: string, random: () => number
     responseSignature: f.responseSignature ?? 'valid',
     responseMultipart: f.responseMultipart ?? null,
     responseContentType: f.responseContentType,
-    responseRewrite: f.responseRewrite ?? null
+    responseRewrite: f.responseRewrite ?? null,
+    dribbleMs: f.dribbleMs ?? 0
   }
 }

@@ -65,6 +65,7 @@ export const ConfigSchema = Type.Object({
   PIXPROXY_UPSTREAM_CONNECT_TIMEOUT_MS: Int('TCP + TLS connect timeout to BACEN', 100, 60_000, 5_000),
   PIXPROXY_UPSTREAM_HEADERS_TIMEOUT_MS: Int('Time to the response headers from BACEN (undici keeps timeouts above 1 s on a 0.5 s tick: they fire up to 0.5 s early)', 100, 120_000, 10_000),
   PIXPROXY_UPSTREAM_BODY_TIMEOUT_MS: Int('Time between response body chunks from BACEN (0.5 s granularity above 1 s, as the headers timeout)', 100, 120_000, 10_000),
+  PIXPROXY_UPSTREAM_DEADLINE_MS: Int('The whole of one call to BACEN, from dispatch to the last byte of its answer: a call still unanswered then is abandoned (its outcome unknown to the caller) and its ICOM slot freed, however slowly BACEN dribbles its answer', 1_000, 300_000, 20_000),
 
   PIXPROXY_SPI_MAX_IN_FLIGHT: Int('Concurrent requests per participant to ICOM (BACEN allows 6)', 1, 64, 6),
   PIXPROXY_SPI_QUEUE_MAX: Int('Requests waiting for an ICOM slot before new ones get 503', 0, 100_000, 1_000),
@@ -172,7 +173,7 @@ export interface Config {
   readonly spi: { readonly url: string, readonly maxInFlight: number, readonly queueMax: number, readonly queueTimeoutMs: number, readonly coalesceMaxParts: number }
   readonly bacenSigningCertsFile: string
   readonly invalidSignaturePolicy: 'reject' | 'flag'
-  readonly upstream: { readonly connections: number, readonly connectTimeoutMs: number, readonly headersTimeoutMs: number, readonly bodyTimeoutMs: number }
+  readonly upstream: { readonly connections: number, readonly connectTimeoutMs: number, readonly headersTimeoutMs: number, readonly bodyTimeoutMs: number, readonly deadlineMs: number }
   readonly maxBodyBytes: number
   readonly shutdownTimeoutMs: number
   readonly audit: {
@@ -293,7 +294,8 @@ export function loadConfig (source: Readonly<Record<string, string | undefined>>
       connections: f.PIXPROXY_UPSTREAM_CONNECTIONS as number,
       connectTimeoutMs: f.PIXPROXY_UPSTREAM_CONNECT_TIMEOUT_MS as number,
       headersTimeoutMs: f.PIXPROXY_UPSTREAM_HEADERS_TIMEOUT_MS as number,
-      bodyTimeoutMs: f.PIXPROXY_UPSTREAM_BODY_TIMEOUT_MS as number
+      bodyTimeoutMs: f.PIXPROXY_UPSTREAM_BODY_TIMEOUT_MS as number,
+      deadlineMs: f.PIXPROXY_UPSTREAM_DEADLINE_MS as number
     },
     maxBodyBytes: f.PIXPROXY_MAX_BODY_BYTES as number,
     shutdownTimeoutMs: f.PIXPROXY_SHUTDOWN_TIMEOUT_MS as number,

@@ -111,6 +111,7 @@ export const Errors = Object.freeze({
   SHUTTING_DOWN: define('PIXPROXY_ERR_SHUTTING_DOWN', 'the proxy is shutting down', 503),
   UPSTREAM_UNAVAILABLE: define('PIXPROXY_ERR_UPSTREAM_UNAVAILABLE', 'no connection to %s could be made (%s): the request was not sent', 502),
   UPSTREAM_TIMEOUT: define('PIXPROXY_ERR_UPSTREAM_TIMEOUT', '%s did not answer in time: %s', 504, 'unknown'),
+  UPSTREAM_DEADLINE: define('PIXPROXY_ERR_UPSTREAM_DEADLINE', 'no whole answer from %s within %s ms (PIXPROXY_UPSTREAM_DEADLINE_MS): the call was abandoned', 504, 'unknown'),
   UPSTREAM_OUTCOME_UNKNOWN: define('PIXPROXY_ERR_UPSTREAM_OUTCOME_UNKNOWN', 'the request may have reached %s and been acted on, but no answer came (%s): do not send it again blindly; %s', 502, 'unknown'),
   UPSTREAM_BAD_RESPONSE: define('PIXPROXY_ERR_UPSTREAM_BAD_RESPONSE', '%s sent a response the proxy cannot read: %s', 502, 'answered'),
   UPSTREAM_ANSWER_MISMATCH: define('PIXPROXY_ERR_UPSTREAM_ANSWER_MISMATCH', 'the %s answer names %s %s, not the %s asked for (%s): refused whatever its signature', 502, 'answered'),

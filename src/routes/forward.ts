@@ -72,28 +72,41 @@ export function upstreamHeaders (call: UpstreamCall, origin: string): Record<str
   return { host: hostWithoutPort(origin), 'accept-encoding': 'gzip', 'user-agent': 'pix-proxy', ...call.headers }
 }
 
-/** Sends one request to BACEN and reads the whole (decompressed) body; maps transport failures to stable codes. */
+/**
+ * Sends one request to BACEN and reads the whole (decompressed) body; maps transport failures to stable codes.
+ * The whole call, answer included, has one deadline (PIXPROXY_UPSTREAM_DEADLINE_MS): undici's timeouts bound the
+ * wait for headers and between two body chunks, so an answer dribbled a byte at a time would hold its ICOM slot for
+ * as long as BACEN kept dribbling.
+ */
 export async function callUpstream (app: FastifyInstance, call: UpstreamCall, origin: string): Promise<UpstreamAnswer> {
   const started = performance.now()
+  const deadlineMs = app.config.upstream.deadlineMs
+  const signal = AbortSignal.timeout(deadlineMs)
+  const failed = (err: unknown): PixProxyError => {
+    app.metrics.upstreamRequests.inc({ upstream: call.name, status: 'error' })
+    if (signal.aborted && !(err instanceof PixProxyError && err.outcome === 'not-sent')) {
+      return new PixProxyError(Errors.UPSTREAM_DEADLINE, [call.name, deadlineMs], { cause: err })
+    }
+    return transportError(call.name, err)
+  }
   let res: Dispatcher.ResponseData
   try {
     res = await call.upstream.request({
       method: call.method,
       path: call.path,
       headers: upstreamHeaders(call, origin),
-      ...(call.body === undefined ? {} : { body: call.body })
+      ...(call.body === undefined ? {} : { body: call.body }),
+      signal
     })
   } catch (err) {
-    app.metrics.upstreamRequests.inc({ upstream: call.name, status: 'error' })
-    throw transportError(call.name, err)
+    throw failed(err)
   }
   let raw: Buffer
   try {
     raw = await readBounded(res.body, MAX_RESPONSE_BYTES)
   } catch (err) {
-    app.metrics.upstreamRequests.inc({ upstream: call.name, status: 'error' })
     // BACEN's status line arrived but not its whole answer: what it said is not known.
-    throw Object.assign(transportError(call.name, err), { upstreamStatus: res.statusCode })
+    throw Object.assign(failed(err), { upstreamStatus: res.statusCode })
   }
   const upstreamMs = performance.now() - started
   app.metrics.upstreamRequests.inc({ upstream: call.name, status: String(res.statusCode) })

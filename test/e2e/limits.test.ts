@@ -18,6 +18,9 @@ import type { RequestGate } from '../helpers/gate.ts'
 // deadline plus that: seconds of margin either way on a loaded machine.
 const QUEUE_TIMEOUT_MS = 2_500
 const HEADERS_TIMEOUT_MS = 6_000
+// Far above the headers timeout, so that the connection and the HSM-signed handshake of a loaded machine never let
+// the deadline end a call the headers timeout test expects to end.
+const DEADLINE_MS = 15_000
 
 let e2e: E2e
 t.before(async () => {
@@ -26,7 +29,8 @@ t.before(async () => {
       PIXPROXY_SPI_MAX_IN_FLIGHT: '1',
       PIXPROXY_SPI_QUEUE_MAX: '1',
       PIXPROXY_SPI_QUEUE_TIMEOUT_MS: String(QUEUE_TIMEOUT_MS),
-      PIXPROXY_UPSTREAM_HEADERS_TIMEOUT_MS: String(HEADERS_TIMEOUT_MS)
+      PIXPROXY_UPSTREAM_HEADERS_TIMEOUT_MS: String(HEADERS_TIMEOUT_MS),
+      PIXPROXY_UPSTREAM_DEADLINE_MS: String(DEADLINE_MS)
     }
   })
 })
@@ -161,4 +165,28 @@ t.test('BACEN slower than PIXPROXY_UPSTREAM_HEADERS_TIMEOUT_MS: 502 UPSTREAM_OUT
   t.equal(bacen.held(), 2, 'both reached BACEN and BACEN had answered neither: they are still held there')
   const metrics = (await e2e.proxy('GET', '/metrics')).text
   t.same(metricSamples(metrics, 'pixproxy_spi_in_flight'), [0], 'the ICOM slot was released')
+})
+
+t.test('BACEN dribbling its answer a byte at a time: the call is abandoned at PIXPROXY_UPSTREAM_DEADLINE_MS and its slot freed', async (t) => {
+  // One byte every 400 ms: each gap is far inside the body timeout (10 s), and the whole answer would take many
+  // minutes. Before, such an answer held its ICOM slot for as long as BACEN kept dribbling.
+  // The ICOM post is answered with a (dribbled) 400 problem: ICOM's 201 has no body to dribble.
+  e2e.setFaults({ dribbleMs: 400, errorRate: 1, errorStatus: 400, routes: ['/api/v2/policies/', '/api/v1/in/'] })
+  const mark = e2e.seen.length
+  const started = Date.now()
+  const [dict, post] = await Promise.all([
+    e2e.proxy('GET', '/api/v2/policies/ENTRIES_WRITE', { headers: { 'pi-requestingparticipant': PROXY_ISPB } }),
+    e2e.proxyXml(MSGS, pacs008().xml)
+  ])
+  const took = Date.now() - started
+  t.ok(took >= DEADLINE_MS - 600, `gave up after ${took} ms, not before the deadline`)
+  for (const [what, res] of [['DICT read', dict], ['ICOM post', post]] as const) {
+    t.equal(res.status, 502, `${what}: ${res.text.slice(0, 200)}`)
+    t.match(problemOf(res), { code: 'PIXPROXY_ERR_UPSTREAM_OUTCOME_UNKNOWN', outcome: 'unknown', reason: 'PIXPROXY_ERR_UPSTREAM_DEADLINE', upstreamStatus: 400 }, what)
+  }
+  t.equal(e2e.seenSince(mark).length, 2, 'both reached BACEN')
+  e2e.setFaults({})
+  // The one ICOM slot (PIXPROXY_SPI_MAX_IN_FLIGHT=1) is free again: the next post goes at once.
+  t.equal(metricSamples((await e2e.proxy('GET', '/metrics')).text, 'pixproxy_spi_in_flight')[0], 0, 'no ICOM slot held')
+  t.equal((await e2e.proxyXml(MSGS, pacs008().xml)).status, 201, 'the next post is served')
 })
