@@ -17,6 +17,7 @@ import { readPemSettingSync } from './config.ts'
 import type { Config } from './config.ts'
 import { Errors, PixProxyError } from './errors.ts'
 import { drainConnections } from './http/drain.ts'
+import { installMemoryBudget } from './http/budget.ts'
 import { sendProblem } from './http/problem.ts'
 import { peerCertificate } from './tls/peer.ts'
 import metricsPlugin from './plugins/metrics.ts'
@@ -167,6 +168,8 @@ export async function buildApp (opts: AppOptions): Promise<FastifyInstance> {
       if (peer === null || !allowed.has(peer.fingerprint256)) throw new PixProxyError(Errors.CLIENT_NOT_ALLOWED, [peer?.subjectCN ?? peer?.fingerprint256 ?? '(none)'])
     })
   }
+
+  installMemoryBudget(app, config.memoryBudgetBytes, config.maxBodyBytes)
 
   await app.register(cryptoPlugin, { config })
   const keyStore = app.crypto.keyStore

@@ -12,6 +12,7 @@ import type { Static, TInteger, TString } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
 import { readFileSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
+import { minimumBudget } from './http/budget.ts'
 import { Errors, PixProxyError } from './errors.ts'
 
 const Str = (description: string, extra: object = {}): TString => Type.String({ description, ...extra })
@@ -83,6 +84,7 @@ export const ConfigSchema = Type.Object({
   PIXPROXY_AUDIT_FLUSH_MS: Int('Longest time a completed row waits in the spool before it is shipped', 10, 600_000, 1_000),
 
   PIXPROXY_MAX_BODY_BYTES: Int('Largest request body accepted from callers', 1_024, 16 * 1024 * 1024, 4 * 1024 * 1024),
+  PIXPROXY_MEMORY_BUDGET_BYTES: Int('Memory the requests in flight may hold, estimated from their bodies (4 bytes per body byte plus 64 KiB each); a request that would exceed it gets 503 before its body is read. At least 4 x PIXPROXY_MAX_BODY_BYTES + 64 KiB', 65_536, 68_719_476_736, 256 * 1024 * 1024),
   PIXPROXY_SHUTDOWN_TIMEOUT_MS: Int('Graceful shutdown deadline after SIGTERM', 0, 300_000, 25_000)
 }, { additionalProperties: false })
 
@@ -175,6 +177,7 @@ export interface Config {
   readonly invalidSignaturePolicy: 'reject' | 'flag'
   readonly upstream: { readonly connections: number, readonly connectTimeoutMs: number, readonly headersTimeoutMs: number, readonly bodyTimeoutMs: number, readonly deadlineMs: number }
   readonly maxBodyBytes: number
+  readonly memoryBudgetBytes: number
   readonly shutdownTimeoutMs: number
   readonly audit: {
     readonly enabled: boolean
@@ -248,6 +251,10 @@ export function loadConfig (source: Readonly<Record<string, string | undefined>>
   if (opsPort !== undefined && opsPort !== 0 && opsPort === f.PIXPROXY_LISTEN_PORT) {
     problems.push(`PIXPROXY_OPS_LISTEN_PORT: ${opsPort} is the callers' port (PIXPROXY_LISTEN_PORT); the operations listener needs its own`)
   }
+  const budget = f.PIXPROXY_MEMORY_BUDGET_BYTES as number
+  if (budget < minimumBudget(f.PIXPROXY_MAX_BODY_BYTES as number)) {
+    problems.push(`PIXPROXY_MEMORY_BUDGET_BYTES: ${budget} cannot admit one request of PIXPROXY_MAX_BODY_BYTES (${String(f.PIXPROXY_MAX_BODY_BYTES)}); it needs at least ${minimumBudget(f.PIXPROXY_MAX_BODY_BYTES as number)}`)
+  }
   if (problems.length > 0) throw new PixProxyError(Errors.CONFIG_INVALID, [problems.join('; ')])
 
   return {
@@ -298,6 +305,7 @@ export function loadConfig (source: Readonly<Record<string, string | undefined>>
       deadlineMs: f.PIXPROXY_UPSTREAM_DEADLINE_MS as number
     },
     maxBodyBytes: f.PIXPROXY_MAX_BODY_BYTES as number,
+    memoryBudgetBytes: f.PIXPROXY_MEMORY_BUDGET_BYTES as number,
     shutdownTimeoutMs: f.PIXPROXY_SHUTDOWN_TIMEOUT_MS as number,
     audit: {
       enabled: f.PIXPROXY_AUDIT_ENABLED === 'true',

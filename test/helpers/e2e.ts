@@ -126,14 +126,15 @@ export class E2e {
   }
 
   /** A request to the proxy, as a bank core system sends it. */
-  async proxy (method: Dispatcher.HttpMethod, path: string, o: { headers?: Record<string, string>, body?: string | Buffer } = {}): Promise<ProxyResponse> {
+  async proxy (method: Dispatcher.HttpMethod, path: string, o: { headers?: Record<string, string>, body?: string | Buffer, signal?: AbortSignal } = {}): Promise<ProxyResponse> {
     // dispatcher.request sends the path as given: a WHATWG URL would resolve '..' segments before the proxy sees them.
     const res = await this.agent.request({
       origin: this.stack.proxyUrl,
       path,
       method,
       ...(o.headers === undefined ? {} : { headers: o.headers }),
-      ...(o.body === undefined ? {} : { body: o.body })
+      ...(o.body === undefined ? {} : { body: o.body }),
+      ...(o.signal === undefined ? {} : { signal: o.signal })
     })
     const body = Buffer.from(await res.body.arrayBuffer())
     return { status: res.statusCode, headers: res.headers, body, text: body.toString('utf8') }
