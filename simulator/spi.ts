@@ -2,8 +2,8 @@
  * SPI over ICOM (docs/bacen.md §2): participants POST messages to `/api/v1/in/{ispb}/msgs` and read what the
  * SPI sends them from `/api/v1/out/{ispb}/stream/…`, following the PI-Pull-Next chain.
  *
- * Each POSTed message is checked (SPI-profile signature by one of the sender's certificates, AppHdr/Fr equal to
- * the ISPB in the path) before the 201 is sent, so the accepted-message log is complete when the client sees the
+ * Each POSTed message is checked (SPI-profile signature by one of the sender's certificates, AppHdr/Fr, exactly
+ * Fr/FIId/FinInstnId/Othr/Id, equal to the ISPB in the path) before the 201 is sent, so the accepted-message log is complete when the client sees the
  * answer; refusals become an admi.002 on the sender's stream, as BACEN does. A valid pacs.008 is forwarded to a
  * payee that is a participant, and after `settleDelayMs` settles: pacs.002 ACSC to the payer and ACCC to the
  * payee per transaction (a repeated EndToEndId gets RJCT AM05 instead). pibr.001 gets a pibr.002.
@@ -17,7 +17,7 @@ import { randomBytes } from 'node:crypto'
 import { promisify } from 'node:util'
 import { gunzip } from 'node:zlib'
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify'
-import { parseXml, XmlError } from '../src/xmldsig/xml.ts'
+import { childElements, parseXml, textContent, XmlError } from '../src/xmldsig/xml.ts'
 import type { XmlDocument, XmlElement } from '../src/xmldsig/xml.ts'
 import { verifyDocument } from '../src/xmldsig/verify.ts'
 import type { VerifyCode } from '../src/xmldsig/verify.ts'
@@ -90,6 +90,24 @@ function spiParts (doc: XmlDocument): { appHdr?: XmlElement, document?: XmlEleme
   const root = doc.root
   if (root.local !== 'Envelope') return {}
   return { appHdr: child(root, 'AppHdr'), document: child(root, 'Document') }
+}
+
+/**
+ * The ISPB in AppHdr/Fr/FIId/FinInstnId/Othr/Id, or undefined unless Fr is there exactly once and holds nothing else
+ * (no ClrSysMmbId, BICFI or OrgId beside or instead of it, no second Id): BACEN compares that one Id with the owner of
+ * the signing certificate and refuses the message otherwise (docs/bacen.md §2.6), as an admi.002 on the stream.
+ */
+function sender (appHdr: XmlElement | undefined): string | undefined {
+  if (appHdr === undefined) return undefined
+  const frs = childElements(appHdr).filter((c) => c.local === 'Fr')
+  if (frs.length !== 1) return undefined
+  let el = frs[0] as XmlElement
+  for (const step of ['FIId', 'FinInstnId', 'Othr', 'Id']) {
+    const kids = childElements(el)
+    if (kids.length !== 1 || kids[0]?.local !== step || kids[0].ns !== appHdr.ns) return undefined
+    el = kids[0]
+  }
+  return textContent(el).trim()
 }
 
 export class SpiService {
@@ -247,7 +265,7 @@ export class SpiService {
       rejection = REJECTIONS.malformed
     }
     const { appHdr, document } = doc === undefined ? {} : spiParts(doc)
-    const from = text(appHdr, 'Fr', 'FIId', 'FinInstnId', 'Othr', 'Id')
+    const from = sender(appHdr)
     const bizMsgIdr = text(appHdr, 'BizMsgIdr')
     const msgDefIdr = text(appHdr, 'MsgDefIdr')
     if (rejection === undefined && from !== ispb) rejection = REJECTIONS.senderMismatch

@@ -29,6 +29,7 @@ import dictRoutes from './routes/dict.ts'
 import spiRoutes from './routes/spi.ts'
 import healthRoutes, { healthEndpoints } from './routes/health.ts'
 import opsListener from './plugins/ops.ts'
+import { installInputChecks, shown } from './routes/params.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -42,6 +43,11 @@ export interface AppOptions {
   readonly logger?: FastifyServerOptions['logger'] | FastifyServerOptions['loggerInstance']
   /** Tests resolve BACEN host names to loopback. */
   readonly lookup?: UpstreamsPluginOptions['lookup']
+}
+
+/** The caller's x-request-id when it is 1–64 characters of A–Z, a–z, 0–9, '.', '_', ':' or '-'; else undefined. */
+export function callerRequestId (value: string | string[] | undefined): string | undefined {
+  return typeof value === 'string' && /^[A-Za-z0-9._:-]{1,64}$/.test(value) ? value : undefined
 }
 
 /** Maps anything thrown by a route or by Fastify to a problem; 5xx internals never reach the caller. */
@@ -99,8 +105,10 @@ export async function buildApp (opts: AppOptions): Promise<FastifyInstance> {
     bodyLimit: config.maxBodyBytes,
     // Closing is answered by our own hook below (problem+json with a stable code and Retry-After).
     return503OnClosing: false,
-    requestIdHeader: 'x-request-id',
-    genReqId: () => randomUUID(),
+    // A caller's x-request-id becomes the request id (logs, the problem's instance, the audit row's correlation id)
+    // only in a safe form; anything else is replaced by a UUID and logged, truncated, at debug (hook below).
+    requestIdHeader: false,
+    genReqId: (raw) => callerRequestId(raw.headers['x-request-id']) ?? randomUUID(),
     // Only the methods BACEN lists reach a route. Fastify would add HEAD to every GET: a HEAD on the stream route
     // pulled a page from ICOM, audited it and answered headers only, and the next pull acknowledged it (the messages
     // never reached the core). HEAD and every other method get 404 ROUTE_NOT_ALLOWED; nothing is sent upstream.
@@ -123,6 +131,8 @@ export async function buildApp (opts: AppOptions): Promise<FastifyInstance> {
     }
   }) as unknown as FastifyInstance
   app.decorate('config', config)
+  // Before any route is registered: every route's path parameters and query string are checked (routes/params.ts).
+  installInputChecks(app)
   app.decorate('instanceId', config.instanceId ?? `${hostname()}-${process.pid}`)
 
   // Bodies are XML (or multipart of XML) and stay bytes: signing needs the caller's exact text.
@@ -140,6 +150,8 @@ export async function buildApp (opts: AppOptions): Promise<FastifyInstance> {
   app.addHook('onRequest', async (req) => {
     req.receivedAt = Date.now()
     req.receivedPerf = performance.now()
+    const given = req.headers['x-request-id']
+    if (given !== undefined && given !== req.id) req.log.debug({ callerRequestId: shown(String(given), 64) }, 'x-request-id not in the accepted form (1-64 of A-Z a-z 0-9 . _ : -): replaced')
   })
   // Shutdown: once close() starts, new requests get 503 + Retry-After (another task will take them) while the
   // ones in flight finish. Connections end as their last response is flushed (http/drain.ts says why Node's own

@@ -30,6 +30,7 @@ export const ConfigSchema = Type.Object({
   PIXPROXY_LOG_LEVEL: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), { description: 'pino log level', default: 'info' }),
   PIXPROXY_INSTANCE_ID: Type.Optional(Str('Identifies this instance in logs, metrics and audit rows (default: host name + pid)')),
   PIXPROXY_ISPB: Str('ISPB of the participant this proxy signs for (AppHdr/Fr, DICT Participant)', { pattern: '^[0-9A-Z]{8}$' }),
+  PIXPROXY_INDIRECT_PARTICIPANTS: Str('Comma-separated ISPBs of the indirect participants this proxy also acts for in DICT (PI-RequestingParticipant, the Participant of a request); SPI messages always carry PIXPROXY_ISPB in AppHdr/Fr', { default: '' }),
 
   PIXPROXY_INBOUND_TLS_CERT_FILE: Type.Optional(Str('PEM certificate for inbound TLS; unset = plain HTTP (local use only); a path, or the PEM text itself')),
   PIXPROXY_INBOUND_TLS_KEY_FILE: Type.Optional(Str('PEM private key for inbound TLS; a path, or the PEM text itself')),
@@ -149,6 +150,11 @@ export interface Config {
   readonly logLevel: string
   readonly instanceId: string | undefined
   readonly ispb: string
+  /**
+   * ISPBs of indirect participants this proxy acts for in DICT: BACEN takes the ISPB of a direct or indirect
+   * participant in PI-RequestingParticipant (docs/bacen.md §1.8). SPI messages always name `ispb` (§2.2).
+   */
+  readonly indirectParticipants: readonly string[]
   readonly inbound: {
     readonly tls: { readonly certFile: string, readonly keyFile: string } | null
     readonly clientCaFile: string | null
@@ -246,6 +252,11 @@ export function loadConfig (source: Readonly<Record<string, string | undefined>>
   for (const fp of allowlist) {
     if (!/^([0-9A-F]{2}:){31}[0-9A-F]{2}$/.test(fp)) problems.push(`PIXPROXY_INBOUND_CLIENT_ALLOWLIST: ${fp} is not a SHA-256 fingerprint (AA:BB:…, 32 bytes)`)
   }
+  const indirect = (f.PIXPROXY_INDIRECT_PARTICIPANTS ?? '').split(',').map((s) => s.trim()).filter((s) => s !== '')
+  for (const ispb of indirect) {
+    if (!/^[0-9A-Z]{8}$/.test(ispb)) problems.push(`PIXPROXY_INDIRECT_PARTICIPANTS: ${JSON.stringify(ispb.slice(0, 20))} is not an ISPB (8 digits or upper-case letters)`)
+    else if (ispb === f.PIXPROXY_ISPB) problems.push(`PIXPROXY_INDIRECT_PARTICIPANTS: ${ispb} is PIXPROXY_ISPB itself`)
+  }
   if (allowlist.length > 0 && clientCa === null) problems.push('PIXPROXY_INBOUND_CLIENT_ALLOWLIST needs PIXPROXY_INBOUND_CLIENT_CA_FILE')
   const opsPort = f.PIXPROXY_OPS_LISTEN_PORT as number | undefined
   if (opsPort !== undefined && opsPort !== 0 && opsPort === f.PIXPROXY_LISTEN_PORT) {
@@ -263,6 +274,7 @@ export function loadConfig (source: Readonly<Record<string, string | undefined>>
     logLevel: f.PIXPROXY_LOG_LEVEL as string,
     instanceId: f.PIXPROXY_INSTANCE_ID as string | undefined,
     ispb: f.PIXPROXY_ISPB as string,
+    indirectParticipants: [...new Set(indirect)],
     inbound: {
       tls: inboundCert === null || inboundKey === null ? null : { certFile: inboundCert, keyFile: inboundKey },
       clientCaFile: clientCa,

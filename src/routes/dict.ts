@@ -10,6 +10,7 @@ import type { Binding, UpstreamCall } from './forward.ts'
 import { dictFacts, emptyFacts } from '../audit/facts.ts'
 import type { MessageFacts } from '../audit/facts.ts'
 import { requireXmlBody, upstreamPath } from './common.ts'
+import { checkDictParticipants, dictHeaders } from './participants.ts'
 
 /** [method, route template, signed write?] */
 export const DICT_ROUTES: ReadonlyArray<readonly ['GET' | 'POST' | 'PUT', string, boolean]> = [
@@ -67,21 +68,17 @@ export function dictBinding (method: string, url: string, params: Record<string,
   return undefined
 }
 
-/** Request headers DICT documents; everything else the caller sends stays here. */
-const DICT_REQUEST_HEADERS = ['pi-requestingparticipant', 'pi-payerid', 'pi-endtoendid']
-
 export default async function dictRoutes (app: FastifyInstance): Promise<void> {
   const { config } = app
+  // The participants this proxy speaks for in DICT: ours and the indirect ones configured (docs/bacen.md §1.8).
+  const participants: ReadonlySet<string> = new Set([config.ispb, ...config.indirectParticipants])
   for (const [method, url, signed] of DICT_ROUTES) {
     app.route({
       method,
       url,
       handler: async (req: FastifyRequest, reply: FastifyReply) => {
-        const headers: Record<string, string> = { accept: 'application/xml' }
-        for (const h of DICT_REQUEST_HEADERS) {
-          const v = req.headers[h]
-          if (typeof v === 'string') headers[h] = v
-        }
+        // Only the request headers DICT documents go upstream, each checked (routes/participants.ts).
+        const headers: Record<string, string> = { accept: 'application/xml', ...dictHeaders(req, participants, config.ispb) }
         let body: string | undefined
         const facts = emptyFacts()
         facts.messageType = `${method} ${url}`
@@ -91,6 +88,8 @@ export default async function dictRoutes (app: FastifyInstance): Promise<void> {
           const signer = app.crypto.xmlSigner
           const doc = signer.parse(requireXmlBody(req), 'dict')
           dictFacts(doc, facts)
+          // A body naming another participant would be signed with our key and refused by BACEN (403) after the fact.
+          checkDictParticipants(doc, participants, config.ispb)
           const started = performance.now()
           body = await signer.signDocument(doc, 'dict')
           app.metrics.signSeconds.observe({ profile: 'dict' }, (performance.now() - started) / 1000)

@@ -18,9 +18,10 @@ import { IcomBatcher, retryOn429 } from './spi-batch.ts'
 import { emptyFacts, spiFacts } from '../audit/facts.ts'
 import type { MessageFacts } from '../audit/facts.ts'
 import { requireXmlBody, upstreamPath } from './common.ts'
+import { ISPB_RE, shown } from './params.ts'
+import { strictSender } from './participants.ts'
 import { InFlightLimiter } from '../http/limiter.ts'
 import { buildMultipart, MultipartError, multipartBoundary, parseMultipart } from '../http/multipart.ts'
-import { childElements, textContent } from '../xmldsig/xml.ts'
 import type { XmlDocument, XmlElement } from '../xmldsig/xml.ts'
 import { locateSpi, ProfileError } from '../xmldsig/profile.ts'
 import { Errors, PixProxyError } from '../errors.ts'
@@ -29,11 +30,11 @@ const MAX_PARTS = 10
 /** ICOM's answers to posts: BACEN signs nothing in them (an empty 201, or an unsigned problem). */
 const ICOM = { name: 'spi', label: 'ICOM', signed: 'none' } as const
 
-function child (el: XmlElement | undefined, local: string): XmlElement | undefined {
-  return el === undefined ? undefined : childElements(el).find((c) => c.local === local)
-}
-
-/** AppHdr/Fr/FIId/FinInstnId/Othr/Id: the sender BACEN will compare with the signing certificate's owner. */
+/**
+ * AppHdr/Fr/FIId/FinInstnId/Othr/Id: the sender BACEN will compare with the signing certificate's owner (docs/bacen.md
+ * §2.6), read strictly (routes/participants.ts strictSender: a missing Fr, a second one, or anything else inside it
+ * is refused as XML_NOT_SIGNABLE). Undefined when the document is not an SPI envelope at all: signing refuses it.
+ */
 export function spiSender (doc: XmlDocument): string | undefined {
   let appHdr: XmlElement
   try {
@@ -42,8 +43,7 @@ export function spiSender (doc: XmlDocument): string | undefined {
     if (err instanceof ProfileError) return undefined
     throw err
   }
-  const id = child(child(child(child(child(appHdr, 'Fr'), 'FIId'), 'FinInstnId'), 'Othr'), 'Id')
-  return id === undefined ? undefined : textContent(id).trim()
+  return strictSender(appHdr)
 }
 
 export default async function spiRoutes (app: FastifyInstance): Promise<void> {
@@ -134,9 +134,10 @@ export default async function spiRoutes (app: FastifyInstance): Promise<void> {
     const doc = signer.parse(xml, 'spi')
     spiFacts(doc, facts)
     const sender = spiSender(doc)
+    // Only our own ISPB: indirect participants' messages travel under the direct participant's (docs/bacen.md §2.2).
     if (sender !== undefined && sender !== config.ispb) {
       // BACEN would reject it asynchronously ("O ISPB do remetente não é o mesmo da Assinatura XML").
-      throw new PixProxyError(Errors.PARTICIPANT_MISMATCH, ['AppHdr/Fr', sender, config.ispb])
+      throw new PixProxyError(Errors.PARTICIPANT_MISMATCH, ['AppHdr/Fr', ISPB_RE.test(sender) ? sender : shown(sender, 20), config.ispb])
     }
     const started = performance.now()
     const signed = await signer.signDocument(doc, 'spi')
@@ -168,6 +169,8 @@ export default async function spiRoutes (app: FastifyInstance): Promise<void> {
         if (err instanceof MultipartError) throw new PixProxyError(Errors.XML_MALFORMED, [`multipart body: ${err.message}`], { cause: err })
         throw err
       }
+      // A post with no message would reach ICOM as an empty batch: nothing to sign, nothing to send.
+      if (parts.length === 0) throw new PixProxyError(Errors.BODY_REQUIRED, [req.method, req.routeOptions.url ?? req.url])
       // Every part is signed before anything leaves: one bad part refuses the whole batch.
       const signed = await Promise.all(parts.map(async (p) => ({
         headers: { 'content-type': 'application/xml; charset=utf-8' },

@@ -115,12 +115,16 @@ t.test('routes that are not a forwarded BACEN operation: 404 ROUTE_NOT_ALLOWED',
     assertRefusedLocally(t, res, 404, 'PIXPROXY_ERR_ROUTE_NOT_ALLOWED', mark, `${method} ${path}`)
   }
 
-  // An encoded '/' stays inside the Key segment: the simulator sees the same path, not another resource.
+  // An encoded '/' stays inside the Key segment; and "../policies/" is no DICT key at all: refused here.
   const mark = e2e.seen.length
   const res = await e2e.proxy('GET', '/api/v2/entries/..%2Fpolicies%2F', { headers: readHeaders() })
-  t.equal(res.status, 404, 'a lookup of the key "../policies/", not the policies resource')
-  t.match(fieldAt(res.text, 'type'), /\/NotFound$/)
-  t.same(e2e.seenSince(mark).map((r) => r.url), ['/api/v2/entries/..%2Fpolicies%2F'])
+  assertRefusedLocally(t, res, 400, 'PIXPROXY_ERR_PATH_PARAMETER_INVALID', mark, 'the key "../policies/"')
+  // A key that may hold '/' (an e-mail's local part may) is forwarded with it encoded, inside its segment.
+  const mark2 = e2e.seen.length
+  const slash = await e2e.proxy('GET', `/api/v2/entries/${encodeURIComponent('a/b@example.com')}`, { headers: readHeaders() })
+  t.equal(slash.status, 404, 'a lookup of the key "a/b@example.com"')
+  t.match(fieldAt(slash.text, 'type'), /\/NotFound$/)
+  t.same(e2e.seenSince(mark2).map((r) => r.url), ['/api/v2/entries/a%2Fb%40example.com'])
 })
 
 const TRACING = {
@@ -296,9 +300,8 @@ t.test('429 from BACEN is relayed as 429', async (t) => {
   t.match(icom.text, /tooManyRequests/)
 })
 
-t.test('a DICT read as another participant is refused by BACEN (the TLS identity is 99999004\'s)', async (t) => {
+t.test('a DICT read as another participant is refused by the proxy before BACEN sees it (the TLS identity is 99999004\'s)', async (t) => {
+  const mark = e2e.seen.length
   const res = await e2e.proxy('GET', `/api/v2/claims/?Participant=${COUNTERPARTY_ISPB}`, { headers: { 'pi-requestingparticipant': COUNTERPARTY_ISPB } })
-  t.equal(res.status, 403, 'the counterparty\'s claims are not readable through 99999004\'s proxy')
-  t.match(fieldAt(res.text, 'type'), /\/Forbidden$/)
-  t.equal(header(res, 'pix-proxy-signature-code'), 'VALID')
+  assertRefusedLocally(t, res, 403, 'PIXPROXY_ERR_PARTICIPANT_MISMATCH', mark, 'the counterparty\'s claims through 99999004\'s proxy')
 })
