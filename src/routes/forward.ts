@@ -43,9 +43,15 @@ export const NOT_APPLICABLE = 'NOT_APPLICABLE'
  */
 export type SignedAnswers = 'every-body' | '2xx-bodies' | 'none'
 
-/** Upstream response headers a caller needs; everything else (cookies, server banners, hop-by-hop such as
- * keep-alive, which describes the proxy's connection to BACEN) stays here. */
-const RESPONSE_HEADER_ALLOWLIST = ['content-type', 'retry-after', 'cache-control', 'pi-resourceid', 'pi-pull-next', 'location']
+/** Upstream response headers a caller needs, those BACEN documents (docs/bacen.md §1.5, §1.6, §2.2, §2.3: DICT's
+ * Cache-Control on reads, Retry-After, ICOM's PI-ResourceId and PI-Pull-Next); everything else (cookies, server
+ * banners, a Location naming BACEN's internals, hop-by-hop such as keep-alive, which describes the proxy's connection
+ * to BACEN) stays here. */
+const RESPONSE_HEADER_ALLOWLIST = ['content-type', 'retry-after', 'cache-control', 'pi-resourceid', 'pi-pull-next']
+/** The headers of a multipart answer's parts the caller gets (plus the verdict headers the proxy adds). */
+const PART_HEADER_ALLOWLIST = new Set(['content-type', 'pi-resourceid'])
+/** A value with a control character (a bare CR or LF, NUL) could split a header where the caller parses it. */
+const UNSAFE_HEADER_VALUE = /[\u0000-\u0008\u000a-\u001f\u007f]/
 
 export interface UpstreamCall {
   readonly upstream: Upstream
@@ -253,7 +259,7 @@ export function checkResponse (app: FastifyInstance, name: 'dict' | 'spi', profi
     if (parts.length === 0) throw new PixProxyError(Errors.UPSTREAM_BAD_RESPONSE, [name, 'a multipart body with no parts'])
     const results = parts.map((p) => record(verify(p.body)))
     const annotated = parts.map((p, i) => ({
-      headers: { ...p.headers, [SIGNATURE_VALID_HEADER]: String(results[i]?.code === 'VALID'), [SIGNATURE_CODE_HEADER]: results[i]?.code as string },
+      headers: { ...safePartHeaders(p.headers), [SIGNATURE_VALID_HEADER]: String(results[i]?.code === 'VALID'), [SIGNATURE_CODE_HEADER]: results[i]?.code as string },
       body: p.body
     }))
     let rebuilt
@@ -281,12 +287,20 @@ export function relay (reply: FastifyReply, answer: UpstreamAnswer, checked: Che
   return reply.code(answer.status).send(checked.body)
 }
 
-/** The response headers a caller (and the audit row) sees. */
+/** The response headers a caller (and the audit row) sees: allowlisted, and none with a control character. */
 export function relayedHeaders (answer: UpstreamAnswer): Record<string, string> {
   const out: Record<string, string> = {}
   for (const h of RESPONSE_HEADER_ALLOWLIST) {
     const v = answer.headers[h]
-    if (v !== undefined) out[h] = v
+    if (v !== undefined && !UNSAFE_HEADER_VALUE.test(v)) out[h] = v
+  }
+  return out
+}
+
+function safePartHeaders (headers: Record<string, string>): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const [k, v] of Object.entries(headers)) {
+    if (PART_HEADER_ALLOWLIST.has(k.toLowerCase()) && !UNSAFE_HEADER_VALUE.test(v)) out[k] = v
   }
   return out
 }
