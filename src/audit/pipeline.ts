@@ -7,7 +7,8 @@
  * failed. Backoff is exponential with full jitter: random in [0, min(cap, base * 2^(n-1))].
  * - Some rows refused, others accepted (e.g. Firehose's FailedPutCount): the call is progress. The accepted rows
  *   are acknowledged and shipping goes on at once; each refused row backs off on its own (n = times it was
- *   refused) and then goes at the head of the next batch, topped up with new rows. A few failed records per call
+ *   refused), then is ready again like a new row: it goes at the head of the next batch (full, or flushMs after
+ *   its oldest row became ready), topped up with new rows, so retries do not multiply the calls. A few failed records per call
  *   used to back the whole pipeline off (n grew with every call that had any failure, and never fell back while
  *   some did): with 10 % of records failing, 3 rows/s shipped while 250/s were spooled.
  * - The call throws (outage), or refuses every row while some of them were not already known to be refused on
@@ -140,8 +141,9 @@ export class AuditPipeline {
   readonly #random: () => number
   readonly #clock: AuditClock
 
-  /** Rows sent and not taken, in no particular order. */
+  /** Rows sent and not taken, in no particular order, and the sum of their bytes. */
   #retry: Item[] = []
+  #retryBytes = 0
   #held: Item | null = null
   #attempt = 0
   #closing = false
@@ -251,8 +253,9 @@ export class AuditPipeline {
   #onReady (): void {
     if (this.#wakeUp === null) return
     const info = this.#spool.readyInfo()
-    // The first ready row starts the flush timer; full batches go at once.
-    if (this.#closing || info.rows === 1 || info.rows >= this.#sink.maxBatchRows || info.bytes >= this.#sink.maxBatchBytes) this.#wake()
+    // The first ready row starts the flush timer; full batches go at once. Rows waiting to be sent again may fill
+    // a batch with fewer new ones (whether they are due, the loop checks).
+    if (this.#closing || info.rows === 1 || info.rows + this.#retry.length >= this.#sink.maxBatchRows || info.bytes + this.#retryBytes >= this.#sink.maxBatchBytes) this.#wake()
   }
 
   #wake (): void {
@@ -291,6 +294,7 @@ export class AuditPipeline {
     }
     const back = [...this.#retry, ...(this.#held === null ? [] : [this.#held])].map((i) => i.ref)
     this.#retry = []
+    this.#retryBytes = 0
     this.#held = null
     if (back.length > 0) this.#spool.unshift(back)
     this.#spool.watchReady(null)
@@ -298,34 +302,50 @@ export class AuditPipeline {
 
   /**
    * True when there is something to send now; false when closing and nothing is left to send, or past the
-   * deadline. A refused row whose backoff is over goes at once (with whatever new rows are ready), as it has
-   * waited already.
+   * deadline. A refused row is ready again once its backoff is over, and from then on it counts like a new row:
+   * it goes in the next full batch, or when the oldest ready row has waited flushMs (a row refused in a call
+   * that took nothing is due at once: the pipeline's pause was its wait).
    */
   async #waitForWork (): Promise<boolean> {
     for (;;) {
       if (this.#expired()) return false
       const info = this.#spool.readyInfo()
       const now = this.#clock.now()
-      const nextDue = this.#retry.reduce((m, i) => Math.min(m, i.due), Infinity)
-      if (this.#held !== null || nextDue <= now) return true
+      let dueRows = 0
+      let dueBytes = 0
+      let oldestDue = Infinity
+      let nextDue = Infinity
+      for (const i of this.#retry) {
+        if (i.due <= now) {
+          dueRows++
+          dueBytes += i.bytes
+          oldestDue = Math.min(oldestDue, i.due)
+        } else nextDue = Math.min(nextDue, i.due)
+      }
+      // A batch's worth of refused rows waits in memory: new rows stay in the spool (safe there) until some have gone.
       const room = !this.#retryFull()
+      const rows = dueRows + (room ? info.rows : 0)
+      const bytes = dueBytes + (room ? info.bytes : 0)
+      const oldest = Math.min(oldestDue, room && info.oldestReadyAt !== null ? info.oldestReadyAt : Infinity)
+      if (this.#held !== null) return true
       if (this.#closing) {
-        if (room && info.rows > 0) return true
+        if (rows > 0) return true
         if (this.#retry.length === 0) return false
-      } else if (room && (info.rows >= this.#sink.maxBatchRows || info.bytes >= this.#sink.maxBatchBytes)) return true
-      const age = this.#closing || !room || info.oldestReadyAt === null ? null : now - info.oldestReadyAt
-      if (age !== null && age >= this.#flushMs) return true
-      const until = Math.min(age === null ? Infinity : now + this.#flushMs - age, nextDue, this.#deadline)
+      } else if (rows >= this.#sink.maxBatchRows || bytes >= this.#sink.maxBatchBytes || now - oldest >= this.#flushMs) return true
+      const until = Math.min(this.#closing ? Infinity : oldest + this.#flushMs, nextDue, this.#deadline)
       await this.#wait(until === Infinity ? null : until - now)
     }
   }
 
-  /** A batch's worth of refused rows waits in memory: take no new ones from the spool until some have gone. */
   #retryFull (): boolean {
-    if (this.#retry.length >= this.#sink.maxBatchRows) return true
-    let bytes = 0
-    for (const i of this.#retry) bytes += i.bytes
-    return bytes >= this.#sink.maxBatchBytes
+    return this.#retry.length >= this.#sink.maxBatchRows || this.#retryBytes >= this.#sink.maxBatchBytes
+  }
+
+  #requeue (items: readonly Item[]): void {
+    for (const i of items) {
+      this.#retry.push(i)
+      this.#retryBytes += i.bytes
+    }
   }
 
   /** A pause of full jitter after `n` failures in a row. */
@@ -353,6 +373,7 @@ export class AuditPipeline {
       } else waiting.push(i)
     }
     this.#retry = waiting
+    this.#retryBytes -= bytes
     if (this.#retryFull()) return batch
     while (batch.length < this.#sink.maxBatchRows) {
       let item = this.#held
@@ -428,7 +449,7 @@ export class AuditPipeline {
       this.#attempt++
       // Due as they are: they go again after the pipeline's pause, not after one of their own.
       for (const i of batch) i.attempts++
-      this.#retry.push(...batch)
+      this.#requeue(batch)
       const e = new PixProxyError(Errors.AUDIT_SINK_FAILED, [this.#sink.name, batch.length, message(err)], { cause: err })
       this.#lastErrorCode = (err as { code?: string }).code ?? e.code
       this.#logger?.warn({ code: this.#lastErrorCode, err, rows: batch.length, attempt: this.#attempt }, e.message)
@@ -449,7 +470,7 @@ export class AuditPipeline {
       i.due = now + this.#jitter(i.refusals)
     }
     // Queued before the acknowledgement below, which may throw: they must not be lost from the loop meanwhile.
-    this.#retry.push(...again)
+    this.#requeue(again)
     // The sink took rows: it works, whatever the local acknowledgement below takes and whatever it refused.
     if (accepted.length > 0) this.#attempt = 0
     else if (sinkFailing) this.#attempt++

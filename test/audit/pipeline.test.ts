@@ -117,10 +117,11 @@ t.test('a lone row ships after flushMs, not before', async (t) => {
 })
 
 t.test('partial batch failure: only the failed rows are sent again; segments go when every row was accepted', async (t) => {
+  const clock = new ManualClock()
   const sink = new MemorySink({ maxBatchRows: 10 })
-  // A full batch (10 rows) goes at once; nothing else would before flushMs. No jitter: the rows refused in one call
-  // are due again together (each has its own backoff, and would otherwise go in calls of their own).
-  const { spool, pipe, dir } = await setup(t, { sink, spool: { segmentBytes: 4096 }, pipe: { flushMs: 60_000, random: () => 0 } })
+  // A full batch (10 rows) goes at once; nothing else would before flushMs. No jitter: the rows refused are due
+  // again at once, and then wait for company like new rows, at most flushMs.
+  const { spool, pipe, dir } = await setup(t, { sink, clock, spool: { segmentBytes: 4096 }, pipe: { flushMs: 1_000, random: () => 0 } })
   sink.policy = (rows, call) => {
     if (call === 0) return [1, 3, 7]
     if (call === 1) return [0]
@@ -128,7 +129,10 @@ t.test('partial batch failure: only the failed rows are sent again; segments go 
   }
   const all = ids('p', 10)
   for (const id of all) await transact(spool, id)
+  await reach(clock, 'the retry\'s flush timer', 1_000)
+  await reach(clock, 'the second retry\'s flush timer', 2_000)
   await until('all shipped', () => sink.accepted.length === 10)
+  t.same(sink.calls.map((c) => c.at), [0, 1_000, 2_000])
   t.same(sink.calls[0]?.ids, all)
   t.same(sink.calls[1]?.ids, ['p-1', 'p-3', 'p-7'], 'the retry carries only the failed rows')
   t.same(sink.calls[2]?.ids, ['p-1'], 'then only the one still failing')
@@ -149,7 +153,7 @@ t.test('10 % of records refused in every call: the accepted ones ship without a 
   const sink = new MemorySink({ maxBatchRows: 50 })
   // Every tenth position of every call: a deterministic 10 %, which a row sent again at another position escapes.
   sink.policy = (rows) => rows.flatMap((_, i) => i % 10 === 9 ? [i] : [])
-  const { spool, pipe } = await setup(t, { sink, clock, pipe: { flushMs: 60_000, backoffBaseMs: 100, backoffCapMs: 1_000, random: () => 0.5 } })
+  const { spool, pipe } = await setup(t, { sink, clock, pipe: { flushMs: 1_000, backoffBaseMs: 100, backoffCapMs: 1_000, random: () => 0.5 } })
   const all = ids('f', 550)
   await Promise.all(all.map(async (id) => { await transact(spool, id) }))
   // Time stands still: every call below went without any pause, of the pipeline or otherwise.
@@ -160,22 +164,25 @@ t.test('10 % of records refused in every call: the accepted ones ship without a 
   t.equal(pipe.stats().retryingRows, 50)
   t.equal(sink.calls.length, 10, 'a batch\'s worth of refused rows waits in memory: no more rows are taken from the spool')
   t.equal(spool.readyInfo().rows, 50)
-  // Each refused row's own pause: 0.5 x 100 ms after its first refusal, 0.5 x 200 ms after its second.
-  for (const [at, shipped] of [[50, 540], [100, 545], [150, 550]] as const) {
-    await reach(clock, `the retries due at ${at}`, at)
+  // Each refused row's own pause: 0.5 x 100 ms after its first refusal, 0.5 x 200 ms after its second. At 50 the
+  // 50 refused rows are due: a full batch, at once; then the 50 new rows. The 10 rows these two calls refuse are
+  // due at 100 and 150, and wait for company until flushMs after the first of them (1,100); the one refused
+  // again then is due at 1,200 and goes alone at 2,200.
+  for (const [at, shipped] of [[50, 540], [100, 540], [150, 540], [1_100, 549], [1_200, 549], [2_200, 550]] as const) {
+    await reach(clock, `time ${at}`, at)
     await until(`${shipped} rows shipped`, () => sink.accepted.length === shipped)
   }
-  t.same(sink.calls.map((c) => c.at), [...Array<number>(10).fill(0), 50, 50, 100, 150])
-  t.same(sink.calls.map((c) => c.ids.length), [...Array<number>(12).fill(50), 5, 5])
+  t.same(sink.calls.map((c) => c.at), [...Array<number>(10).fill(0), 50, 50, 1_100, 2_200])
+  t.same(sink.calls.map((c) => c.ids.length), [...Array<number>(12).fill(50), 10, 1])
   t.same(sink.calls[10]?.ids, sink.calls.slice(0, 10).flatMap((c) => c.ids.filter((_, i) => i % 10 === 9)), 'the refused rows, at the head of the next call')
-  // 550 rows in calls of 50 of which 90 % are taken: 550 / 45 = 12.2 calls at best.
+  // 550 rows in calls of 50 of which 90 % are taken: 550 / 45 = 12.2 calls at best; the last two are the tail.
   t.ok(sink.calls.length <= Math.ceil(550 / 45) + 1, `${sink.calls.length} calls`)
   t.same(sink.acceptedIds().sort(), [...all].sort())
   t.ok([...counts(sink.acceptedIds()).values()].every((n) => n === 1), 'no row accepted twice')
   const s = pipe.stats()
   t.equal(s.shippedRows, 550)
-  t.equal(s.retriedRows, 60)
-  t.equal(s.partialFailures, 12)
+  t.equal(s.retriedRows, 61)
+  t.equal(s.partialFailures, 13)
   t.equal(s.failedCalls, 0)
   t.equal(s.consecutiveFailures, 0)
   t.equal(s.retryingRows, 0)
@@ -191,33 +198,46 @@ t.test('a row the sink always refuses delays no other: it backs off on its own, 
     sink,
     clock,
     spool: { segmentBytes: 4096 },
-    pipe: { flushMs: 60_000, backoffBaseMs: 100, backoffCapMs: 400, random: () => 0.999 }
+    pipe: { flushMs: 1_000, backoffBaseMs: 100, backoffCapMs: 400, random: () => 0.999 }
   })
   await transact(spool, 'bad')
   for (const id of ids('a', 9)) await transact(spool, id)
   await until('the first call', () => sink.calls.length === 1)
   t.equal(sink.accepted.length, 9)
   let at = 0
-  // Its own pauses double (100, 200, 400 ms bounds) up to the cap; between them, full batches of new rows go at once.
+  // Its own pauses double (100, 200, 400 ms bounds) up to the cap. Meanwhile full batches of new rows go at once
+  // without it; once it is due, it rides at the head of the next batch, and the rest of that batch is taken.
   for (const [k, bound] of [100, 200, 400, 400].entries()) {
     for (const id of ids(`n${k}`, 10)) await transact(spool, id)
     await until(`new batch ${k}`, () => sink.calls.length === 2 + 2 * k)
     t.equal(sink.calls.at(-1)?.at, at, `new batch ${k} went at once`)
     t.notOk(sink.calls.at(-1)?.ids.includes('bad'), 'without the bad row, not due yet')
-    await reach(clock, `retry ${k + 1} of the bad row`, at + 0.999 * bound)
+    await reach(clock, `the bad row due again (${k + 1})`, at + 0.999 * bound)
     at = clock.now()
+    for (const id of ids(`m${k}`, 9)) await transact(spool, id)
     await until(`retry ${k + 1}`, () => sink.calls.length === 3 + 2 * k)
-    t.same(sink.calls.at(-1)?.ids, ['bad'])
-    t.equal(pipe.stats().consecutiveFailures, 0, 'a call of rows already refused on their own does not back the pipeline off')
+    t.same(sink.calls.at(-1)?.ids, ['bad', ...ids(`m${k}`, 9)], 'the bad row with new ones, at once')
+    t.equal(sink.calls.at(-1)?.at, at)
+    t.equal(pipe.stats().consecutiveFailures, 0)
   }
   t.same(sink.calls.filter((c) => c.ids.includes('bad')).map((c) => Math.round(c.at * 10) / 10), [0, 99.9, 299.7, 699.3, 1098.9])
-  t.equal(sink.accepted.length, 49)
+  t.equal(sink.accepted.length, 9 + 4 * 19, 'every other row shipped')
   t.equal(pipe.stats().retryingRows, 1)
   t.equal(spool.stats().pendingRows, 1)
   t.ok((await segmentFiles(dir)).length >= 1, 'its segment stays')
+  // Alone, due, and refused: a call that tells about the row, not the sink; the pipeline does not back off.
+  await reach(clock, 'the bad row due again (5)', at + 0.999 * 400)
+  await reach(clock, 'its flush timer', clock.now() + 1_000)
+  await until('retry 5', () => sink.calls.length === 10)
+  t.same(sink.calls.at(-1)?.ids, ['bad'])
+  t.equal(pipe.stats().consecutiveFailures, 0, 'a call of rows already refused on their own does not back the pipeline off')
+  for (const id of ids('z', 10)) await transact(spool, id)
+  await until('new rows right after', () => sink.calls.length === 11)
+  t.equal(sink.calls.at(-1)?.at, clock.now(), 'at once')
   poisoned = false
-  await reach(clock, 'the next retry', at + 0.999 * 400)
-  await until('the bad row shipped', () => sink.accepted.length === 50)
+  await reach(clock, 'the bad row due again (6)', sink.calls[9]?.at as number + 0.999 * 400)
+  await reach(clock, 'its flush timer', clock.now() + 1_000)
+  await until('the bad row shipped', () => sink.accepted.length === 9 + 4 * 19 + 10 + 1)
   t.equal(pipe.stats().retryingRows, 0)
   await segmentsDeleted(spool, dir)
 })
