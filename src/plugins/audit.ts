@@ -80,8 +80,8 @@ export default fp(async function auditPlugin (app: FastifyInstance, opts: { conf
     ({ spool: s }) => ({ bytes: s.bytes, max_bytes: s.maxBytes, pending_rows: s.pendingRows, open_rows: s.openRows, parked_rows: s.parkedRows }))
   fromStatus({ name: 'pixproxy_audit_rows', help: 'Audit rows since start: spooled, shipped, retried, refused because the spool was full, adopted (shipped from the slot of a process that died)', label: 'state' },
     ({ spool: s, pipeline: p, adoptedRows }) => ({ spooled: s.spooledRows, shipped: p.shippedRows, retried: p.retriedRows, refused_full: s.rejectedFull, compressed: p.compressedRows, parked: p.parkedRows, adopted: adoptedRows }))
-  fromStatus({ name: 'pixproxy_audit_sink_failures', help: 'Audit sink calls: consecutive failing calls now (alert when it stays above 0), and totals since start', label: 'measure' },
-    ({ pipeline: p }) => ({ consecutive: p.consecutiveFailures, failed_calls: p.failedCalls, partial_failures: p.partialFailures }))
+  fromStatus({ name: 'pixproxy_audit_sink_failures', help: 'Audit sink: consecutive calls that took nothing now (the whole pipeline backs off; alert when it stays above 0), totals of calls since start, and rows refused and waiting to be sent again now (a row refused for good shows here and in the backlog age, not in consecutive)', label: 'measure' },
+    ({ pipeline: p }) => ({ consecutive: p.consecutiveFailures, failed_calls: p.failedCalls, partial_failures: p.partialFailures, retrying_rows: p.retryingRows }))
   fromStatus({ name: 'pixproxy_audit_worker_heap_bytes', help: "The audit worker thread's V8 heap (its own isolate; pixproxy_nodejs_heap_* are the event loop's)", label: 'measure' },
     ({ heap }) => ({ used: heap.usedBytes, total: heap.totalBytes }))
   new Gauge({ // eslint-disable-line no-new

@@ -62,6 +62,11 @@ async function segmentsDeleted (spool: AuditSpool, dir: string): Promise<void> {
 
 const ids = (prefix: string, n: number): string[] => Array.from({ length: n }, (_, i) => `${prefix}-${i}`)
 const counts = (xs: string[]): Map<string, number> => xs.reduce((m, x) => m.set(x, (m.get(x) ?? 0) + 1), new Map<string, number>())
+/** Waits until a timer due at `at` is armed and moves time to it (to the timer's own due time: a pause computed as now + (until - now) may land a rounding error past `at`). */
+async function reach (clock: ManualClock, what: string, at: number): Promise<void> {
+  await clock.until(what, at)
+  clock.advanceTo(Math.max(at, ...clock.armed().filter((x) => Math.abs(x - at) < 1e-6)))
+}
 /** A few turns of the event loop: a chance for something that must not happen (time stands still meanwhile). */
 const turns = async (): Promise<void> => { for (let i = 0; i < 5; i++) await new Promise((resolve) => setImmediate(resolve)) }
 
@@ -112,9 +117,11 @@ t.test('a lone row ships after flushMs, not before', async (t) => {
 })
 
 t.test('partial batch failure: only the failed rows are sent again; segments go when every row was accepted', async (t) => {
+  const clock = new ManualClock()
   const sink = new MemorySink({ maxBatchRows: 10 })
-  // A full batch (10 rows) goes at once; nothing else would before flushMs.
-  const { spool, pipe, dir } = await setup(t, { sink, spool: { segmentBytes: 4096 }, pipe: { flushMs: 60_000 } })
+  // A full batch (10 rows) goes at once; nothing else would before flushMs. No jitter: the rows refused are due
+  // again at once, and then wait for company like new rows, at most flushMs.
+  const { spool, pipe, dir } = await setup(t, { sink, clock, spool: { segmentBytes: 4096 }, pipe: { flushMs: 1_000, random: () => 0 } })
   sink.policy = (rows, call) => {
     if (call === 0) return [1, 3, 7]
     if (call === 1) return [0]
@@ -122,7 +129,10 @@ t.test('partial batch failure: only the failed rows are sent again; segments go 
   }
   const all = ids('p', 10)
   for (const id of all) await transact(spool, id)
+  await reach(clock, 'the retry\'s flush timer', 1_000)
+  await reach(clock, 'the second retry\'s flush timer', 2_000)
   await until('all shipped', () => sink.accepted.length === 10)
+  t.same(sink.calls.map((c) => c.at), [0, 1_000, 2_000])
   t.same(sink.calls[0]?.ids, all)
   t.same(sink.calls[1]?.ids, ['p-1', 'p-3', 'p-7'], 'the retry carries only the failed rows')
   t.same(sink.calls[2]?.ids, ['p-1'], 'then only the one still failing')
@@ -136,6 +146,128 @@ t.test('partial batch failure: only the failed rows are sent again; segments go 
   t.equal(s.retriedRows, 4)
   t.equal(s.partialFailures, 2)
   t.equal(s.consecutiveFailures, 0)
+})
+
+t.test('10 % of records refused in every call: the accepted ones ship without a pause, the refused go again on their own backoff', async (t) => {
+  const clock = new ManualClock()
+  const sink = new MemorySink({ maxBatchRows: 50 })
+  // Every tenth position of every call: a deterministic 10 %, which a row sent again at another position escapes.
+  sink.policy = (rows) => rows.flatMap((_, i) => i % 10 === 9 ? [i] : [])
+  const { spool, pipe } = await setup(t, { sink, clock, pipe: { flushMs: 1_000, backoffBaseMs: 100, backoffCapMs: 1_000, random: () => 0.5 } })
+  const all = ids('f', 550)
+  await Promise.all(all.map(async (id) => { await transact(spool, id) }))
+  // Time stands still: every call below went without any pause, of the pipeline or otherwise.
+  await until('ten calls', () => sink.calls.length === 10)
+  await turns()
+  t.equal(sink.accepted.length, 450)
+  t.equal(pipe.stats().consecutiveFailures, 0, 'a call with rows accepted is progress, not a failure')
+  t.equal(pipe.stats().retryingRows, 50)
+  t.equal(sink.calls.length, 10, 'a batch\'s worth of refused rows waits in memory: no more rows are taken from the spool')
+  t.equal(spool.readyInfo().rows, 50)
+  // Each refused row's own pause: 0.5 x 100 ms after its first refusal, 0.5 x 200 ms after its second. At 50 the
+  // 50 refused rows are due: a full batch, at once; then the 50 new rows. The 10 rows these two calls refuse are
+  // due at 100 and 150, and wait for company until flushMs after the first of them (1,100); the one refused
+  // again then is due at 1,200 and goes alone at 2,200.
+  for (const [at, shipped] of [[50, 540], [100, 540], [150, 540], [1_100, 549], [1_200, 549], [2_200, 550]] as const) {
+    await reach(clock, `time ${at}`, at)
+    await until(`${shipped} rows shipped`, () => sink.accepted.length === shipped)
+  }
+  t.same(sink.calls.map((c) => c.at), [...Array<number>(10).fill(0), 50, 50, 1_100, 2_200])
+  t.same(sink.calls.map((c) => c.ids.length), [...Array<number>(12).fill(50), 10, 1])
+  t.same(sink.calls[10]?.ids, sink.calls.slice(0, 10).flatMap((c) => c.ids.filter((_, i) => i % 10 === 9)), 'the refused rows, at the head of the next call')
+  // 550 rows in calls of 50 of which 90 % are taken: 550 / 45 = 12.2 calls at best; the last two are the tail.
+  t.ok(sink.calls.length <= Math.ceil(550 / 45) + 1, `${sink.calls.length} calls`)
+  t.same(sink.acceptedIds().sort(), [...all].sort())
+  t.ok([...counts(sink.acceptedIds()).values()].every((n) => n === 1), 'no row accepted twice')
+  const s = pipe.stats()
+  t.equal(s.shippedRows, 550)
+  t.equal(s.retriedRows, 61)
+  t.equal(s.partialFailures, 13)
+  t.equal(s.failedCalls, 0)
+  t.equal(s.consecutiveFailures, 0)
+  t.equal(s.retryingRows, 0)
+  await until('spool drained', () => spool.stats().pendingRows === 0)
+})
+
+t.test('a row the sink always refuses delays no other: it backs off on its own, the pipeline does not', async (t) => {
+  const clock = new ManualClock()
+  const sink = new MemorySink({ maxBatchRows: 10 })
+  let poisoned = true
+  sink.policy = (rows) => poisoned ? rows.flatMap((r, i) => r.id === 'bad' ? [i] : []) : []
+  const { spool, pipe, dir } = await setup(t, {
+    sink,
+    clock,
+    spool: { segmentBytes: 4096 },
+    pipe: { flushMs: 1_000, backoffBaseMs: 100, backoffCapMs: 400, random: () => 0.999 }
+  })
+  await transact(spool, 'bad')
+  for (const id of ids('a', 9)) await transact(spool, id)
+  await until('the first call', () => sink.calls.length === 1)
+  t.equal(sink.accepted.length, 9)
+  let at = 0
+  // Its own pauses double (100, 200, 400 ms bounds) up to the cap. Meanwhile full batches of new rows go at once
+  // without it; once it is due, it rides at the head of the next batch, and the rest of that batch is taken.
+  for (const [k, bound] of [100, 200, 400, 400].entries()) {
+    for (const id of ids(`n${k}`, 10)) await transact(spool, id)
+    await until(`new batch ${k}`, () => sink.calls.length === 2 + 2 * k)
+    t.equal(sink.calls.at(-1)?.at, at, `new batch ${k} went at once`)
+    t.notOk(sink.calls.at(-1)?.ids.includes('bad'), 'without the bad row, not due yet')
+    await reach(clock, `the bad row due again (${k + 1})`, at + 0.999 * bound)
+    at = clock.now()
+    for (const id of ids(`m${k}`, 9)) await transact(spool, id)
+    await until(`retry ${k + 1}`, () => sink.calls.length === 3 + 2 * k)
+    t.same(sink.calls.at(-1)?.ids, ['bad', ...ids(`m${k}`, 9)], 'the bad row with new ones, at once')
+    t.equal(sink.calls.at(-1)?.at, at)
+    t.equal(pipe.stats().consecutiveFailures, 0)
+  }
+  t.same(sink.calls.filter((c) => c.ids.includes('bad')).map((c) => Math.round(c.at * 10) / 10), [0, 99.9, 299.7, 699.3, 1098.9])
+  t.equal(sink.accepted.length, 9 + 4 * 19, 'every other row shipped')
+  t.equal(pipe.stats().retryingRows, 1)
+  t.equal(spool.stats().pendingRows, 1)
+  t.ok((await segmentFiles(dir)).length >= 1, 'its segment stays')
+  // Alone, due, and refused: a call that tells about the row, not the sink; the pipeline does not back off.
+  await reach(clock, 'the bad row due again (5)', at + 0.999 * 400)
+  await reach(clock, 'its flush timer', clock.now() + 1_000)
+  await until('retry 5', () => sink.calls.length === 10)
+  t.same(sink.calls.at(-1)?.ids, ['bad'])
+  t.equal(pipe.stats().consecutiveFailures, 0, 'a call of rows already refused on their own does not back the pipeline off')
+  for (const id of ids('z', 10)) await transact(spool, id)
+  await until('new rows right after', () => sink.calls.length === 11)
+  t.equal(sink.calls.at(-1)?.at, clock.now(), 'at once')
+  poisoned = false
+  await reach(clock, 'the bad row due again (6)', sink.calls[9]?.at as number + 0.999 * 400)
+  await reach(clock, 'its flush timer', clock.now() + 1_000)
+  await until('the bad row shipped', () => sink.accepted.length === 9 + 4 * 19 + 10 + 1)
+  t.equal(pipe.stats().retryingRows, 0)
+  await segmentsDeleted(spool, dir)
+})
+
+t.test('a call that takes no row (throttled record by record) backs the whole pipeline off, like one that throws', async (t) => {
+  const clock = new ManualClock()
+  const sink = new MemorySink({ maxBatchRows: 10 })
+  sink.policy = (rows, call) => call < 3 ? rows.map((_, i) => i) : []
+  const { spool, pipe } = await setup(t, { sink, clock, pipe: { flushMs: 60_000, backoffBaseMs: 100, backoffCapMs: 400, random: () => 0.999 } })
+  const first = ids('h', 10)
+  for (const id of first) await transact(spool, id)
+  await until('call 1', () => sink.calls.length === 1)
+  // A full batch of new rows is ready: it waits for the pause too.
+  for (const id of ids('i', 10)) await transact(spool, id)
+  await turns()
+  t.equal(sink.calls.length, 1, 'nothing goes during the pause')
+  let at = 0
+  for (const [k, bound] of [100, 200, 400].entries()) {
+    t.equal(pipe.stats().consecutiveFailures, k + 1)
+    await reach(clock, `pause ${k + 1}`, at + 0.999 * bound)
+    at = clock.now()
+    // (The new rows follow the last one at once.)
+    await until(`call ${k + 2}`, () => sink.calls.length >= k + 2)
+    t.same(sink.calls[k + 1]?.ids, first, 'the refused rows first (no pause of their own on top of the pipeline\'s)')
+  }
+  await until('all shipped', () => sink.accepted.length === 20)
+  t.same(sink.calls.map((c) => Math.round(c.at * 10) / 10), [0, 99.9, 299.7, 699.3, 699.3], 'the new rows right after the first call that took rows')
+  t.equal(pipe.stats().consecutiveFailures, 0)
+  t.equal(pipe.stats().failedCalls, 0, 'no call threw')
+  t.equal(pipe.stats().partialFailures, 3)
 })
 
 t.test('segments stay while a row keeps failing, and go once it is accepted', async (t) => {
@@ -272,8 +404,7 @@ t.test('backoff is exponential with full jitter, capped', async (t) => {
   for (const [i, bound] of expected.entries()) {
     await until(`call ${i + 1}`, () => sink.calls.length === i + 1)
     const due = clock.now() + bound * 0.999
-    await clock.until(`pause ${i + 1}`, due) // the pipeline waits exactly that long before the next call
-    clock.advanceTo(due)
+    await reach(clock, `pause ${i + 1}`, due) // the pipeline waits exactly that long before the next call
   }
   await until('shipped', () => sink.accepted.length === 1)
   t.equal(sink.calls.length, 7)
