@@ -112,6 +112,7 @@ export const Errors = Object.freeze({
   SPI_QUEUE_FULL: define('PIXPROXY_ERR_SPI_QUEUE_FULL', 'ICOM allows %s concurrent requests and %s more are already waiting', 503),
   SPI_QUEUE_TIMEOUT: define('PIXPROXY_ERR_SPI_QUEUE_TIMEOUT', 'no ICOM slot became free within %s ms', 503),
   SHUTTING_DOWN: define('PIXPROXY_ERR_SHUTTING_DOWN', 'the proxy is shutting down', 503),
+  CLIENT_GONE: define('PIXPROXY_ERR_CLIENT_GONE', 'the caller closed its connection before the message left: it was not sent', 499),
   MEMORY_BUDGET: define('PIXPROXY_ERR_MEMORY_BUDGET', 'admitting this request (%s bytes) would take the requests in flight past the memory budget (%s of %s bytes held): the request was not sent', 503),
   UPSTREAM_UNAVAILABLE: define('PIXPROXY_ERR_UPSTREAM_UNAVAILABLE', 'no connection to %s could be made (%s): the request was not sent', 502),
   UPSTREAM_TIMEOUT: define('PIXPROXY_ERR_UPSTREAM_TIMEOUT', '%s did not answer in time: %s', 504, 'unknown'),

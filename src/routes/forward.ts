@@ -323,6 +323,8 @@ export interface AuditRow {
  * the `finally` below ends a row not yet ended, with the caller's error code and, when BACEN answered, its answer: no
  * row stays open, so the spool's oldest segment can always be shipped and deleted.
  *
+ * Nothing is sent for a caller whose connection closed while the request waited: CLIENT_GONE, NOT SENT.
+ *
  * Outcome classes (docs/outcomes.md), decided here and nowhere else:
  * - an error of `send` whose class is `not-sent` (a connection never made, no ICOM slot) passes through unchanged;
  * - any other error of `send`, and any error of `finish` that is not an `answered` refusal, may follow a message
@@ -349,6 +351,9 @@ export async function audited<T> (app: FastifyInstance, req: FastifyRequest, cal
     }
   }
   try {
+    // A caller that gave up while its request waited (an audit write that stalled, a queue) has already decided
+    // what to do without an answer, perhaps to send again: a message sent now would be a second one nobody expects.
+    if (req.raw?.socket?.destroyed === true) throw new PixProxyError(Errors.CLIENT_GONE)
     try {
       answer = await send()
     } catch (err) {

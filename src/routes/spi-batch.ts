@@ -52,6 +52,7 @@ export interface BatchResult {
 
 interface Item {
   readonly xml: string
+  readonly gone: (() => boolean) | undefined
   readonly bytes: number
   readonly resolve: (r: BatchResult) => void
   readonly reject: (err: unknown) => void
@@ -75,16 +76,18 @@ export class IcomBatcher {
 
   /**
    * Sends one signed message (alone, or with others queued at the same time).
-   * @throws PixProxyError SPI_QUEUE_FULL / SPI_QUEUE_TIMEOUT when it never got a slot; the send's error when the
-   *   post carrying it got no answer.
+   * @throws PixProxyError SPI_QUEUE_FULL / SPI_QUEUE_TIMEOUT when it never got a slot; CLIENT_GONE when `gone()`
+   *   said, as its slot came, that its caller had left (it is not sent); the send's error when the post carrying it
+   *   got no answer.
    */
-  async submit (xml: string): Promise<BatchResult> {
+  async submit (xml: string, gone?: () => boolean): Promise<BatchResult> {
     if (this.#pending.length >= this.#o.queueMax) {
       throw new PixProxyError(Errors.SPI_QUEUE_FULL, [this.#o.limiter.active, this.#pending.length])
     }
     return await new Promise<BatchResult>((resolve, reject) => {
       const item: Item = {
         xml,
+        gone,
         bytes: Buffer.byteLength(xml),
         resolve,
         reject,
@@ -129,13 +132,20 @@ export class IcomBatcher {
     let bytes = 0
     while (batch.length < this.#o.maxParts && this.#pending.length > 0) {
       const next = this.#pending[0] as Item
+      if (next.gone?.() === true) {
+        // Its caller gave up while it queued: sending it now would be a message nobody waits for.
+        this.#pending.shift()
+        clearTimeout(next.timer)
+        next.reject(new PixProxyError(Errors.CLIENT_GONE))
+        continue
+      }
       if (batch.length > 0 && bytes + next.bytes + 256 > this.#o.maxBytes) break
       this.#pending.shift()
       clearTimeout(next.timer)
       batch.push(next)
       bytes += next.bytes + 256
     }
-    if (batch.length > 0) this.#o.onQueue?.(this.#pending.length)
+    this.#o.onQueue?.(this.#pending.length)
     return batch
   }
 

@@ -106,7 +106,7 @@ export default async function spiRoutes (app: FastifyInstance): Promise<void> {
       body: signed
     }
     return await audited(app, req, call, config.spi.url, facts,
-      async () => (await (batcher as IcomBatcher).submit(signed)).answer,
+      async () => (await (batcher as IcomBatcher).submit(signed, () => req.raw.socket?.destroyed === true)).answer,
       async (answer, row) => await finishCall(app, reply, row, answer, ICOM))
   }
 

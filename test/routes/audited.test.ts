@@ -162,3 +162,13 @@ t.test('BACEN\'s answer reaches the caller when the audit cannot record it (the 
   t.equal(relayed, 'relayed 200', 'the answer is relayed')
   t.match(f.logged, [/cannot record BACEN's answer/], 'and the failure is logged')
 })
+
+t.test('a caller that went away while its request waited is not sent for: CLIENT_GONE, NOT SENT', async (t) => {
+  const f = fixture()
+  Object.assign(f.req, { raw: { socket: { destroyed: true } } })
+  let sent = 0
+  await t.rejects(audited(f.app, f.req, post, 'https://x', paymentFacts(), async () => { sent++; return answer }, async () => 'never'),
+    { code: Errors.CLIENT_GONE.code, outcome: 'not-sent' })
+  t.equal(sent, 0, 'nothing left')
+  t.same(f.ends, [{ kind: 'fail', input: Errors.CLIENT_GONE.code }], 'the row says why')
+})

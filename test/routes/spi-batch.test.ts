@@ -144,3 +144,32 @@ t.test('retryOn429: ICOM took nothing, so the post goes again after a pause; oth
     t.equal(once.calls(), 1, `${status} is not retried (503: ICOM may have taken it; the caller decides)`)
   }
 })
+
+t.test('a message whose caller left while it queued is not sent: CLIENT_GONE when its slot comes', async (t) => {
+  const { Errors } = await import('../../src/errors.ts')
+  const posts: string[][] = []
+  let open: () => void = () => {}
+  const gate = new Promise<void>((resolve) => { open = resolve })
+  const send = async (p: BatchBody): Promise<UpstreamAnswer> => {
+    const body = Buffer.isBuffer(p.body) ? p.body : Buffer.from(p.body)
+    const boundary = multipartBoundary(p.contentType)
+    posts.push(boundary === null ? [body.toString()] : parseMultipart(body, boundary).map((x) => x.body.toString()))
+    if (posts.length === 1) await gate // the only slot stays busy until the test opens it
+    return { status: 201, headers: {}, body: Buffer.alloc(0), upstreamMs: 1 }
+  }
+  const limiter = new InFlightLimiter({ maxInFlight: 1, queueMax: 10, queueTimeoutMs: 60_000 })
+  const b = new IcomBatcher({ limiter, maxParts: 10, maxBytes: 1024 * 1024, queueMax: 10, queueTimeoutMs: 60_000, send })
+  const first = b.submit(msg(1))
+  for (let i = 0; i < 20 && posts.length === 0; i++) await new Promise((resolve) => setImmediate(resolve))
+  t.equal(posts.length, 1, 'msg 1 holds the only slot')
+  let left = false
+  const abandoned = b.submit(msg(2), () => left).then(() => 'sent', (err: unknown) => err)
+  const kept = b.submit(msg(3), () => false)
+  t.equal(b.waiting, 2, 'both queued behind the busy slot')
+  left = true // the caller of msg 2 closes its connection
+  open()
+  await first
+  await kept
+  t.match(await abandoned, { code: Errors.CLIENT_GONE.code, outcome: 'not-sent' })
+  t.same(posts, [[msg(1)], [msg(3)]], 'msg 2 never left; msg 3 went')
+})
