@@ -131,6 +131,9 @@ export async function buildApp (opts: AppOptions): Promise<FastifyInstance> {
     }
   }) as unknown as FastifyInstance
   app.decorate('config', config)
+  if (config.unauthenticatedCallers) {
+    app.log.warn({ listen: config.listen, setting: 'PIXPROXY_ALLOW_UNAUTHENTICATED_CALLERS' }, 'callers are not authenticated (no inbound mutual TLS with a client CA and an allowlist) on a non-loopback address: whoever reaches the port can have messages signed with the participant\'s key')
+  }
   // Before any route is registered: every route's path parameters and query string are checked (routes/params.ts).
   installInputChecks(app)
   app.decorate('instanceId', config.instanceId ?? `${hostname()}-${process.pid}`)

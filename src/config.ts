@@ -12,6 +12,7 @@ import type { Static, TInteger, TString } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
 import { readFileSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
+import { isIPv4 } from 'node:net'
 import { minimumBudget } from './http/budget.ts'
 import { Errors, PixProxyError } from './errors.ts'
 
@@ -19,6 +20,14 @@ const Str = (description: string, extra: object = {}): TString => Type.String({ 
 const Int = (description: string, min: number, max: number, def: number): TInteger =>
   Type.Integer({ description, minimum: min, maximum: max, default: def })
 const Url = (description: string, def: string): TString => Type.String({ description, pattern: '^https://[^/?#]+$', default: def })
+
+/** A bind address only this host can reach: 127.0.0.0/8, ::1 (also as ::ffff:127.x) or the name localhost. */
+export function isLoopbackHost (host: string): boolean {
+  const h = host.trim().toLowerCase().replace(/^\[|\]$/g, '')
+  if (h === 'localhost' || h === '::1' || h === '0:0:0:0:0:0:0:1') return true
+  const v4 = h.startsWith('::ffff:') ? h.slice(7) : h
+  return isIPv4(v4) && v4.startsWith('127.')
+}
 
 /** Flat, as the environment and SSM hold it. Optional settings have no default. */
 export const ConfigSchema = Type.Object({
@@ -36,6 +45,7 @@ export const ConfigSchema = Type.Object({
   PIXPROXY_INBOUND_TLS_KEY_FILE: Type.Optional(Str('PEM private key for inbound TLS; a path, or the PEM text itself')),
   PIXPROXY_INBOUND_CLIENT_CA_FILE: Type.Optional(Str('PEM CA bundle; when set, callers must present a client certificate it issued; a path, or the PEM text itself')),
   PIXPROXY_INBOUND_CLIENT_ALLOWLIST: Type.Optional(Str('Comma-separated SHA-256 fingerprints (AA:BB:…) of the client certificates allowed to call')),
+  PIXPROXY_ALLOW_UNAUTHENTICATED_CALLERS: Type.Union([Type.Literal('true'), Type.Literal('false')], { description: 'Listen on an address other than loopback without inbound mutual TLS, a client CA and an allowlist: anyone who reaches the port can have messages signed with the participant\'s key. Only where another layer authenticates every caller; logged as a warning at every start', default: 'false' }),
 
   PIXPROXY_HSM_MODULE_PATH: Type.Optional(Str('PKCS#11 module (SoftHSM: /usr/lib/softhsm/libsofthsm2.so; CloudHSM: /opt/cloudhsm/lib/libcloudhsm_pkcs11.so)')),
   PIXPROXY_HSM_TOKEN_LABEL: Type.Optional(Str('Label of the PKCS#11 token holding the keys')),
@@ -145,6 +155,8 @@ export function describePemSetting (value: string): string {
 /** The validated, typed configuration the app uses. */
 export interface Config {
   readonly listen: { readonly host: string, readonly port: number }
+  /** Off loopback without inbound mutual TLS and an allowlist: allowed only by PIXPROXY_ALLOW_UNAUTHENTICATED_CALLERS. */
+  readonly unauthenticatedCallers: boolean
   /** The plain-HTTP operations listener (/healthz, /readyz, /metrics), or null for none. */
   readonly ops: { readonly host: string, readonly port: number } | null
   readonly logLevel: string
@@ -262,6 +274,14 @@ export function loadConfig (source: Readonly<Record<string, string | undefined>>
   if (opsPort !== undefined && opsPort !== 0 && opsPort === f.PIXPROXY_LISTEN_PORT) {
     problems.push(`PIXPROXY_OPS_LISTEN_PORT: ${opsPort} is the callers' port (PIXPROXY_LISTEN_PORT); the operations listener needs its own`)
   }
+  // Nothing signs for a caller nobody authenticated: off loopback, callers must present a certificate from the client
+  // CA that is on the allowlist (the image listens on 0.0.0.0, so an image run without them would be an open signing
+  // service).
+  const openToNetwork = !isLoopbackHost(f.PIXPROXY_LISTEN_HOST as string)
+  if (openToNetwork && f.PIXPROXY_ALLOW_UNAUTHENTICATED_CALLERS !== 'true' && (inboundCert === null || clientCa === null || allowlist.length === 0)) {
+    const missing = [inboundCert === null ? 'PIXPROXY_INBOUND_TLS_CERT_FILE and PIXPROXY_INBOUND_TLS_KEY_FILE' : null, clientCa === null ? 'PIXPROXY_INBOUND_CLIENT_CA_FILE' : null, allowlist.length === 0 ? 'PIXPROXY_INBOUND_CLIENT_ALLOWLIST' : null].filter((m) => m !== null)
+    problems.push(`PIXPROXY_LISTEN_HOST ${String(f.PIXPROXY_LISTEN_HOST)} is not loopback: callers must be authenticated by inbound mutual TLS; set ${missing.join(', ')} (or, only where another layer authenticates every caller, PIXPROXY_ALLOW_UNAUTHENTICATED_CALLERS=true)`)
+  }
   const budget = f.PIXPROXY_MEMORY_BUDGET_BYTES as number
   if (budget < minimumBudget(f.PIXPROXY_MAX_BODY_BYTES as number)) {
     problems.push(`PIXPROXY_MEMORY_BUDGET_BYTES: ${budget} cannot admit one request of PIXPROXY_MAX_BODY_BYTES (${String(f.PIXPROXY_MAX_BODY_BYTES)}); it needs at least ${minimumBudget(f.PIXPROXY_MAX_BODY_BYTES as number)}`)
@@ -270,6 +290,7 @@ export function loadConfig (source: Readonly<Record<string, string | undefined>>
 
   return {
     listen: { host: f.PIXPROXY_LISTEN_HOST as string, port: f.PIXPROXY_LISTEN_PORT as number },
+    unauthenticatedCallers: openToNetwork && (inboundCert === null || clientCa === null || allowlist.length === 0),
     ops: opsPort === undefined ? null : { host: f.PIXPROXY_OPS_LISTEN_HOST as string, port: opsPort },
     logLevel: f.PIXPROXY_LOG_LEVEL as string,
     instanceId: f.PIXPROXY_INSTANCE_ID as string | undefined,

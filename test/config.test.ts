@@ -114,3 +114,22 @@ t.test('docs/configuration.md is the rendering of the schema (run npm run docs:c
   const { renderConfigDoc } = await import('../src/config-doc.ts')
   t.equal(await readFile(new URL('../docs/configuration.md', import.meta.url), 'utf8'), renderConfigDoc())
 })
+
+t.test('off loopback, callers must be authenticated by inbound mutual TLS with a client CA and an allowlist', async (t) => {
+  const { isLoopbackHost } = await import('../src/config.ts')
+  for (const h of ['127.0.0.1', '127.1.2.3', '::1', '[::1]', 'localhost', '::ffff:127.0.0.1']) t.ok(isLoopbackHost(h), `${h} is loopback`)
+  for (const h of ['0.0.0.0', '::', '10.0.0.5', '192.168.1.1', '::ffff:10.0.0.1', '128.0.0.1', 'proxy', '']) t.notOk(isLoopbackHost(h), `${h} is not`)
+  const fp = 'AB:'.repeat(31) + 'AB'
+  const mtls = { PIXPROXY_INBOUND_TLS_CERT_FILE: '/c.pem', PIXPROXY_INBOUND_TLS_KEY_FILE: '/k.pem', PIXPROXY_INBOUND_CLIENT_CA_FILE: '/ca.pem', PIXPROXY_INBOUND_CLIENT_ALLOWLIST: fp }
+  t.throws(() => loadConfig({ ...base, PIXPROXY_LISTEN_HOST: '0.0.0.0' }), {
+    code: 'PIXPROXY_ERR_CONFIG_INVALID',
+    message: /PIXPROXY_LISTEN_HOST 0\.0\.0\.0 is not loopback.*PIXPROXY_INBOUND_TLS_CERT_FILE and PIXPROXY_INBOUND_TLS_KEY_FILE, PIXPROXY_INBOUND_CLIENT_CA_FILE, PIXPROXY_INBOUND_CLIENT_ALLOWLIST/
+  }, 'an open signing service refuses to start, naming what is missing')
+  const { PIXPROXY_INBOUND_CLIENT_ALLOWLIST: _a, ...noAllowlist } = mtls
+  t.throws(() => loadConfig({ ...base, ...noAllowlist, PIXPROXY_LISTEN_HOST: '10.0.0.5' }), { message: /set PIXPROXY_INBOUND_CLIENT_ALLOWLIST \(/ }, 'TLS and a CA without an allowlist are not enough')
+  const ok = loadConfig({ ...base, ...mtls, PIXPROXY_LISTEN_HOST: '0.0.0.0' })
+  t.equal(ok.unauthenticatedCallers, false, 'with all three it starts')
+  const optedOut = loadConfig({ ...base, PIXPROXY_LISTEN_HOST: '0.0.0.0', PIXPROXY_ALLOW_UNAUTHENTICATED_CALLERS: 'true' })
+  t.equal(optedOut.unauthenticatedCallers, true, 'the deliberate opt-out starts, and says so (the app logs a warning at every start)')
+  t.equal(loadConfig({ ...base, PIXPROXY_LISTEN_HOST: '127.0.0.1' }).unauthenticatedCallers, false, 'loopback needs nothing')
+})

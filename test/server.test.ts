@@ -72,6 +72,14 @@ t.test('a bad configuration stops start-up with exit 78 and every problem in one
   t.match(err.message, /PIXPROXY_LISTEN_PORT/)
 })
 
+t.test('an open listener (0.0.0.0 without inbound mutual TLS) refuses to start: exit 78, naming the settings', async (t) => {
+  const p = start({ PIXPROXY_LISTEN_HOST: '0.0.0.0' })
+  t.equal(await p.exit, 78)
+  const err = JSON.parse(p.lines.find((l) => l.startsWith('{"error"')) as string)
+  t.equal(err.error, 'PIXPROXY_ERR_CONFIG_INVALID')
+  t.match(err.message, /PIXPROXY_INBOUND_CLIENT_CA_FILE, PIXPROXY_INBOUND_CLIENT_ALLOWLIST/)
+})
+
 t.test('an unreadable key file stops start-up with a coded error, exit 1', async (t) => {
   const p = start({ PIXPROXY_SIGNING_KEY_FILE: join(dir, 'missing.key') })
   t.equal(await p.exit, 1)

@@ -323,9 +323,15 @@ t.test('Dockerfile: PIXPROXY_* settings it sets are valid, the spool is a volume
   t.ok(settings.length > 0)
   for (const k of settings) t.ok((CONFIG_KEYS as string[]).includes(k), `${k} is a setting (src/config.ts)`)
   const cert = createTestPki().ca.certificate.pem
-  const config = loadConfig({
+  const required = {
     ...env, PIXPROXY_ISPB: '99999004', PIXPROXY_SIGNING_KEY_FILE: cert, PIXPROXY_SIGNING_CERT_FILE: cert, PIXPROXY_TLS_KEY_FILE: cert,
     PIXPROXY_TLS_CERT_FILE: cert, PIXPROXY_TLS_CA_FILE: cert, PIXPROXY_BACEN_SIGNING_CERTS_FILE: cert
+  }
+  // Reachable from outside the container, so the image starts only with callers authenticated by mutual TLS.
+  t.throws(() => loadConfig(required), { code: 'PIXPROXY_ERR_CONFIG_INVALID', message: /is not loopback/ }, 'the image alone is not an open signing service')
+  const config = loadConfig({
+    ...required, PIXPROXY_INBOUND_TLS_CERT_FILE: cert, PIXPROXY_INBOUND_TLS_KEY_FILE: cert, PIXPROXY_INBOUND_CLIENT_CA_FILE: cert,
+    PIXPROXY_INBOUND_CLIENT_ALLOWLIST: 'AB:'.repeat(31) + 'AB'
   })
   t.same(config.listen, { host: '0.0.0.0', port: 8080 }, 'reachable from outside the container')
   t.same(config.ops, { host: '127.0.0.1', port: 9464 }, 'the operations listener on by default, on the container\'s loopback only')

@@ -673,7 +673,7 @@ t.test('config: environment + SSM cover every setting production needs, and load
     // Keys in the HSM, PIN from Secrets Manager, inbound mTLS, audit to Firehose on the shared EFS spool.
     'PIXPROXY_HSM_MODULE_PATH', 'PIXPROXY_HSM_TOKEN_LABEL', 'PIXPROXY_SIGNING_KEY_LABEL', 'PIXPROXY_TLS_KEY_LABEL',
     'PIXPROXY_HSM_PIN_SECRET_ID', 'PIXPROXY_INBOUND_TLS_CERT_FILE', 'PIXPROXY_INBOUND_TLS_KEY_FILE',
-    'PIXPROXY_INBOUND_CLIENT_CA_FILE', 'PIXPROXY_AUDIT_SINK', 'PIXPROXY_AUDIT_SPOOL_DIR', 'PIXPROXY_AUDIT_SPOOL_SHARED',
+    'PIXPROXY_INBOUND_CLIENT_CA_FILE', 'PIXPROXY_INBOUND_CLIENT_ALLOWLIST', 'PIXPROXY_AUDIT_SINK', 'PIXPROXY_AUDIT_SPOOL_DIR', 'PIXPROXY_AUDIT_SPOOL_SHARED',
     'PIXPROXY_CONFIG_SSM_PATH', 'PIXPROXY_LISTEN_HOST', 'PIXPROXY_LISTEN_PORT'
   ]
   for (const k of production) t.ok(env.has(k) || ssm.has(k), `${k} is set (${env.has(k) ? 'environment' : ssm.has(k) ? 'SSM' : 'nowhere'})`)
@@ -709,6 +709,11 @@ t.test('config: environment + SSM cover every setting production needs, and load
   t.same(c.listen, { host: '0.0.0.0', port: 8443 })
   t.same(c.ops, { host: '127.0.0.1', port: 9464 }, 'the operations listener, on loopback')
   t.ok(c.inbound.tls !== null && c.inbound.clientCaFile !== null, 'inbound mTLS')
+  t.equal(c.unauthenticatedCallers, false, 'every caller authenticated: a client CA and an allowlist')
+  t.notOk(env.has('PIXPROXY_ALLOW_UNAUTHENTICATED_CALLERS') || ssm.has('PIXPROXY_ALLOW_UNAUTHENTICATED_CALLERS'), 'no opt-out in AWS')
+  const allow = mod('modules/config').variables.inbound_client_allowlist
+  t.equal(allow.default, undefined, 'the allowlist has no default')
+  t.ok(allow.validation.some((v: { condition: string }) => /length\(var\.inbound_client_allowlist\) > 0/.test(v.condition)), 'and refuses an empty one')
   t.same([c.audit.sink, c.audit.spoolShared, c.audit.spoolDir], ['firehose', true, '/var/spool/pix-proxy'])
   t.same(c.audit.firehoseStreams, { spi: 'pix-proxy-audit-spi', dict: 'pix-proxy-audit-dict' })
   t.equal(c.shutdownTimeoutMs, 25_000)

@@ -102,9 +102,8 @@ variable "pem_dir" {
 }
 
 variable "inbound_client_allowlist" {
-  description = "SHA-256 fingerprints of the client certificates allowed to call; empty = any certificate the client CA issued"
+  description = "SHA-256 fingerprints of the client certificates allowed to call (the bank core systems); at least one"
   type        = list(string)
-  default     = []
 }
 
 variable "audit_bucket_name" {

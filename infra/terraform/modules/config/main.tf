@@ -22,7 +22,7 @@ locals {
     PIXPROXY_HSM_TOKEN_LABEL          = var.hsm_token_label
     PIXPROXY_SIGNING_KEY_LABEL        = var.signing_key_label
     PIXPROXY_TLS_KEY_LABEL            = var.tls_key_label
-    PIXPROXY_INBOUND_CLIENT_ALLOWLIST = length(var.inbound_client_allowlist) > 0 ? join(",", var.inbound_client_allowlist) : null
+    PIXPROXY_INBOUND_CLIENT_ALLOWLIST = join(",", var.inbound_client_allowlist)
   }
 
   # Certificates and CA bundles: the PEM text itself (the proxy takes PEM or a path in these settings). Bundles can

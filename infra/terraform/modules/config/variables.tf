@@ -72,14 +72,14 @@ variable "tls_key_label" {
 }
 
 variable "certificates" {
-  description = "PEM text of the certificates and CA bundles (or an absolute path to a file inside the image for a bundle too large for SSM's 8 KB). inbound_client_ca_pem null = inbound TLS without client certificates"
+  description = "PEM text of the certificates and CA bundles (or an absolute path to a file inside the image for a bundle too large for SSM's 8 KB). inbound_client_ca_pem issues the bank core systems' client certificates (required: the proxy refuses to start on a non-loopback address without it)"
   type = object({
     signing_cert_pem        = string
     tls_cert_pem            = string
     tls_ca_pem              = string
     bacen_signing_certs_pem = string
     inbound_tls_cert_pem    = string
-    inbound_client_ca_pem   = optional(string)
+    inbound_client_ca_pem   = string
   })
 
   validation {
@@ -90,9 +90,13 @@ variable "certificates" {
 }
 
 variable "inbound_client_allowlist" {
-  description = "SHA-256 fingerprints (AA:BB:...) of the client certificates allowed to call the proxy (PIXPROXY_INBOUND_CLIENT_ALLOWLIST); empty = any certificate the client CA issued"
+  description = "SHA-256 fingerprints (AA:BB:...) of the client certificates allowed to call the proxy (PIXPROXY_INBOUND_CLIENT_ALLOWLIST): the bank core systems. Required: the proxy refuses to start on a non-loopback address without one"
   type        = list(string)
-  default     = []
+
+  validation {
+    condition     = length(var.inbound_client_allowlist) > 0
+    error_message = "List at least one client certificate fingerprint: without an allowlist the proxy would sign for any holder of a certificate the client CA issued, and it refuses to start."
+  }
 
   validation {
     condition     = alltrue([for f in var.inbound_client_allowlist : can(regex("^([0-9A-Fa-f]{2}:){31}[0-9A-Fa-f]{2}$", f))])
