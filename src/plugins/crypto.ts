@@ -3,14 +3,13 @@
  * bound to the signing key and certificate, and the trust store of BACEN's signing certificates.
  */
 import fp from 'fastify-plugin'
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { readFile, rm } from 'node:fs/promises'
 import type { KeyObject } from 'node:crypto'
 import type { FastifyInstance } from 'fastify'
 import { describePemSetting, readPemSetting } from '../config.ts'
 import type { Config } from '../config.ts'
 import { Pkcs11KeyStore } from '../hsm/pkcs11.ts'
+import { createPinFile, sweepStalePinDirs } from '../hsm/pin-file.ts'
 import { SoftwareSigner } from '../hsm/signer.ts'
 import type { Signer } from '../hsm/signer.ts'
 import { parseCertificate, parseCertificates } from '../pki/x509.ts'
@@ -74,10 +73,13 @@ async function openCrypto (config: Config, log: FastifyInstance['log']): Promise
         } finally {
           client.destroy()
         }
-        // The libp11 engine reads the PIN only from a file (pin-source): a private directory, mode 0600.
-        tempPinDir = await mkdtemp(join(tmpdir(), 'pix-proxy-pin-'))
-        pinFile = join(tempPinDir, 'pin')
-        await writeFile(pinFile, pin, { mode: 0o600 })
+        // The libp11 engine reads the PIN only from a file (pin-source): a private directory, mode 0600 (hsm/pin-file.ts).
+        // The directories a killed process left behind go first.
+        const swept = await sweepStalePinDirs()
+        if (swept.length > 0) log.warn({ removed: swept.length }, 'removed the HSM PIN files of processes that were killed')
+        const created = await createPinFile(pin)
+        tempPinDir = created.dir
+        pinFile = created.file
       }
       keyStore = await Pkcs11KeyStore.open({
         modulePath: config.hsm.modulePath,
