@@ -18,7 +18,7 @@
  * milliseconds with a yield between them, so a large batch does not hold up the proxy's requests for its length.
  */
 import { randomUUID } from 'node:crypto'
-import { mkdir, open, rename, rm } from 'node:fs/promises'
+import { chmod, mkdir, open, rename, rm } from 'node:fs/promises'
 import { dirname, join, resolve } from 'node:path'
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises'
 import { DuckDBInstance, DuckDBTimestampValue } from '@duckdb/node-api'
@@ -210,6 +210,8 @@ export class ParquetSink implements AuditSink {
     let instance: DuckDBInstance | undefined
     try {
       await mkdir(join(dir, 'log'), { recursive: true })
+      // Audit rows hold names, tax ids and accounts: the files 0600 in 0700 directories, whatever the umask.
+      await chmod(join(dir, 'log'), 0o700)
       await fsyncPath(join(dir, 'log'))
       await fsyncPath(dir)
       await fsyncPath(dirname(dir))
@@ -307,6 +309,7 @@ export class ParquetSink implements AuditSink {
       await this.#stage(rows, g)
       await this.#ensureDurableDir(partDir)
       await this.#conn.run(`COPY staging TO ${quoteLiteral(tmp)} (FORMAT PARQUET, COMPRESSION ${this.#compression})`)
+      await chmod(tmp, 0o600)
       await fsyncPath(tmp)
       await rename(tmp, final)
       await fsyncPath(partDir)
@@ -357,6 +360,7 @@ export class ParquetSink implements AuditSink {
     if (this.#durableDirs.has(partDir)) return
     await mkdir(partDir, { recursive: true })
     for (let d = partDir; d.length >= this.dir.length; d = dirname(d)) {
+      if (d !== this.dir) await chmod(d, 0o700)
       await fsyncPath(d)
       if (d === this.dir) break
     }

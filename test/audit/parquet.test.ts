@@ -256,3 +256,17 @@ t.test('throughput: 5,000-row batches of ~5 KB rows (measured, reported)', async
   t.ok(rowsPerCpuSecond > 2_000, `${rowsPerCpuSecond} rows per CPU second (${rowsPerSecond} rows/s)`)
   t.same(await collect(dir, 'SELECT count(*) AS n FROM audit'), [{ n: batches * PARQUET_DEFAULT_BATCH_ROWS }])
 })
+
+t.test('audit files are 0600 in 0700 directories, whatever the umask (they hold names, tax ids and accounts)', async (t) => {
+  const dir = t.testdir()
+  const old = process.umask(0)
+  t.teardown(() => { process.umask(old) })
+  const sink = await openSink(t, dir)
+  t.same(await sink.write([row(0, { request_date: '2026-01-02T03:04:05.006Z' }), row(1, { request_date: '2026-01-02T03:04:05.006Z' })]), { failed: [] })
+  const written = await files(join(dir, 'log'))
+  t.ok(written.length > 0)
+  for (const f of written) t.equal((await stat(join(dir, 'log', f))).mode & 0o777, 0o600, `${f}: 0600`)
+  const dirs = new Set<string>(['.'])
+  for (const f of written) for (let d = f.replace(/\/[^/]+$/, ''); d !== '.' && d !== ''; d = d.includes('/') ? d.replace(/\/[^/]+$/, '') : '.') dirs.add(d)
+  for (const d of dirs) t.equal((await stat(join(dir, 'log', d))).mode & 0o777, 0o700, `log/${d === '.' ? '' : d}: 0700`)
+})
