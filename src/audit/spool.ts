@@ -117,6 +117,22 @@ export interface AuditSpoolOptions {
    * that: group commit and the lock heartbeat keep real time.
    */
   readonly clock?: Pick<AuditClock, 'now'>
+  /** Seams for tests of the lock; production leaves them unset. */
+  readonly lockHooks?: SpoolLockHooks
+}
+
+/**
+ * Lets a test put the lock's steps in the order it wants instead of racing timers: hold claimers at a step, run
+ * the heartbeat by hand.
+ */
+export interface SpoolLockHooks {
+  /**
+   * Schedules the heartbeat: `beat` (which never rejects) every `intervalMs` until the returned function is
+   * called. Default: setInterval, unref'd.
+   */
+  readonly heartbeat?: (beat: () => Promise<void>, intervalMs: number) => () => void
+  /** Awaited once a claimer judged the lock in place stale (its holder gone), before it starts taking it over. */
+  readonly judgedStale?: () => Promise<void>
 }
 
 /** A completed row handed to the pipeline (shift), until it is acked, parked or given back (unshift). */
@@ -403,6 +419,11 @@ function alive (pid: number): boolean {
   }
 }
 
+function everyInterval (beat: () => Promise<void>, intervalMs: number): () => void {
+  const t = setInterval(() => { void beat() }, intervalMs).unref()
+  return () => { clearInterval(t) }
+}
+
 const message = (err: unknown): string => err instanceof Error ? err.message : String(err)
 
 export class AuditSpool {
@@ -451,7 +472,9 @@ export class AuditSpool {
   #closed = false
   #replay: SpoolReplayReport = { rows: 0, incomplete: 0, alreadyShipped: 0, tornBytes: 0, corruptBytes: 0 }
   readonly #lockToken = randomUUID()
-  #heartbeat: NodeJS.Timeout | null = null
+  /** Cancels the lock heartbeat; null when not holding the lock. */
+  #heartbeat: (() => void) | null = null
+  readonly #hooks: SpoolLockHooks | undefined
   readonly #memLimit: number
   #memBytes = 0
   readonly #now: () => number
@@ -473,6 +496,7 @@ export class AuditSpool {
     const mem = opts.memoryBytes ?? 64 * MiB
     if (!Number.isSafeInteger(mem) || mem < 0) throw new PixProxyError(Errors.CONFIG_INVALID, [`audit spool memoryBytes must be a non-negative integer, not ${mem}`])
     this.#memLimit = mem
+    this.#hooks = opts.lockHooks
   }
 
   /**
@@ -1071,6 +1095,7 @@ export class AuditSpool {
           ? pid > 0 && pid !== me.pid && alive(pid)
           : typeof holder.host === 'string' && Date.now() - mtimeMs < LOCK_STALE_MS
         if (live) throw new PixProxyError(Errors.AUDIT_SPOOL_LOCKED, [this.dir, `${pid} on ${String(holder.host)}`])
+        await this.#hooks?.judgedStale?.()
         await rename(tmp, path)
         this.#logger?.warn({ dir: this.dir, previous: holder }, 'took over the audit spool lock of a process that is gone')
         break
@@ -1078,16 +1103,17 @@ export class AuditSpool {
     } finally {
       await unlink(tmp).catch(() => {}) // gone already after a takeover (renamed into place)
     }
-    this.#heartbeat = setInterval(() => {
+    const beat = async (): Promise<void> => {
       const now = new Date()
-      utimes(path, now, now).catch((err: unknown) => {
+      await utimes(path, now, now).catch((err: unknown) => {
         this.#logger?.warn({ code: Errors.AUDIT_SPOOL_IO.code, err, path }, 'cannot refresh the audit spool lock')
       })
-    }, LOCK_HEARTBEAT_MS).unref()
+    }
+    this.#heartbeat = (this.#hooks?.heartbeat ?? everyInterval)(beat, LOCK_HEARTBEAT_MS)
   }
 
   async #unlock (): Promise<void> {
-    if (this.#heartbeat !== null) clearInterval(this.#heartbeat)
+    this.#heartbeat?.()
     this.#heartbeat = null
     const path = join(this.dir, 'spool.lock')
     // Only our own: after a takeover (we were presumed dead) the lock is someone else's.
