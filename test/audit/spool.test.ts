@@ -1,8 +1,8 @@
 import t from 'tap'
 import type { Test } from 'tap'
-import { spawn } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import { once } from 'node:events'
-import { appendFile, mkdir, readdir, readFile, rm, utimes, writeFile } from 'node:fs/promises'
+import { appendFile, mkdir, readdir, readFile, rename, rm, stat, unlink, utimes, writeFile } from 'node:fs/promises'
 import { hostname } from 'node:os'
 import type { FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -428,6 +428,144 @@ t.test('a lock held from another host (shared filesystem) is respected while it 
   t.match(await readFile(join(dir, 'spool.lock'), 'utf8'), hostname())
   await s.close()
   t.notOk((await readdir(dir)).includes('spool.lock'), 'released on close')
+})
+
+/** A pid that belonged to a process which has exited (and was reaped). */
+function deadPid (): number {
+  const r = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'])
+  return Number(r.stdout.toString())
+}
+
+/** A claimer's stop: `arrived` once it reached the step; it waits there until `open()`; later visits pass. */
+function stop (): { wait: () => Promise<void>, arrived: Promise<void>, open: () => void } {
+  let arrive = (): void => {}
+  let open = (): void => {}
+  const arrived = new Promise<void>((resolve) => { arrive = resolve })
+  const opened = new Promise<void>((resolve) => { open = resolve })
+  return { wait: async () => { arrive(); await opened }, arrived, open }
+}
+
+t.test('claimers racing for one stale lock: exactly one takes it over, every time', async (t) => {
+  const base = t.testdir()
+  const N = 5
+  const dead = deadPid()
+  for (let round = 0; round < 40; round++) {
+    const dir = join(base, `round-${round}`)
+    await mkdir(dir)
+    // Stale two ways: a process of this host that is gone, or another host's lock untouched past the bound.
+    const path = join(dir, 'spool.lock')
+    if (round % 2 === 0) await writeFile(path, JSON.stringify({ pid: dead, host: hostname(), token: `dead-${round}` }))
+    else {
+      await writeFile(path, JSON.stringify({ pid: 1, host: 'task-elsewhere', token: `dead-${round}` }))
+      const old = new Date(Date.now() - 60_000)
+      await utimes(path, old, old)
+    }
+    // Every claimer first judges the lock stale and is held there, so all of them act on that judgment. Then
+    // either all go on at once, or one at a time in a rotating order, each finishing before the next goes on (a
+    // late claimer acting on its old judgment must not take the winner's lock).
+    const stops = Array.from({ length: N }, stop)
+    const beats: Array<() => Promise<void>> = []
+    const opens = stops.map(async (st) => await AuditSpool.open({
+      dir,
+      maxBytes: 1 << 20,
+      groupCommitMs: 0,
+      lockHooks: { judgedStale: st.wait, heartbeat: (beat) => { beats.push(beat); return () => {} } }
+    }))
+    await Promise.all(stops.map(async (st) => { await st.arrived }))
+    const sequential = round % 4 >= 2
+    const results: Array<PromiseSettledResult<AuditSpool>> = []
+    if (sequential) {
+      for (let i = 0; i < N; i++) {
+        const k = (i + round) % N
+        stops[k]?.open()
+        results.push(...await Promise.allSettled([opens[k] as Promise<AuditSpool>]))
+      }
+    } else {
+      for (const st of stops) st.open()
+      results.push(...await Promise.allSettled(opens))
+    }
+    const winners = results.flatMap((r) => r.status === 'fulfilled' ? [r.value] : [])
+    const losers = results.flatMap((r) => r.status === 'rejected' ? [(r.reason as PixProxyError).code] : [])
+    t.equal(winners.length, 1, `round ${round} (${sequential ? 'one at a time' : 'all at once'}): one winner`)
+    t.same(losers, Array.from({ length: N - winners.length }, () => 'PIXPROXY_ERR_AUDIT_SPOOL_LOCKED'), 'the others are told it is locked')
+    // The winner really holds it: its heartbeat finds its own lock, and it writes.
+    for (const beat of beats) await beat()
+    t.equal(winners.filter((w) => !w.stats().failed).length, 1, 'exactly one spool still believes it owns the directory')
+    for (const w of winners) await w.begin(requestHalf(`w-${round}`)).catch(() => {})
+    for (const w of winners) await w.close()
+    t.same((await readdir(dir)).filter((n) => !n.startsWith('spool-')), [], 'no lock, marker or temporary file left behind')
+  }
+})
+
+t.test('a takeover marker: a live claimer\'s is respected, a dead claimer\'s does not wedge the slot', async (t) => {
+  const dir = t.testdir()
+  const path = join(dir, 'spool.lock')
+  await writeFile(path, JSON.stringify({ pid: deadPid(), host: hostname(), token: 'gone' }))
+  // Another process (alive) is in the middle of taking this stale lock over.
+  const claimer = spawn('sleep', ['120'], { stdio: 'ignore' })
+  t.teardown(() => { claimer.kill('SIGKILL') })
+  await writeFile(`${path}.takeover-gone-1`, JSON.stringify({ pid: claimer.pid, host: hostname(), token: 'claimer' }))
+  const err = await rejection(AuditSpool.open({ dir, maxBytes: 1 << 20 }))
+  t.equal(err.code, 'PIXPROXY_ERR_AUDIT_SPOOL_LOCKED', 'left to the claimer that got there first')
+  t.match(err.message, /taking it over/)
+  // That claimer died before it finished: its marker is passed, and removed with it after the takeover.
+  claimer.kill('SIGKILL')
+  await once(claimer, 'exit')
+  const s = await AuditSpool.open({ dir, maxBytes: 1 << 20 })
+  t.match(JSON.parse(await readFile(path, 'utf8')), { pid: process.pid, host: hostname() }, 'taken over')
+  t.same((await readdir(dir)).filter((n) => n.startsWith('spool.lock')), ['spool.lock'], 'no marker left')
+  await s.close()
+})
+
+t.test('a process whose lock was taken over notices at its next heartbeat and stops writing', async (t) => {
+  const dir = t.testdir()
+  const beats: Array<() => Promise<void>> = []
+  const errors: Array<{ obj: object, msg: string }> = []
+  const logger = { info: () => {}, warn: () => {}, error: (obj: object, msg: string) => { errors.push({ obj, msg }) } }
+  const s = await AuditSpool.open({ dir, maxBytes: 1 << 20, groupCommitMs: 0, logger, lockHooks: { heartbeat: (beat) => { beats.push(beat); return () => {} } } })
+  t.equal(beats.length, 1, 'one heartbeat scheduled')
+  const beat = beats[0] as () => Promise<void>
+  const path = join(dir, 'spool.lock')
+  await s.begin(requestHalf('before'))
+
+  // Its own lock: the beat refreshes it in place (never absent, never rewritten) and the spool goes on.
+  const mine = await readFile(path, 'utf8')
+  const old = new Date(Date.now() - 20_000)
+  await utimes(path, old, old)
+  await beat()
+  t.ok((await stat(path)).mtimeMs > Date.now() - 10_000, 'refreshed')
+  t.equal(await readFile(path, 'utf8'), mine, 'the same lock')
+  await s.end('before', responseHalf('before'))
+
+  // Presumed dead (paused past the stale bound): another process took the lock over, as a takeover leaves it.
+  const theirs = JSON.stringify({ pid: 1, host: 'task-elsewhere', token: 'new-owner' })
+  await writeFile(`${path}.new-owner`, theirs)
+  await rename(`${path}.new-owner`, path)
+  const files = (await readdir(dir)).sort()
+  t.equal(s.stats().failed, false, 'not noticed before the heartbeat')
+  await beat()
+  t.equal(s.stats().failed, true, 'noticed at the next heartbeat')
+  t.equal(s.failure?.code, 'PIXPROXY_ERR_AUDIT_SPOOL_LOCKED')
+  t.match(s.failure?.message, /task-elsewhere/, 'naming the new owner')
+  t.equal((await rejection(s.begin(requestHalf('after')))).code, 'PIXPROXY_ERR_AUDIT_SPOOL_LOCKED', 'begin refused')
+  t.equal(errors.length, 1, 'logged once, as an error')
+  t.match(errors[0]?.obj, { code: 'PIXPROXY_ERR_AUDIT_SPOOL_LOCKED', dir })
+  await beat()
+  t.equal(errors.length, 1, 'a later beat changes nothing')
+  t.equal(await readFile(path, 'utf8'), theirs, 'the new owner\'s lock is not touched')
+
+  await s.close()
+  t.equal(await readFile(path, 'utf8'), theirs, 'close does not release the new owner\'s lock')
+  t.same((await readdir(dir)).sort(), files, 'nor delete anything in the directory that is no longer ours')
+})
+
+t.test('a heartbeat that finds the lock gone stops the spool too', async (t) => {
+  const dir = t.testdir()
+  const beats: Array<() => Promise<void>> = []
+  const s = await openSpool(t, { dir, lockHooks: { heartbeat: (beat) => { beats.push(beat); return () => {} } } })
+  await unlink(join(dir, 'spool.lock'))
+  await (beats[0] as () => Promise<void>)()
+  t.equal((await rejection(s.begin(requestHalf('x')))).code, 'PIXPROXY_ERR_AUDIT_SPOOL_LOCKED', 'anyone could have taken the directory since')
 })
 
 t.test('stats: oldest unshipped age counts from begin, across a restart', async (t) => {
