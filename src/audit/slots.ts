@@ -50,7 +50,7 @@ const isLocked = (err: unknown): boolean => err instanceof PixProxyError && err.
  */
 export async function claimSpoolSlot (root: string, options: Omit<AuditSpoolOptions, 'dir'>): Promise<AuditSpool> {
   try {
-    await mkdir(root, { recursive: true })
+    await mkdir(root, { recursive: true, mode: 0o700 })
   } catch (err) {
     throw new PixProxyError(Errors.AUDIT_SPOOL_IO, [`create ${root}`, (err as Error).message], { cause: err })
   }

@@ -65,6 +65,14 @@ import type { AuditClock } from './clock.ts'
 import type { AuditColumn, AuditRow } from './schema.ts'
 
 /** Columns only known once the call ended; end() sets them. Every other column is the request half. */
+
+/**
+ * Audit rows hold names, tax ids and accounts: what the spool creates is readable by its owner only. A mode given
+ * at creation can only be narrowed by the umask, never widened, so these hold whatever the umask.
+ */
+const FILE_MODE = 0o600
+const DIR_MODE = 0o700
+
 export const RESPONSE_COLUMNS = Object.freeze([
   'response_status_code', 'response_header', 'response_body', 'response_signature_valid', 'response_signature_code',
   'error_code', 'upstream_latency_ms', 'total_latency_ms'
@@ -775,7 +783,7 @@ export class AuditSpool {
       const tmp = `${final}.tmp`
       const body = Buffer.from(JSON.stringify({ t: tx.t, row }), 'utf8')
       try {
-        const fh = await open(tmp, 'w')
+        const fh = await open(tmp, 'w', FILE_MODE)
         try {
           await writeAll(fh, body, 0)
           await fh.datasync()
@@ -1001,7 +1009,7 @@ export class AuditSpool {
     const path = join(this.dir, segName(seq))
     let fh: FileHandle | undefined
     try {
-      fh = await open(path, 'wx')
+      fh = await open(path, 'wx', FILE_MODE)
       await syncDir(this.dir)
       this.#syncs++
     } catch (err) {
@@ -1110,7 +1118,7 @@ export class AuditSpool {
 
   async #init (): Promise<void> {
     try {
-      await mkdir(this.dir, { recursive: true })
+      await mkdir(this.dir, { recursive: true, mode: DIR_MODE })
       await this.#lock()
       await this.#replayAll()
     } catch (err) {
@@ -1160,7 +1168,7 @@ export class AuditSpool {
     const tmp = `${path}.${token}`
     OWN_TOKENS.add(token)
     try {
-      await writeFile(tmp, JSON.stringify({ pid: process.pid, host: hostname(), token }))
+      await writeFile(tmp, JSON.stringify({ pid: process.pid, host: hostname(), token }), { mode: FILE_MODE })
       for (;;) {
         try {
           await link(tmp, path)
@@ -1287,7 +1295,7 @@ export class AuditSpool {
     const tmp = `${path}.${token}`
     const marker = join(this.dir, `${LOCK_NAME}.takeover-${token}-1`)
     try {
-      await writeFile(tmp, JSON.stringify({ pid: process.pid, host: hostname(), token }))
+      await writeFile(tmp, JSON.stringify({ pid: process.pid, host: hostname(), token }), { mode: FILE_MODE })
       await link(tmp, marker)
     } catch {
       return // being taken over (or we cannot write): the lock is left to whoever replaces it
