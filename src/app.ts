@@ -29,6 +29,8 @@ import dictRoutes from './routes/dict.ts'
 import spiRoutes from './routes/spi.ts'
 import healthRoutes, { healthEndpoints } from './routes/health.ts'
 import opsListener from './plugins/ops.ts'
+import { registerCertificateExpiry } from './plugins/certificate-metrics.ts'
+import type { HeldCertificate } from './plugins/certificate-metrics.ts'
 import { installInputChecks, shown } from './routes/params.ts'
 
 declare module 'fastify' {
@@ -203,6 +205,13 @@ export async function buildApp (opts: AppOptions): Promise<FastifyInstance> {
     })
   }
   await app.register(upstreamsPlugin, { config, ...(opts.lookup === undefined ? {} : { lookup: opts.lookup }) })
+  registerCertificateExpiry(app.metrics.registry, function * (): Iterable<HeldCertificate> {
+    yield { role: 'signing', certificate: app.crypto.signingCertificate }
+    // The agent's current identity: after a SIGHUP rotation, the new certificate and CA bundle.
+    yield { role: 'tls-client', certificate: app.upstreams.agent.certificate }
+    for (const certificate of app.crypto.bacenTrust.certificates()) yield { role: 'bacen-signing', certificate }
+    for (const certificate of app.upstreams.agent.cas) yield { role: 'bacen-ca', certificate }
+  })
   await app.register(auditPlugin, { config })
   app.decorate('health', healthEndpoints(app, { ...(opts.lookup === undefined ? {} : { lookup: opts.lookup }), isClosing: () => closing }))
   await app.register(healthRoutes)

@@ -423,12 +423,17 @@ export class Pkcs11KeyStore {
     }
   }
 
-  /** Readiness probe: a session can be taken, is logged in (logging in again if needed), and the token answers. */
-  async check (): Promise<void> {
+  /**
+   * Readiness probe: a session can be taken, is logged in (logging in again if needed), the token answers, and
+   * each private key in `keyLabels` is still on the token (a key deleted or hidden by a changed login makes every
+   * sign fail while the token itself looks healthy).
+   */
+  async check (keyLabels: readonly string[] = []): Promise<void> {
     await this.#run('check', (session) => {
       this.#ensureLoggedIn(session)
       const info = this.#module.lib.C_GetTokenInfo(this.#slot.handle)
       if ((info.flags & CKF_USER_PIN_LOCKED) !== 0) throw new PixProxyError(Errors.HSM_PIN_LOCKED, [this.#tokenLabel])
+      for (const label of keyLabels) this.#resolveKey(session, { label, key: undefined, generation: -1 })
     })
   }
 

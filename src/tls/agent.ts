@@ -69,6 +69,7 @@ interface AgentState {
   readonly context: SecureContext
   readonly certificate: Certificate
   readonly chain: readonly Certificate[]
+  readonly cas: readonly Certificate[]
   readonly keyDescription: string
 }
 
@@ -232,7 +233,7 @@ function buildState (identity: TlsClientIdentity): AgentState {
       throw keyError(err, true, certificate, keyDescription)
     }
   }
-  return Object.freeze({ context, certificate, chain: Object.freeze(chain), keyDescription })
+  return Object.freeze({ context, certificate, chain: Object.freeze(chain), cas: Object.freeze(cas), keyDescription })
 }
 
 /**
@@ -273,6 +274,11 @@ export class TlsKeyAgent {
   /** Leaf first, then any intermediates sent with it. */
   get chain (): readonly Certificate[] {
     return this.#state.chain
+  }
+
+  /** The pinned CA certificates BACEN's servers are verified against (the CA bundle of the current identity). */
+  get cas (): readonly Certificate[] {
+    return this.#state.cas
   }
 
   /** Where the key lives, safe to log (a PKCS#11 URI without its pin-source, or "the PEM private key"). */

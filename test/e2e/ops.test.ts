@@ -3,6 +3,11 @@
  * readiness with its HSM and BACEN checks, and Prometheus metrics that move with real traffic.
  */
 import t from 'tap'
+import type { Test } from 'tap'
+import { readFile, writeFile } from 'node:fs/promises'
+import { issueCertificate } from '../../src/pki/ca.ts'
+import { parseCertificate } from '../../src/pki/x509.ts'
+import type { Certificate } from '../../src/pki/x509.ts'
 import { createEntryRequest, pacs008 } from '../../src/samples/messages.ts'
 import { metricSamples, PROXY_ISPB, startE2e } from '../helpers/e2e.ts'
 import type { E2e } from '../helpers/e2e.ts'
@@ -13,6 +18,7 @@ t.before(async () => { e2e = await startE2e(t) })
 interface Readiness {
   status: string
   checks: Record<string, { ok: boolean, detail: string }>
+  upstreams?: Record<string, { reachable: boolean, detail: string }>
 }
 
 const sum = (values: readonly number[]): number => values.reduce((a, b) => a + b, 0)
@@ -25,19 +31,25 @@ t.test('/healthz answers 200 without touching dependencies', async (t) => {
   t.same(e2e.seenSince(mark), [], 'BACEN is not contacted')
 })
 
-t.test('/readyz answers 200 with the HSM, DICT, SPI and audit checks passing', async (t) => {
+t.test('/readyz answers 200 with the HSM, TLS identity and audit checks passing, BACEN reported beside them', async (t) => {
   const res = await e2e.proxy('GET', '/readyz')
   t.equal(res.status, 200, res.text)
   const body = JSON.parse(res.text) as Readiness
   t.equal(body.status, 'ready')
-  t.same(Object.keys(body.checks).sort(), ['audit', 'dict', 'hsm', 'spi'])
+  t.same(Object.keys(body.checks).sort(), ['audit', 'hsm', 'tls'])
   t.equal(body.checks.audit?.ok, true)
   t.match(body.checks.audit?.detail, /rows pending/)
   t.equal(body.checks.hsm?.ok, true)
-  t.match(body.checks.hsm?.detail, /idle of \d+ sessions/)
-  t.equal(body.checks.dict?.ok, true)
-  t.match(body.checks.dict?.detail, /^TLSv1\.[23]$/, 'a mutual-TLS handshake with the HSM-held client key')
-  t.equal(body.checks.spi?.ok, true)
+  t.match(body.checks.hsm?.detail, /idle of \d+ sessions; keys .+ present/)
+  t.equal(body.checks.tls?.ok, true)
+  t.match(body.checks.tls?.detail, /^TLSv1\.[23] handshake signed by pkcs11:/, 'a loopback handshake signed with the HSM-held client key')
+  t.same(Object.keys(body.upstreams ?? {}).sort(), ['dict', 'spi'])
+  t.equal(body.upstreams?.dict?.reachable, true)
+  t.match(body.upstreams?.dict?.detail, /^TLSv1\.[23]$/, 'a mutual-TLS handshake with BACEN')
+  t.equal(body.upstreams?.spi?.reachable, true)
+  const m = (await e2e.proxy('GET', '/metrics')).text
+  t.same(metricSamples(m, 'pixproxy_upstream_reachable', { upstream: 'dict' }), [1])
+  t.same(metricSamples(m, 'pixproxy_upstream_reachable', { upstream: 'spi' }), [1])
 })
 
 t.test('/metrics exposes request, signature, HSM and ICOM metrics after traffic', async (t) => {
@@ -69,4 +81,47 @@ t.test('/metrics exposes request, signature, HSM and ICOM metrics after traffic'
   t.same(metricSamples(m, 'pixproxy_spi_in_flight'), [0], 'pixproxy_spi_in_flight exposed, back to 0')
   t.same(metricSamples(m, 'pixproxy_spi_queued'), [0])
   t.ok(metricSamples(m, 'pixproxy_process_cpu_user_seconds_total').length === 1, 'process metrics on the app registry')
+})
+
+/** The gauge's value for `c` lies between what it was just before and just after the scrape: no clock race. */
+function expiryBetween (t: Test, m: string, role: string, c: Certificate, before: number, after: number): void {
+  const got = metricSamples(m, 'pixproxy_certificate_expiry_seconds', { role, subject: c.subjectString, serial: c.serialDecimal })
+  t.equal(got.length, 1, `${role} ${c.subjectString}: one sample`)
+  const v = got[0] as number
+  const ms = c.notAfter.getTime()
+  t.ok(v <= (ms - before) / 1000 && v >= (ms - after) / 1000, `${role} ${c.subjectString}: ${v} s within [${(ms - after) / 1000}, ${(ms - before) / 1000}]`)
+}
+
+t.test('pixproxy_certificate_expiry_seconds: every certificate the proxy holds, read from the files it was given', async (t) => {
+  const pki = e2e.stack.simulatorPki
+  const signing = parseCertificate(await readFile(e2e.stack.hsm.signing.certFile))
+  const tls = parseCertificate(await readFile(e2e.stack.hsm.tls.certFile))
+  const before = Date.now()
+  const m = (await e2e.proxy('GET', '/metrics')).text
+  const after = Date.now()
+  expiryBetween(t, m, 'signing', signing, before, after)
+  expiryBetween(t, m, 'tls-client', tls, before, after)
+  expiryBetween(t, m, 'bacen-signing', pki.bcbSigning.certificate, before, after)
+  expiryBetween(t, m, 'bacen-signing', pki.bcbExpired.certificate, before, after)
+  t.ok((metricSamples(m, 'pixproxy_certificate_expiry_seconds', { role: 'bacen-signing', serial: pki.bcbExpired.certificate.serialDecimal })[0] ?? 0) < 0, 'an expired one is negative')
+  expiryBetween(t, m, 'bacen-ca', pki.ca.certificate, before, after)
+  t.equal(metricSamples(m, 'pixproxy_certificate_expiry_seconds').length, 5, 'nothing else')
+})
+
+// Last: the proxy presents another certificate from here on.
+t.test('a certificate rotated on SIGHUP shows its own expiry at the next scrape; the old one is gone', async (t) => {
+  const pki = e2e.stack.simulatorPki
+  const file = e2e.stack.hsm.tls.certFile
+  const old = parseCertificate(await readFile(file))
+  const notAfter = new Date(Math.floor(Date.now() / 1000) * 1000 + 12 * 86_400_000)
+  // The same HSM key, a new certificate with a known notAfter (12 days: between the 7- and 30-day alarms).
+  const rotated = issueCertificate({ subject: old.subjectString, publicKey: old.publicKey, issuer: { certificate: pki.ca.certificate, key: pki.ca.key }, notAfter, extKeyUsage: ['clientAuth'] })
+  await writeFile(file, rotated.pem)
+  await e2e.stack.proxy.upstreams.reloadCertificates()
+  const before = Date.now()
+  const m = (await e2e.proxy('GET', '/metrics')).text
+  const after = Date.now()
+  expiryBetween(t, m, 'tls-client', rotated, before, after)
+  t.same(metricSamples(m, 'pixproxy_certificate_expiry_seconds', { role: 'tls-client' }).length, 1, 'only the certificate in use')
+  t.same(metricSamples(m, 'pixproxy_certificate_expiry_seconds', { serial: old.serialDecimal }), [], 'the replaced one is gone')
 })

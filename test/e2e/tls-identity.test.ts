@@ -1,32 +1,28 @@
 /**
  * The proxy's mutual-TLS identity refused by BACEN: the simulator stops trusting the CA that issued the proxy's
  * client certificate (the key stays in the HSM; the certificate is now from a CA BACEN does not know). Every request
- * fails with a stable 502 and nothing reaches BACEN, the counterparty (a trusted CA) still gets through, and
- * readiness must report the upstreams down.
+ * fails with a stable 502 and nothing reaches BACEN, the counterparty (a trusted CA) still gets through, and the
+ * task is not ready: its identity is wrong, which a task started with the right certificate does not share (BACEN
+ * merely unreachable leaves it ready: test/e2e/readiness.test.ts). Trusted again, it is ready again.
  */
 import t from 'tap'
+import { readFileSync } from 'node:fs'
 import type { Test } from 'tap'
 import { pacs008 } from '../../src/samples/messages.ts'
 import { COUNTERPARTY_ISPB, PROXY_ISPB, problemOf, startE2e } from '../helpers/e2e.ts'
 import type { E2e } from '../helpers/e2e.ts'
+import type { Readiness } from '../../src/routes/health.ts'
 
 let e2e: E2e
 t.before(async () => { e2e = await startE2e(t) })
 
-/** /readyz caches each BACEN probe for 5 s. */
-const PROBE_CACHE_MS = 5_000
 
-
-interface Readiness {
-  status: string
-  checks: Record<string, { ok: boolean, detail: string }>
-}
-
-/** Only the simulator's own PKI CA is trusted for client certificates from now on (new connections). */
-function distrustProxyCa (maxVersion: 'TLSv1.2' | 'TLSv1.3'): void {
+/** Only the simulator's own PKI CA is trusted for client certificates from now on (new connections); or, with
+ * `trustProxy`, the proxy's CA (the token's) again, as src/demo/stack.ts starts it. */
+function distrustProxyCa (maxVersion: 'TLSv1.2' | 'TLSv1.3', trustProxy = false): void {
   const pki = e2e.stack.simulatorPki
   const server = e2e.stack.simulator.app.server
-  server.setSecureContext({ cert: pki.bcbTls.certPem, key: pki.bcbTls.keyPem, ca: pki.ca.certPem, minVersion: 'TLSv1.2', maxVersion })
+  server.setSecureContext({ cert: pki.bcbTls.certPem, key: pki.bcbTls.keyPem, ca: trustProxy ? pki.ca.certPem + '\n' + readFileSync(e2e.stack.hsm.caCertFile, 'utf8') : pki.ca.certPem, minVersion: 'TLSv1.2', maxVersion })
   server.closeAllConnections()
 }
 
@@ -56,28 +52,39 @@ async function assertRefused (t: Test, version: 'TLSv1.2' | 'TLSv1.3'): Promise<
 }
 
 async function readiness (): Promise<{ status: number, body: Readiness }> {
+  // /readyz caches its probes for 5 s: each step asks afresh instead of sleeping that out.
+  e2e.stack.proxy.health.forget()
   const res = await e2e.proxy('GET', '/readyz')
   return { status: res.status, body: JSON.parse(res.text) as Readiness }
+}
+
+async function assertIdentityRefused (t: Test): Promise<void> {
+  const { status, body } = await readiness()
+  t.equal(status, 503, `readyz: ${JSON.stringify(body)}`)
+  t.equal(body.status, 'not ready')
+  t.equal(body.checks.hsm?.ok, true, 'the HSM itself is fine')
+  t.equal(body.checks.tls?.ok, false, 'our identity is refused')
+  t.match(body.checks.tls?.detail, /BACEN refused our client certificate \(dict, spi\)/)
+  t.equal(body.upstreams?.dict?.reachable, false, 'dict reported')
+  t.equal(body.upstreams?.spi?.reachable, false, 'spi reported')
 }
 
 t.test('client certificate from a CA BACEN does not trust (TLS 1.3): requests fail with 502, readiness reports it', async (t) => {
   distrustProxyCa('TLSv1.3')
   await assertRefused(t, 'TLSv1.3')
-  const { status, body } = await readiness()
-  t.equal(body.checks.hsm?.ok, true, 'the HSM itself is fine')
-  t.equal(status, 503, `readyz: ${JSON.stringify(body)}`)
-  t.equal(body.checks.dict?.ok, false, 'dict probe fails')
-  t.equal(body.checks.spi?.ok, false, 'spi probe fails')
+  await assertIdentityRefused(t)
 })
 
 t.test('client certificate from a CA BACEN does not trust (TLS 1.2): requests fail with 502, readyz 503', async (t) => {
   distrustProxyCa('TLSv1.2')
-  await new Promise((resolve) => setTimeout(resolve, PROBE_CACHE_MS + 100).unref())
   await assertRefused(t, 'TLSv1.2')
+  await assertIdentityRefused(t)
+})
+
+t.test('trusted again: ready again', async (t) => {
+  distrustProxyCa('TLSv1.3', true)
   const { status, body } = await readiness()
-  t.equal(status, 503, JSON.stringify(body))
-  t.equal(body.status, 'not ready')
-  t.equal(body.checks.hsm?.ok, true)
-  t.equal(body.checks.dict?.ok, false)
-  t.equal(body.checks.spi?.ok, false)
+  t.equal(status, 200, JSON.stringify(body))
+  t.equal(body.checks.tls?.ok, true)
+  t.equal(body.upstreams?.dict?.reachable, true)
 })

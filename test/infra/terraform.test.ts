@@ -941,7 +941,10 @@ t.test('monitoring: alarms for 5xx rate, p99 latency, HSM errors and audit backl
 })
 
 t.test('metrics: every pixproxy_* name in the Terraform is registered by the proxy; the HSM relabel matches the HSM codes', async (t) => {
-  const src = (await Promise.all(['src/plugins/metrics.ts', 'src/plugins/audit.ts', 'src/app.ts'].map((f) => readFile(join(REPO, f), 'utf8')))).join('\n')
+  // Every source file: metrics are registered where their data lives (plugins, routes, http).
+  const { readdir } = await import('node:fs/promises')
+  const sources = (await readdir(join(REPO, 'src'), { recursive: true })).filter((f) => f.endsWith('.ts'))
+  const src = (await Promise.all(sources.map(async (f) => await readFile(join(REPO, 'src', f), 'utf8')))).join('\n')
   const registered = new Set([...src.matchAll(/name: '(pixproxy_[a-z_]+)'/g)].map((g) => g[1] as string))
   t.ok(registered.has('pixproxy_audit_oldest_unshipped_seconds') && registered.has('pixproxy_errors_total'))
   const referenced = new Set<string>()

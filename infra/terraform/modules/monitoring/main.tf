@@ -220,6 +220,38 @@ resource "aws_cloudwatch_metric_alarm" "audit_spool_usage" {
   }
 }
 
+locals {
+  # Our own certificates are one per role: any of them expiring counts (Minimum). BACEN's bundles keep the previous
+  # certificate for a while after a rotation (docs/operations.md), so their oldest may well be expired: what matters
+  # there is that a successor is present, i.e. the newest one (Maximum) is not about to expire.
+  certificate_alarms = merge([
+    for level, days in { warning = var.thresholds.certificate_warning_days, critical = var.thresholds.certificate_critical_days } : {
+      for role, stat in { "signing" = "Minimum", "tls-client" = "Minimum", "bacen-signing" = "Maximum", "bacen-ca" = "Maximum" } :
+      "${role}-${level}" => { role = role, stat = stat, days = days }
+    }
+  ]...)
+}
+
+resource "aws_cloudwatch_metric_alarm" "certificate_expiry" {
+  for_each = local.certificate_alarms
+
+  alarm_name          = "${var.service_name}-certificate-${each.key}"
+  alarm_description   = "The ${each.value.stat == "Minimum" ? "" : "newest "}${each.value.role} certificate a task holds expires within ${each.value.days} days (pixproxy_certificate_expiry_seconds; its subject and serial are labels on /metrics). Runbook: docs/operations.md#rotate-certificates-keys-and-pins"
+  namespace           = local.ns
+  metric_name         = "pixproxy_certificate_expiry_seconds"
+  dimensions          = merge(local.service_dimension, { role = each.value.role })
+  statistic           = each.value.stat
+  period              = 300
+  comparison_operator = "LessThanThreshold"
+  threshold           = each.value.days * 86400
+  evaluation_periods  = 1
+  # Missing scrapes already alarm (audit backlog age); a certificate does not expire between two of them.
+  treat_missing_data = "notBreaching"
+  alarm_actions      = local.common.alarm_actions
+  ok_actions         = local.common.ok_actions
+  tags               = var.tags
+}
+
 resource "aws_cloudwatch_metric_alarm" "firehose_freshness" {
   for_each = var.firehose_stream_names
 

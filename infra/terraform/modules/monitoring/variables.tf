@@ -53,6 +53,8 @@ variable "thresholds" {
     spool_usage_percent        = optional(number, 50)
     min_healthy_targets        = optional(number, 2)
     firehose_freshness_seconds = optional(number, 1200)
+    certificate_warning_days   = optional(number, 30)
+    certificate_critical_days  = optional(number, 7)
   })
   default = {}
 }

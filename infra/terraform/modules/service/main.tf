@@ -194,6 +194,7 @@ locals {
               pixproxy_errors_total                   = "Count"
               pixproxy_upstream_requests_total        = "Count"
               pixproxy_response_signatures_total      = "Count"
+              pixproxy_certificate_expiry_seconds     = "Seconds"
             }
             metric_declaration = [
               {
@@ -237,6 +238,20 @@ locals {
                 label_matcher    = local.emf_service_matcher
                 dimensions       = [["service", "upstream", "code"]]
                 metric_selectors = ["^pixproxy_response_signatures_total$"]
+              },
+              {
+                # By role only: subject and serial would make a new metric at every rotation. Several certificates
+                # of one role (BACEN's bundle) are several data points of one metric, read by Minimum or Maximum.
+                source_labels    = ["service"]
+                label_matcher    = local.emf_service_matcher
+                dimensions       = [["service", "role"]]
+                metric_selectors = ["^pixproxy_certificate_expiry_seconds$"]
+              },
+              {
+                source_labels    = ["service"]
+                label_matcher    = local.emf_service_matcher
+                dimensions       = [["service", "upstream"]]
+                metric_selectors = ["^pixproxy_upstream_reachable$"]
               },
             ]
           }
