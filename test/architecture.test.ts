@@ -1,0 +1,68 @@
+/**
+ * Rules of the codebase's shape, enforced here so that they hold without anyone remembering them:
+ * - what `serve` loads (the product) never imports a tool: the simulator, the demo, the load tool, the samples, the
+ *   command line's other commands, the local AWS endpoint;
+ * - one forwarding pipeline: only src/routes/forward.ts sends a request to BACEN (Upstream.request), so every call
+ *   goes through `audited()`, which owns its audit row and decides its outcome class (docs/outcomes.md).
+ */
+import { readdir, readFile } from 'node:fs/promises'
+import { dirname, join, relative, resolve } from 'node:path'
+import t from 'tap'
+
+const ROOT = resolve(import.meta.dirname, '..')
+
+/** Relative imports of a TypeScript file (static and dynamic), resolved to repository paths. */
+async function importsOf (file: string): Promise<string[]> {
+  const text = await readFile(join(ROOT, file), 'utf8')
+  const out: string[] = []
+  for (const m of text.matchAll(/(?:^|\n)\s*(?:import|export)\s[^'"]*?from\s+'(\.[^']+)'|import\(\s*'(\.[^']+)'\s*\)/g)) {
+    const spec = m[1] ?? m[2]
+    if (spec === undefined) continue
+    out.push(relative(ROOT, resolve(ROOT, dirname(file), spec)))
+  }
+  return out
+}
+
+/** Every repository file reachable by relative imports from `entry`. */
+async function closure (entry: string): Promise<Set<string>> {
+  const seen = new Set<string>()
+  const todo = [entry]
+  while (todo.length > 0) {
+    const f = todo.pop() as string
+    if (seen.has(f)) continue
+    seen.add(f)
+    for (const d of await importsOf(f)) if (d.endsWith('.ts')) todo.push(d)
+  }
+  return seen
+}
+
+/** The tools: what a bank runs around the product, never inside it. */
+const TOOLS = [/^simulator\//, /^src\/demo\//, /^src\/load\//, /^src\/samples\//, /^src\/aws\/local-endpoint\.ts$/, /^src\/hsm\/init\.ts$/, /^src\/audit\/query\.ts$/,
+  /^src\/cli\/(?!serve\.ts$|io\.ts$)/, /^bench\//, /^test\//]
+
+t.test('what serve loads never imports a tool', async (t) => {
+  // The container's entrypoint runs src/server.ts; `pix-proxy serve` runs src/cli/serve.ts.
+  const product = new Set([...await closure('src/server.ts'), ...await closure('src/cli/serve.ts')])
+  t.ok(product.has('src/routes/forward.ts') && product.has('src/app.ts'), `the closure is the product (${product.size} files)`)
+  const tools = [...product].filter((f) => TOOLS.some((re) => re.test(f))).sort()
+  t.same(tools, [], 'no tool in the product\'s import closure')
+})
+
+t.test('one forwarding pipeline: only routes/forward.ts sends requests to BACEN', async (t) => {
+  const files = (await readdir(join(ROOT, 'src'), { recursive: true })).filter((f) => f.endsWith('.ts')).map((f) => `src/${f}`)
+  const senders: string[] = []
+  for (const f of files) {
+    const text = await readFile(join(ROOT, f), 'utf8')
+    // Upstream.request through an app's upstreams or an UpstreamCall's upstream.
+    if (/\bupstreams\.(dict|spi)\.request\(|\bupstream\.request\(/.test(text)) senders.push(f)
+  }
+  t.same(senders, ['src/routes/forward.ts'], 'every call to BACEN goes through callUpstream, inside audited()')
+  // And the routes reach BACEN only through audited() with callUpstream (or the batcher, whose sends are callUpstream).
+  for (const f of ['src/routes/dict.ts', 'src/routes/spi.ts']) {
+    const text = await readFile(join(ROOT, f), 'utf8')
+    const calls = [...text.matchAll(/callUpstream\(/g)].length
+    const owners = [...text.matchAll(/audited\(/g)].length
+    t.ok(owners >= 1, `${f}: its calls are audited (${owners})`)
+    t.ok(calls <= owners + 1, `${f}: ${calls} callUpstream for ${owners} audited() (the batcher's send is the +1)`)
+  }
+})
