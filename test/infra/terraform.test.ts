@@ -347,7 +347,7 @@ const proxyContainer: Hcl = containers.find((c) => c.name === '${local.proxy_con
 const proxyEnv: Record<string, string> = service.locals.proxy_environment
 const proxySecrets: Record<string, string> = service.locals.proxy_secrets
 
-t.test('service: internal NLB, TCP listener passing TLS through, TCP health checks', async (t) => {
+t.test('service: internal NLB, TCP listener passing TLS through, readiness health checks on the operations listener', async (t) => {
   const lb = res(service, 'aws_lb', 'this')
   t.equal(lb.internal, true)
   t.equal(lb.load_balancer_type, 'network')
@@ -362,8 +362,12 @@ t.test('service: internal NLB, TCP listener passing TLS through, TCP health chec
   t.equal(tg.port, '${var.container_port}')
   const hc = one(tg, 'health_check')
   t.equal(hc.enabled, true)
-  t.equal(hc.protocol, 'TCP', 'an HTTPS check carries no client certificate and /readyz also probes BACEN')
-  t.equal(hc.port, 'traffic-port')
+  // The callers' port needs a client certificate, which a check does not present; /readyz no longer counts BACEN's
+  // reachability, so one BACEN outage does not drain every target.
+  t.equal(hc.protocol, 'HTTP', 'an HTTP verdict, not a TCP connect: a task that lost its HSM or audit writer leaves rotation')
+  t.equal(hc.path, '/readyz')
+  t.equal(hc.matcher, '200')
+  t.equal(hc.port, '${tostring(var.ops_port)}', 'on the operations listener')
   t.equal(evaluate(service, '${var.container_port}'), 8443)
   t.equal(evaluate(service, '${var.listener_port}'), 443)
 })
@@ -495,11 +499,11 @@ t.test('service: container environment names are proxy settings or the two entry
 
 const OPS_PORT = Number(evaluate(service, '${var.ops_port}'))
 
-t.test('service: the operations listener is set in the proxy\'s environment, on loopback, on its own port', async (t) => {
+t.test('service: the operations listener is set in the proxy\'s environment, on the task\'s address, on its own port', async (t) => {
   t.equal(OPS_PORT, 9464, 'ops_port defaults to 9464, the image\'s PIXPROXY_OPS_LISTEN_PORT')
   t.equal(evaluate(service, proxyEnv.PIXPROXY_OPS_LISTEN_PORT), String(OPS_PORT), 'PIXPROXY_OPS_LISTEN_PORT = ops_port')
   t.equal(proxyEnv.PIXPROXY_OPS_LISTEN_PORT, '${tostring(var.ops_port)}')
-  t.equal(evaluate(service, proxyEnv.PIXPROXY_OPS_LISTEN_HOST), '127.0.0.1', 'on loopback, pinned in the environment (SSM cannot move it)')
+  t.equal(evaluate(service, proxyEnv.PIXPROXY_OPS_LISTEN_HOST), '0.0.0.0', 'on the task\'s address for the NLB\'s check, pinned in the environment (SSM cannot move it)')
   t.not(OPS_PORT, Number(evaluate(service, '${var.container_port}')), 'apart from the callers\' port by default')
   const v = service.variables.ops_port
   t.equal(v.type, '${number}')
@@ -510,7 +514,7 @@ t.test('service: the operations listener is set in the proxy\'s environment, on 
   // 127.0.0.1:PIXPROXY_OPS_LISTEN_PORT, which it reads from the container's environment, above).
   const hc = proxyContainer.healthCheck
   t.same(hc.command, ['CMD', 'node', '/app/docker/healthcheck.mjs', '/healthz'], 'the container health check is a GET /healthz')
-  t.notOk(JSON.stringify(hc).includes('readyz'), 'never /readyz: it probes BACEN, whose outage must not replace every task')
+  t.notOk(JSON.stringify(hc).includes('readyz'), 'liveness, not readiness: a task whose spool is full (a Firehose outage, shared by every task) leaves rotation but is not replaced')
   t.notOk(JSON.stringify(hc).includes('tcp://'), 'a real HTTP verdict, not a TCP connect')
   const checker = await readFile(join(REPO, 'docker/healthcheck.mjs'), 'utf8')
   t.match(checker, /process\.env\.PIXPROXY_OPS_LISTEN_PORT/, 'the checker reads the port the task definition sets')
@@ -519,30 +523,35 @@ t.test('service: the operations listener is set in the proxy\'s environment, on 
     ...Object.entries<Hcl>(service.locals).map(([k, v]) => [`local.${k}`, v] as const),
     ...Object.entries<Record<string, Hcl>>(service.resources).flatMap(([type, byName]) => Object.entries<Hcl>(byName).map(([n, r]) => [`${type}.${n}`, r] as const))
   ].filter(([, v]) => JSON.stringify(v).includes('var.ops_port')).map(([k]) => k).sort()
-  t.same(users, ['aws_ecs_task_definition.this', 'local.prometheus_scrape_config', 'local.proxy_environment'])
+  t.same(users, ['aws_ecs_task_definition.this', 'aws_lb_target_group.this', 'aws_vpc_security_group_egress_rule.nlb_to_tasks_ops', 'aws_vpc_security_group_ingress_rule.tasks_ops_from_nlb', 'local.prometheus_scrape_config', 'local.proxy_environment'])
 })
 
-t.test('service: the operations port is task-local: in no security group rule, load balancer, listener or port mapping', async (t) => {
+t.test('service: the operations port is reachable from the NLB\'s security group only: two rules, no listener, no port mapping', async (t) => {
   t.same(proxyContainer.portMappings, [{ containerPort: '${var.container_port}', protocol: 'tcp' }], 'only the callers\' port is mapped')
   for (const c of containers.filter((c) => c !== proxyContainer)) t.notOk(c.portMappings, `${c.name}: no port mapping`)
   const covers = (from: unknown, to: unknown): boolean => {
     const [a, b] = [Number(from), Number(to)]
     return Number.isFinite(a) && Number.isFinite(b) && a <= OPS_PORT && OPS_PORT <= b
   }
+  const opening: string[] = []
   let checked = 0
-  for (const type of ['aws_vpc_security_group_ingress_rule', 'aws_vpc_security_group_egress_rule', 'aws_security_group', 'aws_lb', 'aws_lb_listener', 'aws_lb_target_group']) {
+  for (const type of ['aws_vpc_security_group_ingress_rule', 'aws_vpc_security_group_egress_rule', 'aws_security_group', 'aws_lb', 'aws_lb_listener']) {
     for (const { m, name, r } of resourcesOf(type)) {
       checked++
-      t.notMatch(JSON.stringify(r), /ops_port|ops_host|9464/, `${m.dir}: ${type}.${name} does not name the operations port`)
-      if (m === service && r.from_port !== undefined) {
-        t.notOk(covers(evaluate(service, r.from_port), evaluate(service, r.to_port)), `${type}.${name}: its port range leaves the operations port out`)
-      }
+      const names = /ops_port|ops_host|9464/.test(JSON.stringify(r))
+      const covered = m === service && r.from_port !== undefined && covers(evaluate(service, r.from_port), evaluate(service, r.to_port))
+      if (names || covered) opening.push(`${m.dir}: ${type}.${name}`)
     }
   }
   t.ok(checked >= 10, `${checked} security group rules and load balancer resources checked`)
+  t.same(opening.sort(), ['modules/service: aws_vpc_security_group_egress_rule.nlb_to_tasks_ops', 'modules/service: aws_vpc_security_group_ingress_rule.tasks_ops_from_nlb'], 'exactly the NLB\'s checks')
+  for (const n of ['nlb_to_tasks_ops', 'tasks_ops_from_nlb']) {
+    const r = res(service, n.startsWith('nlb') ? 'aws_vpc_security_group_egress_rule' : 'aws_vpc_security_group_ingress_rule', n)
+    t.match(JSON.stringify([r.security_group_id, r.referenced_security_group_id]), /aws_security_group\.nlb\.id/, `${n}: between the NLB's security group and the tasks'`)
+    t.notOk(r.cidr_ipv4, `${n}: no CIDR`)
+  }
   const tg = res(service, 'aws_lb_target_group', 'this')
-  t.equal(tg.port, '${var.container_port}')
-  t.equal(one(tg, 'health_check').port, 'traffic-port', 'the NLB checks the callers\' port')
+  t.equal(tg.port, '${var.container_port}', 'traffic goes to the callers\' port')
   t.equal(res(service, 'aws_ecs_service', 'this').load_balancer[0].container_port, '${var.container_port}')
 })
 
@@ -564,7 +573,8 @@ t.test('service: the CloudWatch agent sidecar scrapes http://127.0.0.1:<ops_port
   t.equal(job.static_configs.length, 1)
   const targets = (job.static_configs[0].targets as string[]).map((x) => String(evaluate(service, x)))
   t.same(targets.map((x) => `http://${x}${String(job.metrics_path)}`), [`http://127.0.0.1:${OPS_PORT}/metrics`], 'the operations listener, on the task\'s shared loopback')
-  t.equal(targets[0], `${String(evaluate(service, proxyEnv.PIXPROXY_OPS_LISTEN_HOST))}:${String(evaluate(service, proxyEnv.PIXPROXY_OPS_LISTEN_PORT))}`, 'where the proxy listens')
+  t.equal(evaluate(service, proxyEnv.PIXPROXY_OPS_LISTEN_HOST), '0.0.0.0', 'the proxy listens on every address of the task, loopback included')
+  t.equal(targets[0], `127.0.0.1:${String(evaluate(service, proxyEnv.PIXPROXY_OPS_LISTEN_PORT))}`, 'on the port where the proxy listens')
   t.equal(job.static_configs[0].labels.service, '${var.name}', 'the service dimension')
   t.notOk(agent.dependsOn, 'the agent waits for nothing')
   t.notOk(agent.mountPoints, 'and mounts nothing')
@@ -707,7 +717,7 @@ t.test('config: environment + SSM cover every setting production needs, and load
   t.equal(c.hsm?.pinSecretId, source.PIXPROXY_HSM_PIN_SECRET_ID)
   t.same([c.signing.keyLabel, c.tls.keyLabel, c.signing.keyFile, c.tls.keyFile], ['pix-sign', 'pix-tls', null, null], 'both keys in the HSM')
   t.same(c.listen, { host: '0.0.0.0', port: 8443 })
-  t.same(c.ops, { host: '127.0.0.1', port: 9464 }, 'the operations listener, on loopback')
+  t.same(c.ops, { host: '0.0.0.0', port: 9464 }, 'the operations listener, on the task\'s address (for the NLB\'s readiness check)')
   t.ok(c.inbound.tls !== null && c.inbound.clientCaFile !== null, 'inbound mTLS')
   t.equal(c.unauthenticatedCallers, false, 'every caller authenticated: a client CA and an allowlist')
   t.notOk(env.has('PIXPROXY_ALLOW_UNAUTHENTICATED_CALLERS') || ssm.has('PIXPROXY_ALLOW_UNAUTHENTICATED_CALLERS'), 'no opt-out in AWS')

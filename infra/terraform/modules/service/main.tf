@@ -2,13 +2,14 @@
 #
 # - TLS passes through the NLB (TCP listener): the proxy terminates it, so inbound mTLS (client certificates and the
 #   fingerprint allowlist) stays end to end between the bank's core systems and the proxy.
-# - Target-group health checks are TCP: with client certificates required, an NLB HTTPS check (which carries no
-#   client certificate) would fail the handshake, and /readyz also probes BACEN, so a BACEN outage would mark every
-#   target unhealthy at once. Readiness problems (HSM, BACEN, audit spool) are alarms instead (monitoring module).
-# - The proxy also runs its operations listener (PIXPROXY_OPS_LISTEN_PORT = var.ops_port): plain HTTP on the task's
-#   loopback serving only GET /healthz, /readyz and /metrics. The container health check (GET /healthz) and the
-#   metrics sidecar use it; containers of a task share its network namespace, so no security group rule, NLB
-#   listener or port mapping opens it, and nothing outside the task can reach it.
+# - The target group's health check is HTTP GET /readyz on the operations listener (PIXPROXY_OPS_LISTEN_PORT =
+#   var.ops_port): a task that lost its HSM session or key, its TLS key, its audit writer, or whose spool is near
+#   full leaves rotation. BACEN's reachability is not part of readiness (docs/operations.md "What readiness means"),
+#   so one BACEN outage does not mark every target unhealthy; and when every target is unhealthy the NLB fails open.
+#   The callers' port cannot be the check: it requires a client certificate, which an NLB check does not present.
+# - The operations listener is plain HTTP serving only GET /healthz, /readyz and /metrics: nothing that signs or
+#   forwards. It listens on the task's address so the NLB can ask it, and only the NLB's security group may reach
+#   that port; the container health check (GET /healthz) and the metrics sidecar ask it on loopback.
 # - The audit spool lives on EFS so rows written before a task is replaced are shipped by the next one: every task
 #   mounts the same access point and claims its own slot directory (PIXPROXY_AUDIT_SPOOL_SHARED).
 # - Application Auto Scaling owns desired_count (ignore_changes), scaling on CPU and on requests per task.
@@ -29,9 +30,11 @@ locals {
   proxy_container = "pix-proxy"
   agent_container = "cloudwatch-agent"
 
-  # The operations listener's address: the proxy's PIXPROXY_OPS_LISTEN_HOST and the agent's scrape target (the
-  # container health check, docker/healthcheck.mjs, asks 127.0.0.1 too). Loopback: it has no TLS and no client check.
-  ops_host = "127.0.0.1"
+  # The operations listener: on every address of the task (the NLB's health check comes to the task's IP; only the
+  # NLB's security group may reach the port), and the agent's scrape target on loopback (the container health check,
+  # docker/healthcheck.mjs, asks 127.0.0.1 too).
+  ops_listen_host = "0.0.0.0"
+  ops_host        = "127.0.0.1"
 
   # Mount points inside the proxy container. The image runs as uid/gid 10001 with a read-only root file system and
   # writes only to the audit spool (EFS here), /tmp (the PKCS#11 engine's 0600 PIN file) and /run/cloudhsm (the
@@ -60,7 +63,7 @@ locals {
     PIXPROXY_CONFIG_SSM_PATH            = var.config_ssm_path
     PIXPROXY_LISTEN_HOST                = "0.0.0.0"
     PIXPROXY_LISTEN_PORT                = tostring(var.container_port)
-    PIXPROXY_OPS_LISTEN_HOST            = local.ops_host
+    PIXPROXY_OPS_LISTEN_HOST            = local.ops_listen_host
     PIXPROXY_OPS_LISTEN_PORT            = tostring(var.ops_port)
     PIXPROXY_HSM_MODULE_PATH            = "/opt/cloudhsm/lib/libcloudhsm_pkcs11.so"
     PIXPROXY_AUDIT_SINK                 = "firehose"
@@ -707,6 +710,25 @@ resource "aws_vpc_security_group_ingress_rule" "tasks_from_nlb" {
   description                  = "From the internal NLB"
 }
 
+# The NLB's readiness checks to the operations listener (GET /readyz); nothing else may reach that port.
+resource "aws_vpc_security_group_egress_rule" "nlb_to_tasks_ops" {
+  security_group_id            = aws_security_group.nlb.id
+  referenced_security_group_id = var.task_security_group_id
+  ip_protocol                  = "tcp"
+  from_port                    = var.ops_port
+  to_port                      = var.ops_port
+  description                  = "Readiness checks to the proxy's operations listener"
+}
+
+resource "aws_vpc_security_group_ingress_rule" "tasks_ops_from_nlb" {
+  security_group_id            = var.task_security_group_id
+  referenced_security_group_id = aws_security_group.nlb.id
+  ip_protocol                  = "tcp"
+  from_port                    = var.ops_port
+  to_port                      = var.ops_port
+  description                  = "Readiness checks from the internal NLB"
+}
+
 resource "aws_lb" "this" {
   name                             = var.name
   internal                         = true
@@ -737,9 +759,12 @@ resource "aws_lb_target_group" "this" {
 
   health_check {
     enabled             = true
-    protocol            = "TCP"
-    port                = "traffic-port"
+    protocol            = "HTTP"
+    port                = tostring(var.ops_port)
+    path                = "/readyz"
+    matcher             = "200"
     interval            = 10
+    timeout             = 6
     healthy_threshold   = 2
     unhealthy_threshold = 2
   }
