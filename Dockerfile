@@ -75,8 +75,9 @@ EXPOSE 8080
 # Exec form throughout: node is PID 1 (entrypoint.sh ends in `exec node`) and gets the SIGTERM itself.
 STOPSIGNAL SIGTERM
 # Liveness through the operations listener: a real HTTP answer even when the callers' port demands a client
-# certificate (docker/healthcheck.mjs). /healthz only: /readyz also probes BACEN, and a BACEN outage must not make
-# an orchestrator replace healthy containers.
+# certificate (docker/healthcheck.mjs). /healthz only: liveness decides replacement; readiness (/readyz) decides
+# routing (the NLB's target health check), and an unready task, say one whose spool a Firehose outage filled, would
+# not be helped by being replaced.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 CMD ["node", "/app/docker/healthcheck.mjs", "/healthz"]
 ENTRYPOINT ["/app/docker/entrypoint.sh"]
 CMD ["serve"]

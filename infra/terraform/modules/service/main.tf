@@ -130,7 +130,8 @@ locals {
       }
       # The image's checker: a path is a GET on the operations listener (PIXPROXY_OPS_LISTEN_PORT, in this
       # container's environment), so this is a real HTTP verdict although the callers' port demands a client
-      # certificate. Liveness only: /readyz also probes BACEN, and a BACEN outage must not replace every task.
+      # certificate. Liveness only: readiness (/readyz) is the NLB's check, which routes around an unready task
+      # instead of replacing it (a spool filled by a Firehose outage is every task's).
       healthCheck = {
         command     = ["CMD", "node", "/app/docker/healthcheck.mjs", "/healthz"]
         interval    = 10
