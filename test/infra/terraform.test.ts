@@ -1009,3 +1009,20 @@ t.test('SPI: the participant-wide ICOM limit holds at the largest task count', a
   const ex = mod(EXAMPLE).modules.service.autoscaling
   t.ok(Math.floor(limit / Number(ex.max_capacity)) * Number(ex.max_capacity) <= limit && Number(ex.max_capacity) <= limit, 'the example stays within the limit')
 })
+
+t.test('images are pinned: the service module refuses :latest or no tag, and the example pins both', async (t) => {
+  const tfvars = await readFile(join(TF_ROOT, 'examples/complete/terraform.tfvars.example'), 'utf8')
+  for (const v of ['image', 'cloudwatch_agent_image']) {
+    const condition = service.variables[v].validation[0].condition as string
+    // The module's own pattern, run here: HCL's regex() is RE2, and this pattern means the same in JavaScript.
+    const pinned = new RegExp((/regex\("([^"]+)", var\./.exec(condition)?.[1] ?? '(?!)').replace(/\\\\/g, '\\'))
+    const passes = (image: string): boolean => pinned.test(image) && !/:latest$/.test(image)
+    t.match(condition, /:latest\$/, `${v}: :latest refused`)
+    t.ok(passes('111122223333.dkr.ecr.sa-east-1.amazonaws.com/pix-proxy:1.0.0'), `${v}: a version tag passes`)
+    t.ok(passes(`111122223333.dkr.ecr.sa-east-1.amazonaws.com/pix-proxy@sha256:${'a'.repeat(64)}`), `${v}: a digest passes`)
+    t.notOk(passes('111122223333.dkr.ecr.sa-east-1.amazonaws.com/pix-proxy:latest'), `${v}: :latest fails`)
+    t.notOk(passes('registry.example:5000/pix-proxy'), `${v}: no tag fails (a registry port is not a tag)`)
+    const example = new RegExp(`^${v}\\s*=\\s*"([^"]+)"`, 'm').exec(tfvars)?.[1]
+    t.ok(example !== undefined && passes(example), `the example's ${v} is pinned (${String(example)})`)
+  }
+})

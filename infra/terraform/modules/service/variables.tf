@@ -68,13 +68,24 @@ variable "ops_port" {
 }
 
 variable "image" {
-  description = "pix-proxy image (ECR URI with tag or digest), built with the CloudHSM client (docs/operations.md)"
+  description = "pix-proxy image (ECR URI with a version tag or a digest), built with the CloudHSM client (docs/operations.md)"
   type        = string
+
+  validation {
+    # A moving tag changes what a task runs without a deployment: a scaled-out task could run other code.
+    condition     = can(regex("(:[A-Za-z0-9_][A-Za-z0-9_.-]*|@sha256:[0-9a-f]{64})$", var.image)) && !can(regex(":latest$", var.image))
+    error_message = "Pin the image: a version tag or @sha256:digest, never :latest or no tag."
+  }
 }
 
 variable "cloudwatch_agent_image" {
-  description = "CloudWatch agent image in your ECR (mirror or pull-through cache of public.ecr.aws/cloudwatch-agent/cloudwatch-agent; the tasks have no route to the internet)"
+  description = "CloudWatch agent image in your ECR (mirror or pull-through cache of public.ecr.aws/cloudwatch-agent/cloudwatch-agent; the tasks have no route to the internet), pinned to a version tag or digest"
   type        = string
+
+  validation {
+    condition     = can(regex("(:[A-Za-z0-9_][A-Za-z0-9_.-]*|@sha256:[0-9a-f]{64})$", var.cloudwatch_agent_image)) && !can(regex(":latest$", var.cloudwatch_agent_image))
+    error_message = "Pin the CloudWatch agent image: a version tag or @sha256:digest, never :latest or no tag."
+  }
 }
 
 variable "ecr_repository_arns" {
