@@ -1026,3 +1026,16 @@ t.test('images are pinned: the service module refuses :latest or no tag, and the
     t.ok(example !== undefined && passes(example), `the example's ${v} is pinned (${String(example)})`)
   }
 })
+
+t.test('example: a missing PEM in pem_dir is named (a precondition listing the files), not an "Invalid index"', async (t) => {
+  const ex = mod(EXAMPLE)
+  const main = await readFile(join(TF_ROOT, EXAMPLE, 'main.tf'), 'utf8')
+  const names = [...(ex.locals.pem_names as string[])]
+  const used = [...main.matchAll(/local\.pem\["([a-z-]+)"\]/g)].map((m) => m[1] as string)
+  t.ok(used.length >= 7, `${used.length} PEMs used`)
+  for (const u of used) t.ok(names.includes(u), `${u} is in pem_names, so its absence is reported by name`)
+  t.match(String(ex.locals.pem), /fileexists\(/, 'a missing file is null, not an error without its name')
+  const pre = one(res(ex, 'terraform_data', 'pem_files'), 'lifecycle').precondition as Hcl[]
+  t.match(pre[0]?.condition, /length\(local\.missing_pem\) == 0/)
+  t.match(pre[0]?.error_message, /join\(", ", local\.missing_pem\)/, 'the error lists the missing paths')
+})

@@ -16,7 +16,20 @@ provider "aws" {
 }
 
 locals {
-  pem = { for f in fileset(var.pem_dir, "*.pem") : trimsuffix(f, ".pem") => file("${var.pem_dir}/${f}") }
+  # Every PEM this deployment reads from pem_dir. A missing one is null here and named by the check below (an index
+  # into a map of what exists failed with "Invalid index", naming no file).
+  pem_names   = ["signing-cert", "tls-cert", "bacen-tls-ca", "bacen-signing-certs", "inbound-tls-cert", "inbound-client-ca", "cloudhsm-customer-ca"]
+  pem         = { for n in local.pem_names : n => fileexists("${var.pem_dir}/${n}.pem") ? file("${var.pem_dir}/${n}.pem") : null }
+  missing_pem = [for n in local.pem_names : "${var.pem_dir}/${n}.pem" if local.pem[n] == null]
+}
+
+resource "terraform_data" "pem_files" {
+  lifecycle {
+    precondition {
+      condition     = length(local.missing_pem) == 0
+      error_message = "Missing PEM files (docs/operations.md, Secrets): ${join(", ", local.missing_pem)}"
+    }
+  }
 }
 
 module "network" {
