@@ -60,4 +60,11 @@ if [ -n "${CLOUDHSM_HSM_IPS:-}" ]; then
   configure_cloudhsm
 fi
 
+# The PKCS#11 library the proxy is told to use must be in the image: without it the proxy would fail inside the HSM
+# layer or the TLS engine, further from the cause (an image built without the CloudHSM library).
+module=${PIXPROXY_HSM_MODULE_PATH:-}
+if [ "${1:-serve}" = serve ] && [ -n "$module" ] && [ ! -f "$module" ]; then
+  die "PIXPROXY_HSM_MODULE_PATH is $module, which this image does not have: build it with --build-arg CLOUDHSM_PKCS11_DEB_URL=… and CLOUDHSM_PKCS11_DEB_SHA256=… (Dockerfile), or use the local target (SoftHSM)"
+fi
+
 exec node "$app_dir/dist/src/cli/main.js" "$@"

@@ -469,6 +469,18 @@ t.test('install-runtime.sh --cloudhsm-deb then entrypoint.sh: checksum enforced,
   t.equal(plain.code, 0, 'without CLOUDHSM_HSM_IPS nothing CloudHSM is needed')
 })
 
+t.test('entrypoint.sh: serve with a PKCS#11 library the image does not have stops at once (78), naming the build args', async (t) => {
+  const app = await sourceAppDir(t.testdir())
+  await writeFile(join(app, 'dist/src/cli/main.js'), 'process.stdout.write("node ran\\n")\n')
+  const env = { PATH: process.env.PATH ?? '', APP_DIR: app }
+  const missing = await run(at('docker/entrypoint.sh'), ['serve'], { env: { ...env, PIXPROXY_HSM_MODULE_PATH: '/opt/cloudhsm/lib/nonexistent.so' } })
+  t.equal(missing.code, 78)
+  t.match(missing.stderr, /PIXPROXY_HSM_MODULE_PATH is \/opt\/cloudhsm\/lib\/nonexistent\.so, which this image does not have: build it with --build-arg CLOUDHSM_PKCS11_DEB_URL/)
+  t.notMatch(missing.stdout, /node ran/, 'the proxy never started')
+  t.match((await run(at('docker/entrypoint.sh'), ['serve'], { env: { ...env, PIXPROXY_HSM_MODULE_PATH: process.execPath } })).stdout, /node ran/, 'a library that is there: the proxy starts')
+  t.match((await run(at('docker/entrypoint.sh'), ['hsm', 'info'], { env: { ...env, PIXPROXY_HSM_MODULE_PATH: '/nonexistent.so' } })).stdout, /node ran/, 'other commands are not checked')
+})
+
 t.test('entrypoint.sh: exec-s node with the command line (same PID), so SIGTERM reaches the Node process', async (t) => {
   const app = await sourceAppDir(t.testdir())
   await writeFile(join(app, 'dist/src/cli/main.js'), [
