@@ -82,7 +82,7 @@ export default fp(async function auditPlugin (app: FastifyInstance, opts: { conf
     ({ spool: s, pipeline: p, adoptedRows }) => ({ spooled: s.spooledRows, shipped: p.shippedRows, retried: p.retriedRows, refused_full: s.rejectedFull, compressed: p.compressedRows, parked: p.parkedRows, adopted: adoptedRows }))
   fromStatus({ name: 'pixproxy_audit_sink_failures', help: 'Audit sink: consecutive calls that took nothing now (the whole pipeline backs off; alert when it stays above 0), totals of calls since start, and rows refused and waiting to be sent again now (a row refused for good shows here and in the backlog age, not in consecutive)', label: 'measure' },
     ({ pipeline: p }) => ({ consecutive: p.consecutiveFailures, failed_calls: p.failedCalls, partial_failures: p.partialFailures, retrying_rows: p.retryingRows }))
-  fromStatus({ name: 'pixproxy_audit_worker_heap_bytes', help: "The audit worker thread's V8 heap (its own isolate; pixproxy_nodejs_heap_* are the event loop's)", label: 'measure' },
+  fromStatus({ name: 'pixproxy_audit_worker_heap_bytes', help: "The audit worker thread's V8 heap (its own isolate; nodejs_heap_size_* are the event loop's)", label: 'measure' },
     ({ heap }) => ({ used: heap.usedBytes, total: heap.totalBytes }))
   new Gauge({ // eslint-disable-line no-new
     name: 'pixproxy_audit_oldest_unshipped_seconds',

@@ -80,7 +80,7 @@ t.test('/metrics exposes request, signature, HSM and ICOM metrics after traffic'
   t.same(metricSamples(m, 'pixproxy_hsm_sessions', { state: 'busy' }), [0])
   t.same(metricSamples(m, 'pixproxy_spi_in_flight'), [0], 'pixproxy_spi_in_flight exposed, back to 0')
   t.same(metricSamples(m, 'pixproxy_spi_queued'), [0])
-  t.ok(metricSamples(m, 'pixproxy_process_cpu_user_seconds_total').length === 1, 'process metrics on the app registry')
+  t.ok(metricSamples(m, 'process_cpu_user_seconds_total').length === 1, 'process metrics on the app registry, under their standard names')
 })
 
 /** The gauge's value for `c` lies between what it was just before and just after the scrape: no clock race. */
