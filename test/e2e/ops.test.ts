@@ -78,6 +78,8 @@ t.test('/metrics exposes request, signature, HSM and ICOM metrics after traffic'
   const idle = metricSamples(m, 'pixproxy_hsm_sessions', { state: 'idle' })
   t.same(idle, [e2e.stack.config.hsm?.poolSize], 'every HSM session idle again')
   t.same(metricSamples(m, 'pixproxy_hsm_sessions', { state: 'busy' }), [0])
+  t.same(metricSamples(m, 'pixproxy_hsm_sessions', { state: 'waiting' }), [], 'operations waiting are not sessions')
+  t.same(metricSamples(m, 'pixproxy_hsm_queued'), [0], 'no operation waits for a session')
   t.same(metricSamples(m, 'pixproxy_spi_in_flight'), [0], 'pixproxy_spi_in_flight exposed, back to 0')
   t.same(metricSamples(m, 'pixproxy_spi_queued'), [0])
   t.ok(metricSamples(m, 'process_cpu_user_seconds_total').length === 1, 'process metrics on the app registry, under their standard names')

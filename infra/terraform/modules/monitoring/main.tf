@@ -311,7 +311,7 @@ resource "aws_cloudwatch_dashboard" "this" {
           metrics = [
             [local.ns, "pixproxy_errors_total", "service", var.service_name, "error_class", "hsm", { stat = "Sum", label = "HSM errors" }],
             [local.ns, "pixproxy_hsm_sessions", "service", var.service_name, "state", "busy", { stat = "Maximum", label = "busy sessions (max task)" }],
-            [local.ns, "pixproxy_hsm_sessions", "service", var.service_name, "state", "waiting", { stat = "Maximum", label = "signs waiting (max task)" }],
+            [local.ns, "pixproxy_hsm_queued", "service", var.service_name, { stat = "Maximum", label = "signs waiting (max task)" }],
             ["AWS/CloudHSM", "HsmUnhealthy", "ClusterId", var.hsm_cluster_id, { stat = "Maximum" }],
           ]
         }

@@ -208,7 +208,7 @@ locals {
                 source_labels    = ["service"]
                 label_matcher    = local.emf_service_matcher
                 dimensions       = [["service"]]
-                metric_selectors = ["^pixproxy_audit_oldest_unshipped_seconds$", "^pixproxy_spi_in_flight$", "^pixproxy_spi_queued$", "^pixproxy_spi_readers_in_flight$", "^pixproxy_spi_readers_queued$"]
+                metric_selectors = ["^pixproxy_audit_oldest_unshipped_seconds$", "^pixproxy_spi_in_flight$", "^pixproxy_spi_queued$", "^pixproxy_spi_readers_in_flight$", "^pixproxy_spi_readers_queued$", "^pixproxy_hsm_queued$"]
               },
               {
                 source_labels    = ["service"]
