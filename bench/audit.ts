@@ -145,7 +145,7 @@ function histogramQuantile (metrics: string, name: string, labels: string, q: nu
 /** Garbage collections so far by kind (major, minor, incremental, weakcb): count and total pause, from /metrics. */
 function gcTotals (metrics: string): Record<string, { count: number, ms: number }> {
   const out: Record<string, { count: number, ms: number }> = {}
-  for (const m of metrics.matchAll(/^pixproxy_nodejs_gc_duration_seconds_(sum|count)\{kind="(\w+)"\} ([\d.e+-]+)$/gm)) {
+  for (const m of metrics.matchAll(/^nodejs_gc_duration_seconds_(sum|count)\{kind="(\w+)"\} ([\d.e+-]+)$/gm)) {
     const kind = m[2] as string
     const t = (out[kind] ??= { count: 0, ms: 0 })
     if (m[1] === 'sum') t.ms = Number(m[3]) * 1000

@@ -111,11 +111,11 @@ const sampler = setInterval(() => {
     const text = await r.body.text()
     samples.push({
       atS: Math.round((performance.now() - t0) / 100) / 10,
-      rssMiB: mib(metric(text, 'pixproxy_process_resident_memory_bytes')),
-      heapUsedMiB: mib(metric(text, 'pixproxy_nodejs_heap_size_used_bytes')),
+      rssMiB: mib(metric(text, 'process_resident_memory_bytes')),
+      heapUsedMiB: mib(metric(text, 'nodejs_heap_size_used_bytes')),
       auditHeapUsedMiB: mib(metric(text, 'pixproxy_audit_worker_heap_bytes', 'measure="used"')),
-      eventLoopP99Ms: Math.round(metric(text, 'pixproxy_nodejs_eventloop_lag_p99_seconds') * 1e5) / 100,
-      spoolMiB: mib(metric(text, 'pixproxy_audit_spool', 'measure="bytes"')),
+      eventLoopP99Ms: Math.round(metric(text, 'nodejs_eventloop_lag_p99_seconds') * 1e5) / 100,
+      spoolMiB: mib(metric(text, 'pixproxy_audit_spool_bytes')),
       ...windowMeans(text),
       cpuPct: await cpuShares()
     })

@@ -193,15 +193,21 @@ export async function buildApp (opts: AppOptions): Promise<FastifyInstance> {
   if (keyStore !== null) {
     new Gauge({ // eslint-disable-line no-new
       name: 'pixproxy_hsm_sessions',
-      help: 'PKCS#11 sessions in the signing pool by state',
+      help: 'PKCS#11 sessions in the signing pool by state (idle, busy)',
       labelNames: ['state'],
       registers: [app.metrics.registry],
       collect () {
         const s = keyStore.stats()
         this.set({ state: 'idle' }, s.idle)
         this.set({ state: 'busy' }, s.busy)
-        this.set({ state: 'waiting' }, s.waiting)
       }
+    })
+    // Operations, not sessions: a metric of their own (one unit per metric; idle + busy is the pool size).
+    new Gauge({ // eslint-disable-line no-new
+      name: 'pixproxy_hsm_queued',
+      help: 'HSM operations waiting for a PKCS#11 session of the pool (above 0: raise PIXPROXY_HSM_POOL_SIZE)',
+      registers: [app.metrics.registry],
+      collect () { this.set(keyStore.stats().waiting) }
     })
   }
   await app.register(upstreamsPlugin, { config, ...(opts.lookup === undefined ? {} : { lookup: opts.lookup }) })

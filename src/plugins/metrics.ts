@@ -1,6 +1,11 @@
 /**
  * Prometheus metrics on a registry of the app's own (no global default registry: two apps in one test process
  * must not share counters). Exposed on GET /metrics by routes/health.ts.
+ *
+ * Conventions (https://prometheus.io/docs/practices/naming/): Node's default metrics keep their standard names
+ * (process_*, nodejs_*, no prefix) so stock dashboards work; the proxy's own are pixproxy_*. A value that only grows
+ * is a Counter named *_total (never a gauge set from a "since start" number); one unit per metric, in its name
+ * (_seconds, _bytes, _rows); a label never mixes units. test/e2e/ops.test.ts checks every family.
  */
 import fp from 'fastify-plugin'
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
@@ -32,7 +37,7 @@ declare module 'fastify' {
 
 export function createMetrics (): ProxyMetrics {
   const registry = new Registry()
-  collectDefaultMetrics({ register: registry, prefix: 'pixproxy_' })
+  collectDefaultMetrics({ register: registry })
   const registers = [registry]
   return {
     registry,

@@ -140,7 +140,7 @@ t.test('ECS shape: tasks share one spool root (EFS); a task killed under load is
   // The sweeper counts adopted rows once the slot's pipeline has closed, a moment after the rows become queryable.
   const adoptedNow = async (): Promise<number> => {
     const metrics = await (await request(url + '/metrics')).body.text()
-    return Number(/pixproxy_audit_rows\{state="adopted"\} (\d+)/.exec(metrics)?.[1] ?? 0)
+    return Number(/pixproxy_audit_rows_total\{state="adopted"\} (\d+)/.exec(metrics)?.[1] ?? 0)
   }
   await waitFor(async () => (await adoptedNow()) > 0)
   const adopted = await adoptedNow()

@@ -127,7 +127,7 @@ async function call (route: Route, fault: Fault): Promise<{ res: ProxyResponse, 
 async function assertRowsEnded (t: Test, what: string): Promise<void> {
   const status = await e2e.stack.proxy.audit.status()
   t.equal(status?.spool.openRows, 0, `${what}: the audit row was ended`)
-  t.ok(await waitFor(async () => metricSamples((await e2e.proxy('GET', '/metrics')).text, 'pixproxy_audit_spool', { measure: 'pending_rows' })[0] === 0), `${what}: and shipped`)
+  t.ok(await waitFor(async () => metricSamples((await e2e.proxy('GET', '/metrics')).text, 'pixproxy_audit_spool_rows', { state: 'pending' })[0] === 0), `${what}: and shipped`)
 }
 
 t.test('route × fault: outcome class, code, audit row, at most once, nothing unverified called valid', async (t) => {

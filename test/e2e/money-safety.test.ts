@@ -28,8 +28,8 @@ async function auditRows (sql: string): Promise<Array<Record<string, unknown>>> 
   return out
 }
 
-async function spoolMeasure (measure: string): Promise<number | undefined> {
-  return metricSamples((await e2e.proxy('GET', '/metrics')).text, 'pixproxy_audit_spool', { measure })[0]
+async function spoolRows (state: string): Promise<number | undefined> {
+  return metricSamples((await e2e.proxy('GET', '/metrics')).text, 'pixproxy_audit_spool_rows', { state })[0]
 }
 
 /**
@@ -39,8 +39,8 @@ async function spoolMeasure (measure: string): Promise<number | undefined> {
 async function assertNoRowLeftOpen (t: Test, what: string): Promise<void> {
   const status = await e2e.stack.proxy.audit.status()
   t.equal(status?.spool.openRows, 0, `${what}: no audit row left open`)
-  t.equal(await spoolMeasure('open_rows'), 0, `${what}: pixproxy_audit_spool{measure="open_rows"} is 0`)
-  t.ok(await waitFor(async () => await spoolMeasure('pending_rows') === 0), `${what}: pixproxy_audit_spool{measure="pending_rows"} returns to 0`)
+  t.equal(await spoolRows('open'), 0, `${what}: pixproxy_audit_spool_rows{state="open"} is 0`)
+  t.ok(await waitFor(async () => await spoolRows('pending') === 0), `${what}: pixproxy_audit_spool_rows{state="pending"} returns to 0`)
 }
 
 /** A stream page that delivers messages under the current faults (empty long polls answer 204 and are skipped). */

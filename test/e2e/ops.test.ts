@@ -78,9 +78,64 @@ t.test('/metrics exposes request, signature, HSM and ICOM metrics after traffic'
   const idle = metricSamples(m, 'pixproxy_hsm_sessions', { state: 'idle' })
   t.same(idle, [e2e.stack.config.hsm?.poolSize], 'every HSM session idle again')
   t.same(metricSamples(m, 'pixproxy_hsm_sessions', { state: 'busy' }), [0])
+  t.same(metricSamples(m, 'pixproxy_hsm_sessions', { state: 'waiting' }), [], 'operations waiting are not sessions')
+  t.same(metricSamples(m, 'pixproxy_hsm_queued'), [0], 'no operation waits for a session')
   t.same(metricSamples(m, 'pixproxy_spi_in_flight'), [0], 'pixproxy_spi_in_flight exposed, back to 0')
   t.same(metricSamples(m, 'pixproxy_spi_queued'), [0])
-  t.ok(metricSamples(m, 'pixproxy_process_cpu_user_seconds_total').length === 1, 'process metrics on the app registry')
+  t.ok(metricSamples(m, 'process_cpu_user_seconds_total').length === 1, 'process metrics on the app registry, under their standard names')
+})
+
+/**
+ * Naming conventions (issue 14, https://prometheus.io/docs/practices/naming/): the suffix says the unit, and the unit
+ * the type a family may have. Counters are *_total; dimensionless gauges (how many now) and 0/1 states are named for
+ * what they count.
+ */
+const SUFFIXES: ReadonlyArray<readonly [RegExp, readonly string[]]> = [
+  [/_total$/, ['counter']],
+  [/_seconds$/, ['gauge', 'histogram']],
+  [/_bytes$/, ['gauge']],
+  [/_rows$/, ['gauge']],
+  [/_(in_flight|queued|sessions|consecutive_failures)$/, ['gauge']],
+  [/_parts$/, ['histogram']],
+  [/_(up|reachable)$/, ['gauge']]
+]
+
+/** `# TYPE` of every family on the page. */
+function families (text: string): Map<string, string> {
+  return new Map([...text.matchAll(/^# TYPE (\S+) (\S+)$/gm)].map((g) => [g[1] as string, g[2] as string]))
+}
+
+t.test('/metrics follows the Prometheus naming conventions: standard Node names, counters *_total, one unit per metric', async (t) => {
+  const first = (await e2e.proxy('GET', '/metrics')).text
+  t.equal((await e2e.proxyXml(`/api/v1/in/${PROXY_ISPB}/msgs`, pacs008().xml)).status, 201)
+  const m = (await e2e.proxy('GET', '/metrics')).text
+  const types = families(m)
+
+  // Node's default metrics, unprefixed, so stock dashboards find them.
+  for (const [name, type] of [['process_cpu_seconds_total', 'counter'], ['process_cpu_user_seconds_total', 'counter'], ['process_resident_memory_bytes', 'gauge'], ['nodejs_eventloop_lag_seconds', 'gauge'], ['nodejs_heap_size_used_bytes', 'gauge'], ['nodejs_gc_duration_seconds', 'histogram']] as const) {
+    t.equal(types.get(name), type, `${name} is a ${type}`)
+  }
+  t.ok(metricSamples(m, 'process_cpu_seconds_total').length === 1 && metricSamples(m, 'nodejs_eventloop_lag_seconds').length === 1, 'with values')
+  t.same([...types.keys()].filter((n) => /^pixproxy_(process|nodejs)_/.test(n)), [], 'no prefixed copies')
+  t.same([...types.keys()].filter((n) => !/^(pixproxy|process|nodejs)_/.test(n)), [], 'every family is the proxy\'s or Node\'s')
+
+  const ours = [...types].filter(([n]) => n.startsWith('pixproxy_'))
+  t.ok(ours.length >= 25, `${ours.length} pixproxy_* families (HSM and audit ones included)`)
+  for (const [name, type] of ours) {
+    const rule = SUFFIXES.find(([re]) => re.test(name))
+    t.ok(rule !== undefined && rule[1].includes(type), `${name}: a ${type} with a known unit suffix`)
+    t.equal(name.endsWith('_total'), type === 'counter', `${name}: ${type === 'counter' ? 'a counter ends in _total' : 'only counters end in _total'}`)
+  }
+  // No label splits one name into several units (as measure="bytes" and measure="pending_rows" did).
+  const unitInLabel = m.split('\n').filter((l) => l.startsWith('pixproxy_') && [...l.matchAll(/\w+="((?:[^"\\]|\\.)*)"/g)].some((g) => /(^|_)(bytes|rows|seconds|calls)$/.test(g[1] as string)))
+  t.same(unitInLabel, [], 'no unit in a label value')
+
+  // Totals the audit worker keeps reach their counters by the difference at each scrape: they only go up.
+  const spooled = (text: string): number => metricSamples(text, 'pixproxy_audit_rows_total', { state: 'spooled' })[0] ?? 0
+  t.ok(spooled(m) >= spooled(first) + 1, `pixproxy_audit_rows_total{state="spooled"} counted the POST (${spooled(first)} → ${spooled(m)})`)
+  const again = (await e2e.proxy('GET', '/metrics')).text
+  t.ok(spooled(again) >= spooled(m), 'and never goes down')
+  t.same(metricSamples(again, 'pixproxy_audit_sink_failed_calls_total'), [0], 'a counter with no labels is exposed from the first scrape')
 })
 
 /** The gauge's value for `c` lies between what it was just before and just after the scrape: no clock race. */

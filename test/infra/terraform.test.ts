@@ -597,7 +597,7 @@ t.test('service: the CloudWatch agent sidecar scrapes http://127.0.0.1:<ops_port
   t.notMatch(await readFile(join(TF_ROOT, 'README.md'), 'utf8'), /scrape identity/, 'infra/terraform/README.md')
   // Every scraped metric an alarm uses is declared for CloudWatch.
   const selectors = (prom.emf_processor.metric_declaration as Hcl[]).flatMap((d) => d.metric_selectors as string[])
-  for (const name of ['pixproxy_errors_total', 'pixproxy_audit_oldest_unshipped_seconds', 'pixproxy_audit_spool', 'pixproxy_audit_sink_failures']) {
+  for (const name of ['pixproxy_errors_total', 'pixproxy_audit_oldest_unshipped_seconds', 'pixproxy_audit_spool_bytes', 'pixproxy_audit_spool_max_bytes', 'pixproxy_audit_sink_consecutive_failures']) {
     t.ok(selectors.includes(`^${name}$`), `${name} is exported to CloudWatch`)
   }
   const hsmDecl = (prom.emf_processor.metric_declaration as Hcl[]).find((d) => (d.source_labels as string[]).includes('error_class'))

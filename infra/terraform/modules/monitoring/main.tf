@@ -162,8 +162,8 @@ resource "aws_cloudwatch_metric_alarm" "audit_sink_failing" {
   alarm_name          = "${var.service_name}-audit-sink-failing"
   alarm_description   = "Firehose calls from the proxy keep failing (consecutive failures > 0 for 5 minutes); rows accumulate in the EFS spool. Runbook: docs/operations.md#firehose-outage"
   namespace           = local.ns
-  metric_name         = "pixproxy_audit_sink_failures"
-  dimensions          = merge(local.service_dimension, { measure = "consecutive" })
+  metric_name         = "pixproxy_audit_sink_consecutive_failures"
+  dimensions          = local.service_dimension
   statistic           = "Maximum"
   period              = 60
   comparison_operator = "GreaterThanThreshold"
@@ -193,8 +193,8 @@ resource "aws_cloudwatch_metric_alarm" "audit_spool_usage" {
 
     metric {
       namespace   = local.ns
-      metric_name = "pixproxy_audit_spool"
-      dimensions  = merge(local.service_dimension, { measure = "bytes" })
+      metric_name = "pixproxy_audit_spool_bytes"
+      dimensions  = local.service_dimension
       period      = 60
       stat        = "Maximum"
     }
@@ -205,8 +205,8 @@ resource "aws_cloudwatch_metric_alarm" "audit_spool_usage" {
 
     metric {
       namespace   = local.ns
-      metric_name = "pixproxy_audit_spool"
-      dimensions  = merge(local.service_dimension, { measure = "max_bytes" })
+      metric_name = "pixproxy_audit_spool_max_bytes"
+      dimensions  = local.service_dimension
       period      = 60
       stat        = "Minimum"
     }
@@ -311,7 +311,7 @@ resource "aws_cloudwatch_dashboard" "this" {
           metrics = [
             [local.ns, "pixproxy_errors_total", "service", var.service_name, "error_class", "hsm", { stat = "Sum", label = "HSM errors" }],
             [local.ns, "pixproxy_hsm_sessions", "service", var.service_name, "state", "busy", { stat = "Maximum", label = "busy sessions (max task)" }],
-            [local.ns, "pixproxy_hsm_sessions", "service", var.service_name, "state", "waiting", { stat = "Maximum", label = "signs waiting (max task)" }],
+            [local.ns, "pixproxy_hsm_queued", "service", var.service_name, { stat = "Maximum", label = "signs waiting (max task)" }],
             ["AWS/CloudHSM", "HsmUnhealthy", "ClusterId", var.hsm_cluster_id, { stat = "Maximum" }],
           ]
         }
@@ -324,8 +324,8 @@ resource "aws_cloudwatch_dashboard" "this" {
           period = 60
           metrics = [
             [local.ns, "pixproxy_audit_oldest_unshipped_seconds", "service", var.service_name, { stat = "Maximum", label = "oldest unshipped (s)" }],
-            [local.ns, "pixproxy_audit_spool", "service", var.service_name, "measure", "pending_rows", { stat = "Maximum", label = "pending rows (max task)", yAxis = "right" }],
-            [local.ns, "pixproxy_audit_sink_failures", "service", var.service_name, "measure", "consecutive", { stat = "Maximum", label = "consecutive sink failures", yAxis = "right" }],
+            [local.ns, "pixproxy_audit_spool_rows", "service", var.service_name, "state", "pending", { stat = "Maximum", label = "pending rows (max task)", yAxis = "right" }],
+            [local.ns, "pixproxy_audit_sink_consecutive_failures", "service", var.service_name, { stat = "Maximum", label = "consecutive sink failures", yAxis = "right" }],
           ]
           annotations = { horizontal = [{ label = "backlog alarm", value = var.thresholds.audit_backlog_seconds }] }
         }

@@ -194,30 +194,37 @@ locals {
           emf_processor = {
             metric_namespace = local.metric_namespace
             metric_unit = {
-              pixproxy_audit_oldest_unshipped_seconds = "Seconds"
-              pixproxy_errors_total                   = "Count"
-              pixproxy_upstream_requests_total        = "Count"
-              pixproxy_response_signatures_total      = "Count"
-              pixproxy_certificate_expiry_seconds     = "Seconds"
+              pixproxy_audit_oldest_unshipped_seconds    = "Seconds"
+              pixproxy_audit_spool_bytes                 = "Bytes"
+              pixproxy_audit_spool_max_bytes             = "Bytes"
+              pixproxy_audit_spool_rows                  = "Count"
+              pixproxy_audit_rows_total                  = "Count"
+              pixproxy_audit_sink_failed_calls_total     = "Count"
+              pixproxy_audit_sink_partial_failures_total = "Count"
+              pixproxy_errors_total                      = "Count"
+              pixproxy_upstream_requests_total           = "Count"
+              pixproxy_response_signatures_total         = "Count"
+              pixproxy_certificate_expiry_seconds        = "Seconds"
             }
+            # Counters (*_total) reach CloudWatch as their increase since the previous scrape: read them by Sum.
             metric_declaration = [
               {
                 source_labels    = ["service"]
                 label_matcher    = local.emf_service_matcher
                 dimensions       = [["service"]]
-                metric_selectors = ["^pixproxy_audit_oldest_unshipped_seconds$", "^pixproxy_spi_in_flight$", "^pixproxy_spi_queued$", "^pixproxy_spi_readers_in_flight$", "^pixproxy_spi_readers_queued$"]
+                metric_selectors = ["^pixproxy_audit_oldest_unshipped_seconds$", "^pixproxy_spi_in_flight$", "^pixproxy_spi_queued$", "^pixproxy_spi_readers_in_flight$", "^pixproxy_spi_readers_queued$", "^pixproxy_hsm_queued$"]
               },
               {
                 source_labels    = ["service"]
                 label_matcher    = local.emf_service_matcher
-                dimensions       = [["service", "measure"]]
-                metric_selectors = ["^pixproxy_audit_spool$", "^pixproxy_audit_sink_failures$"]
+                dimensions       = [["service"]]
+                metric_selectors = ["^pixproxy_audit_spool_bytes$", "^pixproxy_audit_spool_max_bytes$", "^pixproxy_audit_sink_consecutive_failures$", "^pixproxy_audit_sink_retrying_rows$", "^pixproxy_audit_sink_failed_calls_total$", "^pixproxy_audit_sink_partial_failures_total$"]
               },
               {
                 source_labels    = ["service"]
                 label_matcher    = local.emf_service_matcher
                 dimensions       = [["service", "state"]]
-                metric_selectors = ["^pixproxy_audit_rows$", "^pixproxy_hsm_sessions$"]
+                metric_selectors = ["^pixproxy_audit_spool_rows$", "^pixproxy_audit_rows_total$", "^pixproxy_hsm_sessions$"]
               },
               {
                 source_labels    = ["service", "error_class"]
