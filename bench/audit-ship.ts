@@ -18,6 +18,7 @@
  * Target: at 10 % failure, shipping keeps pace with 250 rows/s (shipped/s within 5 % of the 0 % baseline, and the
  * backlog when arrivals stop no larger than the baseline's plus one second of arrivals).
  */
+import { createHash } from 'node:crypto'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -106,7 +107,8 @@ function requestHalf (id: string): AuditRequestHalf {
     message_type: 'pacs.008.spi.1.13',
     biz_msg_id: `M${id}`,
     correlation_id: `req-${id}`,
-    instance_id: 'bench'
+    instance_id: 'bench',
+    trace_id: createHash('sha256').update(id).digest('hex').slice(0, 32)
   }
 }
 

@@ -11,6 +11,7 @@
 import Fastify from 'fastify'
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest, FastifyServerOptions } from 'fastify'
 import { randomUUID } from 'node:crypto'
+import type { IncomingMessage } from 'node:http'
 import { hostname } from 'node:os'
 import { Gauge } from 'prom-client'
 import { readPemSettingSync } from './config.ts'
@@ -19,6 +20,8 @@ import { Errors, PixProxyError } from './errors.ts'
 import { drainConnections } from './http/drain.ts'
 import { installMemoryBudget } from './http/budget.ts'
 import { sendProblem } from './http/problem.ts'
+import { formatTraceparent, traceOf } from './http/trace.ts'
+import type { TraceContext } from './http/trace.ts'
 import { peerCertificate } from './tls/peer.ts'
 import metricsPlugin from './plugins/metrics.ts'
 import cryptoPlugin from './plugins/crypto.ts'
@@ -111,6 +114,10 @@ export async function buildApp (opts: AppOptions): Promise<FastifyInstance> {
     // only in a safe form; anything else is replaced by a UUID and logged, truncated, at debug (hook below).
     requestIdHeader: false,
     genReqId: (raw) => callerRequestId(raw.headers['x-request-id']) ?? randomUUID(),
+    // Every log line of a request carries its trace id (http/trace.ts): the caller's W3C traceparent's, or a new
+    // one. Bound here, not in a hook, so that the lines Fastify logs before any hook runs have it too.
+    childLoggerFactory: (logger, bindings, opts, raw) =>
+      logger.child({ ...bindings, traceId: traceOf(raw as IncomingMessage).traceId }, opts),
     // Only the methods BACEN lists reach a route. Fastify would add HEAD to every GET: a HEAD on the stream route
     // pulled a page from ICOM, audited it and answered headers only, and the next pull acknowledged it (the messages
     // never reached the core). HEAD and every other method get 404 ROUTE_NOT_ALLOWED; nothing is sent upstream.
@@ -152,11 +159,14 @@ export async function buildApp (opts: AppOptions): Promise<FastifyInstance> {
   })
   app.decorateRequest('receivedAt', 0)
   app.decorateRequest('receivedPerf', 0)
+  app.decorateRequest('trace', { getter (this: FastifyRequest): TraceContext { return traceOf(this.raw) } })
   app.addHook('onRequest', async (req) => {
     req.receivedAt = Date.now()
     req.receivedPerf = performance.now()
     const given = req.headers['x-request-id']
     if (given !== undefined && given !== req.id) req.log.debug({ callerRequestId: shown(String(given), 64) }, 'x-request-id not in the accepted form (1-64 of A-Z a-z 0-9 . _ : -): replaced')
+    const traceparent = req.headers.traceparent
+    if (traceparent !== undefined && req.trace.parentId === null) req.log.debug({ traceparent: shown(String(traceparent), 64) }, 'traceparent not a valid W3C trace context: a new trace started')
   })
   // Shutdown: once close() starts, new requests get 503 + Retry-After (another task will take them) while the
   // ones in flight finish. Connections end as their last response is flushed (http/drain.ts says why Node's own
@@ -169,6 +179,8 @@ export async function buildApp (opts: AppOptions): Promise<FastifyInstance> {
   })
   app.addHook('onSend', async (req, reply) => {
     reply.header('x-request-id', req.id)
+    // The caller's trace continues through the proxy's span (http/trace.ts); never sent to BACEN (routes/forward.ts).
+    reply.header('traceparent', formatTraceparent(req.trace))
     // While draining, a connection's last response says Connection: close, so the client sends nothing more on it
     // and takes its next request to another task. A response with requests pipelined behind it stays keep-alive:
     // Node drops whatever is queued behind a "close" response, and those requests are owed their 503.
@@ -236,5 +248,7 @@ declare module 'fastify' {
     /** Epoch ms and performance.now() when the request arrived (audit request_date, total latency). */
     receivedAt: number
     receivedPerf: number
+    /** The request's W3C trace context: from the caller's traceparent, or a trace the proxy started (http/trace.ts). */
+    readonly trace: TraceContext
   }
 }

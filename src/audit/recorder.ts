@@ -22,6 +22,8 @@ export interface BeginInput {
   readonly body: string | Buffer | null
   readonly facts: MessageFacts
   readonly correlationId: string
+  /** The request's W3C trace id (app.ts, http/trace.ts); omitted or null, the row's trace_id is null. */
+  readonly traceId?: string | null
 }
 
 export interface EndInput {
@@ -91,7 +93,8 @@ export class AuditRecorder {
       dict_request_id: input.facts.dictRequestId,
       dict_key: input.facts.dictKey,
       correlation_id: input.correlationId,
-      instance_id: this.instanceId
+      instance_id: this.instanceId,
+      trace_id: input.traceId ?? null
     }
     await this.timed('begin', spool.begin(row), t0)
     const id = row.id

@@ -42,7 +42,8 @@ export const AUDIT_COLUMNS: readonly AuditColumn[] = Object.freeze([
   col('upstream_latency_ms', 'double', false, 'Time from sending to BACEN to the last byte of its response'),
   col('total_latency_ms', 'double', false, 'Time from receiving the caller\'s request to answering it'),
   col('correlation_id', 'string', true, 'The proxy\'s request id (x-request-id), also in its logs'),
-  col('instance_id', 'string', true, 'The proxy instance (ECS task) that handled the transaction')
+  col('instance_id', 'string', true, 'The proxy instance (ECS task) that handled the transaction'),
+  col('trace_id', 'string', false, 'Trace id (32 hex digits) of the W3C traceparent the caller sent, or of the trace the proxy started when it sent none or an invalid one; also in the proxy\'s logs (traceId). Null in rows from before it was recorded')
 ])
 
 /** A row as it travels (Firehose JSON) and lands (Parquet). Timestamps are ISO-8601 UTC strings. */
@@ -70,6 +71,7 @@ export interface AuditRow {
   total_latency_ms: number | null
   correlation_id: string
   instance_id: string
+  trace_id: string | null
 }
 
 /** Partition columns (Hive layout year=/month=/day=/hour=, zero-padded, UTC) derived from request_date. */

@@ -320,6 +320,16 @@ function mergeRow (req: Record<string, unknown>, res: Record<string, unknown> | 
   return out as unknown as AuditRow
 }
 
+/**
+ * A parked row in schema order with every column present: one parked before a column was added (trace_id) has it
+ * null, as a row replayed from older frames does (mergeRow).
+ */
+function everyColumn (row: Record<string, unknown>): AuditRow {
+  const out: Record<string, unknown> = {}
+  for (const c of AUDIT_COLUMNS) out[c.name] = row[c.name] ?? null
+  return out as unknown as AuditRow
+}
+
 interface Loc { seq: number, off: number, len: number }
 
 interface Tx {
@@ -729,7 +739,7 @@ export class AuditSpool {
     const tx = this.#taken(ref)
     if (this.#closed) throw new PixProxyError(Errors.AUDIT_SPOOL_CLOSED)
     try {
-      if (tx.parkedPath !== null) return (JSON.parse(await readFile(tx.parkedPath, 'utf8')) as { row: AuditRow }).row
+      if (tx.parkedPath !== null) return everyColumn((JSON.parse(await readFile(tx.parkedPath, 'utf8')) as { row: Record<string, unknown> }).row)
       if (tx.mem !== null && tx.end !== null && tx.mem.f !== null) return mergeRow(tx.mem.r, tx.mem.f)
       const b = await this.#readFrame(tx.begin as Loc) as { r: Record<string, unknown> }
       const e = tx.end === null ? null : await this.#readFrame(tx.end) as { f: Record<string, unknown> }

@@ -407,7 +407,8 @@ async function beginAudit (app: FastifyInstance, req: FastifyRequest, call: Upst
     headers: upstreamHeaders(call, origin),
     body: call.body ?? null,
     facts,
-    correlationId: req.id
+    correlationId: req.id,
+    traceId: req.trace.traceId
   })
 }
 

@@ -290,3 +290,32 @@ t.test('files from before a column was added: refused by default, read with unio
     { id: row(1).id, dict_key: null }
   ])
 })
+
+t.test('rows from before trace_id: an old Parquet file (with unionByName) and old JSON lines read it as null', async (t) => {
+  const dir = await store(t, [[row(0, { request_date: hourDate(10, 0) })]])
+  const oldDir = join(dir, 'log', 'spi', 'year=2025', 'month=12', 'day=31', 'hour=23')
+  await mkdir(oldDir, { recursive: true })
+  const db = await DuckDBInstance.create(':memory:')
+  const conn = await db.connect()
+  t.teardown(() => { conn.closeSync(); db.closeSync() })
+  const old = row(2) as unknown as Record<string, unknown>
+  const cols = AUDIT_COLUMNS.filter((c) => c.name !== 'trace_id').map((c) => {
+    const v = old[c.name]
+    const lit = v === null ? 'NULL' : typeof v === 'string' ? `'${v.replace(/'/g, "''")}'` : String(v)
+    return `CAST(${c.name === 'request_date' ? '\'2025-12-31 23:00:00\'' : lit} AS ${DUCKDB_TYPES[c.type]}) AS ${c.name}`
+  })
+  await conn.run(`COPY (SELECT ${cols.join(', ')}) TO '${join(oldDir, 'spi-old.parquet')}' (FORMAT PARQUET)`)
+  // A JSON line the local Firehose endpoint wrote before the upgrade: no trace_id key.
+  const jsonDir = join(dir, 'log', 'dict', 'year=2026', 'month=05', 'day=06', 'hour=10')
+  await mkdir(jsonDir, { recursive: true })
+  const oldJson = { ...row(1, { request_date: hourDate(10, 1) }) } as Record<string, unknown>
+  delete oldJson.trace_id
+  await writeFile(join(jsonDir, 'dict-old.json'), JSON.stringify(oldJson) + '\n')
+
+  t.same(await collect(dir, 'SELECT id, trace_id FROM audit ORDER BY id', { unionByName: true }), [
+    { id: row(0).id, trace_id: row(0).trace_id },
+    { id: row(1).id, trace_id: null },
+    { id: row(2).id, trace_id: null }
+  ])
+  t.match(row(0).trace_id, /^[0-9a-f]{32}$/, 'the new row keeps its trace id')
+})

@@ -8,7 +8,7 @@ import type { FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import { AUDIT_COLUMNS } from '../../src/audit/schema.ts'
 import type { AuditRow } from '../../src/audit/schema.ts'
-import { AuditSpool, REQUIRED_REQUEST_COLUMNS, RESPONSE_COLUMNS, scanFrames, SPOOL_FRAME_HEADER_BYTES } from '../../src/audit/spool.ts'
+import { AuditSpool, encodeFrame, REQUIRED_REQUEST_COLUMNS, RESPONSE_COLUMNS, scanFrames, SPOOL_FRAME_HEADER_BYTES } from '../../src/audit/spool.ts'
 import type { AuditSpoolOptions, SpoolRef } from '../../src/audit/spool.ts'
 import type { PixProxyError } from '../../src/errors.ts'
 import { damage, requestHalf, responseHalf, segmentFiles } from './fixtures/rows.ts'
@@ -121,6 +121,41 @@ t.test('begin then end gives one complete row, columns in schema order', async (
   await s.ack([got?.ref as SpoolRef])
   t.equal(s.stats().pendingRows, 0)
   t.equal(s.stats().shippedRows, 1)
+})
+
+t.test('rows spooled or parked before trace_id existed replay with trace_id null; rows with it keep it', async (t) => {
+  const dir = t.testdir()
+  // Frames and a parked file as the version before trace_id wrote them: no trace_id key at all.
+  const old = (id: string): Record<string, unknown> => {
+    const r = { ...requestHalf(id) } as Record<string, unknown>
+    delete r.trace_id
+    return r
+  }
+  const frame = (o: object): Buffer => encodeFrame(Buffer.from(JSON.stringify(o), 'utf8'))
+  await writeFile(join(dir, 'spool-000000000001.log'), Buffer.concat([
+    frame({ k: 'b', t: Date.now(), r: old('o1') }),
+    frame({ k: 'e', id: 'o1', t: Date.now(), f: responseHalf('o1') }),
+    frame({ k: 'b', t: Date.now(), r: old('o2') })
+  ]), { mode: 0o600 })
+  const parkedRow = { ...old('o3'), ...responseHalf('o3') }
+  await writeFile(join(dir, 'parked-o3.json'), JSON.stringify({ t: Date.now(), row: parkedRow }), { mode: 0o600 })
+
+  const s = await openSpool(t, { dir })
+  t.equal(s.stats().replay.rows, 3)
+  t.equal(s.stats().replay.incomplete, 1)
+  await s.begin(requestHalf('n1'))
+  await s.end('n1', responseHalf('n1'))
+  const rows = new Map((await drain(s)).map(({ row }) => [row.id, row]))
+  for (const id of ['o1', 'o2', 'o3']) {
+    const row = rows.get(id)
+    t.same(Object.keys(row ?? {}), AUDIT_COLUMNS.map((c) => c.name), `${id}: every column, in schema order`)
+    t.equal(row?.trace_id, null, `${id}: trace_id null`)
+    t.equal(row?.correlation_id, `req-${id}`, `${id}: the rest as written`)
+  }
+  t.equal(rows.get('o1')?.response_status_code, 201)
+  t.equal(rows.get('o2')?.error_code, INCOMPLETE)
+  t.equal(rows.get('n1')?.trace_id, requestHalf('n1').trace_id, 'a new row keeps its trace id')
+  t.match(rows.get('n1')?.trace_id, /^[0-9a-f]{32}$/)
 })
 
 t.test('invalid rows and misuse are refused with stable codes, before anything is written', async (t) => {

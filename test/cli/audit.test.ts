@@ -37,7 +37,8 @@ function row (i: number): AuditRow {
     upstream_latency_ms: null,
     total_latency_ms: 3.5,
     correlation_id: `req-${i}`,
-    instance_id: 'task-1'
+    instance_id: 'task-1',
+    trace_id: i % 3 === 0 ? null : `4bf92f3577b34da6a3ce929d${String(i).padStart(8, '0')}`
   }
 }
 

@@ -8,6 +8,7 @@ import { audited } from '../../src/routes/forward.ts'
 import type { CheckedBody, UpstreamAnswer, UpstreamCall } from '../../src/routes/forward.ts'
 import type { AuditTx, EndInput } from '../../src/audit/recorder.ts'
 import { emptyFacts } from '../../src/audit/facts.ts'
+import { traceFrom } from '../../src/http/trace.ts'
 import { Errors, PixProxyError } from '../../src/errors.ts'
 
 interface Ended { kind: 'end' | 'fail', input: EndInput | string }
@@ -29,7 +30,7 @@ function fixture (o: { endFails?: unknown } = {}): { app: FastifyInstance, req: 
     metrics: { errors: { inc: () => {} } }
   } as unknown as FastifyInstance
   const log = (_o: unknown, msg: string): void => { logged.push(msg) }
-  const req = { receivedAt: Date.now(), receivedPerf: performance.now(), id: 'req-1', log: { error: log, warn: log } } as unknown as FastifyRequest
+  const req = { receivedAt: Date.now(), receivedPerf: performance.now(), id: 'req-1', trace: traceFrom(undefined), log: { error: log, warn: log } } as unknown as FastifyRequest
   return { app, req, ends, begun: () => begun, logged }
 }
 

@@ -42,6 +42,7 @@ locals {
     { name = "total_latency_ms", type = "double", comment = "Time from receiving the caller's request to answering it" },
     { name = "correlation_id", type = "string", comment = "The proxy's request id (x-request-id), also in its logs" },
     { name = "instance_id", type = "string", comment = "The proxy instance (ECS task) that handled the transaction" },
+    { name = "trace_id", type = "string", comment = "Trace id (32 hex digits) of the W3C traceparent the caller sent, or of the trace the proxy started when it sent none or an invalid one; also in the proxy's logs (traceId). Null in rows from before it was recorded" },
   ]
 
   bucket_arn         = aws_s3_bucket.audit.arn
