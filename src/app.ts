@@ -61,7 +61,7 @@ function errorHandler (this: FastifyInstance, err: FastifyError | PixProxyError 
     this.metrics.errors.inc({ code: err.code })
     const level = err.statusCode >= 500 ? 'warn' : 'info'
     req.log[level]({ code: err.code, err: err.statusCode >= 500 ? err : undefined }, err.message)
-    return sendProblem(reply, req, err.statusCode, err.code, err.message, { outcome: err.outcome, ...(err as { extensions?: object }).extensions })
+    return sendProblem(reply, req, err.statusCode, err.code, err.message, { outcome: err.outcome, ...err.extensions })
   }
   const fe = err as FastifyError
   const mapped = fe.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE'

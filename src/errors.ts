@@ -22,18 +22,44 @@ export interface ErrorSpec {
 /** The three outcome classes of an answer to a bank core. */
 export type Outcome = 'not-sent' | 'unknown' | 'answered'
 
+/** The message's identifiers, for a core to reconcile by (an OUTCOME UNKNOWN problem). */
+export interface MessageIdentifiers {
+  readonly bizMsgIdr?: string[]
+  readonly endToEndIds?: string[]
+  readonly dictRequestId?: string
+  readonly dictKey?: string
+}
+
+/**
+ * Members a problem carries beyond RFC 9457's own (docs/errors.md, docs/outcomes.md), set by the forwarding pipeline:
+ * `outcome` overrides the code's class (an `answered` refusal), `upstreamStatus` is BACEN's status when its answer
+ * arrived, `reason`/`identifiers`/`advice` describe an OUTCOME UNKNOWN, `signatureCode` the verdict on BACEN's
+ * signature of a refused answer.
+ */
+export interface ProblemExtensions {
+  readonly outcome?: Outcome
+  readonly upstreamStatus?: number
+  readonly reason?: string
+  readonly identifiers?: MessageIdentifiers
+  readonly advice?: string
+  readonly signatureCode?: string
+}
+
 export class PixProxyError extends Error {
   readonly code: string
   readonly statusCode: number
   readonly outcome: Outcome
+  /** The problem's extension members; `outcome` here, when set, is the class the caller hears. */
+  extensions: ProblemExtensions
 
-  constructor (spec: ErrorSpec, args: readonly unknown[] = [], options?: { cause?: unknown }) {
+  constructor (spec: ErrorSpec, args: readonly unknown[] = [], options?: { cause?: unknown, extensions?: ProblemExtensions }) {
     let i = 0
-    super(spec.message.replace(/%s/g, () => String(args[i++])), options)
+    super(spec.message.replace(/%s/g, () => String(args[i++])), options?.cause === undefined ? undefined : { cause: options.cause })
     this.name = 'PixProxyError'
     this.code = spec.code
     this.statusCode = spec.statusCode
     this.outcome = spec.outcome
+    this.extensions = options?.extensions ?? {}
   }
 }
 

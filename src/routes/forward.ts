@@ -112,7 +112,9 @@ export async function callUpstream (app: FastifyInstance, call: UpstreamCall, or
     raw = await readBounded(res.body, MAX_RESPONSE_BYTES)
   } catch (err) {
     // BACEN's status line arrived but not its whole answer: what it said is not known.
-    throw Object.assign(failed(err), { upstreamStatus: res.statusCode })
+    const e = failed(err)
+    e.extensions = { ...e.extensions, upstreamStatus: res.statusCode }
+    throw e
   }
   const upstreamMs = performance.now() - started
   app.metrics.upstreamRequests.inc({ upstream: call.name, status: String(res.statusCode) })
@@ -359,8 +361,7 @@ export async function audited<T> (app: FastifyInstance, req: FastifyRequest, cal
     } catch (err) {
       if (outcomeOf(err) === 'not-sent') throw err
       req.log.warn({ err, auditId: tx.id }, 'the request may have reached BACEN: its outcome is unknown')
-      const status = (err as { upstreamStatus?: unknown }).upstreamStatus
-      throw outcomeUnknown(call, facts, err, typeof status === 'number' ? status : undefined)
+      throw outcomeUnknown(call, facts, err, err instanceof PixProxyError ? err.extensions.upstreamStatus : undefined)
     }
     try {
       return await finish(answer, row)
@@ -427,9 +428,7 @@ async function endAudit (tx: AuditTx, answer: UpstreamAnswer, checked: CheckedBo
 
 export function signatureRejection (name: string, checked: CheckedBody, status: number): PixProxyError {
   const first = checked.results.find((r) => r.code !== 'VALID')
-  const err = new PixProxyError(Errors.UPSTREAM_SIGNATURE_INVALID, [name, checked.code, first?.message ?? ''])
-  Object.assign(err, { extensions: { signatureCode: checked.code } })
-  return answeredError(err, status)
+  return answeredError(new PixProxyError(Errors.UPSTREAM_SIGNATURE_INVALID, [name, checked.code, first?.message ?? ''], { extensions: { signatureCode: checked.code } }), status)
 }
 
 /**
@@ -455,9 +454,7 @@ export async function finishCall (app: FastifyInstance, reply: FastifyReply, row
   if (reject) throw signatureRejection(o.label, checked, answer.status)
   if (mismatch !== null && o.bind !== undefined) {
     const got = mismatch.got === null ? '(none)' : JSON.stringify(mismatch.got.slice(0, 80))
-    const err = new PixProxyError(Errors.UPSTREAM_ANSWER_MISMATCH, [o.label, o.bind.what, got, o.bind.what, o.bind.expected.join(' or ')])
-    Object.assign(err, { extensions: { signatureCode: checked.code } })
-    throw answeredError(err, answer.status)
+    throw answeredError(new PixProxyError(Errors.UPSTREAM_ANSWER_MISMATCH, [o.label, o.bind.what, got, o.bind.what, o.bind.expected.join(' or ')], { extensions: { signatureCode: checked.code } }), answer.status)
   }
   return relay(reply, answer, checked)
 }

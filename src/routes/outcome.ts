@@ -4,10 +4,10 @@
  * how to learn its fate, `answered` carries BACEN's status and the verdict on its signature.
  */
 import { Errors, PixProxyError } from '../errors.ts'
-import type { Outcome } from '../errors.ts'
+import type { MessageIdentifiers, Outcome } from '../errors.ts'
 import type { MessageFacts } from '../audit/facts.ts'
 
-export type { Outcome }
+export type { MessageIdentifiers, Outcome }
 
 /** On every answer of a forwarding route (and every problem): `not-sent`, `unknown` or `answered`. */
 export const OUTCOME_HEADER = 'pix-proxy-outcome'
@@ -16,14 +16,6 @@ export const OUTCOME_HEADER = 'pix-proxy-outcome'
 export interface OutcomeCall {
   readonly name: 'dict' | 'spi'
   readonly method: string
-}
-
-/** The message's identifiers, for the core to reconcile by. */
-export interface MessageIdentifiers {
-  readonly bizMsgIdr?: string[]
-  readonly endToEndIds?: string[]
-  readonly dictRequestId?: string
-  readonly dictKey?: string
 }
 
 /**
@@ -70,8 +62,8 @@ export function outcomeOf (err: unknown): Outcome {
 export function outcomeUnknown (call: OutcomeCall, facts: MessageFacts, cause: unknown, upstreamStatus?: number): PixProxyError {
   const reason = cause instanceof PixProxyError ? cause.code : Errors.INTERNAL.code
   const advice = adviceFor(call)
-  const err = new PixProxyError(Errors.UPSTREAM_OUTCOME_UNKNOWN, [call.name === 'dict' ? 'DICT' : 'ICOM', reason, advice], { cause })
-  Object.assign(err, {
+  return new PixProxyError(Errors.UPSTREAM_OUTCOME_UNKNOWN, [call.name === 'dict' ? 'DICT' : 'ICOM', reason, advice], {
+    cause,
     extensions: {
       outcome: 'unknown',
       reason,
@@ -80,12 +72,10 @@ export function outcomeUnknown (call: OutcomeCall, facts: MessageFacts, cause: u
       ...(upstreamStatus === undefined ? {} : { upstreamStatus })
     }
   })
-  return err
 }
 
 /** Marks an error that ends a request after BACEN answered: the class `answered`, and BACEN's status. */
 export function answeredError (err: PixProxyError, upstreamStatus: number): PixProxyError {
-  const extensions = (err as { extensions?: object }).extensions ?? {}
-  Object.assign(err, { extensions: { ...extensions, outcome: 'answered', upstreamStatus } })
+  err.extensions = { ...err.extensions, outcome: 'answered', upstreamStatus }
   return err
 }

@@ -135,7 +135,7 @@ t.test('a send that failed after the request may have left: OUTCOME UNKNOWN with
 
 t.test('a body cut after BACEN\'s status line: OUTCOME UNKNOWN with that status', async (t) => {
   const f = fixture()
-  const cause = Object.assign(new PixProxyError(Errors.UPSTREAM_CONNECTION_LOST, ['dict', 'terminated']), { upstreamStatus: 201 })
+  const cause = new PixProxyError(Errors.UPSTREAM_CONNECTION_LOST, ['dict', 'terminated'], { extensions: { upstreamStatus: 201 } })
   await t.rejects(audited(f.app, f.req, dictWrite, 'https://x', emptyFacts(), async () => { throw cause }, async () => 'never'),
     { code: Errors.UPSTREAM_OUTCOME_UNKNOWN.code, extensions: { upstreamStatus: 201, advice: /RequestId/ } })
 })
