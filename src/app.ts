@@ -27,6 +27,7 @@ import metricsPlugin from './plugins/metrics.ts'
 import cryptoPlugin from './plugins/crypto.ts'
 import upstreamsPlugin from './plugins/upstreams.ts'
 import auditPlugin from './plugins/audit.ts'
+import forwardingPlugin from './plugins/forwarding.ts'
 import type { UpstreamsPluginOptions } from './plugins/upstreams.ts'
 import dictRoutes from './routes/dict.ts'
 import spiRoutes from './routes/spi.ts'
@@ -179,7 +180,7 @@ export async function buildApp (opts: AppOptions): Promise<FastifyInstance> {
   })
   app.addHook('onSend', async (req, reply) => {
     reply.header('x-request-id', req.id)
-    // The caller's trace continues through the proxy's span (http/trace.ts); never sent to BACEN (routes/forward.ts).
+    // The caller's trace continues through the proxy's span (http/trace.ts); never sent to BACEN (forwarding/pipeline.ts).
     reply.header('traceparent', formatTraceparent(req.trace))
     // While draining, a connection's last response says Connection: close, so the client sends nothing more on it
     // and takes its next request to another task. A response with requests pipelined behind it stays keep-alive:
@@ -231,6 +232,7 @@ export async function buildApp (opts: AppOptions): Promise<FastifyInstance> {
     for (const certificate of app.upstreams.agent.cas) yield { role: 'bacen-ca', certificate }
   })
   await app.register(auditPlugin, { config })
+  await app.register(forwardingPlugin)
   app.decorate('health', healthEndpoints(app, { ...(opts.lookup === undefined ? {} : { lookup: opts.lookup }), isClosing: () => closing }))
   await app.register(healthRoutes)
   await app.register(dictRoutes)

@@ -2,8 +2,8 @@
  * Rules of the codebase's shape, enforced here so that they hold without anyone remembering them:
  * - what `serve` loads (the product) never imports a tool: the simulator, the demo, the load tool, the samples, the
  *   command line's other commands, the local AWS endpoint;
- * - one forwarding pipeline: only src/routes/forward.ts sends a request to BACEN (Upstream.request), so every call
- *   goes through `audited()`, which owns its audit row and decides its outcome class (docs/outcomes.md).
+ * - one forwarding pipeline: only src/forwarding/pipeline.ts sends a request to BACEN (Upstream.request), so every
+ *   call goes through `Forwarding.forward()`, which owns its audit row and decides its outcome class (docs/outcomes.md).
  */
 import { readdir, readFile } from 'node:fs/promises'
 import { dirname, join, relative, resolve } from 'node:path'
@@ -43,12 +43,12 @@ const TOOLS = [/^simulator\//, /^src\/demo\//, /^src\/load\//, /^src\/samples\//
 t.test('what serve loads never imports a tool', async (t) => {
   // The container's entrypoint runs src/server.ts; `pix-proxy serve` runs src/cli/serve.ts.
   const product = new Set([...await closure('src/server.ts'), ...await closure('src/cli/serve.ts')])
-  t.ok(product.has('src/routes/forward.ts') && product.has('src/app.ts'), `the closure is the product (${product.size} files)`)
+  t.ok(product.has('src/forwarding/pipeline.ts') && product.has('src/app.ts'), `the closure is the product (${product.size} files)`)
   const tools = [...product].filter((f) => TOOLS.some((re) => re.test(f))).sort()
   t.same(tools, [], 'no tool in the product\'s import closure')
 })
 
-t.test('one forwarding pipeline: only routes/forward.ts sends requests to BACEN', async (t) => {
+t.test('one forwarding pipeline: only forwarding/pipeline.ts sends requests to BACEN', async (t) => {
   const files = (await readdir(join(ROOT, 'src'), { recursive: true })).filter((f) => f.endsWith('.ts')).map((f) => `src/${f}`)
   const senders: string[] = []
   for (const f of files) {
@@ -56,13 +56,14 @@ t.test('one forwarding pipeline: only routes/forward.ts sends requests to BACEN'
     // Upstream.request through an app's upstreams or an UpstreamCall's upstream.
     if (/\bupstreams\.(dict|spi)\.request\(|\bupstream\.request\(/.test(text)) senders.push(f)
   }
-  t.same(senders, ['src/routes/forward.ts'], 'every call to BACEN goes through callUpstream, inside audited()')
-  // And the routes reach BACEN only through audited() with callUpstream (or the batcher, whose sends are callUpstream).
+  t.same(senders, ['src/forwarding/pipeline.ts'], 'every call to BACEN goes through the pipeline')
+  // And the routes reach BACEN only through forward() (audited, outcome-classed). Their one unaudited send is the
+  // batcher's post, whose messages are each forward()ed with the batcher as their policy's send.
   for (const f of ['src/routes/dict.ts', 'src/routes/spi.ts']) {
     const text = await readFile(join(ROOT, f), 'utf8')
-    const calls = [...text.matchAll(/callUpstream\(/g)].length
-    const owners = [...text.matchAll(/audited\(/g)].length
-    t.ok(owners >= 1, `${f}: its calls are audited (${owners})`)
-    t.ok(calls <= owners + 1, `${f}: ${calls} callUpstream for ${owners} audited() (the batcher's send is the +1)`)
+    const forwards = [...text.matchAll(/\.forwarding\.forward\(/g)].length
+    const bare = [...text.matchAll(/\.forwarding\.send\(/g)].length
+    t.ok(forwards >= 1, `${f}: its calls go through forward() (${forwards})`)
+    t.ok(bare <= (f.endsWith('spi.ts') ? 1 : 0), `${f}: ${bare} bare send(), only the batcher's`)
   }
 })

@@ -7,7 +7,7 @@
  *
  * The cost is an estimate from the declared body size (Content-Length; without one, the largest body accepted),
  * times PER_BODY_BYTE, plus PER_REQUEST for what every request holds (headers, the audit row, the answer of a
- * bodiless read). BACEN's answers are not counted one by one: each is bounded (32 MiB, forward.ts) and so is their
+ * bodiless read). BACEN's answers are not counted one by one: each is bounded (32 MiB, forwarding/pipeline.ts) and so is their
  * number (the ICOM slots and the DICT connections).
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify'

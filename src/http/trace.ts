@@ -5,7 +5,7 @@
  * audit row (`trace_id`) and in the `traceparent` answered to the caller, whose parent-id is the proxy's own span
  * id for this request, so the core can correlate.
  *
- * Nothing of it goes to BACEN: only headers BACEN documents are sent upstream (routes/forward.ts), and ICOM answers
+ * Nothing of it goes to BACEN: only headers BACEN documents are sent upstream (forwarding/pipeline.ts), and ICOM answers
  * 400 to tracing headers (docs/bacen.md §2.5).
  *
  * Why no library: parsing is one regular expression and ids are random bytes. OpenTelemetry's

@@ -192,7 +192,7 @@ export interface DirectTransportOptions extends CommonOptions {
   readonly spiQueueTimeoutMs?: number
 }
 
-/** Verifies an answer as the proxy does (src/routes/forward.ts checkResponse), without the proxy. */
+/** Verifies an answer as the proxy does (src/forwarding/answer.ts checkResponse), without the proxy. */
 function verifyAnswer (status: number, headers: Record<string, string>, body: Buffer, profile: LoadProfile, trust: TrustStore): Omit<LoadResponse, 'status' | 'headers' | 'body'> {
   if (body.length === 0) return { signature: NOT_SIGNED, parts: [] }
   const boundary = multipartBoundary(headers['content-type'])

@@ -1,4 +1,5 @@
-import type { FastifyRequest } from 'fastify'
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { Relayed } from '../forwarding/pipeline.ts'
 import { Errors, PixProxyError } from '../errors.ts'
 import { checkPathParameter } from './params.ts'
 
@@ -29,4 +30,9 @@ export function requireXmlBody (req: FastifyRequest): Buffer {
     throw new PixProxyError(Errors.BODY_REQUIRED, [req.method, req.routeOptions.url ?? req.url])
   }
   return body
+}
+
+/** BACEN's answer to the caller, as the forwarding pipeline returned it (its headers carry the signature verdict). */
+export function sendRelayed (reply: FastifyReply, r: Relayed): FastifyReply {
+  return reply.code(r.status).headers(r.headers).send(r.body)
 }

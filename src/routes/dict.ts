@@ -5,11 +5,11 @@
  * reach anything else on BACEN's hosts, nor any other host.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { audited, callUpstream, finishCall } from './forward.ts'
-import type { Binding, UpstreamCall } from './forward.ts'
+import type { Binding, UpstreamCall } from '../forwarding/pipeline.ts'
+import { callContext } from '../plugins/forwarding.ts'
 import { dictFacts, emptyFacts } from '../audit/facts.ts'
 import type { MessageFacts } from '../audit/facts.ts'
-import { requireXmlBody, upstreamPath } from './common.ts'
+import { requireXmlBody, sendRelayed, upstreamPath } from './common.ts'
 import { checkDictParticipants, dictHeaders } from './participants.ts'
 
 /** [method, route template, signed write?] */
@@ -55,7 +55,7 @@ export const DICT_ROUTES: ReadonlyArray<readonly ['GET' | 'POST' | 'PUT', string
 ]
 
 /**
- * What a successful answer to this route must name: the key or claim the request is about (forward.ts Binding). A
+ * What a successful answer to this route must name: the key or claim the request is about (forwarding/answer.ts Binding). A
  * BACEN-signed answer about another key (a GetEntry naming another account holder, say) is refused. Shapes from BCB's
  * specification (docs/bacen.md §1.4): entries answer Entry/Key (DeleteEntryResponse: Key), claims Claim/Id and
  * Claim/Key. A CreateEntry for an EVP key names none (DICT makes it up), so nothing binds it.
@@ -96,7 +96,6 @@ export default async function dictRoutes (app: FastifyInstance): Promise<void> {
           headers['content-type'] = 'application/xml; charset=utf-8'
         }
         const call: UpstreamCall = {
-          upstream: app.upstreams.dict,
           name: 'dict',
           method,
           path: upstreamPath(url, req),
@@ -105,9 +104,8 @@ export default async function dictRoutes (app: FastifyInstance): Promise<void> {
         }
         // Every DICT response with a body is signed by BACEN, problems included (docs/bacen.md §1.6), whatever its
         // media type says.
-        return await audited(app, req, call, config.dict.url, facts,
-          async () => await callUpstream(app, call, config.dict.url),
-          async (answer, row) => await finishCall(app, reply, row, answer, { name: 'dict', label: 'DICT', signed: 'every-body', bind: dictBinding(method, url, params, facts) }))
+        const bind = dictBinding(method, url, params, facts)
+        return sendRelayed(reply, await app.forwarding.forward(callContext(req), call, facts, { label: 'DICT', signed: 'every-body', ...(bind === undefined ? {} : { bind }) }))
       }
     })
   }

@@ -10,7 +10,7 @@
  *
  * Outcomes (docs/outcomes.md): a 201 whose PI-ResourceId has one id per part gives each caller its own id (ICOM
  * accepted them all); any other answer goes to every caller of the batch, since ICOM takes a post as a whole. A post
- * that got no answer fails every caller with the same error, and the forwarding pipeline (forward.ts `audited`) gives
+ * that got no answer fails every caller with the same error, and the forwarding pipeline (forwarding/pipeline.ts) gives
  * each of them its class: NOT SENT only when the connection was never made, otherwise OUTCOME UNKNOWN for every
  * message of the post, since any of them may have reached ICOM. A 201 whose id count does not match is passed on as is
  * to every caller, all ids included: the messages were accepted and must not be resent.
@@ -19,7 +19,7 @@
 import { Errors, PixProxyError } from '../errors.ts'
 import { buildMultipart } from '../http/multipart.ts'
 import type { InFlightLimiter } from '../http/limiter.ts'
-import type { UpstreamAnswer } from './forward.ts'
+import type { UpstreamAnswer } from '../forwarding/answer.ts'
 
 export interface BatchBody {
   readonly body: Buffer | string

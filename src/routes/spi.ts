@@ -7,17 +7,17 @@
  * BACEN allows 6 concurrent POSTs and 6 stream readers per participant: the proxy queues the excess (bounded, with a
  * deadline) rather than spend BACEN's limit, and answers 503 + Retry-After when it cannot serve in time.
  *
- * Stream pages follow the invalid-signature policy like every answer (forward.ts finishCall): under `reject` a page
+ * Stream pages follow the invalid-signature policy like every answer (forwarding/pipeline.ts): under `reject` a page
  * that does not verify is withheld as a 502 without PI-Pull-Next, so that the core reads the same path again and the
  * page is not acknowledged; under `flag` it is delivered with each message flagged.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { audited, callUpstream, finishCall } from './forward.ts'
-import type { Binding, UpstreamCall } from './forward.ts'
+import type { Binding, Policy, UpstreamCall } from '../forwarding/pipeline.ts'
+import { callContext } from '../plugins/forwarding.ts'
 import { IcomBatcher, retryOn429 } from './spi-batch.ts'
 import { emptyFacts, spiFacts } from '../audit/facts.ts'
 import type { MessageFacts } from '../audit/facts.ts'
-import { requireXmlBody, upstreamPath } from './common.ts'
+import { requireXmlBody, sendRelayed, upstreamPath } from './common.ts'
 import { ISPB_RE, shown } from './params.ts'
 import { strictSender } from './participants.ts'
 import { InFlightLimiter } from '../http/limiter.ts'
@@ -28,7 +28,7 @@ import { Errors, PixProxyError } from '../errors.ts'
 
 const MAX_PARTS = 10
 /** ICOM's answers to posts: BACEN signs nothing in them (an empty 201, or an unsigned problem). */
-const ICOM = { name: 'spi', label: 'ICOM', signed: 'none' } as const
+const ICOM_POST = { label: 'ICOM', signed: 'none' } as const
 
 /**
  * AppHdr/Fr/FIId/FinInstnId/Othr/Id: the sender BACEN will compare with the signing certificate's owner (docs/bacen.md
@@ -80,14 +80,13 @@ export default async function spiRoutes (app: FastifyInstance): Promise<void> {
       maxBytes: config.maxBodyBytes,
       queueMax: config.spi.queueMax,
       queueTimeoutMs: config.spi.queueTimeoutMs,
-      send: async (post) => await retryOn429(async () => await callUpstream(app, {
-        upstream: app.upstreams.spi,
+      send: async (post) => await retryOn429(async () => await app.forwarding.send({
         name: 'spi',
         method: 'POST',
         path: `/api/v1/in/${config.ispb}/msgs`,
         headers: { 'content-type': post.contentType, accept: 'application/xml' },
         body: post.body
-      }, config.spi.url)),
+      })),
       onBatch: (parts) => { metrics.spiPostParts.observe(parts) },
       onQueue: (n) => {
         batcherQueued = n
@@ -98,16 +97,15 @@ export default async function spiRoutes (app: FastifyInstance): Promise<void> {
   /** A single message through the batcher: its own audit row, durable before it can join a post. */
   const coalesced = async (req: FastifyRequest, reply: FastifyReply, signed: string, facts: MessageFacts): Promise<FastifyReply> => {
     const call: UpstreamCall = {
-      upstream: app.upstreams.spi,
       name: 'spi',
       method: 'POST',
       path: upstreamPath('/api/v1/in/:ispb/msgs', req),
       headers: { 'content-type': 'application/xml; charset=utf-8', accept: 'application/xml' },
       body: signed
     }
-    return await audited(app, req, call, config.spi.url, facts,
-      async () => (await (batcher as IcomBatcher).submit(signed, () => req.raw.socket?.destroyed === true)).answer,
-      async (answer, row) => await finishCall(app, reply, row, answer, ICOM))
+    const ctx = callContext(req)
+    const policy: Policy = { ...ICOM_POST, send: async () => (await (batcher as IcomBatcher).submit(signed, ctx.gone)).answer }
+    return sendRelayed(reply, await app.forwarding.forward(ctx, call, facts, policy))
   }
 
   // Stream readers have a limiter of their own (BACEN counts them apart from POSTs) and nothing batched in front of
@@ -184,16 +182,16 @@ export default async function spiRoutes (app: FastifyInstance): Promise<void> {
     const release = await postSlot()
     try {
       const call: UpstreamCall = {
-        upstream: app.upstreams.spi,
         name: 'spi',
         method: 'POST',
         path: upstreamPath('/api/v1/in/:ispb/msgs', req),
         headers: { 'content-type': contentType, accept: 'application/xml' },
         body
       }
-      return await audited(app, req, call, config.spi.url, facts,
-        async () => await retryOn429(async () => await callUpstream(app, call, config.spi.url)),
-        async (answer, row) => await finishCall(app, reply, row, answer, ICOM))
+      return sendRelayed(reply, await app.forwarding.forward(callContext(req), call, facts, {
+        ...ICOM_POST,
+        send: async (c, pipeline) => await retryOn429(async () => await pipeline.send(c))
+      }))
     } finally {
       release()
     }
@@ -208,19 +206,16 @@ export default async function spiRoutes (app: FastifyInstance): Promise<void> {
       const facts = emptyFacts()
       facts.messageType = method === 'DELETE' ? 'stream end' : 'stream read'
       const call: UpstreamCall = {
-        upstream: app.upstreams.spi,
         name: 'spi',
         method,
         path: upstreamPath(template, req),
         headers: { accept }
       }
-      return await audited(app, req, call, config.spi.url, facts,
-        async () => await callUpstream(app, call, config.spi.url),
-        // The row of a page carries what it delivered (types, BizMsgIdrs, EndToEndIds and OrgnlEndToEndIds), so that
-        // a payment's story is found by its EndToEndId: the pacs.008 post and the read that brought its pacs.002.
-        // Every page with messages is BACEN-signed, whatever its media type; ICOM's error documents are not.
-        // Every message on our stream is addressed to us: one for another participant is not ours to deliver.
-        async (answer, row) => await finishCall(app, reply, row, answer, { name: 'spi', label: 'ICOM stream', signed: '2xx-bodies', delivered: emptyFacts(), bind: recipient }))
+      // The row of a page carries what it delivered (types, BizMsgIdrs, EndToEndIds and OrgnlEndToEndIds), so that
+      // a payment's story is found by its EndToEndId: the pacs.008 post and the read that brought its pacs.002.
+      // Every page with messages is BACEN-signed, whatever its media type; ICOM's error documents are not.
+      // Every message on our stream is addressed to us: one for another participant is not ours to deliver.
+      return sendRelayed(reply, await app.forwarding.forward(callContext(req), call, facts, { label: 'ICOM stream', signed: '2xx-bodies', delivers: true, bind: recipient }))
     } finally {
       release()
     }

@@ -4,7 +4,7 @@ import { InFlightLimiter } from '../../src/http/limiter.ts'
 import { multipartBoundary, parseMultipart } from '../../src/http/multipart.ts'
 import { IcomBatcher, retryOn429 } from '../../src/routes/spi-batch.ts'
 import type { BatchBody, BatcherOptions } from '../../src/routes/spi-batch.ts'
-import type { UpstreamAnswer } from '../../src/routes/forward.ts'
+import type { UpstreamAnswer } from '../../src/forwarding/answer.ts'
 
 /** A fake ICOM: records each post's messages and answers 201 with one id per part ("id-<message>"). */
 function icom (o: { delayMs?: number, answer?: (msgs: string[]) => Partial<UpstreamAnswer> | 'throw' } = {}): { posts: Array<{ contentType: string, msgs: string[] }>, send: (p: BatchBody) => Promise<UpstreamAnswer>, inFlight: () => number, most: () => number } {

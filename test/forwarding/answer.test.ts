@@ -1,16 +1,14 @@
 /**
- * forward.ts: what of BACEN's answer reaches the caller. Only the headers BACEN documents, and none whose value
+ * forwarding/answer.ts: what of BACEN's answer reaches the caller. Only the headers BACEN documents, and none whose value
  * carries a control character; in a multipart answer, only each part's Content-Type and PI-ResourceId (plus the
  * verdict headers the proxy adds), none with a bare CR or LF that could split a header where the core parses it.
  */
 import t from 'tap'
-import type { FastifyInstance } from 'fastify'
-import { checkResponse, relayedHeaders } from '../../src/routes/forward.ts'
-import type { UpstreamAnswer } from '../../src/routes/forward.ts'
+import { checkResponse, relayedHeaders } from '../../src/forwarding/answer.ts'
+import type { UpstreamAnswer } from '../../src/forwarding/answer.ts'
 import { parseMultipart } from '../../src/http/multipart.ts'
 import { TrustStore } from '../../src/xmldsig/truststore.ts'
 
-const app = { crypto: { bacenTrust: new TrustStore() }, metrics: { signatures: { inc: () => {} } } } as unknown as FastifyInstance
 
 function answer (headers: Record<string, string>, body: string): UpstreamAnswer {
   return { status: 200, headers, body: Buffer.from(body, 'latin1'), upstreamMs: 1 }
@@ -40,7 +38,7 @@ t.test('multipart parts: Content-Type and PI-ResourceId only, none with a bare C
     `--${b}\r\ncontent-type: application/xml\r\npi-resourceid: R2\rx-forged: 1\r\n\r\n<b/>`,
     `--${b}--\r\n`
   ].join('\r\n')
-  const checked = checkResponse(app, 'spi', 'spi', answer({ 'content-type': `multipart/mixed; boundary=${b}` }, body), '2xx-bodies')
+  const checked = checkResponse('spi', 'spi', answer({ 'content-type': `multipart/mixed; boundary=${b}` }, body), { trust: new TrustStore(), signed: '2xx-bodies' })
   const parts = parseMultipart(checked.body, b)
   t.equal(parts.length, 2)
   t.same(Object.keys(parts[0]?.headers ?? {}).sort(), ['content-type', 'pi-resourceid', 'pix-proxy-signature-code', 'pix-proxy-signature-valid'])
