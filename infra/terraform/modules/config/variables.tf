@@ -36,7 +36,7 @@ variable "ispb" {
 }
 
 variable "dict_url" {
-  description = "DICT origin on the RSFN (PIXPROXY_DICT_URL), e.g. https://dict.pi.rsfn.net.br:16522 in production"
+  description = "DICT origin on the RSFN (PIXPROXY_DICT_URL), e.g. https://dict.pi.rsfn.net.br:16422 in production (homologation: https://dict-h.pi.rsfn.net.br:16522)"
   type        = string
 
   validation {
@@ -46,7 +46,7 @@ variable "dict_url" {
 }
 
 variable "spi_url" {
-  description = "SPI/ICOM origin on the RSFN (PIXPROXY_SPI_URL), e.g. https://icom.pi.rsfn.net.br:16522 in production"
+  description = "SPI/ICOM origin on the RSFN (PIXPROXY_SPI_URL), e.g. https://icom.pi.rsfn.net.br:16422 in production (homologation: https://icom-h.pi.rsfn.net.br:16522)"
   type        = string
 
   validation {
