@@ -13,11 +13,11 @@
  */
 import { gunzip } from 'node:zlib'
 import { promisify } from 'node:util'
-import type { Dispatcher } from 'undici'
 import type { AuditTx, BeginInput } from '../audit/recorder.ts'
 import { emptyFacts } from '../audit/facts.ts'
 import type { MessageFacts } from '../audit/facts.ts'
-import type { Upstream } from '../tls/upstream.ts'
+import { MAX_RESPONSE_BYTES } from '../tls/upstream.ts'
+import type { Upstream, UpstreamResponse } from '../tls/upstream.ts'
 import type { TrustStore } from '../xmldsig/truststore.ts'
 import type { VerifyResult } from '../xmldsig/verify.ts'
 import { Errors, PixProxyError } from '../errors.ts'
@@ -28,9 +28,6 @@ import type { Binding, CheckedBody, SignedAnswers, UpstreamAnswer } from './answ
 export type { Binding, CheckedBody, SignedAnswers, UpstreamAnswer }
 
 const gunzipAsync = promisify(gunzip)
-
-/** Largest response body accepted from BACEN, compressed or not. */
-const MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 
 /** A request for BACEN, as the routes build it: the system, and exactly what goes on the wire. */
 export interface UpstreamCall {
@@ -112,34 +109,6 @@ function hostWithoutPort (origin: string): string {
   return new URL(origin).hostname
 }
 
-/**
- * A failure of a call already handed to the upstream (Upstream.request classifies its own): a timeout or a lost
- * connection, both after the request may have left. Never "not sent": that needs proof (tls/upstream.ts).
- */
-function transportError (name: string, err: unknown): PixProxyError {
-  const code = (err as { code?: string }).code ?? ''
-  const message = (err as Error).message ?? String(err)
-  if (err instanceof PixProxyError) return err
-  if (code === 'UND_ERR_BODY_TIMEOUT' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'ETIMEDOUT') {
-    return new PixProxyError(Errors.UPSTREAM_TIMEOUT, [name, `${code}: ${message}`], { cause: err })
-  }
-  return new PixProxyError(Errors.UPSTREAM_CONNECTION_LOST, [name, code === '' ? message : `${code}: ${message}`], { cause: err })
-}
-
-async function readBounded (body: Dispatcher.ResponseData['body'], max: number): Promise<Buffer> {
-  const chunks: Buffer[] = []
-  let n = 0
-  for await (const chunk of body) {
-    n += (chunk as Buffer).length
-    if (n > max) {
-      body.destroy()
-      throw new Error(`response body larger than ${max} bytes`)
-    }
-    chunks.push(chunk as Buffer)
-  }
-  return Buffer.concat(chunks)
-}
-
 function errorCodeOf (err: unknown): string {
   const code = (err as { code?: unknown } | null)?.code
   return typeof code === 'string' && code !== '' ? code : Errors.INTERNAL.code
@@ -163,50 +132,32 @@ export class Forwarding {
   }
 
   /**
-   * Sends one request to BACEN and reads the whole (decompressed) body; maps transport failures to stable codes.
-   * The whole call, answer included, has one deadline (PIXPROXY_UPSTREAM_DEADLINE_MS): undici's timeouts bound the
-   * wait for headers and between two body chunks, so an answer dribbled a byte at a time would hold its ICOM slot
-   * for as long as BACEN kept dribbling. Not audited: `forward` is; a policy's `send` uses this.
+   * Sends one request to BACEN and returns its whole, decompressed answer; the upstream client (tls/upstream.ts) maps
+   * every transport failure to its stable code. The whole call, answer included, has one deadline
+   * (PIXPROXY_UPSTREAM_DEADLINE_MS): undici's timeouts bound the wait for headers and between two body chunks, so an
+   * answer dribbled a byte at a time would hold its ICOM slot for as long as BACEN kept dribbling. Not audited:
+   * `forward` is; a policy's `send` uses this.
    */
   async send (call: UpstreamCall): Promise<UpstreamAnswer> {
     const started = performance.now()
-    const { deadlineMs, metrics } = this.#d
-    const signal = AbortSignal.timeout(deadlineMs)
-    const failed = (err: unknown): PixProxyError => {
-      metrics.upstream(call.name, 'error')
-      if (signal.aborted && !(err instanceof PixProxyError && err.outcome === 'not-sent')) {
-        return new PixProxyError(Errors.UPSTREAM_DEADLINE, [call.name, deadlineMs], { cause: err })
-      }
-      return transportError(call.name, err)
-    }
-    const upstream = this.#d.upstreams[call.name]
-    let res: Dispatcher.ResponseData
+    const { metrics } = this.#d
+    let res: UpstreamResponse
     try {
-      res = await upstream.request({
+      res = await this.#d.upstreams[call.name].request({
         method: call.method,
         path: call.path,
         headers: this.headersFor(call),
         ...(call.body === undefined ? {} : { body: call.body }),
-        signal
+        deadlineMs: this.#d.deadlineMs
       })
     } catch (err) {
-      throw failed(err)
-    }
-    let raw: Buffer
-    try {
-      raw = await readBounded(res.body, MAX_RESPONSE_BYTES)
-    } catch (err) {
-      // BACEN's status line arrived but not its whole answer: what it said is not known.
-      const e = failed(err)
-      e.extensions = { ...e.extensions, upstreamStatus: res.statusCode }
-      throw e
+      metrics.upstream(call.name, 'error')
+      throw err
     }
     const upstreamMs = performance.now() - started
     metrics.upstream(call.name, res.statusCode, upstreamMs)
-    const headers: Record<string, string> = {}
-    for (const [k, v] of Object.entries(res.headers)) {
-      if (v !== undefined) headers[k.toLowerCase()] = Array.isArray(v) ? v.join(', ') : v
-    }
+    const { headers } = res
+    const raw = res.body
     let body = raw
     const encoding = headers['content-encoding']?.toLowerCase()
     if (encoding === 'gzip' && raw.length > 0) {

@@ -9,6 +9,12 @@ import type { LookupFunction } from 'node:net'
 import { buildConnector, Pool } from 'undici'
 import type { Dispatcher } from 'undici'
 import { Errors, PixProxyError } from '../errors.ts'
+
+/**
+ * Largest response body accepted from BACEN, as sent (undici's maxResponseSize: a Content-Length above it, or a body
+ * that grows past it, ends the connection with UND_ERR_RES_EXCEEDED_MAX_SIZE) and, by the pipeline, decompressed.
+ */
+export const MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 import type { TlsKeyAgent } from './agent.ts'
 
 /**
@@ -53,7 +59,17 @@ export interface UpstreamRequest {
   path: string
   headers: Record<string, string>
   body?: Buffer | string
+  /** The caller's own abort: the request rejects with its reason, unchanged. */
   signal?: AbortSignal
+  /** One deadline for the whole exchange, the body included (UPSTREAM_DEADLINE when it passes). */
+  deadlineMs?: number
+}
+
+/** A whole response: status, headers (lower-case names, repeated ones joined with ", ") and the body as sent. */
+export interface UpstreamResponse {
+  statusCode: number
+  headers: Record<string, string>
+  body: Buffer
 }
 
 export interface UpstreamStats {
@@ -185,6 +201,7 @@ export class Upstream {
       headersTimeout: this.#headersTimeoutMs,
       bodyTimeout: this.#bodyTimeoutMs,
       keepAliveTimeout: this.#keepAliveTimeoutMs,
+      maxResponseSize: MAX_RESPONSE_BYTES,
       connect: this.#connector()
     })
   }
@@ -224,33 +241,62 @@ export class Upstream {
   }
 
   /**
-   * Sends a request on the current pool and resolves when the response headers arrive (read or dump the body).
-   * Rejects with PixProxyError, whose `outcome` says whether the request can have left:
+   * Sends a request on the current pool and resolves with the whole response (the body read, at most
+   * MAX_RESPONSE_BYTES). This is the one place where undici's and Node's errors become pix-proxy's: it rejects with
+   * PixProxyError, whose `outcome` says whether the request can have left:
    * - nothing was sent (`not-sent`): UPSTREAM_CONNECT_TIMEOUT, UPSTREAM_TLS_HOSTNAME, UPSTREAM_TLS_UNTRUSTED,
    *   UPSTREAM_TLS_HANDSHAKE, UPSTREAM_UNAVAILABLE (DNS, refused, unreachable: any failure while connecting),
    *   UPSTREAM_CLOSED (the upstream was closing before the request was dispatched);
-   * - it may have been received (`unknown`): UPSTREAM_HEADERS_TIMEOUT, UPSTREAM_CONNECTION_LOST (a reset, a closed
-   *   socket, a TLS alert after the handshake, the pool destroyed at its close deadline, anything else).
-   * The undici/Node error is the `cause`. An abort through `signal` rejects with the abort reason unchanged. Body
-   * errors (UND_ERR_BODY_TIMEOUT) come from the body stream. A client certificate refused by the server is
+   * - it may have been received (`unknown`, or a code the pipeline reports as OUTCOME UNKNOWN): UPSTREAM_HEADERS_TIMEOUT,
+   *   UPSTREAM_TIMEOUT (the body stalled), UPSTREAM_DEADLINE (`deadlineMs` passed), UPSTREAM_BAD_RESPONSE (an answer
+   *   larger than MAX_RESPONSE_BYTES), UPSTREAM_CONNECTION_LOST (a reset, a closed socket, a TLS alert after the
+   *   handshake, the pool destroyed at its close deadline, anything else).
+   * A failure after the status line carries it as `extensions.upstreamStatus`. The undici/Node error is the `cause`.
+   * An abort through `signal` rejects with the abort reason unchanged. A client certificate refused by the server is
    * UPSTREAM_TLS_HANDSHAKE on TLS 1.2 (the alert ends the handshake) but UPSTREAM_CONNECTION_LOST (UND_ERR_SOCKET)
    * on TLS 1.3, where the client has finished its handshake, and may have written the request, before the server
    * judges the certificate.
    */
-  async request (opts: UpstreamRequest): Promise<Dispatcher.ResponseData> {
+  async request (opts: UpstreamRequest): Promise<UpstreamResponse> {
     if (this.#closing !== undefined) throw new PixProxyError(Errors.UPSTREAM_CLOSED, [this.name])
+    const deadline = opts.deadlineMs === undefined ? undefined : AbortSignal.timeout(opts.deadlineMs)
+    const signals = [opts.signal, deadline].filter((s): s is AbortSignal => s !== undefined)
+    const signal = signals.length === 0 ? undefined : signals.length === 1 ? signals[0] : AbortSignal.any(signals)
+    const fail = (err: unknown): unknown => {
+      if (opts.signal?.aborted === true) return err
+      const mapped = this.#error(err)
+      // The deadline, unless the request provably never left (then its own not-sent code is the truth).
+      if (deadline?.aborted === true && !(mapped instanceof PixProxyError && mapped.outcome === 'not-sent')) {
+        return new PixProxyError(Errors.UPSTREAM_DEADLINE, [this.name, opts.deadlineMs], { cause: err })
+      }
+      return mapped
+    }
+    let res: Dispatcher.ResponseData
     try {
-      return await this.#pool.request({
+      res = await this.#pool.request({
         method: opts.method as Dispatcher.HttpMethod,
         path: opts.path,
         headers: opts.headers,
         ...(opts.body === undefined ? {} : { body: opts.body }),
-        ...(opts.signal === undefined ? {} : { signal: opts.signal })
+        ...(signal === undefined ? {} : { signal })
       })
     } catch (err) {
-      if (opts.signal?.aborted === true) throw err
-      throw this.#error(err)
+      throw fail(err)
     }
+    let body: Buffer
+    try {
+      body = Buffer.from(await res.body.arrayBuffer())
+    } catch (err) {
+      // BACEN's status line arrived but not its whole answer: what it said is not known.
+      const e = fail(err)
+      if (e instanceof PixProxyError) e.extensions = { ...e.extensions, upstreamStatus: res.statusCode }
+      throw e
+    }
+    const headers: Record<string, string> = {}
+    for (const [k, v] of Object.entries(res.headers)) {
+      if (v !== undefined) headers[k.toLowerCase()] = Array.isArray(v) ? v.join(', ') : v
+    }
+    return { statusCode: res.statusCode, headers, body }
   }
 
   #error (err: unknown): unknown {
@@ -259,6 +305,12 @@ export class Upstream {
     const reason = `${typeof code === 'string' ? code + ': ' : ''}${err instanceof Error ? err.message : String(err)}`
     if (code === 'UND_ERR_HEADERS_TIMEOUT') {
       return new PixProxyError(Errors.UPSTREAM_HEADERS_TIMEOUT, [this.name, this.#headersTimeoutMs], { cause: err })
+    }
+    if (code === 'UND_ERR_BODY_TIMEOUT') {
+      return new PixProxyError(Errors.UPSTREAM_TIMEOUT, [this.name, reason], { cause: err })
+    }
+    if (code === 'UND_ERR_RES_EXCEEDED_MAX_SIZE') {
+      return new PixProxyError(Errors.UPSTREAM_BAD_RESPONSE, [this.name, `an answer larger than ${MAX_RESPONSE_BYTES} bytes`], { cause: err })
     }
     if (code === 'UND_ERR_CLOSED' || code === 'UND_ERR_DESTROYED') {
       // Raised by dispatch() on a pool already closed or destroyed (its destroy() is always given our own error).

@@ -22,6 +22,7 @@ import { createTestPki, issueCertificate } from '../../src/pki/ca.ts'
 import { parseCertificate } from '../../src/pki/x509.ts'
 import type { Certificate } from '../../src/pki/x509.ts'
 import { TlsKeyAgent } from '../../src/tls/agent.ts'
+import { MAX_RESPONSE_BYTES } from '../../src/tls/upstream.ts'
 import type { TlsClientIdentity } from '../../src/tls/agent.ts'
 import { Upstream } from '../../src/tls/upstream.ts'
 import type { UpstreamOptions } from '../../src/tls/upstream.ts'
@@ -108,7 +109,7 @@ function upstream (tt: Test, agent: TlsKeyAgent, port: number, extra: Partial<Up
 async function get (u: Upstream, path: string): Promise<Seen> {
   const res = await u.request({ method: 'GET', path, headers: {} })
   if (res.statusCode !== 200) throw new Error(`status ${res.statusCode}`)
-  return await res.body.json() as Seen
+  return JSON.parse(res.body.toString()) as Seen
 }
 
 function until (cond: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
@@ -249,10 +250,39 @@ t.test('a keep-alive connection the server closed between two requests: never re
   }
   const u = upstream(t, agent, srv.port, { connections: 1 })
   const first = await u.request({ method: 'GET', path: '/one', headers: {} })
-  await first.body.text()
+  t.equal(first.statusCode, 200)
   const err = await u.request({ method: 'POST', path: '/two', headers: { 'content-type': 'application/xml' }, body: '<x/>' }).then(() => undefined, (e: unknown) => e)
   t.match(err, { outcome: 'unknown' })
   t.equal(srv.handshakes(), 1, 'the second request went on the first connection')
+})
+
+t.test('undici\'s failures after the status line are mapped here, with that status: a stalled body, an oversize answer, the deadline', async (t) => {
+  const srv = await startServer(t)
+  // The status line and part of the body, then nothing: the body timeout (time-independent: 300 ms against a server
+  // that never finishes).
+  srv.handle = (req, res) => {
+    if (req.url === '/stall') {
+      res.writeHead(201, { 'content-type': 'application/xml' })
+      res.write('<partial')
+      return true
+    }
+    if (req.url === '/huge') {
+      // One byte more than the bound: undici counts the body as it comes and ends the connection past it.
+      res.writeHead(200, { 'content-type': 'application/xml' })
+      res.end(Buffer.alloc(MAX_RESPONSE_BYTES + 1, 0x20))
+      return true
+    }
+    return false
+  }
+  const u = upstream(t, agent, srv.port, { bodyTimeoutMs: 300 })
+  await t.rejects(u.request({ method: 'POST', path: '/stall', headers: {}, body: '<x/>' }),
+    { code: Errors.UPSTREAM_TIMEOUT.code, outcome: 'unknown', extensions: { upstreamStatus: 201 }, cause: { code: 'UND_ERR_BODY_TIMEOUT' } })
+  await t.rejects(upstream(t, agent, srv.port).request({ method: 'GET', path: '/huge', headers: {} }),
+    { code: Errors.UPSTREAM_BAD_RESPONSE.code, message: new RegExp(`larger than ${MAX_RESPONSE_BYTES} bytes`), extensions: { upstreamStatus: 200 }, cause: { code: 'UND_ERR_RES_EXCEEDED_MAX_SIZE' } })
+  // The deadline bounds the whole exchange, however the server paces it (the body timeout alone would not end it).
+  const slow = upstream(t, agent, srv.port, { bodyTimeoutMs: 600_000 })
+  await t.rejects(slow.request({ method: 'POST', path: '/stall', headers: {}, body: '<x/>', deadlineMs: 300 }),
+    { code: Errors.UPSTREAM_DEADLINE.code, outcome: 'unknown', extensions: { upstreamStatus: 201 } })
 })
 
 t.test('nothing listening: UPSTREAM_UNAVAILABLE', async (t) => {
@@ -394,7 +424,7 @@ t.test('openssl s_server accepts the HSM-signed handshake (an independent TLS im
     const u = upstream(t, agent, await opensslServer(t, hsmCaFile, version))
     const res = await u.request({ method: 'GET', path: '/', headers: {} })
     t.equal(res.statusCode, 200, version)
-    t.match(await res.body.text(), version === '-tls1_2' ? /TLSv1\.2/ : /TLSv1\.3/)
+    t.match(res.body.toString(), version === '-tls1_2' ? /TLSv1\.2/ : /TLSv1\.3/)
   }
 })
 
