@@ -28,6 +28,7 @@ import cryptoPlugin from './plugins/crypto.ts'
 import upstreamsPlugin from './plugins/upstreams.ts'
 import auditPlugin from './plugins/audit.ts'
 import forwardingPlugin from './plugins/forwarding.ts'
+import icomPlugin from './plugins/icom.ts'
 import type { UpstreamsPluginOptions } from './plugins/upstreams.ts'
 import dictRoutes from './routes/dict.ts'
 import spiRoutes from './routes/spi.ts'
@@ -233,6 +234,7 @@ export async function buildApp (opts: AppOptions): Promise<FastifyInstance> {
   })
   await app.register(auditPlugin, { config })
   await app.register(forwardingPlugin)
+  await app.register(icomPlugin)
   app.decorate('health', healthEndpoints(app, { ...(opts.lookup === undefined ? {} : { lookup: opts.lookup }), isClosing: () => closing }))
   await app.register(healthRoutes)
   await app.register(dictRoutes)

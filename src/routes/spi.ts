@@ -12,23 +12,18 @@
  * page is not acknowledged; under `flag` it is delivered with each message flagged.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import type { Binding, Policy, UpstreamCall } from '../forwarding/pipeline.ts'
+import type { Binding, UpstreamCall } from '../forwarding/pipeline.ts'
 import { callContext } from '../plugins/forwarding.ts'
-import { IcomBatcher, retryOn429 } from './spi-batch.ts'
+import { MAX_PARTS } from '../icom/icom.ts'
 import { emptyFacts, spiFacts } from '../audit/facts.ts'
 import type { MessageFacts } from '../audit/facts.ts'
 import { requireXmlBody, sendRelayed, upstreamPath } from './common.ts'
 import { ISPB_RE, shown } from './params.ts'
 import { strictSender } from './participants.ts'
-import { InFlightLimiter } from '../http/limiter.ts'
 import { buildMultipart, MultipartError, multipartBoundary, parseMultipart } from '../http/multipart.ts'
 import type { XmlDocument, XmlElement } from '../xmldsig/xml.ts'
 import { locateSpi, ProfileError } from '../xmldsig/profile.ts'
 import { Errors, PixProxyError } from '../errors.ts'
-
-const MAX_PARTS = 10
-/** ICOM's answers to posts: BACEN signs nothing in them (an empty 201, or an unsigned problem). */
-const ICOM_POST = { label: 'ICOM', signed: 'none' } as const
 
 /**
  * AppHdr/Fr/FIId/FinInstnId/Othr/Id: the sender BACEN will compare with the signing certificate's owner (docs/bacen.md
@@ -47,78 +42,7 @@ export function spiSender (doc: XmlDocument): string | undefined {
 }
 
 export default async function spiRoutes (app: FastifyInstance): Promise<void> {
-  const { config, metrics } = app
-  // Requests waiting for a slot: whole posts at the limiter and messages in the batcher. The limiter's own queue
-  // is not the count: the batcher asks it for a slot on behalf of messages it already counts.
-  let postsQueued = 0
-  let batcherQueued = 0
-  const queuedChanged = (): void => { metrics.spiQueued.set(postsQueued + batcherQueued) }
-  const posts = new InFlightLimiter({
-    maxInFlight: config.spi.maxInFlight,
-    queueMax: config.spi.queueMax,
-    queueTimeoutMs: config.spi.queueTimeoutMs,
-    onChange: (inFlight) => { metrics.spiInFlight.set(inFlight) }
-  })
-  /** A slot for one whole post from a caller, counted as queued while it waits. */
-  const postSlot = async (): Promise<() => void> => {
-    if (posts.available) return await posts.acquire()
-    postsQueued++
-    queuedChanged()
-    try {
-      return await posts.acquire()
-    } finally {
-      postsQueued--
-      queuedChanged()
-    }
-  }
-  // One message per request, coalesced with others into multipart posts when they queue (spi-batch.ts).
-  const batcher = config.spi.coalesceMaxParts <= 1
-    ? null
-    : new IcomBatcher({
-      limiter: posts,
-      maxParts: Math.min(MAX_PARTS, config.spi.coalesceMaxParts),
-      maxBytes: config.maxBodyBytes,
-      queueMax: config.spi.queueMax,
-      queueTimeoutMs: config.spi.queueTimeoutMs,
-      send: async (post) => await retryOn429(async () => await app.forwarding.send({
-        name: 'spi',
-        method: 'POST',
-        path: `/api/v1/in/${config.ispb}/msgs`,
-        headers: { 'content-type': post.contentType, accept: 'application/xml' },
-        body: post.body
-      })),
-      onBatch: (parts) => { metrics.spiPostParts.observe(parts) },
-      onQueue: (n) => {
-        batcherQueued = n
-        queuedChanged()
-      }
-    })
-
-  /** A single message through the batcher: its own audit row, durable before it can join a post. */
-  const coalesced = async (req: FastifyRequest, reply: FastifyReply, signed: string, facts: MessageFacts): Promise<FastifyReply> => {
-    const call: UpstreamCall = {
-      name: 'spi',
-      method: 'POST',
-      path: upstreamPath('/api/v1/in/:ispb/msgs', req),
-      headers: { 'content-type': 'application/xml; charset=utf-8', accept: 'application/xml' },
-      body: signed
-    }
-    const ctx = callContext(req)
-    const policy: Policy = { ...ICOM_POST, send: async () => (await (batcher as IcomBatcher).submit(signed, ctx.gone)).answer }
-    return sendRelayed(reply, await app.forwarding.forward(ctx, call, facts, policy))
-  }
-
-  // Stream readers have a limiter of their own (BACEN counts them apart from POSTs) and nothing batched in front of
-  // it: its own counts are the gauges.
-  const readers = new InFlightLimiter({
-    maxInFlight: config.spi.maxInFlight,
-    queueMax: config.spi.queueMax,
-    queueTimeoutMs: config.spi.queueTimeoutMs,
-    onChange: (inFlight, queued) => {
-      metrics.spiReadersInFlight.set(inFlight)
-      metrics.spiReadersQueued.set(queued)
-    }
-  })
+  const { config, metrics, icom } = app
 
   const recipient: Binding = { what: 'recipient', expected: [config.ispb], paths: [['AppHdr', 'To', 'FIId', 'FinInstnId', 'Othr', 'Id']] }
 
@@ -178,30 +102,23 @@ export default async function spiRoutes (app: FastifyInstance): Promise<void> {
       body = mp.body
       contentType = mp.contentType
     }
-    if (batcher !== null && boundary === null) return await coalesced(req, reply, body as string, facts)
-    const release = await postSlot()
-    try {
-      const call: UpstreamCall = {
-        name: 'spi',
-        method: 'POST',
-        path: upstreamPath('/api/v1/in/:ispb/msgs', req),
-        headers: { 'content-type': contentType, accept: 'application/xml' },
-        body
-      }
-      return sendRelayed(reply, await app.forwarding.forward(callContext(req), call, facts, {
-        ...ICOM_POST,
-        send: async (c, pipeline) => await retryOn429(async () => await pipeline.send(c))
-      }))
-    } finally {
-      release()
+    const call: UpstreamCall = {
+      name: 'spi',
+      method: 'POST',
+      path: upstreamPath('/api/v1/in/:ispb/msgs', req),
+      headers: { 'content-type': contentType, accept: 'application/xml' },
+      body
     }
+    const ctx = callContext(req)
+    // One message, coalesced with others when they queue (icom/batcher.ts); a caller's own multipart post as it is.
+    if (icom.coalescing && boundary === null) return sendRelayed(reply, await app.forwarding.forward(ctx, call, facts, icom.coalesced(body as string, ctx.gone)))
+    return sendRelayed(reply, await icom.withPostSlot(async () => await app.forwarding.forward(ctx, call, facts, icom.post)))
   })
 
   const read = (template: string, method: 'GET' | 'DELETE') => async (req: FastifyRequest, reply: FastifyReply) => {
     checkIspb(req)
     const accept = req.headers.accept?.toLowerCase().includes('multipart/mixed') === true ? 'multipart/mixed' : 'application/xml'
-    const release = await readers.acquire()
-    try {
+    return await icom.withReaderSlot(async () => {
       // Until the answer is in (and in the row of a page that delivered nothing) the row says what the call was.
       const facts = emptyFacts()
       facts.messageType = method === 'DELETE' ? 'stream end' : 'stream read'
@@ -216,9 +133,7 @@ export default async function spiRoutes (app: FastifyInstance): Promise<void> {
       // Every page with messages is BACEN-signed, whatever its media type; ICOM's error documents are not.
       // Every message on our stream is addressed to us: one for another participant is not ours to deliver.
       return sendRelayed(reply, await app.forwarding.forward(callContext(req), call, facts, { label: 'ICOM stream', signed: '2xx-bodies', delivers: true, bind: recipient }))
-    } finally {
-      release()
-    }
+    })
   }
   app.get('/api/v1/out/:ispb/stream/start', read('/api/v1/out/:ispb/stream/start', 'GET'))
   app.get('/api/v1/out/:ispb/stream/:streamId', read('/api/v1/out/:ispb/stream/:streamId', 'GET'))

@@ -1,6 +1,6 @@
 import t from 'tap'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { InFlightLimiter } from '../../src/http/limiter.ts'
+import { InFlightLimiter } from '../../src/icom/limiter.ts'
 import { PixProxyError } from '../../src/errors.ts'
 
 t.test('never more than maxInFlight at once, FIFO hand-over', async (t) => {

@@ -1,9 +1,9 @@
-// Coalescing SPI messages into multipart posts while ICOM's slots are busy (src/routes/spi-batch.ts).
+// Coalescing SPI messages into multipart posts while ICOM's slots are busy (src/icom/batcher.ts).
 import t from 'tap'
-import { InFlightLimiter } from '../../src/http/limiter.ts'
+import { InFlightLimiter } from '../../src/icom/limiter.ts'
 import { multipartBoundary, parseMultipart } from '../../src/http/multipart.ts'
-import { IcomBatcher, retryOn429 } from '../../src/routes/spi-batch.ts'
-import type { BatchBody, BatcherOptions } from '../../src/routes/spi-batch.ts'
+import { IcomBatcher, retryOn429 } from '../../src/icom/batcher.ts'
+import type { BatchBody, BatcherOptions } from '../../src/icom/batcher.ts'
 import type { UpstreamAnswer } from '../../src/forwarding/answer.ts'
 
 /** A fake ICOM: records each post's messages and answers 201 with one id per part ("id-<message>"). */

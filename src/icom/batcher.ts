@@ -18,7 +18,7 @@
  */
 import { Errors, PixProxyError } from '../errors.ts'
 import { buildMultipart } from '../http/multipart.ts'
-import type { InFlightLimiter } from '../http/limiter.ts'
+import type { InFlightLimiter } from './limiter.ts'
 import type { UpstreamAnswer } from '../forwarding/answer.ts'
 
 export interface BatchBody {
