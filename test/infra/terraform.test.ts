@@ -779,6 +779,30 @@ t.test('data lake: bucket with SSE-KMS, versioning, lifecycle, public access blo
   t.equal(res(lake, 'aws_s3_bucket_ownership_controls', 'audit').rule[0].object_ownership, 'BucketOwnerEnforced', 'no ACLs')
 })
 
+t.test('data lake: S3 Object Lock, opt-in behind a precondition naming what is unverified; never replaces the bucket', async (t) => {
+  const lock = res(lake, 'aws_s3_bucket_object_lock_configuration', 'audit')
+  t.equal(lock.count, '${var.object_lock_enabled ? 1 : 0}', 'only when asked for')
+  t.equal(lake.variables.object_lock_enabled.default, false, 'off by default: Firehose delivery to a locked bucket is not documented')
+  t.equal(lock.bucket, '${aws_s3_bucket.audit.id}')
+  t.same(lock.depends_on, ['${aws_s3_bucket_versioning.audit}'], 'after versioning (Object Lock needs it)')
+  t.equal(res(lake, 'aws_s3_bucket', 'audit').object_lock_enabled, undefined, 'not on aws_s3_bucket: that argument forces a new bucket')
+  const retention = one(one(lock, 'rule'), 'default_retention')
+  t.same([retention.mode, retention.days, retention.years], ['${var.object_lock_mode}', '${var.object_lock_retention_days}', undefined])
+  const mode = lake.variables.object_lock_mode
+  t.equal(mode.type, '${string}')
+  t.equal(mode.default, 'COMPLIANCE')
+  t.match(mode.validation[0].condition, /contains\(\["COMPLIANCE", "GOVERNANCE"\], var\.object_lock_mode\)/, 'COMPLIANCE or GOVERNANCE')
+  const days = lake.variables.object_lock_retention_days
+  t.same([days.type, days.default], ['${number}', 1826], 'five years, leap day included')
+  t.match(days.description, /Lei 9\.613\/1998 art\. 10 §2º/, 'the legal source is in the description')
+  t.ok(days.validation.length > 0)
+  const pre = one(lock, 'lifecycle').precondition as Hcl[]
+  const verified = pre.find((p) => p.condition === '${var.object_lock_firehose_delivery_verified}')
+  t.ok(verified, 'a precondition: the operator verified Firehose delivery to a locked bucket')
+  t.match(verified?.error_message, /Content-MD5 or an x-amz-checksum-\* header/, 'and it says exactly what is unverified')
+  t.equal(lake.variables.object_lock_firehose_delivery_verified.default, false)
+})
+
 t.test('data lake: Firehose streams for spi and dict with the required prefixes, Parquet through the Glue table', async (t) => {
   t.same(SYSTEMS, ['spi', 'dict'])
   const fh = res(lake, 'aws_kinesis_firehose_delivery_stream', 'audit')
