@@ -24,6 +24,7 @@ import { formatTraceparent, traceOf } from './http/trace.ts'
 import type { TraceContext } from './http/trace.ts'
 import { peerCertificate } from './tls/peer.ts'
 import metricsPlugin from './plugins/metrics.ts'
+import emfPlugin from './plugins/emf.ts'
 import cryptoPlugin from './plugins/crypto.ts'
 import upstreamsPlugin from './plugins/upstreams.ts'
 import auditPlugin from './plugins/audit.ts'
@@ -154,6 +155,8 @@ export async function buildApp (opts: AppOptions): Promise<FastifyInstance> {
   app.addContentTypeParser(['application/xml', 'text/xml', 'multipart/mixed'], { parseAs: 'buffer' }, (_req, body, done) => { done(null, body) })
 
   await app.register(metricsPlugin)
+  // CloudWatch EMF request metrics (PIXPROXY_METRICS_EMF); no hook at all when off.
+  await app.register(emfPlugin)
   app.setErrorHandler(errorHandler)
   app.setNotFoundHandler((req, reply) => {
     app.metrics.errors.inc({ code: Errors.ROUTE_NOT_ALLOWED.code })

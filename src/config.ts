@@ -38,6 +38,9 @@ export const ConfigSchema = Type.Object({
   PIXPROXY_OPS_LISTEN_PORT: Type.Optional(Type.Integer({ description: 'Port of a plain-HTTP operations listener serving only GET /healthz, /readyz and /metrics, for a metrics sidecar or health check that holds no client certificate; unset = none', minimum: 0, maximum: 65535 })),
   PIXPROXY_LOG_LEVEL: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), { description: 'pino log level', default: 'info' }),
   PIXPROXY_INSTANCE_ID: Type.Optional(Str('Identifies this instance in logs, metrics and audit rows (default: host name + pid)')),
+  PIXPROXY_METRICS_EMF: Type.Union([Type.Literal('true'), Type.Literal('false')], { description: 'Write one CloudWatch embedded metric format (EMF) record per completed forwarding request to stdout, as its own JSON line (the awslogs driver carries it to CloudWatch Logs, which extracts the metrics). Off outside ECS; the Terraform task definition turns it on', default: 'false' }),
+  PIXPROXY_METRICS_EMF_NAMESPACE: Str('CloudWatch namespace of the EMF request metrics', { default: 'PixProxy', minLength: 1, maxLength: 255 }),
+  PIXPROXY_METRICS_EMF_SERVICE: Str('Value of the service dimension of the EMF request metrics (the ECS service name in Terraform)', { default: 'pix-proxy', minLength: 1, maxLength: 255 }),
   PIXPROXY_ISPB: Str('ISPB of the participant this proxy signs for (AppHdr/Fr, DICT Participant)', { pattern: '^[0-9A-Z]{8}$' }),
   PIXPROXY_INDIRECT_PARTICIPANTS: Str('Comma-separated ISPBs of the indirect participants this proxy also acts for in DICT (PI-RequestingParticipant, the Participant of a request); SPI messages always carry PIXPROXY_ISPB in AppHdr/Fr', { default: '' }),
 
@@ -161,6 +164,8 @@ export interface Config {
   readonly ops: { readonly host: string, readonly port: number } | null
   readonly logLevel: string
   readonly instanceId: string | undefined
+  /** CloudWatch EMF request metrics on stdout (plugins/emf.ts), or null when off. */
+  readonly emf: { readonly namespace: string, readonly service: string } | null
   readonly ispb: string
   /**
    * ISPBs of indirect participants this proxy acts for in DICT: BACEN takes the ISPB of a direct or indirect
@@ -294,6 +299,7 @@ export function loadConfig (source: Readonly<Record<string, string | undefined>>
     ops: opsPort === undefined ? null : { host: f.PIXPROXY_OPS_LISTEN_HOST as string, port: opsPort },
     logLevel: f.PIXPROXY_LOG_LEVEL as string,
     instanceId: f.PIXPROXY_INSTANCE_ID as string | undefined,
+    emf: f.PIXPROXY_METRICS_EMF === 'true' ? { namespace: f.PIXPROXY_METRICS_EMF_NAMESPACE as string, service: f.PIXPROXY_METRICS_EMF_SERVICE as string } : null,
     ispb: f.PIXPROXY_ISPB as string,
     indirectParticipants: [...new Set(indirect)],
     inbound: {

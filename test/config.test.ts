@@ -133,3 +133,11 @@ t.test('off loopback, callers must be authenticated by inbound mutual TLS with a
   t.equal(optedOut.unauthenticatedCallers, true, 'the deliberate opt-out starts, and says so (the app logs a warning at every start)')
   t.equal(loadConfig({ ...base, PIXPROXY_LISTEN_HOST: '127.0.0.1' }).unauthenticatedCallers, false, 'loopback needs nothing')
 })
+
+t.test('EMF request metrics: off by default; on with a namespace and a service dimension', async (t) => {
+  t.equal(loadConfig(base).emf, null)
+  t.same(loadConfig({ ...base, PIXPROXY_METRICS_EMF: 'true' }).emf, { namespace: 'PixProxy', service: 'pix-proxy' })
+  t.same(loadConfig({ ...base, PIXPROXY_METRICS_EMF: 'true', PIXPROXY_METRICS_EMF_NAMESPACE: 'PixProxy/prod', PIXPROXY_METRICS_EMF_SERVICE: 'pix-proxy-prod' }).emf, { namespace: 'PixProxy/prod', service: 'pix-proxy-prod' })
+  t.match(problems({ ...base, PIXPROXY_METRICS_EMF: 'yes' }), /PIXPROXY_METRICS_EMF/)
+  t.match(problems({ ...base, PIXPROXY_METRICS_EMF_NAMESPACE: '' }), /PIXPROXY_METRICS_EMF_NAMESPACE/)
+})

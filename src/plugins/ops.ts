@@ -6,7 +6,7 @@
  * nothing else.
  *
  * Its requests are not logged and not counted in pixproxy_requests_total (a scrape every 10 s would drown the
- * request log that the CloudWatch alarms count). It listens once the app is ready and closes with it; while the app
+ * request log). It listens once the app is ready and closes with it; while the app
  * drains, /readyz answers 503 "shutting down" and /metrics keeps answering.
  */
 import Fastify, { LogController } from 'fastify'

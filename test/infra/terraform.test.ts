@@ -1,8 +1,8 @@
 // The Terraform under infra/terraform cannot be planned here (no providers), so its correctness is checked by
 // parsing every .tf file (@cdktf/hcl2json) and asserting the settings issue 5 requires, and by checking the
 // Terraform against the proxy it deploys: environment and SSM names against CONFIG_KEYS (and loadConfig on the
-// result), Glue columns against AUDIT_COLUMNS, metric names against the ones src/ registers, the request-log metric
-// filters against a real Fastify log line.
+// result), Glue columns against AUDIT_COLUMNS, metric names against the ones src/ registers or (EMF request
+// metrics) the constants src/plugins/emf.ts writes them under.
 import t from 'tap'
 import { parse } from '@cdktf/hcl2json'
 import { readFile, readdir } from 'node:fs/promises'
@@ -10,11 +10,10 @@ import { existsSync } from 'node:fs'
 import { spawnSync } from 'node:child_process'
 import { join, relative, dirname, resolve as resolvePath } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { Writable } from 'node:stream'
-import Fastify from 'fastify'
 import { CONFIG_KEYS, ConfigSchema, envNameFromParameter, loadConfig, ssmParameterName } from '../../src/config.ts'
 import { AUDIT_COLUMNS, PARTITION_KEYS } from '../../src/audit/schema.ts'
 import { Errors } from '../../src/errors.ts'
+import { EMF_DIMENSIONS, EMF_DIRECTIVES, EMF_METRICS } from '../../src/plugins/emf.ts'
 
 // hcl2json output: blocks are arrays of objects, expressions are "${...}" strings.
 type Hcl = any // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -391,8 +390,9 @@ t.test('service: Application Auto Scaling owns desired_count; target tracking on
   t.notOk(req.predefined_metric_specification, 'no ALBRequestCountPerTarget: the load balancer is an NLB')
   const queries = one(req, 'customized_metric_specification').metrics as Hcl[]
   const metricOf = (id: string): Hcl => one(one(queries.find((q) => q.id === id), 'metric_stat'), 'metric')
-  t.same([metricOf('requests').namespace, metricOf('requests').metric_name], ['${local.metric_namespace}', 'requests'], 'request count from the request log')
-  t.ok('requests' in service.locals.log_metrics, 'the requests metric filter exists')
+  t.same([metricOf('requests').namespace, metricOf('requests').metric_name], ['${local.metric_namespace}', '${local.emf_metrics.requests}'], 'request count from the proxy\'s EMF records')
+  t.equal(evaluate(service, metricOf('requests').metric_name), EMF_METRICS.requests, 'the name the proxy writes')
+  t.same(metricOf('requests').dimensions, [{ name: EMF_DIMENSIONS.service, value: '${var.name}' }], 'by service alone, the dimension set the proxy publishes every metric under')
   t.same([metricOf('tasks').namespace, metricOf('tasks').metric_name], ['ECS/ContainerInsights', 'RunningTaskCount'])
   const e = queries.find((q) => q.return_data === true)
   t.equal(e?.expression, 'requests / tasks', 'requests per task is what is tracked')
@@ -690,7 +690,7 @@ t.test('config: environment + SSM cover every setting production needs, and load
   for (const k of ['PIXPROXY_SIGNING_KEY_FILE', 'PIXPROXY_TLS_KEY_FILE', 'PIXPROXY_HSM_PIN_FILE']) t.notOk(env.has(k) || ssm.has(k), `${k} is not used in AWS (keys stay in the HSM, the PIN in Secrets Manager)`)
 
   // What a task would load: the environment evaluated with the example's wiring, SSM with representative values.
-  const inputs = { config_ssm_path: SSM_PATH, audit_stream_names: { spi: 'pix-proxy-audit-spi', dict: 'pix-proxy-audit-dict' } }
+  const inputs = { config_ssm_path: SSM_PATH, audit_stream_names: { spi: 'pix-proxy-audit-spi', dict: 'pix-proxy-audit-dict' }, name: 'pix-proxy', 'local.metric_namespace': 'PixProxy/pix-proxy' }
   const source: Record<string, string> = {}
   for (const k of env) source[k] = String(evaluate(service, proxyEnv[k], inputs))
   const pem = '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n'
@@ -727,6 +727,7 @@ t.test('config: environment + SSM cover every setting production needs, and load
   t.same([c.audit.sink, c.audit.spoolShared, c.audit.spoolDir], ['firehose', true, '/var/spool/pix-proxy'])
   t.same(c.audit.firehoseStreams, { spi: 'pix-proxy-audit-spi', dict: 'pix-proxy-audit-dict' })
   t.equal(c.shutdownTimeoutMs, 25_000)
+  t.same(c.emf, { namespace: 'PixProxy/pix-proxy', service: 'pix-proxy' }, 'EMF request metrics on, in the service\'s namespace, dimension service = the ECS service name')
 })
 
 t.test('config: the PIN and private keys never pass through Terraform state', async (t) => {
@@ -776,6 +777,30 @@ t.test('data lake: bucket with SSE-KMS, versioning, lifecycle, public access blo
   const policy = lake.data.aws_iam_policy_document?.bucket.statement as Hcl[]
   t.ok(policy.some((s) => s.effect === 'Deny' && s.condition?.[0]?.variable === 'aws:SecureTransport'), 'deny plain HTTP')
   t.equal(res(lake, 'aws_s3_bucket_ownership_controls', 'audit').rule[0].object_ownership, 'BucketOwnerEnforced', 'no ACLs')
+})
+
+t.test('data lake: S3 Object Lock, opt-in behind a precondition naming what is unverified; never replaces the bucket', async (t) => {
+  const lock = res(lake, 'aws_s3_bucket_object_lock_configuration', 'audit')
+  t.equal(lock.count, '${var.object_lock_enabled ? 1 : 0}', 'only when asked for')
+  t.equal(lake.variables.object_lock_enabled.default, false, 'off by default: Firehose delivery to a locked bucket is not documented')
+  t.equal(lock.bucket, '${aws_s3_bucket.audit.id}')
+  t.same(lock.depends_on, ['${aws_s3_bucket_versioning.audit}'], 'after versioning (Object Lock needs it)')
+  t.equal(res(lake, 'aws_s3_bucket', 'audit').object_lock_enabled, undefined, 'not on aws_s3_bucket: that argument forces a new bucket')
+  const retention = one(one(lock, 'rule'), 'default_retention')
+  t.same([retention.mode, retention.days, retention.years], ['${var.object_lock_mode}', '${var.object_lock_retention_days}', undefined])
+  const mode = lake.variables.object_lock_mode
+  t.equal(mode.type, '${string}')
+  t.equal(mode.default, 'COMPLIANCE')
+  t.match(mode.validation[0].condition, /contains\(\["COMPLIANCE", "GOVERNANCE"\], var\.object_lock_mode\)/, 'COMPLIANCE or GOVERNANCE')
+  const days = lake.variables.object_lock_retention_days
+  t.same([days.type, days.default], ['${number}', 1826], 'five years, leap day included')
+  t.match(days.description, /Lei 9\.613\/1998 art\. 10 §2º/, 'the legal source is in the description')
+  t.ok(days.validation.length > 0)
+  const pre = one(lock, 'lifecycle').precondition as Hcl[]
+  const verified = pre.find((p) => p.condition === '${var.object_lock_firehose_delivery_verified}')
+  t.ok(verified, 'a precondition: the operator verified Firehose delivery to a locked bucket')
+  t.match(verified?.error_message, /Content-MD5 or an x-amz-checksum-\* header/, 'and it says exactly what is unverified')
+  t.equal(lake.variables.object_lock_firehose_delivery_verified.default, false)
 })
 
 t.test('data lake: Firehose streams for spi and dict with the required prefixes, Parquet through the Glue table', async (t) => {
@@ -922,16 +947,28 @@ t.test('IAM: the task role can do what the proxy does and nothing else', async (
 
 const monitoring = mod('modules/monitoring')
 
+/** The EMF metric name an alarm's `${local.m.<key>}` resolves to: monitoring's input, wired to the service's local. */
+function emfName (metricName: unknown): string {
+  const key = /^\$\{local\.m\.(\w+)\}$/.exec(String(metricName))?.[1]
+  if (key === undefined) throw new Error(`not a request metric reference: ${String(metricName)}`)
+  const name = (service.locals.emf_metrics as Record<string, string>)[key]
+  if (name === undefined) throw new Error(`service module has no emf_metrics.${key}`)
+  return name
+}
+
 t.test('monitoring: alarms for 5xx rate, p99 latency, HSM errors and audit backlog age; a dashboard', async (t) => {
   const alarms = Object.values<Hcl>(monitoring.resources.aws_cloudwatch_metric_alarm ?? {})
+  t.equal(monitoring.locals.m, '${var.request_metric_names}')
   const rate = res(monitoring, 'aws_cloudwatch_metric_alarm', 'http_5xx_rate')
   const q = rate.metric_query as Hcl[]
-  t.equal(one(q.find((x) => x.id === 'errors'), 'metric').metric_name, '${var.log_metric_names.responses_5xx}')
-  t.equal(one(q.find((x) => x.id === 'requests'), 'metric').metric_name, '${var.log_metric_names.requests}')
+  t.equal(emfName(one(q.find((x) => x.id === 'errors'), 'metric').metric_name), EMF_METRICS.responses5xx)
+  t.equal(emfName(one(q.find((x) => x.id === 'requests'), 'metric').metric_name), EMF_METRICS.requests)
+  for (const x of q.filter((x) => x.metric !== undefined)) t.equal(one(x, 'metric').dimensions, '${local.service_dimension}', `${String(x.id)} by service`)
   t.match(q.find((x) => x.return_data === true)?.expression, /100 \* FILL\(errors, 0\) \/ requests/, 'a rate in percent')
   const p99 = res(monitoring, 'aws_cloudwatch_metric_alarm', 'latency_p99')
   t.equal(p99.extended_statistic, 'p99')
-  t.equal(p99.metric_name, '${var.log_metric_names.response_time}')
+  t.equal(emfName(p99.metric_name), EMF_METRICS.latency)
+  t.equal(p99.dimensions, '${local.service_dimension}')
   const hsm = res(monitoring, 'aws_cloudwatch_metric_alarm', 'hsm_errors')
   t.equal(hsm.metric_name, 'pixproxy_errors_total')
   t.equal(hsm.dimensions, '${merge(local.service_dimension, { error_class = "hsm" })}')
@@ -943,11 +980,66 @@ t.test('monitoring: alarms for 5xx rate, p99 latency, HSM errors and audit backl
   const dash = res(monitoring, 'aws_cloudwatch_dashboard', 'this')
   t.match(dash.dashboard_body, /jsonencode\(\{\s*widgets = \[/)
   t.ok((dash.dashboard_body as string).split('type = "metric"').length - 1 >= 6, 'six or more metric widgets')
-  // The log metric names the monitoring module is given are the service's metric filters.
+  for (const a of ['bacen_signature_invalid', 'outcome_unknown_rate', 'unhealthy_targets', 'healthy_targets']) {
+    t.match(dash.dashboard_body, `aws_cloudwatch_metric_alarm.${a}.arn`, `the dashboard's alarm widget shows ${a}`)
+    t.ok(monitoring.outputs.alarm_arns.value.includes(`aws_cloudwatch_metric_alarm.${a}.arn`), `alarm_arns has ${a}`)
+  }
+  for (const g of (dash.dashboard_body as string).matchAll(/local\.m\.\w+/g)) t.ok(Object.values(EMF_METRICS).includes(emfName('${' + g[0] + '}') as never), `dashboard ${g[0]} is a metric the proxy writes`)
+})
+
+t.test('monitoring: request metrics are the proxy\'s EMF names and dimensions, wired from the service module; no log metric filter', async (t) => {
+  // The names: the service module's local against the TypeScript constants, key by key.
+  t.same(service.locals.emf_metrics, {
+    latency: EMF_METRICS.latency,
+    requests: EMF_METRICS.requests,
+    outcome_unknown: EMF_METRICS.outcomeUnknown,
+    signature_invalid: EMF_METRICS.signatureInvalid,
+    responses_5xx: EMF_METRICS.responses5xx
+  })
+  t.equal(service.outputs.request_metric_names.value, '${local.emf_metrics}')
   const ex = mod(EXAMPLE)
-  t.equal(ex.modules.monitoring.log_metric_names, '${module.service.log_metric_names}')
-  const declared = [...(monitoring.variables.log_metric_names.type as string).matchAll(/(\w+)\s*=\s*string/g)].map((g) => g[1])
-  t.same(declared.sort(), Object.keys(service.locals.log_metrics).sort(), 'monitoring expects exactly the service\'s log metrics')
+  t.equal(ex.modules.monitoring.request_metric_names, '${module.service.request_metric_names}')
+  t.equal(ex.modules.monitoring.metric_namespace, '${module.service.metric_namespace}')
+  t.equal(ex.modules.monitoring.service_name, '${module.service.service_name}')
+  const declared = [...(monitoring.variables.request_metric_names.type as string).matchAll(/(\w+)\s*=\s*string/g)].map((g) => g[1])
+  t.same(declared.sort(), Object.keys(service.locals.emf_metrics).sort(), 'monitoring expects exactly the service\'s EMF metrics')
+  // The dimension: alarms read by service alone, which the proxy publishes every metric under; the value is the
+  // ECS service name the task sets as PIXPROXY_METRICS_EMF_SERVICE, in the namespace it sets.
+  t.same(monitoring.locals.service_dimension, { [EMF_DIMENSIONS.service]: '${var.service_name}' })
+  const byService = EMF_DIRECTIVES.find((d) => d.dimensions.some((set) => set.length === 1 && set[0] === EMF_DIMENSIONS.service))
+  t.same([...(byService?.metrics ?? [])].sort(), Object.values(EMF_METRICS).sort(), 'every metric by service alone')
+  t.same([proxyEnv.PIXPROXY_METRICS_EMF, proxyEnv.PIXPROXY_METRICS_EMF_NAMESPACE, proxyEnv.PIXPROXY_METRICS_EMF_SERVICE], ['true', '${local.metric_namespace}', '${var.name}'])
+  t.equal(service.outputs.metric_namespace.value, '${local.metric_namespace}')
+  t.equal(service.outputs.service_name.value, '${aws_ecs_service.this.name}')
+  t.equal(res(service, 'aws_ecs_service', 'this').name, '${var.name}', 'the service name is the EMF service dimension')
+  // Nothing counts log lines by their text any more.
+  t.same(resourcesOf('aws_cloudwatch_log_metric_filter').map((r) => `${r.m.dir}:${r.name}`), [], 'no log metric filter')
+})
+
+t.test('monitoring: BACEN signature failures, OUTCOME UNKNOWN rate and unready targets alarm', async (t) => {
+  const sig = res(monitoring, 'aws_cloudwatch_metric_alarm', 'bacen_signature_invalid')
+  t.equal(emfName(sig.metric_name), EMF_METRICS.signatureInvalid)
+  t.same([sig.namespace, sig.dimensions, sig.statistic, sig.comparison_operator, sig.threshold], ['${local.ns}', '${local.service_dimension}', 'Sum', 'GreaterThanThreshold', 0], 'any failure in a minute')
+  t.equal(sig.evaluation_periods, 1, 'the first one alarms')
+
+  const unknown = res(monitoring, 'aws_cloudwatch_metric_alarm', 'outcome_unknown_rate')
+  const q = unknown.metric_query as Hcl[]
+  t.equal(emfName(one(q.find((x) => x.id === 'unknown'), 'metric').metric_name), EMF_METRICS.outcomeUnknown)
+  t.equal(emfName(one(q.find((x) => x.id === 'requests'), 'metric').metric_name), EMF_METRICS.requests)
+  for (const x of q.filter((x) => x.metric !== undefined)) t.same([one(x, 'metric').stat, one(x, 'metric').dimensions], ['Sum', '${local.service_dimension}'])
+  t.match(q.find((x) => x.return_data === true)?.expression, /100 \* FILL\(unknown, 0\) \/ requests/, 'percent of requests')
+  t.equal(unknown.threshold, '${var.outcome_unknown_rate_percent}')
+  const v = monitoring.variables.outcome_unknown_rate_percent
+  t.equal(v.type, '${number}', 'typed')
+  t.match(v.description, /OUTCOME UNKNOWN/, 'described')
+  t.ok(Number(v.default) > 0 && Number(v.default) < 100)
+  t.match(v.validation[0].condition, /var\.outcome_unknown_rate_percent >= 0/)
+
+  const unhealthy = res(monitoring, 'aws_cloudwatch_metric_alarm', 'unhealthy_targets')
+  t.same([unhealthy.namespace, unhealthy.metric_name, unhealthy.statistic, unhealthy.comparison_operator, unhealthy.threshold], ['AWS/NetworkELB', 'UnHealthyHostCount', 'Maximum', 'GreaterThanThreshold', 0], 'any unready target')
+  t.same(unhealthy.dimensions, { LoadBalancer: '${var.nlb_arn_suffix}', TargetGroup: '${var.target_group_arn_suffix}' }, 'the service\'s target group')
+  const healthy = res(monitoring, 'aws_cloudwatch_metric_alarm', 'healthy_targets')
+  t.same([healthy.metric_name, healthy.comparison_operator], ['HealthyHostCount', 'LessThanThreshold'], 'and too few ready ones')
 })
 
 t.test('metrics: every pixproxy_* name in the Terraform is registered by the proxy; the HSM relabel matches the HSM codes', async (t) => {
@@ -971,32 +1063,6 @@ t.test('metrics: every pixproxy_* name in the Terraform is registered by the pro
   for (const c of codes) t.equal(re.test(c), hsmCodes.includes(c), `${c} ${hsmCodes.includes(c) ? 'is' : 'is not'} an HSM error`)
   t.same(relabel.source_labels, ['code'], 'pixproxy_errors_total is labelled by code')
   t.match(src, /name: 'pixproxy_errors_total'[^\n]*labelNames: \['code'\]/)
-})
-
-t.test('metrics: the request-log filters match the lines Fastify writes', async (t) => {
-  const lines: Hcl[] = []
-  const app = Fastify({ logger: { level: 'info', stream: new Writable({ write (chunk, _enc, cb) { lines.push(JSON.parse(String(chunk))); cb() } }) } })
-  app.get('/ok', async () => ({ ok: true }))
-  app.get('/fail', async (_req, reply) => await reply.code(503).send({ no: true }))
-  t.teardown(async () => { await app.close() })
-  await app.inject('/ok')
-  await app.inject('/fail')
-  const filters = service.locals.log_metrics as Record<string, { pattern: string, value: string }>
-  const matches = (pattern: string, line: Hcl): boolean => {
-    const body = /^\{ (.*) \}$/.exec(pattern)?.[1]
-    if (body === undefined) throw new Error(`not a JSON filter: ${pattern}`)
-    return body.split(' && ').every((clause) => {
-      const g = /^\$\.([\w.]+) (=|>=) (.+)$/.exec(clause)
-      if (g === null) throw new Error(`unsupported clause ${clause}`)
-      const v = (g[1] as string).split('.').reduce((o: Hcl, k) => o?.[k], line)
-      return g[2] === '=' ? v === JSON.parse(g[3] as string) : Number(v) >= Number(g[3])
-    })
-  }
-  const completed = lines.filter((l) => matches(filters.requests!.pattern, l))
-  t.equal(completed.length, 2, 'one requests data point per response')
-  t.equal(lines.filter((l) => matches(filters.responses_5xx!.pattern, l)).length, 1, 'the 503 is a 5xx data point')
-  const value = filters.response_time!.value.replace(/^\$\./, '')
-  for (const l of lines.filter((l) => matches(filters.response_time!.pattern, l))) t.ok(typeof l[value] === 'number' && l[value] >= 0, `response_time value ${String(l[value])} ms`)
 })
 
 t.test('SPI: the participant-wide ICOM limit holds at the largest task count', async (t) => {

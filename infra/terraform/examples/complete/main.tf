@@ -131,7 +131,7 @@ module "monitoring" {
   service_name            = module.service.service_name
   cluster_name            = module.service.cluster_name
   metric_namespace        = module.service.metric_namespace
-  log_metric_names        = module.service.log_metric_names
+  request_metric_names    = module.service.request_metric_names
   nlb_arn_suffix          = module.service.nlb_arn_suffix
   target_group_arn_suffix = module.service.target_group_arn_suffix
   hsm_cluster_id          = module.hsm.cluster_id

@@ -100,6 +100,43 @@ resource "aws_s3_bucket_versioning" "audit" {
   }
 }
 
+# S3 Object Lock (WORM) with a default retention, opt-in. What is NOT verified: that Amazon Data Firehose can deliver
+# to a bucket with a default retention. S3 refuses a PUT that carries Object Lock parameters (a default retention
+# counts) unless it has Content-MD5 or an x-amz-checksum-* header ("Content-MD5 HTTP header is required for Put
+# Object requests with Object Lock parameters": kopia/kopia#711, aws/aws-sdk-php#1694, vectordotdev/vector#7936).
+# AWS's Firehose documentation (developer guide: S3 destination, troubleshooting, retry) says nothing either way,
+# and no AWS source was found saying Firehose sends such a header. If Firehose's PUTs were refused, DirectPut
+# streams retry S3 for at most 24 hours and then drop the data (https://docs.aws.amazon.com/firehose/latest/dev/retry.html),
+# after the proxy has already counted the rows as shipped. Hence the precondition: enable it only after a test
+# delivery in a non-production account shows Parquet objects landing with the retention (s3api get-object-retention)
+# and DeliveryToS3.Success = 1, and say so with object_lock_firehose_delivery_verified = true.
+#
+# Enabled here on the existing, versioned bucket (S3 and the provider allow it) rather than with
+# aws_s3_bucket.object_lock_enabled, which forces a new bucket: the audit bucket is never replaced. Once enabled,
+# Object Lock cannot be disabled nor versioning suspended. Athena query results (athena-results/) and Firehose
+# error output (errors/) in this bucket get the same default retention: they stay, locked, beyond their lifecycle.
+resource "aws_s3_bucket_object_lock_configuration" "audit" {
+  count = var.object_lock_enabled ? 1 : 0
+
+  bucket = aws_s3_bucket.audit.id
+
+  rule {
+    default_retention {
+      mode = var.object_lock_mode
+      days = var.object_lock_retention_days
+    }
+  }
+
+  depends_on = [aws_s3_bucket_versioning.audit]
+
+  lifecycle {
+    precondition {
+      condition     = var.object_lock_firehose_delivery_verified
+      error_message = "Object Lock with a default retention needs Content-MD5 or an x-amz-checksum-* header on every PUT, and AWS does not document that Amazon Data Firehose sends one. Verify a delivery to a locked bucket in a non-production account (objects land with the retention; DeliveryToS3.Success = 1), then set object_lock_firehose_delivery_verified = true."
+    }
+  }
+}
+
 resource "aws_s3_bucket_server_side_encryption_configuration" "audit" {
   bucket = aws_s3_bucket.audit.id
 

@@ -36,6 +36,40 @@ variable "retention_days" {
   }
 }
 
+variable "object_lock_enabled" {
+  description = "Turn on S3 Object Lock (WORM) with a default retention on the audit bucket, so no one (COMPLIANCE: not even the root user) can delete or overwrite an audit object before the retention ends. Irreversible. Opt-in: Firehose delivery to a locked bucket is not documented by AWS (see object_lock_firehose_delivery_verified)"
+  type        = bool
+  default     = false
+}
+
+variable "object_lock_firehose_delivery_verified" {
+  description = "Set true only after checking, in a non-production account, that Amazon Data Firehose delivers to a bucket with Object Lock default retention (S3 requires Content-MD5 or an x-amz-checksum-* header on those PUTs; AWS does not document whether Firehose sends one). Required when object_lock_enabled"
+  type        = bool
+  default     = false
+}
+
+variable "object_lock_mode" {
+  description = "Default retention mode: COMPLIANCE (no one can shorten or remove it, root included) or GOVERNANCE (principals with s3:BypassGovernanceRetention can)"
+  type        = string
+  default     = "COMPLIANCE"
+
+  validation {
+    condition     = contains(["COMPLIANCE", "GOVERNANCE"], var.object_lock_mode)
+    error_message = "object_lock_mode is COMPLIANCE or GOVERNANCE."
+  }
+}
+
+variable "object_lock_retention_days" {
+  description = "Default retention of each audit object, in days. 1826 = five years (with a leap day): Lei 9.613/1998 art. 10 §2º requires the records of transactions to be kept for at least five years (from the end of the relationship or the conclusion of the transaction); BCB rules may require longer (confirm with compliance)"
+  type        = number
+  default     = 1826
+
+  validation {
+    condition     = var.object_lock_retention_days >= 1 && floor(var.object_lock_retention_days) == var.object_lock_retention_days
+    error_message = "object_lock_retention_days is a whole number of days, at least 1."
+  }
+}
+
 variable "transition_to_ia_days" {
   description = "Days before audit objects move to S3 Standard-IA"
   type        = number

@@ -1,9 +1,10 @@
 # Alarms and a dashboard for pix-proxy. Signals come from three places:
-# - the request log (metric filters in the service module): requests, 5xx responses, response time, because the
-#   CloudWatch agent drops Prometheus histograms and an NLB (TLS passed through) sees no HTTP status or latency;
+# - the proxy's EMF records (src/plugins/emf.ts; dimension service): forwarding requests, latency, 5xx responses,
+#   OUTCOME UNKNOWN answers and BACEN signature failures, because the CloudWatch agent drops Prometheus histograms and
+#   an NLB (TLS passed through) sees no HTTP status or latency. No metric depends on the text of a log line;
 # - the proxy's Prometheus metrics scraped by the CloudWatch agent sidecar (dimension service): HSM errors, audit
 #   backlog and spool, ICOM in-flight/queue;
-# - AWS metrics: NLB healthy targets, CloudHSM health, Firehose delivery freshness, ECS utilisation.
+# - AWS metrics: NLB healthy and unhealthy targets, CloudHSM health, Firehose delivery freshness, ECS utilisation.
 
 data "aws_region" "current" {}
 
@@ -12,6 +13,7 @@ locals {
   ns     = var.metric_namespace
 
   service_dimension = { service = var.service_name }
+  m                 = var.request_metric_names
 
   common = {
     alarm_actions = var.alarm_actions
@@ -40,7 +42,8 @@ resource "aws_cloudwatch_metric_alarm" "http_5xx_rate" {
 
     metric {
       namespace   = local.ns
-      metric_name = var.log_metric_names.requests
+      metric_name = local.m.requests
+      dimensions  = local.service_dimension
       period      = 60
       stat        = "Sum"
     }
@@ -51,7 +54,8 @@ resource "aws_cloudwatch_metric_alarm" "http_5xx_rate" {
 
     metric {
       namespace   = local.ns
-      metric_name = var.log_metric_names.responses_5xx
+      metric_name = local.m.responses_5xx
+      dimensions  = local.service_dimension
       period      = 60
       stat        = "Sum"
     }
@@ -69,7 +73,8 @@ resource "aws_cloudwatch_metric_alarm" "latency_p99" {
   alarm_name          = "${var.service_name}-latency-p99"
   alarm_description   = "p99 of the time to answer callers is above ${var.thresholds.p99_latency_ms} ms (BACEN slow, ICOM queue, HSM saturated, CPU). Runbook: docs/operations.md#alarms"
   namespace           = local.ns
-  metric_name         = var.log_metric_names.response_time
+  metric_name         = local.m.latency
+  dimensions          = local.service_dimension
   extended_statistic  = "p99"
   period              = 60
   comparison_operator = "GreaterThanThreshold"
@@ -80,6 +85,67 @@ resource "aws_cloudwatch_metric_alarm" "latency_p99" {
   alarm_actions       = local.common.alarm_actions
   ok_actions          = local.common.ok_actions
   tags                = var.tags
+}
+
+resource "aws_cloudwatch_metric_alarm" "bacen_signature_invalid" {
+  alarm_name          = "${var.service_name}-bacen-signature-invalid"
+  alarm_description   = "An answer from BACEN failed the signature check (pix-proxy-signature-code other than VALID; NOT_APPLICABLE, where BACEN signs nothing, is not a failure): rejected with 502 or, under the flag policy, relayed flagged. A wrong or rotated BACEN certificate bundle, a tampering path, or a BACEN fault. Runbook: docs/operations.md#alarms"
+  namespace           = local.ns
+  metric_name         = local.m.signature_invalid
+  dimensions          = local.service_dimension
+  statistic           = "Sum"
+  period              = 60
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 0
+  evaluation_periods  = 1
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.common.alarm_actions
+  ok_actions          = local.common.ok_actions
+  tags                = var.tags
+}
+
+resource "aws_cloudwatch_metric_alarm" "outcome_unknown_rate" {
+  alarm_name          = "${var.service_name}-outcome-unknown-rate"
+  alarm_description   = "More than ${var.outcome_unknown_rate_percent}% of forwarding requests ended OUTCOME UNKNOWN (sent to BACEN, no usable answer: timeouts, resets, an unreadable answer); bank cores must reconcile each before any new attempt. Runbook: docs/operations.md#alarms"
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = var.outcome_unknown_rate_percent
+  evaluation_periods  = 5
+  datapoints_to_alarm = 2
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.common.alarm_actions
+  ok_actions          = local.common.ok_actions
+  tags                = var.tags
+
+  metric_query {
+    id = "requests"
+
+    metric {
+      namespace   = local.ns
+      metric_name = local.m.requests
+      dimensions  = local.service_dimension
+      period      = 60
+      stat        = "Sum"
+    }
+  }
+
+  metric_query {
+    id = "unknown"
+
+    metric {
+      namespace   = local.ns
+      metric_name = local.m.outcome_unknown
+      dimensions  = local.service_dimension
+      period      = 60
+      stat        = "Sum"
+    }
+  }
+
+  metric_query {
+    id          = "rate"
+    label       = "OUTCOME UNKNOWN (% of requests)"
+    expression  = "IF(requests >= ${var.thresholds.error_rate_min_requests}, 100 * FILL(unknown, 0) / requests, 0)"
+    return_data = true
+  }
 }
 
 resource "aws_cloudwatch_metric_alarm" "hsm_errors" {
@@ -153,6 +219,27 @@ resource "aws_cloudwatch_metric_alarm" "healthy_targets" {
   evaluation_periods  = 3
   datapoints_to_alarm = 2
   treat_missing_data  = "breaching"
+  alarm_actions       = local.common.alarm_actions
+  ok_actions          = local.common.ok_actions
+  tags                = var.tags
+}
+
+# Readiness: any target failing GET /readyz (HSM session or key lost, TLS key, audit writer, spool near full) for
+# three minutes. healthy_targets above fires only when too few are left; this one names the unready task before
+# capacity is short. Tasks starting up are in the "initial" state, not unhealthy, and draining ones are not counted.
+resource "aws_cloudwatch_metric_alarm" "unhealthy_targets" {
+  alarm_name          = "${var.service_name}-unhealthy-targets"
+  alarm_description   = "At least one proxy task fails the NLB readiness check (GET /readyz on the operations listener); its /readyz body names the failing check. Runbook: docs/operations.md#alarms"
+  namespace           = "AWS/NetworkELB"
+  metric_name         = "UnHealthyHostCount"
+  dimensions          = { LoadBalancer = var.nlb_arn_suffix, TargetGroup = var.target_group_arn_suffix }
+  statistic           = "Maximum"
+  period              = 60
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 0
+  evaluation_periods  = 3
+  datapoints_to_alarm = 3
+  treat_missing_data  = "notBreaching"
   alarm_actions       = local.common.alarm_actions
   ok_actions          = local.common.ok_actions
   tags                = var.tags
@@ -282,11 +369,16 @@ resource "aws_cloudwatch_dashboard" "this" {
       {
         type = "metric", x = 0, y = 0, width = 12, height = 6
         properties = {
-          title   = "Requests and 5xx (per minute)"
-          region  = local.region
-          stat    = "Sum"
-          period  = 60
-          metrics = [[local.ns, var.log_metric_names.requests], [local.ns, var.log_metric_names.responses_5xx]]
+          title  = "Forwarding requests, 5xx, OUTCOME UNKNOWN, BACEN signature failures (per minute)"
+          region = local.region
+          stat   = "Sum"
+          period = 60
+          metrics = [
+            [local.ns, local.m.requests, "service", var.service_name],
+            [local.ns, local.m.responses_5xx, "service", var.service_name],
+            [local.ns, local.m.outcome_unknown, "service", var.service_name, { yAxis = "right" }],
+            [local.ns, local.m.signature_invalid, "service", var.service_name, { yAxis = "right" }],
+          ]
         }
       },
       {
@@ -296,8 +388,8 @@ resource "aws_cloudwatch_dashboard" "this" {
           region = local.region
           period = 60
           metrics = [
-            [local.ns, var.log_metric_names.response_time, { stat = "p50", label = "p50" }],
-            [local.ns, var.log_metric_names.response_time, { stat = "p99", label = "p99" }],
+            [local.ns, local.m.latency, "service", var.service_name, { stat = "p50", label = "p50" }],
+            [local.ns, local.m.latency, "service", var.service_name, { stat = "p99", label = "p99" }],
           ]
           annotations = { horizontal = [{ label = "p99 alarm", value = var.thresholds.p99_latency_ms }] }
         }
@@ -355,6 +447,7 @@ resource "aws_cloudwatch_dashboard" "this" {
             ["AWS/ECS", "MemoryUtilization", "ClusterName", var.cluster_name, "ServiceName", var.service_name, { stat = "Average" }],
             ["ECS/ContainerInsights", "RunningTaskCount", "ClusterName", var.cluster_name, "ServiceName", var.service_name, { stat = "Average", yAxis = "right" }],
             ["AWS/NetworkELB", "HealthyHostCount", "LoadBalancer", var.nlb_arn_suffix, "TargetGroup", var.target_group_arn_suffix, { stat = "Minimum", yAxis = "right" }],
+            ["AWS/NetworkELB", "UnHealthyHostCount", "LoadBalancer", var.nlb_arn_suffix, "TargetGroup", var.target_group_arn_suffix, { stat = "Maximum", yAxis = "right" }],
           ]
         }
       },
@@ -376,10 +469,13 @@ resource "aws_cloudwatch_dashboard" "this" {
             [
               aws_cloudwatch_metric_alarm.http_5xx_rate.arn,
               aws_cloudwatch_metric_alarm.latency_p99.arn,
+              aws_cloudwatch_metric_alarm.bacen_signature_invalid.arn,
+              aws_cloudwatch_metric_alarm.outcome_unknown_rate.arn,
               aws_cloudwatch_metric_alarm.hsm_errors.arn,
               aws_cloudwatch_metric_alarm.audit_backlog_age.arn,
               aws_cloudwatch_metric_alarm.cloudhsm_unhealthy.arn,
               aws_cloudwatch_metric_alarm.healthy_targets.arn,
+              aws_cloudwatch_metric_alarm.unhealthy_targets.arn,
               aws_cloudwatch_metric_alarm.audit_sink_failing.arn,
               aws_cloudwatch_metric_alarm.audit_spool_usage.arn,
             ],

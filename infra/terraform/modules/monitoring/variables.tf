@@ -13,13 +13,26 @@ variable "metric_namespace" {
   type        = string
 }
 
-variable "log_metric_names" {
-  description = "Request-log metric names (service module output log_metric_names)"
+variable "request_metric_names" {
+  description = "Names of the request metrics the proxy writes as EMF, in metric_namespace with dimension service = service_name (service module output request_metric_names)"
   type = object({
-    requests      = string
-    responses_5xx = string
-    response_time = string
+    latency           = string
+    requests          = string
+    outcome_unknown   = string
+    signature_invalid = string
+    responses_5xx     = string
   })
+}
+
+variable "outcome_unknown_rate_percent" {
+  description = "Alarm when more than this percent of forwarding requests in a minute end OUTCOME UNKNOWN (pix-proxy-outcome: unknown: the request may have reached BACEN and no usable answer came back; each one is a message a bank core must reconcile before any new attempt, docs/outcomes.md). Evaluated only in minutes with at least thresholds.error_rate_min_requests requests"
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.outcome_unknown_rate_percent >= 0 && var.outcome_unknown_rate_percent < 100
+    error_message = "outcome_unknown_rate_percent is a percentage: at least 0 and below 100."
+  }
 }
 
 variable "nlb_arn_suffix" {

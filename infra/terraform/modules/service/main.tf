@@ -15,6 +15,10 @@
 # - Application Auto Scaling owns desired_count (ignore_changes), scaling on CPU and on requests per task.
 # - A CloudWatch agent sidecar scrapes /metrics from the operations listener into CloudWatch (EMF): no TLS and no
 #   client certificate, so no scrape identity to issue, store, allow-list and rotate.
+# - Request metrics (count, latency, 5xx, OUTCOME UNKNOWN, BACEN signature failures) come from the proxy itself: one
+#   CloudWatch embedded metric format record per forwarding request on stdout (PIXPROXY_METRICS_EMF, src/plugins/emf.ts),
+#   which the awslogs driver carries to the proxy's log group and CloudWatch Logs turns into metrics. No metric filter
+#   depends on the text of a log line.
 
 data "aws_caller_identity" "current" {}
 data "aws_partition" "current" {}
@@ -73,6 +77,9 @@ locals {
     PIXPROXY_AUDIT_FIREHOSE_DICT_STREAM = var.audit_stream_names.dict
     PIXPROXY_SHUTDOWN_TIMEOUT_MS        = tostring(local.shutdown_timeout_ms)
     PIXPROXY_SPI_MAX_IN_FLIGHT          = tostring(local.spi_max_in_flight_per_task)
+    PIXPROXY_METRICS_EMF                = "true"
+    PIXPROXY_METRICS_EMF_NAMESPACE      = local.metric_namespace
+    PIXPROXY_METRICS_EMF_SERVICE        = var.name
     # Consumed by the image's entrypoint (configure-pkcs11 -a), not by the proxy.
     CLOUDHSM_HSM_IPS = join(",", var.hsm_ip_addresses)
   }
@@ -94,7 +101,7 @@ locals {
       awslogs-region        = local.region
       awslogs-stream-prefix = "proxy"
       # A slow CloudWatch Logs must not block the event loop (pino writes stdout synchronously); under sustained
-      # pressure lines beyond the buffer are dropped, and the log-derived metrics undercount accordingly.
+      # pressure lines beyond the buffer are dropped, EMF records included, and the request metrics undercount.
       mode            = "non-blocking"
       max-buffer-size = "25m"
     }
@@ -182,7 +189,7 @@ locals {
   }
 
   # Which scraped series become CloudWatch metrics (namespace local.metric_namespace, dimension service). The agent
-  # drops Prometheus histograms, so latency percentiles come from the request log (metric filters below).
+  # drops Prometheus histograms, so latency percentiles come from the proxy's EMF records (emf_metrics below).
   emf_service_matcher = "^${var.name}$"
   cloudwatch_agent_config = {
     logs = {
@@ -271,27 +278,17 @@ locals {
     }
   }
 
-  # Metrics derived from the request log: Fastify logs one "request completed" line per response with
-  # res.statusCode and responseTime (ms).
-  log_metrics = {
-    requests = {
-      pattern       = "{ $.msg = \"request completed\" }"
-      value         = "1"
-      default_value = null
-      unit          = "Count"
-    }
-    responses_5xx = {
-      pattern       = "{ $.msg = \"request completed\" && $.res.statusCode >= 500 }"
-      value         = "1"
-      default_value = null
-      unit          = "Count"
-    }
-    response_time = {
-      pattern       = "{ $.msg = \"request completed\" }"
-      value         = "$.responseTime"
-      default_value = null
-      unit          = "Milliseconds"
-    }
+  # The request metrics the proxy writes as EMF (src/plugins/emf.ts EMF_METRICS; test/infra/terraform.test.ts checks
+  # these names against it), in local.metric_namespace. Each is published with the dimension set [service] (what the
+  # alarms and the scaling policy read) and Latency and Requests also by [service, operation] and
+  # [service, outcome, statusClass]. Requests, OutcomeUnknown, SignatureInvalid and Responses5xx are 1 or 0 per
+  # request: read them by Sum (or Average for a ratio); Latency (ms) by percentile.
+  emf_metrics = {
+    latency           = "Latency"
+    requests          = "Requests"
+    outcome_unknown   = "OutcomeUnknown"
+    signature_invalid = "SignatureInvalid"
+    responses_5xx     = "Responses5xx"
   }
 }
 
@@ -326,22 +323,6 @@ resource "aws_cloudwatch_log_group" "prometheus" {
   name              = "/ecs/${var.name}/prometheus"
   retention_in_days = var.metrics_log_retention_days
   tags              = var.tags
-}
-
-resource "aws_cloudwatch_log_metric_filter" "request" {
-  for_each = local.log_metrics
-
-  name           = "${var.name}-${each.key}"
-  log_group_name = aws_cloudwatch_log_group.proxy.name
-  pattern        = each.value.pattern
-
-  metric_transformation {
-    name          = each.key
-    namespace     = local.metric_namespace
-    value         = each.value.value
-    default_value = each.value.default_value
-    unit          = each.value.unit
-  }
 }
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -861,7 +842,7 @@ resource "aws_appautoscaling_policy" "cpu" {
 }
 
 # Requests per task per minute. ALBRequestCountPerTarget exists only for ALBs; behind an NLB the request count comes
-# from the proxy's request log (metric filter "requests") divided by the running task count (Container Insights).
+# from the proxy's EMF records (Requests, dimension service) divided by the running task count (Container Insights).
 resource "aws_appautoscaling_policy" "requests" {
   name               = "${var.name}-requests"
   policy_type        = "TargetTrackingScaling"
@@ -877,7 +858,7 @@ resource "aws_appautoscaling_policy" "requests" {
     customized_metric_specification {
       metrics {
         id          = "requests"
-        label       = "Requests answered by the service (request log)"
+        label       = "Forwarding requests answered by the service (EMF)"
         return_data = false
 
         metric_stat {
@@ -885,7 +866,12 @@ resource "aws_appautoscaling_policy" "requests" {
 
           metric {
             namespace   = local.metric_namespace
-            metric_name = "requests"
+            metric_name = local.emf_metrics.requests
+
+            dimensions {
+              name  = "service"
+              value = var.name
+            }
           }
         }
       }
@@ -923,6 +909,4 @@ resource "aws_appautoscaling_policy" "requests" {
       }
     }
   }
-
-  depends_on = [aws_cloudwatch_log_metric_filter.request]
 }

@@ -58,9 +58,9 @@ output "metric_namespace" {
   value       = local.metric_namespace
 }
 
-output "log_metric_names" {
-  description = "Metrics derived from the request log: requests, responses_5xx, response_time (ms)"
-  value       = { for k, f in aws_cloudwatch_log_metric_filter.request : k => f.metric_transformation[0].name }
+output "request_metric_names" {
+  description = "Request metrics the proxy writes as EMF (namespace metric_namespace, dimension service = service_name): latency (ms), requests, outcome_unknown, signature_invalid, responses_5xx"
+  value       = local.emf_metrics
 }
 
 output "spi_max_in_flight_per_task" {

@@ -106,7 +106,7 @@ variable "task_memory" {
 }
 
 variable "autoscaling" {
-  description = "Task count bounds and target-tracking targets (CPU percent; requests per task per minute from the request log)"
+  description = "Task count bounds and target-tracking targets (CPU percent; requests per task per minute from the proxy's EMF Requests metric)"
   type = object({
     min_capacity                 = number
     max_capacity                 = number
