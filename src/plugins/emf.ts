@@ -21,8 +21,9 @@
 import fp from 'fastify-plugin'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { traceOf } from '../http/trace.ts'
-import { OUTCOME_HEADER } from '../routes/outcome.ts'
-import { NOT_APPLICABLE, SIGNATURE_CODE_HEADER } from '../routes/forward.ts'
+import { PixProxyError } from '../errors.ts'
+import { OUTCOME_HEADER } from '../forwarding/outcome.ts'
+import { NOT_APPLICABLE, SIGNATURE_CODE_HEADER } from '../forwarding/answer.ts'
 
 /** Metric names as CloudWatch shows them; infra/terraform reads the same names (test/infra/terraform.test.ts). */
 export const EMF_METRICS = Object.freeze({
@@ -143,8 +144,8 @@ export default fp(async function emfPlugin (app: FastifyInstance, opts: EmfPlugi
   // A rejected answer's verdict travels on the error (its signatureCode extension), not on a response header.
   const rejected = new WeakMap<FastifyRequest, string>()
   app.addHook('onError', async (req, _reply, err) => {
-    const code = (err as { extensions?: { signatureCode?: unknown } }).extensions?.signatureCode
-    if (typeof code === 'string') rejected.set(req, code)
+    const code = err instanceof PixProxyError ? err.extensions.signatureCode : undefined
+    if (code !== undefined) rejected.set(req, code)
   })
   app.addHook('onResponse', async (req: FastifyRequest, reply: FastifyReply) => {
     const template = req.routeOptions.url

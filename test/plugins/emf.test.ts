@@ -13,9 +13,10 @@ import emfPlugin, { EMF_DIMENSIONS, EMF_METRICS } from '../../src/plugins/emf.ts
 import type { Config } from '../../src/config.ts'
 import { Errors, PixProxyError } from '../../src/errors.ts'
 import { sendProblem } from '../../src/http/problem.ts'
-import { NOT_APPLICABLE, SIGNATURE_CODE_HEADER, signatureRejection } from '../../src/routes/forward.ts'
-import type { CheckedBody } from '../../src/routes/forward.ts'
-import { OUTCOME_HEADER, outcomeUnknown } from '../../src/routes/outcome.ts'
+import { NOT_APPLICABLE, SIGNATURE_CODE_HEADER } from '../../src/forwarding/answer.ts'
+import { signatureRejection } from '../../src/forwarding/pipeline.ts'
+import type { CheckedBody } from '../../src/forwarding/answer.ts'
+import { OUTCOME_HEADER, outcomeUnknown } from '../../src/forwarding/outcome.ts'
 import { emptyFacts } from '../../src/audit/facts.ts'
 
 // The units CloudWatch accepts (MetricDatum), as the specification's schema lists them.
