@@ -21,6 +21,7 @@ import type { Profile } from '../xmldsig/profile.ts'
 import { buildMultipart, MultipartError, multipartBoundary, parseMultipart } from '../http/multipart.ts'
 import { Errors, PixProxyError } from '../errors.ts'
 import { answeredError, OUTCOME_HEADER, outcomeOf, outcomeUnknown } from './outcome.ts'
+import { tracingOf } from '../http/tracing.ts'
 
 const gunzipAsync = promisify(gunzip)
 
@@ -355,7 +356,7 @@ export async function audited<T> (app: FastifyInstance, req: FastifyRequest, cal
     // what to do without an answer, perhaps to send again: a message sent now would be a second one nobody expects.
     if (req.raw?.socket?.destroyed === true) throw new PixProxyError(Errors.CLIENT_GONE)
     try {
-      answer = await send()
+      answer = await tracingOf(app).bacenCall(call, send)
     } catch (err) {
       if (outcomeOf(err) === 'not-sent') throw err
       req.log.warn({ err, auditId: tx.id }, 'the request may have reached BACEN: its outcome is unknown')
@@ -446,7 +447,7 @@ export function signatureRejection (name: string, checked: CheckedBody, status: 
  * ANSWERED, withheld like an invalid page.
  */
 export async function finishCall (app: FastifyInstance, reply: FastifyReply, row: AuditRow, answer: UpstreamAnswer, o: { name: 'dict' | 'spi', label: string, signed: SignedAnswers, delivered?: MessageFacts, bind?: Binding }): Promise<FastifyReply> {
-  const checked = checkResponse(app, o.name, o.name, answer, o.signed, { delivered: o.delivered, bind: o.bind })
+  const checked = tracingOf(app).verify(() => checkResponse(app, o.name, o.name, answer, o.signed, { delivered: o.delivered, bind: o.bind }))
   // Nothing to verify is not a failure; anything else short of VALID is.
   const reject = checked.code !== 'VALID' && checked.code !== NOT_APPLICABLE && app.config.invalidSignaturePolicy === 'reject'
   const mismatch = reject ? null : checked.mismatch ?? null
