@@ -21,6 +21,7 @@ import { drainConnections } from './http/drain.ts'
 import { installMemoryBudget } from './http/budget.ts'
 import { sendProblem } from './http/problem.ts'
 import { formatTraceparent, traceOf } from './http/trace.ts'
+import { installTracing } from './http/tracing.ts'
 import type { TraceContext } from './http/trace.ts'
 import { peerCertificate } from './tls/peer.ts'
 import metricsPlugin from './plugins/metrics.ts'
@@ -149,6 +150,8 @@ export async function buildApp (opts: AppOptions): Promise<FastifyInstance> {
   // Before any route is registered: every route's path parameters and query string are checked (routes/params.ts).
   installInputChecks(app)
   app.decorate('instanceId', config.instanceId ?? `${hostname()}-${process.pid}`)
+  // Span export (OTLP), when configured: its request hooks before every other, so that refused requests have spans.
+  await installTracing(app, config)
 
   // Bodies are XML (or multipart of XML) and stay bytes: signing needs the caller's exact text.
   app.removeAllContentTypeParsers()

@@ -99,7 +99,9 @@ export const ConfigSchema = Type.Object({
 
   PIXPROXY_MAX_BODY_BYTES: Int('Largest request body accepted from callers', 1_024, 16 * 1024 * 1024, 4 * 1024 * 1024),
   PIXPROXY_MEMORY_BUDGET_BYTES: Int('Memory the requests in flight may hold, estimated from their bodies (4 bytes per body byte plus 64 KiB each); a request that would exceed it gets 503 before its body is read. At least 4 x PIXPROXY_MAX_BODY_BYTES + 64 KiB', 65_536, 68_719_476_736, 256 * 1024 * 1024),
-  PIXPROXY_SHUTDOWN_TIMEOUT_MS: Int('Graceful shutdown deadline after SIGTERM', 0, 300_000, 25_000)
+  PIXPROXY_SHUTDOWN_TIMEOUT_MS: Int('Graceful shutdown deadline after SIGTERM', 0, 300_000, 25_000),
+
+  PIXPROXY_OTLP_ENDPOINT: Type.Optional(Str('Base URL of an OTLP/HTTP collector (e.g. http://127.0.0.1:4318): spans of every request (the caller\'s traceparent continued) and of its HSM sign, BACEN call, signature check and audit writes are posted (OTLP JSON) to ENDPOINT/v1/traces. Unset = no tracing (nothing loaded). Like OTEL_EXPORTER_OTLP_ENDPOINT, which the proxy does not read', { pattern: '^(https?://[^?#]+)?$' }))
 }, { additionalProperties: false })
 
 export type FlatConfig = Static<typeof ConfigSchema>
@@ -202,6 +204,8 @@ export interface Config {
   readonly maxBodyBytes: number
   readonly memoryBudgetBytes: number
   readonly shutdownTimeoutMs: number
+  /** Span export (http/tracing.ts), or null: no tracing, and no OpenTelemetry module loaded. */
+  readonly otlp: { readonly tracesUrl: string } | null
   readonly audit: {
     readonly enabled: boolean
     readonly spoolDir: string
@@ -291,6 +295,17 @@ export function loadConfig (source: Readonly<Record<string, string | undefined>>
   if (budget < minimumBudget(f.PIXPROXY_MAX_BODY_BYTES as number)) {
     problems.push(`PIXPROXY_MEMORY_BUDGET_BYTES: ${budget} cannot admit one request of PIXPROXY_MAX_BODY_BYTES (${String(f.PIXPROXY_MAX_BODY_BYTES)}); it needs at least ${minimumBudget(f.PIXPROXY_MAX_BODY_BYTES as number)}`)
   }
+  const otlpEndpoint = set(f.PIXPROXY_OTLP_ENDPOINT)
+  let tracesUrl: string | null = null
+  if (otlpEndpoint !== null) {
+    try {
+      const u = new URL(otlpEndpoint)
+      if (u.username !== '' || u.password !== '') problems.push('PIXPROXY_OTLP_ENDPOINT: credentials in the URL would be logged; a collector that needs them takes OTEL_EXPORTER_OTLP_HEADERS')
+      tracesUrl = `${u.origin}${u.pathname.replace(/\/+$/, '')}/v1/traces`
+    } catch {
+      problems.push(`PIXPROXY_OTLP_ENDPOINT: not a URL (got ${JSON.stringify(otlpEndpoint.slice(0, 80))})`)
+    }
+  }
   if (problems.length > 0) throw new PixProxyError(Errors.CONFIG_INVALID, [problems.join('; ')])
 
   return {
@@ -346,6 +361,7 @@ export function loadConfig (source: Readonly<Record<string, string | undefined>>
     maxBodyBytes: f.PIXPROXY_MAX_BODY_BYTES as number,
     memoryBudgetBytes: f.PIXPROXY_MEMORY_BUDGET_BYTES as number,
     shutdownTimeoutMs: f.PIXPROXY_SHUTDOWN_TIMEOUT_MS as number,
+    otlp: tracesUrl === null ? null : { tracesUrl },
     audit: {
       enabled: f.PIXPROXY_AUDIT_ENABLED === 'true',
       spoolDir: f.PIXPROXY_AUDIT_SPOOL_DIR as string,

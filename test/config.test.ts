@@ -51,6 +51,20 @@ t.test('range and enum checks', async (t) => {
   t.match(problems({ ...base, PIXPROXY_DICT_URL: 'https://dict/api' }), /PIXPROXY_DICT_URL/, 'an origin, not a path')
 })
 
+t.test('span export: off unless PIXPROXY_OTLP_ENDPOINT is set; traces go to its /v1/traces', async (t) => {
+  t.equal(loadConfig(base).otlp, null, 'off by default')
+  t.equal(loadConfig({ ...base, PIXPROXY_OTLP_ENDPOINT: '' }).otlp, null, 'set to nothing is off')
+  t.equal(loadConfig({ ...base, OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:4318' }).otlp, null, 'the standard variable does not turn it on')
+  t.same(loadConfig({ ...base, PIXPROXY_OTLP_ENDPOINT: 'http://127.0.0.1:4318' }).otlp, { tracesUrl: 'http://127.0.0.1:4318/v1/traces' })
+  t.same(loadConfig({ ...base, PIXPROXY_OTLP_ENDPOINT: 'https://collector.internal/otlp/' }).otlp, { tracesUrl: 'https://collector.internal/otlp/v1/traces' }, 'a base path kept, one slash')
+  t.match(problems({ ...base, PIXPROXY_OTLP_ENDPOINT: 'grpc://127.0.0.1:4317' }), /PIXPROXY_OTLP_ENDPOINT/, 'OTLP/HTTP only')
+  t.match(problems({ ...base, PIXPROXY_OTLP_ENDPOINT: 'http://127.0.0.1:4318?x=1' }), /PIXPROXY_OTLP_ENDPOINT/)
+  t.match(problems({ ...base, PIXPROXY_OTLP_ENDPOINT: 'http://' }), /PIXPROXY_OTLP_ENDPOINT/)
+  const creds = problems({ ...base, PIXPROXY_OTLP_ENDPOINT: 'https://user:s3cret@collector.internal' })
+  t.match(creds, /PIXPROXY_OTLP_ENDPOINT: credentials in the URL/)
+  t.notMatch(creds, /s3cret/, 'and the password is not echoed')
+})
+
 t.test('cross-field rules', async (t) => {
   t.match(problems({ ...base, PIXPROXY_SIGNING_KEY_LABEL: 'pix-sign' }), /exactly one of PIXPROXY_SIGNING_KEY_LABEL/)
   const { PIXPROXY_SIGNING_KEY_FILE: _a, ...noSignKey } = base

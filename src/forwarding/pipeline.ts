@@ -70,6 +70,17 @@ export interface Journal {
   begin (input: BeginInput): Promise<AuditTx>
 }
 
+/** Spans around the stages (http/tracing.ts); without it, none. */
+export interface PipelineTracing {
+  bacenCall: <T extends { readonly status: number }>(call: { readonly name: string, readonly method: string }, send: () => Promise<T>) => Promise<T>
+  verify: <T extends { readonly code: string, readonly valid: boolean, readonly results: readonly unknown[] }>(check: () => T) => T
+}
+
+const UNTRACED: PipelineTracing = {
+  bacenCall: async (_call, send) => await send(),
+  verify: (check) => check()
+}
+
 export interface ForwardingDeps {
   readonly upstreams: Readonly<Record<'dict' | 'spi', Upstream>>
   readonly journal: Journal
@@ -80,6 +91,7 @@ export interface ForwardingDeps {
   readonly invalidSignaturePolicy: 'reject' | 'flag'
   /** PIXPROXY_UPSTREAM_DEADLINE_MS: the whole call, answer included. */
   readonly deadlineMs: number
+  readonly tracing?: PipelineTracing
 }
 
 /** What a route's calls are, for the pipeline. */
@@ -121,9 +133,11 @@ export function signatureRejection (name: string, checked: CheckedBody, status: 
 
 export class Forwarding {
   readonly #d: ForwardingDeps
+  readonly #tracing: PipelineTracing
 
   constructor (deps: ForwardingDeps) {
     this.#d = deps
+    this.#tracing = deps.tracing ?? UNTRACED
   }
 
   /** Exactly the headers sent to BACEN for a call (also what the audit row records). */
@@ -220,7 +234,8 @@ export class Forwarding {
       // what to do without an answer, perhaps to send again: a message sent now would be a second one nobody expects.
       if (ctx.gone()) throw new PixProxyError(Errors.CLIENT_GONE)
       try {
-        answer = policy.send === undefined ? await this.send(call) : await policy.send(call, this)
+        const send = policy.send
+        answer = await this.#tracing.bacenCall(call, async () => send === undefined ? await this.send(call) : await send(call, this))
       } catch (err) {
         if (outcomeOf(err) === 'not-sent') throw err
         ctx.log.warn({ err, auditId: tx.id }, 'the request may have reached BACEN: its outcome is unknown')
@@ -229,13 +244,14 @@ export class Forwarding {
       let checked: CheckedBody
       const delivered = policy.delivers === true ? emptyFacts() : undefined
       try {
-        checked = checkResponse(call.name, call.name, answer, {
+        const a = answer
+        checked = this.#tracing.verify(() => checkResponse(call.name, call.name, a, {
           trust: this.#d.trust(),
           signed: policy.signed,
           onVerdict: (r) => { this.#d.metrics.verdict(call.name, r) },
           ...(delivered === undefined ? {} : { delivered }),
           ...(policy.bind === undefined ? {} : { bind: policy.bind })
-        })
+        }))
       } catch (err) {
         if (outcomeOf(err) === 'answered') throw answeredError(err as PixProxyError, answer.status)
         ctx.log.warn({ err, auditId: tx.id }, 'BACEN answered but the answer could not be handled: its outcome is unknown to the caller')

@@ -10,7 +10,8 @@
  *
  * Why no library: parsing is one regular expression and ids are random bytes. OpenTelemetry's
  * W3CTraceContextPropagator needs @opentelemetry/api and @opentelemetry/core and a context/carrier model the proxy
- * has no use for until spans are exported (OTLP, off by default); it can replace this when that comes.
+ * has no use for; and this must work, and cost nothing, with span export off. When PIXPROXY_OTLP_ENDPOINT is set,
+ * http/tracing-otel.ts exports spans that continue this context (the server span has this trace id and span id).
  */
 import { randomBytes } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'

@@ -14,6 +14,7 @@ import { AuditRecorder } from '../audit/recorder.ts'
 import { AuditWorker } from '../audit/remote.ts'
 import type { AuditStatus } from '../audit/service.ts'
 import type { PixProxyError } from '../errors.ts'
+import { tracingOf } from '../http/tracing.ts'
 
 export interface AuditRuntime {
   readonly recorder: AuditRecorder
@@ -42,6 +43,7 @@ export default fp(async function auditPlugin (app: FastifyInstance, opts: { conf
   const replay = first.spool.replay
   app.log.info({ sink: first.sink, spool: first.spoolDir, replayedRows: replay.rows, incomplete: replay.incomplete, tornBytes: replay.tornBytes }, 'audit trail ready')
   const registers = [app.metrics.registry]
+  const tracing = tracingOf(app)
   const wait = new Histogram({
     name: 'pixproxy_audit_wait_seconds',
     help: 'Time a request waited for its audit half (begin before sending, end before answering) to be durable: the latency auditing adds',
@@ -50,7 +52,10 @@ export default fp(async function auditPlugin (app: FastifyInstance, opts: { conf
     registers
   })
   app.decorate('audit', {
-    recorder: new AuditRecorder(worker, app.instanceId, (half, ms) => { wait.observe({ half }, ms / 1000) }),
+    recorder: new AuditRecorder(worker, app.instanceId, (half, ms) => {
+      wait.observe({ half }, ms / 1000)
+      tracing.auditWait(half, ms)
+    }),
     worker,
     status: async () => await worker.status(),
     onFailure: (listener: (err: PixProxyError) => void) => { worker.onFailure(listener) }

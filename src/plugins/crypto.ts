@@ -19,6 +19,7 @@ import { TrustStore } from '../xmldsig/truststore.ts'
 import { Errors, PixProxyError } from '../errors.ts'
 import { createSecretsManagerClient } from '../aws/clients.ts'
 import { fetchPin } from '../config-sources.ts'
+import { tracingOf } from '../http/tracing.ts'
 
 export interface CryptoRuntime {
   readonly xmlSigner: XmlSigner
@@ -50,7 +51,7 @@ export async function readPinFile (file: string): Promise<string> {
   }
 }
 
-async function openCrypto (config: Config, log: FastifyInstance['log']): Promise<CryptoRuntime & { tempPinDir: string | null }> {
+async function openCrypto (config: Config, log: FastifyInstance['log'], traced: (signer: Signer, kind: 'hsm' | 'software') => Signer = (s) => s): Promise<CryptoRuntime & { tempPinDir: string | null }> {
   const signingCertificate = parseCertificate(await readPemSetting(config.signing.certFile))
   const bacenTrust = new TrustStore(parseCertificates(await readPemSetting(config.bacenSigningCertsFile)))
   if (bacenTrust.size === 0) {
@@ -93,7 +94,8 @@ async function openCrypto (config: Config, log: FastifyInstance['log']): Promise
     const signer = config.signing.keyLabel !== null && keyStore !== null
       ? await keyStore.signer(config.signing.keyLabel)
       : SoftwareSigner.fromPem(await readPemSetting(config.signing.keyFile as string))
-    const xmlSigner = new XmlSigner({ signer, certificate: signingCertificate })
+    // Every sign of a request is a span of it when tracing is on (http/tracing.ts).
+    const xmlSigner = new XmlSigner({ signer: traced(signer, keyStore !== null && config.signing.keyLabel !== null ? 'hsm' : 'software'), certificate: signingCertificate })
     const tlsPublicKey = config.tls.keyLabel !== null && keyStore !== null
       ? (await keyStore.signer(config.tls.keyLabel)).publicKey
       : null
@@ -106,7 +108,7 @@ async function openCrypto (config: Config, log: FastifyInstance['log']): Promise
 }
 
 export default fp(async function cryptoPlugin (app: FastifyInstance, opts: { config: Config }) {
-  const runtime = await openCrypto(opts.config, app.log)
+  const runtime = await openCrypto(opts.config, app.log, tracingOf(app).signer)
   app.decorate('crypto', runtime)
   app.log.info({
     signer: runtime.signer.description,

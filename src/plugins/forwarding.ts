@@ -7,6 +7,7 @@ import fp from 'fastify-plugin'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { Forwarding } from '../forwarding/pipeline.ts'
 import type { CallContext } from '../forwarding/pipeline.ts'
+import { tracingOf } from '../http/tracing.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -34,6 +35,7 @@ export default fp(async function forwardingPlugin (app: FastifyInstance) {
     trust: () => app.crypto.bacenTrust,
     invalidSignaturePolicy: app.config.invalidSignaturePolicy,
     deadlineMs: app.config.upstream.deadlineMs,
+    tracing: tracingOf(app),
     metrics: {
       upstream: (name, status, ms) => {
         metrics.upstreamRequests.inc({ upstream: name, status: String(status) })
