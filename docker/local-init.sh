@@ -6,6 +6,10 @@
 #               token's test CA and the keys' certificates, user PIN in a 0600 file (pix-proxy hsm init)
 #   pki/bacen   the BACEN simulator's PKI: its CA, BCB's TLS server and signing certificates, and the
 #               counterparty participant 99999010's keys (pix-proxy simulator --pki-only)
+#   pki/inbound the callers' side of the proxy's inbound mutual TLS (pix-proxy pki inbound): the proxy's server
+#               certificate for `proxy`, localhost and 127.0.0.1 (server-ca.pem issued it), the core systems' client
+#               CA, the `traffic` service's client certificate and allowlist.txt with its SHA-256 fingerprint, which
+#               the local SSM gives the proxy (docker/local-aws.json); keys 0600
 # APP_DIR (default /app) and LOCAL_STATE_DIR (default /var/lib/pix-proxy) relocate the paths (tests).
 set -euo pipefail
 
@@ -20,3 +24,9 @@ else
   "${pix_proxy[@]}" hsm init --dir "$state/pki/hsm" --ispb 99999004 --force
 fi
 "${pix_proxy[@]}" simulator --pki-only --dir "$state/pki/bacen" --participant 99999010
+if [ -f "$state/pki/inbound/inbound.json" ]; then
+  printf 'init: reusing the inbound PKI in %s\n' "$state/pki/inbound" >&2
+else
+  # inbound.json is written last: without it a first run was interrupted, and --force starts the set over.
+  "${pix_proxy[@]}" pki inbound --dir "$state/pki/inbound" --server-name proxy --server-name localhost --server-name 127.0.0.1 --force
+fi

@@ -12,9 +12,11 @@
  *   `demo --proxy-url URL --simulator-url URL --pki-dir DIR --lake DIR` only sends the traffic, to services started
  *     elsewhere (docker-compose.yml's `traffic` service): the counterparty and the token come from the PKI that
  *     docker/local-init.sh leaves in DIR (hsm/ from `hsm init`, bacen/ from `simulator --pki-only`), the audit rows
- *     from the lake the local Firehose delivers to. It runs once and writes nothing.
+ *     from the lake the local Firehose delivers to. It runs once and writes nothing. An https:// proxy URL is
+ *     called over TLS trusting --proxy-ca, presenting --client-cert/--client-key when the proxy requires mutual TLS
+ *     (compose's proxy does, as in production: the files docker/local-init.sh makes with `pix-proxy pki inbound`).
  */
-import { randomUUID } from 'node:crypto'
+import { createPrivateKey, randomUUID } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
@@ -31,7 +33,7 @@ import { createClaimRequest, createEntryRequest, newEndToEndId, pacs008, pibr001
 import { XmlSigner } from '../xmldsig/sign.ts'
 import { verifyXml } from '../xmldsig/verify.ts'
 import { TrustStore } from '../xmldsig/truststore.ts'
-import { parseCertificate } from '../pki/x509.ts'
+import { certificateMatchesKey, parseCertificate } from '../pki/x509.ts'
 import type { Certificate } from '../pki/x509.ts'
 import { quoteLiteral } from '../audit/parquet.ts'
 import { queryAudit } from '../audit/query.ts'
@@ -42,6 +44,7 @@ import { DEMO_DEFAULT_DIR } from '../demo/paths.ts'
 
 export const DEMO_USAGE = `usage: pix-proxy demo [--dir ${DEMO_DEFAULT_DIR}] [--once] [--port 0] [--simulator-port 0]
        pix-proxy demo --proxy-url URL --simulator-url URL --pki-dir DIR --lake DIR [--once]
+                      [--client-cert FILE --client-key FILE] [--proxy-ca FILE]
 
   --dir DIR            start token, simulator and proxy in this process, state in DIR (reused when present);
                        without --once the stack stays up until Ctrl-C or SIGTERM (SIGHUP reloads the proxy's
@@ -54,7 +57,11 @@ export const DEMO_USAGE = `usage: pix-proxy demo [--dir ${DEMO_DEFAULT_DIR}] [--
   --simulator-url URL  the BACEN simulator, which the counterparty participant (${COUNTERPARTY_ISPB}) calls directly
   --pki-dir DIR        the PKI docker/local-init.sh made: hsm/ (pix-proxy hsm init: hsm.json, the token) and bacen/
                        (pix-proxy simulator --pki-only: ca.pem, participants/${COUNTERPARTY_ISPB}/, accepted.jsonl)
-  --lake DIR           the audit store the proxy's rows reach (read only); the audit check counts this run's rows`
+  --lake DIR           the audit store the proxy's rows reach (read only); the audit check counts this run's rows
+  --client-cert FILE   with an https:// --proxy-url: the PEM client certificate presented to the proxy (its inbound
+  --client-key FILE    mutual TLS: a certificate from its client CA, on its allowlist) and its PEM private key
+  --proxy-ca FILE      with an https:// --proxy-url: the PEM CA bundle the proxy's server certificate must chain to
+                       (default: Node's trusted CAs); the certificate is always verified`
 
 /** How long the audit check waits for this run's rows: the Firehose path batches, delivers, then writes. */
 const AUDIT_DEADLINE_MS = 20_000
@@ -75,6 +82,8 @@ interface TokenSigner { readonly xmlSigner: XmlSigner, readonly certificate: Cer
 /** What the sample flows run against: the in-process stack, or services started elsewhere. */
 interface FlowTarget {
   readonly proxyUrl: string
+  /** TLS to the proxy: its CA and the client certificate it requires (undici connect options). */
+  readonly proxyTls?: ProxyTls
   /** The other participant, calling the simulator directly over its own mTLS identity and signing key. */
   readonly counterparty: { readonly client: ParticipantClient, readonly xmlSigner: XmlSigner }
   /** Runs `fn` with the participant's HSM signing key and its certificate (the tamper check). */
@@ -98,14 +107,18 @@ export async function demoCommand (argv: string[], io: CliIo): Promise<number> {
       'pki-dir': { type: 'string' },
       lake: { type: 'string' },
       port: { type: 'string' },
-      'simulator-port': { type: 'string' }
+      'simulator-port': { type: 'string' },
+      'client-cert': { type: 'string' },
+      'client-key': { type: 'string' },
+      'proxy-ca': { type: 'string' }
     },
     strict: true
   })
   const log = (msg: string): void => { io.stderr.write(`[demo] ${msg}\n`) }
   const remote = { 'simulator-url': values['simulator-url'], 'pki-dir': values['pki-dir'], lake: values.lake }
+  const tls = { 'client-cert': values['client-cert'], 'client-key': values['client-key'], 'proxy-ca': values['proxy-ca'] }
   if (values['proxy-url'] === undefined) {
-    const stray = Object.entries(remote).filter(([, v]) => v !== undefined).map(([k]) => `--${k}`)
+    const stray = Object.entries({ ...remote, ...tls }).filter(([, v]) => v !== undefined).map(([k]) => `--${k}`)
     if (stray.length > 0) throw usageError(`${stray.join(', ')} only go with --proxy-url\n${DEMO_USAGE}`)
     return await inProcess({
       dir: resolve(values.dir ?? DEMO_DEFAULT_DIR),
@@ -119,12 +132,46 @@ export async function demoCommand (argv: string[], io: CliIo): Promise<number> {
   }
   const missing = Object.entries(remote).filter(([, v]) => v === undefined).map(([k]) => `--${k}`)
   if (missing.length > 0) throw usageError(`--proxy-url needs ${missing.join(', ')}\n${DEMO_USAGE}`)
+  const proxyUrl = urlOption('proxy-url', values['proxy-url'], ['http:', 'https:'])
+  if ((tls['client-cert'] === undefined) !== (tls['client-key'] === undefined)) {
+    throw usageError(`--client-cert and --client-key go together\n${DEMO_USAGE}`)
+  }
+  const tlsGiven = Object.entries(tls).filter(([, v]) => v !== undefined).map(([k]) => `--${k}`)
+  if (tlsGiven.length > 0 && !proxyUrl.startsWith('https:')) {
+    throw usageError(`${tlsGiven.join(', ')} ${tlsGiven.length > 1 ? 'need' : 'needs'} an https:// --proxy-url, got ${proxyUrl}\n${DEMO_USAGE}`)
+  }
   return await trafficOnly({
-    proxyUrl: urlOption('proxy-url', values['proxy-url'], ['http:', 'https:']),
+    proxyUrl,
+    proxyTls: await proxyTlsOptions(tls['client-cert'], tls['client-key'], tls['proxy-ca']),
     simulatorUrl: urlOption('simulator-url', values['simulator-url'] as string, ['https:']),
     pkiDir: resolve(values['pki-dir'] as string),
     lake: resolve(values.lake as string)
   }, io, log)
+}
+
+/** What the traffic's connections to an https:// proxy present and trust; undefined for plain HTTP. */
+interface ProxyTls { readonly cert?: string, readonly key?: string, readonly ca?: string, readonly clientSubject?: string }
+
+/**
+ * Reads the client certificate, its key and the proxy's CA before anything is sent: a missing file is FILE_READ,
+ * a certificate that is not the key's KEY_CERT_MISMATCH, rather than every flow failing at the handshake.
+ */
+async function proxyTlsOptions (certFile: string | undefined, keyFile: string | undefined, caFile: string | undefined): Promise<ProxyTls | undefined> {
+  if (certFile === undefined && caFile === undefined) return undefined
+  const text = async (file: string): Promise<string> => (await readInputFile(file)).toString('utf8')
+  const ca = caFile === undefined ? {} : { ca: await text(caFile) }
+  if (certFile === undefined || keyFile === undefined) return ca
+  const cert = await text(certFile)
+  const key = await text(keyFile)
+  const certificate = parseCertificate(cert)
+  let privateKey
+  try {
+    privateKey = createPrivateKey(key)
+  } catch (err) {
+    throw new PixProxyError(Errors.CONFIG_INVALID, [`--client-key ${keyFile} is not a PEM private key: ${(err as Error).message}`], { cause: err })
+  }
+  if (!certificateMatchesKey(certificate, privateKey)) throw new PixProxyError(Errors.KEY_CERT_MISMATCH, [`${certFile} (--client-key ${keyFile})`])
+  return { ...ca, cert, key, clientSubject: certificate.subjectString }
 }
 
 function portOption (name: string, value: string | undefined): number {
@@ -217,7 +264,7 @@ function stackTarget (stack: LocalStack): FlowTarget {
   }
 }
 
-interface TrafficOptions { readonly proxyUrl: string, readonly simulatorUrl: string, readonly pkiDir: string, readonly lake: string }
+interface TrafficOptions { readonly proxyUrl: string, readonly proxyTls: ProxyTls | undefined, readonly simulatorUrl: string, readonly pkiDir: string, readonly lake: string }
 
 async function trafficOnly (o: TrafficOptions, io: CliIo, log: (m: string) => void): Promise<number> {
   const hsmFile = join(o.pkiDir, 'hsm', 'hsm.json')
@@ -234,7 +281,8 @@ async function trafficOnly (o: TrafficOptions, io: CliIo, log: (m: string) => vo
   // process (as `hsm info` does), the library code never reads the environment.
   process.env.SOFTHSM2_CONF = hsm.softhsmConf
   const target = await remoteTarget(o, hsm)
-  log(`sending the sample flows to pix-proxy at ${o.proxyUrl} (ISPB ${PROXY_ISPB}); counterparty ${COUNTERPARTY_ISPB} calls the simulator at ${o.simulatorUrl}`)
+  const identity = o.proxyTls?.clientSubject === undefined ? '' : ` as ${o.proxyTls.clientSubject}`
+  log(`sending the sample flows to pix-proxy at ${o.proxyUrl}${identity} (ISPB ${PROXY_ISPB}); counterparty ${COUNTERPARTY_ISPB} calls the simulator at ${o.simulatorUrl}`)
   const results: FlowResult[] = []
   try {
     await runFlows(target, results, log)
@@ -277,6 +325,7 @@ async function remoteTarget (o: TrafficOptions, hsm: HsmInitResult): Promise<Flo
   })
   return {
     proxyUrl: o.proxyUrl,
+    ...(o.proxyTls === undefined ? {} : { proxyTls: o.proxyTls }),
     counterparty: { client, xmlSigner },
     withSigner: async (fn) => {
       const certificate = parseCertificate(await readInputFile(hsm.signing.certFile))
@@ -313,7 +362,14 @@ async function runFlows (target: FlowTarget, results: FlowResult[], log: (m: str
   // received from now on that carry the request ids this run sent (the proxy takes x-request-id as correlation id).
   const runStart = new Date()
   const sent: string[] = []
-  const agent = new Agent()
+  // Certificate verification stays on: with --proxy-ca only that CA is trusted, otherwise Node's own.
+  const { cert, key, ca } = target.proxyTls ?? {}
+  const agent = new Agent({
+    connect: {
+      ...(cert === undefined || key === undefined ? {} : { cert, key }),
+      ...(ca === undefined ? {} : { ca })
+    }
+  })
   const call = async (method: 'GET' | 'POST' | 'DELETE', path: string, body?: string, headers: Record<string, string> = {}): Promise<Reply> => {
     const id = randomUUID()
     sent.push(id)

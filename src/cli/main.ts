@@ -61,6 +61,12 @@ const COMMANDS: readonly Command[] = [
     run: async (argv, io) => await (await hsm()).hsmCommand(['info', ...argv], io)
   },
   {
+    name: 'pki inbound',
+    summary: 'create a local test PKI for inbound mutual TLS: server certificate, client CA, a client, the allowlist',
+    usage: async () => (await import('./pki.ts')).INBOUND_USAGE,
+    run: async (argv, io) => await (await import('./pki.ts')).pkiCommand(['inbound', ...argv], io)
+  },
+  {
     name: 'serve',
     summary: 'run the proxy (configuration from PIXPROXY_* environment variables, docs/configuration.md)',
     usage: async () => (await import('./serve.ts')).SERVE_USAGE,

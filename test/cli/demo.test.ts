@@ -7,11 +7,13 @@ import { createServer } from 'node:net'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { PassThrough } from 'node:stream'
-import { request } from 'undici'
+import { Agent, request } from 'undici'
 import { parse as parseYaml } from 'yaml'
 import { main } from '../../src/cli/main.ts'
 import { queryAudit } from '../../src/audit/query.ts'
 import { Errors } from '../../src/errors.ts'
+import { createTestPki } from '../../src/pki/ca.ts'
+import type { KeyObject } from 'node:crypto'
 import { scratchDir } from '../helpers/scratch.ts'
 import { at, MAIN_TS, run, sourceAppDir, spawnService } from '../helpers/processes.ts'
 import { waitFor } from '../helpers/wait.ts'
@@ -68,7 +70,7 @@ async function runMain (argv: string[]): Promise<{ code: number, stdout: string,
 t.test('demo usage: --help names both modes; traffic flags are checked before anything starts', async (t) => {
   const help = await runMain(['demo', '--help'])
   t.equal(help.code, 0)
-  for (const f of ['--dir', '--once', '--proxy-url', '--simulator-url', '--pki-dir', '--lake']) t.match(help.stdout, f, `--help documents ${f}`)
+  for (const f of ['--dir', '--once', '--proxy-url', '--simulator-url', '--pki-dir', '--lake', '--client-cert', '--client-key', '--proxy-ca']) t.match(help.stdout, f, `--help documents ${f}`)
 
   const dir = t.testdir({ pki: { hsm: {} }, lake: {} })
   const full = ['--proxy-url', 'http://127.0.0.1:1', '--simulator-url', 'https://localhost:1', '--pki-dir', join(dir, 'pki'), '--lake', join(dir, 'lake')]
@@ -93,6 +95,14 @@ t.test('demo usage: --help names both modes; traffic flags are checked before an
   await usage(['--proxy-url', 'http//proxy', ...full.slice(2)], /--proxy-url must be a URL, got http\/\/proxy/)
   await usage(['--proxy-url', 'proxy:8080', ...full.slice(2)], /--proxy-url must be a http: or https: URL/)
   await usage([...full.slice(0, 2), '--simulator-url', 'http://localhost:1', ...full.slice(4)], /--simulator-url must be a https: URL/)
+  // The proxy's TLS: a client certificate and its key together, only towards an https:// proxy started elsewhere.
+  const https = ['--proxy-url', 'https://127.0.0.1:1', ...full.slice(2)]
+  await usage([...https, '--client-cert', join(dir, 'c.pem')], /--client-cert and --client-key go together/)
+  await usage([...https, '--client-key', join(dir, 'c.key')], /--client-cert and --client-key go together/)
+  await usage([...full, '--client-cert', join(dir, 'c.pem'), '--client-key', join(dir, 'c.key')], /--client-cert, --client-key need an https:\/\/ --proxy-url, got http:\/\/127\.0\.0\.1:1/)
+  await usage([...full, '--proxy-ca', join(dir, 'ca.pem')], /--proxy-ca needs an https:\/\/ --proxy-url/)
+  await usage(['--client-cert', join(dir, 'c.pem'), '--client-key', join(dir, 'c.key')], /--client-cert, --client-key only go with --proxy-url/)
+  await usage(['--proxy-ca', join(dir, 'ca.pem')], /--proxy-ca only go with --proxy-url/)
   const unknown = await runMain(['demo', '--proxy', 'http://x'])
   t.equal(unknown.code, 2)
   t.match(unknown.stderr, /"error":"PIXPROXY_ERR_USAGE"/)
@@ -102,6 +112,27 @@ t.test('demo usage: --help names both modes; traffic flags are checked before an
   t.equal(noToken.code, 1)
   t.match(JSON.parse(noToken.stderr.trim()), { error: Errors.FILE_READ.code, message: /hsm\.json: ENOENT/ })
   t.same(await readdir(join(dir, 'pki'), { recursive: true }), ['hsm'])
+
+  // The TLS files are read and checked before anything else: a missing one, or a key that is not the certificate's.
+  const pki = createTestPki()
+  const client = pki.issue('CN=core, C=BR', { extKeyUsage: ['clientAuth'] })
+  const otherKey = pki.issue('CN=other, C=BR').key as KeyObject
+  const pemKey = (k: KeyObject): string => k.export({ type: 'pkcs8', format: 'pem' }).toString()
+  await writeFile(join(dir, 'client.pem'), client.certificate.pem)
+  await writeFile(join(dir, 'client.key'), pemKey(client.key as KeyObject))
+  await writeFile(join(dir, 'other.key'), pemKey(otherKey))
+  await writeFile(join(dir, 'ca.pem'), pki.ca.certificate.pem)
+  const tlsRun = async (extra: string[]): Promise<{ code: number, stderr: string, stdout: string }> => await runMain(['demo', '--once', ...https, ...extra])
+  const noCa = await tlsRun(['--client-cert', join(dir, 'client.pem'), '--client-key', join(dir, 'client.key'), '--proxy-ca', join(dir, 'absent.pem')])
+  t.match({ code: noCa.code, err: JSON.parse(noCa.stderr.trim()) }, { code: 1, err: { error: Errors.FILE_READ.code, message: /absent\.pem: ENOENT/ } }, 'a missing --proxy-ca')
+  const mismatch = await tlsRun(['--client-cert', join(dir, 'client.pem'), '--client-key', join(dir, 'other.key'), '--proxy-ca', join(dir, 'ca.pem')])
+  t.match({ code: mismatch.code, err: JSON.parse(mismatch.stderr.trim()) }, { code: 1, err: { error: Errors.KEY_CERT_MISMATCH.code, message: /client\.pem \(--client-key .*other\.key\)/ } }, 'a key that is not the certificate\'s')
+  const notKey = await tlsRun(['--client-cert', join(dir, 'client.pem'), '--client-key', join(dir, 'ca.pem')])
+  t.match({ code: notKey.code, err: JSON.parse(notKey.stderr.trim()) }, { code: 1, err: { error: Errors.CONFIG_INVALID.code, message: /--client-key .*ca\.pem is not a PEM private key/ } })
+  // Right files: on to the token (still missing here), the same FILE_READ as without TLS.
+  const good = await tlsRun(['--client-cert', join(dir, 'client.pem'), '--client-key', join(dir, 'client.key'), '--proxy-ca', join(dir, 'ca.pem')])
+  t.match({ code: good.code, err: JSON.parse(good.stderr.trim()) }, { code: 1, err: { error: Errors.FILE_READ.code, message: /hsm\.json: ENOENT/ } }, 'valid TLS files are accepted')
+  t.equal(good.stdout, '')
 })
 
 /** A loopback port free right now. */
@@ -208,11 +239,15 @@ t.test('demo --proxy-url (compose\'s traffic service) drives running init/aws-lo
     PIXPROXY_DICT_URL: `https://localhost:${simPort}`,
     PIXPROXY_SPI_URL: `https://localhost:${simPort}`
   })
-  const proxyUrl = (await proxy.waitFor(/Server listening at (http:\/\/127\.0\.0\.1:\d+)/))[1] as string
+  // Inbound mutual TLS as compose configures it (from the local SSM): HTTPS, and only the traffic's certificate.
+  const proxyUrl = (await proxy.waitFor(/Server listening at (https:\/\/127\.0\.0\.1:\d+)/))[1] as string
+  const trafficFile = (flag: string): string => remap((svc('traffic').command ?? [])[(svc('traffic').command ?? []).indexOf(flag) + 1] ?? '')
+  const asTraffic = new Agent({ connect: { cert: await readFile(trafficFile('--client-cert'), 'utf8'), key: await readFile(trafficFile('--client-key'), 'utf8'), ca: await readFile(trafficFile('--proxy-ca'), 'utf8') } })
+  t.teardown(async () => { await asTraffic.close() })
   // traffic starts once the proxy is healthy: /readyz, its compose health check.
   const readyBy = Date.now() + 30_000
   for (;;) {
-    const r = await request(`${proxyUrl}/readyz`)
+    const r = await request(`${proxyUrl}/readyz`, { dispatcher: asTraffic })
     await r.body.dump()
     if (r.statusCode === 200) break
     if (Date.now() > readyBy) throw new Error(`proxy not ready: ${proxy.stderr()}`)

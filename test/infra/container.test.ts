@@ -5,18 +5,19 @@
 // processes, in dependency order, and sends a request through the proxy they form.
 import t from 'tap'
 import type { Test } from 'tap'
-import { createHash } from 'node:crypto'
+import { createHash, createPrivateKey, generateKeyPairSync } from 'node:crypto'
+import type { KeyObject } from 'node:crypto'
 import { existsSync, lstatSync, readFileSync, readlinkSync } from 'node:fs'
 import { chmod, mkdir, readdir, readFile, writeFile } from 'node:fs/promises'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { PassThrough } from 'node:stream'
-import { request } from 'undici'
+import { Agent, request } from 'undici'
 import { parse as parseYaml } from 'yaml'
 import { main } from '../../src/cli/main.ts'
 import { CONFIG_KEYS, envNameFromParameter, loadConfig, ssmParameterName } from '../../src/config.ts'
-import { createTestPki } from '../../src/pki/ca.ts'
+import { createTestPki, issueCertificate } from '../../src/pki/ca.ts'
 import { parseCertificate } from '../../src/pki/x509.ts'
 import { createEntryRequest } from '../../src/samples/messages.ts'
 import { BCB_HOSTS } from '../../simulator/pki.ts'
@@ -566,7 +567,7 @@ t.test('docker-compose.yml: the five services, each command a real pix-proxy com
   t.same(svc('init').entrypoint, ['/app/docker/local-init.sh'])
   const initScript = await readFile(at('docker/local-init.sh'), 'utf8')
   const steps = [...initScript.matchAll(/^\s*"\$\{pix_proxy\[@\]\}" (.+)$/gm)].map((m) => (m[1] as string).split(/\s+/))
-  t.equal(steps.length, 2)
+  t.equal(steps.length, 3, 'hsm init, simulator --pki-only, pki inbound')
   for (const step of steps) {
     const cmd = commands.has(`${step[0] as string} ${step[1] as string}`) ? [step[0] as string, step[1] as string] : [step[0] as string]
     t.ok(commands.has(cmd.join(' ')), `init: pix-proxy ${cmd.join(' ')}`)
@@ -627,6 +628,32 @@ t.test('docker-compose.yml: settings, volumes, dependencies, one published port,
   }
   const listenPort = stageEnv(dockerfile, 'local').PIXPROXY_LISTEN_PORT
   t.equal(new URL(argAfter(svc('traffic').command, '--proxy-url') ?? '').port, listenPort, 'traffic calls the proxy on its port')
+
+  // Secure defaults: callers authenticated by inbound mutual TLS, as in production; no opt-out anywhere.
+  for (const [name, s] of Object.entries(compose.services)) {
+    t.notOk('PIXPROXY_ALLOW_UNAUTHENTICATED_CALLERS' in (s.environment ?? {}), `${name}: no unauthenticated-callers opt-out`)
+  }
+  t.notOk(SEED.parameters.some((p) => p.name === ssmParameterName('PIXPROXY_ALLOW_UNAUTHENTICATED_CALLERS')), 'nor in the local SSM')
+  const inboundDir = '/var/lib/pix-proxy/pki/inbound'
+  const seedFile = (key: string): string | undefined => SEED.parameters.find((p) => p.name === ssmParameterName(key))?.valueFile
+  t.same({
+    cert: seedFile('PIXPROXY_INBOUND_TLS_CERT_FILE'),
+    key: seedFile('PIXPROXY_INBOUND_TLS_KEY_FILE'),
+    ca: seedFile('PIXPROXY_INBOUND_CLIENT_CA_FILE'),
+    allowlist: seedFile('PIXPROXY_INBOUND_CLIENT_ALLOWLIST')
+  }, {
+    cert: `${inboundDir}/server.pem`, key: `${inboundDir}/server.key`, ca: `${inboundDir}/client-ca.pem`, allowlist: `${inboundDir}/allowlist.txt`
+  }, 'the proxy\'s inbound TLS, client CA and allowlist come from the local SSM, read from what init wrote')
+  t.equal((SEED.parameters as Array<{ name: string, type?: string }>).find((p) => p.name === ssmParameterName('PIXPROXY_INBOUND_TLS_KEY_FILE'))?.type, 'SecureString', 'the server key a SecureString, as in production')
+  const trafficCmd = svc('traffic').command ?? []
+  const trafficProxy = new URL(argAfter(trafficCmd, '--proxy-url') ?? '')
+  t.equal(trafficProxy.protocol, 'https:', 'traffic calls the proxy over TLS')
+  t.same([argAfter(trafficCmd, '--client-cert'), argAfter(trafficCmd, '--client-key'), argAfter(trafficCmd, '--proxy-ca')],
+    [`${inboundDir}/client.pem`, `${inboundDir}/client.key`, `${inboundDir}/server-ca.pem`], 'with its client certificate, trusting the proxy\'s server CA')
+  const initLine = /^\s*"\$\{pix_proxy\[@\]\}" pki inbound (.+)$/m.exec(await readFile(at('docker/local-init.sh'), 'utf8'))?.[1]?.split(/\s+/) ?? []
+  const serverNames = initLine.flatMap((a, i) => initLine[i - 1] === '--server-name' ? [a] : [])
+  t.ok(serverNames.includes(trafficProxy.hostname), `the proxy's server certificate names ${trafficProxy.hostname}, the host name traffic calls`)
+  t.ok(serverNames.includes('localhost') && serverNames.includes('127.0.0.1'), 'and the published port\'s names')
   t.equal(new URL(argAfter(svc('traffic').command, '--simulator-url') ?? '').hostname, new URL(seedValue('PIXPROXY_DICT_URL') ?? '').hostname)
   t.equal(argAfter(awsCmd, '--host'), '0.0.0.0')
   t.equal(argAfter(simCmd, '--host'), '0.0.0.0')
@@ -640,7 +667,7 @@ t.test('docker-compose.yml: settings, volumes, dependencies, one published port,
     const files = [...(s.command ?? []), ...Object.values(s.environment ?? {})].filter((v) => v.startsWith(state) || v.startsWith('/var/spool'))
     if (name === 'aws') files.push(...SEED.parameters.flatMap((p) => p.valueFile ?? []), ...SEED.secrets.flatMap((x) => x.stringFile ?? []))
     if (name === 'simulator') files.push(...(JSON.parse(readFileSync(at('docker/simulator-participants.json'), 'utf8')) as Array<string | { signingCertFiles?: string[], tlsCertFiles?: string[] }>).flatMap((p) => typeof p === 'string' ? [] : [...(p.signingCertFiles ?? []), ...(p.tlsCertFiles ?? [])]))
-    if (name === 'init') files.push(`${state}/pki/hsm`, `${state}/pki/bacen`)
+    if (name === 'init') files.push(`${state}/pki/hsm`, `${state}/pki/bacen`, `${state}/pki/inbound`)
     if (name === 'proxy') files.push(stageEnv(dockerfile, 'local').PIXPROXY_AUDIT_SPOOL_DIR as string)
     return files
   }
@@ -743,11 +770,27 @@ t.test('compose rehearsal: init (twice), aws, simulator, proxy come up as wired;
   const hsm = JSON.parse(await readFile(join(state, 'pki/hsm/hsm.json'), 'utf8')) as { tokenSerial: string, pinFile: string, softhsmConf: string }
   t.equal(hsm.softhsmConf, remap(svc('proxy').environment?.SOFTHSM2_CONF ?? ''), 'the token\'s softhsm2.conf is where the services look')
   const caBefore = await readFile(join(state, 'pki/bacen/ca.pem'), 'utf8')
+  const allowlistBefore = await readFile(join(state, 'pki/inbound/allowlist.txt'), 'utf8')
   const again = await run(at('docker/local-init.sh'), [], { env: initEnv })
   t.equal(again.code, 0, `init again: ${again.stderr}`)
   t.match(again.stderr, /reusing the token/)
   t.equal((JSON.parse(await readFile(join(state, 'pki/hsm/hsm.json'), 'utf8')) as { tokenSerial: string }).tokenSerial, hsm.tokenSerial, 'same token')
+  t.match(again.stderr, /reusing the inbound PKI/)
   t.equal(await readFile(join(state, 'pki/bacen/ca.pem'), 'utf8'), caBefore, 'same BACEN CA')
+  t.equal(await readFile(join(state, 'pki/inbound/allowlist.txt'), 'utf8'), allowlistBefore, 'same client certificate on the allowlist')
+  // The inbound PKI: keys only for their owner, the allowlist the traffic certificate's fingerprint.
+  for (const f of ['server.key', 'client.key', 'client-ca.key', 'server-ca.key']) {
+    t.equal(lstatSync(join(state, 'pki/inbound', f)).mode & 0o777, 0o600, `pki/inbound/${f} is 0600`)
+  }
+  const trafficArg = (flag: string): string => remap(argAfter(svc('traffic').command, flag) ?? '')
+  const trafficIdentity = { cert: await readFile(trafficArg('--client-cert'), 'utf8'), key: await readFile(trafficArg('--client-key'), 'utf8'), ca: await readFile(trafficArg('--proxy-ca'), 'utf8') }
+  t.equal(allowlistBefore.trim(), parseCertificate(trafficIdentity.cert).fingerprint256, 'the allowlist holds the traffic service\'s certificate')
+  // As the image runs it (0.0.0.0) with the settings the local SSM serves, and no opt-out: accepted, callers authenticated.
+  const seeded = Object.fromEntries(await Promise.all(SEED.parameters.map(async (p) =>
+    [envNameFromParameter(p.name) as string, p.value ?? await readFile(remap(p.valueFile ?? ''), 'utf8')] as const)))
+  const asImage = loadConfig({ ...localEnv, ...svc('proxy').environment, ...seeded, PIXPROXY_HSM_PIN_SECRET_ID: undefined, PIXPROXY_HSM_PIN_FILE: '/pin' })
+  t.equal(asImage.listen.host, '0.0.0.0')
+  t.equal(asImage.unauthenticatedCallers, false, 'on 0.0.0.0 with inbound mutual TLS and an allowlist: no opt-out needed')
   for (const f of [...SEED.parameters.flatMap((p) => p.valueFile ?? []), ...SEED.secrets.flatMap((s) => s.stringFile ?? [])]) {
     t.ok(existsSync(remap(f)), `init made ${f}, which the aws service reads`)
   }
@@ -777,10 +820,11 @@ t.test('compose rehearsal: init (twice), aws, simulator, proxy come up as wired;
     PIXPROXY_SPI_URL: (seedValue('PIXPROXY_SPI_URL') ?? '').replace(/\/\/[^/]+$/, `//localhost:${simPort}`)
   }
   const proxy = startService(t, process.execPath, [MAIN_TS, ...(svc('proxy').command ?? [])], proxyEnv)
-  const proxyUrl = (await proxy.waitFor(/Server listening at (http:\/\/127\.0\.0\.1:\d+)/))[1] as string
+  const proxyUrl = (await proxy.waitFor(/Server listening at (https:\/\/127\.0\.0\.1:\d+)/))[1] as string
   const opsUrl = (await proxy.waitFor(/operations listener at (http:\/\/127\.0\.0\.1:\d+)/))[1] as string
   const loaded = JSON.parse(/^(\{"msg":"settings loaded".*\})$/m.exec(proxy.stderr())?.[1] ?? '{}') as { fromSsm?: string[] }
-  for (const k of ['PIXPROXY_ISPB', 'PIXPROXY_HSM_PIN_SECRET_ID', 'PIXPROXY_SIGNING_CERT_FILE', 'PIXPROXY_TLS_CA_FILE', 'PIXPROXY_AUDIT_SINK']) {
+  for (const k of ['PIXPROXY_ISPB', 'PIXPROXY_HSM_PIN_SECRET_ID', 'PIXPROXY_SIGNING_CERT_FILE', 'PIXPROXY_TLS_CA_FILE', 'PIXPROXY_AUDIT_SINK',
+    'PIXPROXY_INBOUND_TLS_CERT_FILE', 'PIXPROXY_INBOUND_TLS_KEY_FILE', 'PIXPROXY_INBOUND_CLIENT_CA_FILE', 'PIXPROXY_INBOUND_CLIENT_ALLOWLIST']) {
     t.ok(loaded.fromSsm?.includes(k), `${k} came from the local SSM`)
   }
   // The health checks run in the container with its environment: the callers' and the operations ports, translated.
@@ -793,9 +837,32 @@ t.test('compose rehearsal: init (twice), aws, simulator, proxy come up as wired;
     'proxy: /readyz (HSM up, BACEN accepts the HSM-held client key) through the operations listener — its compose health check')
   t.match(await proxyHealth('/healthz'), { code: 0, stdout: `healthy: GET ${opsUrl}/healthz → 200` }, 'and the image\'s HEALTHCHECK')
 
+  t.notMatch(proxy.stdout() + proxy.stderr(), /callers are not authenticated/, 'no unauthenticated-callers warning')
+
+  // Callers: HTTPS with a client certificate, as traffic (its compose flags) presents it, trusting the proxy's CA.
+  const as = (identity: { cert?: string, key?: string }): Agent => {
+    const agent = new Agent({ connect: { ca: trafficIdentity.ca, ...identity } })
+    t.teardown(async () => { await agent.close() })
+    return agent
+  }
+  const traffic = as({ cert: trafficIdentity.cert, key: trafficIdentity.key })
+  // Without a client certificate the handshake fails: no HTTP answer at all.
+  await t.rejects(request(`${proxyUrl}/healthz`, { dispatcher: as({}) }), 'no client certificate: refused at the handshake')
+  // A certificate from another CA: the same.
+  const stranger = createTestPki().issue('CN=stranger, C=BR', { extKeyUsage: ['clientAuth'] })
+  const pemKey = (k: KeyObject | undefined): string => (k as KeyObject).export({ type: 'pkcs8', format: 'pem' }).toString()
+  await t.rejects(request(`${proxyUrl}/healthz`, { dispatcher: as({ cert: stranger.certificate.pem, key: pemKey(stranger.key) }) }), 'a client certificate from another CA: refused at the handshake')
+  // A certificate from the core systems' CA that is not on the allowlist: 403, with the stable code.
+  const clientCa = { certificate: parseCertificate(await readFile(join(state, 'pki/inbound/client-ca.pem'))), key: createPrivateKey(await readFile(join(state, 'pki/inbound/client-ca.key'))) }
+  const otherKey = generateKeyPairSync('rsa', { modulusLength: 2048 })
+  const other = issueCertificate({ subject: 'CN=another core system, O=Banco Exemplo S.A., C=BR', publicKey: otherKey.publicKey, issuer: clientCa, extKeyUsage: ['clientAuth'] })
+  const refused = await request(`${proxyUrl}/api/v2/entries/`, { method: 'POST', dispatcher: as({ cert: other.pem, key: pemKey(otherKey.privateKey) }), headers: { 'content-type': 'application/xml' }, body: createEntryRequest().xml })
+  t.equal(refused.statusCode, 403, 'a client certificate from the client CA, not on the allowlist: 403')
+  t.equal((await refused.body.json() as { code: string }).code, 'PIXPROXY_ERR_CLIENT_NOT_ALLOWED')
+
   // What traffic does first: a DICT entry through the proxy, signed in the HSM, BACEN's answer verified…
   const entry = createEntryRequest()
-  const r = await request(`${proxyUrl}/api/v2/entries/`, { method: 'POST', headers: { 'content-type': 'application/xml' }, body: entry.xml })
+  const r = await request(`${proxyUrl}/api/v2/entries/`, { method: 'POST', dispatcher: traffic, headers: { 'content-type': 'application/xml' }, body: entry.xml })
   const body = await r.body.text()
   t.equal(r.statusCode, 201, body.slice(0, 300))
   t.equal(r.headers['pix-proxy-signature-code'], 'VALID')
