@@ -35,7 +35,6 @@ export interface RunningNginx {
   close (): Promise<void>
 }
 
-
 /** The configuration: exported so a test can check what is measured. */
 export function nginxConfig (o: { dir: string, port: number, upstream: URL, keepalive: number, workers: number }): string {
   const host = o.upstream.hostname

@@ -249,5 +249,4 @@ export class AuditWorker implements AuditJournal {
     })()
     return await this.#closing
   }
-
 }

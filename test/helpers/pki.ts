@@ -48,13 +48,18 @@ export interface XmldsigTestPki {
 
 function identity (certificate: Certificate, key: KeyObject): TestIdentity {
   const signer = SoftwareSigner.fromKeyObject(key)
-  return Object.freeze({ certificate, key, signer, xmlSigner: new XmlSigner({
+  return Object.freeze({
+    certificate,
+    key,
+    signer,
+    xmlSigner: new XmlSigner({
       signer,
       certificate,
       // Sign as of a moment inside the certificate's validity, so expired and not-yet-valid identities can still
       // produce the messages the verifier tests need (the signer refuses outside the window).
       clock: () => new Date((certificate.notBefore.getTime() + certificate.notAfter.getTime()) / 2)
-    }) })
+    })
+  })
 }
 
 /** Creates the CA and the identities (six RSA-2048 keys: call once per test file). */
