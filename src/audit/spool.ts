@@ -787,7 +787,7 @@ export class AuditSpool {
    */
   async park (ref: SpoolRef, row: AuditRow): Promise<void> {
     const tx = this.#taken(ref)
-    if (this.#lost) throw this.#failed as PixProxyError
+    if (this.#lost) throw this.#failed as PixProxyError // eslint-disable-line no-throw-literal -- #lost implies #failed is set
     if (tx.parkedPath === null) {
       const final = join(this.dir, `parked-${tx.id}.json`)
       const tmp = `${final}.tmp`

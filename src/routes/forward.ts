@@ -51,7 +51,7 @@ const RESPONSE_HEADER_ALLOWLIST = ['content-type', 'retry-after', 'cache-control
 /** The headers of a multipart answer's parts the caller gets (plus the verdict headers the proxy adds). */
 const PART_HEADER_ALLOWLIST = new Set(['content-type', 'pi-resourceid'])
 /** A value with a control character (a bare CR or LF, NUL) could split a header where the caller parses it. */
-const UNSAFE_HEADER_VALUE = /[\u0000-\u0008\u000a-\u001f\u007f]/
+const UNSAFE_HEADER_VALUE = /[\u0000-\u0008\u000a-\u001f\u007f]/ // eslint-disable-line no-control-regex
 
 export interface UpstreamCall {
   readonly upstream: Upstream

@@ -3,6 +3,7 @@
 // Terraform against the proxy it deploys: environment and SSM names against CONFIG_KEYS (and loadConfig on the
 // result), Glue columns against AUDIT_COLUMNS, metric names against the ones src/ registers, the request-log metric
 // filters against a real Fastify log line.
+/* eslint-disable no-template-curly-in-string -- Terraform's own "${...}" interpolations, as hcl2json returns them */
 import t from 'tap'
 import { parse } from '@cdktf/hcl2json'
 import { readFile, readdir } from 'node:fs/promises'
@@ -17,7 +18,7 @@ import { AUDIT_COLUMNS, PARTITION_KEYS } from '../../src/audit/schema.ts'
 import { Errors } from '../../src/errors.ts'
 
 // hcl2json output: blocks are arrays of objects, expressions are "${...}" strings.
-type Hcl = any // eslint-disable-line @typescript-eslint/no-explicit-any
+type Hcl = any
 
 const REPO = resolvePath(dirname(fileURLToPath(import.meta.url)), '../..')
 const TF_ROOT = join(REPO, 'infra/terraform')
