@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's test command (via `make test`): set-up, type check, the whole tap suite with coverage, and a final
+# The README's test command (via `make test`): set-up, type check, lint (ESLint), the whole tap suite with coverage, and a final
 # `N passed, N failed` line counted from the TAP stream (top-level subtests of every test file).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +8,9 @@ bash scripts/setup.sh || exit 1
 
 echo "[test] type check" >&2
 npx tsc -p tsconfig.test.json || { echo "0 passed, 1 failed"; exit 1; }
+
+echo "[test] lint" >&2
+npm run --silent lint || { echo "0 passed, 1 failed"; exit 1; }
 
 mkdir -p .tap
 out=.tap/results.tap
