@@ -27,8 +27,8 @@ const gunzipAsync = promisify(gunzip)
 /** Largest response body accepted from BACEN, compressed or not. */
 const MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 
-export const SIGNATURE_VALID_HEADER = 'pix-proxy-signature-valid'
-export const SIGNATURE_CODE_HEADER = 'pix-proxy-signature-code'
+const SIGNATURE_VALID_HEADER = 'pix-proxy-signature-valid'
+const SIGNATURE_CODE_HEADER = 'pix-proxy-signature-code'
 /**
  * The verdict code of answers BACEN signs nothing in (an empty ICOM 201 or 204, ICOM's error documents, any answer
  * to an ICOM post): there is no signature to verify, so pix-proxy-signature-valid is false, but it is not a failure.
@@ -74,7 +74,7 @@ function hostWithoutPort (origin: string): string {
 }
 
 /** Exactly the headers sent to BACEN for a call (also what the audit row records). */
-export function upstreamHeaders (call: UpstreamCall, origin: string): Record<string, string> {
+function upstreamHeaders (call: UpstreamCall, origin: string): Record<string, string> {
   return { host: hostWithoutPort(origin), 'accept-encoding': 'gzip', 'user-agent': 'pix-proxy', ...call.headers }
 }
 
@@ -278,7 +278,7 @@ export function checkResponse (app: FastifyInstance, name: 'dict' | 'spi', profi
 }
 
 /** Sends BACEN's answer to the caller with the signature verdict in headers. */
-export function relay (reply: FastifyReply, answer: UpstreamAnswer, checked: CheckedBody): FastifyReply {
+function relay (reply: FastifyReply, answer: UpstreamAnswer, checked: CheckedBody): FastifyReply {
   reply.headers(relayedHeaders(answer))
   reply.header(OUTCOME_HEADER, 'answered')
   if (checked.contentType !== undefined) reply.header('content-type', checked.contentType)
@@ -425,7 +425,7 @@ async function endAudit (tx: AuditTx, answer: UpstreamAnswer, checked: CheckedBo
   })
 }
 
-export function signatureRejection (name: string, checked: CheckedBody, status: number): PixProxyError {
+function signatureRejection (name: string, checked: CheckedBody, status: number): PixProxyError {
   const first = checked.results.find((r) => r.code !== 'VALID')
   const err = new PixProxyError(Errors.UPSTREAM_SIGNATURE_INVALID, [name, checked.code, first?.message ?? ''])
   Object.assign(err, { extensions: { signatureCode: checked.code } })

@@ -32,7 +32,7 @@ export interface MessageIdentifiers {
  * same RequestId with other data is refused), claim actions are idempotent; an ICOM post that ICOM accepted is
  * answered on the stream by a pacs.002 or admi.002; a stream page is acknowledged only by reading the path it names.
  */
-export function adviceFor (call: OutcomeCall): string {
+function adviceFor (call: OutcomeCall): string {
   if (call.name === 'dict') {
     return call.method === 'GET'
       ? 'a DICT read changes nothing at BACEN: repeat it'
@@ -48,7 +48,7 @@ export function adviceFor (call: OutcomeCall): string {
     : 'read the same stream path again: a page is acknowledged only when the path it names next is read'
 }
 
-export function identifiersOf (facts: MessageFacts): MessageIdentifiers {
+function identifiersOf (facts: MessageFacts): MessageIdentifiers {
   const out: { -readonly [K in keyof MessageIdentifiers]: MessageIdentifiers[K] } = {}
   if (facts.bizMsgId !== null) out.bizMsgIdr = facts.bizMsgId.split(',').map((s) => s.trim()).filter((s) => s !== '')
   if (facts.endToEndIds.length > 0) out.endToEndIds = [...facts.endToEndIds]
