@@ -36,7 +36,7 @@ export interface RunningNginx {
 }
 
 /** The configuration: exported so a test can check what is measured. */
-export function nginxConfig (o: { dir: string, port: number, upstream: URL, keepalive: number, workers: number }): string {
+function nginxConfig (o: { dir: string, port: number, upstream: URL, keepalive: number, workers: number }): string {
   const host = o.upstream.hostname
   const upstreamPort = o.upstream.port === '' ? '443' : o.upstream.port
   return `worker_processes ${o.workers};

@@ -9,8 +9,8 @@
  * duplicate attributes, and input beyond configured size, depth and attribute limits.
  */
 
-export const XML_NS = 'http://www.w3.org/XML/1998/namespace'
-export const XMLNS_NS = 'http://www.w3.org/2000/xmlns/'
+const XML_NS = 'http://www.w3.org/XML/1998/namespace'
+const XMLNS_NS = 'http://www.w3.org/2000/xmlns/'
 
 export interface XmlAttribute {
   /** Qualified name as written. */
@@ -170,7 +170,7 @@ function isXmlChar (cp: number): boolean {
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false })
 
 /** Decodes bytes as UTF-8 (a BOM is dropped); invalid UTF-8 is an XmlError, never a replacement character. */
-export function decodeUtf8 (input: Uint8Array, limits: XmlLimits = DEFAULT_XML_LIMITS): string {
+function decodeUtf8 (input: Uint8Array, limits: XmlLimits = DEFAULT_XML_LIMITS): string {
   if (input.byteLength > limits.maxBytes) {
     throw new XmlError('XML_LIMIT_EXCEEDED', `document is ${input.byteLength} bytes, the limit is ${limits.maxBytes}`, -1)
   }

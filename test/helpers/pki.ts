@@ -17,9 +17,9 @@ import { TrustStore, XmlSigner } from '../../src/xmldsig/index.ts'
 const DAY_MS = 86_400_000
 const YEAR_MS = 365 * DAY_MS
 
-export const CA_SUBJECT = 'CN=Test AC SPB v5, OU=CSPB-4, O=ICP-Brasil, C=BR'
-export const PARTICIPANT_SUBJECT = 'CN=99999004 Assinatura SPI, OU=SPB, O=Banco Exemplo S.A., L=Sao Paulo, ST=SP, C=BR'
-export const BCB_SUBJECT = 'CN=00038166 Assinatura SPI, OU=DEINF, O=Banco Central do Brasil, L=Brasilia, ST=DF, C=BR'
+const CA_SUBJECT = 'CN=Test AC SPB v5, OU=CSPB-4, O=ICP-Brasil, C=BR'
+const PARTICIPANT_SUBJECT = 'CN=99999004 Assinatura SPI, OU=SPB, O=Banco Exemplo S.A., L=Sao Paulo, ST=SP, C=BR'
+const BCB_SUBJECT = 'CN=00038166 Assinatura SPI, OU=DEINF, O=Banco Central do Brasil, L=Brasilia, ST=DF, C=BR'
 
 export interface TestIdentity {
   readonly certificate: Certificate

@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 
-export const ROOT = fileURLToPath(new URL('../../', import.meta.url))
+const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 /** A path in the checkout. */
 export const at = (...p: string[]): string => join(ROOT, ...p)
 export const MAIN_TS = at('src/cli/main.ts')
