@@ -227,9 +227,9 @@ try {
       const auditWaitMs = mode === 'off'
         ? null
         : Object.fromEntries((['begin', 'end'] as const).map((half) => [half, {
-            p50: histogramQuantile(metrics, 'pixproxy_audit_wait_seconds', `half="${half}"`, 0.5),
-            p99: histogramQuantile(metrics, 'pixproxy_audit_wait_seconds', `half="${half}"`, 0.99)
-          }]))
+          p50: histogramQuantile(metrics, 'pixproxy_audit_wait_seconds', `half="${half}"`, 0.5),
+          p99: histogramQuantile(metrics, 'pixproxy_audit_wait_seconds', `half="${half}"`, 0.99)
+        }]))
       const gc = gcDuring(metrics0, metrics)
       await proxy.stop()
       const run: Run = { mode, rate, ...r, cpuMsPerRequest: Math.round(cpu * 1000 / Math.max(1, r.sent) * 1000) / 1000, cpuMsPerRequestByThread, peakRssMiB: rssPeak, auditWaitMs, gc }

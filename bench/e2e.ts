@@ -52,7 +52,6 @@ const targets = values.targets.split(',') as Array<'proxy' | 'nginx' | 'direct'>
 const log = (s: string): void => { if (!values.json) process.stderr.write(`[bench] ${s}\n`) }
 const P99_LIMIT_MS = 50
 
-
 const [serverCpus, restCpus] = values.pin === undefined ? [undefined, undefined] : values.pin.split(':')
 const pinned = restCpus === undefined ? {} : { cpus: restCpus }
 if (restCpus !== undefined) await pinProcess(process.pid, restCpus)

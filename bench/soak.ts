@@ -41,7 +41,6 @@ const rate = Number(values.rate)
 const sampleMs = Number(values['sample-seconds']) * 1000
 const log = (s: string): void => { if (!values.json) process.stderr.write(`[soak] ${s}\n`) }
 
-
 const [serverCpus, restCpus] = values.pin === undefined ? [undefined, undefined] : values.pin.split(':')
 const pinned = restCpus === undefined ? {} : { cpus: restCpus }
 if (restCpus !== undefined) await pinProcess(process.pid, restCpus)

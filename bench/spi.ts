@@ -37,7 +37,6 @@ const latencyMs = Number(values['latency-ms'])
 const partsSettings = values.parts.split(',').map(Number)
 const log = (s: string): void => { if (!values.json) process.stderr.write(`[bench] ${s}\n`) }
 
-
 function pct (sorted: number[], p: number): number {
   if (sorted.length === 0) return NaN
   return Math.round((sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] as number) * 100) / 100

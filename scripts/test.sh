@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The README's test command (via `make test`): set-up, type check, the whole tap suite with coverage, and a final
-# `N passed, N failed` line counted from the TAP stream (top-level subtests of every test file).
+# The README's test command (via `make test`): set-up, type check, lint (ESLint), knip, the whole tap suite with
+# coverage, and a final `N passed, N failed` line counted from the TAP stream (top-level subtests of every test file).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh || exit 1
@@ -8,6 +8,12 @@ bash scripts/setup.sh || exit 1
 
 echo "[test] type check" >&2
 npx tsc -p tsconfig.test.json || { echo "0 passed, 1 failed"; exit 1; }
+
+echo "[test] lint" >&2
+npm run --silent lint || { echo "0 passed, 1 failed"; exit 1; }
+# Unused files, exports and dependencies (knip.json): a few seconds, the same answer every run.
+echo "[test] knip" >&2
+npm run --silent knip || { echo "0 passed, 1 failed"; exit 1; }
 
 mkdir -p .tap
 out=.tap/results.tap

@@ -33,7 +33,7 @@ import { DictProblem, dictError, icomProblemXml } from './problem.ts'
 import { SpiService } from './spi.ts'
 import type { SpiOptions } from './spi.ts'
 
-export type { FaultConfig, ResponseMultipartMode, ResponseSignatureMode } from './faults.ts'
+export type { FaultConfig } from './faults.ts'
 export type { AcceptedMessage } from './log.ts'
 export type { DictOptions } from './dict.ts'
 export type { SpiOptions } from './spi.ts'

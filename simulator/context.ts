@@ -6,7 +6,6 @@ import { randomBytes } from 'node:crypto'
 import { promisify } from 'node:util'
 import { gzip } from 'node:zlib'
 import type { FastifyReply, FastifyRequest } from 'fastify'
-import type { Signer } from '../src/hsm/signer.ts'
 import type { Certificate } from '../src/pki/x509.ts'
 import { peerCertificate } from '../src/tls/peer.ts'
 import { TrustStore } from '../src/xmldsig/truststore.ts'
@@ -27,11 +26,6 @@ export interface ParticipantInfo {
   readonly trust: TrustStore
   /** Normalised (upper-case hex, no colons) SHA-256 fingerprints of the participant's TLS client certificates. */
   readonly tlsFingerprints: ReadonlySet<string>
-}
-
-export interface BcbIdentity {
-  readonly signer: Signer
-  readonly certificate: Certificate
 }
 
 /** Per-request state, kept beside the request rather than decorated onto it. */
@@ -122,7 +116,7 @@ export async function signAsBcb (ctx: SimulatorContext, xml: string, profile: Pr
   }
 }
 
-export function acceptsGzip (header: string | undefined): boolean {
+function acceptsGzip (header: string | undefined): boolean {
   if (header === undefined) return false
   return header.split(',').some((item) => {
     const [coding, ...params] = item.split(';').map((x) => x.trim().toLowerCase())

@@ -887,7 +887,7 @@ export class DictService {
       if (by === undefined || !parties.includes(by)) throw dictError('Forbidden', `${by ?? 'This participant'} cannot cancel a ${claim.type} claim with reason ${reason}`)
       if (portability) {
         const fromConfirmed = claim.status === 'CONFIRMED' && by === 'CLAIMER' && ['FRAUD', 'RECONCILIATION', 'RFB_VALIDATION'].includes(reason)
-        if (claim.status === 'CONFIRMED' && !fromConfirmed) throw invalid(`a portability can be cancelled when CONFIRMED only by the claimer for FRAUD, RECONCILIATION or RFB_VALIDATION`)
+        if (claim.status === 'CONFIRMED' && !fromConfirmed) throw invalid('a portability can be cancelled when CONFIRMED only by the claimer for FRAUD, RECONCILIATION or RFB_VALIDATION')
         if (claim.status === 'WAITING_RESOLUTION' && reason === 'RECONCILIATION') throw invalid('RECONCILIATION cannot cancel a claim waiting resolution')
       }
       if (reason === 'DEFAULT_OPERATION' && now.getTime() < Date.parse(claim.resolutionPeriodEnd)) {

@@ -19,7 +19,7 @@ import { XmlSigner } from '../src/xmldsig/sign.ts'
 import type { SimulatorOptions, SimulatorParticipant } from './app.ts'
 
 export const BCB_HOSTS = Object.freeze(['dict-h.pi.rsfn.net.br', 'icom-h.pi.rsfn.net.br', 'dict.pi.rsfn.net.br', 'icom.pi.rsfn.net.br', 'localhost'])
-export const CA_SUBJECT = 'CN=pix-proxy Simulator CA, OU=Simulador, O=pix-proxy, C=BR'
+const CA_SUBJECT = 'CN=pix-proxy Simulator CA, OU=Simulador, O=pix-proxy, C=BR'
 
 const DAY_MS = 86_400_000
 

@@ -8,8 +8,8 @@ import { xmlDocument } from './xml.ts'
 import type { XmlTree } from './xml.ts'
 
 export const PROBLEM_CONTENT_TYPE = 'application/problem+xml'
-export const DICT_ERROR_BASE = 'https://dict.pi.rsfn.net.br/api/v2/error/'
-export const ICOM_ERROR_BASE = 'https://icom.pi.rsfn.net.br/api/v1/error/'
+const DICT_ERROR_BASE = 'https://dict.pi.rsfn.net.br/api/v2/error/'
+const ICOM_ERROR_BASE = 'https://icom.pi.rsfn.net.br/api/v1/error/'
 
 export interface Violation {
   readonly reason: string

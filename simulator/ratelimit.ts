@@ -22,7 +22,7 @@ export interface PolicyOverride {
 const perMinute = (refill: number, capacity: number): BucketSpec => ({ capacity, refillTokens: refill, refillPeriodSec: 60 })
 
 /** Participant-scope policies of API-DICT 2.12.1 (the table BACEN lists on GET /policies/). */
-export const PARTICIPANT_POLICIES: Readonly<Record<string, BucketSpec>> = Object.freeze({
+const PARTICIPANT_POLICIES: Readonly<Record<string, BucketSpec>> = Object.freeze({
   ENTRIES_WRITE: perMinute(1200, 36000),
   ENTRIES_UPDATE: perMinute(600, 600),
   CLAIMS_READ: perMinute(600, 18000),
@@ -53,7 +53,7 @@ export const PARTICIPANT_POLICIES: Readonly<Record<string, BucketSpec>> = Object
 })
 
 /** ENTRIES_READ_PARTICIPANT_ANTISCAN by participant category (2.12.1). */
-export const ANTISCAN_CATEGORIES: Readonly<Record<string, BucketSpec>> = Object.freeze({
+const ANTISCAN_CATEGORIES: Readonly<Record<string, BucketSpec>> = Object.freeze({
   A: perMinute(25000, 50000),
   B: perMinute(20000, 40000),
   C: perMinute(15000, 30000),
@@ -65,7 +65,7 @@ export const ANTISCAN_CATEGORIES: Readonly<Record<string, BucketSpec>> = Object.
 })
 
 /** ENTRIES_READ_USER_ANTISCAN(_V2) by payer kind. */
-export const USER_ANTISCAN: Readonly<Record<'PF' | 'PJ', BucketSpec>> = Object.freeze({
+const USER_ANTISCAN: Readonly<Record<'PF' | 'PJ', BucketSpec>> = Object.freeze({
   PF: perMinute(2, 100),
   PJ: perMinute(20, 1000)
 })
@@ -97,9 +97,6 @@ export class TokenBucket {
     this.tokens -= cost
   }
 }
-
-/** Policy names whose user-scope bucket is sized PF/PJ. @internal */
-export type UserPolicy = 'ENTRIES_READ_USER_ANTISCAN' | 'ENTRIES_READ_USER_ANTISCAN_V2'
 
 export class RateLimiter {
   private readonly buckets = new Map<string, TokenBucket>()

@@ -6,7 +6,7 @@
 import { BCB_ISPB, escapeXml, newMessageId, spiDateTime } from '../src/samples/messages.ts'
 
 /** Catalog versions the simulator writes (docs/bacen.md §2.8). */
-export const SPI_VERSIONS = Object.freeze({ 'pacs.002': '1.17', 'admi.002': '1.5', 'pibr.002': '1.3' })
+const SPI_VERSIONS = Object.freeze({ 'pacs.002': '1.17', 'admi.002': '1.5', 'pibr.002': '1.3' })
 
 export interface BuiltBcbMessage {
   readonly xml: string

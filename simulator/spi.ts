@@ -47,7 +47,7 @@ export interface SpiOptions {
 }
 
 /** Messages per multipart page or POST (docs/bacen.md §2.2: 10, unverified). */
-export const MAX_PARTS = 10
+const MAX_PARTS = 10
 
 interface OutMessage {
   readonly resourceId: string

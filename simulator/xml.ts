@@ -40,7 +40,7 @@ export type XmlTree = ReadonlyArray<readonly [string, XmlValue]>
  * Serialises an element list as XML without indentation. Undefined/null values are omitted, which is how
  * optional DICT fields disappear from responses.
  */
-export function xml (tree: XmlTree): string {
+function xml (tree: XmlTree): string {
   let out = ''
   for (const [name, value] of tree) {
     if (value === undefined || value === null) continue

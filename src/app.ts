@@ -55,7 +55,7 @@ export interface AppOptions {
 }
 
 /** The caller's x-request-id when it is 1–64 characters of A–Z, a–z, 0–9, '.', '_', ':' or '-'; else undefined. */
-export function callerRequestId (value: string | string[] | undefined): string | undefined {
+function callerRequestId (value: string | string[] | undefined): string | undefined {
   return typeof value === 'string' && /^[A-Za-z0-9._:-]{1,64}$/.test(value) ? value : undefined
 }
 

@@ -191,8 +191,6 @@ export const Errors = Object.freeze({
   AUDIT_INCOMPLETE: define('PIXPROXY_ERR_AUDIT_INCOMPLETE', 'the process stopped before the outcome of transaction %s was known')
 })
 
-export type ErrorName = keyof typeof Errors
-
 const BY_CODE = new Map<string, ErrorSpec>(Object.values(Errors).map((e) => [e.code, e]))
 
 /** The catalogue entry of a code, if it is one. */

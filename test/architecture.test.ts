@@ -1,5 +1,6 @@
 /**
- * Rules of the codebase's shape, enforced here so that they hold without anyone remembering them:
+ * Rules of the codebase's shape, enforced here (and, file by file, by eslint.config.js's import boundaries,
+ * test/lint.test.ts) so that they hold without anyone remembering them:
  * - what `serve` loads (the product) never imports a tool: the simulator, the demo, the load tool, the samples, the
  *   command line's other commands, the local AWS endpoint;
  * - one forwarding pipeline: only src/forwarding/pipeline.ts sends a request to BACEN (Upstream.request), so every
@@ -7,6 +8,7 @@
  */
 import { readdir, readFile } from 'node:fs/promises'
 import { dirname, join, relative, resolve } from 'node:path'
+import { pathToFileURL } from 'node:url'
 import t from 'tap'
 
 const ROOT = resolve(import.meta.dirname, '..')
@@ -36,15 +38,21 @@ async function closure (entry: string): Promise<Set<string>> {
   return seen
 }
 
-/** The tools: what a bank runs around the product, never inside it. */
-const TOOLS = [/^simulator\//, /^src\/demo\//, /^src\/load\//, /^src\/samples\//, /^src\/aws\/local-endpoint\.ts$/, /^src\/hsm\/init\.ts$/, /^src\/audit\/query\.ts$/,
-  /^src\/cli\/(?!serve\.ts$|io\.ts$)/, /^bench\//, /^test\//]
+/**
+ * The tools: what a bank runs around the product, never inside it. One list, TOOLS in eslint.config.js (folders and
+ * files), whose import-x/no-restricted-paths rule checks each runtime file's imports; this test checks the closure.
+ */
+const { TOOLS, CLI_RUNTIME } = await import(pathToFileURL(join(ROOT, 'eslint.config.js')).href) as { TOOLS: string[], CLI_RUNTIME: string[] }
+function isTool (f: string): boolean {
+  if (CLI_RUNTIME.some((c) => f === `src/cli/${c}`)) return false
+  return TOOLS.some((p) => f === p || f.startsWith(`${p}/`))
+}
 
 t.test('what serve loads never imports a tool', async (t) => {
   // The container's entrypoint runs src/server.ts; `pix-proxy serve` runs src/cli/serve.ts.
   const product = new Set([...await closure('src/server.ts'), ...await closure('src/cli/serve.ts')])
   t.ok(product.has('src/forwarding/pipeline.ts') && product.has('src/app.ts'), `the closure is the product (${product.size} files)`)
-  const tools = [...product].filter((f) => TOOLS.some((re) => re.test(f))).sort()
+  const tools = [...product].filter(isTool).sort()
   t.same(tools, [], 'no tool in the product\'s import closure')
 })
 

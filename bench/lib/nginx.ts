@@ -35,9 +35,8 @@ export interface RunningNginx {
   close (): Promise<void>
 }
 
-
 /** The configuration: exported so a test can check what is measured. */
-export function nginxConfig (o: { dir: string, port: number, upstream: URL, keepalive: number, workers: number }): string {
+function nginxConfig (o: { dir: string, port: number, upstream: URL, keepalive: number, workers: number }): string {
   const host = o.upstream.hostname
   const upstreamPort = o.upstream.port === '' ? '443' : o.upstream.port
   return `worker_processes ${o.workers};

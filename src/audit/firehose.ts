@@ -19,9 +19,9 @@ import type { AuditSink, SinkResult } from './sink.ts'
  */
 export const FIREHOSE_MAX_RECORDS = 500
 export const FIREHOSE_MAX_RECORD_BYTES = 1_024_000
-export const FIREHOSE_MAX_REQUEST_BYTES = 4 * 1024 * 1024
+const FIREHOSE_MAX_REQUEST_BYTES = 4 * 1024 * 1024
 /** Raw bytes that fit one call once base64-encoded and wrapped in JSON (4/3 growth plus `{"Data":""},`). */
-export const FIREHOSE_MAX_BATCH_BYTES = 3_000_000
+const FIREHOSE_MAX_BATCH_BYTES = 3_000_000
 /**
  * What the sink asks the pipeline for by default: far below what a call may carry, because the SDK builds a call's
  * body in one go (each record base64-encoded, the request JSON, the SigV4 SHA-256 of the payload), a stall of the

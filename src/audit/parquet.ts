@@ -43,13 +43,13 @@ const SYSTEMS: ReadonlySet<string> = new Set(['spi', 'dict'])
 
 export const PARQUET_DEFAULT_BATCH_ROWS = 5_000
 /** Rows are measured as their JSON (the pipeline's measure, sink.ts); this bounds one batch's memory. */
-export const PARQUET_DEFAULT_BATCH_BYTES = 128 * 1024 * 1024
+const PARQUET_DEFAULT_BATCH_BYTES = 128 * 1024 * 1024
 /**
  * Parquet itself has no row limit; this only keeps a single row's memory bounded. It is far above two bodies of the
  * largest request the proxy accepts (PIXPROXY_MAX_BODY_BYTES, at most 16 MiB) with JSON escaping, so the pipeline
  * never has to shrink a row for this sink.
  */
-export const PARQUET_MAX_ROW_BYTES = 64 * 1024 * 1024
+const PARQUET_MAX_ROW_BYTES = 64 * 1024 * 1024
 /** Most rows and bytes appended to DuckDB between two yields to the event loop (see ParquetSink#stage). */
 const SLICE_ROWS = 100
 const SLICE_BYTES = 512 * 1024

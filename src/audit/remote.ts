@@ -42,7 +42,7 @@ export type FromWorker =
  * about a millisecond here and tens on EFS; the bound is far above a slow disk's worst flush and a loaded machine's
  * scheduling stalls, and below what a bank core waits for an answer.
  */
-export const STUCK_AFTER_MS = 30_000
+const STUCK_AFTER_MS = 30_000
 
 // Compiled to dist/, this module is remote.js and its worker worker.js.
 const WORKER_URL = new URL(import.meta.url.endsWith('.ts') ? './worker.ts' : './worker.js', import.meta.url)
@@ -249,5 +249,4 @@ export class AuditWorker implements AuditJournal {
     })()
     return await this.#closing
   }
-
 }

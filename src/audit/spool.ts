@@ -83,7 +83,7 @@ type ResponseColumn = (typeof RESPONSE_COLUMNS)[number]
  * page delivered (their types, BizMsgIdrs, EndToEndIds). Given in end(), they take the place of the request half's
  * values in the row; omitted, the request half's stand.
  */
-export const RESPONSE_FACT_COLUMNS = Object.freeze(['message_type', 'biz_msg_id', 'end_to_end_ids'] as const)
+const RESPONSE_FACT_COLUMNS = Object.freeze(['message_type', 'biz_msg_id', 'end_to_end_ids'] as const)
 type ResponseFactColumn = (typeof RESPONSE_FACT_COLUMNS)[number]
 /** Request columns begin() requires (the rest of the request half may be omitted or null). */
 export const REQUIRED_REQUEST_COLUMNS = Object.freeze([
@@ -197,7 +197,7 @@ export interface SpoolStats {
 /** Frame header: magic (2), payload length (4), CRC-32 (4). */
 export const SPOOL_FRAME_HEADER_BYTES = 10
 /** Larger payloads are refused on write and treated as damage on read. */
-export const SPOOL_MAX_FRAME_PAYLOAD = 64 * 1024 * 1024
+const SPOOL_MAX_FRAME_PAYLOAD = 64 * 1024 * 1024
 const MAGIC = Buffer.from([0xff, 0xa5])
 const MiB = 1024 * 1024
 const NEAR_FULL = 0.8
@@ -787,7 +787,7 @@ export class AuditSpool {
    */
   async park (ref: SpoolRef, row: AuditRow): Promise<void> {
     const tx = this.#taken(ref)
-    if (this.#lost) throw this.#failed as PixProxyError
+    if (this.#lost) throw this.#failed as PixProxyError // eslint-disable-line no-throw-literal -- #lost implies #failed is set
     if (tx.parkedPath === null) {
       const final = join(this.dir, `parked-${tx.id}.json`)
       const tmp = `${final}.tmp`

@@ -23,7 +23,7 @@ import { Errors, PixProxyError } from '../errors.ts'
 import { checkSigV4 } from './sigv4.ts'
 
 /** The S3 prefix Terraform gives the delivery stream of `system` (issue 5): Firehose expands it at arrival time. */
-export function auditPrefixTemplate (system: 'spi' | 'dict'): string {
+function auditPrefixTemplate (system: 'spi' | 'dict'): string {
   return `log/${system}/year=!{timestamp:yyyy}/month=!{timestamp:MM}/day=!{timestamp:dd}/hour=!{timestamp:HH}/`
 }
 
@@ -34,7 +34,7 @@ export const DEFAULT_DELIVERY_STREAMS: Readonly<Record<string, string>> = Object
 })
 
 /** Per-record and per-call limits of PutRecordBatch (Firehose API reference; they cannot be raised). */
-export const FIREHOSE_LIMITS = Object.freeze({
+const FIREHOSE_LIMITS = Object.freeze({
   maxRecords: 500,
   /** Per record, before base64 (1,000 KiB). */
   maxRecordBytes: 1_024_000,

@@ -63,7 +63,7 @@ export interface LocalStack {
 }
 
 /** Resolves BACEN's RSFN host names (and localhost) to loopback; anything else is refused. */
-export const loopbackLookup: LookupFunction = (hostname, options, callback) => {
+const loopbackLookup: LookupFunction = (hostname, options, callback) => {
   const cb = callback as (err: NodeJS.ErrnoException | null, address: string | Array<{ address: string, family: number }>, family?: number) => void
   if (!hostname.endsWith('.rsfn.net.br') && hostname !== 'localhost' && hostname !== '127.0.0.1') {
     const err: NodeJS.ErrnoException = new Error(`the local stack resolves only BACEN host names, not ${hostname}`)

@@ -7,7 +7,7 @@ import { Errors, PixProxyError } from '../errors.ts'
 import type { MessageIdentifiers, Outcome } from '../errors.ts'
 import type { MessageFacts } from '../audit/facts.ts'
 
-export type { MessageIdentifiers, Outcome }
+export type { Outcome }
 
 /** On every answer of a forwarding route (and every problem): `not-sent`, `unknown` or `answered`. */
 export const OUTCOME_HEADER = 'pix-proxy-outcome'
@@ -24,7 +24,7 @@ export interface OutcomeCall {
  * same RequestId with other data is refused), claim actions are idempotent; an ICOM post that ICOM accepted is
  * answered on the stream by a pacs.002 or admi.002; a stream page is acknowledged only by reading the path it names.
  */
-export function adviceFor (call: OutcomeCall): string {
+function adviceFor (call: OutcomeCall): string {
   if (call.name === 'dict') {
     return call.method === 'GET'
       ? 'a DICT read changes nothing at BACEN: repeat it'
@@ -40,7 +40,7 @@ export function adviceFor (call: OutcomeCall): string {
     : 'read the same stream path again: a page is acknowledged only when the path it names next is read'
 }
 
-export function identifiersOf (facts: MessageFacts): MessageIdentifiers {
+function identifiersOf (facts: MessageFacts): MessageIdentifiers {
   const out: { -readonly [K in keyof MessageIdentifiers]: MessageIdentifiers[K] } = {}
   if (facts.bizMsgId !== null) out.bizMsgIdr = facts.bizMsgId.split(',').map((s) => s.trim()).filter((s) => s !== '')
   if (facts.endToEndIds.length > 0) out.endToEndIds = [...facts.endToEndIds]

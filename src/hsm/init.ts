@@ -70,8 +70,8 @@ export interface HsmInitOptions {
   force?: boolean
 }
 
-export const SIGNING_KEY_LABEL = 'pix-sign'
-export const TLS_KEY_LABEL = 'pix-tls'
+const SIGNING_KEY_LABEL = 'pix-sign'
+const TLS_KEY_LABEL = 'pix-tls'
 const DEFAULT_MODULE = '/usr/lib/softhsm/libsofthsm2.so'
 const WORKER_TIMEOUT_MS = 120_000
 

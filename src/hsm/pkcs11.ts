@@ -394,12 +394,29 @@ export class Pkcs11KeyStore {
       this.#ensureLoggedIn(session)
       if (session.find({ label }).length > 0) throw new PixProxyError(Errors.HSM_KEY_EXISTS, [label, this.#tokenLabel])
       const publicTemplate: ITemplate = {
-        keyType: KeyType.RSA, token: true, private: false, label, id, verify: true, encrypt: false, wrap: false,
-        modulusBits, publicExponent: Buffer.from([1, 0, 1])
+        keyType: KeyType.RSA,
+        token: true,
+        private: false,
+        label,
+        id,
+        verify: true,
+        encrypt: false,
+        wrap: false,
+        modulusBits,
+        publicExponent: Buffer.from([1, 0, 1])
       }
       const privateTemplate: ITemplate = {
-        keyType: KeyType.RSA, token: true, private: true, label, id, sign: true, decrypt: false, unwrap: false,
-        derive: false, sensitive: true, extractable: false
+        keyType: KeyType.RSA,
+        token: true,
+        private: true,
+        label,
+        id,
+        sign: true,
+        decrypt: false,
+        unwrap: false,
+        derive: false,
+        sensitive: true,
+        extractable: false
       }
       const open = session
       const pair = await new Promise<{ publicKey: SessionObject }>((resolve, reject) => {

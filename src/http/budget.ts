@@ -44,7 +44,7 @@ export class MemoryBudget {
 }
 
 /** What admitting this request costs (see the module comment). */
-export function requestCost (req: FastifyRequest, maxBodyBytes: number): number {
+function requestCost (req: FastifyRequest, maxBodyBytes: number): number {
   const method = req.method
   if (method === 'GET' || method === 'DELETE') return PER_REQUEST
   const declared = Number(req.headers['content-length'])

@@ -78,7 +78,7 @@ function parsePart (raw: Buffer): Part {
   return { headers, body: raw.subarray(sep + sepLen) }
 }
 
-export function newBoundary (): string {
+function newBoundary (): string {
   return 'pixproxy-' + randomBytes(12).toString('hex')
 }
 

@@ -16,7 +16,7 @@ export interface Problem {
   [extension: string]: unknown
 }
 
-export function problemType (code: string): string {
+function problemType (code: string): string {
   return `urn:pix-proxy:problem:${code}`
 }
 

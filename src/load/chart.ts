@@ -91,7 +91,7 @@ function lineChart (title: string, unit: string, seconds: number, lines: readonl
       pen = true
     })
     // A series with one sample still gets a visible mark.
-    if (!d.includes('L') && d !== '') d += `h0.01`
+    if (!d.includes('L') && d !== '') d += 'h0.01'
     const dash = DASHES[i % DASHES.length] as string
     const shape = MARKERS[i % MARKERS.length] as Marker
     // Staggered: coinciding series put their markers on different seconds (when there are seconds enough).

@@ -31,7 +31,7 @@ export const DEFAULT_MIX: Readonly<Record<Operation, number>> = Object.freeze({
 /** Operations that need a counterparty participant to prepare their data. */
 export const NEEDS_COUNTERPARTY: ReadonlySet<Operation> = new Set(['get-entry', 'create-claim', 'confirm-claim'])
 
-export function isOperation (s: string): s is Operation {
+function isOperation (s: string): s is Operation {
   return (OPERATIONS as readonly string[]).includes(s)
 }
 
@@ -84,7 +84,7 @@ ${reason === undefined ? '' : `  <Reason>${escapeXml(reason)}</Reason>\n`}</${ro
 }
 
 /** `<status> <code>` of an unexpected answer: the problem's code (pix-proxy problem+json) or type (BACEN XML). */
-export function answerCode (res: LoadResponse): string {
+function answerCode (res: LoadResponse): string {
   const ct = (res.headers['content-type'] ?? '').toLowerCase()
   const text = res.body.toString('utf8')
   if (ct.startsWith('application/problem+json')) {
@@ -204,7 +204,7 @@ export interface FlowOptions {
 const MAX_PENDING_PAYMENTS = 100_000
 
 /** A preparation step whose first this-many attempts all failed is given up (the run is then refused). */
-export const PREPARE_GIVE_UP_AFTER = 16
+const PREPARE_GIVE_UP_AFTER = 16
 
 /** The operations' state for one run: prepared items, stream positions, payments awaiting their report. */
 export class Flows {

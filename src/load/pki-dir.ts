@@ -14,7 +14,7 @@ import { join } from 'node:path'
 import type { SimulatorPki } from '../../simulator/pki.ts'
 
 /** Where a demo directory keeps the simulator PKI files (src/demo/stack.ts). */
-export const DEMO_PKI_SUBDIR = 'bacen'
+const DEMO_PKI_SUBDIR = 'bacen'
 
 async function writeKey (file: string, pem: string): Promise<void> {
   await writeFile(file, pem, { mode: 0o600 })

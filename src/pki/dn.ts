@@ -340,7 +340,9 @@ export function parseDn (s: string): Dn {
 // Comparison
 
 /* eslint-disable no-control-regex */
-// RFC 4518 §2.2: characters mapped to nothing, and characters mapped to SPACE.
+// RFC 4518 §2.2: characters mapped to nothing, and characters mapped to SPACE. MAP_TO_NOTHING deletes lone combining
+// and variation marks (U+034F, U+180B-U+180E, U+FE00-U+FE0F): a class of them is what it means.
+// eslint-disable-next-line no-misleading-character-class -- RFC 4518's table, one code point at a time
 const MAP_TO_NOTHING = /[\u0000-\u0008\u000e-\u001f\u007f-\u0084\u0086-\u009f\u00ad\u034f\u06dd\u070f\u1806\u180b-\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2063\u206a-\u206f\ufe00-\ufe0f\ufeff\ufff9-\ufffc]/g
 const MAP_TO_SPACE = /[\t\n\v\f\r\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]/g
 const PLAIN_ASCII = /^[\x20-\x7e]*$/

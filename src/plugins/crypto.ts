@@ -43,7 +43,7 @@ declare module 'fastify' {
 }
 
 /** Reads the HSM PIN from its file; one trailing newline is not part of the PIN. */
-export async function readPinFile (file: string): Promise<string> {
+async function readPinFile (file: string): Promise<string> {
   try {
     return (await readFile(file, 'utf8')).replace(/\r?\n$/, '')
   } catch (err) {

@@ -87,12 +87,12 @@ export interface EmfTarget {
 }
 
 /** Anything short of VALID is a failure, except NOT_APPLICABLE (BACEN signs nothing in that answer): the reject rule. */
-export function signatureFailed (code: string | null): boolean {
+function signatureFailed (code: string | null): boolean {
   return code !== null && code !== 'VALID' && code !== NOT_APPLICABLE
 }
 
 /** One EMF document (the root node) for a request. */
-export function emfRecord (target: EmfTarget, facts: RequestFacts, timestamp: number): Record<string, unknown> {
+function emfRecord (target: EmfTarget, facts: RequestFacts, timestamp: number): Record<string, unknown> {
   return {
     _aws: {
       Timestamp: Math.trunc(timestamp),

@@ -35,7 +35,7 @@ declare module 'fastify' {
   }
 }
 
-export function createMetrics (): ProxyMetrics {
+function createMetrics (): ProxyMetrics {
   const registry = new Registry()
   collectDefaultMetrics({ register: registry })
   const registers = [registry]

@@ -36,7 +36,7 @@ export interface UpstreamsPluginOptions {
 }
 
 /** The engine URI: the PIN stays in its file (pin-source), never in a JS string. */
-export function engineKeyUri (tokenLabel: string, keyLabel: string, pinFile: string): string {
+function engineKeyUri (tokenLabel: string, keyLabel: string, pinFile: string): string {
   const enc = (v: string): string => encodeURIComponent(v).replace(/[!'()*]/g, (c) => '%' + c.charCodeAt(0).toString(16).toUpperCase())
   return `pkcs11:token=${enc(tokenLabel)};object=${enc(keyLabel)};type=private?pin-source=file:${encodeURI(pinFile)}`
 }

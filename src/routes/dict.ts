@@ -60,7 +60,7 @@ export const DICT_ROUTES: ReadonlyArray<readonly ['GET' | 'POST' | 'PUT', string
  * specification (docs/bacen.md §1.4): entries answer Entry/Key (DeleteEntryResponse: Key), claims Claim/Id and
  * Claim/Key. A CreateEntry for an EVP key names none (DICT makes it up), so nothing binds it.
  */
-export function dictBinding (method: string, url: string, params: Record<string, string | undefined>, facts: MessageFacts): Binding | undefined {
+function dictBinding (method: string, url: string, params: Record<string, string | undefined>, facts: MessageFacts): Binding | undefined {
   if (params.Key !== undefined && !url.endsWith('/statistics')) return { what: 'key', expected: [params.Key], paths: [['Entry', 'Key'], ['Key']] }
   if (params.ClaimId !== undefined) return { what: 'claim', expected: [params.ClaimId], paths: [['Claim', 'Id']] }
   if (method === 'POST' && url === '/api/v2/entries/' && facts.dictKey !== null) return { what: 'key', expected: [facts.dictKey], paths: [['Entry', 'Key']] }

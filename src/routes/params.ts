@@ -23,7 +23,7 @@ const UUID = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a
  * DICT key forms (docs/bacen.md §1.4): CPF 11 digits, CNPJ 14 alphanumerics, PHONE `+` and up to 15 digits (E.164),
  * EMAIL lower case (BACEN's pattern, at most 77 characters), EVP a lower-case UUID. Every key is at most 77.
  */
-export const KEY_FORMS: Readonly<Record<string, RegExp>> = Object.freeze({
+const KEY_FORMS: Readonly<Record<string, RegExp>> = Object.freeze({
   CPF: /^[0-9]{11}$/,
   CNPJ: /^[A-Za-z0-9]{14}$/,
   PHONE: /^\+[1-9][0-9]{1,14}$/,

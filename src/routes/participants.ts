@@ -21,8 +21,6 @@ const DICT_HEADER_FORMS: Readonly<Record<string, { re: RegExp, form: string }>> 
   'pi-endtoendid': { re: /^E[0-9A-Z]{8}[0-9]{12}[A-Za-z0-9]{11}$/, form: 'an EndToEndId: E, an ISPB, yyyyMMddHHmm and 11 letters or digits' }
 })
 
-export const DICT_REQUEST_HEADERS: readonly string[] = Object.keys(DICT_HEADER_FORMS)
-
 /**
  * The DICT headers to forward, each checked: of its form (400 HEADER_INVALID), and PI-RequestingParticipant one of
  * `participants` (403 PARTICIPANT_MISMATCH). A header sent twice is refused rather than joined or picked from.

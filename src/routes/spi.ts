@@ -30,7 +30,7 @@ import { Errors, PixProxyError } from '../errors.ts'
  * §2.6), read strictly (routes/participants.ts strictSender: a missing Fr, a second one, or anything else inside it
  * is refused as XML_NOT_SIGNABLE). Undefined when the document is not an SPI envelope at all: signing refuses it.
  */
-export function spiSender (doc: XmlDocument): string | undefined {
+function spiSender (doc: XmlDocument): string | undefined {
   let appHdr: XmlElement
   try {
     appHdr = locateSpi(doc).appHdr

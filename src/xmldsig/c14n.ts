@@ -123,7 +123,7 @@ function compareAttrs (x: { ns: string, local: string }, y: { ns: string, local:
  * c14n orders by Unicode code point; JS compares UTF-16 code units, which disagree only where a surrogate
  * (an astral character) meets U+E000–U+FFFF. At the first differing unit, shift both into code point order.
  */
-export function compareCodePoints (a: string, b: string): number {
+function compareCodePoints (a: string, b: string): number {
   if (a === b) return 0
   const n = Math.min(a.length, b.length)
   for (let i = 0; i < n; i++) {
@@ -149,7 +149,7 @@ export function escapeText (v: string): string {
 }
 
 /** c14n attribute escaping: & < " and the three white-space characters a normalised value can still hold. */
-export function escapeAttr (v: string): string {
+function escapeAttr (v: string): string {
   if (!ATTR_RE.test(v)) return v
   return v.replace(/[&<"\t\n\r]/g, (c) => {
     switch (c) {

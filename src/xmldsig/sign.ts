@@ -174,7 +174,8 @@ function parseForSigning (xml: string | Uint8Array, limits: XmlLimits, profile: 
     doc = parseXml(xml, limits)
   } catch (err) {
     if (err instanceof XmlError) {
-      const spec = err.code === 'XML_DTD_FORBIDDEN' ? Errors.XML_DTD_FORBIDDEN
+      const spec = err.code === 'XML_DTD_FORBIDDEN'
+        ? Errors.XML_DTD_FORBIDDEN
         : err.code === 'XML_LIMIT_EXCEEDED' ? Errors.XML_LIMIT_EXCEEDED : Errors.XML_MALFORMED
       throw new PixProxyError(spec, [err.message], { cause: err })
     }

@@ -9,8 +9,8 @@
  * duplicate attributes, and input beyond configured size, depth and attribute limits.
  */
 
-export const XML_NS = 'http://www.w3.org/XML/1998/namespace'
-export const XMLNS_NS = 'http://www.w3.org/2000/xmlns/'
+const XML_NS = 'http://www.w3.org/XML/1998/namespace'
+const XMLNS_NS = 'http://www.w3.org/2000/xmlns/'
 
 export interface XmlAttribute {
   /** Qualified name as written. */
@@ -128,12 +128,15 @@ export class XmlError extends Error {
 
 const DSIG_NS = 'http://www.w3.org/2000/09/xmldsig#'
 
-// XML 1.0 (5th ed.) NameStartChar / NameChar, without ':' (namespace-aware names are split on it).
+// XML 1.0 (5th ed.) NameStartChar / NameChar, without ':' (namespace-aware names are split on it). The classes hold
+// ranges of combining marks (\u0300-\u036F) on purpose: no-misleading-character-class is disabled on them below.
 const NCNAME_START = 'A-Z_a-z\\u00C0-\\u00D6\\u00D8-\\u00F6\\u00F8-\\u02FF\\u0370-\\u037D\\u037F-\\u1FFF\\u200C-\\u200D' +
   '\\u2070-\\u218F\\u2C00-\\u2FEF\\u3001-\\uD7FF\\uF900-\\uFDCF\\uFDF0-\\uFFFD\\u{10000}-\\u{EFFFF}'
 const NCNAME_CHAR = NCNAME_START + '\\-.0-9\\u00B7\\u0300-\\u036F\\u203F-\\u2040'
 /** A QName at the current position: prefix and local part as groups. Sticky: matches only at lastIndex. */
+// eslint-disable-next-line no-misleading-character-class -- NameChar's combining-mark ranges, as the spec lists them
 const QNAME_RE = new RegExp(`([${NCNAME_START}][${NCNAME_CHAR}]*)(?::([${NCNAME_START}][${NCNAME_CHAR}]*))?`, 'uy')
+// eslint-disable-next-line no-misleading-character-class -- NameChar's combining-mark ranges, as the spec lists them
 const PI_TARGET_RE = new RegExp(`[${NCNAME_START}][${NCNAME_CHAR}]*`, 'uy')
 // Characters XML 1.0 forbids anywhere in a document (lone surrogates are caught by isWellFormed()).
 const FORBIDDEN_CHARS_RE = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\uFFFE\uFFFF]/ // eslint-disable-line no-control-regex
@@ -167,7 +170,7 @@ function isXmlChar (cp: number): boolean {
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false })
 
 /** Decodes bytes as UTF-8 (a BOM is dropped); invalid UTF-8 is an XmlError, never a replacement character. */
-export function decodeUtf8 (input: Uint8Array, limits: XmlLimits = DEFAULT_XML_LIMITS): string {
+function decodeUtf8 (input: Uint8Array, limits: XmlLimits = DEFAULT_XML_LIMITS): string {
   if (input.byteLength > limits.maxBytes) {
     throw new XmlError('XML_LIMIT_EXCEEDED', `document is ${input.byteLength} bytes, the limit is ${limits.maxBytes}`, -1)
   }

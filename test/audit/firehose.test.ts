@@ -16,7 +16,6 @@ import { rejection } from '../helpers/rejection.ts'
 const CREDS = { accessKeyId: 'AKIDLOCALTEST', secretAccessKey: 'local-secret-key' }
 const STREAMS = { spi: 'pix-proxy-audit-spi', dict: 'pix-proxy-audit-dict' }
 
-
 interface Setup { ep: LocalAwsEndpoint, sink: FirehoseSink, opts: AwsClientOptions }
 
 async function setup (t: Test, epOpts: LocalAwsEndpointOptions = {}, client: Partial<AwsClientOptions> = {}): Promise<Setup> {

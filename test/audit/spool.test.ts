@@ -30,7 +30,6 @@ async function drain (s: AuditSpool): Promise<Array<{ ref: SpoolRef, row: AuditR
   return out
 }
 
-
 t.test('rows kept in memory until they ship load exactly as the disk has them (bound, fallback, replay)', async (t) => {
   const ids = Array.from({ length: 40 }, (_v, i) => `m${i}`)
   const write = async (s: AuditSpool): Promise<void> => {

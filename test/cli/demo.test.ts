@@ -20,7 +20,6 @@ import { waitFor } from '../helpers/wait.ts'
 import { pacs008 } from '../../src/samples/messages.ts'
 import type { Ran, Service } from '../helpers/processes.ts'
 
-
 interface Summary {
   ok: boolean
   proxy: string

@@ -55,18 +55,29 @@ t.test('pki inbound writes the server certificate, the client CA, a client and t
   // The files, as the proxy's settings (the allowlist file's content as the local SSM serves it): accepted off loopback.
   const pem = parseCertificate(await readFile(join(dir, 'server.pem'))).pem
   const config = loadConfig({
-    PIXPROXY_ISPB: '99999004', PIXPROXY_LISTEN_HOST: '0.0.0.0', PIXPROXY_SIGNING_KEY_FILE: pem, PIXPROXY_SIGNING_CERT_FILE: pem, PIXPROXY_TLS_KEY_FILE: pem,
-    PIXPROXY_TLS_CERT_FILE: pem, PIXPROXY_TLS_CA_FILE: pem, PIXPROXY_BACEN_SIGNING_CERTS_FILE: pem,
-    PIXPROXY_INBOUND_TLS_CERT_FILE: join(dir, 'server.pem'), PIXPROXY_INBOUND_TLS_KEY_FILE: join(dir, 'server.key'),
-    PIXPROXY_INBOUND_CLIENT_CA_FILE: join(dir, 'client-ca.pem'), PIXPROXY_INBOUND_CLIENT_ALLOWLIST: allowlist
+    PIXPROXY_ISPB: '99999004',
+    PIXPROXY_LISTEN_HOST: '0.0.0.0',
+    PIXPROXY_SIGNING_KEY_FILE: pem,
+    PIXPROXY_SIGNING_CERT_FILE: pem,
+    PIXPROXY_TLS_KEY_FILE: pem,
+    PIXPROXY_TLS_CERT_FILE: pem,
+    PIXPROXY_TLS_CA_FILE: pem,
+    PIXPROXY_BACEN_SIGNING_CERTS_FILE: pem,
+    PIXPROXY_INBOUND_TLS_CERT_FILE: join(dir, 'server.pem'),
+    PIXPROXY_INBOUND_TLS_KEY_FILE: join(dir, 'server.key'),
+    PIXPROXY_INBOUND_CLIENT_CA_FILE: join(dir, 'client-ca.pem'),
+    PIXPROXY_INBOUND_CLIENT_ALLOWLIST: allowlist
   })
   t.same(config.inbound.clientAllowlist, [client.fingerprint256])
   t.equal(config.unauthenticatedCallers, false)
 
   // By use: a TLS server as the proxy configures it (server cert, client CA required).
   const tlsServer = createServer({
-    cert: await readFile(join(dir, 'server.pem')), key: await readFile(join(dir, 'server.key')),
-    ca: await readFile(join(dir, 'client-ca.pem')), requestCert: true, rejectUnauthorized: true
+    cert: await readFile(join(dir, 'server.pem')),
+    key: await readFile(join(dir, 'server.key')),
+    ca: await readFile(join(dir, 'client-ca.pem')),
+    requestCert: true,
+    rejectUnauthorized: true
   }, (s) => { s.end('hello\n') })
   tlsServer.on('tlsClientError', () => {})
   tlsServer.listen(0, '127.0.0.1')

@@ -14,7 +14,6 @@ import { waitFor } from '../helpers/wait.ts'
 
 const scratch = scratchDir()
 
-
 let stack: LocalStack
 t.before(async () => {
   stack = await startLocalStack({ dir: scratch.dir, longPollMs: 300 })

@@ -82,7 +82,7 @@ t.test('a page that delivered nothing still says what the call was', async (t) =
   await e2e.proxy('DELETE', path)
   let empty: Array<Record<string, unknown>> = []
   t.ok(await waitFor(async () => {
-    empty = await rows(`SELECT message_type, end_to_end_ids FROM audit WHERE request_method = 'GET' AND response_status_code = 204`)
+    empty = await rows("SELECT message_type, end_to_end_ids FROM audit WHERE request_method = 'GET' AND response_status_code = 204")
     return empty.length > 0
   }, 60_000, 100), '204 row shipped')
   for (const r of empty) t.same(r, { message_type: 'stream read', end_to_end_ids: null })

@@ -12,7 +12,6 @@ import { scratchDir } from '../helpers/scratch.ts'
 
 const scratch = scratchDir()
 
-
 let stack: LocalStack
 t.before(async () => {
   stack = await startLocalStack({ dir: scratch.dir, longPollMs: 300 })

@@ -315,7 +315,7 @@ t.test('answers are bound to their requests: a genuinely signed answer about som
     t.match(problemOf(res).detail, /attacker@example\.com/)
     t.notMatch(res.text, /GetEntryResponse/, 'the answer does not reach the core')
     await assertNoRowLeftOpen(t, 'mismatched GetEntry')
-    const [row] = await auditRowsEventually(`SELECT error_code, response_signature_code FROM audit WHERE error_code = 'PIXPROXY_ERR_UPSTREAM_ANSWER_MISMATCH'`)
+    const [row] = await auditRowsEventually("SELECT error_code, response_signature_code FROM audit WHERE error_code = 'PIXPROXY_ERR_UPSTREAM_ANSWER_MISMATCH'")
     t.match(row, { error_code: 'PIXPROXY_ERR_UPSTREAM_ANSWER_MISMATCH', response_signature_code: 'VALID' }, 'the audit row says why')
   })
 

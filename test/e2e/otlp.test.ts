@@ -162,7 +162,7 @@ t.test('a sampled traceparent: a server span continuing the caller\'s trace, and
   t.same(spans.filter((s) => s.traceId === UNSAMPLED), [], 'a caller\'s unsampled trace gives no span')
 
   const all = bodies.join('\n')
-  for (const [what, secret] of Object.entries({ 'the DICT key': entry.key, 'the encoded key': encodeURIComponent(entry.key), 'the tax id': taxId, 'the payer\'s tax id (PI-PayerId)': readHeaders()['pi-payerid'] as string, 'the DICT RequestId': entry.requestId, 'XML': '<?xml', 'an XML element': '<Entry>', 'PEM': '-----BEGIN', 'the tracestate': 'core=1' })) {
+  for (const [what, secret] of Object.entries({ 'the DICT key': entry.key, 'the encoded key': encodeURIComponent(entry.key), 'the tax id': taxId, 'the payer\'s tax id (PI-PayerId)': readHeaders()['pi-payerid'] as string, 'the DICT RequestId': entry.requestId, XML: '<?xml', 'an XML element': '<Entry>', PEM: '-----BEGIN', 'the tracestate': 'core=1' })) {
     t.notOk(all.includes(secret), `no ${what} in what was exported`)
   }
   for (const s of spans) {

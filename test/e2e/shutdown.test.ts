@@ -12,7 +12,6 @@ import type { E2e } from '../helpers/e2e.ts'
 let e2e: E2e
 t.before(async () => { e2e = await startE2e(t, { settings: { PIXPROXY_OPS_LISTEN_PORT: '0' } }) })
 
-
 t.test('close(): the in-flight request completes, new requests are refused', async (t) => {
   // BACEN holds the first requests until the test has checked everything that happens while they are in flight.
   const bacen = holdRequests(e2e.stack.simulator.app.server, ['/api/v2/policies/'])

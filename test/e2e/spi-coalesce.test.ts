@@ -54,7 +54,7 @@ t.test('40 concurrent pacs.008: fewer posts than messages, each caller its own i
   let rows: Array<Record<string, unknown>> = []
   await waitFor(async () => {
     rows = []
-    for await (const r of queryAudit(dir, `SELECT biz_msg_id, request_body, response_status_code, response_header FROM audit WHERE system = 'spi'`)) rows.push(r)
+    for await (const r of queryAudit(dir, "SELECT biz_msg_id, request_body, response_status_code, response_header FROM audit WHERE system = 'spi'")) rows.push(r)
     return sent.every((m) => rows.some((r) => r.biz_msg_id === m.msgId))
   }, 60_000, 200)
   sent.forEach((m, i) => {

@@ -16,7 +16,6 @@ import type { Readiness } from '../../src/routes/health.ts'
 let e2e: E2e
 t.before(async () => { e2e = await startE2e(t) })
 
-
 /** Only the simulator's own PKI CA is trusted for client certificates from now on (new connections); or, with
  * `trustProxy`, the proxy's CA (the token's) again, as src/demo/stack.ts starts it. */
 function distrustProxyCa (maxVersion: 'TLSv1.2' | 'TLSv1.3', trustProxy = false): void {

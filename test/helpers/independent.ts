@@ -20,7 +20,7 @@ const SIGN_SCRIPT = join(HELPERS_DIR, 'independent_sign.py')
 const TOOL_TIMEOUT_MS = 60_000
 
 /** The XMLDSig namespace: the only one the helpers need to name. */
-export const DSIG_NS = 'http://www.w3.org/2000/09/xmldsig#'
+const DSIG_NS = 'http://www.w3.org/2000/09/xmldsig#'
 
 interface ToolResult {
   stdout: Buffer
@@ -63,7 +63,7 @@ let pythonLookup: Promise<string> | undefined
  * The first python3 that can import lxml. The PATH's python3 may be a pyenv shim without it while Debian's
  * /usr/bin/python3 has python3-lxml, so both are tried. Cached: the answer cannot change during a test run.
  */
-export function findPython (): Promise<string> {
+function findPython (): Promise<string> {
   pythonLookup ??= (async () => {
     const tried: string[] = []
     for (const candidate of ['/usr/bin/python3', 'python3']) {

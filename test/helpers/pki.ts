@@ -17,9 +17,9 @@ import { TrustStore, XmlSigner } from '../../src/xmldsig/index.ts'
 const DAY_MS = 86_400_000
 const YEAR_MS = 365 * DAY_MS
 
-export const CA_SUBJECT = 'CN=Test AC SPB v5, OU=CSPB-4, O=ICP-Brasil, C=BR'
-export const PARTICIPANT_SUBJECT = 'CN=99999004 Assinatura SPI, OU=SPB, O=Banco Exemplo S.A., L=Sao Paulo, ST=SP, C=BR'
-export const BCB_SUBJECT = 'CN=00038166 Assinatura SPI, OU=DEINF, O=Banco Central do Brasil, L=Brasilia, ST=DF, C=BR'
+const CA_SUBJECT = 'CN=Test AC SPB v5, OU=CSPB-4, O=ICP-Brasil, C=BR'
+const PARTICIPANT_SUBJECT = 'CN=99999004 Assinatura SPI, OU=SPB, O=Banco Exemplo S.A., L=Sao Paulo, ST=SP, C=BR'
+const BCB_SUBJECT = 'CN=00038166 Assinatura SPI, OU=DEINF, O=Banco Central do Brasil, L=Brasilia, ST=DF, C=BR'
 
 export interface TestIdentity {
   readonly certificate: Certificate
@@ -48,13 +48,18 @@ export interface XmldsigTestPki {
 
 function identity (certificate: Certificate, key: KeyObject): TestIdentity {
   const signer = SoftwareSigner.fromKeyObject(key)
-  return Object.freeze({ certificate, key, signer, xmlSigner: new XmlSigner({
+  return Object.freeze({
+    certificate,
+    key,
+    signer,
+    xmlSigner: new XmlSigner({
       signer,
       certificate,
       // Sign as of a moment inside the certificate's validity, so expired and not-yet-valid identities can still
       // produce the messages the verifier tests need (the signer refuses outside the window).
       clock: () => new Date((certificate.notBefore.getTime() + certificate.notAfter.getTime()) / 2)
-    }) })
+    })
+  })
 }
 
 /** Creates the CA and the identities (six RSA-2048 keys: call once per test file). */

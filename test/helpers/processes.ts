@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 
-export const ROOT = fileURLToPath(new URL('../../', import.meta.url))
+const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 /** A path in the checkout. */
 export const at = (...p: string[]): string => join(ROOT, ...p)
 export const MAIN_TS = at('src/cli/main.ts')
@@ -51,6 +51,7 @@ async function pipesEnded (streams: ReadonlyArray<NodeJS.ReadableStream & { read
   let done = false
   const all = Promise.all(streams.map(async (s) => { if (s !== null && !s.readableEnded) await once(s, 'end').catch(() => {}) })).then(() => { done = true })
   const deadline = Date.now() + 2_000
+  // eslint-disable-next-line no-unmodified-loop-condition -- `all` sets done while the loop awaits
   for (let turns = 0; !done && (turns < 100 || Date.now() < deadline); turns++) {
     await Promise.race([all, sleep(10, undefined, { ref: false })])
   }

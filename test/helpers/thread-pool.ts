@@ -14,7 +14,7 @@ import { open } from 'node:fs/promises'
 import { join } from 'node:path'
 
 /** The number of threads libuv starts: UV_THREADPOOL_SIZE (clamped to 1..1024 as libuv does), 4 by default. */
-export function threadPoolSize (env: NodeJS.ProcessEnv = process.env): number {
+function threadPoolSize (env: NodeJS.ProcessEnv = process.env): number {
   const value = env.UV_THREADPOOL_SIZE
   if (value === undefined) return 4
   const n = Number.parseInt(value, 10)

@@ -122,10 +122,23 @@ t.test('the HSM signer computes exactly RSASSA-PKCS1-v1_5 SHA-256 (same bytes as
   const b = (v: string | undefined): Buffer => Buffer.from(v ?? '', 'base64url')
   await withGrapheneSession((session) => {
     session.create({
-      class: ObjectClass.PRIVATE_KEY, keyType: KeyType.RSA, token: false, private: true, label: 'imported', id: Buffer.from([0x77]),
-      sign: true, sensitive: true, extractable: false,
-      modulus: b(jwk.n), publicExponent: b(jwk.e), privateExponent: b(jwk.d), prime1: b(jwk.p), prime2: b(jwk.q),
-      exp1: b(jwk.dp), exp2: b(jwk.dq), coefficient: b(jwk.qi)
+      class: ObjectClass.PRIVATE_KEY,
+      keyType: KeyType.RSA,
+      token: false,
+      private: true,
+      label: 'imported',
+      id: Buffer.from([0x77]),
+      sign: true,
+      sensitive: true,
+      extractable: false,
+      modulus: b(jwk.n),
+      publicExponent: b(jwk.e),
+      privateExponent: b(jwk.d),
+      prime1: b(jwk.p),
+      prime2: b(jwk.q),
+      exp1: b(jwk.dp),
+      exp2: b(jwk.dq),
+      coefficient: b(jwk.qi)
     })
     // A session object lives as long as its session: sign while it is open, through the store's pool.
     return (async () => {

@@ -325,13 +325,22 @@ t.test('Dockerfile: PIXPROXY_* settings it sets are valid, the spool is a volume
   for (const k of settings) t.ok((CONFIG_KEYS as string[]).includes(k), `${k} is a setting (src/config.ts)`)
   const cert = createTestPki().ca.certificate.pem
   const required = {
-    ...env, PIXPROXY_ISPB: '99999004', PIXPROXY_SIGNING_KEY_FILE: cert, PIXPROXY_SIGNING_CERT_FILE: cert, PIXPROXY_TLS_KEY_FILE: cert,
-    PIXPROXY_TLS_CERT_FILE: cert, PIXPROXY_TLS_CA_FILE: cert, PIXPROXY_BACEN_SIGNING_CERTS_FILE: cert
+    ...env,
+    PIXPROXY_ISPB: '99999004',
+    PIXPROXY_SIGNING_KEY_FILE: cert,
+    PIXPROXY_SIGNING_CERT_FILE: cert,
+    PIXPROXY_TLS_KEY_FILE: cert,
+    PIXPROXY_TLS_CERT_FILE: cert,
+    PIXPROXY_TLS_CA_FILE: cert,
+    PIXPROXY_BACEN_SIGNING_CERTS_FILE: cert
   }
   // Reachable from outside the container, so the image starts only with callers authenticated by mutual TLS.
   t.throws(() => loadConfig(required), { code: 'PIXPROXY_ERR_CONFIG_INVALID', message: /is not loopback/ }, 'the image alone is not an open signing service')
   const config = loadConfig({
-    ...required, PIXPROXY_INBOUND_TLS_CERT_FILE: cert, PIXPROXY_INBOUND_TLS_KEY_FILE: cert, PIXPROXY_INBOUND_CLIENT_CA_FILE: cert,
+    ...required,
+    PIXPROXY_INBOUND_TLS_CERT_FILE: cert,
+    PIXPROXY_INBOUND_TLS_KEY_FILE: cert,
+    PIXPROXY_INBOUND_CLIENT_CA_FILE: cert,
     PIXPROXY_INBOUND_CLIENT_ALLOWLIST: 'AB:'.repeat(31) + 'AB'
   })
   t.same(config.listen, { host: '0.0.0.0', port: 8080 }, 'reachable from outside the container')
@@ -351,6 +360,7 @@ t.test('Dockerfile: CloudHSM build arguments, and a build context with nothing b
   const runtime = dockerfile.find((s) => s.name === 'runtime') as Stage
   const args = runtime.instructions.filter((i) => i.op === 'ARG').map((i) => i.args.split('=')[0])
   t.same(args, ['CLOUDHSM_PKCS11_DEB_URL', 'CLOUDHSM_PKCS11_DEB_SHA256'])
+  // eslint-disable-next-line no-template-curly-in-string -- a shell's ${...}, not JavaScript's
   t.same(installRuns(runtime), [['--cloudhsm-deb', '"${CLOUDHSM_PKCS11_DEB_URL}"', '--cloudhsm-sha256', '"${CLOUDHSM_PKCS11_DEB_SHA256}"', '--clean']])
   const noop = await run('bash', [at('scripts/install-runtime.sh'), '--check', '--cloudhsm-deb', '', '--cloudhsm-sha256', ''])
   t.equal(noop.code, 0, 'without the build argument the step is a no-op')
@@ -386,6 +396,7 @@ t.test('install-runtime.sh: setup.sh and the Dockerfile install through it; --ch
 
   // The check can fail: a dpkg-query that does not know softhsm2.
   const bin = t.testdir()
+  // eslint-disable-next-line no-template-curly-in-string -- a shell's ${...}, not JavaScript's
   await script(join(bin, 'dpkg-query'), '[ "${@: -1}" = softhsm2 ] && exit 1; printf "install ok installed"')
   const missing = await run('bash', [at('scripts/install-runtime.sh'), '--check', '--softhsm'], { env: { ...process.env, PATH: `${bin}:${process.env.PATH ?? ''}` } })
   t.equal(missing.code, 1)
@@ -414,6 +425,7 @@ t.test('install-runtime.sh --cloudhsm-deb then entrypoint.sh: checksum enforced,
     'printf "%s\\n" "$@" > "$FAKE_CONFIGURE_ARGS"',
     'cp "$CLOUDHSM_HOME/etc/customerCA.crt" "$FAKE_CONFIGURE_ARGS.ca"',
     'cp "$CLOUDHSM_HOME/etc/cloudhsm-pkcs11.cfg" "$FAKE_CONFIGURE_ARGS.cfg"',
+    // eslint-disable-next-line no-template-curly-in-string -- a shell's ${...}, not JavaScript's
     'exit "${FAKE_CONFIGURE_EXIT:-0}"',
     'EOS',
     'chmod +x "$CLOUDHSM_HOME/bin/configure-pkcs11"'

@@ -3,6 +3,7 @@
 // Terraform against the proxy it deploys: environment and SSM names against CONFIG_KEYS (and loadConfig on the
 // result), Glue columns against AUDIT_COLUMNS, metric names against the ones src/ registers or (EMF request
 // metrics) the constants src/plugins/emf.ts writes them under.
+/* eslint-disable no-template-curly-in-string -- Terraform's own "${...}" interpolations, as hcl2json returns them */
 import t from 'tap'
 import { parse } from '@cdktf/hcl2json'
 import { readFile, readdir } from 'node:fs/promises'
@@ -16,7 +17,7 @@ import { Errors } from '../../src/errors.ts'
 import { EMF_DIMENSIONS, EMF_DIRECTIVES, EMF_METRICS } from '../../src/plugins/emf.ts'
 
 // hcl2json output: blocks are arrays of objects, expressions are "${...}" strings.
-type Hcl = any // eslint-disable-line @typescript-eslint/no-explicit-any
+type Hcl = any
 
 const REPO = resolvePath(dirname(fileURLToPath(import.meta.url)), '../..')
 const TF_ROOT = join(REPO, 'infra/terraform')

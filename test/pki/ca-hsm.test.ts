@@ -23,6 +23,7 @@ t.test('a certificate for a non-extractable SoftHSM2 key: the HSM signs, the cer
 
   const mod = graphene.Module.load(MODULE_PATH, 'SoftHSM')
   mod.initialize({ flags: CKF_OS_LOCKING_OK })
+  // eslint-disable-next-line prefer-const -- the teardown above the assignment closes it (if it was opened)
   let session: graphene.Session | undefined
   t.teardown(() => {
     session?.close()

@@ -40,8 +40,20 @@ t.test('BACEN\'s refusal counts only when no upstream accepted the same certific
 t.test(`the audit spool: not ready from ${SPOOL_HIGH_WATER * 100} % of its bound, failed, ready below`, async (t) => {
   const maxBytes = 1_000_000
   const stats = (bytes: number, more: Partial<SpoolStats> = {}): SpoolStats => ({
-    bytes, maxBytes, nearFull: bytes >= 0.8 * maxBytes, segments: 1, pendingRows: 3, openRows: 0, readyRows: 3, parkedRows: 0,
-    oldestUnshippedAgeMs: 0, spooledRows: 3, shippedRows: 0, rejectedFull: 0, syncs: 1, failed: false,
+    bytes,
+    maxBytes,
+    nearFull: bytes >= 0.8 * maxBytes,
+    segments: 1,
+    pendingRows: 3,
+    openRows: 0,
+    readyRows: 3,
+    parkedRows: 0,
+    oldestUnshippedAgeMs: 0,
+    spooledRows: 3,
+    shippedRows: 0,
+    rejectedFull: 0,
+    syncs: 1,
+    failed: false,
     replay: { rows: 0, incomplete: 0, alreadyShipped: 0, tornBytes: 0, corruptBytes: 0 },
     ...more
   })

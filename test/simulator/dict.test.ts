@@ -269,8 +269,8 @@ t.test('keys per account and owner are limited; deletes, updates and claims keep
   t.equal(problemType((await create()).res), 'EntryLimitExceeded', 'and only one')
 
   const update = `<UpdateEntryRequest><Key>${second.key}</Key><Account><Participant>${A}</Participant><Branch>${entryOwner.branch}</Branch>` +
-    `<AccountNumber>77776666</AccountNumber><AccountType>CACC</AccountType><OpeningDate>2020-11-03T03:00:00.000Z</OpeningDate></Account>` +
-    `<Reason>BRANCH_TRANSFER</Reason></UpdateEntryRequest>`
+    '<AccountNumber>77776666</AccountNumber><AccountType>CACC</AccountType><OpeningDate>2020-11-03T03:00:00.000Z</OpeningDate></Account>' +
+    '<Reason>BRANCH_TRANSFER</Reason></UpdateEntryRequest>'
   const moved = await a.request('PUT', `/api/v2/entries/${encodeURIComponent(second.key)}`, { body: await signed(pa, update) })
   t.equal(moved.status, 200, moved.text)
   t.equal((await create()).res.status, 201, 'moving a key to another account frees a place on the old one')

@@ -252,7 +252,7 @@ t.test('SPI over ICOM', async (t) => {
     // undici refuses to send a Transfer-Encoding header, so this one goes over a raw TLS socket
     const zipped = gzipSync(body)
     const raw = await rawExchange(sim.spiUrl, pa, `POST /api/v1/in/${A}/msgs HTTP/1.1\r\nHost: icom-h.pi.rsfn.net.br\r\n` +
-      `Content-Type: application/xml\r\nTransfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n` +
+      'Content-Type: application/xml\r\nTransfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n' +
       `${zipped.length.toString(16)}\r\n${zipped.toString('latin1')}\r\n0\r\n\r\n`)
     t.match(raw, /^HTTP\/1\.1 400 /, 'Transfer-Encoding: gzip, chunked is refused as BACEN does')
     t.match(raw, /invalidHeader/)

@@ -363,7 +363,7 @@ t.test('why the engine is named by id: by path it works once, then poisons the p
     `const uri = ${JSON.stringify(hsm.tls.uri)}`,
     `const path = ${JSON.stringify(join(process.env.OPENSSL_ENGINES ?? '', 'pkcs11.so'))}`,
     'const out = []',
-    "for (const engine of process.argv.slice(1)) {",
+    'for (const engine of process.argv.slice(1)) {',
     "  try { tls.createSecureContext({ cert, privateKeyEngine: engine === 'path' ? path : 'pkcs11', privateKeyIdentifier: uri }); out.push('ok') }",
     "  catch (err) { out.push('fail') }",
     '}',
