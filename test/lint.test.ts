@@ -41,7 +41,7 @@ t.test('the runtime never imports a tool', async (t) => {
 })
 
 t.test('simulator/ never imports the proxy, only the shared core', async (t) => {
-  for (const spec of ['../src/routes/forward.ts', '../src/plugins/crypto.ts', '../src/app.ts']) {
+  for (const spec of ['../src/forwarding/pipeline.ts', '../src/plugins/crypto.ts', '../src/app.ts']) {
     const m = await lint('simulator/x.ts', `import * as p from '${spec}'\n\nexport const x = p\n`)
     t.same(rules(m), [BOUNDARY], spec)
     t.match(m[0], /simulator\/ never imports the proxy/)
