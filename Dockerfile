@@ -42,7 +42,8 @@ COPY package.json package-lock.json /app/
 RUN /app/scripts/install-runtime.sh --node-modules
 COPY tsconfig.json /app/
 COPY src /app/src
-COPY simulator /app/simulator
+COPY core /app/core
+COPY tools /app/tools
 RUN npx tsc -p tsconfig.json
 
 # What both targets share. OPENSSL_ENGINES and PKCS11_MODULE_PATH are the variables of the local set-up

@@ -4,7 +4,7 @@ SHELL := /bin/bash
 .PHONY: demo test test-stress setup build bench soak clean
 
 demo: setup
-	@. scripts/env.sh && node dist/src/cli/main.js demo --once --dir .local/demo
+	@. scripts/env.sh && node dist/tools/cli/main.js demo --once --dir .local/demo
 
 test:
 	@bash scripts/test.sh

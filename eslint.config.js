@@ -1,19 +1,17 @@
 // ESLint: the community style (neostandard, with TypeScript) plus the codebase's import boundaries (issue 12).
-// `npm run lint` lints src/, simulator/, test/, bench/ and scripts/; scripts/test.sh runs it after the type check.
+// `npm run lint` lints src/, core/, tools/, test/, bench/ and scripts/; scripts/test.sh runs it after the type check.
 import neostandard from 'neostandard'
 import { importX, createNodeResolver } from 'eslint-plugin-import-x'
 
 /**
- * The tools: what a bank runs around the product, never inside it (folders and files). test/architecture.test.ts
- * checks serve's whole import closure against the same list; test/lint.test.ts checks the rule below applies to
- * every other file of src/.
+ * The three trees (docs/architecture.md): src/ is the product, what `serve` and the container's entrypoint load;
+ * tools/ is what runs around it (the BACEN simulator, demo, load tool, local AWS endpoint, token and PKI set-up,
+ * audit query, docs generators, the command line); core/ is what both share (XML and XMLDSig, PKI parsing and the test
+ * CA, errors, the signer interface, PIX message reading). bench/ and test/ are tools too. test/architecture.test.ts
+ * checks serve's whole import closure against the same lists; test/lint.test.ts proves each rule fails a violation.
  */
-export const TOOLS = [
-  'simulator', 'src/demo', 'src/load', 'src/samples', 'src/aws/local-endpoint.ts', 'src/hsm/init.ts',
-  'src/audit/query.ts', 'src/cli', 'bench', 'test'
-]
-/** src/cli/ is the tools' command line, except what `pix-proxy serve` loads. */
-export const CLI_RUNTIME = ['serve.ts', 'io.ts']
+export const TOOLS = ['tools', 'bench', 'test']
+export const CORE = ['core']
 
 // Boundaries: import-x/no-restricted-paths. Chosen over core no-restricted-imports because it resolves each import
 // to the file it names, so one rule holds whatever the relative spelling ('../x', '../../src/x', dynamic import());
@@ -21,47 +19,30 @@ export const CLI_RUNTIME = ['serve.ts', 'io.ts']
 // eslint-disable discipline). Zones name folders and files (no globs), relative to this directory. An import of a
 // file that does not exist is not checked (tsc reports it).
 
-/** The runtime (what `serve` loads) never imports a tool. */
+/** The runtime (src/) never imports a tool. */
 const RUNTIME_ZONES = [
-  {
-    target: '.',
-    from: TOOLS.filter((p) => p !== 'src/cli'),
-    message: 'The runtime (what `serve` loads) never imports a tool (TOOLS in eslint.config.js).'
-  },
-  {
-    target: '.',
-    from: 'src/cli',
-    except: CLI_RUNTIME,
-    message: 'The runtime never imports the command line\'s tool commands; only src/cli/serve.ts and io.ts are runtime.'
-  }
+  { target: '.', from: TOOLS, message: 'The runtime (src/, what `serve` loads) never imports a tool (tools/, bench/, test/).' }
 ]
 
-const AUDIT_XML = 'src/audit/ never imports the XML parser (src/xmldsig/, which parses; @xmldom/xmldom, xml-crypto).'
-/** src/audit/ never parses XML: it reads the facts from the tree the proxy already parsed (src/audit/facts.ts). */
+/** The core shares nothing but itself: a tool or the product may use it without pulling in the other. */
+const CORE_ZONES = [
+  { target: '.', from: ['src', ...TOOLS], message: 'core/ imports only core/: it is what the product and the tools share.' }
+]
+
+const AUDIT_XML = 'src/audit/ never imports the XML parser (core/xmldsig/, @xmldom/xmldom, xml-crypto): it records the facts the routes read (core/pix/facts.ts).'
+/** src/audit/ never parses XML: it records the facts read from the tree the proxy already parsed (core/pix/facts.ts). */
 const AUDIT_XML_ZONES = [
-  { target: '.', from: 'src/xmldsig', message: AUDIT_XML },
+  { target: '.', from: 'core/xmldsig', message: AUDIT_XML },
   { target: '.', from: ['node_modules/@xmldom', 'node_modules/xml-crypto'], message: AUDIT_XML }
 ]
-// TODO(issue 12): src/audit/facts.ts imports src/xmldsig/xml.ts (the parser's module) for the tree's types and two
-// tree walkers (childElements, textContent), never parseXml. Until the tree moves to a module of its own, facts.ts
-// alone may import xml.ts, and no-restricted-imports below keeps it from importing parseXml.
-const AUDIT_XML_ZONES_FACTS = [{ ...AUDIT_XML_ZONES[0], except: ['xml.ts'] }, AUDIT_XML_ZONES[1]]
 
-/** simulator/ (BACEN's stand-in) shares the core (xmldsig, pki, errors, PIX message reading), never the proxy. */
+/** tools/simulator/ (BACEN's stand-in, an independent peer) imports only the core, never the proxy or another tool. */
 const SIMULATOR_ZONES = [
-  {
-    target: '.',
-    from: ['src/routes', 'src/plugins', 'src/app.ts'],
-    message: 'simulator/ never imports the proxy (src/routes, src/plugins, src/app.ts); it may share the core.'
-  }
+  { target: '.', from: 'src', message: 'tools/simulator/ never imports the proxy (src/); it shares only core/.' },
+  { target: '.', from: 'tools', except: ['./simulator'], message: 'tools/simulator/ never imports another tool; it shares only core/.' }
 ]
 
 const boundaries = (zones) => ({ 'import-x/no-restricted-paths': ['error', { zones, basePath: import.meta.dirname }] })
-/** The runtime's files: src/ but its tools. */
-const runtimeIgnores = [
-  ...TOOLS.filter((p) => p !== 'src/cli').map((p) => p.endsWith('.ts') ? p : `${p}/**`),
-  `src/cli/!(${CLI_RUNTIME.map((f) => f.replace(/\.ts$/, '')).join('|')}).ts`
-]
 
 export default [
   ...neostandard({ ts: true, ignores: ['dist/**', '.tools/**', 'infra/**', 'docs/**', 'docker/**', '.local/**'] }),
@@ -81,21 +62,8 @@ export default [
   },
   // The boundaries, by the files they hold for. For one rule, a later matching block replaces an earlier block's
   // options: each block lists every zone its files need.
-  { files: ['src/**/*.ts'], ignores: runtimeIgnores, rules: boundaries(RUNTIME_ZONES) },
-  { files: ['src/audit/**/*.ts'], ignores: runtimeIgnores, rules: boundaries([...RUNTIME_ZONES, ...AUDIT_XML_ZONES]) },
-  { files: ['src/audit/query.ts'], rules: boundaries(AUDIT_XML_ZONES) },
-  {
-    files: ['src/audit/facts.ts'],
-    rules: {
-      ...boundaries([...RUNTIME_ZONES, ...AUDIT_XML_ZONES_FACTS]),
-      'no-restricted-imports': ['error', {
-        paths: [{
-          name: '../xmldsig/xml.ts',
-          importNames: ['parseXml'],
-          message: 'src/audit/ never parses XML: read the tree the proxy already parsed.'
-        }]
-      }]
-    }
-  },
-  { files: ['simulator/**/*.ts'], rules: boundaries(SIMULATOR_ZONES) }
+  { files: ['src/**/*.ts'], rules: boundaries(RUNTIME_ZONES) },
+  { files: ['src/audit/**/*.ts'], rules: boundaries([...RUNTIME_ZONES, ...AUDIT_XML_ZONES]) },
+  { files: ['core/**/*.ts'], rules: boundaries(CORE_ZONES) },
+  { files: ['tools/simulator/**/*.ts'], rules: boundaries(SIMULATOR_ZONES) }
 ]

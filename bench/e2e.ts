@@ -9,7 +9,7 @@
  *
  *   node bench/e2e.ts [--json] [--rates 100,200,300,400,600] [--seconds 10] [--sink firehose|parquet] [--targets proxy,nginx,direct] [--mix get-entry=2,create-entry=2,create-claim=1,spi-send=2] [--pin 1:0]
  *
- * Load: `pix-proxy load`'s engine (src/load), open model (latency from the scheduled send time). Per target and
+ * Load: `pix-proxy load`'s engine (tools/load), open model (latency from the scheduled send time). Per target and
  * rate: p50/p99, errors, achieved rate, and for (a) and (b) the server's CPU time per request (/proc, process tree).
  * "Sustained" = the highest rate with p99 under 50 ms and no errors; rates above a target's first failure are not
  * run for it. Issue 6's targets: proxy p99 within 2x nginx's at 300 req/s; proxy sustained rate >= 60 % of nginx's.
@@ -23,9 +23,9 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { COUNTERPARTY_ISPB, PROXY_ISPB } from '../src/demo/stack.ts'
-import { createDirectTransport, createProxyTransport, parseMix, runLoad } from '../src/load/index.ts'
-import type { LoadReport, LoadTransport } from '../src/load/index.ts'
+import { COUNTERPARTY_ISPB, PROXY_ISPB } from '../tools/demo/stack.ts'
+import { createDirectTransport, createProxyTransport, parseMix, runLoad } from '../tools/load/index.ts'
+import type { LoadReport, LoadTransport } from '../tools/load/index.ts'
 import { startNginx } from './lib/nginx.ts'
 import { pinProcess, startAwsLocalProcess, startStackProcess } from './lib/stack-process.ts'
 import { threadCpuSeconds, treeCpuSeconds, treeRssMiB } from './lib/proc.ts'

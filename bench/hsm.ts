@@ -15,10 +15,10 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks'
-import { initSoftHsm } from '../src/hsm/init.ts'
+import { initSoftHsm } from '../tools/token/hsm-init.ts'
 import { Pkcs11KeyStore } from '../src/hsm/pkcs11.ts'
-import { SoftwareSigner } from '../src/hsm/signer.ts'
-import type { Signer } from '../src/hsm/signer.ts'
+import { SoftwareSigner } from '../core/signer.ts'
+import type { Signer } from '../core/signer.ts'
 
 const { values } = parseArgs({
   options: {

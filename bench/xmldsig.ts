@@ -16,10 +16,10 @@ import { parseArgs } from 'node:util'
 import { performance } from 'node:perf_hooks'
 import { SignedXml } from 'xml-crypto'
 import { DOMParser } from '@xmldom/xmldom'
-import { createTestPki } from '../src/pki/ca.ts'
-import { XmlSigner, verifyXml, TrustStore } from '../src/xmldsig/index.ts'
-import type { Signer } from '../src/hsm/signer.ts'
-import { pacs008 } from '../src/samples/messages.ts'
+import { createTestPki } from '../core/pki/ca.ts'
+import { XmlSigner, verifyXml, TrustStore } from '../core/xmldsig/index.ts'
+import type { Signer } from '../core/signer.ts'
+import { pacs008 } from '../tools/samples/messages.ts'
 
 const { values } = parseArgs({
   options: {

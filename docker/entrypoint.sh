@@ -67,4 +67,4 @@ if [ "${1:-serve}" = serve ] && [ -n "$module" ] && [ ! -f "$module" ]; then
   die "PIXPROXY_HSM_MODULE_PATH is $module, which this image does not have: build it with --build-arg CLOUDHSM_PKCS11_DEB_URL=… and CLOUDHSM_PKCS11_DEB_SHA256=… (Dockerfile), or use the local target (SoftHSM)"
 fi
 
-exec node "$app_dir/dist/src/cli/main.js" "$@"
+exec node "$app_dir/dist/tools/cli/main.js" "$@"

@@ -15,7 +15,7 @@ set -euo pipefail
 
 app_dir=${APP_DIR:-/app}
 state=${LOCAL_STATE_DIR:-/var/lib/pix-proxy}
-pix_proxy=(node "$app_dir/dist/src/cli/main.js")
+pix_proxy=(node "$app_dir/dist/tools/cli/main.js")
 
 if [ -f "$state/pki/hsm/hsm.json" ]; then
   printf 'init: reusing the token in %s\n' "$state/pki/hsm" >&2

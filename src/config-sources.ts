@@ -16,7 +16,7 @@ import type { GetParametersByPathCommandOutput, SSMClient } from '@aws-sdk/clien
 import { GetSecretValueCommand } from '@aws-sdk/client-secrets-manager'
 import type { SecretsManagerClient } from '@aws-sdk/client-secrets-manager'
 import { CONFIG_KEYS, envNameFromParameter, ssmParameterName } from './config.ts'
-import { Errors, PixProxyError } from './errors.ts'
+import { Errors, PixProxyError } from '../core/errors.ts'
 
 export interface ConfigSourcesOptions {
   /** The process environment (the entry point passes process.env). */

@@ -14,7 +14,7 @@ import { readFileSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { isIPv4 } from 'node:net'
 import { minimumBudget } from './http/budget.ts'
-import { Errors, PixProxyError } from './errors.ts'
+import { Errors, PixProxyError } from '../core/errors.ts'
 
 const Str = (description: string, extra: object = {}): TString => Type.String({ description, ...extra })
 const Int = (description: string, min: number, max: number, def: number): TInteger =>

@@ -5,7 +5,7 @@
 import { buildApp } from './app.ts'
 import { loadConfig } from './config.ts'
 import type { Config } from './config.ts'
-import { PixProxyError } from './errors.ts'
+import { PixProxyError } from '../core/errors.ts'
 import { loadConfigSources } from './config-sources.ts'
 import { createSsmClient } from './aws/clients.ts'
 import type { FastifyInstance } from 'fastify'

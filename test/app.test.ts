@@ -5,9 +5,9 @@ import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Agent, request } from 'undici'
 import type { Dispatcher } from 'undici'
-import { createTestPki } from '../src/pki/ca.ts'
-import { startLocalStack } from '../src/demo/stack.ts'
-import type { LocalStack } from '../src/demo/stack.ts'
+import { createTestPki } from '../core/pki/ca.ts'
+import { startLocalStack } from '../tools/demo/stack.ts'
+import type { LocalStack } from '../tools/demo/stack.ts'
 import { scratchDir } from './helpers/scratch.ts'
 
 const scratch = scratchDir()

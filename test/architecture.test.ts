@@ -1,8 +1,9 @@
 /**
  * Rules of the codebase's shape, enforced here (and, file by file, by eslint.config.js's import boundaries,
  * test/lint.test.ts) so that they hold without anyone remembering them:
- * - what `serve` loads (the product) never imports a tool: the simulator, the demo, the load tool, the samples, the
- *   command line's other commands, the local AWS endpoint;
+ * - what `serve` loads (the product, src/) never imports a tool (tools/: the simulator, the demo, the load tool, the
+ *   samples, the command line's other commands, the local AWS endpoint); core/ imports only core/; the simulator only
+ *   core/;
  * - one forwarding pipeline: only src/forwarding/pipeline.ts sends a request to BACEN (Upstream.request), so every
  *   call goes through `Forwarding.forward()`, which owns its audit row and decides its outcome class (docs/outcomes.md).
  */
@@ -39,21 +40,37 @@ async function closure (entry: string): Promise<Set<string>> {
 }
 
 /**
- * The tools: what a bank runs around the product, never inside it. One list, TOOLS in eslint.config.js (folders and
- * files), whose import-x/no-restricted-paths rule checks each runtime file's imports; this test checks the closure.
+ * The three trees (eslint.config.js TOOLS and CORE, docs/architecture.md): src/ the product, core/ what the product
+ * and the tools share, tools/ (with bench/ and test/) everything else. import-x/no-restricted-paths checks each file's
+ * own imports; this test checks the whole closure of what `serve` loads.
  */
-const { TOOLS, CLI_RUNTIME } = await import(pathToFileURL(join(ROOT, 'eslint.config.js')).href) as { TOOLS: string[], CLI_RUNTIME: string[] }
-function isTool (f: string): boolean {
-  if (CLI_RUNTIME.some((c) => f === `src/cli/${c}`)) return false
-  return TOOLS.some((p) => f === p || f.startsWith(`${p}/`))
-}
+const { TOOLS, CORE } = await import(pathToFileURL(join(ROOT, 'eslint.config.js')).href) as { TOOLS: string[], CORE: string[] }
+const under = (dirs: string[], f: string): boolean => dirs.some((p) => f.startsWith(`${p}/`))
 
-t.test('what serve loads never imports a tool', async (t) => {
+t.test('what serve loads is src/ and core/ only, never a tool', async (t) => {
   // The container's entrypoint runs src/server.ts; `pix-proxy serve` runs src/cli/serve.ts.
   const product = new Set([...await closure('src/server.ts'), ...await closure('src/cli/serve.ts')])
   t.ok(product.has('src/forwarding/pipeline.ts') && product.has('src/app.ts'), `the closure is the product (${product.size} files)`)
-  const tools = [...product].filter(isTool).sort()
-  t.same(tools, [], 'no tool in the product\'s import closure')
+  t.same([...product].filter((f) => under(TOOLS, f)).sort(), [], 'no tool in the product\'s import closure')
+  t.same([...product].filter((f) => !under(['src', ...CORE], f)).sort(), [], 'nothing outside src/ and core/')
+  // And src/ holds nothing serve does not load: what is in src/ ships and runs.
+  const src = (await readdir(join(ROOT, 'src'), { recursive: true })).filter((f) => f.endsWith('.ts')).map((f) => `src/${f}`)
+  const notLoaded = src.filter((f) => !product.has(f) && f !== 'src/http/tracing-otel.ts' && f !== 'src/audit/worker.ts')
+  t.same(notLoaded, [], 'every file of src/ is the product (tracing-otel.ts and the audit worker are loaded lazily)')
+})
+
+t.test('core/ imports only core/', async (t) => {
+  const files = (await readdir(join(ROOT, 'core'), { recursive: true })).filter((f) => f.endsWith('.ts')).map((f) => `core/${f}`)
+  const outside: string[] = []
+  for (const f of files) for (const d of await importsOf(f)) if (!d.startsWith('core/')) outside.push(`${f} -> ${d}`)
+  t.same(outside, [], `${files.length} files of core/`)
+})
+
+t.test('the simulator (BACEN\'s stand-in) imports only core/', async (t) => {
+  const sim = (await readdir(join(ROOT, 'tools/simulator'), { recursive: true })).filter((f) => f.endsWith('.ts')).map((f) => `tools/simulator/${f}`)
+  const outside: string[] = []
+  for (const f of sim) for (const d of await importsOf(f)) if (!d.startsWith('core/') && !d.startsWith('tools/simulator/')) outside.push(`${f} -> ${d}`)
+  t.same(outside, [], `${sim.length} files of tools/simulator/`)
 })
 
 t.test('one forwarding pipeline: only forwarding/pipeline.ts sends requests to BACEN', async (t) => {

@@ -2,7 +2,7 @@ import t from 'tap'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { CONFIG_KEYS, ConfigSchema, describePemSetting, envNameFromParameter, isInlinePem, loadConfig, PEM_SETTINGS, readPemSetting, readPemSettingSync, ssmParameterName } from '../src/config.ts'
-import { PixProxyError } from '../src/errors.ts'
+import { PixProxyError } from '../core/errors.ts'
 
 const base = {
   PIXPROXY_ISPB: '99999004',
@@ -125,7 +125,7 @@ t.test('PEM settings take a path or the PEM text itself; the text is never echoe
 
 t.test('docs/configuration.md is the rendering of the schema (run npm run docs:config after a change)', async (t) => {
   const { readFile } = await import('node:fs/promises')
-  const { renderConfigDoc } = await import('../src/config-doc.ts')
+  const { renderConfigDoc } = await import('../tools/docs/config-doc.ts')
   t.equal(await readFile(new URL('../docs/configuration.md', import.meta.url), 'utf8'), renderConfigDoc())
 })
 

@@ -11,7 +11,7 @@ import { dirname, join, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
-const SCANNED = ['src', 'simulator', 'bench', 'docs', 'test', 'README.md']
+const SCANNED = ['src', 'core', 'tools', 'bench', 'docs', 'test', 'README.md']
 const SKIP_DIRS = new Set(['node_modules', 'dist', '.git', '.c8', '.tap', '.local', '__pycache__'])
 const SELF = relative(ROOT, fileURLToPath(import.meta.url))
 
@@ -57,7 +57,7 @@ function headings (markdown: string): string[] {
 
 t.test('the scan sees the project', async (t) => {
   t.ok(files.length > 100, `${files.length} files scanned`)
-  for (const p of ['docs/bacen.md', 'docs/hsm-and-tls.md', 'src/routes/spi.ts', 'simulator/app.ts']) {
+  for (const p of ['docs/bacen.md', 'docs/hsm-and-tls.md', 'src/routes/spi.ts', 'tools/simulator/app.ts']) {
     t.ok(files.some((f) => f.path === p), `${p} is scanned`)
   }
 })
@@ -122,4 +122,28 @@ t.test('nothing cites the research notes or paths outside the repository', async
     for (const word of forbidden) if (f.text.includes(word)) hits.push(`${f.path}: ${word}`)
   }
   t.same(hits, [])
+})
+
+t.test('docs/architecture.md matches the tree: every folder described, every path named exists, every plugin drawn is registered', async (t) => {
+  const doc = await readFile(join(ROOT, 'docs/architecture.md'), 'utf8')
+  // Every folder of the three trees (and the trees themselves) has a row of the "Where each concern lives" table.
+  const rows = new Set([...doc.matchAll(/^\| `([^`]+)` \|/gm)].map((m) => (m[1] as string).replace(/\/$/, '')))
+  const folders = ['src', 'core', 'tools']
+  for (const tree of ['src', 'core', 'tools']) {
+    for (const e of await readdir(join(ROOT, tree), { withFileTypes: true })) if (e.isDirectory()) folders.push(`${tree}/${e.name}`)
+  }
+  t.same(folders.filter((f) => !rows.has(f)), [], `${folders.length} folders, each with its row`)
+  // Every repository path it names exists (files and folders, in backticks or in the call walkthroughs).
+  const named = new Set([...doc.matchAll(/\b((?:src|core|tools|test)\/[A-Za-z0-9_./-]*[A-Za-z0-9_])/g)].map((m) => m[1] as string))
+  t.same([...named].filter((p) => !existsSync(join(ROOT, p))).sort(), [], `${named.size} paths named`)
+  // The picture's plugins are the ones src/ registers under those names.
+  const picture = /```mermaid\n([\s\S]*?)```/.exec(doc)?.[1] ?? ''
+  const drawn = new Set([...picture.matchAll(/\bpix-[a-z-]+\b/g)].map((m) => m[0]))
+  const registered = new Set<string>()
+  for (const f of await readdir(join(ROOT, 'src/plugins'))) {
+    for (const m of (await readFile(join(ROOT, 'src/plugins', f), 'utf8')).matchAll(/name: '(pix-[a-z-]+)'/g)) registered.add(m[1] as string)
+  }
+  t.ok(drawn.size >= 8, `${drawn.size} plugins drawn`)
+  t.same([...drawn].filter((n) => !registered.has(n)).sort(), [], 'each drawn plugin is registered under its name')
+  t.same([...registered].filter((n) => !drawn.has(n)).sort(), [], 'and each registered plugin is drawn')
 })

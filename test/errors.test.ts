@@ -1,5 +1,5 @@
 import t from 'tap'
-import { Errors, PixProxyError } from '../src/errors.ts'
+import { Errors, PixProxyError } from '../core/errors.ts'
 
 t.test('error codes are unique and prefixed', async (t) => {
   const codes = Object.values(Errors).map((e) => e.code)
@@ -16,7 +16,7 @@ t.test('message placeholders are filled in order', async (t) => {
 
 t.test('docs/errors.md is the rendering of the catalogue (run npm run docs:errors after adding a code)', async (t) => {
   const { readFile } = await import('node:fs/promises')
-  const { renderErrorsDoc } = await import('../src/errors-doc.ts')
+  const { renderErrorsDoc } = await import('../tools/docs/errors-doc.ts')
   const doc = await readFile(new URL('../docs/errors.md', import.meta.url), 'utf8')
   t.equal(doc, renderErrorsDoc())
   for (const e of Object.values(Errors)) t.match(doc, `\`${e.code}\``)
@@ -24,7 +24,7 @@ t.test('docs/errors.md is the rendering of the catalogue (run npm run docs:error
 
 t.test('docs/xmldsig.md explains every verification code', async (t) => {
   const { readFile } = await import('node:fs/promises')
-  const { VerifyCodes } = await import('../src/xmldsig/verify.ts')
+  const { VerifyCodes } = await import('../core/xmldsig/verify.ts')
   const doc = await readFile(new URL('../docs/xmldsig.md', import.meta.url), 'utf8')
   for (const c of Object.values(VerifyCodes)) t.match(doc, new RegExp(`^\\| \`${c}\` \\|`, 'm'), c)
 })

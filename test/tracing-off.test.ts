@@ -27,7 +27,7 @@ registerHooks({
 const beyondApi = (): string[] => otel.filter((u) => !u.includes('/node_modules/@opentelemetry/api/'))
 
 const { startE2e, PROXY_ISPB } = await import('./helpers/e2e.ts')
-const { pacs008 } = await import('../src/samples/messages.ts')
+const { pacs008 } = await import('../tools/samples/messages.ts')
 const { NO_TRACING, installTracing } = await import('../src/http/tracing.ts')
 
 t.test('no endpoint: the proxy runs a traced request and no OpenTelemetry module is loaded', async (t) => {

@@ -6,8 +6,8 @@ import { createServer } from 'node:net'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { request } from 'undici'
-import { spawnProxyProcess } from '../../src/demo/stack.ts'
-import type { ProxyStackSettings } from '../../src/demo/stack.ts'
+import { spawnProxyProcess } from '../../tools/demo/stack.ts'
+import type { ProxyStackSettings } from '../../tools/demo/stack.ts'
 
 export interface BenchProxy {
   readonly url: string

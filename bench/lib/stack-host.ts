@@ -5,7 +5,7 @@
  *
  *   node bench/lib/stack-host.ts DIR [LONG_POLL_MS]
  */
-import { COUNTERPARTY_ISPB, startLocalStack } from '../../src/demo/stack.ts'
+import { COUNTERPARTY_ISPB, startLocalStack } from '../../tools/demo/stack.ts'
 
 const [dir, longPoll] = process.argv.slice(2)
 if (dir === undefined) throw new Error('usage: stack-host.ts DIR [LONG_POLL_MS]')

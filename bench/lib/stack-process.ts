@@ -10,11 +10,11 @@ import type { ChildProcess } from 'node:child_process'
 import { createPrivateKey } from 'node:crypto'
 import { once } from 'node:events'
 import { createInterface } from 'node:readline'
-import { SoftwareSigner } from '../../src/hsm/signer.ts'
+import { SoftwareSigner } from '../../core/signer.ts'
 import { children } from './proc.ts'
-import { parseCertificate } from '../../src/pki/x509.ts'
-import { TrustStore } from '../../src/xmldsig/truststore.ts'
-import { XmlSigner } from '../../src/xmldsig/sign.ts'
+import { parseCertificate } from '../../core/pki/x509.ts'
+import { TrustStore } from '../../core/xmldsig/truststore.ts'
+import { XmlSigner } from '../../core/xmldsig/sign.ts'
 
 export interface BenchStack {
   /** The proxy's settings for this stack (token, keys, trust, simulator URLs). */
@@ -86,7 +86,7 @@ async function stopChild (child: ChildProcess): Promise<void> {
 
 /**
  * Starts the token and simulator under `dir`. Sets SOFTHSM2_CONF in this process's environment: the proxies the
- * bench spawns inherit it (src/demo/stack.ts spawnProxyProcess).
+ * bench spawns inherit it (tools/demo/stack.ts spawnProxyProcess).
  */
 export async function startStackProcess (dir: string, opts: { longPollMs?: number, cpus?: string } = {}): Promise<BenchStack> {
   const host = new URL('./stack-host.ts', import.meta.url).pathname
@@ -124,7 +124,7 @@ export interface AwsLocalProcess {
 
 /** `pix-proxy aws-local` on a free port, keeping `retain` records per stream in memory (nothing on disk). */
 export async function startAwsLocalProcess (opts: { retain?: number, cpus?: string } = {}): Promise<AwsLocalProcess> {
-  const main = new URL('../../src/cli/main.ts', import.meta.url).pathname
+  const main = new URL('../../tools/cli/main.ts', import.meta.url).pathname
   const child = spawn(process.execPath, [main, 'aws-local', '--port', '0', '--retain', String(opts.retain ?? 1_000)], { stdio: ['ignore', 'pipe', 'inherit'] })
   try {
     const line = await firstJsonLine<{ url: string }>(child, 'pix-proxy aws-local')

@@ -7,7 +7,7 @@
  */
 import { PutRecordBatchCommand } from '@aws-sdk/client-firehose'
 import type { FirehoseClient, PutRecordBatchCommandOutput } from '@aws-sdk/client-firehose'
-import { Errors, PixProxyError } from '../errors.ts'
+import { Errors, PixProxyError } from '../../core/errors.ts'
 import { AUDIT_COLUMNS } from './schema.ts'
 import type { AuditRow } from './schema.ts'
 import type { AuditSink, SinkResult } from './sink.ts'

@@ -35,7 +35,7 @@
  */
 import { gunzipSync, gzip } from 'node:zlib'
 import { promisify } from 'node:util'
-import { Errors, PixProxyError } from '../errors.ts'
+import { Errors, PixProxyError } from '../../core/errors.ts'
 import { AUDIT_COLUMNS } from './schema.ts'
 import type { AuditRow } from './schema.ts'
 import type { AuditSink } from './sink.ts'

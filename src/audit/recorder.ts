@@ -6,8 +6,8 @@
  */
 import type { AuditRequestHalf, AuditResponseHalf } from './spool.ts'
 import type { AuditJournal } from './service.ts'
-import { factColumns } from './facts.ts'
-import type { FactColumns, MessageFacts } from './facts.ts'
+import { factColumns } from '../../core/pix/facts.ts'
+import type { FactColumns, MessageFacts } from '../../core/pix/facts.ts'
 import { uuidv7 } from './id.ts'
 
 export interface BeginInput {

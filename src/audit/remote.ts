@@ -17,7 +17,7 @@
  * the failure listeners stop the proxy so that the orchestrator replaces it, as for a dead thread.
  */
 import { Worker } from 'node:worker_threads'
-import { Errors, errorSpec, PixProxyError } from '../errors.ts'
+import { Errors, errorSpec, PixProxyError } from '../../core/errors.ts'
 import type { AuditJournal, AuditSettings, AuditStatus } from './service.ts'
 import type { AuditLogger, AuditRequestHalf, AuditResponseHalf } from './spool.ts'
 

@@ -16,7 +16,7 @@
  */
 import { mkdir, readdir } from 'node:fs/promises'
 import { join } from 'node:path'
-import { Errors, PixProxyError } from '../errors.ts'
+import { Errors, PixProxyError } from '../../core/errors.ts'
 import { AuditPipeline } from './pipeline.ts'
 import type { AuditSink, SinkResult } from './sink.ts'
 import { AuditSpool } from './spool.ts'

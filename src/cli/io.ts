@@ -1,5 +1,5 @@
 import { readFile as fsReadFile } from 'node:fs/promises'
-import { Errors, PixProxyError } from '../errors.ts'
+import { Errors, PixProxyError } from '../../core/errors.ts'
 
 /** What a command may touch of its process: passed in, so commands run in tests without a child process. */
 export interface CliIo {

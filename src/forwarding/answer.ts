@@ -2,16 +2,16 @@
  * BACEN's answer as the proxy reads it: the verdict on its signature (one message, or every part of a multipart
  * page), whether it is about the request it answers (Binding), and the headers a caller may see.
  */
-import type { MessageFacts } from '../audit/facts.ts'
-import { spiFacts } from '../audit/facts.ts'
-import { verifyDocument, verifyXml } from '../xmldsig/verify.ts'
-import type { VerifyCode, VerifyOptions, VerifyResult } from '../xmldsig/verify.ts'
-import { childElements, parseXml, textContent, XmlError } from '../xmldsig/xml.ts'
-import type { XmlDocument, XmlElement } from '../xmldsig/xml.ts'
-import type { Profile } from '../xmldsig/profile.ts'
-import type { TrustStore } from '../xmldsig/truststore.ts'
+import type { MessageFacts } from '../../core/pix/facts.ts'
+import { spiFacts } from '../../core/pix/facts.ts'
+import { verifyDocument, verifyXml } from '../../core/xmldsig/verify.ts'
+import type { VerifyCode, VerifyOptions, VerifyResult } from '../../core/xmldsig/verify.ts'
+import { childElements, parseXml, textContent, XmlError } from '../../core/xmldsig/xml.ts'
+import type { XmlDocument, XmlElement } from '../../core/xmldsig/xml.ts'
+import type { Profile } from '../../core/xmldsig/profile.ts'
+import type { TrustStore } from '../../core/xmldsig/truststore.ts'
 import { buildMultipart, MultipartError, multipartBoundary, parseMultipart } from '../http/multipart.ts'
-import { Errors, PixProxyError } from '../errors.ts'
+import { Errors, PixProxyError } from '../../core/errors.ts'
 
 export const SIGNATURE_VALID_HEADER = 'pix-proxy-signature-valid'
 export const SIGNATURE_CODE_HEADER = 'pix-proxy-signature-code'

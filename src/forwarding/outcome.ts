@@ -3,9 +3,9 @@
  * A core that obeys it never sends a payment twice: only `not-sent` invites a retry, `unknown` names the message and
  * how to learn its fate, `answered` carries BACEN's status and the verdict on its signature.
  */
-import { Errors, PixProxyError } from '../errors.ts'
-import type { MessageIdentifiers, Outcome } from '../errors.ts'
-import type { MessageFacts } from '../audit/facts.ts'
+import { Errors, PixProxyError } from '../../core/errors.ts'
+import type { MessageIdentifiers, Outcome } from '../../core/errors.ts'
+import type { MessageFacts } from '../../core/pix/facts.ts'
 
 export type { Outcome }
 

@@ -3,8 +3,8 @@ import type { KeyObject } from 'node:crypto'
 import { KeyGenMechanism, KeyType, Module, ObjectClass, PrivateKey, SessionFlag, UserType } from 'graphene-pk11'
 import type { ITemplate, Key, Session, SessionObject, Slot } from 'graphene-pk11'
 import pkcs11js from 'pkcs11js'
-import { Errors, PixProxyError } from '../errors.ts'
-import type { Signer } from './signer.ts'
+import { Errors, PixProxyError } from '../../core/errors.ts'
+import type { Signer } from '../../core/signer.ts'
 import { formatPkcs11Uri } from './uri.ts'
 
 /** The logger subset the key store uses; a pino logger fits. Never receives the PIN. */

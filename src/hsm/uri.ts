@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises'
 import { fileURLToPath } from 'node:url'
-import { Errors, PixProxyError } from '../errors.ts'
+import { Errors, PixProxyError } from '../../core/errors.ts'
 
 /** The parts of an RFC 7512 PKCS#11 URI that pix-proxy uses. */
 export interface Pkcs11Uri {

@@ -12,7 +12,7 @@
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { Gauge } from 'prom-client'
-import { Errors, PixProxyError } from '../errors.ts'
+import { Errors, PixProxyError } from '../../core/errors.ts'
 
 /** Bytes held per byte of request body (measured ~4.2 with 4 MiB pacs.008 messages). */
 export const PER_BODY_BYTE = 4

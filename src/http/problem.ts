@@ -3,8 +3,8 @@
  * that docs/errors.md describes.
  */
 import type { FastifyReply, FastifyRequest } from 'fastify'
-import { errorSpec } from '../errors.ts'
-import type { Outcome } from '../errors.ts'
+import { errorSpec } from '../../core/errors.ts'
+import type { Outcome } from '../../core/errors.ts'
 
 export interface Problem {
   type: string

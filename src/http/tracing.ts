@@ -15,7 +15,7 @@
  */
 import type { FastifyInstance } from 'fastify'
 import type { Config } from '../config.ts'
-import type { Signer } from '../hsm/signer.ts'
+import type { Signer } from '../../core/signer.ts'
 
 /** What a BACEN call resolved to, as far as its span needs. */
 export interface TracedAnswer { readonly status: number }

@@ -16,7 +16,7 @@
  * to every caller, all ids included: the messages were accepted and must not be resent.
  * Bounds as without it: at most `queueMax` messages wait, each at most `queueTimeoutMs` (503 with the same codes).
  */
-import { Errors, PixProxyError } from '../errors.ts'
+import { Errors, PixProxyError } from '../../core/errors.ts'
 import { buildMultipart } from '../http/multipart.ts'
 import type { InFlightLimiter } from './limiter.ts'
 import type { UpstreamAnswer } from '../forwarding/answer.ts'

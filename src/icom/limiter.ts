@@ -3,7 +3,7 @@
  * concurrent requests per participant and answers 429 beyond that, so the proxy holds the excess itself and tells
  * the caller 503 + Retry-After when a request cannot get a slot in time, instead of burning BACEN's limit.
  */
-import { Errors, PixProxyError } from '../errors.ts'
+import { Errors, PixProxyError } from '../../core/errors.ts'
 
 interface Waiter {
   resolve (release: () => void): void

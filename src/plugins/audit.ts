@@ -13,7 +13,7 @@ import type { Config } from '../config.ts'
 import { AuditRecorder } from '../audit/recorder.ts'
 import { AuditWorker } from '../audit/remote.ts'
 import type { AuditStatus } from '../audit/service.ts'
-import type { PixProxyError } from '../errors.ts'
+import type { PixProxyError } from '../../core/errors.ts'
 import { tracingOf } from '../http/tracing.ts'
 
 export interface AuditRuntime {

@@ -5,7 +5,7 @@
  */
 import { Gauge } from 'prom-client'
 import type { Registry } from 'prom-client'
-import type { Certificate } from '../pki/x509.ts'
+import type { Certificate } from '../../core/pki/x509.ts'
 
 /**
  * signing: our XMLDSig certificate. tls-client: our mTLS certificate (leaf). bacen-signing: the BACEN signing

@@ -21,7 +21,7 @@
 import fp from 'fastify-plugin'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { traceOf } from '../http/trace.ts'
-import { PixProxyError } from '../errors.ts'
+import { PixProxyError } from '../../core/errors.ts'
 import { OUTCOME_HEADER } from '../forwarding/outcome.ts'
 import { NOT_APPLICABLE, SIGNATURE_CODE_HEADER } from '../forwarding/answer.ts'
 

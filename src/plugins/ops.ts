@@ -13,7 +13,7 @@ import Fastify, { LogController } from 'fastify'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { isIP } from 'node:net'
-import { Errors, PixProxyError } from '../errors.ts'
+import { Errors, PixProxyError } from '../../core/errors.ts'
 import { sendProblem } from '../http/problem.ts'
 
 declare module 'fastify' {

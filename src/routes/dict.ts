@@ -7,8 +7,8 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { Binding, UpstreamCall } from '../forwarding/pipeline.ts'
 import { callContext } from '../plugins/forwarding.ts'
-import { dictFacts, emptyFacts } from '../audit/facts.ts'
-import type { MessageFacts } from '../audit/facts.ts'
+import { dictFacts, emptyFacts } from '../../core/pix/facts.ts'
+import type { MessageFacts } from '../../core/pix/facts.ts'
 import { requireXmlBody, sendRelayed, upstreamPath } from './common.ts'
 import { checkDictParticipants, dictHeaders } from './participants.ts'
 

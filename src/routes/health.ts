@@ -24,7 +24,7 @@ import { promisify } from 'node:util'
 import type { FastifyInstance, FastifyReply } from 'fastify'
 import { Gauge } from 'prom-client'
 import type { SpoolStats } from '../audit/spool.ts'
-import { issueCertificate } from '../pki/ca.ts'
+import { issueCertificate } from '../../core/pki/ca.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {

@@ -9,7 +9,7 @@
  * leaves alone, and an empty value turns `GET /entries/{Key}` into `GET /entries/`, a different operation.
  */
 import type { FastifyInstance, FastifyRequest, RouteOptions } from 'fastify'
-import { Errors, PixProxyError } from '../errors.ts'
+import { Errors, PixProxyError } from '../../core/errors.ts'
 
 export interface ParameterRule {
   /** The expected form, for the problem's detail. */

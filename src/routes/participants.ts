@@ -5,9 +5,9 @@
  * All refusals here happen before signing: NOT SENT.
  */
 import type { FastifyRequest } from 'fastify'
-import { Errors, PixProxyError } from '../errors.ts'
-import { childElements, textContent } from '../xmldsig/xml.ts'
-import type { XmlDocument, XmlElement } from '../xmldsig/xml.ts'
+import { Errors, PixProxyError } from '../../core/errors.ts'
+import { childElements, textContent } from '../../core/xmldsig/xml.ts'
+import type { XmlDocument, XmlElement } from '../../core/xmldsig/xml.ts'
 import { ISPB_RE, shown } from './params.ts'
 
 /**

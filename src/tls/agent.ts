@@ -25,10 +25,10 @@ import type { KeyObject } from 'node:crypto'
 import { accessSync, constants as fsConstants } from 'node:fs'
 import { createSecureContext } from 'node:tls'
 import type { SecureContext, SecureContextOptions, SecureVersion } from 'node:tls'
-import { Errors, PixProxyError } from '../errors.ts'
+import { Errors, PixProxyError } from '../../core/errors.ts'
 import { formatPkcs11Uri, parsePkcs11Uri, pinSourceFile } from '../hsm/uri.ts'
-import { certificateMatchesKey, parseCertificates } from '../pki/x509.ts'
-import type { Certificate } from '../pki/x509.ts'
+import { certificateMatchesKey, parseCertificates } from '../../core/pki/x509.ts'
+import type { Certificate } from '../../core/pki/x509.ts'
 
 /** Where the TLS client private key comes from. */
 export type TlsKeySource =

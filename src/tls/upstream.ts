@@ -8,7 +8,7 @@
 import type { LookupFunction } from 'node:net'
 import { buildConnector, Pool } from 'undici'
 import type { Dispatcher } from 'undici'
-import { Errors, PixProxyError } from '../errors.ts'
+import { Errors, PixProxyError } from '../../core/errors.ts'
 
 /**
  * Largest response body accepted from BACEN, as sent (undici's maxResponseSize: a Content-Length above it, or a body

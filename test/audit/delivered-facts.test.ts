@@ -6,7 +6,7 @@ import type { AuditRequestHalf, AuditResponseHalf } from '../../src/audit/spool.
 import type { AuditRow } from '../../src/audit/schema.ts'
 import { AuditRecorder } from '../../src/audit/recorder.ts'
 import type { AuditJournal } from '../../src/audit/service.ts'
-import { emptyFacts } from '../../src/audit/facts.ts'
+import { emptyFacts } from '../../core/pix/facts.ts'
 
 const E2E = 'E9999900420260506070800000000001'
 

@@ -1,7 +1,7 @@
 import t from 'tap'
-import { parseXml } from '../../src/xmldsig/xml.ts'
-import { dictFacts, emptyFacts, spiFacts } from '../../src/audit/facts.ts'
-import { createClaimRequest, createEntryRequest, pacs008, pibr001 } from '../../src/samples/messages.ts'
+import { parseXml } from '../../core/xmldsig/xml.ts'
+import { dictFacts, emptyFacts, spiFacts } from '../../core/pix/facts.ts'
+import { createClaimRequest, createEntryRequest, pacs008, pibr001 } from '../../tools/samples/messages.ts'
 
 t.test('SPI: message type, BizMsgIdr and every EndToEndId', async (t) => {
   const p = pacs008({ amounts: [1, 2, 3] })

@@ -6,10 +6,10 @@ import { join, relative } from 'node:path'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 import { DuckDBInstance } from '@duckdb/node-api'
 import { DUCKDB_TYPES, invalidReason, ParquetSink, PARQUET_DEFAULT_BATCH_ROWS } from '../../src/audit/parquet.ts'
-import { queryAudit } from '../../src/audit/query.ts'
+import { queryAudit } from '../../tools/audit/query.ts'
 import { AUDIT_COLUMNS } from '../../src/audit/schema.ts'
 import type { AuditRow } from '../../src/audit/schema.ts'
-import { Errors, PixProxyError } from '../../src/errors.ts'
+import { Errors, PixProxyError } from '../../core/errors.ts'
 import { sampleRow } from './fixtures/rows.ts'
 
 const row = sampleRow

@@ -11,8 +11,8 @@ import type { SecretsManagerClient } from '@aws-sdk/client-secrets-manager'
 import { DuckDBInstance } from '@duckdb/node-api'
 import { createFirehoseClient, createSecretsManagerClient, createSsmClient } from '../../src/aws/clients.ts'
 import type { AwsClientOptions } from '../../src/aws/clients.ts'
-import { expandPrefix, startLocalAwsEndpoint } from '../../src/aws/local-endpoint.ts'
-import type { LocalAwsEndpoint, LocalAwsEndpointOptions } from '../../src/aws/local-endpoint.ts'
+import { expandPrefix, startLocalAwsEndpoint } from '../../tools/aws-local/endpoint.ts'
+import type { LocalAwsEndpoint, LocalAwsEndpointOptions } from '../../tools/aws-local/endpoint.ts'
 
 const CREDS = { accessKeyId: 'AKIDLOCALTEST', secretAccessKey: 'local-secret-key' }
 const SPI = 'pix-proxy-audit-spi'

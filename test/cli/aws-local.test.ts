@@ -16,12 +16,12 @@ import { GetSecretValueCommand } from '@aws-sdk/client-secrets-manager'
 import { createFirehoseClient, createSecretsManagerClient, createSsmClient } from '../../src/aws/clients.ts'
 import type { AwsClientOptions } from '../../src/aws/clients.ts'
 import { loadConfigSources, fetchPin } from '../../src/config-sources.ts'
-import { awsLocalCommand, readAwsLocalSeed } from '../../src/cli/aws-local.ts'
-import { main } from '../../src/cli/main.ts'
+import { awsLocalCommand, readAwsLocalSeed } from '../../tools/cli/aws-local.ts'
+import { main } from '../../tools/cli/main.ts'
 import type { CliIo } from '../../src/cli/io.ts'
-import { Errors } from '../../src/errors.ts'
+import { Errors } from '../../core/errors.ts'
 
-const MAIN = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url))
+const MAIN = fileURLToPath(new URL('../../tools/cli/main.ts', import.meta.url))
 const CREDS = { accessKeyId: 'AKIDAWSLOCALTEST', secretAccessKey: 'aws-local-test-secret' }
 
 interface Child {

@@ -1,4 +1,4 @@
-// What every `pix-proxy` command shares, handled once in src/cli/main.ts: --help/-h prints the command's usage on
+// What every `pix-proxy` command shares, handled once in tools/cli/main.ts: --help/-h prints the command's usage on
 // stdout and exits 0 (nothing starts), --version/-V, and a reader closing stdout (`| head`) ends any command
 // quietly. Run as real processes where the difference shows only there (serve, pipes).
 import t from 'tap'
@@ -6,7 +6,7 @@ import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
 import { ParquetSink } from '../../src/audit/parquet.ts'
-import { main, USAGE } from '../../src/cli/main.ts'
+import { main, USAGE } from '../../tools/cli/main.ts'
 import { sampleRow } from '../audit/fixtures/rows.ts'
 import { captureIo } from '../helpers/cli-io.ts'
 import { at, MAIN_TS, run } from '../helpers/processes.ts'

@@ -4,8 +4,8 @@
 // queries").
 import t from 'tap'
 import { join } from 'node:path'
-import { queryAudit } from '../../src/audit/query.ts'
-import { pacs008 } from '../../src/samples/messages.ts'
+import { queryAudit } from '../../tools/audit/query.ts'
+import { pacs008 } from '../../tools/samples/messages.ts'
 import { allText, PROXY_ISPB, startE2e, waitFor } from '../helpers/e2e.ts'
 import type { E2e, StreamMessage } from '../helpers/e2e.ts'
 

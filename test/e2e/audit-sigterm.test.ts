@@ -4,10 +4,10 @@
 // simulator in this process; the simulator's accepted-message log is the ground truth.
 import t from 'tap'
 import { request } from 'undici'
-import { spawnProxyProcess, startLocalStack, PROXY_ISPB } from '../../src/demo/stack.ts'
-import type { LocalStack, ProxyProcess } from '../../src/demo/stack.ts'
-import { queryAudit } from '../../src/audit/query.ts'
-import { createEntryRequest, SAMPLE_PAYER } from '../../src/samples/messages.ts'
+import { spawnProxyProcess, startLocalStack, PROXY_ISPB } from '../../tools/demo/stack.ts'
+import type { LocalStack, ProxyProcess } from '../../tools/demo/stack.ts'
+import { queryAudit } from '../../tools/audit/query.ts'
+import { createEntryRequest, SAMPLE_PAYER } from '../../tools/samples/messages.ts'
 import { scratchDir } from '../helpers/scratch.ts'
 
 const scratch = scratchDir()

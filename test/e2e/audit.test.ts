@@ -2,10 +2,10 @@
 import t from 'tap'
 import { join } from 'node:path'
 import { request } from 'undici'
-import { startLocalStack, PROXY_ISPB } from '../../src/demo/stack.ts'
-import type { LocalStack } from '../../src/demo/stack.ts'
-import { queryAudit } from '../../src/audit/query.ts'
-import { createEntryRequest, pacs008, SAMPLE_PAYER } from '../../src/samples/messages.ts'
+import { startLocalStack, PROXY_ISPB } from '../../tools/demo/stack.ts'
+import type { LocalStack } from '../../tools/demo/stack.ts'
+import { queryAudit } from '../../tools/audit/query.ts'
+import { createEntryRequest, pacs008, SAMPLE_PAYER } from '../../tools/samples/messages.ts'
 import { scratchDir } from '../helpers/scratch.ts'
 
 const scratch = scratchDir()

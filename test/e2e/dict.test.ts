@@ -7,8 +7,8 @@
 import { randomUUID } from 'node:crypto'
 import t from 'tap'
 import type { Test } from 'tap'
-import { createClaimRequest, createEntryRequest, SAMPLE_PAYEE, SAMPLE_PAYER } from '../../src/samples/messages.ts'
-import type { AcceptedMessage } from '../../simulator/app.ts'
+import { createClaimRequest, createEntryRequest, SAMPLE_PAYEE, SAMPLE_PAYER } from '../../tools/samples/messages.ts'
+import type { AcceptedMessage } from '../../tools/simulator/app.ts'
 import {
   allText, assertVerified, childText, claimActionXml, COUNTERPARTY_ISPB, elementsAt, fieldAt, PROXY_ISPB, readHeaders,
   startE2e

@@ -8,7 +8,7 @@ import { randomBytes, randomUUID } from 'node:crypto'
 import t from 'tap'
 import type { Test } from 'tap'
 import { buildMultipart } from '../../src/http/multipart.ts'
-import { createClaimRequest, createEntryRequest, pacs008, SAMPLE_PAYER } from '../../src/samples/messages.ts'
+import { createClaimRequest, createEntryRequest, pacs008, SAMPLE_PAYER } from '../../tools/samples/messages.ts'
 import { checkQuery, keyType, PATH_PARAMETERS, templateParameters } from '../../src/routes/params.ts'
 import { DICT_ROUTES } from '../../src/routes/dict.ts'
 import {

@@ -7,8 +7,8 @@
  */
 import t from 'tap'
 import type { Test } from 'tap'
-import { createEntryRequest, pacs008, SAMPLE_PAYEE } from '../../src/samples/messages.ts'
-import type { FaultConfig } from '../../simulator/app.ts'
+import { createEntryRequest, pacs008, SAMPLE_PAYEE } from '../../tools/samples/messages.ts'
+import type { FaultConfig } from '../../tools/simulator/app.ts'
 import { header, metricSamples, PROXY_ISPB, problemOf, readHeaders, startE2e, waitFor } from '../helpers/e2e.ts'
 import type { E2e, ProxyResponse } from '../helpers/e2e.ts'
 

@@ -4,7 +4,7 @@
  * silently accepted and never turned into a 502.
  */
 import t from 'tap'
-import { createEntryRequest, pacs008 } from '../../src/samples/messages.ts'
+import { createEntryRequest, pacs008 } from '../../tools/samples/messages.ts'
 import { fieldAt, header, metricSamples, PROXY_ISPB, startE2e } from '../helpers/e2e.ts'
 import type { E2e, ProxyResponse } from '../helpers/e2e.ts'
 

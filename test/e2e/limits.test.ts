@@ -6,7 +6,7 @@
 import t from 'tap'
 import type { Test } from 'tap'
 import { buildMultipart } from '../../src/http/multipart.ts'
-import { pacs008 } from '../../src/samples/messages.ts'
+import { pacs008 } from '../../tools/samples/messages.ts'
 import { header, metricSamples, PROXY_ISPB, problemOf, startE2e, waitFor } from '../helpers/e2e.ts'
 import type { E2e, ProxyResponse } from '../helpers/e2e.ts'
 import { holdRequests } from '../helpers/gate.ts'

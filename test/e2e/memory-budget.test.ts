@@ -4,7 +4,7 @@
  * back as the held requests finish.
  */
 import t from 'tap'
-import { pacs008 } from '../../src/samples/messages.ts'
+import { pacs008 } from '../../tools/samples/messages.ts'
 import { PER_BODY_BYTE, PER_REQUEST } from '../../src/http/budget.ts'
 import { header, metricSamples, PROXY_ISPB, problemOf, startE2e, waitFor } from '../helpers/e2e.ts'
 import type { E2e } from '../helpers/e2e.ts'

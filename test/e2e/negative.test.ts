@@ -6,8 +6,8 @@
 import t from 'tap'
 import type { Test } from 'tap'
 import { buildMultipart } from '../../src/http/multipart.ts'
-import { createEntryRequest, pacs008 } from '../../src/samples/messages.ts'
-import { ICOM_ALLOWED_HEADERS } from '../../simulator/app.ts'
+import { createEntryRequest, pacs008 } from '../../tools/samples/messages.ts'
+import { ICOM_ALLOWED_HEADERS } from '../../tools/simulator/app.ts'
 import {
   COUNTERPARTY_ISPB, fieldAt, header, PROXY_ISPB, problemOf, readHeaders, startE2e
 } from '../helpers/e2e.ts'

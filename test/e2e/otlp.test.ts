@@ -9,7 +9,7 @@
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import t from 'tap'
-import { createEntryRequest, pacs008 } from '../../src/samples/messages.ts'
+import { createEntryRequest, pacs008 } from '../../tools/samples/messages.ts'
 import { header, PROXY_ISPB, readHeaders, startE2e, waitFor } from '../helpers/e2e.ts'
 import type { E2e } from '../helpers/e2e.ts'
 

@@ -6,8 +6,8 @@
  */
 import t from 'tap'
 import { request } from 'undici'
-import { queryAudit } from '../../src/audit/query.ts'
-import { pacs008 } from '../../src/samples/messages.ts'
+import { queryAudit } from '../../tools/audit/query.ts'
+import { pacs008 } from '../../tools/samples/messages.ts'
 import { metricSamples, PROXY_ISPB, startE2e, waitFor } from '../helpers/e2e.ts'
 import type { E2e } from '../helpers/e2e.ts'
 import { holdRequests } from '../helpers/gate.ts'

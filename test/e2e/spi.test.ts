@@ -6,8 +6,8 @@
 import t from 'tap'
 import type { Test } from 'tap'
 import { buildMultipart } from '../../src/http/multipart.ts'
-import { pacs008, pibr001 } from '../../src/samples/messages.ts'
-import type { BuiltSpiMessage } from '../../src/samples/messages.ts'
+import { pacs008, pibr001 } from '../../tools/samples/messages.ts'
+import type { BuiltSpiMessage } from '../../tools/samples/messages.ts'
 import { allText, COUNTERPARTY_ISPB, fieldAt, header, PROXY_ISPB, startE2e, streamMessages, waitFor } from '../helpers/e2e.ts'
 import type { E2e, StreamMessage } from '../helpers/e2e.ts'
 

@@ -8,7 +8,7 @@
 import t from 'tap'
 import { readFileSync } from 'node:fs'
 import type { Test } from 'tap'
-import { pacs008 } from '../../src/samples/messages.ts'
+import { pacs008 } from '../../tools/samples/messages.ts'
 import { COUNTERPARTY_ISPB, PROXY_ISPB, problemOf, startE2e } from '../helpers/e2e.ts'
 import type { E2e } from '../helpers/e2e.ts'
 import type { Readiness } from '../../src/routes/health.ts'
@@ -17,7 +17,7 @@ let e2e: E2e
 t.before(async () => { e2e = await startE2e(t) })
 
 /** Only the simulator's own PKI CA is trusted for client certificates from now on (new connections); or, with
- * `trustProxy`, the proxy's CA (the token's) again, as src/demo/stack.ts starts it. */
+ * `trustProxy`, the proxy's CA (the token's) again, as tools/demo/stack.ts starts it. */
 function distrustProxyCa (maxVersion: 'TLSv1.2' | 'TLSv1.3', trustProxy = false): void {
   const pki = e2e.stack.simulatorPki
   const server = e2e.stack.simulator.app.server

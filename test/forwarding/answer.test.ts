@@ -7,7 +7,7 @@ import t from 'tap'
 import { checkResponse, relayedHeaders } from '../../src/forwarding/answer.ts'
 import type { UpstreamAnswer } from '../../src/forwarding/answer.ts'
 import { parseMultipart } from '../../src/http/multipart.ts'
-import { TrustStore } from '../../src/xmldsig/truststore.ts'
+import { TrustStore } from '../../core/xmldsig/truststore.ts'
 
 function answer (headers: Record<string, string>, body: string): UpstreamAnswer {
   return { status: 200, headers, body: Buffer.from(body, 'latin1'), upstreamMs: 1 }

@@ -10,9 +10,9 @@ import t from 'tap'
 import { Forwarding } from '../../src/forwarding/pipeline.ts'
 import type { CallContext, ForwardingDeps, Policy, UpstreamAnswer, UpstreamCall } from '../../src/forwarding/pipeline.ts'
 import type { AuditTx, EndInput } from '../../src/audit/recorder.ts'
-import { emptyFacts } from '../../src/audit/facts.ts'
+import { emptyFacts } from '../../core/pix/facts.ts'
 import type { Upstream } from '../../src/tls/upstream.ts'
-import { Errors, PixProxyError } from '../../src/errors.ts'
+import { Errors, PixProxyError } from '../../core/errors.ts'
 import { createXmldsigPki } from '../helpers/pki.ts'
 
 const pki = createXmldsigPki()

@@ -8,11 +8,11 @@
  * serial with another key, which is what a forged KeyInfo pointing at a real certificate looks like to a verifier.
  */
 import type { KeyObject } from 'node:crypto'
-import { createTestPki } from '../../src/pki/ca.ts'
-import type { TestPki } from '../../src/pki/ca.ts'
-import type { Certificate } from '../../src/pki/x509.ts'
-import { SoftwareSigner } from '../../src/hsm/signer.ts'
-import { TrustStore, XmlSigner } from '../../src/xmldsig/index.ts'
+import { createTestPki } from '../../core/pki/ca.ts'
+import type { TestPki } from '../../core/pki/ca.ts'
+import type { Certificate } from '../../core/pki/x509.ts'
+import { SoftwareSigner } from '../../core/signer.ts'
+import { TrustStore, XmlSigner } from '../../core/xmldsig/index.ts'
 
 const DAY_MS = 86_400_000
 const YEAR_MS = 365 * DAY_MS

@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url'
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 /** A path in the checkout. */
 export const at = (...p: string[]): string => join(ROOT, ...p)
-export const MAIN_TS = at('src/cli/main.ts')
+export const MAIN_TS = at('tools/cli/main.ts')
 
 export interface Ran { code: number | null, signal: NodeJS.Signals | null, stdout: string, stderr: string }
 
@@ -99,13 +99,13 @@ export function spawnService (cmd: string, args: readonly string[], env: NodeJS.
 }
 
 /**
- * An APP_DIR whose dist/src/cli/main.js runs this checkout's CLI from source: the image's scripts (entrypoint.sh,
+ * An APP_DIR whose dist/tools/cli/main.js runs this checkout's CLI from source: the image's scripts (entrypoint.sh,
  * local-init.sh) then run unchanged against the code under test.
  */
 export async function sourceAppDir (dir: string): Promise<string> {
-  await mkdir(join(dir, 'dist/src/cli'), { recursive: true })
+  await mkdir(join(dir, 'dist/tools/cli'), { recursive: true })
   await writeFile(join(dir, 'package.json'), '{ "type": "module" }\n')
-  await writeFile(join(dir, 'dist/src/cli/main.js'), [
+  await writeFile(join(dir, 'dist/tools/cli/main.js'), [
     `const { main } = await import(${JSON.stringify(MAIN_TS)})`,
     'process.exitCode = await main(process.argv.slice(2), { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, env: process.env })',
     ''

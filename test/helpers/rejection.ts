@@ -1,4 +1,4 @@
-import { PixProxyError } from '../../src/errors.ts'
+import { PixProxyError } from '../../core/errors.ts'
 
 /** The PixProxyError `p` rejects with; anything else (another error, or no rejection at all) fails the test. */
 export async function rejection (p: Promise<unknown>): Promise<PixProxyError> {

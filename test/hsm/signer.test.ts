@@ -1,7 +1,7 @@
 import t from 'tap'
 import { generateKeyPairSync, sign, verify } from 'node:crypto'
-import { Errors } from '../../src/errors.ts'
-import { SoftwareSigner } from '../../src/hsm/signer.ts'
+import { Errors } from '../../core/errors.ts'
+import { SoftwareSigner } from '../../core/signer.ts'
 import { holdThreadPool } from '../helpers/thread-pool.ts'
 
 const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 })

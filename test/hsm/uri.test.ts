@@ -2,7 +2,7 @@ import t from 'tap'
 import { chmod, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
-import { Errors } from '../../src/errors.ts'
+import { Errors } from '../../core/errors.ts'
 import { formatPkcs11Uri, parsePkcs11Uri, readPin } from '../../src/hsm/uri.ts'
 
 const invalid = { code: Errors.HSM_URI_INVALID.code }

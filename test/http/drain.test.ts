@@ -14,7 +14,7 @@ import type { AddressInfo } from 'node:net'
 import type { KeyObject } from 'node:crypto'
 import { drainConnections } from '../../src/http/drain.ts'
 import type { ConnectionDrain, Every } from '../../src/http/drain.ts'
-import { createTestPki } from '../../src/pki/ca.ts'
+import { createTestPki } from '../../core/pki/ca.ts'
 import { waitFor } from '../helpers/wait.ts'
 
 type Handler = (req: http.IncomingMessage, res: http.ServerResponse) => void

@@ -146,7 +146,7 @@ t.test('retryOn429: ICOM took nothing, so the post goes again after a pause; oth
 })
 
 t.test('a message whose caller left while it queued is not sent: CLIENT_GONE when its slot comes', async (t) => {
-  const { Errors } = await import('../../src/errors.ts')
+  const { Errors } = await import('../../core/errors.ts')
   const posts: string[][] = []
   let open: () => void = () => {}
   const gate = new Promise<void>((resolve) => { open = resolve })

@@ -6,7 +6,7 @@
 import t from 'tap'
 import { Icom } from '../../src/icom/icom.ts'
 import type { Forwarding, UpstreamAnswer, UpstreamCall } from '../../src/forwarding/pipeline.ts'
-import { Errors } from '../../src/errors.ts'
+import { Errors } from '../../core/errors.ts'
 
 function icom (o: { coalesceMaxParts?: number, answers?: UpstreamAnswer[] } = {}): { icom: Icom, posts: Array<[number, number]>, readers: Array<[number, number]>, sent: UpstreamCall[] } {
   const posts: Array<[number, number]> = []

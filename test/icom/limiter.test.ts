@@ -1,7 +1,7 @@
 import t from 'tap'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { InFlightLimiter } from '../../src/icom/limiter.ts'
-import { PixProxyError } from '../../src/errors.ts'
+import { PixProxyError } from '../../core/errors.ts'
 
 t.test('never more than maxInFlight at once, FIFO hand-over', async (t) => {
   const seen: number[] = []

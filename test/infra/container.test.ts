@@ -15,12 +15,12 @@ import { join } from 'node:path'
 import { PassThrough } from 'node:stream'
 import { Agent, request } from 'undici'
 import { parse as parseYaml } from 'yaml'
-import { main } from '../../src/cli/main.ts'
+import { main } from '../../tools/cli/main.ts'
 import { CONFIG_KEYS, envNameFromParameter, loadConfig, ssmParameterName } from '../../src/config.ts'
-import { createTestPki, issueCertificate } from '../../src/pki/ca.ts'
-import { parseCertificate } from '../../src/pki/x509.ts'
-import { createEntryRequest } from '../../src/samples/messages.ts'
-import { BCB_HOSTS } from '../../simulator/pki.ts'
+import { createTestPki, issueCertificate } from '../../core/pki/ca.ts'
+import { parseCertificate } from '../../core/pki/x509.ts'
+import { createEntryRequest } from '../../tools/samples/messages.ts'
+import { BCB_HOSTS } from '../../tools/simulator/pki.ts'
 import { scratchDir } from '../helpers/scratch.ts'
 import { waitFor } from '../helpers/wait.ts'
 import { at, MAIN_TS, run, sourceAppDir, spawnService } from '../helpers/processes.ts'
@@ -270,7 +270,7 @@ t.test('Dockerfile: both targets run as uid 10001 with an exec-form entry point 
   }
   const entrypoint = await readFile(at('docker/entrypoint.sh'), 'utf8')
   const lines = entrypoint.trim().split('\n')
-  t.equal(last(lines), 'exec node "$app_dir/dist/src/cli/main.js" "$@"', 'the entry point ends by exec-ing node (PID 1 gets SIGTERM)')
+  t.equal(last(lines), 'exec node "$app_dir/dist/tools/cli/main.js" "$@"', 'the entry point ends by exec-ing node (PID 1 gets SIGTERM)')
 })
 
 t.test('Dockerfile: the image gets production dependencies only; build tools stay in the build stages', async (t) => {
@@ -373,7 +373,7 @@ t.test('Dockerfile: CloudHSM build arguments, and a build context with nothing b
     t.ok(existsSync(at(src)), `COPY ${src} exists`)
     t.notOk(dockerIgnored(ignore, src), `${src} is in the build context`)
   }
-  for (const p of ['.local/demo/hsm/user.pin', 'node_modules/x', 'dist/src/cli/main.js', '.tools/node/bin/node', '.git/config', 'scripts/setup.sh', 'test/cli/demo.test.ts', 'infra/terraform/main.tf']) {
+  for (const p of ['.local/demo/hsm/user.pin', 'node_modules/x', 'dist/tools/cli/main.js', '.tools/node/bin/node', '.git/config', 'scripts/setup.sh', 'test/cli/demo.test.ts', 'infra/terraform/main.tf']) {
     t.ok(dockerIgnored(ignore, p), `${p} stays out of the build context`)
   }
 })
@@ -453,7 +453,7 @@ t.test('install-runtime.sh --cloudhsm-deb then entrypoint.sh: checksum enforced,
 
   // The entry point on that layout, as ECS starts the task.
   const app = await sourceAppDir(join(dir, 'app'))
-  await writeFile(join(app, 'dist/src/cli/main.js'), 'process.stdout.write(JSON.stringify(process.argv.slice(2)) + "\\n")\n')
+  await writeFile(join(app, 'dist/tools/cli/main.js'), 'process.stdout.write(JSON.stringify(process.argv.slice(2)) + "\\n")\n')
   const ca = createTestPki({ caSubject: 'CN=CloudHSM customer CA, O=Banco Exemplo, C=BR' }).ca.certificate
   const entry = async (extra: NodeJS.ProcessEnv): Promise<Ran> => await run(at('docker/entrypoint.sh'), ['serve'], { env: { ...env, APP_DIR: app, ...extra } })
   const started = await entry({ CLOUDHSM_HSM_IPS: '10.0.1.10, 10.0.2.20,', CLOUDHSM_CUSTOMER_CA: ca.pem })
@@ -484,7 +484,7 @@ t.test('install-runtime.sh --cloudhsm-deb then entrypoint.sh: checksum enforced,
 
 t.test('entrypoint.sh: serve with a PKCS#11 library the image does not have stops at once (78), naming the build args', async (t) => {
   const app = await sourceAppDir(t.testdir())
-  await writeFile(join(app, 'dist/src/cli/main.js'), 'process.stdout.write("node ran\\n")\n')
+  await writeFile(join(app, 'dist/tools/cli/main.js'), 'process.stdout.write("node ran\\n")\n')
   const env = { PATH: process.env.PATH ?? '', APP_DIR: app }
   const missing = await run(at('docker/entrypoint.sh'), ['serve'], { env: { ...env, PIXPROXY_HSM_MODULE_PATH: '/opt/cloudhsm/lib/nonexistent.so' } })
   t.equal(missing.code, 78)
@@ -496,7 +496,7 @@ t.test('entrypoint.sh: serve with a PKCS#11 library the image does not have stop
 
 t.test('entrypoint.sh: exec-s node with the command line (same PID), so SIGTERM reaches the Node process', async (t) => {
   const app = await sourceAppDir(t.testdir())
-  await writeFile(join(app, 'dist/src/cli/main.js'), [
+  await writeFile(join(app, 'dist/tools/cli/main.js'), [
     // The handler is in place before the line that tells the test to send SIGTERM (the other order is a race).
     'process.once("SIGTERM", () => { process.stdout.write("SIGTERM received\\n"); process.exit(0) })',
     'process.stdout.write(JSON.stringify({ pid: process.pid, argv: process.argv.slice(2), engines: process.env.OPENSSL_ENGINES }) + "\\n")',

@@ -13,7 +13,7 @@ import { join, relative, dirname, resolve as resolvePath } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { CONFIG_KEYS, ConfigSchema, envNameFromParameter, loadConfig, ssmParameterName } from '../../src/config.ts'
 import { AUDIT_COLUMNS, PARTITION_KEYS } from '../../src/audit/schema.ts'
-import { Errors } from '../../src/errors.ts'
+import { Errors } from '../../core/errors.ts'
 import { EMF_DIMENSIONS, EMF_DIRECTIVES, EMF_METRICS } from '../../src/plugins/emf.ts'
 
 // hcl2json output: blocks are arrays of objects, expressions are "${...}" strings.

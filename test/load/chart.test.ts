@@ -4,11 +4,11 @@
  * legend must show both.
  */
 import t from 'tap'
-import { VirtualClock } from '../../src/load/clock.ts'
-import { renderHtmlReport } from '../../src/load/chart.ts'
-import { runLoad } from '../../src/load/run.ts'
-import type { LoadReport } from '../../src/load/run.ts'
-import type { LoadRequest, LoadResponse, LoadTransport } from '../../src/load/transport.ts'
+import { VirtualClock } from '../../tools/load/clock.ts'
+import { renderHtmlReport } from '../../tools/load/chart.ts'
+import { runLoad } from '../../tools/load/run.ts'
+import type { LoadReport } from '../../tools/load/run.ts'
+import type { LoadRequest, LoadResponse, LoadTransport } from '../../tools/load/transport.ts'
 
 const VALID = Object.freeze({ valid: true, code: 'VALID' })
 

@@ -5,14 +5,14 @@
  * duration, outstanding, drain deadline, per-request timeout) and that every arrival ends as exactly one of ok,
  * error or dropped.
  *
- * Every run here is on a VirtualClock (src/load/clock.ts): the targets are simulated on the same clock, time moves
+ * Every run here is on a VirtualClock (tools/load/clock.ts): the targets are simulated on the same clock, time moves
  * only when nothing else can run, so each due time, latency and deadline is exact and no assertion depends on how
  * fast or busy the machine is.
  */
 import t from 'tap'
-import { ABANDON_AFTER_ABORT_MS, runEngine, WeightedPicker } from '../../src/load/engine.ts'
-import type { EngineOptions, EngineResult, Outcome } from '../../src/load/engine.ts'
-import { realClock, VirtualClock } from '../../src/load/clock.ts'
+import { ABANDON_AFTER_ABORT_MS, runEngine, WeightedPicker } from '../../tools/load/engine.ts'
+import type { EngineOptions, EngineResult, Outcome } from '../../tools/load/engine.ts'
+import { realClock, VirtualClock } from '../../tools/load/clock.ts'
 
 interface Sample { due: number, latency: number, outcome: Outcome }
 

@@ -3,7 +3,7 @@
  * stated 0.4% (or 1 µs) on several distributions, with fixed memory whatever the number of samples.
  */
 import t from 'tap'
-import { LatencyHistogram } from '../../src/load/histogram.ts'
+import { LatencyHistogram } from '../../tools/load/histogram.ts'
 
 /** Deterministic pseudo-random numbers (mulberry32), so a failure can be reproduced. */
 function rng (seed: number): () => number {

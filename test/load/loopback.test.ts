@@ -5,9 +5,9 @@
 import t from 'tap'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { assertLoopbackUrl, isLoopbackAddress, loopbackOnlyLookup } from '../../src/load/loopback.ts'
-import type { ResolveAll } from '../../src/load/loopback.ts'
-import { createProxyTransport } from '../../src/load/transport.ts'
+import { assertLoopbackUrl, isLoopbackAddress, loopbackOnlyLookup } from '../../tools/load/loopback.ts'
+import type { ResolveAll } from '../../tools/load/loopback.ts'
+import { createProxyTransport } from '../../tools/load/transport.ts'
 
 const fakeDns = (table: Record<string, string[]>): ResolveAll => async (host) => {
   const a = table[host]

@@ -3,10 +3,10 @@
  * scheduled window and the drain is reported apart, in the JSON, the text and the chart.
  */
 import t from 'tap'
-import { VirtualClock } from '../../src/load/clock.ts'
-import { formatReport, runLoad } from '../../src/load/run.ts'
-import { renderHtmlReport } from '../../src/load/chart.ts'
-import type { LoadRequest, LoadResponse, LoadTransport } from '../../src/load/transport.ts'
+import { VirtualClock } from '../../tools/load/clock.ts'
+import { formatReport, runLoad } from '../../tools/load/run.ts'
+import { renderHtmlReport } from '../../tools/load/chart.ts'
+import type { LoadRequest, LoadResponse, LoadTransport } from '../../tools/load/transport.ts'
 
 const VALID = Object.freeze({ valid: true, code: 'VALID' })
 

@@ -8,13 +8,13 @@ import t from 'tap'
 import type { Test } from 'tap'
 import { statSync } from 'node:fs'
 import { join } from 'node:path'
-import { loadCommand } from '../../src/cli/load.ts'
+import { loadCommand } from '../../tools/cli/load.ts'
 import { captureIo } from '../helpers/cli-io.ts'
 import { COUNTERPARTY_ISPB, PROXY_ISPB, startE2e } from '../helpers/e2e.ts'
 import type { E2e } from '../helpers/e2e.ts'
-import { TrustStore } from '../../src/xmldsig/truststore.ts'
-import { createDirectTransport, createProxyTransport, OPERATIONS, runLoad } from '../../src/load/index.ts'
-import type { LoadReport, LoadTransport } from '../../src/load/index.ts'
+import { TrustStore } from '../../core/xmldsig/truststore.ts'
+import { createDirectTransport, createProxyTransport, OPERATIONS, runLoad } from '../../tools/load/index.ts'
+import type { LoadReport, LoadTransport } from '../../tools/load/index.ts'
 
 let e2e: E2e
 let proxy: LoadTransport

@@ -5,9 +5,9 @@ import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import tls from 'node:tls'
 import t from 'tap'
-import { createTestPki, issueCertificate } from '../../src/pki/ca.ts'
-import { parseDn } from '../../src/pki/dn.ts'
-import type { Certificate } from '../../src/pki/x509.ts'
+import { createTestPki, issueCertificate } from '../../core/pki/ca.ts'
+import { parseDn } from '../../core/pki/dn.ts'
+import type { Certificate } from '../../core/pki/x509.ts'
 
 const CERT_ISSUE = { code: 'PIXPROXY_ERR_CERT_ISSUE' }
 const DAY = 86_400_000

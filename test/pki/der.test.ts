@@ -2,7 +2,7 @@ import t from 'tap'
 import {
   children, decode, encode, encodeBitString, encodeInteger, encodeOid, encodeSequence, encodeSet, encodeString,
   encodeTime, readBitString, readInteger, readOid, readString, readTime, readTlv, Tag
-} from '../../src/pki/der.ts'
+} from '../../core/pki/der.ts'
 
 const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex')
 const DER_INVALID = { code: 'PIXPROXY_ERR_DER_INVALID' }

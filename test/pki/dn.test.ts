@@ -2,10 +2,10 @@ import { execFileSync, spawnSync } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
-import { createTestPki } from '../../src/pki/ca.ts'
-import { decode, Tag } from '../../src/pki/der.ts'
-import { dnEquals, dnFromDer, dnKey, dnToDer, formatDn, Oid, parseDn, type Dn } from '../../src/pki/dn.ts'
-import { certificateParts } from '../../src/pki/x509.ts'
+import { createTestPki } from '../../core/pki/ca.ts'
+import { decode, Tag } from '../../core/pki/der.ts'
+import { dnEquals, dnFromDer, dnKey, dnToDer, formatDn, Oid, parseDn, type Dn } from '../../core/pki/dn.ts'
+import { certificateParts } from '../../core/pki/x509.ts'
 
 const DN_PARSE = { code: 'PIXPROXY_ERR_DN_PARSE' }
 const cn = (value: string): Dn => [[{ oid: Oid.CN, value }]]

@@ -3,9 +3,9 @@ import { generateKeyPairSync } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
-import { createTestPki } from '../../src/pki/ca.ts'
-import { dnEquals, parseDn } from '../../src/pki/dn.ts'
-import { certificateMatchesKey, parseCertificate, parseCertificates, type Certificate } from '../../src/pki/x509.ts'
+import { createTestPki } from '../../core/pki/ca.ts'
+import { dnEquals, parseDn } from '../../core/pki/dn.ts'
+import { certificateMatchesKey, parseCertificate, parseCertificates, type Certificate } from '../../core/pki/x509.ts'
 
 const CERT_PARSE = { code: 'PIXPROXY_ERR_CERT_PARSE' }
 

@@ -6,7 +6,7 @@ import t from 'tap'
 import { Registry } from 'prom-client'
 import { registerCertificateExpiry } from '../../src/plugins/certificate-metrics.ts'
 import type { HeldCertificate } from '../../src/plugins/certificate-metrics.ts'
-import { createTestPki } from '../../src/pki/ca.ts'
+import { createTestPki } from '../../core/pki/ca.ts'
 import { TlsKeyAgent } from '../../src/tls/agent.ts'
 
 const DAY_MS = 86_400_000

@@ -4,9 +4,9 @@ import { existsSync, statSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { request } from 'undici'
-import { startLocalStack, PROXY_ISPB } from '../../src/demo/stack.ts'
-import { initSoftHsm } from '../../src/hsm/init.ts'
-import { startLocalAwsEndpoint } from '../../src/aws/local-endpoint.ts'
+import { startLocalStack, PROXY_ISPB } from '../../tools/demo/stack.ts'
+import { initSoftHsm } from '../../tools/token/hsm-init.ts'
+import { startLocalAwsEndpoint } from '../../tools/aws-local/endpoint.ts'
 
 t.test('PIN from Secrets Manager: signing and the TLS engine both use it; the temporary PIN file is private and removed', async (t) => {
   const dir = t.testdir()

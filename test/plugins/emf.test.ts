@@ -11,13 +11,13 @@ import Fastify from 'fastify'
 import type { FastifyInstance } from 'fastify'
 import emfPlugin, { EMF_DIMENSIONS, EMF_METRICS } from '../../src/plugins/emf.ts'
 import type { Config } from '../../src/config.ts'
-import { Errors, PixProxyError } from '../../src/errors.ts'
+import { Errors, PixProxyError } from '../../core/errors.ts'
 import { sendProblem } from '../../src/http/problem.ts'
 import { NOT_APPLICABLE, SIGNATURE_CODE_HEADER } from '../../src/forwarding/answer.ts'
 import { signatureRejection } from '../../src/forwarding/pipeline.ts'
 import type { CheckedBody } from '../../src/forwarding/answer.ts'
 import { OUTCOME_HEADER, outcomeUnknown } from '../../src/forwarding/outcome.ts'
-import { emptyFacts } from '../../src/audit/facts.ts'
+import { emptyFacts } from '../../core/pix/facts.ts'
 
 // The units CloudWatch accepts (MetricDatum), as the specification's schema lists them.
 const UNITS = new Set(['Seconds', 'Microseconds', 'Milliseconds', 'Bytes', 'Kilobytes', 'Megabytes', 'Gigabytes', 'Terabytes', 'Bits', 'Kilobits', 'Megabits', 'Gigabits', 'Terabits', 'Percent', 'Count', 'Bytes/Second', 'Kilobytes/Second', 'Megabytes/Second', 'Gigabytes/Second', 'Terabytes/Second', 'Bits/Second', 'Kilobits/Second', 'Megabits/Second', 'Gigabits/Second', 'Terabits/Second', 'Count/Second', 'None'])

@@ -1,11 +1,11 @@
 import t from 'tap'
-import { startSimulator } from '../../simulator/server.ts'
-import { buildSimulator } from '../../simulator/app.ts'
-import { createSimulatorPki } from '../../simulator/pki.ts'
-import { ParticipantClient } from '../../simulator/client.ts'
-import type { SimpleResponse } from '../../simulator/client.ts'
-import { pibr001, SAMPLE_PAYER } from '../../src/samples/messages.ts'
-import { TrustStore, verifyXml } from '../../src/xmldsig/index.ts'
+import { startSimulator } from '../../tools/simulator/server.ts'
+import { buildSimulator } from '../../tools/simulator/app.ts'
+import { createSimulatorPki } from '../../tools/simulator/pki.ts'
+import { ParticipantClient } from '../../tools/simulator/client.ts'
+import type { SimpleResponse } from '../../tools/simulator/client.ts'
+import { pibr001, SAMPLE_PAYER } from '../../tools/samples/messages.ts'
+import { TrustStore, verifyXml } from '../../core/xmldsig/index.ts'
 import { waitFor } from '../helpers/wait.ts'
 
 const A = SAMPLE_PAYER.ispb

@@ -1,10 +1,10 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import t from 'tap'
 import { Agent, request } from 'undici'
-import { startSimulator } from '../../simulator/server.ts'
-import { createSimulatorPki } from '../../simulator/pki.ts'
-import { ParticipantClient } from '../../simulator/client.ts'
-import { createEntryRequest, SAMPLE_PAYER } from '../../src/samples/messages.ts'
+import { startSimulator } from '../../tools/simulator/server.ts'
+import { createSimulatorPki } from '../../tools/simulator/pki.ts'
+import { ParticipantClient } from '../../tools/simulator/client.ts'
+import { createEntryRequest, SAMPLE_PAYER } from '../../tools/samples/messages.ts'
 import { waitFor } from '../helpers/wait.ts'
 
 const A = SAMPLE_PAYER.ispb

@@ -1,4 +1,4 @@
-// The client certificate read once per connection (src/tls/peer.ts), over real TLS.
+// The client certificate read once per connection (core/pki/peer.ts), over real TLS.
 import t from 'tap'
 import type { Test } from 'tap'
 import { X509Certificate } from 'node:crypto'
@@ -7,9 +7,9 @@ import { once } from 'node:events'
 import net from 'node:net'
 import type { AddressInfo } from 'node:net'
 import tls from 'node:tls'
-import { createTestPki } from '../../src/pki/ca.ts'
-import { peerCertificate } from '../../src/tls/peer.ts'
-import type { PeerCertificate } from '../../src/tls/peer.ts'
+import { createTestPki } from '../../core/pki/ca.ts'
+import { peerCertificate } from '../../core/pki/peer.ts'
+import type { PeerCertificate } from '../../core/pki/peer.ts'
 
 const pki = createTestPki()
 const pem = (k: KeyObject | undefined): string => (k as KeyObject).export({ type: 'pkcs8', format: 'pem' }).toString()

@@ -9,8 +9,8 @@
  */
 import t from 'tap'
 import { spawn } from 'node:child_process'
-import { canonicalize, canonicalizeDocument, canonicalizeElement, parseXml } from '../../src/xmldsig/index.ts'
-import type { XmlElement } from '../../src/xmldsig/index.ts'
+import { canonicalize, canonicalizeDocument, canonicalizeElement, parseXml } from '../../core/xmldsig/index.ts'
+import type { XmlElement } from '../../core/xmldsig/index.ts'
 
 const PYTHON = '/usr/bin/python3'
 const DS = 'http://www.w3.org/2000/09/xmldsig#'

@@ -22,8 +22,8 @@ import {
 } from '../helpers/independent.ts'
 import type { OpensslIdentity, SignatureInfo } from '../helpers/independent.ts'
 // Type-only: erased at run time, so they do not stop the harness self-tests when our modules fail to load.
-import type { Signer } from '../../src/hsm/signer.ts'
-import type { Certificate } from '../../src/pki/x509.ts'
+import type { Signer } from '../../core/signer.ts'
+import type { Certificate } from '../../core/pki/x509.ts'
 
 const FIXTURES = fileURLToPath(new URL('../fixtures/', import.meta.url))
 const EXC_C14N = 'http://www.w3.org/2001/10/xml-exc-c14n#'
@@ -277,22 +277,22 @@ t.test('harness self-tests', async (t) => {
   })
 })
 
-type XmlDsigModule = typeof import('../../src/xmldsig/index.ts')
+type XmlDsigModule = typeof import('../../core/xmldsig/index.ts')
 
 t.test('our XMLDSig implementation agrees with the independent ones', async (t) => {
   let loaded: { xmldsig: XmlDsigModule, signer: Signer, certificate: Certificate, keyPem: string } | undefined
   // Once for the whole group: RSA key generation would dominate otherwise.
   t.before(async () => {
-    const xmldsig = await import('../../src/xmldsig/index.ts')
-    const { SoftwareSigner } = await import('../../src/hsm/signer.ts')
-    const { createTestPki } = await import('../../src/pki/ca.ts')
+    const xmldsig = await import('../../core/xmldsig/index.ts')
+    const { SoftwareSigner } = await import('../../core/signer.ts')
+    const { createTestPki } = await import('../../core/pki/ca.ts')
     const { certificate, key } = createTestPki().issue('CN=99999004 Assinatura SPI Teste, O=Banco Exemplo S.A., C=BR')
     if (key === undefined) throw new Error('createTestPki().issue returned no private key')
     const keyPem = key.export({ type: 'pkcs8', format: 'pem' }).toString()
     loaded = { xmldsig, signer: SoftwareSigner.fromPem(keyPem), certificate, keyPem }
   })
   const ours = () => {
-    if (loaded === undefined) throw new Error('src/xmldsig, src/hsm/signer or src/pki/ca did not load')
+    if (loaded === undefined) throw new Error('core/xmldsig, core/signer or core/pki/ca did not load')
     return loaded
   }
 

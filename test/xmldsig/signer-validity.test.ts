@@ -1,8 +1,8 @@
 import t from 'tap'
-import { createTestPki } from '../../src/pki/ca.ts'
-import { SoftwareSigner } from '../../src/hsm/signer.ts'
-import { XmlSigner } from '../../src/xmldsig/sign.ts'
-import { pacs008 } from '../../src/samples/messages.ts'
+import { createTestPki } from '../../core/pki/ca.ts'
+import { SoftwareSigner } from '../../core/signer.ts'
+import { XmlSigner } from '../../core/xmldsig/sign.ts'
+import { pacs008 } from '../../tools/samples/messages.ts'
 
 const pki = createTestPki()
 const day = 86_400_000

@@ -1,7 +1,7 @@
 import t from 'tap'
 import type { Test } from 'tap'
-import { parseXml, XmlError, DEFAULT_XML_LIMITS, lookupNs, childElements } from '../../src/xmldsig/xml.ts'
-import type { XmlErrorCode } from '../../src/xmldsig/xml.ts'
+import { parseXml, XmlError, DEFAULT_XML_LIMITS, lookupNs, childElements } from '../../core/xmldsig/xml.ts'
+import type { XmlErrorCode } from '../../core/xmldsig/xml.ts'
 
 function rejects (t: Test, xml: string | Uint8Array, code: XmlErrorCode, pattern?: RegExp, limits = DEFAULT_XML_LIMITS): void {
   try {
