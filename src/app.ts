@@ -2,29 +2,29 @@
  * The pix-proxy application as a Fastify instance that tests build and drive (inject() or a real port);
  * src/server.ts only adds listen, signals and process exit.
  *
- * Plugin order is the start-up order and, reversed, the shutdown order: config → metrics → crypto (HSM key store,
- * signer, BACEN trust) → upstreams (TLS key agent, keep-alive pools) → audit → routes → the operations listener
- * (plugins/ops.ts, when configured; it starts listening once the app is ready). Fastify closes in reverse, so on
+ * Plugin order is the start-up order and, reversed, the shutdown order: config → metrics (and EMF) → callers (the
+ * inbound allowlist) → crypto (HSM key store, signer, BACEN trust) → upstreams (TLS key agent, keep-alive pools) →
+ * audit → forwarding (the pipeline) → ICOM (its limits) → routes → the operations listener (plugins/ops.ts, when
+ * configured; it starts listening once the app is ready). Fastify closes in reverse, so on
  * close the routes stop (503 while closing), in-flight requests drain, the upstream agents close, and the HSM
  * sessions are logged out last.
  */
 import Fastify from 'fastify'
-import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest, FastifyServerOptions } from 'fastify'
+import type { FastifyInstance, FastifyReply, FastifyRequest, FastifyServerOptions } from 'fastify'
 import { randomUUID } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'
 import { hostname } from 'node:os'
-import { Gauge } from 'prom-client'
 import { readPemSettingSync } from './config.ts'
 import type { Config } from './config.ts'
 import { Errors, PixProxyError } from '../core/errors.ts'
 import { drainConnections } from './http/drain.ts'
 import { installMemoryBudget } from './http/budget.ts'
-import { sendProblem } from './http/problem.ts'
+import { problemErrorHandler, sendProblem } from './http/problem.ts'
 import { formatTraceparent, traceOf } from './http/trace.ts'
 import { installTracing } from './http/tracing.ts'
 import type { TraceContext } from './http/trace.ts'
-import { peerCertificate } from '../core/pki/peer.ts'
 import metricsPlugin from './plugins/metrics.ts'
+import callersPlugin from './plugins/callers.ts'
 import emfPlugin from './plugins/emf.ts'
 import cryptoPlugin from './plugins/crypto.ts'
 import upstreamsPlugin from './plugins/upstreams.ts'
@@ -57,31 +57,6 @@ export interface AppOptions {
 /** The caller's x-request-id when it is 1–64 characters of A–Z, a–z, 0–9, '.', '_', ':' or '-'; else undefined. */
 function callerRequestId (value: string | string[] | undefined): string | undefined {
   return typeof value === 'string' && /^[A-Za-z0-9._:-]{1,64}$/.test(value) ? value : undefined
-}
-
-/** Maps anything thrown by a route or by Fastify to a problem; 5xx internals never reach the caller. */
-function errorHandler (this: FastifyInstance, err: FastifyError | PixProxyError | Error, req: FastifyRequest, reply: FastifyReply): FastifyReply {
-  if (err instanceof PixProxyError) {
-    this.metrics.errors.inc({ code: err.code })
-    const level = err.statusCode >= 500 ? 'warn' : 'info'
-    req.log[level]({ code: err.code, err: err.statusCode >= 500 ? err : undefined }, err.message)
-    return sendProblem(reply, req, err.statusCode, err.code, err.message, { outcome: err.outcome, ...err.extensions })
-  }
-  const fe = err as FastifyError
-  const mapped = fe.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE'
-    ? new PixProxyError(Errors.MEDIA_TYPE, [req.headers['content-type'] ?? '(none)', 'application/xml (or multipart/mixed on ICOM)'])
-    : fe.code === 'FST_ERR_CTP_BODY_TOO_LARGE'
-      ? new PixProxyError(Errors.BODY_TOO_LARGE, [this.config.maxBodyBytes])
-      : fe.statusCode !== undefined && fe.statusCode >= 400 && fe.statusCode < 500
-        ? new PixProxyError(Errors.BAD_REQUEST, [fe.message])
-        : null
-  if (mapped !== null) {
-    this.metrics.errors.inc({ code: mapped.code })
-    return sendProblem(reply, req, mapped.statusCode, mapped.code, mapped.message)
-  }
-  this.metrics.errors.inc({ code: Errors.INTERNAL.code })
-  req.log.error({ err }, 'unhandled error')
-  return sendProblem(reply, req, 500, Errors.INTERNAL.code, 'internal error; the request id identifies it in the logs')
 }
 
 /** Builds the app; resolves once the HSM, signer, trust store and upstream agents are ready. */
@@ -160,7 +135,7 @@ export async function buildApp (opts: AppOptions): Promise<FastifyInstance> {
   await app.register(metricsPlugin)
   // CloudWatch EMF request metrics (PIXPROXY_METRICS_EMF); no hook at all when off.
   await app.register(emfPlugin)
-  app.setErrorHandler(errorHandler)
+  app.setErrorHandler(problemErrorHandler)
   app.setNotFoundHandler((req, reply) => {
     app.metrics.errors.inc({ code: Errors.ROUTE_NOT_ALLOWED.code })
     return sendProblem(reply, req, 404, Errors.ROUTE_NOT_ALLOWED.code, new PixProxyError(Errors.ROUTE_NOT_ALLOWED, [req.method, req.url.split('?')[0]]).message)
@@ -198,38 +173,12 @@ export async function buildApp (opts: AppOptions): Promise<FastifyInstance> {
     if (closing) throw new PixProxyError(Errors.SHUTTING_DOWN)
   })
 
-  if (config.inbound.clientAllowlist.length > 0) {
-    const allowed = new Set(config.inbound.clientAllowlist)
-    app.addHook('onRequest', async (req) => {
-      const peer = peerCertificate(req.raw.socket)
-      if (peer === null || !allowed.has(peer.fingerprint256)) throw new PixProxyError(Errors.CLIENT_NOT_ALLOWED, [peer?.subjectCN ?? peer?.fingerprint256 ?? '(none)'])
-    })
-  }
+  // Who may call: the inbound mutual-TLS client allowlist (plugins/callers.ts).
+  await app.register(callersPlugin)
 
   installMemoryBudget(app, config.memoryBudgetBytes, config.maxBodyBytes)
 
   await app.register(cryptoPlugin, { config })
-  const keyStore = app.crypto.keyStore
-  if (keyStore !== null) {
-    new Gauge({ // eslint-disable-line no-new
-      name: 'pixproxy_hsm_sessions',
-      help: 'PKCS#11 sessions in the signing pool by state (idle, busy)',
-      labelNames: ['state'],
-      registers: [app.metrics.registry],
-      collect () {
-        const s = keyStore.stats()
-        this.set({ state: 'idle' }, s.idle)
-        this.set({ state: 'busy' }, s.busy)
-      }
-    })
-    // Operations, not sessions: a metric of their own (one unit per metric; idle + busy is the pool size).
-    new Gauge({ // eslint-disable-line no-new
-      name: 'pixproxy_hsm_queued',
-      help: 'HSM operations waiting for a PKCS#11 session of the pool (above 0: raise PIXPROXY_HSM_POOL_SIZE)',
-      registers: [app.metrics.registry],
-      collect () { this.set(keyStore.stats().waiting) }
-    })
-  }
   await app.register(upstreamsPlugin, { config, ...(opts.lookup === undefined ? {} : { lookup: opts.lookup }) })
   registerCertificateExpiry(app.metrics.registry, function * (): Iterable<HeldCertificate> {
     yield { role: 'signing', certificate: app.crypto.signingCertificate }

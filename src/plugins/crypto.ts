@@ -3,6 +3,7 @@
  * bound to the signing key and certificate, and the trust store of BACEN's signing certificates.
  */
 import fp from 'fastify-plugin'
+import { Gauge } from 'prom-client'
 import { readFile, rm } from 'node:fs/promises'
 import type { KeyObject } from 'node:crypto'
 import type { FastifyInstance } from 'fastify'
@@ -116,9 +117,33 @@ export default fp(async function cryptoPlugin (app: FastifyInstance, opts: { con
     serial: runtime.signingCertificate.serialDecimal,
     bacenCertificates: runtime.bacenTrust.size
   }, 'signing key ready')
+  registerHsmGauges(app, runtime.keyStore)
   app.addHook('onClose', async () => {
     // Last in the shutdown order: in-flight requests have drained and the upstream agents are closed.
     await runtime.keyStore?.close()
     if (runtime.tempPinDir !== null) await rm(runtime.tempPinDir, { recursive: true, force: true })
   })
-}, { name: 'pix-crypto', fastify: '5.x' })
+}, { name: 'pix-crypto', fastify: '5.x', dependencies: ['pix-metrics'] })
+
+/** The signing pool's sessions and the operations waiting for one, read at each scrape. */
+function registerHsmGauges (app: FastifyInstance, keyStore: Pkcs11KeyStore | null): void {
+  if (keyStore === null) return
+  new Gauge({ // eslint-disable-line no-new
+    name: 'pixproxy_hsm_sessions',
+    help: 'PKCS#11 sessions in the signing pool by state (idle, busy)',
+    labelNames: ['state'],
+    registers: [app.metrics.registry],
+    collect () {
+      const s = keyStore.stats()
+      this.set({ state: 'idle' }, s.idle)
+      this.set({ state: 'busy' }, s.busy)
+    }
+  })
+  // Operations, not sessions: a metric of their own (one unit per metric; idle + busy is the pool size).
+  new Gauge({ // eslint-disable-line no-new
+    name: 'pixproxy_hsm_queued',
+    help: 'HSM operations waiting for a PKCS#11 session of the pool (above 0: raise PIXPROXY_HSM_POOL_SIZE)',
+    registers: [app.metrics.registry],
+    collect () { this.set(keyStore.stats().waiting) }
+  })
+}
