@@ -1,6 +1,6 @@
-import { createPublicKey, randomBytes } from 'node:crypto'
+import { createPublicKey } from 'node:crypto'
 import type { KeyObject } from 'node:crypto'
-import { KeyGenMechanism, KeyType, Module, ObjectClass, PrivateKey, SessionFlag, UserType } from 'graphene-pk11'
+import { KeyType, Module, ObjectClass, PrivateKey, SessionFlag, UserType } from 'graphene-pk11'
 import type { ITemplate, Key, Session, SessionObject, Slot } from 'graphene-pk11'
 import pkcs11js from 'pkcs11js'
 import { Errors, PixProxyError } from '../../core/errors.ts'
@@ -154,7 +154,7 @@ function rsaPublicKey (modulus: Buffer, exponent: Buffer): KeyObject {
 }
 
 /** CKA_MODULUS/CKA_PUBLIC_EXPONENT of a key object, or undefined when the token does not reveal them. */
-function readRsaPublic (obj: SessionObject): KeyObject | undefined {
+export function readRsaPublic (obj: SessionObject): KeyObject | undefined {
   let attrs: ITemplate
   try {
     attrs = obj.getAttribute({ modulus: null, publicExponent: null })
@@ -377,67 +377,32 @@ export class Pkcs11KeyStore {
   }
 
   /**
-   * Generates an RSA key pair as token objects: the private key sensitive, never extractable, for signing
-   * only; both halves share `label` and CKA_ID (`id`, default 16 random bytes). Refuses a label already in use.
-   * An administrative operation (`pix-proxy hsm init`, tests), not for the request path.
+   * Runs an administrative operation (key generation by `pix-proxy hsm init`, tests) on a read/write session of its
+   * own, logged in, outside the signing pool; close() waits for it like for a sign. Not for the request path.
    */
-  async generateRsaKeyPair (label: string, opts: { id?: Buffer, modulusBits?: number } = {}): Promise<{ id: Buffer, publicKey: KeyObject }> {
+  async adminSession<T> (op: string, fn: (session: Session) => Promise<T>): Promise<T> {
     if (this.#closed) throw new PixProxyError(Errors.HSM_POOL_CLOSED)
-    const id = opts.id ?? randomBytes(16)
-    const modulusBits = opts.modulusBits ?? 2048
-    if (!Number.isSafeInteger(modulusBits) || modulusBits < 2048) throw new PixProxyError(Errors.CONFIG_INVALID, [`modulusBits must be at least 2048, got ${modulusBits}`])
     this.#admin++
     let session: Session | undefined
     try {
       // Creating token objects needs a read/write session; the pool's are read-only.
       session = this.#slot.open(SessionFlag.RW_SESSION | SessionFlag.SERIAL_SESSION)
       this.#ensureLoggedIn(session)
-      if (session.find({ label }).length > 0) throw new PixProxyError(Errors.HSM_KEY_EXISTS, [label, this.#tokenLabel])
-      const publicTemplate: ITemplate = {
-        keyType: KeyType.RSA,
-        token: true,
-        private: false,
-        label,
-        id,
-        verify: true,
-        encrypt: false,
-        wrap: false,
-        modulusBits,
-        publicExponent: Buffer.from([1, 0, 1])
-      }
-      const privateTemplate: ITemplate = {
-        keyType: KeyType.RSA,
-        token: true,
-        private: true,
-        label,
-        id,
-        sign: true,
-        decrypt: false,
-        unwrap: false,
-        derive: false,
-        sensitive: true,
-        extractable: false
-      }
-      const open = session
-      const pair = await new Promise<{ publicKey: SessionObject }>((resolve, reject) => {
-        open.generateKeyPair(KeyGenMechanism.RSA, publicTemplate, privateTemplate, (err, keys) => {
-          if (err !== null || keys === null) reject(err ?? new Error('C_GenerateKeyPair returned no keys'))
-          else resolve(keys)
-        })
-      })
-      const publicKey = readRsaPublic(pair.publicKey)
-      if (publicKey === undefined) throw new PixProxyError(Errors.HSM_KEY_UNSUPPORTED, [label, this.#tokenLabel, 'the new public key has no readable modulus'])
-      this.#log?.info({ token: this.#tokenLabel, key: label, id: id.toString('hex'), modulusBits }, 'generated RSA key pair on the token')
-      return { id, publicKey }
+      return await fn(session)
     } catch (err) {
-      throw hsmError(err, 'C_GenerateKeyPair', this.#tokenLabel)
+      throw hsmError(err, op, this.#tokenLabel)
     } finally {
       if (session !== undefined) {
-        try { session.close() } catch (err) { this.#log?.warn({ token: this.#tokenLabel, ckr: ckrName(ckrCode(err) ?? 0) }, 'closing the key generation session failed') }
+        try { session.close() } catch (err) { this.#log?.warn({ token: this.#tokenLabel, ckr: ckrName(ckrCode(err) ?? 0) }, `closing the ${op} session failed`) }
       }
       this.#admin--
       this.#checkDrained()
     }
+  }
+
+  /** The token's label (errors, logs). */
+  get tokenLabel (): string {
+    return this.#tokenLabel
   }
 
   /**

@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pkcs11js from 'pkcs11js'
 import { Pkcs11KeyStore } from '../../src/hsm/pkcs11.ts'
+import { generateRsaKeyPair } from '../../tools/token/keygen.ts'
 
 export interface SoftHsmKey {
   readonly label: string
@@ -83,7 +84,7 @@ export async function setupSoftHsm (
     const store = await Pkcs11KeyStore.open({ modulePath, tokenLabel, pin, poolSize: 1 })
     try {
       for (const [i, label] of opts.keyLabels.entries()) {
-        const { id, publicKey } = await store.generateRsaKeyPair(label, { id: Buffer.from([0x50, i + 1]) })
+        const { id, publicKey } = await generateRsaKeyPair(store, label, { id: Buffer.from([0x50, i + 1]) })
         keys.set(label, { label, id, publicKey })
       }
     } finally {

@@ -14,6 +14,7 @@ import type { Pkcs11Options, Pkcs11Schedule } from '../../src/hsm/pkcs11.ts'
 import { SoftwareSigner } from '../../core/signer.ts'
 import { openRawModule, setupSoftHsm } from '../helpers/softhsm.ts'
 import { holdThreadPool } from '../helpers/thread-pool.ts'
+import { generateRsaKeyPair } from '../../tools/token/keygen.ts'
 
 const hsm = await setupSoftHsm(t, { keyLabels: ['pix-sign', 'pix-other'] })
 const signKey = hsm.keys.get('pix-sign')
@@ -244,7 +245,7 @@ t.test('missing, ambiguous and unusable keys', async (t) => {
     await t.rejects(store.signer('twice'), { code: Errors.HSM_KEY_AMBIGUOUS.code })
     await t.rejects(store.signer('no-sign'), { code: Errors.HSM_KEY_UNSUPPORTED.code })
   }, true)
-  await t.rejects(store.generateRsaKeyPair('pix-sign'), { code: Errors.HSM_KEY_EXISTS.code })
+  await t.rejects(generateRsaKeyPair(store, 'pix-sign'), { code: Errors.HSM_KEY_EXISTS.code })
 })
 
 t.test('pool timeout: FIFO waiters fail with HSM_POOL_TIMEOUT after their deadline', async (t) => {
@@ -394,7 +395,7 @@ t.test('PKCS#11 errors map to the catalogue by CKR_* code', async (t) => {
 
 t.test('sign on a key whose private object went away fails with HSM_KEY_NOT_FOUND after one retry', async (t) => {
   const store = await openStore(t, { poolSize: 1 })
-  const victim = await store.generateRsaKeyPair('to-delete')
+  const victim = await generateRsaKeyPair(store, 'to-delete')
   const signer = await store.signer('to-delete')
   t.ok(signer.publicKey.equals(victim.publicKey))
   await withGrapheneSession((session) => {

@@ -22,6 +22,7 @@ import { certificateMatchesKey } from '../../core/pki/x509.ts'
 import type { Certificate } from '../../core/pki/x509.ts'
 import { ckrCode, ckrName, hsmError, Pkcs11KeyStore } from '../../src/hsm/pkcs11.ts'
 import { formatPkcs11Uri } from '../../src/hsm/uri.ts'
+import { generateRsaKeyPair } from './keygen.ts'
 
 export interface HsmInitKey {
   /** CKA_LABEL of the private key (and of its public key object). */
@@ -298,7 +299,7 @@ async function workerMain (request: WorkerRequest): Promise<WorkerReply> {
   try {
     const keys: Array<{ label: string, spki: string }> = []
     for (const k of request.keys) {
-      const { publicKey } = await store.generateRsaKeyPair(k.label, { id: Buffer.from(k.id, 'hex') })
+      const { publicKey } = await generateRsaKeyPair(store, k.label, { id: Buffer.from(k.id, 'hex') })
       keys.push({ label: k.label, spki: publicKey.export({ type: 'spki', format: 'pem' }).toString() })
     }
     return { ok: true, serial: store.tokenInfo().serial, keys }
