@@ -16,8 +16,8 @@ import { promisify } from 'node:util'
 import type { AuditTx, BeginInput } from '../audit/recorder.ts'
 import { emptyFacts } from '../../core/pix/facts.ts'
 import type { MessageFacts } from '../../core/pix/facts.ts'
-import { MAX_RESPONSE_BYTES } from '../tls/upstream.ts'
-import type { Upstream, UpstreamResponse } from '../tls/upstream.ts'
+import { MAX_RESPONSE_BYTES } from '../upstream/client.ts'
+import type { Upstream, UpstreamResponse } from '../upstream/client.ts'
 import type { TrustStore } from '../../core/xmldsig/truststore.ts'
 import type { VerifyResult } from '../../core/xmldsig/verify.ts'
 import { Errors, PixProxyError } from '../../core/errors.ts'
@@ -146,7 +146,7 @@ export class Forwarding {
   }
 
   /**
-   * Sends one request to BACEN and returns its whole, decompressed answer; the upstream client (tls/upstream.ts) maps
+   * Sends one request to BACEN and returns its whole, decompressed answer; the upstream client (upstream/client.ts) maps
    * every transport failure to its stable code. The whole call, answer included, has one deadline
    * (PIXPROXY_UPSTREAM_DEADLINE_MS): undici's timeouts bound the wait for headers and between two body chunks, so an
    * answer dribbled a byte at a time would hold its ICOM slot for as long as BACEN kept dribbling. Not audited:

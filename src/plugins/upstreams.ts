@@ -6,10 +6,10 @@ import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import { readPemSetting } from '../config.ts'
 import type { Config } from '../config.ts'
-import { TlsKeyAgent } from '../tls/agent.ts'
-import type { TlsClientIdentity, TlsKeySource } from '../tls/agent.ts'
-import { Upstream } from '../tls/upstream.ts'
-import type { UpstreamOptions } from '../tls/upstream.ts'
+import { TlsKeyAgent } from '../upstream/tls-key-agent.ts'
+import type { TlsClientIdentity, TlsKeySource } from '../upstream/tls-key-agent.ts'
+import { Upstream } from '../upstream/client.ts'
+import type { UpstreamOptions } from '../upstream/client.ts'
 
 export interface Upstreams {
   readonly agent: TlsKeyAgent

@@ -9,7 +9,7 @@ import type { Binding, UpstreamCall } from '../forwarding/pipeline.ts'
 import { callContext } from '../plugins/forwarding.ts'
 import { dictFacts, emptyFacts } from '../../core/pix/facts.ts'
 import type { MessageFacts } from '../../core/pix/facts.ts'
-import { requireXmlBody, sendRelayed, upstreamPath } from './common.ts'
+import { requireXmlBody, sendRelayed, upstreamPath } from './exchange.ts'
 import { checkDictParticipants, dictHeaders } from './participants.ts'
 
 /** [method, route template, signed write?] */

@@ -60,29 +60,3 @@ function path (e: XmlElement): string {
   for (let c: XmlElement | null = e; c !== null; c = c.parent) names.unshift(c.local)
   return names.join('/')
 }
-
-/**
- * AppHdr/Fr of an SPI message, strictly: exactly one Fr in the AppHdr, holding nothing but FIId/FinInstnId/Othr/Id,
- * each exactly once, in the AppHdr's namespace (AppHdr inherits the Envelope's; there is no separate head.001
- * namespace, docs/bacen.md §2.7), and no text outside Id. BACEN compares that Id with the owner of the signing
- * certificate (§2.6); a Fr that names us elsewhere (ClrSysMmbId/MmbId, BICFI, an OrgId) or twice could be read
- * differently by another consumer. Returns the Id's text (exact, not trimmed), or throws XML_NOT_SIGNABLE.
- */
-export function strictSender (appHdr: XmlElement): string {
-  const fail = (why: string): never => { throw new PixProxyError(Errors.XML_NOT_SIGNABLE, ['spi', `AppHdr/Fr ${why}; it must be exactly Fr/FIId/FinInstnId/Othr/Id naming the sender's ISPB`]) }
-  const frs = childElements(appHdr).filter((c) => c.local === 'Fr')
-  if (frs.length === 0) fail('is missing')
-  if (frs.length > 1) fail('appears more than once')
-  let el = frs[0] as XmlElement
-  if (el.ns !== appHdr.ns) fail('is not in the AppHdr\'s namespace')
-  for (const step of ['FIId', 'FinInstnId', 'Othr', 'Id']) {
-    if (!el.children.every((c) => c.type !== 'text' || /^[ \t\r\n]*$/.test(c.value))) fail(`has text in ${el.local}`)
-    const kids = childElements(el)
-    if (kids.length !== 1 || kids[0]?.local !== step || kids[0].ns !== appHdr.ns) {
-      fail(`${el.local} holds ${kids.map((k) => `<${k.name}>`).join(', ') || 'nothing'} instead of exactly <${step}>`)
-    }
-    el = kids[0] as XmlElement
-  }
-  if (childElements(el).length > 0) fail('Id holds elements')
-  return textContent(el)
-}

@@ -15,31 +15,12 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { Binding, UpstreamCall } from '../forwarding/pipeline.ts'
 import { callContext } from '../plugins/forwarding.ts'
 import { MAX_PARTS } from '../icom/icom.ts'
-import { emptyFacts, spiFacts } from '../../core/pix/facts.ts'
+import { emptyFacts, spiFacts, spiSender } from '../../core/pix/facts.ts'
 import type { MessageFacts } from '../../core/pix/facts.ts'
-import { requireXmlBody, sendRelayed, upstreamPath } from './common.ts'
+import { requireXmlBody, sendRelayed, upstreamPath } from './exchange.ts'
 import { ISPB_RE, shown } from './params.ts'
-import { strictSender } from './participants.ts'
 import { buildMultipart, MultipartError, multipartBoundary, parseMultipart } from '../http/multipart.ts'
-import type { XmlDocument, XmlElement } from '../../core/xmldsig/xml.ts'
-import { locateSpi, ProfileError } from '../../core/xmldsig/profile.ts'
 import { Errors, PixProxyError } from '../../core/errors.ts'
-
-/**
- * AppHdr/Fr/FIId/FinInstnId/Othr/Id: the sender BACEN will compare with the signing certificate's owner (docs/bacen.md
- * §2.6), read strictly (routes/participants.ts strictSender: a missing Fr, a second one, or anything else inside it
- * is refused as XML_NOT_SIGNABLE). Undefined when the document is not an SPI envelope at all: signing refuses it.
- */
-function spiSender (doc: XmlDocument): string | undefined {
-  let appHdr: XmlElement
-  try {
-    appHdr = locateSpi(doc).appHdr
-  } catch (err) {
-    if (err instanceof ProfileError) return undefined
-    throw err
-  }
-  return strictSender(appHdr)
-}
 
 export default async function spiRoutes (app: FastifyInstance): Promise<void> {
   const { config, metrics, icom } = app

@@ -11,7 +11,7 @@ import { Forwarding } from '../../src/forwarding/pipeline.ts'
 import type { CallContext, ForwardingDeps, Policy, UpstreamAnswer, UpstreamCall } from '../../src/forwarding/pipeline.ts'
 import type { AuditTx, EndInput } from '../../src/audit/recorder.ts'
 import { emptyFacts } from '../../core/pix/facts.ts'
-import type { Upstream } from '../../src/tls/upstream.ts'
+import type { Upstream } from '../../src/upstream/client.ts'
 import { Errors, PixProxyError } from '../../core/errors.ts'
 import { createXmldsigPki } from '../helpers/pki.ts'
 

@@ -7,7 +7,7 @@ import { Registry } from 'prom-client'
 import { registerCertificateExpiry } from '../../src/plugins/certificate-metrics.ts'
 import type { HeldCertificate } from '../../src/plugins/certificate-metrics.ts'
 import { createTestPki } from '../../core/pki/ca.ts'
-import { TlsKeyAgent } from '../../src/tls/agent.ts'
+import { TlsKeyAgent } from '../../src/upstream/tls-key-agent.ts'
 
 const DAY_MS = 86_400_000
 const now = Date.UTC(2030, 0, 1) // everything below is valid then (issued now, for 10 years)

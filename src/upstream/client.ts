@@ -15,7 +15,7 @@ import { Errors, PixProxyError } from '../../core/errors.ts'
  * that grows past it, ends the connection with UND_ERR_RES_EXCEEDED_MAX_SIZE) and, by the pipeline, decompressed.
  */
 export const MAX_RESPONSE_BYTES = 32 * 1024 * 1024
-import type { TlsKeyAgent } from './agent.ts'
+import type { TlsKeyAgent } from './tls-key-agent.ts'
 
 /**
  * undici checks the connect, headers and body timeouts with a coarse timer (ticks of ~0.5 s): one fires up to

@@ -25,9 +25,9 @@ import { readPin } from '../../src/hsm/uri.ts'
 import { createTestPki, issueCertificate } from '../../core/pki/ca.ts'
 import { parseCertificate } from '../../core/pki/x509.ts'
 import type { Certificate } from '../../core/pki/x509.ts'
-import { TlsKeyAgent } from '../../src/tls/agent.ts'
-import type { TlsClientIdentity } from '../../src/tls/agent.ts'
-import { Upstream } from '../../src/tls/upstream.ts'
+import { TlsKeyAgent } from '../../src/upstream/tls-key-agent.ts'
+import type { TlsClientIdentity } from '../../src/upstream/tls-key-agent.ts'
+import { Upstream } from '../../src/upstream/client.ts'
 
 // scripts/env.sh sets these; probing the Debian directory keeps `npx tap` usable without it. They must be in the
 // environment before the engine loads (OpenSSL and libp11 read them then).
@@ -35,7 +35,7 @@ process.env.OPENSSL_ENGINES ??= ['/usr/lib/x86_64-linux-gnu/engines-3', '/usr/li
 process.env.PKCS11_MODULE_PATH ??= '/usr/lib/softhsm/libsofthsm2.so'
 
 const BACEN_HOST = 'dict-h.pi.rsfn.net.br'
-const AGENT_MODULE = fileURLToPath(new URL('../../src/tls/agent.ts', import.meta.url))
+const AGENT_MODULE = fileURLToPath(new URL('../../src/upstream/tls-key-agent.ts', import.meta.url))
 
 const dir = await mkdtemp(join(tmpdir(), 'pix-proxy-tls-agent-'))
 t.teardown(() => rm(dir, { recursive: true, force: true }))
@@ -356,7 +356,7 @@ t.test('TLS_ENGINE_FAILED when the engine or the PKCS#11 module cannot be loaded
 })
 
 t.test('why the engine is named by id: by path it works once, then poisons the process (libp11 0.4.12)', async (t) => {
-  // Pins the measured fact behind ENGINE_ID in src/tls/agent.ts, with raw node:tls in a child process.
+  // Pins the measured fact behind ENGINE_ID in src/upstream/tls-key-agent.ts, with raw node:tls in a child process.
   const script = [
     "import tls from 'node:tls'",
     `const cert = ${JSON.stringify(tlsCert.pem)}`,

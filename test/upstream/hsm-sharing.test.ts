@@ -16,9 +16,9 @@ import { initSoftHsm } from '../../tools/token/hsm-init.ts'
 import { Pkcs11KeyStore } from '../../src/hsm/pkcs11.ts'
 import { readPin } from '../../src/hsm/uri.ts'
 import { createTestPki } from '../../core/pki/ca.ts'
-import { TlsKeyAgent } from '../../src/tls/agent.ts'
-import type { TlsClientIdentity } from '../../src/tls/agent.ts'
-import { Upstream } from '../../src/tls/upstream.ts'
+import { TlsKeyAgent } from '../../src/upstream/tls-key-agent.ts'
+import type { TlsClientIdentity } from '../../src/upstream/tls-key-agent.ts'
+import { Upstream } from '../../src/upstream/client.ts'
 
 process.env.OPENSSL_ENGINES ??= ['/usr/lib/x86_64-linux-gnu/engines-3', '/usr/lib/aarch64-linux-gnu/engines-3'].find((d) => existsSync(d))
 process.env.PKCS11_MODULE_PATH ??= '/usr/lib/softhsm/libsofthsm2.so'

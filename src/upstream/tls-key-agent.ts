@@ -3,7 +3,7 @@
  * BACEN CA(s) and the private key, which stays in the HSM and is used through the libp11 `pkcs11` OpenSSL engine
  * loaded into Node's own OpenSSL. See docs/hsm-and-tls.md "mTLS: the libp11 engine inside Node's TLS".
  *
- * Measured with libp11 0.4.12, SoftHSM 2.6.1, Node 24 (test/tls/agent.test.ts pins the behaviour):
+ * Measured with libp11 0.4.12, SoftHSM 2.6.1, Node 24 (test/upstream/tls-key-agent.test.ts pins the behaviour):
  * - The engine is loaded by id (`pkcs11`, found through OPENSSL_ENGINES), never by path: loading it by path works
  *   once, then every later context in the process fails with `engine routines::init failed`, including contexts
  *   that name the engine by id. By id, any number of contexts (different certificates, different keys) can be
