@@ -12,7 +12,7 @@
  *
  * Claims race safely: the lock file is created exclusively, so of two processes trying the same free slot one
  * gets it and the other moves on to the next; and of several taking over the same dead slot's lock, one (a
- * takeover marker is created exclusively too, spool.ts #lock), the others move on.
+ * takeover marker is created exclusively too, spool/lock.ts), the others move on.
  */
 import { mkdir, readdir } from 'node:fs/promises'
 import { join } from 'node:path'

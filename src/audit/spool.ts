@@ -44,65 +44,38 @@
  * One process owns a directory. `spool.lock` names its pid and host and the owner touches it every 5 s; a lock
  * is taken over when its process is gone (same host) or it went untouched for 30 s (another host: a shared
  * filesystem such as EFS, where pids say nothing). Of several processes taking over one stale lock exactly one
- * succeeds (a takeover marker created exclusively; see #lock); the others get AUDIT_SPOOL_LOCKED. Before each touch
+ * succeeds (a takeover marker created exclusively; spool/lock.ts); the others get AUDIT_SPOOL_LOCKED. Before each touch
  * the owner reads the lock: when it is no longer its own (it was presumed dead, e.g. paused past 30 s, and taken
  * over) the spool stops for good, every later begin()/end() rejecting with PIXPROXY_ERR_AUDIT_SPOOL_LOCKED, and it
  * deletes, parks and ships nothing more there (the new owner replayed those rows). Two live tasks must therefore
  * not share a directory (slots.ts gives each its own under a shared root). The directory must be on a disk that
  * outlives the process (not a container's ephemeral layer) for replay to help.
  */
-import { createHash, randomUUID } from 'node:crypto'
-import { link, mkdir, open, readdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises'
+import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises'
 import type { FileHandle } from 'node:fs/promises'
-import { fdatasyncSync, writeSync } from 'node:fs'
-import { hostname } from 'node:os'
+import { fdatasyncSync } from 'node:fs'
 import { join } from 'node:path'
-import { crc32 } from 'node:zlib'
 import { Errors, PixProxyError } from '../../core/errors.ts'
-import { AUDIT_COLUMNS } from './schema.ts'
 import { realClock } from './clock.ts'
 import type { AuditClock } from './clock.ts'
-import type { AuditColumn, AuditRow } from './schema.ts'
+import type { AuditLogger } from './logger.ts'
+import type { AuditRow } from './schema.ts'
+import { Deque } from './spool/deque.ts'
+import { closeHandles, corruptName, DIR_MODE, FILE_MODE, segName, syncDir, writeAll, writeAllSync } from './spool/files.ts'
+import type { Loc, Segment } from './spool/files.ts'
+import { encodeFrame, frameAt, SPOOL_FRAME_HEADER_BYTES, SPOOL_MAX_FRAME_PAYLOAD } from './spool/frame.ts'
+import { SpoolLock } from './spool/lock.ts'
+import type { SpoolLockHooks } from './spool/lock.ts'
+import { replayDir } from './spool/replay.ts'
+import type { SpoolReplayReport } from './spool/replay.ts'
+import { everyColumn, ID_RE, mergeRow, REQUEST_NAMES, RESPONSE_FACT_COLUMNS, RESPONSE_NAMES, validateHalf } from './spool/row.ts'
+import type { AuditRequestHalf, AuditResponseHalf, Tx } from './spool/row.ts'
 
-/** Columns only known once the call ended; end() sets them. Every other column is the request half. */
-
-/**
- * Audit rows hold names, tax ids and accounts: what the spool creates is readable by its owner only. A mode given
- * at creation can only be narrowed by the umask, never widened, so these hold whatever the umask.
- */
-const FILE_MODE = 0o600
-const DIR_MODE = 0o700
-
-export const RESPONSE_COLUMNS = Object.freeze([
-  'response_status_code', 'response_header', 'response_body', 'response_signature_valid', 'response_signature_code',
-  'error_code', 'upstream_latency_ms', 'total_latency_ms'
-] as const)
-type ResponseColumn = (typeof RESPONSE_COLUMNS)[number]
-/**
- * Request columns the response half may also carry, when only the answer holds them: the messages an ICOM stream
- * page delivered (their types, BizMsgIdrs, EndToEndIds). Given in end(), they take the place of the request half's
- * values in the row; omitted, the request half's stand.
- */
-const RESPONSE_FACT_COLUMNS = Object.freeze(['message_type', 'biz_msg_id', 'end_to_end_ids'] as const)
-type ResponseFactColumn = (typeof RESPONSE_FACT_COLUMNS)[number]
-/** Request columns begin() requires (the rest of the request half may be omitted or null). */
-export const REQUIRED_REQUEST_COLUMNS = Object.freeze([
-  'id', 'request_date', 'system', 'request_method', 'request_path', 'request_header', 'correlation_id', 'instance_id'
-] as const)
-type RequiredRequestColumn = (typeof REQUIRED_REQUEST_COLUMNS)[number]
-type OptionalRequestColumn = Exclude<keyof AuditRow, ResponseColumn | RequiredRequestColumn>
-
-/** What is known before the message leaves: written by begin(). */
-export type AuditRequestHalf = Pick<AuditRow, RequiredRequestColumn> & Partial<Pick<AuditRow, OptionalRequestColumn>>
-/** What is known when the call ended (answer, failure or timeout): written by end(). */
-export type AuditResponseHalf = Partial<Pick<AuditRow, ResponseColumn | ResponseFactColumn>>
-
-/** The subset of a pino logger the audit code logs through. */
-export interface AuditLogger {
-  info (obj: object, msg: string): void
-  warn (obj: object, msg: string): void
-  error (obj: object, msg: string): void
-}
+// What the rest of the proxy imports from here: the spool's halves and columns, its frame codec, its logger.
+export type { AuditLogger } from './logger.ts'
+export { encodeFrame, scanFrames, SPOOL_FRAME_HEADER_BYTES } from './spool/frame.ts'
+export { REQUIRED_REQUEST_COLUMNS, RESPONSE_COLUMNS } from './spool/row.ts'
+export type { AuditRequestHalf, AuditResponseHalf } from './spool/row.ts'
 
 export interface AuditSpoolOptions {
   /** Created when missing. One process at a time. */
@@ -133,20 +106,6 @@ export interface AuditSpoolOptions {
   readonly lockHooks?: SpoolLockHooks
 }
 
-/**
- * Lets a test put the lock's steps in the order it wants instead of racing timers: hold claimers at a step, run
- * the heartbeat by hand.
- */
-export interface SpoolLockHooks {
-  /**
-   * Schedules the heartbeat: `beat` (which never rejects) every `intervalMs` until the returned function is
-   * called. Default: setInterval, unref'd.
-   */
-  readonly heartbeat?: (beat: () => Promise<void>, intervalMs: number) => () => void
-  /** Awaited once a claimer judged the lock in place stale (its holder gone), before it starts taking it over. */
-  readonly judgedStale?: () => Promise<void>
-}
-
 /** A completed row handed to the pipeline (shift), until it is acked, parked or given back (unshift). */
 export interface SpoolRef {
   readonly id: string
@@ -154,19 +113,6 @@ export interface SpoolRef {
   readonly bytes: number
   /** The spool's clock (AuditSpoolOptions.clock, default performance.now()) when the row became ready to ship. */
   readonly readyAt: number
-}
-
-export interface SpoolReplayReport {
-  /** Rows found waiting to be shipped (complete, incomplete and parked). */
-  readonly rows: number
-  /** Begins without an end: shipped with error_code PIXPROXY_ERR_AUDIT_INCOMPLETE. */
-  readonly incomplete: number
-  /** Rows an ack marker shows were already shipped (not shipped again). */
-  readonly alreadyShipped: number
-  /** Bytes after the last good frame of a segment: torn writes of a crash; nothing acknowledged. */
-  readonly tornBytes: number
-  /** Unreadable bytes followed by good frames: disk corruption; their records are lost, the file is kept. */
-  readonly corruptBytes: number
 }
 
 export interface SpoolStats {
@@ -194,176 +140,8 @@ export interface SpoolStats {
   readonly replay: SpoolReplayReport
 }
 
-/** Frame header: magic (2), payload length (4), CRC-32 (4). */
-export const SPOOL_FRAME_HEADER_BYTES = 10
-/** Larger payloads are refused on write and treated as damage on read. */
-const SPOOL_MAX_FRAME_PAYLOAD = 64 * 1024 * 1024
-const MAGIC = Buffer.from([0xff, 0xa5])
 const MiB = 1024 * 1024
 const NEAR_FULL = 0.8
-const LOCK_HEARTBEAT_MS = 5_000
-const LOCK_STALE_MS = 30_000
-
-export function encodeFrame (payload: Buffer): Buffer {
-  const f = Buffer.allocUnsafe(SPOOL_FRAME_HEADER_BYTES + payload.length)
-  MAGIC.copy(f, 0)
-  f.writeUInt32BE(payload.length, 2)
-  f.writeUInt32BE(crc32(payload, crc32(f.subarray(2, 6))), 6)
-  payload.copy(f, SPOOL_FRAME_HEADER_BYTES)
-  return f
-}
-
-export interface ScannedFrame {
-  /** Offset of the frame (its header) in the buffer. */
-  readonly offset: number
-  /** Whole frame, header included. */
-  readonly length: number
-  readonly payload: Buffer
-}
-
-export interface FrameScan {
-  readonly frames: ScannedFrame[]
-  /** Bytes after the last good frame (a torn tail). */
-  readonly tailBytes: number
-  /** Unreadable bytes with good frames after them. */
-  readonly corruptBytes: number
-}
-
-function frameAt (buf: Buffer, pos: number): number {
-  if (pos + SPOOL_FRAME_HEADER_BYTES > buf.length || buf[pos] !== 0xff || buf[pos + 1] !== 0xa5) return -1
-  const len = buf.readUInt32BE(pos + 2)
-  if (len > SPOOL_MAX_FRAME_PAYLOAD || pos + SPOOL_FRAME_HEADER_BYTES + len > buf.length) return -1
-  const payload = buf.subarray(pos + SPOOL_FRAME_HEADER_BYTES, pos + SPOOL_FRAME_HEADER_BYTES + len)
-  return crc32(payload, crc32(buf.subarray(pos + 2, pos + 6))) === buf.readUInt32BE(pos + 6) ? len : -1
-}
-
-/** Every intact frame of a segment's bytes, in order, skipping damaged regions. */
-export function scanFrames (buf: Buffer): FrameScan {
-  const frames: ScannedFrame[] = []
-  let pos = 0
-  let skipped = 0
-  let corrupt = 0
-  while (pos < buf.length) {
-    const len = frameAt(buf, pos)
-    if (len >= 0) {
-      const length = SPOOL_FRAME_HEADER_BYTES + len
-      frames.push({ offset: pos, length, payload: buf.subarray(pos + SPOOL_FRAME_HEADER_BYTES, pos + length) })
-      corrupt += skipped
-      skipped = 0
-      pos += length
-      continue
-    }
-    const next = buf.indexOf(MAGIC, pos + 1)
-    const to = next < 0 ? buf.length : next
-    skipped += to - pos
-    pos = to
-  }
-  return { frames, tailBytes: skipped, corruptBytes: corrupt }
-}
-
-const COLUMN_BY_NAME = new Map(AUDIT_COLUMNS.map((c) => [c.name, c]))
-const RESPONSE_SET: ReadonlySet<string> = new Set(RESPONSE_COLUMNS)
-const REQUEST_NAMES = AUDIT_COLUMNS.map((c) => c.name).filter((n) => !RESPONSE_SET.has(n))
-const RESPONSE_FACT_SET: ReadonlySet<string> = new Set(RESPONSE_FACT_COLUMNS)
-const RESPONSE_NAMES: readonly string[] = [...RESPONSE_COLUMNS, ...RESPONSE_FACT_COLUMNS]
-const REQUIRED_SET: ReadonlySet<string> = new Set(REQUIRED_REQUEST_COLUMNS)
-/** Ids name parked files, so they must be safe file names; UUIDs are. */
-const ID_RE = /^[0-9A-Za-z][0-9A-Za-z._-]{0,127}$/
-const TIMESTAMP_RE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$/
-const INT32 = 2 ** 31
-
-function badValue (c: AuditColumn, v: unknown): string | null {
-  switch (c.type) {
-    case 'string': return typeof v === 'string' ? null : 'not a string'
-    case 'timestamp': return typeof v === 'string' && TIMESTAMP_RE.test(v) && !Number.isNaN(Date.parse(v)) ? null : 'not an ISO-8601 UTC timestamp'
-    case 'int': return Number.isInteger(v) && Math.abs(v as number) < INT32 ? null : 'not a 32-bit integer'
-    case 'bigint': return Number.isSafeInteger(v) ? null : 'not an integer'
-    case 'double': return typeof v === 'number' && Number.isFinite(v) ? null : 'not a finite number'
-    case 'boolean': return typeof v === 'boolean' ? null : 'not a boolean'
-  }
-}
-
-/**
- * Checks one half against the schema (types, required columns, no foreign keys) so that a row no sink could
- * take is refused before its request is sent, not discovered when shipping. Returns the half with every one of
- * its columns present (null when omitted).
- */
-function validateHalf (id: string, input: object, names: readonly string[], half: string): Record<string, unknown> {
-  const given = input as Record<string, unknown>
-  for (const k of Object.keys(given)) {
-    if (!names.includes(k)) throw new PixProxyError(Errors.AUDIT_ROW_INVALID, [id, `${k} is not a column of the ${half} half`])
-  }
-  const out: Record<string, unknown> = {}
-  for (const name of names) {
-    const c = COLUMN_BY_NAME.get(name) as AuditColumn
-    const v = given[name] ?? null
-    if (v === null) {
-      if (REQUIRED_SET.has(name)) throw new PixProxyError(Errors.AUDIT_ROW_INVALID, [id, `${name} is required`])
-    } else {
-      const bad = badValue(c, v)
-      if (bad !== null) throw new PixProxyError(Errors.AUDIT_ROW_INVALID, [id, `${name} is ${bad}`])
-    }
-    out[name] = v
-  }
-  return out
-}
-
-/** The row in schema order with every column present; a row without its response half is INCOMPLETE. */
-function mergeRow (req: Record<string, unknown>, res: Record<string, unknown> | null): AuditRow {
-  const out: Record<string, unknown> = {}
-  for (const c of AUDIT_COLUMNS) {
-    out[c.name] = (RESPONSE_SET.has(c.name)
-      ? res?.[c.name]
-      : (RESPONSE_FACT_SET.has(c.name) ? res?.[c.name] ?? req[c.name] : req[c.name])) ?? null
-  }
-  if (res === null) out['error_code'] = Errors.AUDIT_INCOMPLETE.code
-  return out as unknown as AuditRow
-}
-
-/**
- * A parked row in schema order with every column present: one parked before a column was added (trace_id) has it
- * null, as a row replayed from older frames does (mergeRow).
- */
-function everyColumn (row: Record<string, unknown>): AuditRow {
-  const out: Record<string, unknown> = {}
-  for (const c of AUDIT_COLUMNS) out[c.name] = row[c.name] ?? null
-  return out as unknown as AuditRow
-}
-
-interface Loc { seq: number, off: number, len: number }
-
-interface Tx {
-  readonly id: string
-  /** Wall-clock ms of begin(), for the shipping-lag metric (survives restarts: it is in the frame). */
-  readonly t: number
-  begin: Loc | null
-  end: Loc | null
-  ended: boolean
-  state: 'open' | 'ready' | 'taken' | 'parked'
-  bytes: number
-  readyAt: number
-  /** Segments holding this row's frames; each counts the row until it is acked or parked. */
-  segs: number[]
-  parkedPath: string | null
-  parkedBytes: number
-  /**
-   * The validated halves, kept in memory until the row ships so the pipeline need not read and parse its frames
-   * back (measured: about half the audit path's CPU per row). Null when the memory bound was reached, or after a
-   * replay: load() then reads the disk, which stays the record either way.
-   */
-  mem: { readonly r: Record<string, unknown>, f: Record<string, unknown> | null, bytes: number } | null
-}
-
-interface Segment {
-  readonly seq: number
-  readonly path: string
-  size: number
-  refs: number
-  sealed: boolean
-  corrupt: boolean
-  fh: FileHandle | null
-  rfh: Promise<FileHandle> | null
-}
 
 interface Append {
   readonly frame: Buffer
@@ -372,133 +150,6 @@ interface Append {
   readonly apply: (loc: Loc) => void
   readonly resolve: () => void
   readonly reject: (err: unknown) => void
-}
-
-/** A FIFO with cheap shift and unshift. */
-class Deque<T> {
-  #items: T[] = []
-  #head = 0
-  get length (): number { return this.#items.length - this.#head }
-  push (v: T): void { this.#items.push(v) }
-  peek (): T | undefined { return this.#items[this.#head] }
-  shift (): T | undefined {
-    if (this.#head >= this.#items.length) return undefined
-    const v = this.#items[this.#head] as T
-    this.#items[this.#head++] = undefined as T
-    if (this.#head > 1024 && this.#head * 2 > this.#items.length) {
-      this.#items = this.#items.slice(this.#head)
-      this.#head = 0
-    }
-    return v
-  }
-
-  unshift (v: T): void {
-    if (this.#head > 0) this.#items[--this.#head] = v
-    else this.#items.unshift(v)
-  }
-}
-
-const segName = (seq: number): string => `spool-${String(seq).padStart(12, '0')}.log`
-const corruptName = (seq: number): string => `corrupt-${String(seq).padStart(12, '0')}.log`
-const SEG_RE = /^spool-(\d{12})\.log$/
-const CORRUPT_RE = /^corrupt-(\d{12})\.log$/
-const PARKED_RE = /^parked-(.+)\.json$/
-const PARKED_TMP_RE = /^parked-.+\.json\.tmp$/
-
-async function syncDir (dir: string): Promise<void> {
-  const fh = await open(dir, 'r')
-  try {
-    await fh.sync()
-  } finally {
-    await fh.close()
-  }
-}
-
-async function writeAll (fh: FileHandle, buf: Buffer, position: number): Promise<void> {
-  let off = 0
-  while (off < buf.length) {
-    const { bytesWritten } = await fh.write(buf, off, buf.length - off, position + off)
-    if (bytesWritten <= 0) throw new Error(`short write at ${position + off}`)
-    off += bytesWritten
-  }
-}
-
-function writeAllSync (fd: number, buf: Buffer, position: number): void {
-  let off = 0
-  while (off < buf.length) {
-    const n = writeSync(fd, buf, off, buf.length - off, position + off)
-    if (n <= 0) throw new Error(`short write at ${position + off}`)
-    off += n
-  }
-}
-
-function alive (pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM'
-  }
-}
-
-const LOCK_NAME = 'spool.lock'
-/**
- * Tokens of the spools of this thread that are claiming or holding a lock. A lock or takeover marker naming our
- * own pid is live only when its token is one of them; otherwise it is a previous container's (pid namespaces
- * restart at 1), not ours.
- */
-const OWN_TOKENS = new Set<string>()
-const TOKEN_RE = /^[0-9A-Za-z-]{1,64}$/
-
-interface LockView {
-  readonly holder: { readonly pid?: unknown, readonly host?: unknown, readonly token?: unknown }
-  readonly mtimeMs: number
-  /** Names this lock in takeover markers: its token, or for a lock without one a hash of its bytes. */
-  readonly key: string
-}
-
-function parseLock (text: string, mtimeMs: number): LockView {
-  let holder: LockView['holder'] = {}
-  try {
-    const v = JSON.parse(text) as unknown
-    if (typeof v === 'object' && v !== null) holder = v as LockView['holder']
-  } catch {
-    // Torn by a crash while it was written (a lock of a version that wrote it in place): nobody holds it.
-  }
-  const key = typeof holder.token === 'string' && TOKEN_RE.test(holder.token)
-    ? holder.token
-    : `h${createHash('sha256').update(text).digest('hex').slice(0, 32)}`
-  return { holder, mtimeMs, key }
-}
-
-/** A lock (or marker) as it is now, or null when there is none (ESTALE: replaced while we read it, on NFS). */
-async function readLock (path: string): Promise<LockView | null> {
-  let fh: FileHandle | undefined
-  try {
-    fh = await open(path, 'r')
-    const text = await fh.readFile('utf8')
-    const { mtimeMs } = await fh.stat()
-    return parseLock(text, mtimeMs)
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code
-    if (code === 'ENOENT' || code === 'ESTALE') return null
-    throw err
-  } finally {
-    await fh?.close().catch(() => {})
-  }
-}
-
-/** Held by a process that is running (this host) or that touched it within LOCK_STALE_MS (another host). */
-function isLive ({ holder, mtimeMs }: LockView): boolean {
-  const pid = typeof holder.pid === 'number' ? holder.pid : 0
-  if (holder.host !== hostname()) return typeof holder.host === 'string' && Date.now() - mtimeMs < LOCK_STALE_MS
-  if (pid === process.pid) return typeof holder.token === 'string' && OWN_TOKENS.has(holder.token)
-  return pid > 0 && alive(pid)
-}
-
-function everyInterval (beat: () => Promise<void>, intervalMs: number): () => void {
-  const t = setInterval(() => { void beat() }, intervalMs).unref()
-  return () => { clearInterval(t) }
 }
 
 const message = (err: unknown): string => err instanceof Error ? err.message : String(err)
@@ -548,12 +199,7 @@ export class AuditSpool {
   #closing = false
   #closed = false
   #replay: SpoolReplayReport = { rows: 0, incomplete: 0, alreadyShipped: 0, tornBytes: 0, corruptBytes: 0 }
-  readonly #lockToken = randomUUID()
-  /** Cancels the lock heartbeat; null when not holding the lock. */
-  #heartbeat: (() => void) | null = null
-  /** The lock was taken over (or removed) under us: the directory is someone else's now. */
-  #lost = false
-  readonly #hooks: SpoolLockHooks | undefined
+  readonly #lock: SpoolLock
   readonly #memLimit: number
   #memBytes = 0
   readonly #now: () => number
@@ -575,7 +221,7 @@ export class AuditSpool {
     const mem = opts.memoryBytes ?? 64 * MiB
     if (!Number.isSafeInteger(mem) || mem < 0) throw new PixProxyError(Errors.CONFIG_INVALID, [`audit spool memoryBytes must be a non-negative integer, not ${mem}`])
     this.#memLimit = mem
-    this.#hooks = opts.lockHooks
+    this.#lock = new SpoolLock(opts.dir, opts.logger, opts.lockHooks, (err) => { this.#lockLost(err) })
   }
 
   /**
@@ -702,7 +348,7 @@ export class AuditSpool {
   /** Completed rows waiting to be taken, and their estimated bytes. */
   readyInfo (): { rows: number, bytes: number, oldestReadyAt: number | null } {
     // Lost: the new owner replayed these rows and ships them; shipping them here too would only duplicate them.
-    if (this.#closed || this.#lost) return { rows: 0, bytes: 0, oldestReadyAt: null }
+    if (this.#closed || this.#lock.lost) return { rows: 0, bytes: 0, oldestReadyAt: null }
     return { rows: this.#ready.length, bytes: this.#readyBytes, oldestReadyAt: this.#ready.peek()?.readyAt ?? null }
   }
 
@@ -713,7 +359,7 @@ export class AuditSpool {
 
   /** Takes the oldest ready row for shipping. */
   shift (): SpoolRef | undefined {
-    if (this.#closed || this.#lost) return undefined
+    if (this.#closed || this.#lock.lost) return undefined
     const tx = this.#ready.shift()
     if (tx === undefined) return undefined
     tx.state = 'taken'
@@ -787,7 +433,7 @@ export class AuditSpool {
    */
   async park (ref: SpoolRef, row: AuditRow): Promise<void> {
     const tx = this.#taken(ref)
-    if (this.#lost) throw this.#failed as PixProxyError // eslint-disable-line no-throw-literal -- #lost implies #failed is set
+    if (this.#lock.lost) throw this.#failed as PixProxyError // eslint-disable-line no-throw-literal -- a lost lock implies #failed is set
     if (tx.parkedPath === null) {
       const final = join(this.dir, `parked-${tx.id}.json`)
       const tmp = `${final}.tmp`
@@ -832,9 +478,9 @@ export class AuditSpool {
     this.#closed = true
     await this.#dropSpare()
     const handles: Array<Promise<void>> = []
-    for (const seg of this.#segments.values()) handles.push(this.#closeHandles(seg))
+    for (const seg of this.#segments.values()) handles.push(closeHandles(seg))
     await Promise.allSettled(handles)
-    await this.#unlock()
+    await this.#lock.unlock()
     this.#readyListener?.()
   }
 
@@ -1044,7 +690,7 @@ export class AuditSpool {
     const seg = await spare?.catch(() => null)
     if (seg === null || seg === undefined) return
     await seg.fh?.close().catch(() => {})
-    if (!this.#lost) await unlink(seg.path).catch(() => {}) // else the new owner's (it may have replayed it)
+    if (!this.#lock.lost) await unlink(seg.path).catch(() => {}) // else the new owner's (it may have replayed it)
   }
 
   async #seal (seg: Segment): Promise<void> {
@@ -1064,7 +710,7 @@ export class AuditSpool {
   }
 
   async #collectOnce (): Promise<void> {
-    if (this.#lost) return // the files are the new owner's, who replayed them
+    if (this.#lock.lost) return // the files are the new owner's, who replayed them
     const seqs = [...this.#segments.keys()].sort((a, b) => a - b)
     for (const seq of seqs) {
       const seg = this.#segments.get(seq)
@@ -1082,7 +728,7 @@ export class AuditSpool {
       this.#segments.delete(seq)
       this.#bytes -= seg.size
       try {
-        await this.#closeHandles(seg)
+        await closeHandles(seg)
         if (seg.corrupt) await rename(seg.path, join(this.dir, corruptName(seq)))
         else await unlink(seg.path)
       } catch (err) {
@@ -1091,15 +737,6 @@ export class AuditSpool {
       }
     }
     this.#checkLevel()
-  }
-
-  async #closeHandles (seg: Segment): Promise<void> {
-    const fh = seg.fh
-    const rfh = seg.rfh
-    seg.fh = null
-    seg.rfh = null
-    await fh?.close()
-    if (rfh !== null) await (await rfh).close()
   }
 
   async #unlinkParked (tx: Tx): Promise<void> {
@@ -1129,10 +766,18 @@ export class AuditSpool {
   async #init (): Promise<void> {
     try {
       await mkdir(this.dir, { recursive: true, mode: DIR_MODE })
-      await this.#lock()
-      await this.#replayAll()
+      await this.#lock.lock()
+      const replayed = await replayDir(this.dir, this.#logger, {
+        txs: this.#txs,
+        segments: this.#segments,
+        ref: (tx, seq) => { this.#ref(tx, seq) },
+        makeReady: (tx) => { this.#makeReady(tx) }
+      })
+      this.#lastSeq = replayed.lastSeq
+      this.#bytes += replayed.bytes
+      this.#replay = replayed.report
     } catch (err) {
-      await this.#unlock()
+      await this.#lock.unlock()
       if (err instanceof PixProxyError) throw err
       throw new PixProxyError(Errors.AUDIT_SPOOL_IO, [`open ${this.dir}`, message(err)], { cause: err })
     }
@@ -1141,286 +786,10 @@ export class AuditSpool {
     this.#prepareSpare()
   }
 
-  /**
-   * Takes `spool.lock`. Why it is done this way, on a local disk and on NFSv4 (EFS) alike:
-   *
-   * - The lock appears with its content already in it: written to a file of our own, then hard-linked into place
-   *   (link fails with EEXIST if the lock exists, atomically). Creating spool.lock with O_EXCL and then writing it
-   *   let a process claiming the same slot read it empty in between, take it for a torn (dead) lock and take it
-   *   over, so two live processes shared one slot (test/audit/slots.test.ts "claims race across processes").
-   * - A stale lock (its holder gone) is taken over by one claimer only. Judging it stale and replacing it are two
-   *   steps, so claimers that judged it at the same time all replaced it, one after another, and all believed they
-   *   owned the directory. Now a claimer must first create `spool.lock.takeover-<stale token>-1`, exclusively
-   *   (link again): of the claimers acting on one judgment exactly one gets it, the others are told the spool is
-   *   locked. The winner checks that the lock is still the one it judged (a claimer with an old judgment may
-   *   arrive after the takeover, when the marker is gone again) and then renames its own over it: one atomic
-   *   replace, so the lock is never absent and nobody can link a third one in meanwhile.
-   * - Not "rename the stale lock aside, check it, link ours": rename cannot be made conditional, so a claimer with
-   *   an old judgment moves the NEW owner's lock aside; putting it back leaves the name empty for a moment, a third
-   *   claimer links its own in, and two processes own the directory again.
-   * - A claimer that dies holding a marker must not wedge the slot for ever: a marker is judged like a lock (pid
-   *   gone on this host, untouched for LOCK_STALE_MS elsewhere) and a stale one is passed by taking marker n+1,
-   *   again exclusively. After a takeover the winner removes the markers of the lock it replaced.
-   * - Why this holds on NFSv4: LINK and RENAME are single operations the server performs atomically in the
-   *   directory, and NFSv4.1 sessions (EFS) give them exactly-once semantics, so a retransmitted LINK does not
-   *   report EEXIST for its own success (the NFSv2/3 hazard that made O_EXCL and link locks unreliable there).
-   *   Content and mtime are read through one open handle: opening revalidates the attributes (close-to-open
-   *   consistency), where stat() of a name may answer from the client's attribute cache, and both come from the
-   *   same file even if the name is replaced meanwhile.
-   * - What no lock of this kind can prevent: a holder on another host that is paused for longer than
-   *   LOCK_STALE_MS is presumed dead and taken over while it still believes it holds the lock. Its heartbeat
-   *   checks the token and stops it (#beat); until then (at most LOCK_HEARTBEAT_MS after it resumes) it may
-   *   still append.
-   */
-  async #lock (): Promise<void> {
-    const path = join(this.dir, LOCK_NAME)
-    const token = this.#lockToken
-    const tmp = `${path}.${token}`
-    OWN_TOKENS.add(token)
-    try {
-      await writeFile(tmp, JSON.stringify({ pid: process.pid, host: hostname(), token }), { mode: FILE_MODE })
-      for (;;) {
-        try {
-          await link(tmp, path)
-          break
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
-        }
-        const held = await readLock(path)
-        if (held === null) continue // released meanwhile: try again
-        if (isLive(held)) throw this.#locked(held, '')
-        await this.#hooks?.judgedStale?.()
-        if (await this.#takeOver(path, tmp, held)) {
-          this.#logger?.warn({ dir: this.dir, previous: held.holder }, 'took over the audit spool lock of a process that is gone')
-          break
-        }
-        // The lock changed since we judged it (taken over by another claimer, or released): judge it again.
-      }
-    } catch (err) {
-      OWN_TOKENS.delete(token)
-      throw err
-    } finally {
-      await unlink(tmp).catch(() => {}) // gone already after a takeover (renamed into place)
-    }
-    this.#heartbeat = (this.#hooks?.heartbeat ?? everyInterval)(async () => { await this.#beat(path) }, LOCK_HEARTBEAT_MS)
-  }
-
-  /** True once our own lock (`tmp`) replaced the stale `held`; false when the lock is no longer `held`. */
-  async #takeOver (path: string, tmp: string, held: LockView): Promise<boolean> {
-    const prefix = `${LOCK_NAME}.takeover-${held.key}-`
-    for (let n = 1; ; n++) {
-      const marker = join(this.dir, `${prefix}${n}`)
-      try {
-        await link(tmp, marker)
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
-        const m = await readLock(marker)
-        if (m === null) n-- // its claimer finished (or gave up) meanwhile: try this one again
-        else if (isLive(m)) throw this.#locked(m, ' (taking it over)')
-        continue // its claimer died in the middle of the takeover: the next marker
-      }
-      try {
-        const now = await readLock(path)
-        if (now === null || now.key !== held.key) return false
-        await rename(tmp, path)
-      } finally {
-        await unlink(marker).catch(() => {})
-      }
-      // Markers of claimers that died holding one, and that no live claimer can need any more (the lock is ours).
-      const names = await readdir(this.dir).catch(() => [] as string[])
-      for (const name of names) if (name.startsWith(prefix)) await unlink(join(this.dir, name)).catch(() => {})
-      return true
-    }
-  }
-
-  #locked (held: LockView, how: string): PixProxyError {
-    return new PixProxyError(Errors.AUDIT_SPOOL_LOCKED, [this.dir, `${String(held.holder.pid)} on ${String(held.holder.host)}${how}`])
-  }
-
-  /**
-   * The heartbeat: touches the lock so that other hosts see its holder alive, but first reads it. A lock that is
-   * no longer ours (taken over while this process was presumed dead, e.g. paused past LOCK_STALE_MS), is gone, or
-   * is being taken over stops the spool: the directory belongs to someone else, who replays and ships its rows.
-   * The lock is refreshed in place (its mtime, through the handle it was read from), never rewritten or replaced,
-   * so no one ever sees it absent or half-written because of a refresh.
-   */
-  async #beat (path: string): Promise<void> {
-    if (this.#lost) return
-    let fh: FileHandle | undefined
-    try {
-      fh = await open(path, 'r')
-      const held = parseLock(await fh.readFile('utf8'), 0)
-      if (held.holder.token !== this.#lockToken) {
-        this.#lose(this.#locked(held, ''))
-        return
-      }
-      // A claimer that judged us dead holds the marker for our token and will replace the lock: stop now rather
-      // than at the next beat.
-      const marker = join(this.dir, `${LOCK_NAME}.takeover-${held.key}-1`)
-      if (await stat(marker).then(() => true, () => false)) {
-        this.#lose(new PixProxyError(Errors.AUDIT_SPOOL_LOCKED, [this.dir, 'another process taking over its lock']))
-        return
-      }
-      const now = new Date()
-      await fh.utimes(now, now)
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code
-      if (code === 'ENOENT' || code === 'ESTALE') this.#lose(new PixProxyError(Errors.AUDIT_SPOOL_LOCKED, [this.dir, 'nobody: its lock was removed']))
-      else this.#logger?.warn({ code: Errors.AUDIT_SPOOL_IO.code, err, path }, 'cannot refresh the audit spool lock')
-    } finally {
-      await fh?.close().catch(() => {})
-    }
-  }
-
-  /** The directory is no longer ours: write, delete and ship nothing more from it. */
-  #lose (err: PixProxyError): void {
-    if (this.#lost) return
-    this.#lost = true
-    this.#heartbeat?.()
-    this.#heartbeat = null
-    OWN_TOKENS.delete(this.#lockToken)
-    this.#logger?.error({ code: err.code, dir: this.dir, err }, 'audit spool lock lost to another process: this one stops writing to the directory')
+  /** The lock was lost (SpoolLock stopped its heartbeat and logged): stop writing, deleting and shipping. */
+  #lockLost (err: PixProxyError): void {
     this.#failed ??= err
     this.#fail(this.#failed, [])
     this.#readyListener?.()
-  }
-
-  async #unlock (): Promise<void> {
-    this.#heartbeat?.()
-    this.#heartbeat = null
-    const token = this.#lockToken
-    if (!OWN_TOKENS.has(token)) return // never held, or lost
-    try {
-      await this.#releaseLock(token)
-    } finally {
-      OWN_TOKENS.delete(token) // only now: until the lock is gone, claimers in this thread must see it live
-    }
-  }
-
-  async #releaseLock (token: string): Promise<void> {
-    const path = join(this.dir, LOCK_NAME)
-    // Only our own, and not while someone takes it over: we hold the takeover marker for our token while we check
-    // and remove it, so a claimer that judged us dead (we may have been paused) cannot replace the lock between our
-    // check and our unlink and then lose its lock to that unlink.
-    const tmp = `${path}.${token}`
-    const marker = join(this.dir, `${LOCK_NAME}.takeover-${token}-1`)
-    try {
-      await writeFile(tmp, JSON.stringify({ pid: process.pid, host: hostname(), token }), { mode: FILE_MODE })
-      await link(tmp, marker)
-    } catch {
-      return // being taken over (or we cannot write): the lock is left to whoever replaces it
-    } finally {
-      await unlink(tmp).catch(() => {})
-    }
-    try {
-      const held = await readLock(path)
-      if (held?.holder.token === token) await unlink(path)
-    } catch {
-      // Left in place: it names this process, which is gone by then, so the next claimer takes it over.
-    } finally {
-      await unlink(marker).catch(() => {})
-    }
-  }
-
-  async #replayAll (): Promise<void> {
-    const names = await readdir(this.dir)
-    const seqs: number[] = []
-    const parked = new Map<string, string>()
-    for (const name of names) {
-      const m = SEG_RE.exec(name) ?? CORRUPT_RE.exec(name)
-      if (m !== null) {
-        const seq = Number(m[1])
-        this.#lastSeq = Math.max(this.#lastSeq, seq)
-        if (name.startsWith('spool-')) seqs.push(seq)
-        continue
-      }
-      if (PARKED_TMP_RE.test(name)) {
-        // A park interrupted before its rename: the row is still in its segments.
-        await unlink(join(this.dir, name))
-        continue
-      }
-      const p = PARKED_RE.exec(name)
-      if (p !== null) parked.set(p[1] as string, join(this.dir, name))
-    }
-    seqs.sort((a, b) => a - b)
-
-    let incomplete = 0
-    let alreadyShipped = 0
-    let torn = 0
-    let corrupt = 0
-    for (const [id, path] of parked) {
-      const body = await readFile(path)
-      let t: number
-      try {
-        t = (JSON.parse(body.toString('utf8')) as { t: number }).t
-      } catch (err) {
-        // Written in full and fsync'd before its rename, so this is damage: keep the file, say so, go on.
-        this.#logger?.error({ code: Errors.AUDIT_SPOOL_CORRUPT.code, err, path }, 'unreadable parked audit row')
-        continue
-      }
-      const tx: Tx = { id, t, begin: null, end: null, ended: true, state: 'open', bytes: body.length, readyAt: 0, segs: [], parkedPath: path, parkedBytes: body.length, mem: null }
-      this.#txs.set(id, tx)
-      this.#bytes += body.length
-    }
-
-    const acked = new Set<string>()
-    for (const seq of seqs) {
-      const path = join(this.dir, segName(seq))
-      const buf = await readFile(path)
-      const scan = scanFrames(buf)
-      const seg: Segment = { seq, path, size: buf.length, refs: 0, sealed: true, corrupt: scan.corruptBytes > 0, fh: null, rfh: null }
-      this.#segments.set(seq, seg)
-      this.#bytes += buf.length
-      torn += scan.tailBytes
-      corrupt += scan.corruptBytes
-      if (scan.corruptBytes > 0) {
-        const err = new PixProxyError(Errors.AUDIT_SPOOL_CORRUPT, [path, scan.corruptBytes, corruptName(seq)])
-        this.#logger?.error({ code: err.code, path, corruptBytes: scan.corruptBytes }, err.message)
-      }
-      for (const f of scan.frames) {
-        const loc = { seq, off: f.offset, len: f.length }
-        let e: { k?: unknown, t?: number, id?: unknown, ids?: unknown, r?: { id?: unknown } }
-        try {
-          e = JSON.parse(f.payload.toString('utf8')) as typeof e
-        } catch {
-          // A frame that passed its CRC but is not JSON was written that way: a bug, not a crash. Skip it, loudly.
-          corrupt += f.length
-          seg.corrupt = true
-          this.#logger?.error({ code: Errors.AUDIT_SPOOL_CORRUPT.code, path, offset: f.offset }, 'audit spool frame is not JSON')
-          continue
-        }
-        if (e.k === 'b' && typeof e.r?.id === 'string') {
-          const id = e.r.id
-          if (this.#txs.has(id)) continue
-          this.#txs.set(id, { id, t: e.t ?? 0, begin: loc, end: null, ended: false, state: 'open', bytes: f.length, readyAt: 0, segs: [], parkedPath: null, parkedBytes: 0, mem: null })
-        } else if (e.k === 'e' && typeof e.id === 'string') {
-          const tx = this.#txs.get(e.id)
-          // An end without its begin: the begin's segment was deleted, so the row was shipped.
-          if (tx === undefined || tx.parkedPath !== null || tx.end !== null) continue
-          tx.end = loc
-          tx.ended = true
-          tx.bytes += f.length
-        } else if (e.k === 'a' && Array.isArray(e.ids)) {
-          for (const id of e.ids) if (typeof id === 'string') acked.add(id)
-        }
-      }
-    }
-
-    for (const tx of this.#txs.values()) {
-      if (acked.has(tx.id) && tx.parkedPath === null) {
-        this.#txs.delete(tx.id)
-        alreadyShipped++
-        continue
-      }
-      if (tx.begin !== null) this.#ref(tx, tx.begin.seq)
-      if (tx.end !== null) this.#ref(tx, tx.end.seq)
-      if (tx.parkedPath === null && tx.end === null) incomplete++
-      tx.ended = true
-      this.#makeReady(tx)
-    }
-    this.#replay = { rows: this.#txs.size, incomplete, alreadyShipped, tornBytes: torn, corruptBytes: corrupt }
-    if (seqs.length > 0 || parked.size > 0) {
-      this.#logger?.info({ dir: this.dir, segments: seqs.length, ...this.#replay }, 'audit spool replayed')
-    }
   }
 }

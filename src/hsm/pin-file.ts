@@ -8,6 +8,7 @@
 import { chmod, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { alive } from '../process.ts'
 
 const PREFIX = 'pix-proxy-pin-'
 
@@ -24,16 +25,6 @@ export async function createPinFile (pin: string, root: string = tmpdir()): Prom
   await writeFile(file, pin, { mode: 0o600, flag: 'wx' })
   await chmod(file, 0o600)
   return { dir, file }
-}
-
-function alive (pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (err) {
-    // EPERM: it exists, under another user.
-    return (err as NodeJS.ErrnoException).code === 'EPERM'
-  }
 }
 
 /** Removes the PIN directories of processes that are gone; returns those removed. */
