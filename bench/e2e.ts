@@ -8,6 +8,13 @@
  * each signed answer, as a bank core without a proxy must: that cost lands in this process, not in the target.
  *
  *   node bench/e2e.ts [--json] [--rates 100,200,300,400,600] [--seconds 10] [--sink firehose|parquet] [--targets proxy,nginx,direct] [--mix get-entry=2,create-entry=2,create-claim=1,spi-send=2] [--pin 1:0]
+ *   node bench/e2e.ts --pinned [--quick] [--json] [--pin 0:1] [--rates …] [--seconds …]
+ *
+ * --pinned (issue 15) is another comparison, bench/lib/pinned.ts: each server pinned to one core, a canned BACEN
+ * (answers signed once with the BCB key) instead of the simulator, four contenders (nginx, a Fastify + undici
+ * pass-through, pix-proxy with auditing off, pix-proxy as deployed) measured in alternation, DICT GetEntry, DICT
+ * CreateEntry and ICOM pacs.008 measured apart; its JSON line carries `pinned`, `ratios` and `sustainedPerSec`.
+ * --quick: a coarser rate grid and 2 s points (under three minutes).
  *
  * Load: `pix-proxy load`'s engine (tools/load), open model (latency from the scheduled send time). Per target and
  * rate: p50/p99, errors, achieved rate, and for (a) and (b) the server's CPU time per request (/proc, process tree).
@@ -27,6 +34,7 @@ import { COUNTERPARTY_ISPB, PROXY_ISPB } from '../tools/demo/stack.ts'
 import { createDirectTransport, createProxyTransport, parseMix, runLoad } from '../tools/load/index.ts'
 import type { LoadReport, LoadTransport } from '../tools/load/index.ts'
 import { startNginx } from './lib/nginx.ts'
+import { runPinned } from './lib/pinned.ts'
 import { pinProcess, startAwsLocalProcess, startStackProcess } from './lib/stack-process.ts'
 import { threadCpuSeconds, treeCpuSeconds, treeRssMiB } from './lib/proc.ts'
 import { auditSinkSettings, cpuProfSettings, startBenchProxy } from './lib/proxy.ts'
@@ -35,8 +43,10 @@ import type { BenchProxy } from './lib/proxy.ts'
 const { values } = parseArgs({
   options: {
     json: { type: 'boolean', default: false },
-    rates: { type: 'string', default: '100,200,300,400,600' },
-    seconds: { type: 'string', default: '10' },
+    rates: { type: 'string' },
+    seconds: { type: 'string' },
+    pinned: { type: 'boolean', default: false },
+    quick: { type: 'boolean', default: false },
     mix: { type: 'string', default: 'get-entry=2,create-entry=2,create-claim=1,spi-send=2' },
     targets: { type: 'string', default: 'proxy,nginx,direct' },
     'cpu-prof': { type: 'string' },
@@ -45,11 +55,24 @@ const { values } = parseArgs({
     pin: { type: 'string' }
   }
 })
-const rates = values.rates.split(',').map(Number).sort((a, b) => a - b)
-const seconds = Number(values.seconds)
+const log = (s: string): void => { if (!values.json) process.stderr.write(`[bench] ${s}\n`) }
+if (values.pinned) {
+  const [server = '0', rest = '1'] = (values.pin ?? '0:1').split(':')
+  const result = await runPinned({
+    quick: values.quick,
+    serverCpus: server,
+    restCpus: rest,
+    ...(values.rates === undefined ? {} : { rates: values.rates.split(',').map(Number).sort((a, b) => a - b) }),
+    ...(values.seconds === undefined ? {} : { seconds: Number(values.seconds) }),
+    log
+  })
+  process.stdout.write(JSON.stringify(result) + '\n')
+  process.exit(0)
+}
+const rates = (values.rates ?? (values.quick ? '100,300,600' : '100,200,300,400,600')).split(',').map(Number).sort((a, b) => a - b)
+const seconds = Number(values.seconds ?? (values.quick ? '3' : '10'))
 const mix = parseMix(values.mix)
 const targets = values.targets.split(',') as Array<'proxy' | 'nginx' | 'direct'>
-const log = (s: string): void => { if (!values.json) process.stderr.write(`[bench] ${s}\n`) }
 const P99_LIMIT_MS = 50
 
 const [serverCpus, restCpus] = values.pin === undefined ? [undefined, undefined] : values.pin.split(':')

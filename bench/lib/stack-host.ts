@@ -21,6 +21,7 @@ process.stdout.write(JSON.stringify({
   hsmCaCertFile: stack.hsm.caCertFile,
   caPem: pki.ca.certPem,
   bcbSigningCertPem: pki.bcbSigning.certPem,
+  bcbSigningKeyPem: pki.bcbSigning.keyPem,
   bcbTls: { certPem: pki.bcbTls.certPem, keyPem: pki.bcbTls.keyPem },
   counterparty: { tls: { certPem: cp.tls.certPem, keyPem: cp.tls.keyPem }, signing: { certPem: cp.signing.certPem, keyPem: cp.signing.keyPem } }
 }) + '\n')

@@ -25,6 +25,8 @@ export interface BenchStack {
   /** The simulator CA (TLS server certificates) and BACEN's TLS server identity (for canned upstreams). */
   readonly caPem: string
   readonly bcbTls: { readonly certPem: string, readonly keyPem: string }
+  /** The simulator's BCB signing identity (a canned upstream signs its answers with it, as BACEN would). */
+  readonly bcbSigning: { readonly certPem: string, readonly keyPem: string }
   readonly bacenTrust: TrustStore
   /** Participant 99999010, calling the simulator directly. */
   readonly counterparty: { readonly xmlSigner: XmlSigner, readonly tls: { readonly certPem: string, readonly keyPem: string } }
@@ -38,6 +40,7 @@ interface HostLine {
   hsmCaCertFile: string
   caPem: string
   bcbSigningCertPem: string
+  bcbSigningKeyPem: string
   bcbTls: { certPem: string, keyPem: string }
   counterparty: { tls: { certPem: string, keyPem: string }, signing: { certPem: string, keyPem: string } }
 }
@@ -103,6 +106,7 @@ export async function startStackProcess (dir: string, opts: { longPollMs?: numbe
       hsmCaCertFile: line.hsmCaCertFile,
       caPem: line.caPem,
       bcbTls: line.bcbTls,
+      bcbSigning: { certPem: line.bcbSigningCertPem, keyPem: line.bcbSigningKeyPem },
       bacenTrust: new TrustStore([parseCertificate(line.bcbSigningCertPem)]),
       counterparty: {
         xmlSigner: new XmlSigner({ signer, certificate: parseCertificate(line.counterparty.signing.certPem) }),
@@ -130,6 +134,29 @@ export async function startAwsLocalProcess (opts: { retain?: number, cpus?: stri
     const line = await firstJsonLine<{ url: string }>(child, 'pix-proxy aws-local')
     if (opts.cpus !== undefined) await pinProcess(child.pid as number, opts.cpus)
     return { url: line.url, pid: child.pid as number, close: async () => { await stopChild(child) } }
+  } catch (err) {
+    await stopChild(child)
+    throw err
+  }
+}
+
+export interface ScriptProcess<T> {
+  /** The JSON line the script printed when ready. */
+  readonly line: T
+  readonly pid: number
+  close (): Promise<void>
+}
+
+/**
+ * A bench script (bench/lib/canned-bacen.ts, bench/lib/passthrough.ts) as a process of its own, configured through
+ * `env`, ready once it prints its JSON line; pinned to `cpus` when given.
+ */
+export async function startScriptProcess<T> (script: string, env: Readonly<Record<string, string>>, cpus?: string): Promise<ScriptProcess<T>> {
+  const child = spawn(process.execPath, [script], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } })
+  try {
+    const line = await firstJsonLine<T>(child, script)
+    if (cpus !== undefined) await pinProcess(child.pid as number, cpus)
+    return { line, pid: child.pid as number, close: async () => { await stopChild(child) } }
   } catch (err) {
     await stopChild(child)
     throw err

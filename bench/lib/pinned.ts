@@ -1,0 +1,275 @@
+/**
+ * bench/e2e.ts --pinned: every contender's server on one core (taskset: the process and every thread it starts), the
+ * load generator, a canned BACEN (bench/lib/canned-bacen.ts: mutual TLS, answers genuinely signed with the BCB key,
+ * signed once and replayed), the token/simulator host and the local Firehose endpoint on the other cores.
+ *
+ * Contenders, all running the whole time and measured in alternation (each rate visits them in turn, the order
+ * reversed at every rate so drift in the shared machine's load falls on all):
+ *   nginx            bench/lib/nginx.ts, one worker, mutual TLS out, nothing else
+ *   passthrough      bench/lib/passthrough.ts, Fastify + undici mutual TLS, bytes relayed
+ *   proxy-audit-off  pix-proxy, PIXPROXY_AUDIT_ENABLED=false (HSM signing, engine mTLS, answer verification)
+ *   proxy            pix-proxy as deployed: audit on, Firehose sink to `pix-proxy aws-local` (its own process)
+ * Operations, measured apart:
+ *   get-entry     DICT GetEntry of KEY (the proxy verifies the answer and its binding: Entry/Key = KEY)
+ *   create-entry  DICT CreateEntry of KEY (the proxy signs the request in the HSM and verifies the answer)
+ *   spi-send      ICOM pacs.008 POST (the proxy signs; ICOM signs nothing in its answer)
+ * nginx and the pass-through get bodies the load signed once at start (same bytes on the wire as a signing bank core
+ * sends); the load does not verify their answers (that cost would fall on the load's core, not the measured one).
+ * Per contender, operation and rate: p50/p99 from the scheduled send time (open model), errors, the server's CPU per
+ * request by thread (schedstat, ns); "sustained" = the highest rate with p99 < 50 ms and no errors (every lower rate
+ * of the grid too). A contender stops climbing at its first failed rate, but 200/s, where the ratios are taken, is
+ * measured for every contender. CPU by thread: `main` the event loop (nginx: master + worker), `pix-audit` the audit
+ * thread, `V8Worker` V8's platform threads (GC, compilation), `libuv-worker` the pool; the HSM's share of the pool
+ * (`hsmMsPerRequestAt200`) is what a signing operation adds to it over GetEntry, which signs nothing.
+ */
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { loadavg, tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Agent } from 'undici'
+import { COUNTERPARTY_ISPB, PROXY_ISPB } from '../../tools/demo/stack.ts'
+import { randomCpf } from '../../tools/load/flows.ts'
+import { createEntryRequest, pacs008, SAMPLE_PAYEE, SAMPLE_PAYER } from '../../tools/samples/messages.ts'
+import { newEndToEndId } from '../../core/pix/ids.ts'
+import { startNginx } from './nginx.ts'
+import { threadCpuSecondsPrecise } from './proc.ts'
+import { auditSinkSettings, startBenchProxy } from './proxy.ts'
+import { pinProcess, startAwsLocalProcess, startScriptProcess, startStackProcess } from './stack-process.ts'
+import type { CannedBacenConfig } from './canned-bacen.ts'
+
+export interface PinnedOptions {
+  readonly quick: boolean
+  /** taskset lists: the measured server's CPU(s), and everything else's. */
+  readonly serverCpus: string
+  readonly restCpus: string
+  readonly rates?: readonly number[]
+  readonly seconds?: number
+  readonly log: (line: string) => void
+}
+
+const OPS = ['get-entry', 'create-entry', 'spi-send'] as const
+type Op = typeof OPS[number]
+const CONTENDERS = ['nginx', 'passthrough', 'proxy-audit-off', 'proxy'] as const
+type Contender = typeof CONTENDERS[number]
+const P99_LIMIT_MS = 50
+const FIXED_RATE = 200
+const KEY = 'bench.pinned@example.com.br'
+
+interface Server { readonly url: string, readonly pid: number, close (): Promise<void> }
+
+interface Point {
+  contender: Contender
+  op: Op
+  rate: number
+  sent: number
+  ok: number
+  errorsByCode: Record<string, number>
+  p50: number | null
+  p99: number | null
+  max: number | null
+  achievedPerSec: number
+  cpuMsPerRequest: number
+  /** By thread: main (the event loop; nginx: master + worker), libuv-worker (the pool: HSM signs, fs), V8 … (GC, compiler), the audit worker thread… */
+  cpuMsPerRequestByThread: Record<string, number>
+  sustained: boolean
+}
+
+interface Bodies { readonly createEntry: string, readonly pacs008: readonly string[] }
+
+const r2 = (x: number): number => Math.round(x * 100) / 100
+const r3 = (x: number): number => Math.round(x * 1000) / 1000
+function pct (sorted: number[], p: number): number | null {
+  return sorted.length === 0 ? null : r2(sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] as number)
+}
+
+/** Open-model load of one operation at `rate` for `seconds`: latency from the scheduled time. */
+async function load (url: string, c: Contender, op: Op, bodies: Bodies, rate: number, seconds: number): Promise<Omit<Point, 'contender' | 'op' | 'rate' | 'cpuMsPerRequest' | 'cpuMsPerRequestByThread' | 'sustained'>> {
+  const proxied = c === 'proxy' || c === 'proxy-audit-off'
+  const ispb = proxied ? PROXY_ISPB : COUNTERPARTY_ISPB
+  const dispatcher = new Agent({ connections: 256, pipelining: 1, headersTimeout: 5_000, bodyTimeout: 5_000 })
+  const interval = 1000 / rate
+  const total = Math.round(rate * seconds)
+  const latencies: number[] = []
+  const errorsByCode: Record<string, number> = {}
+  const fail = (code: string): void => { errorsByCode[code] = (errorsByCode[code] ?? 0) + 1 }
+  const start = performance.now() + 20
+  const inflight: Array<Promise<void>> = []
+  for (let i = 0; i < total; i++) {
+    const due = start + i * interval
+    const wait = due - performance.now()
+    if (wait > 1) await new Promise((resolve) => setTimeout(resolve, wait))
+    const req = op === 'get-entry'
+      ? { method: 'GET' as const, path: `/api/v2/entries/${encodeURIComponent(KEY)}`, headers: { 'pi-requestingparticipant': ispb, 'pi-payerid': randomCpf(), 'pi-endtoendid': newEndToEndId(ispb) }, expect: 200 }
+      : op === 'create-entry'
+        ? { method: 'POST' as const, path: '/api/v2/entries/', headers: { 'content-type': 'application/xml' }, body: bodies.createEntry, expect: 201 }
+        : { method: 'POST' as const, path: `/api/v1/in/${ispb}/msgs`, headers: { 'content-type': 'application/xml' }, body: bodies.pacs008[i % bodies.pacs008.length], expect: 201 }
+    inflight.push(dispatcher.request({ origin: url, path: req.path, method: req.method, headers: req.headers, body: req.body }).then(async (r) => {
+      await r.body.dump()
+      const ms = performance.now() - due
+      if (r.statusCode !== req.expect) return fail(String(r.statusCode))
+      if (proxied && op !== 'spi-send' && r.headers['pix-proxy-signature-code'] !== 'VALID') return fail(`signature ${String(r.headers['pix-proxy-signature-code'])}`)
+      latencies.push(ms)
+    }, (err: { code?: string }) => { fail(err.code ?? 'error') }))
+  }
+  await Promise.all(inflight)
+  const elapsed = (performance.now() - start) / 1000
+  await dispatcher.close()
+  latencies.sort((a, b) => a - b)
+  return { sent: total, ok: latencies.length, errorsByCode, p50: pct(latencies, 0.5), p99: pct(latencies, 0.99), max: pct(latencies, 1), achievedPerSec: Math.round(latencies.length / elapsed) }
+}
+
+async function measure (server: Server, c: Contender, op: Op, bodies: Bodies, rate: number, seconds: number): Promise<Point> {
+  const t0 = await threadCpuSecondsPrecise(server.pid)
+  const r = await load(server.url, c, op, bodies, rate, seconds)
+  const t1 = await threadCpuSecondsPrecise(server.pid)
+  const per = (s: number): number => r3(s * 1000 / Math.max(1, r.sent))
+  const byThread = Object.fromEntries(Object.entries(t1).map(([k, v]) => [k, per(v - (t0[k] ?? 0))] as const).filter(([, v]) => v >= 0.001))
+  const cpu = Object.entries(t1).reduce((s, [k, v]) => s + v - (t0[k] ?? 0), 0)
+  const sustained = r.ok === r.sent && r.p99 !== null && r.p99 < P99_LIMIT_MS
+  return { contender: c, op, rate, ...r, cpuMsPerRequest: per(cpu), cpuMsPerRequestByThread: byThread, sustained }
+}
+
+export async function runPinned (o: PinnedOptions): Promise<Record<string, unknown>> {
+  const rates = o.rates ?? (o.quick ? [50, 100, 200, 400, 800, 1600] : [50, 100, 200, 300, 400, 600, 800, 1000, 1200, 1600, 2000, 2400])
+  if (!rates.includes(FIXED_RATE)) throw new Error(`--rates must include ${FIXED_RATE} (the ratios are taken there)`)
+  const seconds = o.seconds ?? (o.quick ? 2 : 10)
+  const warmSeconds = o.quick ? 1 : 3
+  // --quick keeps to three minutes: past this per operation, contenders stop climbing (the fixed rate is still measured).
+  const budgetMs = o.quick ? 40_000 : Infinity
+  let truncated = false
+  const { serverCpus, restCpus, log } = o
+  await pinProcess(process.pid, restCpus)
+  const dir = await mkdtemp(join(tmpdir(), 'pix-proxy-bench-pinned-'))
+  const closers: Array<() => Promise<void>> = []
+  const points: Point[] = []
+  const startedAt = performance.now()
+  try {
+    const stack = await startStackProcess(dir, { longPollMs: 300, cpus: restCpus })
+    closers.push(stack.close)
+    const aws = await startAwsLocalProcess({ retain: 1_000, cpus: restCpus })
+    closers.push(aws.close)
+    const hsmCa = await readFile(stack.hsmCaCertFile, 'utf8')
+    const cannedConfig: CannedBacenConfig = { key: KEY, holder: COUNTERPARTY_ISPB, tls: { ...stack.bcbTls, clientCaPems: [stack.caPem, hsmCa] }, signing: stack.bcbSigning }
+    const canned = await startScriptProcess<{ port: number }>(new URL('./canned-bacen.ts', import.meta.url).pathname, { BENCH_CANNED_BACEN: JSON.stringify(cannedConfig) }, restCpus)
+    closers.push(canned.close)
+    const upstreamUrl = `https://localhost:${canned.line.port}`
+    const cp = stack.counterparty
+    const upstreamSettings = { PIXPROXY_DICT_URL: upstreamUrl, PIXPROXY_SPI_URL: upstreamUrl }
+
+    const servers = {} as Record<Contender, Server>
+    const n = await startNginx({ dir: join(dir, 'nginx'), upstreamUrl, caPem: stack.caPem, certPem: cp.tls.certPem, keyPem: cp.tls.keyPem })
+    servers.nginx = { url: n.url, pid: n.pid, close: n.close }
+    closers.push(n.close)
+    const pt = await startScriptProcess<{ url: string }>(new URL('./passthrough.ts', import.meta.url).pathname, { BENCH_PASSTHROUGH: JSON.stringify({ upstreamUrl, caPem: stack.caPem, ...cp.tls }) })
+    servers.passthrough = { url: pt.line.url, pid: pt.pid, close: pt.close }
+    closers.push(pt.close)
+    const off = await startBenchProxy(stack, join(dir, 'proxy-audit-off'), { PIXPROXY_AUDIT_ENABLED: 'false', ...upstreamSettings })
+    servers['proxy-audit-off'] = { url: off.url, pid: off.pid, close: off.stop }
+    closers.push(off.stop)
+    const on = await startBenchProxy(stack, join(dir, 'proxy'), { ...auditSinkSettings(aws), ...upstreamSettings })
+    servers.proxy = { url: on.url, pid: on.pid, close: on.stop }
+    closers.push(on.stop)
+    for (const s of Object.values(servers)) await pinProcess(s.pid, serverCpus)
+    log(`set-up ${Math.round(performance.now() - startedAt)} ms; servers on CPU ${serverCpus}, the rest on ${restCpus}`)
+
+    // Bodies: unsigned for pix-proxy (it signs), signed once by the counterparty for nginx and the pass-through.
+    const entry = (ispb: string): string => createEntryRequest({ key: KEY, owner: { ...SAMPLE_PAYER, ispb } }).xml
+    const payments = (ispb: string): string[] => Array.from({ length: 64 }, (_, i) => pacs008({ from: ispb, payer: { ...SAMPLE_PAYER, ispb }, payee: { ...SAMPLE_PAYEE, ispb: ispb === PROXY_ISPB ? COUNTERPARTY_ISPB : PROXY_ISPB }, amounts: [10 + i] }).xml)
+    const proxyBodies: Bodies = { createEntry: entry(PROXY_ISPB), pacs008: payments(PROXY_ISPB) }
+    const directBodies: Bodies = {
+      createEntry: await cp.xmlSigner.sign(entry(COUNTERPARTY_ISPB), 'dict'),
+      pacs008: await Promise.all(payments(COUNTERPARTY_ISPB).map(async (x) => await cp.xmlSigner.sign(x, 'spi')))
+    }
+    const bodiesOf = (c: Contender): Bodies => c === 'proxy' || c === 'proxy-audit-off' ? proxyBodies : directBodies
+
+    for (const op of OPS) {
+      const opStartedAt = performance.now()
+      for (const c of CONTENDERS) {
+        const w = await load(servers[c].url, c, op, bodiesOf(c), 100, warmSeconds) // connections, JIT, HSM sessions
+        if (w.ok !== w.sent) log(`warm-up ${c} ${op}: ${w.ok}/${w.sent} ok ${JSON.stringify(w.errorsByCode)}`)
+      }
+      const failed = new Set<Contender>()
+      for (const [i, rate] of rates.entries()) {
+        const order = i % 2 === 0 ? CONTENDERS : [...CONTENDERS].reverse()
+        for (const c of order) {
+          if (failed.has(c) && rate !== FIXED_RATE) continue // the fixed rate is measured for every contender: the ratios
+          if (rate > FIXED_RATE && performance.now() - opStartedAt > budgetMs) {
+            truncated = true
+            continue
+          }
+          const p = await measure(servers[c], c, op, bodiesOf(c), rate, seconds)
+          points.push(p)
+          if (!p.sustained) failed.add(c)
+          log(`${op} ${c} @ ${rate}/s: p50 ${p.p50} p99 ${p.p99} ms ok ${p.ok}/${p.sent} cpu ${p.cpuMsPerRequest} ms/req ${JSON.stringify(p.cpuMsPerRequestByThread)} ${JSON.stringify(p.errorsByCode)}`)
+          await new Promise((resolve) => setTimeout(resolve, 200))
+        }
+        if (failed.size === CONTENDERS.length && rate >= FIXED_RATE) break
+      }
+    }
+  } finally {
+    for (const close of closers.reverse()) await close().catch((err: unknown) => { log(`close: ${(err as Error).message}`) })
+    await rm(dir, { recursive: true, force: true })
+  }
+
+  const at = (c: Contender, op: Op, rate = FIXED_RATE): Point | undefined => points.find((p) => p.contender === c && p.op === op && p.rate === rate)
+  // The climb: the highest rate sustained with every lower rate of the grid sustained too.
+  const sustainedOf = (c: Contender, op: Op): number => {
+    let best = 0
+    for (const rate of rates) {
+      if (at(c, op, rate)?.sustained !== true) break
+      best = rate
+    }
+    return best
+  }
+  const ratio = (a: number | null | undefined, b: number | null | undefined): number | null => a == null || b == null || b === 0 ? null : r2(a / b)
+  const cpuRatio = (c: Contender, op: Op): number | null => ratio(at(c, op)?.cpuMsPerRequest, at('nginx', op)?.cpuMsPerRequest)
+  const p99Ratio = (c: Contender, op: Op): number | null => ratio(at(c, op)?.p99, at('nginx', op)?.p99)
+  const libuv = (c: Contender, op: Op): number => at(c, op)?.cpuMsPerRequestByThread['libuv-worker'] ?? 0
+  const byContender = Object.fromEntries(CONTENDERS.map((c) => [c, Object.fromEntries(OPS.map((op) => {
+    const p = at(c, op)
+    return [op, {
+      cpuMsPerRequestAt200: p?.cpuMsPerRequest ?? null,
+      cpuMsPerRequestByThreadAt200: p?.cpuMsPerRequestByThread ?? null,
+      hsmMsPerRequestAt200: (c === 'proxy' || c === 'proxy-audit-off') && op !== 'get-entry' && p !== undefined ? r3(Math.max(0, libuv(c, op) - libuv(c, 'get-entry'))) : null,
+      p50At200: p?.p50 ?? null,
+      p99At200: p?.p99 ?? null,
+      sustainedPerSec: sustainedOf(c, op)
+    }]
+  }))]))
+  const p99ByOp = Object.fromEntries(OPS.map((op) => [op, p99Ratio('proxy', op)]))
+  const p99s = Object.values(p99ByOp).filter((x) => x !== null)
+  return {
+    bench: 'e2e',
+    pinned: true,
+    quick: o.quick,
+    /** The time budget stopped a climb: a sustained rate may be higher than reported. */
+    truncated,
+    serverCpus,
+    restCpus,
+    upstream: 'canned BACEN (answers signed once with the BCB key), mutual TLS',
+    seconds,
+    rates,
+    p99LimitMs: P99_LIMIT_MS,
+    ratios: {
+      readCpuVsNginx: cpuRatio('proxy', 'get-entry'),
+      writeCpuVsNginx: cpuRatio('proxy', 'create-entry'),
+      icomCpuVsNginx: cpuRatio('proxy', 'spi-send'),
+      p99VsNginxAt200: p99s.length === 0 ? null : Math.max(...p99s),
+      p99VsNginxAt200ByOperation: p99ByOp,
+      auditOff: { readCpuVsNginx: cpuRatio('proxy-audit-off', 'get-entry'), writeCpuVsNginx: cpuRatio('proxy-audit-off', 'create-entry'), icomCpuVsNginx: cpuRatio('proxy-audit-off', 'spi-send') },
+      passthrough: { readCpuVsNginx: cpuRatio('passthrough', 'get-entry'), writeCpuVsNginx: cpuRatio('passthrough', 'create-entry'), icomCpuVsNginx: cpuRatio('passthrough', 'spi-send') }
+    },
+    sustainedPerSec: {
+      proxyRead: sustainedOf('proxy', 'get-entry'),
+      proxyWrite: sustainedOf('proxy', 'create-entry'),
+      proxyIcom: sustainedOf('proxy', 'spi-send'),
+      nginx: sustainedOf('nginx', 'get-entry'),
+      nginxWrite: sustainedOf('nginx', 'create-entry'),
+      rateGridTop: Math.max(...rates)
+    },
+    byContender,
+    points,
+    durationSeconds: Math.round((performance.now() - startedAt) / 1000),
+    loadavg1m: r2(loadavg()[0] as number),
+    node: process.versions.node
+  }
+}
