@@ -26,6 +26,8 @@ const ALGORITHM = 'RSASSA_PKCS1_V1_5_SHA_256'
 const KEY_SPEC = 'RSA_2048'
 /** What the start-up self-test signs: any bytes do; these say what they are. */
 const SELF_TEST = Buffer.from('pix-proxy KMS signer self-test')
+/** How long a readiness verdict on the key is reused: /readyz is polled every few seconds by every task. */
+const CHECK_TTL_MS = 10_000
 
 export interface KmsSignerOptions {
   /** Key id, key ARN, alias name (`alias/…`) or alias ARN. */
@@ -34,6 +36,8 @@ export interface KmsSignerOptions {
   readonly certificate: Certificate
   /** The signer owns it from here: `close()` destroys it. */
   readonly client: KMSClient
+  /** Clock of the readiness cache (tests). */
+  readonly now?: () => number
 }
 
 /** The SDK's error name (a modelled exception's, or the network error's code) and its message. */
@@ -76,9 +80,12 @@ export class KmsSigner implements Signer {
   /** The key's ARN, as DescribeKey resolved the configured id at start. */
   readonly keyArn: string
   readonly #client: KMSClient
+  readonly #now: () => number
+  #lastCheck: { at: number, result: Promise<string> } | null = null
 
-  private constructor (client: KMSClient, keyArn: string, publicKey: KeyObject) {
+  private constructor (client: KMSClient, keyArn: string, publicKey: KeyObject, now: () => number) {
     this.#client = client
+    this.#now = now
     this.keyArn = keyArn
     this.publicKey = publicKey
     const spki = publicKey.export({ type: 'spki', format: 'der' })
@@ -99,7 +106,7 @@ export class KmsSigner implements Signer {
     }
   }
 
-  static async #open ({ keyId, certificate, client }: KmsSignerOptions): Promise<KmsSigner> {
+  static async #open ({ keyId, certificate, client, now }: KmsSignerOptions): Promise<KmsSigner> {
     const call = async <T>(operation: string, fn: () => Promise<T>): Promise<T> => {
       try {
         return await fn()
@@ -132,7 +139,7 @@ export class KmsSigner implements Signer {
     if (!certificateMatchesKey(certificate, publicKey)) {
       throw new PixProxyError(Errors.KMS_KEY_MISMATCH, [arn, `${certificate.subjectString} (serial ${certificate.serialDecimal})`])
     }
-    const signer = new KmsSigner(client, arn, publicKey)
+    const signer = new KmsSigner(client, arn, publicKey, now ?? Date.now)
     // Proves kms:Sign (DescribeKey and GetPublicKey are separate permissions) and the whole signing path.
     await signer.sign(SELF_TEST)
     return signer
@@ -153,6 +160,32 @@ export class KmsSigner implements Signer {
       throw new PixProxyError(Errors.KMS_KEY_MISMATCH, [this.keyArn, '(the signature KMS returned does not verify with the key checked at start)'])
     }
     return signature
+  }
+
+  /**
+   * For readiness: the key is still Enabled (DescribeKey), cached for 10 s. Resolves to a detail for /readyz.
+   * @throws PixProxyError KMS_KEY_DISABLED when it is not, or the KMS_* code of the call's failure.
+   */
+  async check (): Promise<string> {
+    const now = this.#now()
+    if (this.#lastCheck === null || now - this.#lastCheck.at >= CHECK_TTL_MS) {
+      const result = this.#describe()
+      this.#lastCheck = { at: now, result }
+      // A failure is not cached: the next probe asks again.
+      result.catch(() => { if (this.#lastCheck?.result === result) this.#lastCheck = null })
+    }
+    return await this.#lastCheck.result
+  }
+
+  async #describe (): Promise<string> {
+    let state: string | undefined
+    try {
+      state = (await this.#client.send(new DescribeKeyCommand({ KeyId: this.keyArn }))).KeyMetadata?.KeyState
+    } catch (err) {
+      throw kmsError('DescribeKey', this.keyArn, err)
+    }
+    if (state !== 'Enabled') throw new PixProxyError(Errors.KMS_KEY_DISABLED, [this.keyArn, `KeyState ${String(state)}`])
+    return `signing key ${this.keyArn} Enabled`
   }
 
   close (): void {

@@ -50,6 +50,11 @@ t.test('CreateEntry signed in KMS: the simulator accepts the signature; a thrott
   t.equal(accepted?.status, 201, 'and created the entry')
   t.ok(aws.calls.some((c) => c.target === 'TrentService.Sign' && c.status === 200), 'signed through KMS')
 
+  const ready = await e2e.proxy('GET', '/readyz')
+  const readiness = JSON.parse(ready.text) as { status: string, checks: Record<string, unknown> }
+  t.match(readiness, { status: 'ready', checks: { kms: { ok: true, detail: /Enabled$/ } } }, '/readyz checks the KMS key')
+  t.ok('hsm' in readiness.checks, 'and the HSM, which holds the mTLS key')
+
   const before = e2e.log.length
   aws.failCalls({ target: 'TrentService.Sign', errorType: 'ThrottlingException', times: 10 })
   const throttled = await e2e.proxyXml('/api/v2/entries/', createEntryRequest().xml)

@@ -131,3 +131,24 @@ t.test('on the request path: throttling, a disabled key, an outage and a slow KM
   await ep.restore()
   t.equal((await signer.sign(data)).length, 256, 'signs again once KMS is back')
 })
+
+t.test('readiness: the key still Enabled, cached 10 s; a disabled key or an unreachable KMS is not ready', async (t) => {
+  const ep = await endpoint(t)
+  let now = 1_000_000
+  const signer = await KmsSigner.open({ keyId: ALIAS, certificate, now: () => now, client: createKmsClient({ endpoint: ep.url, region: REGION, credentials: CREDS, maxAttempts: 1 }) })
+  t.teardown(() => signer.close())
+  const describes = (): number => ep.calls.filter((c) => c.target === 'TrentService.DescribeKey').length
+  const atStart = describes()
+  t.match(await signer.check(), /^signing key arn:aws:kms:.*key\/1234abcd.* Enabled$/)
+  t.equal(describes(), atStart + 1)
+  await signer.check()
+  t.equal(describes(), atStart + 1, 'cached')
+  ep.setKmsKeyEnabled(KEY_ID, false)
+  now += 10_000
+  await t.rejects(signer.check(), { code: 'PIXPROXY_ERR_KMS_KEY_DISABLED', message: /KeyState Disabled/ }, 'a key disabled after start')
+  ep.setKmsKeyEnabled(KEY_ID, true)
+  t.match(await signer.check(), /Enabled$/, 'a failure is not cached')
+  now += 10_000
+  ep.failCalls({ target: 'TrentService.DescribeKey', errorType: 'ServiceUnavailableException', times: 1 })
+  await t.rejects(signer.check(), { code: 'PIXPROXY_ERR_KMS_UNAVAILABLE' })
+})
