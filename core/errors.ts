@@ -101,6 +101,15 @@ export const Errors = Object.freeze({
   HSM_INIT_EXISTS: define('PIXPROXY_ERR_HSM_INIT_EXISTS', '%s already holds a SoftHSM token; pass --force to replace it'),
   HSM_INIT_FAILED: define('PIXPROXY_ERR_HSM_INIT_FAILED', 'cannot initialise a SoftHSM token in %s: %s'),
 
+  // KMS (the XMLDSig signing key in AWS KMS instead of the HSM; src/kms/)
+  KMS_KEY_UNSUITABLE: define('PIXPROXY_ERR_KMS_KEY_UNSUITABLE', 'the KMS key %s cannot sign for BACEN: %s', 503),
+  KMS_KEY_MISMATCH: define('PIXPROXY_ERR_KMS_KEY_MISMATCH', 'the public key of KMS key %s is not the public key of the signing certificate %s', 503),
+  KMS_KEY_NOT_FOUND: define('PIXPROXY_ERR_KMS_KEY_NOT_FOUND', 'KMS has no key %s (key id, key ARN, alias name or alias ARN)', 503),
+  KMS_ACCESS_DENIED: define('PIXPROXY_ERR_KMS_ACCESS_DENIED', 'KMS refused %s on key %s: %s (the task role needs kms:%s on it)', 503),
+  KMS_KEY_DISABLED: define('PIXPROXY_ERR_KMS_KEY_DISABLED', 'the KMS key %s is not enabled (%s): the request was not sent', 503),
+  KMS_THROTTLED: define('PIXPROXY_ERR_KMS_THROTTLED', 'KMS throttled %s on key %s: the request was not sent; send it again later', 503),
+  KMS_UNAVAILABLE: define('PIXPROXY_ERR_KMS_UNAVAILABLE', 'KMS %s on key %s failed (%s): the request was not sent', 503),
+
   // XML input and signing (our own signing of a caller's message)
   XML_MALFORMED: define('PIXPROXY_ERR_XML_MALFORMED', 'the message is not well-formed XML: %s', 400),
   XML_DTD_FORBIDDEN: define('PIXPROXY_ERR_XML_DTD_FORBIDDEN', 'the message has a DOCTYPE or entity: %s', 400),

@@ -3,7 +3,7 @@ import type { KeyObject } from 'node:crypto'
 import { Errors, PixProxyError } from './errors.ts'
 
 /**
- * Produces RSASSA-PKCS1-v1_5 SHA-256 signatures; the private key may live anywhere (HSM, file).
+ * Produces RSASSA-PKCS1-v1_5 SHA-256 signatures; the private key may live anywhere (HSM, AWS KMS, file).
  *
  * Implementations hash `data` themselves, so callers hand over the exact bytes to sign (for XMLDSig, the
  * canonical SignedInfo), and never block the event loop while the RSA operation runs.

@@ -21,6 +21,9 @@ const Int = (description: string, min: number, max: number, def: number): TInteg
   Type.Integer({ description, minimum: min, maximum: max, default: def })
 const Url = (description: string, def: string): TString => Type.String({ description, pattern: '^https://[^/?#]+$', default: def })
 
+/** A KMS key id (a UUID, or mrk-… for a multi-Region key), key ARN, alias name or alias ARN. */
+const KMS_KEY_ID_RE = /^(arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key\/)?([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32})$|^(arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:)?alias\/[a-zA-Z0-9/_-]{1,250}$/
+
 /** A bind address only this host can reach: 127.0.0.0/8, ::1 (also as ::ffff:127.x) or the name localhost. */
 export function isLoopbackHost (host: string): boolean {
   const h = host.trim().toLowerCase().replace(/^\[|\]$/g, '')
@@ -58,6 +61,7 @@ export const ConfigSchema = Type.Object({
   PIXPROXY_HSM_ACQUIRE_TIMEOUT_MS: Int('How long a sign waits for a free HSM session', 1, 60_000, 2_000),
 
   PIXPROXY_SIGNING_KEY_LABEL: Type.Optional(Str('CKA_LABEL of the XMLDSig signing key in the HSM')),
+  PIXPROXY_SIGNING_KMS_KEY_ID: Type.Optional(Str('AWS KMS key of the XMLDSig signing key instead of the HSM: key id, key ARN, alias name (alias/…) or alias ARN. An asymmetric RSA_2048 SIGN_VERIFY key whose public key is the signing certificate\'s (checked at start); the task role needs kms:DescribeKey, kms:GetPublicKey and kms:Sign on it. Region and credentials as for the other AWS clients')),
   PIXPROXY_SIGNING_KEY_FILE: Type.Optional(Str('PEM signing key instead of the HSM (tests, tools; never production); a path, or the PEM text itself')),
   PIXPROXY_SIGNING_CERT_FILE: Str('PEM certificate of the signing key (its issuer and serial go into KeyInfo); a path, or the PEM text itself'),
 
@@ -187,7 +191,8 @@ export interface Config {
     readonly poolSize: number
     readonly acquireTimeoutMs: number
   } | null
-  readonly signing: { readonly keyLabel: string | null, readonly keyFile: string | null, readonly certFile: string }
+  /** Exactly one of keyLabel (HSM), kmsKeyId (AWS KMS, kms/signer.ts) and keyFile. */
+  readonly signing: { readonly keyLabel: string | null, readonly kmsKeyId: string | null, readonly keyFile: string | null, readonly certFile: string }
   readonly tls: {
     readonly keyLabel: string | null
     readonly keyFile: string | null
@@ -251,12 +256,16 @@ export function loadConfig (source: Readonly<Record<string, string | undefined>>
   const set = (v: string | undefined): string | null => (v === undefined || v === '' ? null : v)
 
   const usesHsm = set(f.PIXPROXY_SIGNING_KEY_LABEL) !== null || set(f.PIXPROXY_TLS_KEY_LABEL) !== null
-  const needOne = (a: ConfigKey, b: ConfigKey): void => {
-    const n = (set(f[a] as string | undefined) === null ? 0 : 1) + (set(f[b] as string | undefined) === null ? 0 : 1)
-    if (n !== 1) problems.push(`set exactly one of ${a} (HSM) and ${b} (PEM file)`)
+  const needOne = (...keys: Array<[ConfigKey, string]>): void => {
+    const n = keys.filter(([k]) => set(f[k] as string | undefined) !== null).length
+    if (n !== 1) problems.push(`set exactly one of ${keys.map(([k, what]) => `${k} (${what})`).join(', ').replace(/, ([^,]*)$/, ' and $1')}`)
   }
-  needOne('PIXPROXY_SIGNING_KEY_LABEL', 'PIXPROXY_SIGNING_KEY_FILE')
-  needOne('PIXPROXY_TLS_KEY_LABEL', 'PIXPROXY_TLS_KEY_FILE')
+  needOne(['PIXPROXY_SIGNING_KEY_LABEL', 'HSM'], ['PIXPROXY_SIGNING_KMS_KEY_ID', 'AWS KMS'], ['PIXPROXY_SIGNING_KEY_FILE', 'PEM file'])
+  needOne(['PIXPROXY_TLS_KEY_LABEL', 'HSM'], ['PIXPROXY_TLS_KEY_FILE', 'PEM file'])
+  const kmsKeyId = set(f.PIXPROXY_SIGNING_KMS_KEY_ID)
+  if (kmsKeyId !== null && !KMS_KEY_ID_RE.test(kmsKeyId)) {
+    problems.push(`PIXPROXY_SIGNING_KMS_KEY_ID: ${JSON.stringify(kmsKeyId.slice(0, 120))} is not a KMS key id, key ARN, alias name (alias/…) or alias ARN`)
+  }
   if (usesHsm) {
     if (set(f.PIXPROXY_HSM_MODULE_PATH) === null) problems.push('PIXPROXY_HSM_MODULE_PATH is required when a key lives in the HSM')
     if (set(f.PIXPROXY_HSM_TOKEN_LABEL) === null) problems.push('PIXPROXY_HSM_TOKEN_LABEL is required when a key lives in the HSM')
@@ -332,7 +341,7 @@ export function loadConfig (source: Readonly<Record<string, string | undefined>>
           acquireTimeoutMs: f.PIXPROXY_HSM_ACQUIRE_TIMEOUT_MS as number
         }
       : null,
-    signing: { keyLabel: set(f.PIXPROXY_SIGNING_KEY_LABEL), keyFile: set(f.PIXPROXY_SIGNING_KEY_FILE), certFile: f.PIXPROXY_SIGNING_CERT_FILE as string },
+    signing: { keyLabel: set(f.PIXPROXY_SIGNING_KEY_LABEL), kmsKeyId, keyFile: set(f.PIXPROXY_SIGNING_KEY_FILE), certFile: f.PIXPROXY_SIGNING_CERT_FILE as string },
     tls: {
       keyLabel: set(f.PIXPROXY_TLS_KEY_LABEL),
       keyFile: set(f.PIXPROXY_TLS_KEY_FILE),

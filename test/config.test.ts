@@ -83,6 +83,32 @@ t.test('cross-field rules', async (t) => {
   t.match(problems({ ...base, PIXPROXY_LISTEN_PORT: '9000', PIXPROXY_OPS_LISTEN_PORT: '9000' }), /PIXPROXY_OPS_LISTEN_PORT: 9000 is the callers' port/)
 })
 
+t.test('the signing key in AWS KMS: exclusive with the HSM label and the PEM file; a key id, key ARN, alias or alias ARN', async (t) => {
+  const { PIXPROXY_SIGNING_KEY_FILE: _a, ...noSignKey } = base
+  t.equal(loadConfig(base).signing.kmsKeyId, null)
+  const ids = [
+    '1234abcd-12ab-34cd-56ef-1234567890ab',
+    'mrk-1234abcd12ab34cd56ef1234567890ab',
+    'arn:aws:kms:sa-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab',
+    'alias/pix-proxy/signing',
+    'arn:aws:kms:sa-east-1:111122223333:alias/pix-proxy-signing'
+  ]
+  for (const id of ids) {
+    const c = loadConfig({ ...noSignKey, PIXPROXY_SIGNING_KMS_KEY_ID: id })
+    t.same(c.signing, { keyLabel: null, kmsKeyId: id, keyFile: null, certFile: '/c.pem' }, id)
+    t.equal(c.hsm, null, `${id}: no HSM needed for the signing key`)
+  }
+  for (const bad of ['pix-sign', 'key/1234abcd-12ab-34cd-56ef-1234567890ab', 'arn:aws:kms:sa-east-1:1111:alias/x', 'alias/']) {
+    t.match(problems({ ...noSignKey, PIXPROXY_SIGNING_KMS_KEY_ID: bad }), /PIXPROXY_SIGNING_KMS_KEY_ID: .* is not a KMS key id, key ARN, alias name/, bad)
+  }
+  const both = problems({ ...base, PIXPROXY_SIGNING_KMS_KEY_ID: 'alias/pix' })
+  t.match(both, /set exactly one of PIXPROXY_SIGNING_KEY_LABEL \(HSM\), PIXPROXY_SIGNING_KMS_KEY_ID \(AWS KMS\) and PIXPROXY_SIGNING_KEY_FILE \(PEM file\)/)
+  t.match(problems({ ...noSignKey, PIXPROXY_SIGNING_KMS_KEY_ID: 'alias/pix', PIXPROXY_SIGNING_KEY_LABEL: 'pix-sign' }), /set exactly one of PIXPROXY_SIGNING_KEY_LABEL/)
+  t.match(problems(noSignKey), /set exactly one of PIXPROXY_SIGNING_KEY_LABEL/, 'none is also a problem')
+  const withTlsInHsm = loadConfig({ ...noSignKey, PIXPROXY_SIGNING_KMS_KEY_ID: 'alias/pix', PIXPROXY_TLS_KEY_FILE: '', PIXPROXY_TLS_KEY_LABEL: 'pix-tls', PIXPROXY_HSM_MODULE_PATH: '/m.so', PIXPROXY_HSM_TOKEN_LABEL: 't', PIXPROXY_HSM_PIN_FILE: '/pin' })
+  t.ok(withTlsInHsm.hsm !== null, 'the mTLS key stays in the HSM while XMLDSig signs in KMS')
+})
+
 t.test('the operations listener: none unless a port is set; loopback unless told otherwise', async (t) => {
   t.equal(loadConfig(base).ops, null)
   t.equal(loadConfig({ ...base, PIXPROXY_OPS_LISTEN_PORT: '' }).ops, null, 'set to nothing: none (turns off an image default)')

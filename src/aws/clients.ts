@@ -1,12 +1,13 @@
 /**
- * SDK v3 clients for the AWS services pix-proxy calls, with timeouts and retry counts chosen for how each is used
- * (the SDK's defaults are no timeouts at all and three attempts).
+ * SDK v3 clients for the AWS services pix-proxy calls (Firehose, SSM, Secrets Manager, KMS), with timeouts and
+ * retry counts chosen for how each is used (the SDK's defaults are no timeouts at all and three attempts).
  *
  * Region, credentials and endpoint follow the SDK's own resolution when not given (on ECS: AWS_REGION and the
  * task role; locally `AWS_ENDPOINT_URL` or `AWS_ENDPOINT_URL_FIREHOSE` point every client at the local endpoint
  * without a pix-proxy setting). Passing them explicitly is for tests and tools.
  */
 import { FirehoseClient } from '@aws-sdk/client-firehose'
+import { KMSClient } from '@aws-sdk/client-kms'
 import type { FirehoseClientConfig } from '@aws-sdk/client-firehose'
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager'
 import { SSMClient } from '@aws-sdk/client-ssm'
@@ -72,4 +73,14 @@ export function createSsmClient (o: AwsClientOptions = {}): SSMClient {
 /** Same reasoning as `createSsmClient`: read once at start-up (and on PIN rotation), nothing retries above. */
 export function createSecretsManagerClient (o: AwsClientOptions = {}): SecretsManagerClient {
   return new SecretsManagerClient(config(o, { connectTimeoutMs: 3_000, requestTimeoutMs: 5_000, maxAttempts: 3 }))
+}
+
+/**
+ * The client behind the KMS signer (kms/signer.ts), on the request path: every message BACEN receives is signed
+ * through it. Two attempts (the SDK retries a throttle or a 5xx once, with its jittered backoff) and short timeouts:
+ * a Sign inside the region takes milliseconds, and a caller waiting on a stalled KMS is better told NOT SENT quickly
+ * than held until its own timeout. Nothing has left for BACEN while KMS is called, so any failure is retry-safe.
+ */
+export function createKmsClient (o: AwsClientOptions = {}): KMSClient {
+  return new KMSClient(config(o, { connectTimeoutMs: 1_000, requestTimeoutMs: 2_000, maxAttempts: 2 }))
 }

@@ -194,12 +194,12 @@ export function startOtelTracing (app: FastifyInstance, o: { tracesUrl: string, 
         span.end(clock.now())
       }
     },
-    signer (signer: Signer, kind: 'hsm' | 'software'): Signer {
+    signer (signer: Signer, kind: 'hsm' | 'kms' | 'software'): Signer {
       return {
         publicKey: signer.publicKey,
         description: signer.description,
         async sign (data: Uint8Array): Promise<Buffer> {
-          const span = child(kind === 'hsm' ? 'HSM sign' : 'software sign', SpanKind.INTERNAL, { 'pixproxy.signer': kind })
+          const span = child(kind === 'hsm' ? 'HSM sign' : kind === 'kms' ? 'KMS sign' : 'software sign', SpanKind.INTERNAL, { 'pixproxy.signer': kind })
           if (span === null) return await signer.sign(data)
           try {
             return await signer.sign(data)

@@ -29,7 +29,7 @@ export interface Tracing {
   /** The check of BACEN's signature(s) on an answer. */
   verify: <T extends TracedVerdict>(check: () => T) => T
   /** A signer whose every sign is a span of the request it signs for. */
-  signer: (signer: Signer, kind: 'hsm' | 'software') => Signer
+  signer: (signer: Signer, kind: 'hsm' | 'kms' | 'software') => Signer
   /** A durable audit write that just ended after `ms` (AuditRecorder's wait observer). */
   auditWait: (half: 'begin' | 'end', ms: number) => void
   /** Exports what is buffered and stops, within `timeoutMs`. */

@@ -1,6 +1,7 @@
 /**
  * The signing and verification resources: the PKCS#11 key store (when keys live in the HSM), the XMLDSig signer
- * bound to the signing key and certificate, and the trust store of BACEN's signing certificates.
+ * bound to the signing key (in the HSM, in AWS KMS or, outside production, a PEM file) and certificate, and the trust
+ * store of BACEN's signing certificates.
  */
 import fp from 'fastify-plugin'
 import { Gauge } from 'prom-client'
@@ -18,7 +19,8 @@ import type { Certificate } from '../../core/pki/x509.ts'
 import { XmlSigner } from '../../core/xmldsig/sign.ts'
 import { TrustStore } from '../../core/xmldsig/truststore.ts'
 import { Errors, PixProxyError } from '../../core/errors.ts'
-import { createSecretsManagerClient } from '../aws/clients.ts'
+import { createKmsClient, createSecretsManagerClient } from '../aws/clients.ts'
+import { KmsSigner } from '../kms/signer.ts'
 import { fetchPin } from '../config-sources.ts'
 import { tracingOf } from '../http/tracing.ts'
 
@@ -28,6 +30,8 @@ export interface CryptoRuntime {
   readonly signingCertificate: Certificate
   readonly bacenTrust: TrustStore
   readonly keyStore: Pkcs11KeyStore | null
+  /** The KMS signer when the signing key is in AWS KMS (PIXPROXY_SIGNING_KMS_KEY_ID), to close with the app. */
+  readonly kmsSigner: KmsSigner | null
   /** Public half of the HSM mTLS key, so the TLS agent can refuse a certificate that does not match it. */
   readonly tlsPublicKey: KeyObject | null
   /**
@@ -52,13 +56,14 @@ async function readPinFile (file: string): Promise<string> {
   }
 }
 
-async function openCrypto (config: Config, log: FastifyInstance['log'], traced: (signer: Signer, kind: 'hsm' | 'software') => Signer = (s) => s): Promise<CryptoRuntime & { tempPinDir: string | null }> {
+async function openCrypto (config: Config, log: FastifyInstance['log'], traced: (signer: Signer, kind: 'hsm' | 'kms' | 'software') => Signer = (s) => s): Promise<CryptoRuntime & { tempPinDir: string | null }> {
   const signingCertificate = parseCertificate(await readPemSetting(config.signing.certFile))
   const bacenTrust = new TrustStore(parseCertificates(await readPemSetting(config.bacenSigningCertsFile)))
   if (bacenTrust.size === 0) {
     throw new PixProxyError(Errors.CONFIG_INVALID, [`${describePemSetting(config.bacenSigningCertsFile)} holds no certificate`])
   }
   let keyStore: Pkcs11KeyStore | null = null
+  let kmsSigner: KmsSigner | null = null
   let pinFile: string | null = null
   let tempPinDir: string | null = null
   try {
@@ -92,16 +97,28 @@ async function openCrypto (config: Config, log: FastifyInstance['log'], traced: 
         log
       })
     }
-    const signer = config.signing.keyLabel !== null && keyStore !== null
-      ? await keyStore.signer(config.signing.keyLabel)
-      : SoftwareSigner.fromPem(await readPemSetting(config.signing.keyFile as string))
+    let signer: Signer
+    let kind: 'hsm' | 'kms' | 'software'
+    if (config.signing.keyLabel !== null && keyStore !== null) {
+      signer = await keyStore.signer(config.signing.keyLabel)
+      kind = 'hsm'
+    } else if (config.signing.kmsKeyId !== null) {
+      // The SDK takes region, credentials and endpoint from its usual sources (the task role; AWS_ENDPOINT_URL locally).
+      kmsSigner = await KmsSigner.open({ keyId: config.signing.kmsKeyId, certificate: signingCertificate, client: createKmsClient() })
+      signer = kmsSigner
+      kind = 'kms'
+    } else {
+      signer = SoftwareSigner.fromPem(await readPemSetting(config.signing.keyFile as string))
+      kind = 'software'
+    }
     // Every sign of a request is a span of it when tracing is on (http/tracing.ts).
-    const xmlSigner = new XmlSigner({ signer: traced(signer, keyStore !== null && config.signing.keyLabel !== null ? 'hsm' : 'software'), certificate: signingCertificate })
+    const xmlSigner = new XmlSigner({ signer: traced(signer, kind), certificate: signingCertificate })
     const tlsPublicKey = config.tls.keyLabel !== null && keyStore !== null
       ? (await keyStore.signer(config.tls.keyLabel)).publicKey
       : null
-    return { xmlSigner, signer, signingCertificate, bacenTrust, keyStore, tlsPublicKey, pinFile, tempPinDir }
+    return { xmlSigner, signer, signingCertificate, bacenTrust, keyStore, kmsSigner, tlsPublicKey, pinFile, tempPinDir }
   } catch (err) {
+    kmsSigner?.close()
     await keyStore?.close()
     if (tempPinDir !== null) await rm(tempPinDir, { recursive: true, force: true })
     throw err
@@ -120,6 +137,7 @@ export default fp(async function cryptoPlugin (app: FastifyInstance, opts: { con
   registerHsmGauges(app, runtime.keyStore)
   app.addHook('onClose', async () => {
     // Last in the shutdown order: in-flight requests have drained and the upstream agents are closed.
+    runtime.kmsSigner?.close()
     await runtime.keyStore?.close()
     if (runtime.tempPinDir !== null) await rm(runtime.tempPinDir, { recursive: true, force: true })
   })

@@ -245,6 +245,17 @@ export function healthEndpoints (app: FastifyInstance, opts: { lookup?: LookupFu
     }
   }
 
+  /** The signing key in KMS is still Enabled (kms/signer.ts, cached 10 s). */
+  const kmsCheck = async (): Promise<Check | null> => {
+    const signer = app.crypto.kmsSigner
+    if (signer === null) return null
+    try {
+      return { ok: true, detail: await signer.check() }
+    } catch (err) {
+      return { ok: false, detail: describe(err) }
+    }
+  }
+
   const auditCheck = async (): Promise<Check | null> => {
     const failure = app.audit.worker?.failure ?? null
     if (failure !== null) return { ok: false, detail: describe(failure) }
@@ -279,9 +290,10 @@ export function healthEndpoints (app: FastifyInstance, opts: { lookup?: LookupFu
   const readyz = async (reply: FastifyReply): Promise<FastifyReply> => {
     // Draining: the callers' listener already answers 503 SHUTTING_DOWN to everything; say the same here.
     if (opts.isClosing()) return await reply.code(503).send({ status: 'shutting down', checks: {} } satisfies Readiness)
-    const [hsm, audit, local, upstreams] = await Promise.all([hsmCheck(), auditCheck(), tlsSelfTest(), upstreamProbes()])
+    const [hsm, kms, audit, local, upstreams] = await Promise.all([hsmCheck(), kmsCheck(), auditCheck(), tlsSelfTest(), upstreamProbes()])
     const checks: Record<string, Check> = {}
     if (hsm !== null) checks.hsm = hsm
+    if (kms !== null) checks.kms = kms
     checks.tls = identityCheck(local, upstreams)
     if (audit !== null) checks.audit = audit
     const ok = Object.values(checks).every((c) => c.ok)

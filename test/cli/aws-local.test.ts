@@ -13,7 +13,9 @@ import { PutRecordBatchCommand } from '@aws-sdk/client-firehose'
 import { GetParametersByPathCommand } from '@aws-sdk/client-ssm'
 import type { Parameter } from '@aws-sdk/client-ssm'
 import { GetSecretValueCommand } from '@aws-sdk/client-secrets-manager'
-import { createFirehoseClient, createSecretsManagerClient, createSsmClient } from '../../src/aws/clients.ts'
+import { GetPublicKeyCommand, SignCommand } from '@aws-sdk/client-kms'
+import { createHash, generateKeyPairSync, verify as cryptoVerify } from 'node:crypto'
+import { createFirehoseClient, createKmsClient, createSecretsManagerClient, createSsmClient } from '../../src/aws/clients.ts'
 import type { AwsClientOptions } from '../../src/aws/clients.ts'
 import { loadConfigSources, fetchPin } from '../../src/config-sources.ts'
 import { awsLocalCommand, readAwsLocalSeed } from '../../tools/cli/aws-local.ts'
@@ -165,6 +167,29 @@ t.test('serves SSM, Secrets Manager and Firehose to the real SDK clients, seeded
   t.match(ep.stderr(), /\[aws-local\] shutting down/)
 })
 
+t.test('serves KMS signing keys from the seed: one read from a PEM file, one generated at start', async (t) => {
+  const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 })
+  const dir = t.testdir({ pki: { 'kms.key': privateKey.export({ type: 'pkcs8', format: 'pem' }).toString() } })
+  const KEY_ID = '1234abcd-12ab-34cd-56ef-1234567890ab'
+  await writeFile(join(dir, 'seed.json'), JSON.stringify({ kmsKeys: [{ keyId: KEY_ID, aliases: ['alias/pix-proxy-signing'], privateKeyFile: 'pki/kms.key' }, { aliases: ['alias/other'], enabled: false }] }))
+  const ep = await spawnAwsLocal(t, ['--port', '0', '--region', 'sa-east-1', '--seed', join(dir, 'seed.json')])
+  t.match(ep.line.kmsKeys, [
+    { arn: `arn:aws:kms:sa-east-1:000000000000:key/${KEY_ID}`, aliases: ['alias/pix-proxy-signing'] },
+    { arn: /^arn:aws:kms:sa-east-1:000000000000:key\/[0-9a-f-]{36}$/, aliases: ['alias/other'] }
+  ])
+  t.notMatch(JSON.stringify(ep.line), /PRIVATE KEY/, 'key material is never printed')
+  const kms = createKmsClient({ endpoint: ep.line.url, region: 'sa-east-1', credentials: CREDS, maxAttempts: 1 })
+  t.teardown(() => kms.destroy())
+  const pub = await kms.send(new GetPublicKeyCommand({ KeyId: 'alias/pix-proxy-signing' }))
+  t.ok(Buffer.from(pub.PublicKey as Uint8Array).equals(publicKey.export({ type: 'spki', format: 'der' })), 'the key of the PEM file')
+  const message = Buffer.from('signed in the aws-local process')
+  const signed = await kms.send(new SignCommand({ KeyId: 'alias/pix-proxy-signing', Message: createHash('sha256').update(message).digest(), MessageType: 'DIGEST', SigningAlgorithm: 'RSASSA_PKCS1_V1_5_SHA_256' }))
+  t.ok(cryptoVerify('sha256', message, publicKey, Buffer.from(signed.Signature as Uint8Array)))
+  t.equal((await rejection(kms.send(new GetPublicKeyCommand({ KeyId: 'alias/other' })))).name, 'DisabledException', '"enabled": false')
+  process.kill(ep.pid, 'SIGTERM')
+  t.same(await ep.exited, { code: 0, signal: null })
+})
+
 t.test('listens on 0.0.0.0 for other containers and prints a URL a local client can use', async (t) => {
   const ep = await spawnAwsLocal(t, ['--host', '0.0.0.0', '--port', '0'])
   t.match(ep.line, { host: '0.0.0.0', url: /^http:\/\/127\.0\.0\.1:\d+$/, signatures: 'shape', dataDir: null })
@@ -191,10 +216,14 @@ t.test('seed files: every malformed entry is refused with a coded error', async 
   t.match(await bad({ secrets: [{ name: 's' }] }), { message: /s needs exactly one of "string" and "stringFile"/ })
   t.match(await bad({ secrets: [{ name: 's', stringFile: 'missing.pin' }] }), { code: Errors.FILE_READ.code, message: /missing\.pin: ENOENT/ })
   t.match(await rejection(readAwsLocalSeed(join(dir, 'absent.json'))), { code: Errors.FILE_READ.code })
+  t.match(await bad({ kmsKeys: [{ alias: 'alias/x' }] }), { message: /kmsKeys\[0\]: unknown keys alias/ })
+  t.match(await bad({ kmsKeys: [{ aliases: 'alias/x' }] }), { message: /"aliases" must be an array of strings/ })
+  t.match(await bad({ kmsKeys: [{ enabled: 'no' }] }), { message: /"enabled" must be true or false/ })
+  t.match(await bad({ kmsKeys: [{ privateKeyFile: 'missing.key' }] }), { code: Errors.FILE_READ.code })
 
   const good = join(dir, 'good.json')
   await writeFile(good, JSON.stringify({ parameters: [{ name: '/a', valueFile: 'pem.txt' }], secrets: [{ name: 's', string: 'v' }] }))
-  t.same(await readAwsLocalSeed(good), { parameters: [{ name: '/a', value: 'x', type: 'String' }], secrets: [{ name: 's', string: 'v' }] })
+  t.same(await readAwsLocalSeed(good), { parameters: [{ name: '/a', value: 'x', type: 'String' }], secrets: [{ name: 's', string: 'v' }], kmsKeys: [] })
 })
 
 t.test('command line errors: usage (exit 2) and start-up failures (exit 1), each with its code', async (t) => {

@@ -1,6 +1,7 @@
 /**
- * A small local stand-in for the three AWS services pix-proxy calls: Firehose (PutRecordBatch, PutRecord), Secrets
- * Manager (GetSecretValue) and SSM Parameter Store (GetParameter, GetParameters, GetParametersByPath). It speaks
+ * A small local stand-in for the AWS services pix-proxy calls: Firehose (PutRecordBatch, PutRecord), Secrets
+ * Manager (GetSecretValue), SSM Parameter Store (GetParameter, GetParameters, GetParametersByPath) and KMS (Sign,
+ * Verify, GetPublicKey, DescribeKey on seeded asymmetric keys). It speaks
  * the AWS JSON 1.1 protocol the SDK v3 clients use, so the real clients reach it through `endpoint` with static
  * fake credentials, and it can fail on command (throttling, partial batch failures, outages, latency) so the audit
  * pipeline and configuration loading are tested against the failures they must survive.
@@ -13,7 +14,7 @@
  * JSON lines even when the real stream would convert them to Parquet; one object per accepted call.
  *
  * This file is the server: routing by X-Amz-Target, SigV4 (sigv4.ts), the call log and fault injection. Each
- * service is a handler with its own state and protocol errors: firehose.ts, secrets-manager.ts, ssm.ts.
+ * service is a handler with its own state and protocol errors: firehose.ts, kms.ts, secrets-manager.ts, ssm.ts.
  */
 import { randomUUID } from 'node:crypto'
 import { createServer } from 'node:http'
@@ -23,6 +24,8 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { Errors, PixProxyError } from '../../core/errors.ts'
 import { DEFAULT_DELIVERY_STREAMS, FirehoseHandler } from './firehose.ts'
 import type { DeliveredRecord, RecordFault } from './firehose.ts'
+import { KmsHandler } from './kms.ts'
+import type { LocalKmsKey } from './kms.ts'
 import { AwsError, defaultStatus } from './protocol.ts'
 import type { ServiceHandler } from './protocol.ts'
 import { SecretsManagerHandler } from './secrets-manager.ts'
@@ -34,6 +37,7 @@ import type { LocalParameter } from './ssm.ts'
 export { DEFAULT_DELIVERY_STREAMS, expandPrefix } from './firehose.ts'
 export type { LocalParameter, SsmParameterType } from './ssm.ts'
 export type { LocalSecret } from './secrets-manager.ts'
+export type { LocalKmsKey } from './kms.ts'
 
 export interface LocalAwsEndpointOptions {
   /** Default 127.0.0.1; 0.0.0.0 in a container. */
@@ -55,6 +59,8 @@ export interface LocalAwsEndpointOptions {
   readonly fileExtension?: string
   readonly parameters?: readonly LocalParameter[]
   readonly secrets?: readonly LocalSecret[]
+  /** KMS keys to seed (a fresh RSA-2048 pair for each entry without a PEM). */
+  readonly kmsKeys?: readonly LocalKmsKey[]
   /** Seed of the generator behind random partial failures, so a failing run can be replayed. */
   readonly seed?: number
   /**
@@ -76,7 +82,7 @@ export interface CallLogEntry {
 
 /**
  * `target` in the fault rules below matches an X-Amz-Target exactly (`Firehose_20150804.PutRecordBatch`) or by
- * service prefix (`Firehose_20150804`, `AmazonSSM`, `secretsmanager`); absent, every call matches. `times` is how
+ * service prefix (`Firehose_20150804`, `AmazonSSM`, `secretsmanager`, `TrentService`); absent, every call matches. `times` is how
  * many calls the rule affects before it expires (default: until cleared).
  */
 export interface CallFault {
@@ -139,6 +145,7 @@ export class LocalAwsEndpoint {
   readonly #firehose: FirehoseHandler
   readonly #ssm: SsmHandler
   readonly #secretsManager: SecretsManagerHandler
+  readonly #kms: KmsHandler
   /** X-Amz-Target prefix → the service's handler. */
   readonly #services: ReadonlyMap<string, ServiceHandler>
   readonly #calls: CallLogEntry[] = []
@@ -170,10 +177,12 @@ export class LocalAwsEndpoint {
     })
     this.#ssm = new SsmHandler({ region: this.region, accountId: this.accountId, now: this.#now })
     this.#secretsManager = new SecretsManagerHandler({ region: this.region, accountId: this.accountId, now: this.#now })
-    this.#services = new Map([this.#firehose, this.#secretsManager, this.#ssm].map((h) => [h.targetPrefix, h]))
+    this.#kms = new KmsHandler({ region: this.region, accountId: this.accountId, now: this.#now })
+    this.#services = new Map([this.#firehose, this.#secretsManager, this.#ssm, this.#kms].map((h) => [h.targetPrefix, h]))
     for (const [name, prefix] of Object.entries(opts.deliveryStreams ?? DEFAULT_DELIVERY_STREAMS)) this.createDeliveryStream(name, prefix)
     for (const p of opts.parameters ?? []) this.putParameter(p)
     for (const s of opts.secrets ?? []) this.putSecret(s)
+    for (const k of opts.kmsKeys ?? []) this.putKmsKey(k)
   }
 
   /** `http://host:port`, for the SDK clients' `endpoint`. */
@@ -226,6 +235,16 @@ export class LocalAwsEndpoint {
   /** Creates a secret or adds a new AWSCURRENT version; returns its ARN. */
   putSecret (s: LocalSecret): string {
     return this.#secretsManager.putSecret(s)
+  }
+
+  /** Seeds a KMS key (a fresh RSA-2048 pair when `privateKeyPem` is absent); returns its ARN. */
+  putKmsKey (k: LocalKmsKey = {}): string {
+    return this.#kms.putKey(k)
+  }
+
+  /** Enables or disables a KMS key (key id, ARN or alias), as EnableKey and DisableKey would. */
+  setKmsKeyEnabled (keyId: string, enabled: boolean): void {
+    this.#kms.setKeyEnabled(keyId, enabled)
   }
 
   // ---- control: failures -----------------------------------------------------------------------------------------

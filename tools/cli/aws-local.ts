@@ -1,5 +1,5 @@
 /**
- * `pix-proxy aws-local`: the local stand-in for the three AWS services pix-proxy calls (Firehose, Secrets Manager,
+ * `pix-proxy aws-local`: the local stand-in for the AWS services pix-proxy calls (Firehose, Secrets Manager, KMS,
  * SSM Parameter Store; tools/aws-local/endpoint.ts) as a process of its own, for docker-compose.yml and manual runs.
  * Point the SDK at it with `AWS_ENDPOINT_URL=http://host:port` (and any AWS_REGION and credentials). It prints one
  * JSON line (its URL, data directory, streams, parameter and secret names; never their values) and serves until
@@ -17,6 +17,11 @@
  * file's directory): certificates and a PIN generated at run time, never written into the seed. --parameter
  * NAME=VALUE (repeatable) adds or overrides one parameter.
  *
+ * The seed's "kmsKeys" are KMS signing keys: { "keyId": "<uuid>", "aliases": ["alias/pix-proxy-signing"],
+ * "privateKeyFile": "pki/kms-signing.key", "enabled": true }, every member optional; without privateKeyFile a fresh
+ * RSA-2048 key is generated at each start (its public key through GetPublicKey). The JSON line lists their ARNs and
+ * aliases.
+ *
  * --credentials-from-env verifies every call's SigV4 signature against AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY of
  * this process (give the clients the same pair); without it only the presence and shape of a signature are checked.
  */
@@ -24,7 +29,7 @@ import { dirname, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { Errors, PixProxyError } from '../../core/errors.ts'
 import { DEFAULT_DELIVERY_STREAMS, startLocalAwsEndpoint } from '../aws-local/endpoint.ts'
-import type { LocalParameter, LocalSecret, SsmParameterType } from '../aws-local/endpoint.ts'
+import type { LocalKmsKey, LocalParameter, LocalSecret, SsmParameterType } from '../aws-local/endpoint.ts'
 import type { CliIo } from '../../src/cli/io.ts'
 import { readInputFile, usageError } from '../../src/cli/io.ts'
 
@@ -38,6 +43,7 @@ const PARAMETER_TYPES: readonly SsmParameterType[] = ['String', 'StringList', 'S
 export interface AwsLocalSeed {
   readonly parameters: LocalParameter[]
   readonly secrets: LocalSecret[]
+  readonly kmsKeys: LocalKmsKey[]
 }
 
 function seedError (file: string, why: string): PixProxyError {
@@ -79,8 +85,8 @@ export async function readAwsLocalSeed (file: string): Promise<AwsLocalSeed> {
     throw new PixProxyError(Errors.AWS_LOCAL_ENDPOINT, [`seed ${file} is not JSON: ${(err as Error).message}`], { cause: err })
   }
   if (data === null || typeof data !== 'object' || Array.isArray(data)) throw seedError(file, 'must be a JSON object')
-  const unknown = Object.keys(data).filter((k) => k !== 'parameters' && k !== 'secrets')
-  if (unknown.length > 0) throw seedError(file, `unknown keys ${unknown.join(', ')} (parameters, secrets)`)
+  const unknown = Object.keys(data).filter((k) => k !== 'parameters' && k !== 'secrets' && k !== 'kmsKeys')
+  if (unknown.length > 0) throw seedError(file, `unknown keys ${unknown.join(', ')} (parameters, secrets, kmsKeys)`)
   const base = dirname(resolve(file))
   const parameters: LocalParameter[] = []
   for (const e of entries(data as Record<string, unknown>, 'parameters', file)) {
@@ -94,7 +100,25 @@ export async function readAwsLocalSeed (file: string): Promise<AwsLocalSeed> {
     if (typeof e.name !== 'string') throw seedError(file, 'every secret needs a "name"')
     secrets.push({ name: e.name, string: await valueOf(e, 'string', 'stringFile', base, file) })
   }
-  return { parameters, secrets }
+  const kmsKeys: LocalKmsKey[] = []
+  for (const [i, e] of entries(data as Record<string, unknown>, 'kmsKeys', file).entries()) {
+    const what = `kmsKeys[${i}]`
+    const extra = Object.keys(e).filter((k) => !['keyId', 'aliases', 'privateKeyFile', 'enabled', 'description'].includes(k))
+    if (extra.length > 0) throw seedError(file, `${what}: unknown keys ${extra.join(', ')} (keyId, aliases, privateKeyFile, enabled, description)`)
+    if (e.keyId !== undefined && typeof e.keyId !== 'string') throw seedError(file, `${what}: "keyId" must be a string`)
+    if (e.aliases !== undefined && !(Array.isArray(e.aliases) && e.aliases.every((a) => typeof a === 'string'))) throw seedError(file, `${what}: "aliases" must be an array of strings`)
+    if (e.privateKeyFile !== undefined && (typeof e.privateKeyFile !== 'string' || e.privateKeyFile === '')) throw seedError(file, `${what}: "privateKeyFile" must be a path`)
+    if (e.enabled !== undefined && typeof e.enabled !== 'boolean') throw seedError(file, `${what}: "enabled" must be true or false`)
+    if (e.description !== undefined && typeof e.description !== 'string') throw seedError(file, `${what}: "description" must be a string`)
+    kmsKeys.push({
+      ...(e.keyId === undefined ? {} : { keyId: e.keyId }),
+      ...(e.aliases === undefined ? {} : { aliases: e.aliases as string[] }),
+      ...(e.privateKeyFile === undefined ? {} : { privateKeyPem: (await readInputFile(resolve(base, e.privateKeyFile))).toString('utf8') }),
+      ...(e.enabled === undefined ? {} : { enabled: e.enabled }),
+      ...(e.description === undefined ? {} : { description: e.description })
+    })
+  }
+  return { parameters, secrets, kmsKeys }
 }
 
 function intOption (name: string, value: string | undefined, fallback: number, max: number): number {
@@ -125,7 +149,7 @@ export async function awsLocalCommand (argv: string[], io: CliIo, opts: { signal
   })
   const port = intOption('port', values.port, 4566, 65535)
   const retain = intOption('retain', values.retain, DEFAULT_RETAIN, Number.MAX_SAFE_INTEGER)
-  const seed: AwsLocalSeed = values.seed === undefined ? { parameters: [], secrets: [] } : await readAwsLocalSeed(values.seed)
+  const seed: AwsLocalSeed = values.seed === undefined ? { parameters: [], secrets: [], kmsKeys: [] } : await readAwsLocalSeed(values.seed)
   const parameters = new Map(seed.parameters.map((p) => [p.name, p]))
   for (const kv of values.parameter ?? []) {
     const eq = kv.indexOf('=')
@@ -153,6 +177,13 @@ export async function awsLocalCommand (argv: string[], io: CliIo, opts: { signal
     ...(dataDir === undefined ? {} : { dataDir }),
     ...(credentials === undefined ? {} : { credentials })
   })
+  let kmsKeys: Array<{ arn: string, aliases: readonly string[] }>
+  try {
+    kmsKeys = seed.kmsKeys.map((k) => ({ arn: endpoint.putKmsKey(k), aliases: k.aliases ?? [] }))
+  } catch (err) {
+    await endpoint.close()
+    throw err
+  }
   io.stdout.write(JSON.stringify({
     url: endpoint.url,
     host: values.host,
@@ -162,6 +193,7 @@ export async function awsLocalCommand (argv: string[], io: CliIo, opts: { signal
     deliveryStreams: Object.keys(DEFAULT_DELIVERY_STREAMS),
     parameters: [...parameters.keys()].sort(),
     secrets: seed.secrets.map((s) => s.name).sort(),
+    kmsKeys,
     signatures: credentials === undefined ? 'shape' : 'verified'
   }) + '\n')
 
