@@ -7,7 +7,6 @@
  * without a pix-proxy setting). Passing them explicitly is for tests and tools.
  */
 import { FirehoseClient } from '@aws-sdk/client-firehose'
-import { KMSClient } from '@aws-sdk/client-kms'
 import type { FirehoseClientConfig } from '@aws-sdk/client-firehose'
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager'
 import { SSMClient } from '@aws-sdk/client-ssm'
@@ -31,7 +30,7 @@ export interface AwsClientOptions {
 
 type CommonConfig = Pick<FirehoseClientConfig, 'region' | 'endpoint' | 'credentials' | 'maxAttempts' | 'requestHandler'>
 
-function config (o: AwsClientOptions, defaults: { connectTimeoutMs: number, requestTimeoutMs: number, maxAttempts: number }): CommonConfig {
+export function config (o: AwsClientOptions, defaults: { connectTimeoutMs: number, requestTimeoutMs: number, maxAttempts: number }): CommonConfig {
   const agentOptions = { keepAlive: true, maxSockets: o.maxSockets ?? 8 }
   return {
     ...(o.region === undefined ? {} : { region: o.region }),
@@ -73,14 +72,4 @@ export function createSsmClient (o: AwsClientOptions = {}): SSMClient {
 /** Same reasoning as `createSsmClient`: read once at start-up (and on PIN rotation), nothing retries above. */
 export function createSecretsManagerClient (o: AwsClientOptions = {}): SecretsManagerClient {
   return new SecretsManagerClient(config(o, { connectTimeoutMs: 3_000, requestTimeoutMs: 5_000, maxAttempts: 3 }))
-}
-
-/**
- * The client behind the KMS signer (kms/signer.ts), on the request path: every message BACEN receives is signed
- * through it. Two attempts (the SDK retries a throttle or a 5xx once, with its jittered backoff) and short timeouts:
- * a Sign inside the region takes milliseconds, and a caller waiting on a stalled KMS is better told NOT SENT quickly
- * than held until its own timeout. Nothing has left for BACEN while KMS is called, so any failure is retry-safe.
- */
-export function createKmsClient (o: AwsClientOptions = {}): KMSClient {
-  return new KMSClient(config(o, { connectTimeoutMs: 1_000, requestTimeoutMs: 2_000, maxAttempts: 2 }))
 }

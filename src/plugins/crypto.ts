@@ -19,8 +19,8 @@ import type { Certificate } from '../../core/pki/x509.ts'
 import { XmlSigner } from '../../core/xmldsig/sign.ts'
 import { TrustStore } from '../../core/xmldsig/truststore.ts'
 import { Errors, PixProxyError } from '../../core/errors.ts'
-import { createKmsClient, createSecretsManagerClient } from '../aws/clients.ts'
-import { KmsSigner } from '../kms/signer.ts'
+import { createSecretsManagerClient } from '../aws/clients.ts'
+import type { KmsSigner } from '../kms/signer.ts'
 import { fetchPin } from '../config-sources.ts'
 import { tracingOf } from '../http/tracing.ts'
 
@@ -104,6 +104,8 @@ async function openCrypto (config: Config, log: FastifyInstance['log'], traced: 
       kind = 'hsm'
     } else if (config.signing.kmsKeyId !== null) {
       // The SDK takes region, credentials and endpoint from its usual sources (the task role; AWS_ENDPOINT_URL locally).
+      // Loaded only here: the KMS SDK costs nothing (memory, start-up) where the key is in an HSM.
+      const [{ KmsSigner }, { createKmsClient }] = await Promise.all([import('../kms/signer.ts'), import('../kms/client.ts')])
       kmsSigner = await KmsSigner.open({ keyId: config.signing.kmsKeyId, certificate: signingCertificate, client: createKmsClient() })
       signer = kmsSigner
       kind = 'kms'

@@ -5,7 +5,7 @@ import type { Test } from 'tap'
 import { constants, createHash, createPublicKey, generateKeyPairSync, publicDecrypt, verify as cryptoVerify } from 'node:crypto'
 import { DescribeKeyCommand, GetPublicKeyCommand, SignCommand, VerifyCommand } from '@aws-sdk/client-kms'
 import type { KMSClient } from '@aws-sdk/client-kms'
-import { createKmsClient } from '../../src/aws/clients.ts'
+import { createKmsClient } from '../../src/kms/client.ts'
 import { startLocalAwsEndpoint } from '../../tools/aws-local/endpoint.ts'
 import type { LocalAwsEndpoint, LocalKmsKey } from '../../tools/aws-local/endpoint.ts'
 
