@@ -17,7 +17,8 @@ import { AsyncLocalStorage } from 'node:async_hooks'
 import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api'
 import type { Attributes, Context, HrTime, Span, Tracer } from '@opentelemetry/api'
 import { AlwaysOnSampler, BatchSpanProcessor, ParentBasedSampler, RandomIdGenerator, TracerProvider } from '@opentelemetry/sdk-trace'
-import type { IdGenerator } from '@opentelemetry/sdk-trace'
+import type { IdGenerator, ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace'
+import { Counter } from 'prom-client'
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http'
 import { resourceFromAttributes } from '@opentelemetry/resources'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
@@ -66,6 +67,72 @@ class SpanClock {
   now (): HrTime { return this.at(performance.now()) }
 }
 
+type ExportCallback = Parameters<SpanExporter['export']>[1]
+type ExportResult = Parameters<ExportCallback>[0]
+/** ExportResultCode.SUCCESS of @opentelemetry/core (not a dependency of ours: the value is part of the OTLP SDK's API). */
+const EXPORT_SUCCESS = 0
+/** While exports keep failing, one warning per this long: a collector that is down must not flood the log. */
+const EXPORT_WARN_EVERY_MS = 60_000
+
+/**
+ * The OTLP exporter, with its failures made visible. The SDK reports a failed export only to OpenTelemetry's global
+ * diagnostic logger, which the proxy does not register (nothing global, see above): without this, a collector that
+ * is down or refuses the spans would lose every span without a trace. Each failed export is counted in
+ * pixproxy_otlp_export_failures_total and its spans in pixproxy_otlp_spans_lost_total; the first failure is logged as
+ * a warning, then one warning a minute while they go on, and the recovery once.
+ */
+class ObservedExporter implements SpanExporter {
+  readonly failures: Counter
+  readonly lost: Counter
+  #failingSince: number | null = null
+  #warnedAt = Number.NEGATIVE_INFINITY
+  #failedSinceWarning = 0
+  readonly #inner: SpanExporter
+  readonly #log: FastifyInstance['log']
+  readonly #now: () => number
+
+  constructor (inner: SpanExporter, log: FastifyInstance['log'], now: () => number = Date.now) {
+    this.#inner = inner
+    this.#log = log
+    this.#now = now
+    // Registered in the app's registry once the metrics plugin has made it (tracing starts before it).
+    this.failures = new Counter({ name: 'pixproxy_otlp_export_failures_total', help: 'OTLP span exports that failed (collector unreachable, refused or too slow); their spans are lost', registers: [] })
+    this.lost = new Counter({ name: 'pixproxy_otlp_spans_lost_total', help: 'Spans lost in failed OTLP exports', registers: [] })
+  }
+
+  export (spans: ReadableSpan[], done: ExportCallback): void {
+    this.#inner.export(spans, (result: ExportResult) => {
+      this.#observe(result, spans.length)
+      done(result)
+    })
+  }
+
+  #observe (result: ExportResult, spans: number): void {
+    const now = this.#now()
+    if (result.code === EXPORT_SUCCESS) {
+      if (this.#failingSince !== null) {
+        this.#log.info({ failingForMs: now - this.#failingSince }, 'OTLP span export recovered')
+        this.#failingSince = null
+        this.#warnedAt = Number.NEGATIVE_INFINITY
+        this.#failedSinceWarning = 0
+      }
+      return
+    }
+    this.failures.inc()
+    this.lost.inc(spans)
+    this.#failingSince ??= now
+    this.#failedSinceWarning++
+    if (now - this.#warnedAt >= EXPORT_WARN_EVERY_MS) {
+      this.#log.warn({ err: result.error, failedExports: this.#failedSinceWarning, spans }, 'OTLP span export failed: these spans are lost (pixproxy_otlp_export_failures_total)')
+      this.#warnedAt = now
+      this.#failedSinceWarning = 0
+    }
+  }
+
+  async shutdown (): Promise<void> { await this.#inner.shutdown() }
+  async forceFlush (): Promise<void> { await this.#inner.forceFlush?.() }
+}
+
 function codeOf (err: unknown): string {
   const code = (err as { code?: unknown } | null)?.code
   return typeof code === 'string' && code !== '' ? code : 'INTERNAL'
@@ -79,7 +146,11 @@ function headerText (reply: FastifyReply, name: string): string | undefined {
 export function startOtelTracing (app: FastifyInstance, o: { tracesUrl: string, instanceId: string }): Tracing {
   const ids = new RequestIds()
   const clock = new SpanClock()
-  const exporter = new OTLPTraceExporter({ url: o.tracesUrl, timeoutMillis: 5_000 })
+  const exporter = new ObservedExporter(new OTLPTraceExporter({ url: o.tracesUrl, timeoutMillis: 5_000 }), app.log)
+  app.addHook('onReady', async () => {
+    app.metrics.registry.registerMetric(exporter.failures)
+    app.metrics.registry.registerMetric(exporter.lost)
+  })
   const provider = new TracerProvider({
     resource: resourceFromAttributes({ 'service.name': 'pix-proxy', 'service.instance.id': o.instanceId }),
     sampler: new ParentBasedSampler({ root: new AlwaysOnSampler() }),

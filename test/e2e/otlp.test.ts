@@ -10,7 +10,7 @@ import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import t from 'tap'
 import { createEntryRequest, pacs008 } from '../../tools/samples/messages.ts'
-import { header, PROXY_ISPB, readHeaders, startE2e, waitFor } from '../helpers/e2e.ts'
+import { header, metricSamples, PROXY_ISPB, readHeaders, startE2e, waitFor } from '../helpers/e2e.ts'
 import type { E2e } from '../helpers/e2e.ts'
 
 const TRACE = '0af7651916cd43dd8448eb211c80319c'
@@ -44,6 +44,9 @@ const bodies: string[] = []
 const spans: OtlpSpan[] = []
 const resources: Array<Record<string, unknown>> = []
 const refused: string[] = []
+/** When set, the collector answers every export with this status (a collector refusing the spans). */
+let refuseWith: number | null = null
+let refusedExports = 0
 const collector = createServer((req, res) => {
   const chunks: Buffer[] = []
   req.on('data', (c: Buffer) => chunks.push(c))
@@ -56,6 +59,11 @@ const collector = createServer((req, res) => {
     if (req.headers['content-type'] !== 'application/json') {
       refused.push(`content-type ${String(req.headers['content-type'])}`)
       res.writeHead(415).end()
+      return
+    }
+    if (refuseWith !== null) {
+      refusedExports++
+      res.writeHead(refuseWith, { 'content-type': 'application/json' }).end('{"code":3,"message":"refused by the test"}')
       return
     }
     const text = Buffer.concat(chunks).toString('utf8')
@@ -190,6 +198,26 @@ t.test('a refused request has its span too, with the problem\'s code and outcome
   const a = attrs(find() as OtlpSpan)
   t.match(a, { 'http.response.status_code': 400, 'pixproxy.outcome': 'not-sent', 'pixproxy.error.code': String })
   t.same(spans.filter((s) => s.parentSpanId === find()?.spanId && s.name.startsWith('BACEN')), [], 'nothing was sent')
+})
+
+t.test('a collector that refuses the spans: each failed export is counted, never silent', async (t) => {
+  const counted = async (name: string): Promise<number> => metricSamples((await e2e.proxy('GET', '/metrics')).text, name)[0] ?? 0
+  const failuresBefore = await counted('pixproxy_otlp_export_failures_total')
+  const lostBefore = await counted('pixproxy_otlp_spans_lost_total')
+  // 400 is not retried by the OTLP exporter (a 503 would be, with back-off): the export fails at once.
+  refuseWith = 400
+  try {
+    const res = await e2e.proxy('POST', `/api/v1/in/${PROXY_ISPB}/msgs`, {
+      headers: { 'content-type': 'application/xml', traceparent: `00-${TRACE}-${PARENT}-01` },
+      body: pacs008().xml
+    })
+    t.equal(res.status, 201, 'the request itself is unaffected')
+    t.ok(await waitFor(async () => await counted('pixproxy_otlp_export_failures_total') > failuresBefore, 30_000, 50), 'the failed export is counted')
+    t.ok(refusedExports > 0, 'the collector did refuse an export')
+    t.ok(await counted('pixproxy_otlp_spans_lost_total') > lostBefore, 'and its spans are counted as lost')
+  } finally {
+    refuseWith = null
+  }
 })
 
 t.test('closing the proxy exports the spans still buffered', async (t) => {
