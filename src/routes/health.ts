@@ -15,7 +15,7 @@
  * The same three answer on the callers' listener (behind its TLS and client allow-list) and on the operations
  * listener when one is configured (src/plugins/ops.ts): both serve the handlers built here.
  */
-import { generateKeyPair } from 'node:crypto'
+import { generateKeyPair, X509Certificate } from 'node:crypto'
 import type { KeyObject } from 'node:crypto'
 import { connect, createServer } from 'node:tls'
 import type { TLSSocket } from 'node:tls'
@@ -181,12 +181,12 @@ export function healthEndpoints (app: FastifyInstance, opts: { lookup?: LookupFu
   }
 
   // The loopback server's own certificate: made once, only the client side of the handshake is under test.
-  let loopback: Promise<{ cert: string, key: string }> | null = null
-  const loopbackIdentity = async (): Promise<{ cert: string, key: string }> => {
-    loopback ??= promisify(generateKeyPair)('rsa', { modulusLength: 2048 }).then(({ publicKey, privateKey }: { publicKey: KeyObject, privateKey: KeyObject }) => ({
-      cert: issueCertificate({ subject: 'CN=pix-proxy readiness loopback', publicKey, selfSignKey: privateKey, extKeyUsage: ['serverAuth'] }).pem,
-      key: privateKey.export({ type: 'pkcs8', format: 'pem' }) as string
-    }))
+  let loopback: Promise<{ cert: string, key: string, fingerprint256: string }> | null = null
+  const loopbackIdentity = async (): Promise<{ cert: string, key: string, fingerprint256: string }> => {
+    loopback ??= promisify(generateKeyPair)('rsa', { modulusLength: 2048 }).then(({ publicKey, privateKey }: { publicKey: KeyObject, privateKey: KeyObject }) => {
+      const cert = issueCertificate({ subject: 'CN=pix-proxy readiness loopback', publicKey, selfSignKey: privateKey, extKeyUsage: ['serverAuth'] })
+      return { cert: cert.pem, key: privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, fingerprint256: new X509Certificate(cert.pem).fingerprint256 }
+    })
     return await loopback
   }
 
@@ -198,11 +198,17 @@ export function healthEndpoints (app: FastifyInstance, opts: { lookup?: LookupFu
   const tlsSelfTest = async (): Promise<Check> => {
     if (fresh(selfTest)) return selfTest.value
     const agent = app.upstreams.agent
-    const { cert, key } = await loopbackIdentity()
+    const { cert, key, fingerprint256 } = await loopbackIdentity()
     const result = await new Promise<Check>((resolve) => {
+      // Neither side can verify the other by a chain: our certificate's CA is not in this server's store, and the
+      // agent's context trusts BACEN's CAs only (adding this certificate to it would widen what BACEN connections
+      // accept). So chain checks are off on both ends and each end pins the other's certificate by its SHA-256
+      // fingerprint instead, which is stricter than a chain: one certificate, the one this process holds.
       const server = createServer({ cert, key, requestCert: true, rejectUnauthorized: false })
       let client: TLSSocket | null = null
       let settled = false
+      let serverSaw: string | null = null
+      let clientSaw = false
       const done = (ok: boolean, detail: string): void => {
         if (settled) return
         settled = true
@@ -218,14 +224,26 @@ export function healthEndpoints (app: FastifyInstance, opts: { lookup?: LookupFu
         const protocol = socket.getProtocol() ?? 'tls'
         socket.destroy()
         if (peer?.fingerprint256 !== agent.certificate.fingerprint256) done(false, 'the TLS key agent did not present its certificate')
-        else done(true, `${protocol} handshake signed by ${agent.keyDescription}`)
+        else {
+          serverSaw = `${protocol} handshake signed by ${agent.keyDescription}`
+          if (clientSaw) done(true, serverSaw)
+        }
       })
       server.on('tlsClientError', (err) => { done(false, `the TLS key could not complete a handshake: ${describe(err)}`) })
       server.on('error', (err) => { done(false, `loopback server: ${describe(err)}`) })
       server.listen(0, '127.0.0.1', () => {
-        // Not BACEN's certificate: only our side is under test here.
-        client = connect({ host: '127.0.0.1', port: (server.address() as AddressInfo).port, secureContext: agent.secureContext, rejectUnauthorized: false })
-        client.on('error', (err) => { done(false, `the TLS key could not complete a handshake: ${describe(err)}`) })
+        const socket = connect({ host: '127.0.0.1', port: (server.address() as AddressInfo).port, secureContext: agent.secureContext, rejectUnauthorized: false })
+        client = socket
+        socket.on('secureConnect', () => {
+          if (socket.getPeerX509Certificate()?.fingerprint256 !== fingerprint256) {
+            done(false, 'the loopback handshake reached a server other than this process\'s')
+            return
+          }
+          clientSaw = true
+          // Either end may finish first (TLS 1.2: the server; TLS 1.3: the client): both must have checked.
+          if (serverSaw !== null) done(true, serverSaw)
+        })
+        socket.on('error', (err) => { done(false, `the TLS key could not complete a handshake: ${describe(err)}`) })
       })
     })
     selfTest = { value: result, at: Date.now() }
