@@ -4,18 +4,28 @@ output "nlb_dns_name" {
 }
 
 output "hsm_cluster_id" {
-  description = "CloudHSM cluster to initialise"
-  value       = module.hsm.cluster_id
+  description = "CloudHSM cluster to initialise (signer = \"cloudhsm\"; null with \"kms\")"
+  value       = one(module.hsm[*].cluster_id)
 }
 
 output "hsm_cluster_csr" {
-  description = "CSR to sign with your issuing CA during initialisation"
-  value       = module.hsm.cluster_csr
+  description = "CSR to sign with your issuing CA during initialisation (signer = \"cloudhsm\")"
+  value       = one(module.hsm[*].cluster_csr)
 }
 
 output "hsm_pin_secret_arn" {
-  description = "Set the PIN here (put-secret-value), as <CU user>:<password>"
+  description = "Set the PIN here (put-secret-value), as <CU user>:<password> (signer = \"cloudhsm\")"
   value       = module.config.hsm_pin_secret_arn
+}
+
+output "signing_kms_key_alias_arn" {
+  description = "The signing key in KMS (signer = \"kms\"): pix-proxy csr --key <this> for the signing certificate"
+  value       = one(module.kms_signer[*].alias_arn)
+}
+
+output "tls_key_secret_arn" {
+  description = "Write the mTLS client key and certificate here (signer = \"kms\"): put-secret-value with {\"key\": PEM, \"certificate\": PEM}"
+  value       = module.config.tls_key_secret_arn
 }
 
 output "inbound_tls_key_parameter_name" {

@@ -10,6 +10,23 @@ variable "name" {
   default     = "pix-proxy"
 }
 
+variable "signer" {
+  description = "Where the XMLDSig signing key lives: \"cloudhsm\" (a CloudHSM cluster; the mTLS key in the HSM too) or \"kms\" (an AWS KMS RSA_2048 key; the mTLS client key in Secrets Manager). docs/operations.md compares them"
+  type        = string
+  default     = "cloudhsm"
+
+  validation {
+    condition     = contains(["cloudhsm", "kms"], var.signer)
+    error_message = "signer is \"cloudhsm\" or \"kms\"."
+  }
+}
+
+variable "kms_deletion_window_in_days" {
+  description = "signer = \"kms\": days (7-30) a signing key scheduled for deletion can still be recovered"
+  type        = number
+  default     = 30
+}
+
 variable "vpc_id" {
   description = "Existing VPC with the RSFN link (Direct Connect or VPN) routed to its private subnets"
   type        = string
