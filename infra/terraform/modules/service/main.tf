@@ -548,12 +548,9 @@ data "aws_iam_policy_document" "execution" {
   }
 
   statement {
-    sid     = "ContainerSecrets"
-    actions = ["ssm:GetParameters"]
-    resources = concat(
-      values(local.proxy_secrets),
-      [aws_ssm_parameter.cloudwatch_agent_config.arn, aws_ssm_parameter.prometheus_scrape_config.arn],
-    )
+    sid       = "ContainerSecrets"
+    actions   = ["ssm:GetParameters"]
+    resources = concat(values(local.proxy_secrets), [aws_ssm_parameter.cloudwatch_agent_config.arn, aws_ssm_parameter.prometheus_scrape_config.arn])
   }
 }
 
