@@ -21,7 +21,7 @@ type Hcl = any
 
 const REPO = resolvePath(dirname(fileURLToPath(import.meta.url)), '../..')
 const TF_ROOT = join(REPO, 'infra/terraform')
-const MODULES = ['network', 'hsm', 'kms_signer', 'service', 'config', 'data_lake', 'monitoring'] as const
+const MODULES = ['network', 'hsm', 'kms_signer', 'service', 'config', 'data_lake', 'monitoring', 'gateway'] as const
 const EXAMPLE = 'examples/complete'
 
 interface TfModule {
@@ -298,7 +298,7 @@ t.test('references resolve: variables, locals, resources, data sources, module o
   }
 })
 
-t.test('the complete example wires all seven modules', async (t) => {
+t.test('the complete example wires all eight modules', async (t) => {
   const ex = mod(EXAMPLE)
   const sources = Object.values<Hcl>(ex.modules).map((c) => c.source).sort()
   t.same(sources, MODULES.map((m) => `../../modules/${m}`).sort())
@@ -587,6 +587,8 @@ t.test('service: the operations port is reachable from the NLB\'s security group
   let checked = 0
   for (const type of ['aws_vpc_security_group_ingress_rule', 'aws_vpc_security_group_egress_rule', 'aws_security_group', 'aws_lb', 'aws_lb_listener']) {
     for (const { m, name, r } of resourcesOf(type)) {
+      // The gateway's own operations port (8081) is its module's, asserted with the gateway below.
+      if (m.dir === 'modules/gateway') continue
       checked++
       const names = /ops_port|ops_host|9464/.test(JSON.stringify(r))
       const covered = m === service && r.from_port !== undefined && covers(evaluate(service, r.from_port), evaluate(service, r.to_port))
@@ -865,7 +867,8 @@ t.test('data lake: S3 Object Lock, opt-in behind a precondition naming what is u
 t.test('data lake: Firehose streams for spi and dict with the required prefixes, Parquet through the Glue table', async (t) => {
   t.same(SYSTEMS, ['spi', 'dict'])
   const fh = res(lake, 'aws_kinesis_firehose_delivery_stream', 'audit')
-  t.equal(fh.for_each, '${toset(local.systems)}')
+  t.equal(fh.for_each, '${toset(local.streams)}')
+  t.equal(lake.locals.streams, '${concat(local.systems, local.gateway_systems)}', 'the proxy\'s spi and dict, and the gateway\'s when enabled')
   t.equal(fh.destination, 'extended_s3')
   const s3 = one(fh, 'extended_s3_configuration')
   for (const sys of SYSTEMS) {
@@ -901,11 +904,12 @@ t.test('data lake: Glue columns equal AUDIT_COLUMNS (names, types, order); parti
   t.same(cols.map((c) => c.comment), AUDIT_COLUMNS.map((c) => c.description), 'comments are the schema descriptions')
   for (const c of cols) t.ok(['string', 'timestamp', 'int', 'bigint', 'double', 'boolean'].includes(c.type), `${c.name}: ${c.type} is a Hive type`)
   const table = res(lake, 'aws_glue_catalog_table', 'audit')
-  t.equal(table.for_each, '${toset(local.systems)}', 'one table per system')
+  t.equal(table.for_each, '${toset(local.streams)}', 'one table per system (and the gateway\'s)')
   t.equal(table.name, '${each.key}')
   const sd = one(table, 'storage_descriptor')
   t.equal(one(sd.dynamic.columns[0], 'content').name, '${columns.value.name}')
-  t.equal(sd.dynamic.columns[0].for_each, '${local.audit_columns}', 'columns come from local.audit_columns')
+  t.equal(sd.dynamic.columns[0].for_each, '${local.columns[each.key]}', 'columns by table')
+  t.equal(lake.locals.columns, '${merge({ for s in local.systems : s => local.audit_columns }, { for s in local.gateway_systems : s => local.gateway_audit_columns })}', 'spi and dict tables take local.audit_columns')
   t.equal(one(sd.dynamic.columns[0], 'content').type, '${columns.value.type}')
   t.equal(one(sd, 'ser_de_info').serialization_library, 'org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe')
   t.match(sd.input_format, /MapredParquetInputFormat$/)
@@ -1199,7 +1203,8 @@ t.test('signer = "kms": no CloudHSM cluster, HSM, HSM security group rule, PIN, 
   t.ok(hsmModule.resources.aws_vpc_security_group_ingress_rule?.hsm_from_clients && hsmModule.resources.aws_vpc_security_group_egress_rule?.clients_to_hsm, 'the HSM security group rules are the hsm module\'s')
   const ports = /2223|2225|hsm_ports/
   for (const type of ['aws_vpc_security_group_ingress_rule', 'aws_vpc_security_group_egress_rule']) {
-    for (const { m, name, r } of resourcesOf(type)) if (m !== hsmModule) t.notMatch(JSON.stringify(r), ports, `${m.dir}: ${name} is no HSM rule`)
+    // The gateway is an HSM client too; it exists only with cloudhsm (the example's precondition, asserted below).
+    for (const { m, name, r } of resourcesOf(type)) if (m !== hsmModule && m.dir !== 'modules/gateway') t.notMatch(JSON.stringify(r), ports, `${m.dir}: ${name} is no HSM rule`)
   }
   const expected: Array<[TfModule, string, string, Signer[]]> = [
     [ex, 'module', 'hsm', ['cloudhsm']],
@@ -1254,7 +1259,7 @@ t.test('signer = "kms": no CloudHSM cluster, HSM, HSM security group rule, PIN, 
   const pre = one(res(service, 'aws_ecs_task_definition', 'this'), 'lifecycle').precondition as Hcl[]
   t.ok(pre.some((p) => /var\.signer == "cloudhsm"/.test(p.condition) && /var\.signing_kms_key_id != null/.test(p.condition) && /var\.hsm_pin_secret_arn == null/.test(p.condition)), 'inputs of exactly one signer')
   // PEM files: the CloudHSM CA is not asked for with kms.
-  t.equal(ex.locals.pem_names, '${concat(["signing-cert", "tls-cert", "bacen-tls-ca", "bacen-signing-certs", "inbound-tls-cert", "inbound-client-ca"], local.hsm ? ["cloudhsm-customer-ca"] : [])}')
+  t.equal(ex.locals.pem_names, '${concat(["signing-cert", "tls-cert", "bacen-tls-ca", "bacen-signing-certs", "inbound-tls-cert", "inbound-client-ca"], local.hsm ? ["cloudhsm-customer-ca"] : [], var.enable_gateway ? ["gateway-server-cert"] : [])}')
 })
 
 t.test('kms_signer: an RSA_2048 SIGN_VERIFY key, a deletion window, an alias; only the task role may sign', async (t) => {
@@ -1368,4 +1373,130 @@ t.test('config: with signer = "kms" the environment and SSM are what the proxy n
   const c = loadConfig(source)
   t.equal(c.hsm, null, 'no HSM at all')
   t.equal(c.signing.kmsKeyId, 'arn:aws:kms:sa-east-1:111122223333:alias/pix-proxy-signing')
+})
+
+// ---------------------------------------------------------------------------------------------------------------
+// The inbound Open Finance gateway (issue 17)
+// ---------------------------------------------------------------------------------------------------------------
+
+const gateway = mod('modules/gateway')
+const gwEnv: Record<string, string> = gateway.locals.environment
+const gwSecrets: Record<string, string> = gateway.locals.secrets
+const gwContainer: Hcl = (gateway.locals.container_definitions as Hcl[])[0]
+
+t.test('gateway: optional (enable_gateway, off by default), with the HSM signer, in the proxy\'s cluster', async (t) => {
+  const ex = mod(EXAMPLE)
+  t.same([ex.variables.enable_gateway.type, ex.variables.enable_gateway.default], ['${bool}', false])
+  t.equal(ex.modules.gateway.count, '${var.enable_gateway ? 1 : 0}')
+  t.equal(ex.modules.data_lake.enable_gateway, '${var.enable_gateway}', 'its audit stream and table with it')
+  t.equal(lake.variables.enable_gateway.default, false)
+  const pre = one(res(ex, 'terraform_data', 'pem_files'), 'lifecycle').precondition as Hcl[]
+  t.ok(pre.some((p) => p.condition === '${!var.enable_gateway || local.hsm}'), 'refused with signer = "kms": its server key is in the HSM')
+  t.same([ex.modules.gateway.cluster_arn, ex.modules.gateway.image], ['${module.service.cluster_arn}', '${var.image}'], 'the proxy\'s cluster and image')
+  t.same(gwContainer.command, ['gateway'], 'its own entry point')
+  t.same([ex.modules.gateway.hsm_ip_addresses, ex.modules.gateway.hsm_security_group_id], ['${module.hsm[0].hsm_ip_addresses}', '${module.hsm[0].security_group_id}'])
+  t.same([ex.modules.gateway.audit_stream_name, ex.modules.gateway.audit_stream_arn], ['${module.data_lake.gateway_firehose_stream_name}', '${module.data_lake.gateway_firehose_stream_arn}'])
+})
+
+t.test('gateway: NLB TCP passthrough 443 -> 8443, HTTP health check GET /readyz on 8081, Fargate service with autoscaling', async (t) => {
+  const listener = res(gateway, 'aws_lb_listener', 'this')
+  t.equal(listener.protocol, 'TCP', 'TLS passes through: the gateway terminates mutual TLS with its HSM key')
+  t.notOk(listener.certificate_arn)
+  t.equal(evaluate(gateway, listener.port), 443)
+  t.equal(res(gateway, 'aws_lb', 'this').load_balancer_type, 'network')
+  const tg = res(gateway, 'aws_lb_target_group', 'this')
+  t.same([tg.protocol, tg.target_type, evaluate(gateway, tg.port)], ['TCP', 'ip', 8443])
+  const hc = one(tg, 'health_check')
+  t.same([hc.protocol, hc.path, hc.matcher, evaluate(gateway, hc.port)], ['HTTP', '/readyz', '200', '8081'], 'HTTP readiness on the operations port')
+  const svc = res(gateway, 'aws_ecs_service', 'this')
+  t.equal(svc.launch_type, 'FARGATE')
+  t.equal(svc.cluster, '${var.cluster_arn}')
+  t.ok(one(svc, 'lifecycle').ignore_changes.includes('${desired_count}'), 'autoscaling owns desired_count')
+  t.same([one(svc, 'deployment_circuit_breaker').enable, one(svc, 'deployment_circuit_breaker').rollback], [true, true])
+  t.equal(one(svc, 'network_configuration').assign_public_ip, false)
+  t.equal(svc.load_balancer[0].container_port, '${var.container_port}')
+  const target = res(gateway, 'aws_appautoscaling_target', 'this')
+  t.equal(target.resource_id, 'service/${var.cluster_name}/${aws_ecs_service.this.name}')
+  const cpu = one(res(gateway, 'aws_appautoscaling_policy', 'cpu'), 'target_tracking_scaling_policy_configuration')
+  t.equal(one(cpu, 'predefined_metric_specification').predefined_metric_type, 'ECSServiceAverageCPUUtilization')
+  t.match(gateway.variables.autoscaling.validation[0].condition, /min_capacity >= 2/)
+  // The operations port: from the NLB's security group only, no listener for it, not mapped.
+  t.same(gwContainer.portMappings, [{ containerPort: '${var.container_port}', protocol: 'tcp' }])
+  for (const [type, name] of [['aws_vpc_security_group_egress_rule', 'nlb_to_tasks'], ['aws_vpc_security_group_ingress_rule', 'tasks_from_nlb']] as const) {
+    const r = res(gateway, type, name)
+    t.equal(r.for_each, '${toset([tostring(var.container_port), tostring(var.ops_port)])}', `${name}: the TLS port and the operations port`)
+    t.match(JSON.stringify([r.security_group_id, r.referenced_security_group_id]), /aws_security_group\.nlb\.id/, `${name}: NLB <-> tasks only`)
+  }
+  t.match(gateway.variables.client_cidrs.validation[0].condition, /!contains\(var\.client_cidrs, "0\.0\.0\.0\/0"\)/)
+})
+
+t.test('gateway: its settings are exactly the PIXGW_* names it reads and the proxy\'s HSM settings', async (t) => {
+  t.equal(gwContainer.environment, '${[for k in sort(keys(local.environment)) : { name = k, value = local.environment[k] }]}')
+  t.equal(gwContainer.secrets, '${[for k in sort(keys(local.secrets)) : { name = k, valueFrom = local.secrets[k] }]}')
+  const names = [...Object.keys(gwEnv), ...Object.keys(gwSecrets)].sort()
+  t.same(names, [
+    'CLOUDHSM_CUSTOMER_CA', 'CLOUDHSM_HSM_IPS',
+    'PIXGW_AUDIT_FIREHOSE_STREAM', 'PIXGW_BACKEND_URL', 'PIXGW_CRLS', 'PIXGW_LISTEN_HOST', 'PIXGW_LISTEN_PORT',
+    'PIXGW_OPS_LISTEN_HOST', 'PIXGW_OPS_LISTEN_PORT', 'PIXGW_SERVER_CERT_FILE', 'PIXGW_SERVER_KEY_LABEL', 'PIXGW_TRUSTSTORE',
+    'PIXPROXY_HSM_MODULE_PATH', 'PIXPROXY_HSM_PIN_SECRET_ID', 'PIXPROXY_HSM_TOKEN_LABEL'
+  ])
+  t.same([evaluate(gateway, gwEnv.PIXGW_LISTEN_PORT), evaluate(gateway, gwEnv.PIXGW_OPS_LISTEN_PORT)], ['8443', '8081'])
+  for (const k of ['PIXPROXY_HSM_MODULE_PATH', 'PIXPROXY_HSM_TOKEN_LABEL', 'PIXPROXY_HSM_PIN_SECRET_ID']) t.ok((CONFIG_KEYS as string[]).includes(k), `${k} is the proxy's own setting`)
+  t.equal(gwEnv.PIXPROXY_HSM_MODULE_PATH, proxyEnv.PIXPROXY_HSM_MODULE_PATH, 'the same PKCS#11 module as the proxy')
+  t.equal(gwEnv.PIXGW_SERVER_KEY_LABEL, '${var.server_key_label}')
+  t.equal(gwEnv.PIXPROXY_HSM_PIN_SECRET_ID, '${var.hsm_pin_secret_arn}')
+  t.equal(gwSecrets.PIXGW_SERVER_CERT_FILE, '${aws_ssm_parameter.server_cert.arn}', 'the certificate (PEM) as a container secret')
+  t.match(res(gateway, 'aws_ssm_parameter', 'server_cert').name, /^\$\{var\.infra_ssm_path\}/, 'outside the proxy\'s settings path')
+  const inputs = { 'aws_s3_bucket.truststore.bucket': 'bank-truststore', truststore_object_name: 'ca-bundle.pem' }
+  t.equal(evaluate(gateway, gwEnv.PIXGW_TRUSTSTORE, inputs), 's3://bank-truststore/truststore/ca-bundle.pem')
+  t.equal(gwEnv.PIXGW_CRLS, '${join(",", [for c in var.crl_object_names : "s3://${aws_s3_bucket.truststore.bucket}/${local.crl_prefix}${c}"])}', 'comma-separated s3:// URIs under crls/')
+  t.equal(gwEnv.PIXGW_AUDIT_FIREHOSE_STREAM, '${var.audit_stream_name}')
+  t.equal(gwEnv.PIXGW_BACKEND_URL, '${var.backend_url}')
+})
+
+t.test('gateway: truststore bucket (versioned, encrypted, public access blocked, TLS only), least-privilege IAM', async (t) => {
+  t.equal(one(res(gateway, 'aws_s3_bucket_versioning', 'truststore'), 'versioning_configuration').status, 'Enabled')
+  const sse = one(one(res(gateway, 'aws_s3_bucket_server_side_encryption_configuration', 'truststore'), 'rule'), 'apply_server_side_encryption_by_default')
+  t.same([sse.sse_algorithm, sse.kms_master_key_id], ['aws:kms', '${var.kms_key_arn}'])
+  const pab = res(gateway, 'aws_s3_bucket_public_access_block', 'truststore')
+  for (const k of ['block_public_acls', 'block_public_policy', 'ignore_public_acls', 'restrict_public_buckets']) t.equal(pab[k], true, k)
+  const bucketPolicy = gateway.data.aws_iam_policy_document?.truststore_bucket.statement as Hcl[]
+  t.ok(bucketPolicy.some((s) => s.effect === 'Deny' && s.condition?.[0]?.variable === 'aws:SecureTransport'), 'TLS only')
+  const task = gateway.data.aws_iam_policy_document?.task.statement as Hcl[]
+  t.same(task.flatMap((s) => s.actions as string[]).sort(), ['firehose:PutRecord', 'firehose:PutRecordBatch', 'kms:Decrypt', 's3:GetObject', 's3:GetObjectVersion', 'secretsmanager:GetSecretValue'])
+  const s3 = task.find((s) => (s.actions as string[]).includes('s3:GetObject'))
+  t.same(s3.resources, ['${local.bucket_arn}/${local.truststore_prefix}*', '${local.bucket_arn}/${local.crl_prefix}*'], 'the truststore and CRL prefixes only')
+  t.same([gateway.locals.truststore_prefix, gateway.locals.crl_prefix], ['truststore/', 'crls/'])
+  t.same(task.find((s) => (s.actions as string[]).includes('firehose:PutRecordBatch')).resources, ['${var.audit_stream_arn}'], 'its own audit stream only')
+  t.same(task.find((s) => (s.actions as string[]).includes('secretsmanager:GetSecretValue')).resources, ['${var.hsm_pin_secret_arn}'])
+  t.equal(task.find((s) => (s.actions as string[]).includes('kms:Decrypt')).condition[0].variable, 'kms:ViaService')
+  const exec = gateway.data.aws_iam_policy_document?.execution.statement as Hcl[]
+  t.equal(exec.find((s) => s.sid === 'ContainerSecrets')?.resources, '${values(local.secrets)}')
+  // The proxy's task role gets nothing of the gateway's stream: data_lake's proxy outputs stay spi and dict.
+  t.match(lake.outputs.firehose_stream_arns.value, /if contains\(local\.systems, k\)/)
+  t.equal(lake.outputs.gateway_firehose_stream_name.value, '${try(aws_kinesis_firehose_delivery_stream.audit["gateway"].name, null)}')
+  t.equal(String(evaluate(lake, res(lake, 'aws_kinesis_firehose_delivery_stream', 'audit').name, { 'each.key': 'gateway', name: 'pix-proxy' })), 'pix-proxy-audit-gateway', 'named like the proxy\'s streams')
+  const gwCols = lake.locals.gateway_audit_columns as Array<{ name: string, type: string }>
+  t.ok(gwCols.length > 10 && gwCols[0]?.name === 'id' && gwCols.some((c) => c.name === 'client_thumbprint'), 'the gateway table has its own columns')
+  for (const c of gwCols) t.ok(['string', 'timestamp', 'int', 'bigint', 'double', 'boolean'].includes(c.type), `${c.name}: ${c.type} is a Hive type`)
+})
+
+t.test('gateway: the private API Gateway\'s execute-api endpoint, reachable from the gateway only, and a resource policy restricting the API to it', async (t) => {
+  const ep = res(gateway, 'aws_vpc_endpoint', 'execute_api')
+  t.equal(ep.service_name, 'com.amazonaws.${local.region}.execute-api')
+  t.same([ep.vpc_endpoint_type, ep.private_dns_enabled], ['Interface', true])
+  t.same(ep.security_group_ids, ['${aws_security_group.execute_api.id}'])
+  const ingress = res(gateway, 'aws_vpc_security_group_ingress_rule', 'execute_api_from_tasks')
+  t.same([ingress.security_group_id, ingress.referenced_security_group_id, ingress.from_port], ['${aws_security_group.execute_api.id}', '${aws_security_group.tasks.id}', 443])
+  const policy = gateway.data.aws_iam_policy_document?.private_api.statement as Hcl[]
+  const deny = policy.find((s) => s.effect === 'Deny')
+  t.same([deny?.actions, deny?.resources], [['execute-api:Invoke'], ['execute-api:/*']])
+  t.same([deny?.condition[0].test, deny?.condition[0].variable, deny?.condition[0].values], ['StringNotEquals', 'aws:SourceVpce', ['${aws_vpc_endpoint.execute_api.id}']], 'any other endpoint is refused')
+  t.equal(gateway.outputs.private_api_resource_policy_json.value, '${data.aws_iam_policy_document.private_api.json}')
+  // The HSM client rules, like the proxy's.
+  for (const [type, name, attr] of [['aws_vpc_security_group_ingress_rule', 'hsm_from_tasks', 'security_group_id'], ['aws_vpc_security_group_egress_rule', 'tasks_to_hsm', 'referenced_security_group_id']] as const) {
+    const r = res(gateway, type, name)
+    t.equal(r[attr], '${var.hsm_security_group_id}')
+    t.same([evaluate(gateway, r.from_port), evaluate(gateway, r.to_port)], [2223, 2225])
+  }
 })

@@ -28,7 +28,7 @@ locals {
   # Every PEM this deployment reads from pem_dir. A missing one is null here and named by the check below (an index
   # into a map of what exists failed with "Invalid index", naming no file).
   hsm         = var.signer == "cloudhsm"
-  pem_names   = concat(["signing-cert", "tls-cert", "bacen-tls-ca", "bacen-signing-certs", "inbound-tls-cert", "inbound-client-ca"], local.hsm ? ["cloudhsm-customer-ca"] : [])
+  pem_names   = concat(["signing-cert", "tls-cert", "bacen-tls-ca", "bacen-signing-certs", "inbound-tls-cert", "inbound-client-ca"], local.hsm ? ["cloudhsm-customer-ca"] : [], var.enable_gateway ? ["gateway-server-cert"] : [])
   pem         = { for n in local.pem_names : n => fileexists("${var.pem_dir}/${n}.pem") ? file("${var.pem_dir}/${n}.pem") : null }
   missing_pem = [for n in local.pem_names : "${var.pem_dir}/${n}.pem" if local.pem[n] == null]
 }
@@ -38,6 +38,12 @@ resource "terraform_data" "pem_files" {
     precondition {
       condition     = length(local.missing_pem) == 0
       error_message = "Missing PEM files (docs/operations.md, Secrets): ${join(", ", local.missing_pem)}"
+    }
+
+    # The gateway's server key is in the HSM.
+    precondition {
+      condition     = !var.enable_gateway || local.hsm
+      error_message = "enable_gateway needs signer = \"cloudhsm\": the gateway's server key lives in the HSM."
     }
   }
 }
@@ -112,9 +118,10 @@ module "config" {
 module "data_lake" {
   source = "../../modules/data_lake"
 
-  name        = var.name
-  bucket_name = var.audit_bucket_name
-  tags        = var.tags
+  name           = var.name
+  bucket_name    = var.audit_bucket_name
+  enable_gateway = var.enable_gateway
+  tags           = var.tags
 }
 
 module "service" {
@@ -169,4 +176,42 @@ module "monitoring" {
   alarm_actions           = var.alarm_actions
   ok_actions              = var.alarm_actions
   tags                    = var.tags
+}
+
+# The inbound Open Finance gateway (issue 17), optional: the same image with its own entry point, in the proxy's
+# cluster, with its own NLB, truststore bucket, private API endpoint and audit stream; its server key in the HSM.
+module "gateway" {
+  source = "../../modules/gateway"
+  count  = var.enable_gateway ? 1 : 0
+
+  name               = var.name
+  vpc_id             = var.vpc_id
+  private_subnet_ids = module.network.private_subnet_ids
+  client_cidrs       = var.gateway_client_cidrs
+
+  cluster_arn         = module.service.cluster_arn
+  cluster_name        = module.service.cluster_name
+  image               = var.image
+  ecr_repository_arns = var.ecr_repository_arns
+
+  server_cert_pem                    = local.pem["gateway-server-cert"]
+  server_key_label                   = var.gateway_server_key_label
+  hsm_ip_addresses                   = module.hsm[0].hsm_ip_addresses
+  hsm_security_group_id              = module.hsm[0].security_group_id
+  hsm_pin_secret_arn                 = module.config.hsm_pin_secret_arn
+  cloudhsm_customer_ca_parameter_arn = module.config.cloudhsm_customer_ca_parameter_arn
+  infra_ssm_path                     = module.config.infra_ssm_path
+  kms_key_arn                        = module.config.kms_key_arn
+
+  truststore_bucket_name = var.gateway_truststore_bucket_name
+  crl_object_names       = var.gateway_crl_object_names
+  backend_url            = var.gateway_backend_url
+
+  endpoint_security_group_id = module.network.endpoint_security_group_id
+  s3_prefix_list_id          = module.network.s3_prefix_list_id
+
+  audit_stream_name = module.data_lake.gateway_firehose_stream_name
+  audit_stream_arn  = module.data_lake.gateway_firehose_stream_arn
+
+  tags = var.tags
 }

@@ -47,3 +47,18 @@ output "dashboard_name" {
   description = "CloudWatch dashboard"
   value       = module.monitoring.dashboard_name
 }
+
+output "gateway_nlb_dns_name" {
+  description = "enable_gateway: point the gateway's server certificate name at this"
+  value       = one(module.gateway[*].nlb_dns_name)
+}
+
+output "gateway_truststore_bucket_name" {
+  description = "enable_gateway: upload truststore/ca-bundle.pem and the CRLs under crls/ here"
+  value       = one(module.gateway[*].truststore_bucket_name)
+}
+
+output "private_api_resource_policy_json" {
+  description = "enable_gateway: attach to the private API so it accepts calls through the gateway's execute-api endpoint only"
+  value       = one(module.gateway[*].private_api_resource_policy_json)
+}

@@ -134,6 +134,42 @@ variable "alarm_actions" {
   default     = []
 }
 
+variable "enable_gateway" {
+  description = "Also deploy the inbound Open Finance gateway (pix-proxy gateway, issue 17); needs signer = \"cloudhsm\" and gateway-server-cert.pem in pem_dir"
+  type        = bool
+  default     = false
+}
+
+variable "gateway_client_cidrs" {
+  description = "enable_gateway: CIDRs of the Open Finance institutions allowed to reach the gateway"
+  type        = list(string)
+  default     = []
+}
+
+variable "gateway_server_key_label" {
+  description = "enable_gateway: CKA_LABEL of the gateway's server key in the HSM"
+  type        = string
+  default     = "pix-gateway-tls"
+}
+
+variable "gateway_truststore_bucket_name" {
+  description = "enable_gateway: name of the truststore and CRL bucket (globally unique)"
+  type        = string
+  default     = null
+}
+
+variable "gateway_crl_object_names" {
+  description = "enable_gateway: CRL object names under crls/ in the truststore bucket, one per CA of the bundle"
+  type        = list(string)
+  default     = []
+}
+
+variable "gateway_backend_url" {
+  description = "enable_gateway: the private API Gateway's origin (https://<api-id>.execute-api.<region>.amazonaws.com)"
+  type        = string
+  default     = null
+}
+
 variable "tags" {
   description = "Tags on every resource"
   type        = map(string)
