@@ -202,14 +202,14 @@ function presentWith (m: TfModule, r: Hcl, signer: Signer): boolean {
   return (signerCondition(m, g[1] as string)(signer) ? g[2] : g[3]) === '1'
 }
 
-/** The example's config extra_settings names with a signer: `merge({ A = ".." }, local.hsm ? { B = ".." } : {})`. */
+/** The example's config extra_settings names with a signer: `merge({ A = ".." }, { for k, v in { B = ".." } : k => v if local.hsm })`. */
 function exampleExtraSettings (signer: Signer): string[] {
   const ex = all.get(EXAMPLE)
   const e = expr(ex?.modules.config.extra_settings) ?? ''
-  const g = /^merge\(\s*\{([^}]*)\},\s*(\S+) \? \{([^}]*)\} : \{\},?\s*\)$/.exec(e)
+  const g = /^merge\(\s*\{([^}]*)\},\s*\{ for k, v in \{([^}]*)\} : k => v if (\S+) \},?\s*\)$/.exec(e)
   if (ex === undefined || g === null) throw new Error(`the example's extra_settings changed shape: ${e}`)
   const names = (body: string): string[] => [...body.matchAll(/(PIXPROXY_\w+)\s*=/g)].map((m) => m[1] as string)
-  return [...names(g[1] as string), ...(signerCondition(ex, g[2] as string)(signer) ? names(g[3] as string) : [])]
+  return [...names(g[1] as string), ...(signerCondition(ex, g[3] as string)(signer) ? names(g[2] as string) : [])]
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -1351,6 +1351,12 @@ t.test('monitoring: with signer = "kms", alarms on KMS throttles, KMS failures a
     t.match(monitoring.outputs.alarm_arns.value, `aws_cloudwatch_metric_alarm.${a} :`, `alarm_arns has ${a} when it exists`)
   }
   t.equal(mod(EXAMPLE).modules.monitoring.hsm_cluster_id, '${local.hsm ? module.hsm[0].cluster_id : null}')
+  // The signer's widget: the chosen list (an object indexed by the choice: the two lists have no common type).
+  t.match(dash.dashboard_body, /metrics = local\.signer_widget_metrics\[var\.signer\]/)
+  const widget = monitoring.locals.signer_widget_metrics as Record<Signer, unknown[][]>
+  t.same(Object.keys(widget).sort(), [...SIGNERS].sort())
+  t.ok(JSON.stringify(widget.kms).includes('CryptographicOperationsRsa') && JSON.stringify(widget.kms).includes('PIXPROXY_ERR_KMS_THROTTLED'), 'KMS: quota usage and throttles')
+  t.ok(JSON.stringify(widget.cloudhsm).includes('HsmUnhealthy') && !JSON.stringify(widget.kms).includes('CloudHSM'), 'CloudHSM health only with cloudhsm')
 })
 
 t.test('config: with signer = "kms" the environment and SSM are what the proxy needs, and loadConfig accepts them', {

@@ -107,9 +107,11 @@ module "config" {
 
   cloudhsm_customer_ca_pem = local.hsm ? local.pem["cloudhsm-customer-ca"] : null
 
+  # The HSM session pool only with the HSM (a for expression: a conditional between two object literals of different
+  # attributes has no common type).
   extra_settings = merge(
     { PIXPROXY_LOG_LEVEL = "info" },
-    local.hsm ? { PIXPROXY_HSM_POOL_SIZE = "8" } : {},
+    { for k, v in { PIXPROXY_HSM_POOL_SIZE = "8" } : k => v if local.hsm },
   )
 
   tags = var.tags

@@ -461,6 +461,24 @@ resource "aws_cloudwatch_metric_alarm" "firehose_freshness" {
   tags                = var.tags
 }
 
+# The signer's dashboard widget: an object indexed by the choice, because a conditional between the two metric lists
+# (tuples of different shapes) has no common type.
+locals {
+  signer_widget_metrics = {
+    cloudhsm = [
+      [local.ns, "pixproxy_errors_total", "service", var.service_name, "error_class", "hsm", { stat = "Sum", label = "HSM errors" }],
+      [local.ns, "pixproxy_hsm_sessions", "service", var.service_name, "state", "busy", { stat = "Maximum", label = "busy sessions (max task)" }],
+      [local.ns, "pixproxy_hsm_queued", "service", var.service_name, { stat = "Maximum", label = "signs waiting (max task)" }],
+      ["AWS/CloudHSM", "HsmUnhealthy", "ClusterId", var.hsm_cluster_id, { stat = "Maximum" }],
+    ]
+    kms = [
+      [local.ns, "pixproxy_errors_total", "service", var.service_name, "error_class", "kms", { stat = "Sum", label = "KMS errors" }],
+      [local.ns, "pixproxy_errors_total", "service", var.service_name, "code", "PIXPROXY_ERR_KMS_THROTTLED", { stat = "Sum", label = "KMS throttles" }],
+      ["AWS/Usage", "CallCount", "Service", "KMS", "Type", "API", "Resource", "CryptographicOperationsRsa", "Class", "None", { stat = "Sum", label = "account RSA requests per minute", yAxis = "right" }],
+    ]
+  }
+}
+
 # ---------------------------------------------------------------------------------------------------------------
 # Dashboard
 # ---------------------------------------------------------------------------------------------------------------
@@ -504,16 +522,7 @@ resource "aws_cloudwatch_dashboard" "this" {
           region = local.region
           period = 60
 
-          metrics = local.hsm ? [
-            [local.ns, "pixproxy_errors_total", "service", var.service_name, "error_class", "hsm", { stat = "Sum", label = "HSM errors" }],
-            [local.ns, "pixproxy_hsm_sessions", "service", var.service_name, "state", "busy", { stat = "Maximum", label = "busy sessions (max task)" }],
-            [local.ns, "pixproxy_hsm_queued", "service", var.service_name, { stat = "Maximum", label = "signs waiting (max task)" }],
-            ["AWS/CloudHSM", "HsmUnhealthy", "ClusterId", var.hsm_cluster_id, { stat = "Maximum" }],
-            ] : [
-            [local.ns, "pixproxy_errors_total", "service", var.service_name, "error_class", "kms", { stat = "Sum", label = "KMS errors" }],
-            [local.ns, "pixproxy_errors_total", "service", var.service_name, "code", "PIXPROXY_ERR_KMS_THROTTLED", { stat = "Sum", label = "KMS throttles" }],
-            ["AWS/Usage", "CallCount", "Service", "KMS", "Type", "API", "Resource", "CryptographicOperationsRsa", "Class", "None", { stat = "Sum", label = "account RSA requests per minute", yAxis = "right" }],
-          ]
+          metrics = local.signer_widget_metrics[var.signer]
         }
       },
       {
