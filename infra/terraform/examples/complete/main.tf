@@ -12,7 +12,8 @@
 # "kms": no HSM cluster, no HSM security group rules, no PIN. The signing key is created in KMS (kms_signer) and
 # only the task role may sign with it; the mTLS client key goes in a Secrets Manager secret.
 #   1. terraform apply (the service starts only once the certificates and the TLS key secret are in place)
-#   2. pix-proxy csr --key <alias ARN> for the signing certificate; put signing-cert.pem in pem_dir, apply again
+#   2. the signing certificate's CSR from a one-off task (only the task role may sign: docs/operations.md); put
+#      signing-cert.pem in pem_dir, apply again
 #   3. write the values Terraform never holds: the TLS client key secret ({"key", "certificate"}) and the inbound
 #      TLS key
 

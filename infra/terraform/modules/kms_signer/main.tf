@@ -9,7 +9,11 @@
 # https://docs.aws.amazon.com/kms/latest/developerguide/key-policy-default.html: without a statement for the
 # account, IAM policies cannot grant access and the key becomes unmanageable if its principals are deleted; AWS
 # also refuses a key policy that would lock out the principal that sets it (the lockout safety check), which the
-# administration statement below avoids because it includes kms:PutKeyPolicy.
+# administration statement below avoids because it includes kms:PutKeyPolicy. The read actions in it are what
+# Terraform refreshes the key with.
+#
+# Only the task role can sign, so the signing certificate's CSR is made by the task role too: a one-off task of the
+# service's task definition with the command overridden to `csr --key <alias ARN> --subject ...` (docs/operations.md).
 
 data "aws_caller_identity" "current" {}
 data "aws_partition" "current" {}
@@ -27,6 +31,7 @@ locals {
     "kms:DisableKey",
     "kms:EnableKey",
     "kms:GetKeyPolicy",
+    "kms:GetKeyRotationStatus",
     "kms:ListResourceTags",
     "kms:PutKeyPolicy",
     "kms:ScheduleKeyDeletion",
