@@ -10,6 +10,23 @@ variable "name" {
   default     = "pix-proxy"
 }
 
+variable "signer" {
+  description = "Where the XMLDSig signing key lives: \"cloudhsm\" (a CloudHSM cluster; the mTLS key in the HSM too) or \"kms\" (an AWS KMS RSA_2048 key; the mTLS client key in Secrets Manager). docs/operations.md compares them"
+  type        = string
+  default     = "cloudhsm"
+
+  validation {
+    condition     = contains(["cloudhsm", "kms"], var.signer)
+    error_message = "signer is \"cloudhsm\" or \"kms\"."
+  }
+}
+
+variable "kms_deletion_window_in_days" {
+  description = "signer = \"kms\": days (7-30) a signing key scheduled for deletion can still be recovered"
+  type        = number
+  default     = 30
+}
+
 variable "vpc_id" {
   description = "Existing VPC with the RSFN link (Direct Connect or VPN) routed to its private subnets"
   type        = string
@@ -115,6 +132,42 @@ variable "alarm_actions" {
   description = "SNS topics (or other actions) notified by the alarms"
   type        = list(string)
   default     = []
+}
+
+variable "enable_gateway" {
+  description = "Also deploy the inbound Open Finance gateway (pix-proxy gateway, issue 17); needs signer = \"cloudhsm\" and gateway-server-cert.pem in pem_dir"
+  type        = bool
+  default     = false
+}
+
+variable "gateway_client_cidrs" {
+  description = "enable_gateway: CIDRs of the Open Finance institutions allowed to reach the gateway"
+  type        = list(string)
+  default     = []
+}
+
+variable "gateway_server_key_label" {
+  description = "enable_gateway: CKA_LABEL of the gateway's server key in the HSM"
+  type        = string
+  default     = "pix-gateway-tls"
+}
+
+variable "gateway_truststore_bucket_name" {
+  description = "enable_gateway: name of the truststore and CRL bucket (globally unique)"
+  type        = string
+  default     = null
+}
+
+variable "gateway_crl_object_names" {
+  description = "enable_gateway: CRL object names under crls/ in the truststore bucket, one per CA of the bundle"
+  type        = list(string)
+  default     = []
+}
+
+variable "gateway_backend_url" {
+  description = "enable_gateway: the private API Gateway's origin (https://<api-id>.execute-api.<region>.amazonaws.com)"
+  type        = string
+  default     = null
 }
 
 variable "tags" {

@@ -10,14 +10,16 @@ output "ssm_path_arn" {
 
 output "ssm_parameter_arns" {
   description = "ARNs of the parameters under the settings path (for ssm:GetParametersByPath on the path and its parameters)"
-  value       = concat([for p in aws_ssm_parameter.setting : p.arn], [aws_ssm_parameter.inbound_tls_key.arn, aws_ssm_parameter.hsm_pin_secret_id.arn])
+  value       = concat([for p in aws_ssm_parameter.setting : p.arn], [aws_ssm_parameter.inbound_tls_key.arn], aws_ssm_parameter.hsm_pin_secret_id[*].arn, aws_ssm_parameter.tls_key_secret_id[*].arn)
 }
 
 output "setting_parameter_names" {
   description = "Parameter name by setting name"
   value = merge(
     { for k, p in aws_ssm_parameter.setting : k => p.name },
-    { PIXPROXY_INBOUND_TLS_KEY_FILE = aws_ssm_parameter.inbound_tls_key.name, PIXPROXY_HSM_PIN_SECRET_ID = aws_ssm_parameter.hsm_pin_secret_id.name },
+    { PIXPROXY_INBOUND_TLS_KEY_FILE = aws_ssm_parameter.inbound_tls_key.name },
+    { for p in aws_ssm_parameter.hsm_pin_secret_id : "PIXPROXY_HSM_PIN_SECRET_ID" => p.name },
+    { for p in aws_ssm_parameter.tls_key_secret_id : "PIXPROXY_TLS_KEY_SECRET_ID" => p.name },
   )
 }
 
@@ -27,8 +29,13 @@ output "kms_key_arn" {
 }
 
 output "hsm_pin_secret_arn" {
-  description = "Secrets Manager secret holding the HSM PIN (set its value with put-secret-value)"
-  value       = aws_secretsmanager_secret.hsm_pin.arn
+  description = "Secrets Manager secret holding the HSM PIN (set its value with put-secret-value); null with signer = \"kms\""
+  value       = one(aws_secretsmanager_secret.hsm_pin[*].arn)
+}
+
+output "tls_key_secret_arn" {
+  description = "Secrets Manager secret of the mTLS client key and certificate (JSON {\"key\", \"certificate\"}, set with put-secret-value); null with signer = \"cloudhsm\""
+  value       = one(aws_secretsmanager_secret.tls_key[*].arn)
 }
 
 output "inbound_tls_key_parameter_name" {
@@ -37,8 +44,8 @@ output "inbound_tls_key_parameter_name" {
 }
 
 output "cloudhsm_customer_ca_parameter_arn" {
-  description = "Parameter injected as CLOUDHSM_CUSTOMER_CA"
-  value       = aws_ssm_parameter.cloudhsm_customer_ca.arn
+  description = "Parameter injected as CLOUDHSM_CUSTOMER_CA; null with signer = \"kms\""
+  value       = one(aws_ssm_parameter.cloudhsm_customer_ca[*].arn)
 }
 
 output "infra_ssm_path" {

@@ -3,6 +3,17 @@ variable "name" {
   type        = string
 }
 
+variable "signer" {
+  description = "Where the keys live: \"cloudhsm\" (signing and mTLS keys in the HSM: labels, PIN secret, cluster CA) or \"kms\" (signing key in AWS KMS, mTLS client key in a Secrets Manager secret this module creates)"
+  type        = string
+  default     = "cloudhsm"
+
+  validation {
+    condition     = contains(["cloudhsm", "kms"], var.signer)
+    error_message = "signer is \"cloudhsm\" or \"kms\"."
+  }
+}
+
 variable "ssm_path" {
   description = "SSM path the proxy reads its settings from (PIXPROXY_CONFIG_SSM_PATH); starts and ends with /"
   type        = string
@@ -62,13 +73,15 @@ variable "hsm_token_label" {
 }
 
 variable "signing_key_label" {
-  description = "CKA_LABEL of the XMLDSig signing key in the HSM (PIXPROXY_SIGNING_KEY_LABEL)"
+  description = "CKA_LABEL of the XMLDSig signing key in the HSM (PIXPROXY_SIGNING_KEY_LABEL); required with signer = \"cloudhsm\", unused with \"kms\""
   type        = string
+  default     = null
 }
 
 variable "tls_key_label" {
-  description = "CKA_LABEL of the mTLS client key in the HSM (PIXPROXY_TLS_KEY_LABEL)"
+  description = "CKA_LABEL of the mTLS client key in the HSM (PIXPROXY_TLS_KEY_LABEL); required with signer = \"cloudhsm\", unused with \"kms\""
   type        = string
+  default     = null
 }
 
 variable "certificates" {
@@ -120,17 +133,19 @@ variable "extra_settings" {
       "PIXPROXY_TLS_KEY_LABEL", "PIXPROXY_INBOUND_CLIENT_ALLOWLIST", "PIXPROXY_SIGNING_CERT_FILE", "PIXPROXY_TLS_CERT_FILE",
       "PIXPROXY_TLS_CA_FILE", "PIXPROXY_BACEN_SIGNING_CERTS_FILE", "PIXPROXY_INBOUND_TLS_CERT_FILE",
       "PIXPROXY_INBOUND_CLIENT_CA_FILE", "PIXPROXY_INBOUND_TLS_KEY_FILE", "PIXPROXY_HSM_PIN_SECRET_ID",
+      "PIXPROXY_TLS_KEY_SECRET_ID", "PIXPROXY_SIGNING_KMS_KEY_ID",
     ])) == 0
     error_message = "extra_settings must not repeat a setting this module manages."
   }
 }
 
 variable "cloudhsm_customer_ca_pem" {
-  description = "PEM of the issuing CA you signed the CloudHSM cluster CSR with (known after initialisation; see docs/operations.md)"
+  description = "PEM of the issuing CA you signed the CloudHSM cluster CSR with (known after initialisation; see docs/operations.md); required with signer = \"cloudhsm\", null with \"kms\""
   type        = string
+  default     = null
 
   validation {
-    condition     = can(regex("^\\s*-----BEGIN ", var.cloudhsm_customer_ca_pem))
+    condition     = var.cloudhsm_customer_ca_pem == null || can(regex("^\\s*-----BEGIN ", var.cloudhsm_customer_ca_pem))
     error_message = "cloudhsm_customer_ca_pem is PEM text."
   }
 }
@@ -142,7 +157,7 @@ variable "kms_deletion_window_in_days" {
 }
 
 variable "secret_recovery_window_in_days" {
-  description = "Days a deleted HSM PIN secret can be restored"
+  description = "Days a deleted HSM PIN secret (or, with signer = \"kms\", TLS client key secret) can be restored"
   type        = number
   default     = 30
 }

@@ -14,6 +14,11 @@ data "aws_region" "current" {}
 locals {
   systems = ["spi", "dict"]
 
+  # The inbound Open Finance gateway (pix-proxy gateway, issue 17) ships its own rows to its own stream and table
+  # when enable_gateway is set. Its row is not the PIX transaction's: columns below.
+  gateway_systems = var.enable_gateway ? ["gateway"] : []
+  streams         = concat(local.systems, local.gateway_systems)
+
   partition_keys = ["year", "month", "day", "hour"]
 
   # The audit row, in order: names and Glue (Hive) types of AUDIT_COLUMNS in src/audit/schema.ts, descriptions as
@@ -45,13 +50,35 @@ locals {
     { name = "trace_id", type = "string", comment = "Trace id (32 hex digits) of the W3C traceparent the caller sent, or of the trace the proxy started when it sent none or an invalid one; also in the proxy's logs (traceId). Null in rows from before it was recorded" },
   ]
 
+  # The gateway's audit row, in order (GATEWAY_AUDIT_COLUMNS of src/gateway/audit.ts on the gateway's branch).
+  gateway_audit_columns = [
+    { name = "id", type = "string", comment = "Unique id of the call (x-request-id sent to the backend); deduplicate on it" },
+    { name = "request_date", type = "timestamp", comment = "When the gateway received the request (UTC, millisecond precision)" },
+    { name = "client_subject", type = "string", comment = "Subject DN of the client certificate" },
+    { name = "client_serial", type = "string", comment = "Serial number of the client certificate" },
+    { name = "client_thumbprint", type = "string", comment = "base64url SHA-256 of the client certificate's DER (RFC 8705 x5t#S256)" },
+    { name = "client_cnpj", type = "string", comment = "CNPJ from the ICP-Brasil certificate" },
+    { name = "client_organisation_id", type = "string", comment = "Open Finance organisation id from the certificate" },
+    { name = "client_software_statement_id", type = "string", comment = "Open Finance software statement id from the certificate" },
+    { name = "route", type = "string", comment = "The allowlist pattern that matched, or null" },
+    { name = "method", type = "string", comment = "HTTP method" },
+    { name = "path", type = "string", comment = "Request path" },
+    { name = "status", type = "int", comment = "HTTP status answered to the client" },
+    { name = "error_code", type = "string", comment = "Error code when the call was refused or failed" },
+    { name = "latency_ms", type = "double", comment = "Time from request to response" },
+    { name = "request_bytes", type = "bigint", comment = "Bytes of the request body" },
+    { name = "response_bytes", type = "bigint", comment = "Bytes of the response body" },
+    { name = "instance_id", type = "string", comment = "The gateway instance (ECS task)" },
+  ]
+  columns = merge({ for s in local.systems : s => local.audit_columns }, { for s in local.gateway_systems : s => local.gateway_audit_columns })
+
   bucket_arn         = aws_s3_bucket.audit.arn
   log_prefix         = "log/"
   error_prefix       = "errors/"
   athena_prefix      = "athena-results/"
   glue_catalog_arn   = "arn:${data.aws_partition.current.partition}:glue:${data.aws_region.current.name}:${data.aws_caller_identity.current.account_id}:catalog"
   glue_database_arn  = "arn:${data.aws_partition.current.partition}:glue:${data.aws_region.current.name}:${data.aws_caller_identity.current.account_id}:database/${aws_glue_catalog_database.audit.name}"
-  glue_table_arns    = [for s in local.systems : "arn:${data.aws_partition.current.partition}:glue:${data.aws_region.current.name}:${data.aws_caller_identity.current.account_id}:table/${aws_glue_catalog_database.audit.name}/${s}"]
+  glue_table_arns    = [for s in local.streams : "arn:${data.aws_partition.current.partition}:glue:${data.aws_region.current.name}:${data.aws_caller_identity.current.account_id}:table/${aws_glue_catalog_database.audit.name}/${s}"]
   firehose_log_group = "/aws/kinesisfirehose/${var.name}-audit"
 }
 
@@ -286,7 +313,7 @@ resource "aws_glue_catalog_database" "audit" {
 }
 
 resource "aws_glue_catalog_table" "audit" {
-  for_each = toset(local.systems)
+  for_each = toset(local.streams)
 
   name          = each.key
   database_name = aws_glue_catalog_database.audit.name
@@ -335,7 +362,7 @@ resource "aws_glue_catalog_table" "audit" {
     }
 
     dynamic "columns" {
-      for_each = local.audit_columns
+      for_each = local.columns[each.key]
       content {
         name    = columns.value.name
         type    = columns.value.type
@@ -424,13 +451,13 @@ resource "aws_cloudwatch_log_group" "firehose" {
 }
 
 resource "aws_cloudwatch_log_stream" "firehose" {
-  for_each       = toset(local.systems)
+  for_each       = toset(local.streams)
   name           = "S3Delivery-${each.key}"
   log_group_name = aws_cloudwatch_log_group.firehose.name
 }
 
 resource "aws_kinesis_firehose_delivery_stream" "audit" {
-  for_each = toset(local.systems)
+  for_each = toset(local.streams)
 
   name        = "${var.name}-audit-${each.key}"
   destination = "extended_s3"

@@ -15,12 +15,22 @@ output "kms_key_arn" {
 
 output "firehose_stream_names" {
   description = "Delivery stream name by system (spi, dict): PIXPROXY_AUDIT_FIREHOSE_SPI_STREAM / _DICT_STREAM"
-  value       = { for k, s in aws_kinesis_firehose_delivery_stream.audit : k => s.name }
+  value       = { for k, s in aws_kinesis_firehose_delivery_stream.audit : k => s.name if contains(local.systems, k) }
 }
 
 output "firehose_stream_arns" {
   description = "Delivery stream ARN by system, for firehose:PutRecordBatch"
-  value       = { for k, s in aws_kinesis_firehose_delivery_stream.audit : k => s.arn }
+  value       = { for k, s in aws_kinesis_firehose_delivery_stream.audit : k => s.arn if contains(local.systems, k) }
+}
+
+output "gateway_firehose_stream_name" {
+  description = "The gateway's audit delivery stream (PIXGW_AUDIT_FIREHOSE_STREAM); null unless enable_gateway"
+  value       = try(aws_kinesis_firehose_delivery_stream.audit["gateway"].name, null)
+}
+
+output "gateway_firehose_stream_arn" {
+  description = "ARN of the gateway's audit delivery stream; null unless enable_gateway"
+  value       = try(aws_kinesis_firehose_delivery_stream.audit["gateway"].arn, null)
 }
 
 output "glue_database_name" {

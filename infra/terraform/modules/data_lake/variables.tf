@@ -3,6 +3,12 @@ variable "name" {
   type        = string
 }
 
+variable "enable_gateway" {
+  description = "Also create the inbound gateway's audit stream (<name>-audit-gateway, PIXGW_AUDIT_FIREHOSE_STREAM) and its Glue table (gateway), with the gateway's own columns"
+  type        = bool
+  default     = false
+}
+
 variable "bucket_name" {
   description = "Name of the audit bucket (globally unique)"
   type        = string

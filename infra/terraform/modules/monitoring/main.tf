@@ -4,7 +4,10 @@
 #   an NLB (TLS passed through) sees no HTTP status or latency. No metric depends on the text of a log line;
 # - the proxy's Prometheus metrics scraped by the CloudWatch agent sidecar (dimension service): HSM errors, audit
 #   backlog and spool, ICOM in-flight/queue;
-# - AWS metrics: NLB healthy and unhealthy targets, CloudHSM health, Firehose delivery freshness, ECS utilisation.
+# - AWS metrics: NLB healthy and unhealthy targets, CloudHSM health, Firehose delivery freshness, ECS utilisation;
+#   with signer = "kms", the account's KMS RSA request rate against its quota (AWS/Usage).
+#
+# var.signer: the HSM alarms exist with "cloudhsm" only, the KMS alarms with "kms" only.
 
 data "aws_region" "current" {}
 
@@ -19,6 +22,9 @@ locals {
     alarm_actions = var.alarm_actions
     ok_actions    = var.ok_actions
   }
+
+  hsm = var.signer == "cloudhsm"
+  kms = var.signer == "kms"
 }
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -149,6 +155,8 @@ resource "aws_cloudwatch_metric_alarm" "outcome_unknown_rate" {
 }
 
 resource "aws_cloudwatch_metric_alarm" "hsm_errors" {
+  count = local.hsm ? 1 : 0
+
   alarm_name          = "${var.service_name}-hsm-errors"
   alarm_description   = "Requests failed with PIXPROXY_ERR_HSM_* (session pool exhausted, HSM unreachable, login or key errors). Runbook: docs/operations.md#hsm-outage"
   namespace           = local.ns
@@ -186,10 +194,105 @@ resource "aws_cloudwatch_metric_alarm" "audit_backlog_age" {
 }
 
 # ---------------------------------------------------------------------------------------------------------------
+# The signing key in KMS (signer = "kms")
+# ---------------------------------------------------------------------------------------------------------------
+
+# KMS throttled a Sign: the request was answered NOT SENT (PIXPROXY_ERR_KMS_THROTTLED, src/kms/signer.ts), so a
+# payment was refused. KMS counts requests per second against a quota shared by the account and Region
+# ("Cryptographic operations (RSA) request rate", 500/s by default, adjustable:
+# https://docs.aws.amazon.com/kms/latest/developerguide/requests-per-second.html, read 2026-12-05).
+resource "aws_cloudwatch_metric_alarm" "kms_throttles" {
+  count = local.kms ? 1 : 0
+
+  alarm_name          = "${var.service_name}-kms-throttles"
+  alarm_description   = "KMS throttled signatures (PIXPROXY_ERR_KMS_THROTTLED; the callers got NOT SENT). The account's RSA request quota is shared by every application in the Region. Runbook: docs/operations.md#choosing-between-cloudhsm-and-kms"
+  namespace           = local.ns
+  metric_name         = "pixproxy_errors_total"
+  dimensions          = merge(local.service_dimension, { code = "PIXPROXY_ERR_KMS_THROTTLED" })
+  statistic           = "Sum"
+  period              = 60
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = var.thresholds.kms_throttles_per_minute
+  evaluation_periods  = 3
+  datapoints_to_alarm = 2
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.common.alarm_actions
+  ok_actions          = local.common.ok_actions
+  tags                = var.tags
+}
+
+# Every KMS failure of the signer (error_class = kms: throttled, unavailable or too slow, key disabled, access
+# denied). A KMS that answers later than the signer's deadline ends here as PIXPROXY_ERR_KMS_UNAVAILABLE.
+resource "aws_cloudwatch_metric_alarm" "kms_errors" {
+  count = local.kms ? 1 : 0
+
+  alarm_name          = "${var.service_name}-kms-errors"
+  alarm_description   = "Signatures failed in KMS (PIXPROXY_ERR_KMS_*: throttled, unavailable or slower than the deadline, key disabled, access denied); every such request was answered NOT SENT. Runbook: docs/operations.md#choosing-between-cloudhsm-and-kms"
+  namespace           = local.ns
+  metric_name         = "pixproxy_errors_total"
+  dimensions          = merge(local.service_dimension, { error_class = "kms" })
+  statistic           = "Sum"
+  period              = 60
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = var.thresholds.kms_errors_per_minute
+  evaluation_periods  = 3
+  datapoints_to_alarm = 2
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.common.alarm_actions
+  ok_actions          = local.common.ok_actions
+  tags                = var.tags
+}
+
+# The account's RSA cryptographic requests against their quota, before KMS starts throttling. KMS publishes its
+# API usage in AWS/Usage (CallCount, per minute, dimensions Service, Type, Resource, Class:
+# https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch-Usage-Metrics.html), and the KMS
+# request quota page points at CloudWatch alarms on it. The Resource value of the RSA quota's usage metric,
+# CryptographicOperationsRsa, is the one public Terraform and tools use for this alarm; confirm it in the account
+# (aws cloudwatch list-metrics --namespace AWS/Usage --dimensions Name=Service,Value=KMS) before relying on it.
+# SERVICE_QUOTA() returns the applied quota (per second), so a granted increase moves the threshold with it. The
+# per-minute sum divided by 60 is an average: a burst above the quota inside one minute shows in kms_throttles.
+# KMS publishes no per-key Sign latency to CloudWatch; latency is the proxy's (docs/operations.md).
+resource "aws_cloudwatch_metric_alarm" "kms_rsa_quota_usage" {
+  count = local.kms ? 1 : 0
+
+  alarm_name          = "${var.service_name}-kms-rsa-quota-usage"
+  alarm_description   = "The account's KMS RSA requests (Sign and every other RSA operation of any application in the Region) average above ${var.thresholds.kms_quota_usage_percent}% of the \"Cryptographic operations (RSA) request rate\" quota. Ask for an increase before KMS throttles (docs/operations.md#choosing-between-cloudhsm-and-kms)"
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = var.thresholds.kms_quota_usage_percent
+  evaluation_periods  = 5
+  datapoints_to_alarm = 3
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.common.alarm_actions
+  ok_actions          = local.common.ok_actions
+  tags                = var.tags
+
+  metric_query {
+    id = "calls"
+
+    metric {
+      namespace   = "AWS/Usage"
+      metric_name = "CallCount"
+      dimensions  = { Service = "KMS", Type = "API", Resource = "CryptographicOperationsRsa", Class = "None" }
+      period      = 60
+      stat        = "Sum"
+    }
+  }
+
+  metric_query {
+    id          = "usage"
+    label       = "RSA requests per second (% of the quota)"
+    expression  = "100 * (calls / 60) / SERVICE_QUOTA(calls)"
+    return_data = true
+  }
+}
+
+# ---------------------------------------------------------------------------------------------------------------
 # Supporting alarms
 # ---------------------------------------------------------------------------------------------------------------
 
 resource "aws_cloudwatch_metric_alarm" "cloudhsm_unhealthy" {
+  count = local.hsm ? 1 : 0
+
   alarm_name          = "${var.service_name}-cloudhsm-unhealthy"
   alarm_description   = "CloudHSM reports an unhealthy HSM in the cluster (AWS replaces it; capacity is reduced meanwhile). Runbook: docs/operations.md#hsm-outage"
   namespace           = "AWS/CloudHSM"
@@ -358,6 +461,24 @@ resource "aws_cloudwatch_metric_alarm" "firehose_freshness" {
   tags                = var.tags
 }
 
+# The signer's dashboard widget: an object indexed by the choice, because a conditional between the two metric lists
+# (tuples of different shapes) has no common type.
+locals {
+  signer_widget_metrics = {
+    cloudhsm = [
+      [local.ns, "pixproxy_errors_total", "service", var.service_name, "error_class", "hsm", { stat = "Sum", label = "HSM errors" }],
+      [local.ns, "pixproxy_hsm_sessions", "service", var.service_name, "state", "busy", { stat = "Maximum", label = "busy sessions (max task)" }],
+      [local.ns, "pixproxy_hsm_queued", "service", var.service_name, { stat = "Maximum", label = "signs waiting (max task)" }],
+      ["AWS/CloudHSM", "HsmUnhealthy", "ClusterId", var.hsm_cluster_id, { stat = "Maximum" }],
+    ]
+    kms = [
+      [local.ns, "pixproxy_errors_total", "service", var.service_name, "error_class", "kms", { stat = "Sum", label = "KMS errors" }],
+      [local.ns, "pixproxy_errors_total", "service", var.service_name, "code", "PIXPROXY_ERR_KMS_THROTTLED", { stat = "Sum", label = "KMS throttles" }],
+      ["AWS/Usage", "CallCount", "Service", "KMS", "Type", "API", "Resource", "CryptographicOperationsRsa", "Class", "None", { stat = "Sum", label = "account RSA requests per minute", yAxis = "right" }],
+    ]
+  }
+}
+
 # ---------------------------------------------------------------------------------------------------------------
 # Dashboard
 # ---------------------------------------------------------------------------------------------------------------
@@ -397,15 +518,11 @@ resource "aws_cloudwatch_dashboard" "this" {
       {
         type = "metric", x = 0, y = 6, width = 8, height = 6
         properties = {
-          title  = "HSM"
+          title  = local.hsm ? "HSM" : "KMS signing"
           region = local.region
           period = 60
-          metrics = [
-            [local.ns, "pixproxy_errors_total", "service", var.service_name, "error_class", "hsm", { stat = "Sum", label = "HSM errors" }],
-            [local.ns, "pixproxy_hsm_sessions", "service", var.service_name, "state", "busy", { stat = "Maximum", label = "busy sessions (max task)" }],
-            [local.ns, "pixproxy_hsm_queued", "service", var.service_name, { stat = "Maximum", label = "signs waiting (max task)" }],
-            ["AWS/CloudHSM", "HsmUnhealthy", "ClusterId", var.hsm_cluster_id, { stat = "Maximum" }],
-          ]
+
+          metrics = local.signer_widget_metrics[var.signer]
         }
       },
       {
@@ -471,15 +588,18 @@ resource "aws_cloudwatch_dashboard" "this" {
               aws_cloudwatch_metric_alarm.latency_p99.arn,
               aws_cloudwatch_metric_alarm.bacen_signature_invalid.arn,
               aws_cloudwatch_metric_alarm.outcome_unknown_rate.arn,
-              aws_cloudwatch_metric_alarm.hsm_errors.arn,
               aws_cloudwatch_metric_alarm.audit_backlog_age.arn,
-              aws_cloudwatch_metric_alarm.cloudhsm_unhealthy.arn,
               aws_cloudwatch_metric_alarm.healthy_targets.arn,
               aws_cloudwatch_metric_alarm.unhealthy_targets.arn,
               aws_cloudwatch_metric_alarm.audit_sink_failing.arn,
               aws_cloudwatch_metric_alarm.audit_spool_usage.arn,
             ],
             [for a in aws_cloudwatch_metric_alarm.firehose_freshness : a.arn],
+            aws_cloudwatch_metric_alarm.hsm_errors[*].arn,
+            aws_cloudwatch_metric_alarm.cloudhsm_unhealthy[*].arn,
+            aws_cloudwatch_metric_alarm.kms_throttles[*].arn,
+            aws_cloudwatch_metric_alarm.kms_errors[*].arn,
+            aws_cloudwatch_metric_alarm.kms_rsa_quota_usage[*].arn,
           )
         }
       },

@@ -45,9 +45,21 @@ variable "target_group_arn_suffix" {
   type        = string
 }
 
-variable "hsm_cluster_id" {
-  description = "CloudHSM cluster ID (hsm module output cluster_id)"
+variable "signer" {
+  description = "Where the signing key lives (as in the service module): \"cloudhsm\" (HSM alarms) or \"kms\" (KMS alarms)"
   type        = string
+  default     = "cloudhsm"
+
+  validation {
+    condition     = contains(["cloudhsm", "kms"], var.signer)
+    error_message = "signer is \"cloudhsm\" or \"kms\"."
+  }
+}
+
+variable "hsm_cluster_id" {
+  description = "CloudHSM cluster ID (hsm module output cluster_id); null with signer = \"kms\""
+  type        = string
+  default     = null
 }
 
 variable "firehose_stream_names" {
@@ -68,6 +80,9 @@ variable "thresholds" {
     firehose_freshness_seconds = optional(number, 1200)
     certificate_warning_days   = optional(number, 30)
     certificate_critical_days  = optional(number, 7)
+    kms_throttles_per_minute   = optional(number, 0)
+    kms_errors_per_minute      = optional(number, 0)
+    kms_quota_usage_percent    = optional(number, 70)
   })
   default = {}
 }

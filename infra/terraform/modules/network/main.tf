@@ -9,8 +9,11 @@ locals {
   # Interface endpoints the tasks (and the Fargate agent pulling images and secrets for them) call.
   # kinesis-firehose: audit rows; logs: awslogs driver and the CloudWatch agent's EMF; ecr.api + ecr.dkr: image
   # pulls (layers come from S3 through the gateway endpoint); ssm: settings and container secrets; secretsmanager:
-  # the HSM PIN.
-  interface_endpoint_services = toset(var.interface_endpoint_services)
+  # the HSM PIN (or, with the signing key in KMS, the mTLS client key); kms: Sign, GetPublicKey and DescribeKey
+  # when the signing key is in KMS (create_kms_endpoint), so each signature's round trip stays inside the VPC
+  # (https://docs.aws.amazon.com/kms/latest/developerguide/kms-vpc-endpoint.html: with private DNS the SDK's
+  # default kms.<region>.amazonaws.com resolves to the endpoint, no endpoint override in the proxy).
+  interface_endpoint_services = toset(concat(var.interface_endpoint_services, var.create_kms_endpoint ? ["kms"] : []))
 }
 
 resource "aws_security_group" "tasks" {
@@ -50,7 +53,7 @@ resource "aws_vpc_security_group_egress_rule" "tasks_to_endpoints" {
   ip_protocol                  = "tcp"
   from_port                    = 443
   to_port                      = 443
-  description                  = "HTTPS to the VPC interface endpoints (SSM, Secrets Manager, Firehose, Logs, ECR)"
+  description                  = "HTTPS to the VPC interface endpoints (SSM, Secrets Manager, Firehose, Logs, ECR, KMS)"
 }
 
 resource "aws_vpc_security_group_egress_rule" "tasks_to_s3" {

@@ -18,6 +18,11 @@ output "s3_gateway_endpoint_id" {
   value       = var.create_s3_gateway_endpoint ? aws_vpc_endpoint.s3[0].id : null
 }
 
+output "s3_prefix_list_id" {
+  description = "Prefix list of the S3 gateway endpoint (egress rules to S3), or null when not created"
+  value       = var.create_s3_gateway_endpoint ? aws_vpc_endpoint.s3[0].prefix_list_id : null
+}
+
 output "vpc_id" {
   description = "The VPC (passed through for the other modules)"
   value       = var.vpc_id

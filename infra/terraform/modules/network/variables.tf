@@ -36,6 +36,12 @@ variable "interface_endpoint_services" {
   default     = ["secretsmanager", "ssm", "kinesis-firehose", "logs", "ecr.api", "ecr.dkr"]
 }
 
+variable "create_kms_endpoint" {
+  description = "Add an interface endpoint for KMS (com.amazonaws.<region>.kms, private DNS, the endpoints' security group: HTTPS from the tasks only). Set true when the signing key is in KMS (signer = \"kms\")"
+  type        = bool
+  default     = false
+}
+
 variable "create_s3_gateway_endpoint" {
   description = "Create an S3 gateway endpoint on private_route_table_ids (ECR stores image layers in S3). Set false when the route tables already have one"
   type        = bool

@@ -19,6 +19,11 @@
 #   CloudWatch embedded metric format record per forwarding request on stdout (PIXPROXY_METRICS_EMF, src/plugins/emf.ts),
 #   which the awslogs driver carries to the proxy's log group and CloudWatch Logs turns into metrics. No metric filter
 #   depends on the text of a log line.
+# - var.signer: "cloudhsm" (both keys in the HSM: the CloudHSM client configured by the image's entrypoint, the PIN
+#   from Secrets Manager) or "kms" (the signing key in AWS KMS, PIXPROXY_SIGNING_KMS_KEY_ID in the environment; the
+#   mTLS client key in Secrets Manager, PIXPROXY_TLS_KEY_SECRET_ID in SSM from the config module): then the task has
+#   no HSM setting, no CloudHSM client configuration and no PIN; the key policy (kms_signer module) is what lets the
+#   task role sign.
 
 data "aws_caller_identity" "current" {}
 data "aws_partition" "current" {}
@@ -62,14 +67,14 @@ locals {
   # The proxy's environment. Only settings that follow from this infrastructure are here; everything deployment
   # specific (ISPB, URLs, labels, certificates, the PIN secret id) is in SSM under PIXPROXY_CONFIG_SSM_PATH and the
   # environment wins over SSM for the names below. test/infra/terraform.test.ts checks every PIXPROXY_* name against
-  # CONFIG_KEYS in src/config.ts and allows no other names than CLOUDHSM_HSM_IPS (and NODE_OPTIONS).
+  # CONFIG_KEYS in src/config.ts and allows no other names than CLOUDHSM_HSM_IPS (and NODE_OPTIONS). The container
+  # gets these plus local.signer_settings[var.signer].environment.
   proxy_environment = {
     PIXPROXY_CONFIG_SSM_PATH            = var.config_ssm_path
     PIXPROXY_LISTEN_HOST                = "0.0.0.0"
     PIXPROXY_LISTEN_PORT                = tostring(var.container_port)
     PIXPROXY_OPS_LISTEN_HOST            = local.ops_listen_host
     PIXPROXY_OPS_LISTEN_PORT            = tostring(var.ops_port)
-    PIXPROXY_HSM_MODULE_PATH            = "/opt/cloudhsm/lib/libcloudhsm_pkcs11.so"
     PIXPROXY_AUDIT_SINK                 = "firehose"
     PIXPROXY_AUDIT_SPOOL_DIR            = local.spool_dir
     PIXPROXY_AUDIT_SPOOL_SHARED         = "true"
@@ -80,14 +85,34 @@ locals {
     PIXPROXY_METRICS_EMF                = "true"
     PIXPROXY_METRICS_EMF_NAMESPACE      = local.metric_namespace
     PIXPROXY_METRICS_EMF_SERVICE        = var.name
-    # Consumed by the image's entrypoint (configure-pkcs11 -a), not by the proxy.
-    CLOUDHSM_HSM_IPS = join(",", var.hsm_ip_addresses)
   }
 
-  # Values ECS reads from SSM when it starts the container (execution role).
-  proxy_secrets = {
-    CLOUDHSM_CUSTOMER_CA = var.cloudhsm_customer_ca_parameter_arn
+  # What each signer adds: environment, and values ECS reads from SSM when it starts the container (execution role).
+  signer_settings = {
+    cloudhsm = {
+      environment = {
+        PIXPROXY_HSM_MODULE_PATH = "/opt/cloudhsm/lib/libcloudhsm_pkcs11.so"
+        # Consumed by the image's entrypoint (configure-pkcs11 -a), not by the proxy.
+        CLOUDHSM_HSM_IPS = join(",", var.hsm_ip_addresses)
+      }
+      secrets = {
+        CLOUDHSM_CUSTOMER_CA = var.cloudhsm_customer_ca_parameter_arn
+      }
+    }
+    kms = {
+      environment = {
+        # The alias ARN: the proxy resolves it with DescribeKey at start and signs by the key ARN it resolved.
+        PIXPROXY_SIGNING_KMS_KEY_ID = var.signing_kms_key_id
+      }
+      secrets = {}
+    }
   }
+
+  container_environment = merge(local.proxy_environment, local.signer_settings[var.signer].environment)
+  proxy_secrets         = local.signer_settings[var.signer].secrets
+
+  # Secrets Manager secrets the proxy reads itself: the HSM PIN, or the mTLS client key.
+  proxy_secret_arns = var.signer == "cloudhsm" ? [var.hsm_pin_secret_arn] : [var.tls_key_secret_arn]
 
   agent_secrets = {
     CW_CONFIG_CONTENT         = aws_ssm_parameter.cloudwatch_agent_config.arn
@@ -125,7 +150,7 @@ locals {
       readonlyRootFilesystem = true
       stopTimeout            = var.stop_timeout_seconds
       portMappings           = [{ containerPort = var.container_port, protocol = "tcp" }]
-      environment            = [for k in sort(keys(local.proxy_environment)) : { name = k, value = local.proxy_environment[k] }]
+      environment            = [for k in sort(keys(local.container_environment)) : { name = k, value = local.container_environment[k] }]
       secrets                = [for k in sort(keys(local.proxy_secrets)) : { name = k, valueFrom = local.proxy_secrets[k] }]
       mountPoints = concat(
         [{ sourceVolume = "audit-spool", containerPath = local.spool_dir, readOnly = false }],
@@ -183,6 +208,14 @@ locals {
             replacement   = "hsm"
             action        = "replace"
           },
+          # Likewise the KMS signer's failures (PIXPROXY_ERR_KMS_*: throttled, unavailable, key disabled, denied).
+          {
+            source_labels = ["code"]
+            regex         = "PIXPROXY_ERR_KMS_.*"
+            target_label  = "error_class"
+            replacement   = "kms"
+            action        = "replace"
+          },
         ]
       },
     ]
@@ -235,7 +268,7 @@ locals {
               },
               {
                 source_labels    = ["service", "error_class"]
-                label_matcher    = "^${var.name};hsm$"
+                label_matcher    = "^${var.name};(hsm|kms)$"
                 dimensions       = [["service", "error_class"]]
                 metric_selectors = ["^pixproxy_errors_total$"]
               },
@@ -515,13 +548,9 @@ data "aws_iam_policy_document" "execution" {
   }
 
   statement {
-    sid     = "ContainerSecrets"
-    actions = ["ssm:GetParameters"]
-    resources = [
-      var.cloudhsm_customer_ca_parameter_arn,
-      aws_ssm_parameter.cloudwatch_agent_config.arn,
-      aws_ssm_parameter.prometheus_scrape_config.arn,
-    ]
+    sid       = "ContainerSecrets"
+    actions   = ["ssm:GetParameters"]
+    resources = concat(values(local.proxy_secrets), [aws_ssm_parameter.cloudwatch_agent_config.arn, aws_ssm_parameter.prometheus_scrape_config.arn])
   }
 }
 
@@ -545,10 +574,11 @@ data "aws_iam_policy_document" "task" {
     resources = [var.config_ssm_path_arn, "${var.config_ssm_path_arn}/*"]
   }
 
+  # The HSM PIN (cloudhsm) or the mTLS client key (kms); nothing else in Secrets Manager.
   statement {
-    sid       = "ReadHsmPin"
+    sid       = "ReadSignerSecret"
     actions   = ["secretsmanager:GetSecretValue"]
-    resources = [var.hsm_pin_secret_arn]
+    resources = local.proxy_secret_arns
   }
 
   statement {
@@ -610,7 +640,7 @@ resource "aws_ecs_task_definition" "this" {
   container_definitions    = jsonencode(local.container_definitions)
   tags                     = var.tags
 
-  # The CloudHSM client SDK packages are built for x86_64.
+  # The CloudHSM client SDK packages are built for x86_64 (the image is the same with either signer).
   runtime_platform {
     operating_system_family = "LINUX"
     cpu_architecture        = "X86_64"
@@ -646,6 +676,13 @@ resource "aws_ecs_task_definition" "this" {
     precondition {
       condition     = var.ops_port != var.container_port
       error_message = "ops_port must differ from container_port: the operations listener needs its own port (the proxy refuses the same one)."
+    }
+
+    precondition {
+      condition = (var.signer == "cloudhsm"
+        ? length(var.hsm_ip_addresses) > 0 && var.cloudhsm_customer_ca_parameter_arn != null && var.hsm_pin_secret_arn != null && var.signing_kms_key_id == null && var.tls_key_secret_arn == null
+      : var.signing_kms_key_id != null && var.tls_key_secret_arn != null && length(var.hsm_ip_addresses) == 0 && var.hsm_pin_secret_arn == null)
+      error_message = "signer = \"cloudhsm\" needs hsm_ip_addresses, cloudhsm_customer_ca_parameter_arn and hsm_pin_secret_arn (and no KMS inputs); signer = \"kms\" needs signing_kms_key_id and tls_key_secret_arn (and no HSM inputs)."
     }
 
     precondition {

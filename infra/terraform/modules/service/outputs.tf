@@ -3,6 +3,11 @@ output "cluster_name" {
   value       = aws_ecs_cluster.this.name
 }
 
+output "cluster_arn" {
+  description = "ECS cluster ARN (the gateway module runs its service in the same cluster)"
+  value       = aws_ecs_cluster.this.arn
+}
+
 output "service_name" {
   description = "ECS service"
   value       = aws_ecs_service.this.name

@@ -181,14 +181,39 @@ variable "config_kms_key_arn" {
   type        = string
 }
 
-variable "hsm_pin_secret_arn" {
-  description = "Secrets Manager secret holding the HSM PIN (config module)"
+variable "signer" {
+  description = "Where the signing key lives: \"cloudhsm\" (HSM inputs below) or \"kms\" (signing_kms_key_id, tls_key_secret_arn)"
   type        = string
+  default     = "cloudhsm"
+
+  validation {
+    condition     = contains(["cloudhsm", "kms"], var.signer)
+    error_message = "signer is \"cloudhsm\" or \"kms\"."
+  }
+}
+
+variable "hsm_pin_secret_arn" {
+  description = "Secrets Manager secret holding the HSM PIN (config module); signer = \"cloudhsm\" only"
+  type        = string
+  default     = null
 }
 
 variable "cloudhsm_customer_ca_parameter_arn" {
-  description = "SSM parameter injected as CLOUDHSM_CUSTOMER_CA (config module)"
+  description = "SSM parameter injected as CLOUDHSM_CUSTOMER_CA (config module); signer = \"cloudhsm\" only"
   type        = string
+  default     = null
+}
+
+variable "signing_kms_key_id" {
+  description = "PIXPROXY_SIGNING_KMS_KEY_ID: the signing key's alias ARN or key ARN (kms_signer module output alias_arn); signer = \"kms\" only"
+  type        = string
+  default     = null
+}
+
+variable "tls_key_secret_arn" {
+  description = "Secrets Manager secret of the mTLS client key (config module output tls_key_secret_arn), which the task role may read; signer = \"kms\" only"
+  type        = string
+  default     = null
 }
 
 variable "infra_ssm_path" {
@@ -197,8 +222,9 @@ variable "infra_ssm_path" {
 }
 
 variable "hsm_ip_addresses" {
-  description = "ENI IPs of the HSMs (hsm module output), passed as CLOUDHSM_HSM_IPS"
+  description = "ENI IPs of the HSMs (hsm module output), passed as CLOUDHSM_HSM_IPS; empty with signer = \"kms\""
   type        = list(string)
+  default     = []
 }
 
 variable "audit_stream_names" {
