@@ -137,7 +137,7 @@ t.test('a request signed in the local KMS (DIGEST over SHA-256): openssl verifie
     ]
   })
   t.teardown(() => ep.close())
-  const client = (): ReturnType<typeof createKmsClient> => createKmsClient({ endpoint: ep.url, region: REGION, credentials: CREDS, maxAttempts: 1 })
+  const client = (): ReturnType<typeof createKmsClient> => createKmsClient({ endpoint: ep.url, region: REGION, credentials: CREDS, maxAttempts: 1, requestTimeoutMs: 60_000 }) // a hang guard, not a bound
   const signer = await KmsRequestSigner.open('alias/pix-signing', client())
   t.teardown(() => signer.close())
   t.match(signer.keyArn, /key\/1234abcd-12ab-34cd-56ef-1234567890ab$/, 'the alias resolved to the key ARN')

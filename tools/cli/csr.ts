@@ -90,7 +90,10 @@ async function openKms (keyId: string, env: NodeJS.ProcessEnv): Promise<OpenedSi
   const accessKeyId = nonEmpty(env.AWS_ACCESS_KEY_ID)
   const secretAccessKey = nonEmpty(env.AWS_SECRET_ACCESS_KEY)
   const sessionToken = nonEmpty(env.AWS_SESSION_TOKEN)
+  // A one-shot command, not the request path: wait longer than the proxy's client would before giving up on KMS.
   const client = createKmsClient({
+    connectTimeoutMs: 5_000,
+    requestTimeoutMs: 30_000,
     ...(region === undefined ? {} : { region }),
     ...(endpoint === undefined ? {} : { endpoint }),
     ...(accessKeyId === undefined || secretAccessKey === undefined

@@ -46,6 +46,7 @@ export class KmsRequestSigner implements Signer {
       if (!(meta.SigningAlgorithms ?? []).includes(ALGORITHM)) throw unsuitable(`it does not offer ${ALGORITHM}`)
       const arn = meta.Arn
       const got = await call('GetPublicKey', arn, async () => await client.send(new GetPublicKeyCommand({ KeyId: arn })))
+      if (got.KeyId !== arn) throw unsuitable(`GetPublicKey answered for ${String(got.KeyId)}, DescribeKey for ${arn}`)
       let publicKey: KeyObject
       try {
         publicKey = createPublicKey({ key: Buffer.from(got.PublicKey ?? new Uint8Array()), format: 'der', type: 'spki' })
