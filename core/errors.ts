@@ -80,6 +80,9 @@ export const Errors = Object.freeze({
   DER_INVALID: define('PIXPROXY_ERR_DER_INVALID', 'malformed DER: %s'),
   CERT_ISSUE: define('PIXPROXY_ERR_CERT_ISSUE', 'cannot issue certificate: %s'),
   CERT_UNSUITABLE: define('PIXPROXY_ERR_CERT_UNSUITABLE', 'certificate %s cannot be used: %s'),
+  CSR_PARSE: define('PIXPROXY_ERR_CSR_PARSE', 'cannot parse certificate signing request: %s', 400),
+  CSR_SIGNATURE: define('PIXPROXY_ERR_CSR_SIGNATURE', 'the certificate signing request is not signed by its own key: %s', 400),
+  CSR_FIELD_INVALID: define('PIXPROXY_ERR_CSR_FIELD_INVALID', 'invalid certificate request %s: %s', 400),
   SIGNING_CERT_NOT_VALID: define('PIXPROXY_ERR_SIGNING_CERT_NOT_VALID', 'the signing certificate %s is valid from %s to %s, not now (%s): BACEN would reject every message', 503),
 
   // HSM (PKCS#11)

@@ -1,7 +1,8 @@
 /**
  * A small certificate authority for tests, the demo and the simulator. It signs a TBSCertificate for a public key
- * it is given, so it certifies keys that never leave an HSM (no CSR: the HSM key cannot sign one through
- * node:crypto, and the CA does not need proof of possession from its own test fixtures).
+ * it is given, so it certifies keys that never leave an HSM; or, like a real CA, it takes a PKCS#10 request
+ * (csr.ts, made by `pix-proxy csr` with the key in the HSM or KMS) and certifies its key once the request's
+ * signature proves the requester holds it (issueFromCsr).
  *
  * Not for production PKI: no CRLs, no OCSP, no policy; it issues what it is asked.
  */
@@ -15,6 +16,7 @@ import {
 } from './der.ts'
 import { dnToDer, parseDn, type Dn } from './dn.ts'
 import { certificateMatchesKey, certificateParts, parseCertificate, type Certificate } from './x509.ts'
+import { parseCsr, verifyCsr, type CertificationRequest } from './csr.ts'
 
 export type KeyUsage = 'digitalSignature' | 'nonRepudiation' | 'keyEncipherment' | 'keyCertSign' | 'cRLSign'
 export type ExtKeyUsage = 'serverAuth' | 'clientAuth'
@@ -42,6 +44,11 @@ export interface IssueOptions {
   extKeyUsage?: ExtKeyUsage[]
   dnsNames?: string[]
   ipAddresses?: string[]
+  /**
+   * Extension values taken as they are from a certification request (issueFromCsr): keyUsage, extKeyUsage and
+   * subjectAltName as requested, in place of the ones keyUsage, extKeyUsage, dnsNames and ipAddresses make.
+   */
+  requestedExtensions?: ReadonlyMap<string, { readonly critical: boolean, readonly value: Buffer }>
 }
 
 const OID_SHA256_WITH_RSA = '1.2.840.113549.1.1.11'
@@ -187,15 +194,21 @@ export function issueCertificate (opts: IssueOptions): Certificate {
       ? encodeSequence(encodeBoolean(true), ...(opts.pathLength !== undefined ? [encodeInteger(opts.pathLength)] : []))
       : encodeSequence())
   ]
-  if (keyUsage.length > 0) extensions.push(extension(OID_KEY_USAGE, true, keyUsageValue(keyUsage)))
-  if (extKeyUsage.length > 0) {
+  const requested = opts.requestedExtensions
+  if (requested !== undefined) {
+    for (const oid of [OID_KEY_USAGE, OID_EXT_KEY_USAGE, OID_SUBJECT_ALT_NAME]) {
+      const ext = requested.get(oid)
+      if (ext !== undefined) extensions.push(extension(oid, ext.critical, ext.value))
+    }
+  } else if (keyUsage.length > 0) extensions.push(extension(OID_KEY_USAGE, true, keyUsageValue(keyUsage)))
+  if (requested === undefined && extKeyUsage.length > 0) {
     extensions.push(extension(OID_EXT_KEY_USAGE, false, encodeSequence(...extKeyUsage.map((u) => {
       const oid = EKU_OIDS[u]
       if (oid === undefined) throw issueError(`unknown extended key usage ${String(u)}`)
       return encodeOid(oid)
     }))))
   }
-  if (dnsNames.length + ips.length > 0) {
+  if (requested === undefined && dnsNames.length + ips.length > 0) {
     // RFC 5280 §4.2.1.6: critical when the subject is empty
     extensions.push(extension(OID_SUBJECT_ALT_NAME, subjectDn.length === 0, subjectAltName(dnsNames, ips)))
   }
@@ -215,6 +228,41 @@ export function issueCertificate (opts: IssueOptions): Certificate {
   )
   const signature = sign('sha256', tbs, signingKey) // RSA keys sign PKCS#1 v1.5 by default
   return parseCertificate(encodeSequence(tbs, algorithm, encodeBitString(signature)))
+}
+
+/** The extensions a request may ask for and issueFromCsr grants: an end entity's, never basicConstraints. */
+const GRANTED_REQUEST_EXTENSIONS: ReadonlySet<string> = new Set([OID_KEY_USAGE, OID_EXT_KEY_USAGE, OID_SUBJECT_ALT_NAME])
+
+/**
+ * Issues an end-entity certificate from a PKCS#10 request (PEM, DER or parsed): the request's signature must verify
+ * with the key it asks to certify (proof of possession), and it may ask only for keyUsage, extKeyUsage and
+ * subjectAltName, which are copied as requested; the subject is copied byte for byte.
+ * @throws PixProxyError CSR_PARSE, CSR_SIGNATURE (a tampered or forged request), CERT_ISSUE (an extension the CA does
+ *   not grant, e.g. basicConstraints asking to be a CA; a keyCertSign key usage).
+ */
+export function issueFromCsr (
+  request: CertificationRequest | string | Buffer,
+  opts: { issuer: { certificate: Certificate, key: KeyObject }, serial?: bigint, notBefore?: Date, notAfter?: Date }
+): Certificate {
+  const csr = typeof request === 'string' || Buffer.isBuffer(request) ? parseCsr(request) : request
+  verifyCsr(csr)
+  for (const oid of csr.extensions.keys()) {
+    if (!GRANTED_REQUEST_EXTENSIONS.has(oid)) throw issueError(`the request asks for extension ${oid}, which this CA does not grant`)
+  }
+  const ku = csr.extensions.get(OID_KEY_USAGE)
+  if (ku !== undefined) {
+    const bits = readBitString(expectTag(decode(ku.value), Tag.BIT_STRING, 'keyUsage')).bytes
+    if (((bits[0] ?? 0) & 0x06) !== 0) throw issueError('the request asks for keyCertSign or cRLSign, the key usages of a CA')
+  }
+  return issueCertificate({
+    subject: csr.subject,
+    publicKey: csr.publicKey,
+    issuer: opts.issuer,
+    requestedExtensions: csr.extensions,
+    ...(opts.serial === undefined ? {} : { serial: opts.serial }),
+    ...(opts.notBefore === undefined ? {} : { notBefore: opts.notBefore }),
+    ...(opts.notAfter === undefined ? {} : { notAfter: opts.notAfter })
+  })
 }
 
 export interface TestPki {

@@ -52,7 +52,7 @@ function sdkError (err: unknown): { name: string, message: string } {
  * exceeded), a missing or disabled key, a refused permission and anything else (a 5xx, KMSInternalException,
  * KeyUnavailableException, a timeout, a refused connection) each have their code; all are NOT SENT.
  */
-function kmsError (operation: string, keyId: string, err: unknown): PixProxyError {
+export function kmsError (operation: string, keyId: string, err: unknown): PixProxyError {
   const { name, message } = sdkError(err)
   const options = { cause: err }
   switch (name) {

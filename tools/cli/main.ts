@@ -61,6 +61,18 @@ const COMMANDS: readonly Command[] = [
     run: async (argv, io) => await (await hsm()).hsmCommand(['info', ...argv], io)
   },
   {
+    name: 'csr',
+    summary: 'write a PKCS#10 request signed by a key in the HSM, in KMS or in a PEM file, for an ICP-Brasil CA',
+    usage: async () => (await import('./csr.ts')).CSR_USAGE,
+    run: async (argv, io) => await (await import('./csr.ts')).csrCommand(argv, io)
+  },
+  {
+    name: 'pki issue',
+    summary: 'issue a certificate from a PKCS#10 request with a local test CA (hsm init\'s, or --ca-cert/--ca-key)',
+    usage: async () => (await import('./pki.ts')).ISSUE_USAGE,
+    run: async (argv, io) => await (await import('./pki.ts')).pkiCommand(['issue', ...argv], io)
+  },
+  {
     name: 'pki inbound',
     summary: 'create a local test PKI for inbound mutual TLS: server certificate, client CA, a client, the allowlist',
     usage: async () => (await import('./pki.ts')).INBOUND_USAGE,
