@@ -46,9 +46,14 @@ export interface IssueOptions {
   ipAddresses?: string[]
   /**
    * Extension values taken as they are from a certification request (issueFromCsr): keyUsage, extKeyUsage and
-   * subjectAltName as requested, in place of the ones keyUsage, extKeyUsage, dnsNames and ipAddresses make.
+   * subjectAltName as requested, in place of the ones keyUsage, extKeyUsage, dnsNames, ipAddresses and otherNames make.
    */
   requestedExtensions?: ReadonlyMap<string, { readonly critical: boolean, readonly value: Buffer }>
+  /**
+   * SAN otherNames (RFC 5280 §4.2.1.6), e.g. ICP-Brasil's 2.16.76.1.3.3 (CNPJ). `value` is the complete DER of the
+   * value inside `[0] EXPLICIT` (an OCTET STRING or PrintableString for ICP-Brasil), written as given.
+   */
+  otherNames?: ReadonlyArray<{ readonly oid: string, readonly value: Buffer }>
 }
 
 const OID_SHA256_WITH_RSA = '1.2.840.113549.1.1.11'
@@ -113,8 +118,10 @@ function ipAddressBytes (ip: string): Buffer {
   return out
 }
 
-function subjectAltName (dnsNames: readonly string[], ips: readonly string[]): Buffer {
+function subjectAltName (dnsNames: readonly string[], ips: readonly string[], otherNames: NonNullable<IssueOptions['otherNames']>): Buffer {
   const names = [
+    // otherName [0] IMPLICIT SEQUENCE { type-id OID, value [0] EXPLICIT ANY }
+    ...otherNames.map((o) => encode(contextTag(0, true), encodeOid(o.oid), encodeExplicit(0, o.value))),
     ...dnsNames.map((n) => {
       if (!/^[\x21-\x7e]+$/.test(n)) throw issueError(`${JSON.stringify(n)} is not a DNS name (IA5String; use A-labels)`)
       return encode(contextTag(2, false), Buffer.from(n, 'latin1')) // dNSName [2] IMPLICIT IA5String
@@ -185,6 +192,7 @@ export function issueCertificate (opts: IssueOptions): Certificate {
   const extKeyUsage = opts.extKeyUsage ?? (isCa ? [] : ['serverAuth', 'clientAuth'])
   const dnsNames = opts.dnsNames ?? []
   const ips = opts.ipAddresses ?? []
+  const otherNames = opts.otherNames ?? []
   if (opts.pathLength !== undefined && (!isCa || !Number.isInteger(opts.pathLength) || opts.pathLength < 0)) {
     throw issueError('pathLength needs isCa and a non-negative integer')
   }
@@ -208,9 +216,9 @@ export function issueCertificate (opts: IssueOptions): Certificate {
       return encodeOid(oid)
     }))))
   }
-  if (requested === undefined && dnsNames.length + ips.length > 0) {
+  if (requested === undefined && dnsNames.length + ips.length + otherNames.length > 0) {
     // RFC 5280 §4.2.1.6: critical when the subject is empty
-    extensions.push(extension(OID_SUBJECT_ALT_NAME, subjectDn.length === 0, subjectAltName(dnsNames, ips)))
+    extensions.push(extension(OID_SUBJECT_ALT_NAME, subjectDn.length === 0, subjectAltName(dnsNames, ips, otherNames)))
   }
   extensions.push(extension(OID_SUBJECT_KEY_ID, false, encodeOctetString(ski)))
   extensions.push(extension(OID_AUTHORITY_KEY_ID, false, encodeSequence(encode(contextTag(0, false), authorityKeyId))))
