@@ -80,6 +80,8 @@ interface Point {
   /** By thread: main (the event loop; nginx: master + worker), libuv-worker (the pool: HSM signs, fs), V8 … (GC, compiler), the audit worker thread… */
   cpuMsPerRequestByThread: Record<string, number>
   sustained: boolean
+  /** New TLS connections the upstream accepted per request during the point (keep-alive reuse: ~0 when reused). */
+  upstreamHandshakesPerRequest?: number
   /** With cpuProfDir: the load's window, µs on CLOCK_MONOTONIC (what V8 profiles' timestamps count). */
   profileWindowUs?: { readonly from: number, readonly to: number }
 }
@@ -179,6 +181,13 @@ export async function runPinned (o: PinnedOptions): Promise<Record<string, unkno
     const upstreamUrl = `https://localhost:${canned.line.port}`
     const cp = stack.counterparty
     const upstreamSettings = { PIXPROXY_DICT_URL: upstreamUrl, PIXPROXY_SPI_URL: upstreamUrl }
+    // The canned upstream's counters, read over one kept-alive connection of this process's own.
+    const statsAgent = new Agent({ connections: 1, keepAliveTimeout: 600_000, keepAliveMaxTimeout: 600_000, connect: { ca: stack.caPem, cert: cp.tls.certPem, key: cp.tls.keyPem, servername: 'localhost' } })
+    closers.push(async () => { await statsAgent.close() })
+    const upstreamStats = async (): Promise<{ handshakes: number, requests: number }> => {
+      const r = await statsAgent.request({ origin: upstreamUrl, path: '/bench/stats', method: 'GET' })
+      return await r.body.json() as { handshakes: number, requests: number }
+    }
 
     const servers = {} as Record<Contender, Server>
     const n = await startNginx({ dir: join(dir, 'nginx'), upstreamUrl, caPem: stack.caPem, certPem: cp.tls.certPem, keyPem: cp.tls.keyPem })
@@ -223,11 +232,14 @@ export async function runPinned (o: PinnedOptions): Promise<Record<string, unkno
             truncated = true
             continue
           }
+          const s0 = await upstreamStats()
           const p = await measure(servers[c], c, op, bodiesOf(c), rate, seconds)
+          const s1 = await upstreamStats()
+          p.upstreamHandshakesPerRequest = r3((s1.handshakes - s0.handshakes) / Math.max(1, s1.requests - s0.requests))
           assertOnlyLoadErrors(p)
           points.push(p)
           if (!p.sustained) failed.add(c)
-          log(`${op} ${c} @ ${rate}/s: p50 ${p.p50} p99 ${p.p99} ms ok ${p.ok}/${p.sent} cpu ${p.cpuMsPerRequest} ms/req ${JSON.stringify(p.cpuMsPerRequestByThread)} ${JSON.stringify(p.errorsByCode)}`)
+          log(`${op} ${c} @ ${rate}/s: p50 ${p.p50} p99 ${p.p99} ms ok ${p.ok}/${p.sent} cpu ${p.cpuMsPerRequest} ms/req ${JSON.stringify(p.cpuMsPerRequestByThread)} handshakes/req ${p.upstreamHandshakesPerRequest} ${JSON.stringify(p.errorsByCode)}`)
           await new Promise((resolve) => setTimeout(resolve, 200))
         }
         if (failed.size === contenders.length && rate >= FIXED_RATE) break
