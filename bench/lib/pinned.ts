@@ -52,6 +52,8 @@ export interface PinnedOptions {
    * bench/cpu-profile.ts can take one operation's samples out of the whole run.
    */
   readonly cpuProfDir?: string
+  /** Extra environment for both pix-proxy contenders (e.g. PIXPROXY_LOG_LEVEL=info, production's default). */
+  readonly proxyEnv?: Readonly<Record<string, string>>
   readonly log: (line: string) => void
 }
 
@@ -197,10 +199,10 @@ export async function runPinned (o: PinnedOptions): Promise<Record<string, unkno
     servers.passthrough = { url: pt.line.url, pid: pt.pid, close: pt.close }
     closers.push(pt.close)
     const prof = (name: string): Record<string, string> => o.cpuProfDir === undefined ? {} : cpuProfSettings(join(o.cpuProfDir, name), '--cpu-prof-interval=100')
-    const off = await startBenchProxy(stack, join(dir, 'proxy-audit-off'), { PIXPROXY_AUDIT_ENABLED: 'false', ...upstreamSettings, ...prof('proxy-audit-off') })
+    const off = await startBenchProxy(stack, join(dir, 'proxy-audit-off'), { PIXPROXY_AUDIT_ENABLED: 'false', ...upstreamSettings, ...prof('proxy-audit-off'), ...o.proxyEnv })
     servers['proxy-audit-off'] = { url: off.url, pid: off.pid, close: off.stop }
     closers.push(off.stop)
-    const on = await startBenchProxy(stack, join(dir, 'proxy'), { ...auditSinkSettings(aws), ...upstreamSettings, ...prof('proxy') })
+    const on = await startBenchProxy(stack, join(dir, 'proxy'), { ...auditSinkSettings(aws), ...upstreamSettings, ...prof('proxy'), ...o.proxyEnv })
     servers.proxy = { url: on.url, pid: on.pid, close: on.stop }
     closers.push(on.stop)
     for (const s of Object.values(servers)) await pinProcess(s.pid, serverCpus)
