@@ -38,6 +38,25 @@ export function componentOf (f: CallFrame): string {
   return url
 }
 
+/**
+ * The part of the proxy a component belongs to, for the decomposition table in bench/RESULTS.md. `hsm-wait` is the
+ * PKCS#11 calls made on the event loop: samples there are mostly the thread off its CPU (waiting for SoftHSM's lock
+ * or for the pool thread that signs on the same core), not work of its own.
+ */
+export function groupOf (component: string): string {
+  if (/^(pkcs11js|graphene-pk11|src\/hsm)$/.test(component)) return 'hsm-wait'
+  if (/^(fastify|@fastify\/|find-my-way|avvio|light-my-request|fast-json-stringify|node:_http_server|node:_http_incoming|node:_http_outgoing|node:_http_common|node:http)/.test(component)) return 'http server (Fastify, node:http)'
+  if (/^(undici|wasm:|src\/upstream)/.test(component)) return 'upstream client (undici)'
+  if (/^(native:writev|native:writeLatin1String|native:writeUtf8String|native:writeBuffer|node:net|node:stream_base_commons|node:streams|node:tls|node:_tls_wrap|native:readStop|native:readStart)/.test(component)) return 'sockets and TLS (writes, encryption)'
+  if (/^(core\/xmldsig|node:crypto|core\/pki)/.test(component)) return 'XMLDSig (parse, c14n, digests, RSA verify)'
+  if (/^(prom-client)/.test(component)) return 'metrics (prom-client)'
+  if (/^(pino|@pinojs\/|sonic-boom|pino-std-serializers|fast-redact|safe-stable-stringify|quick-format-unescaped)/.test(component)) return 'logging (pino)'
+  if (/^(src\/audit|src\/plugins\/audit|native:postMessage|node:worker)/.test(component)) return 'audit (event-loop side: rows posted to the audit thread)'
+  if (/^(src\/|core\/)/.test(component)) return 'pipeline, routes, checks (src/, core/pix)'
+  if (component === '(garbage collector)') return 'GC'
+  return 'runtime (events, timers, microtasks, buffers, VM)'
+}
+
 export interface Share { readonly ms: number, readonly share: number, readonly msPerRequest: number }
 
 export interface ProfileWindow {
@@ -48,7 +67,14 @@ export interface ProfileWindow {
   /** Self time of every sample but (idle), per request: the thread's work. */
   readonly busyMsPerRequest: number
   readonly byComponent: Record<string, Share>
+  readonly byGroup: Record<string, Share>
   readonly topFunctions: Array<{ readonly fn: string, readonly component: string } & Share>
+}
+
+function groups (comp: ReadonlyMap<string, number>): Map<string, number> {
+  const out = new Map<string, number>()
+  for (const [c, us] of comp) out.set(groupOf(c), (out.get(groupOf(c)) ?? 0) + us)
+  return out
 }
 
 /** Self time (each sample weighted by the interval to the next) inside [fromUs, toUs], grouped. */
@@ -84,6 +110,7 @@ export function analyse (p: Profile, fromUs: number, toUs: number, requests: num
     samplesPerRequest: r3(samples / Math.max(1, requests)),
     busyMsPerRequest: r3(busyUs / 1000 / Math.max(1, requests)),
     byComponent: Object.fromEntries([...comp].sort((a, b) => b[1] - a[1]).map(([c, us]) => [c, share(us)])),
+    byGroup: Object.fromEntries([...groups(comp)].sort((a, b) => b[1] - a[1]).map(([g, us]) => [g, share(us)])),
     topFunctions: [...fns].sort((a, b) => b[1].us - a[1].us).slice(0, top).map(([fn, f]) => ({ fn, component: f.component, ...share(f.us) }))
   }
 }
@@ -119,6 +146,7 @@ if (import.meta.main) {
   } else {
     for (const [label, a] of Object.entries(out)) {
       process.stdout.write(`\n== ${label}: ${a.requests} requests in ${a.windowMs} ms, ${a.samplesPerRequest} samples/request, busy ${a.busyMsPerRequest} ms/request\n`)
+      for (const [g, s] of Object.entries(a.byGroup)) process.stdout.write(`  ${(s.share * 100).toFixed(1).padStart(5)} %  ${s.msPerRequest.toFixed(3)} ms/req  [${g}]\n`)
       for (const [c, s] of Object.entries(a.byComponent).slice(0, 30)) process.stdout.write(`  ${(s.share * 100).toFixed(1).padStart(5)} %  ${s.msPerRequest.toFixed(3)} ms/req  ${c}\n`)
       process.stdout.write('  -- functions\n')
       for (const f of a.topFunctions) process.stdout.write(`  ${(f.share * 100).toFixed(1).padStart(5)} %  ${f.msPerRequest.toFixed(3)} ms/req  ${f.fn}\n`)
