@@ -98,9 +98,13 @@ log('starting the stack')
 const stack = await startLocalStack({ dir, longPollMs: 300 })
 log('stack up')
 let canned: { port: number, server: Server } | null = null
+// The key the canned answer names: the proxy refuses a DICT answer about another key than the request's
+// (UPSTREAM_ANSWER_MISMATCH, the answer binding of issue 13), so against the canned upstream every request creates it.
+let cannedKey: string | undefined
 if (upstreamKind === 'canned') {
   // One real answer from the simulator, through the proxy (which relays BACEN's bytes as they came).
   const e = createEntryRequest()
+  cannedKey = e.key
   const r = await request(`${stack.proxyUrl}/api/v2/entries/`, { method: 'POST', headers: { 'content-type': 'application/xml' }, body: e.xml })
   const body = Buffer.from(await r.body.arrayBuffer())
   if (r.statusCode !== 201 || r.headers['pix-proxy-signature-code'] !== 'VALID') throw new Error(`capturing the canned answer failed: ${r.statusCode} ${body.toString()}`)
@@ -174,6 +178,13 @@ const median = (xs: number[]): number => {
   return Math.round((s.length % 2 === 1 ? s[m] as number : ((s[m - 1] as number) + (s[m] as number)) / 2) * 100) / 100
 }
 
+/** A run in which requests failed: the bench stops (non-zero exit) instead of reporting figures for errors. */
+class RefusedRun extends Error {
+  constructor (what: string, errors: Record<string, number>) {
+    super(`requests failed (${what}): ${JSON.stringify(errors)}`)
+  }
+}
+
 let account = 100_000_000
 async function load (url: string, rate: number, secs: number): Promise<Omit<Run, 'mode' | 'rate' | 'cpuMsPerRequest' | 'cpuMsPerRequestByThread' | 'peakRssMiB' | 'auditWaitMs' | 'gc'>> {
   const dispatcher = new Agent({ connections: 128, pipelining: 1 })
@@ -181,6 +192,7 @@ async function load (url: string, rate: number, secs: number): Promise<Omit<Run,
   const total = Math.round(rate * secs)
   const latencies: number[] = []
   const errors: Record<string, number> = {}
+  const fail = (code: string): void => { errors[code] = (errors[code] ?? 0) + 1 }
   let ok = 0
   const start = performance.now() + 50
   const inflight: Array<Promise<void>> = []
@@ -188,14 +200,19 @@ async function load (url: string, rate: number, secs: number): Promise<Omit<Run,
     const due = start + i * interval
     const wait = due - performance.now()
     if (wait > 1) await new Promise((resolve) => setTimeout(resolve, wait))
-    // A fresh account each time: the simulator allows 5 keys per account.
-    const e = createEntryRequest({ owner: { ...SAMPLE_PAYER, account: String(account++) } })
+    // A fresh account each time: the simulator allows 5 keys per account (the canned upstream answers for one key).
+    const e = createEntryRequest({ ...(cannedKey === undefined ? {} : { key: cannedKey }), owner: { ...SAMPLE_PAYER, account: String(account++) } })
     inflight.push(request(`${url}/api/v2/entries/`, { dispatcher, method: 'POST', headers: { 'content-type': 'application/xml' }, body: e.xml })
       .then(async (r) => {
-        await r.body.dump()
+        // An error is counted by its problem code (e.g. "502 PIXPROXY_ERR_UPSTREAM_ANSWER_MISMATCH"), so a refused
+        // run says why; an answer whose signature is not VALID is an error too.
+        const problem = r.statusCode === 201 ? (await r.body.dump(), '') : await r.body.text().then((t) => { try { return String((JSON.parse(t) as { code?: unknown }).code ?? '') } catch { return '' } })
         const ms = performance.now() - due // from the scheduled time: no coordinated omission
-        if (r.statusCode === 201) { ok++; latencies.push(ms) } else errors[String(r.statusCode)] = (errors[String(r.statusCode)] ?? 0) + 1
-      }, (err: { code?: string }) => { errors[err.code ?? 'error'] = (errors[err.code ?? 'error'] ?? 0) + 1 }))
+        const signature = String(r.headers['pix-proxy-signature-code'])
+        if (r.statusCode !== 201) fail(`${r.statusCode} ${problem}`.trim())
+        else if (signature !== 'VALID') fail(`signature ${signature}`)
+        else { ok++; latencies.push(ms) }
+      }, (err: { code?: string }) => { fail(err.code ?? 'error') }))
   }
   await Promise.all(inflight)
   const elapsed = (performance.now() - start) / 1000
@@ -211,7 +228,11 @@ try {
     const order = Array.from({ length: repeat }, () => [...modes, ...[...modes].reverse()]).flat()
     for (const [k, mode] of order.entries()) {
       const proxy = await startProxy(mode === 'on', `${mode}-${rate}-${k}`)
-      await load(proxy.url, Math.min(rate, 100), 2) // warm-up: connections, JIT, HSM sessions
+      const warm = await load(proxy.url, Math.min(rate, 100), 2) // warm-up: connections, JIT, HSM sessions
+      if (warm.ok !== warm.sent) {
+        await proxy.stop()
+        throw new RefusedRun(`warm-up, audit ${mode}, ${warm.ok}/${warm.sent} ok`, warm.errors)
+      }
       const metrics0 = await (await request(proxy.url + '/metrics')).body.text()
       const cpu0 = await treeCpuSeconds(proxy.pid)
       const threads0 = await threadCpuSeconds(proxy.pid)
@@ -233,8 +254,10 @@ try {
       const gc = gcDuring(metrics0, metrics)
       await proxy.stop()
       const run: Run = { mode, rate, ...r, cpuMsPerRequest: Math.round(cpu * 1000 / Math.max(1, r.sent) * 1000) / 1000, cpuMsPerRequestByThread, peakRssMiB: rssPeak, auditWaitMs, gc }
-      runs.push(run)
       log(`rate ${rate}/s audit ${mode}: p50 ${r.p50} ms p99 ${r.p99} ms ok ${r.ok}/${r.sent} cpu ${run.cpuMsPerRequest} ms/req ${JSON.stringify(cpuMsPerRequestByThread)} rss ${rssPeak} MiB ${auditWaitMs === null ? '' : 'audit wait ' + JSON.stringify(auditWaitMs)} gc ${JSON.stringify(gc)} ${JSON.stringify(r.errors)}`)
+      // Latency and CPU of errors are not the figures this bench is for: a run with any failed request ends it.
+      if (r.ok !== r.sent) throw new RefusedRun(`rate ${rate}/s, audit ${mode}, ${r.ok}/${r.sent} ok`, r.errors)
+      runs.push(run)
     }
   }
 } finally {

@@ -8,7 +8,7 @@
  * each signed answer, as a bank core without a proxy must: that cost lands in this process, not in the target.
  *
  *   node bench/e2e.ts [--json] [--rates 100,200,300,400,600] [--seconds 10] [--sink firehose|parquet] [--targets proxy,nginx,direct] [--mix get-entry=2,create-entry=2,create-claim=1,spi-send=2] [--pin 1:0]
- *   node bench/e2e.ts --pinned [--quick] [--json] [--pin 0:1] [--rates …] [--seconds …]
+ *   node bench/e2e.ts --pinned [--quick] [--json] [--pin 0:1] [--rates …] [--seconds …] [--ops get-entry,…] [--contenders proxy,…] [--cpu-prof DIR] [--proxy-env K=V,…]
  *
  * --pinned (issue 15) is another comparison, bench/lib/pinned.ts: each server pinned to one core, a canned BACEN
  * (answers signed once with the BCB key) instead of the simulator, four contenders (nginx, a Fastify + undici
@@ -52,7 +52,10 @@ const { values } = parseArgs({
     'cpu-prof': { type: 'string' },
     'node-options': { type: 'string', default: '' },
     sink: { type: 'string', default: 'firehose' },
-    pin: { type: 'string' }
+    pin: { type: 'string' },
+    ops: { type: 'string' },
+    'proxy-env': { type: 'string' },
+    contenders: { type: 'string' }
   }
 })
 const log = (s: string): void => { if (!values.json) process.stderr.write(`[bench] ${s}\n`) }
@@ -64,6 +67,10 @@ if (values.pinned) {
     restCpus: rest,
     ...(values.rates === undefined ? {} : { rates: values.rates.split(',').map(Number).sort((a, b) => a - b) }),
     ...(values.seconds === undefined ? {} : { seconds: Number(values.seconds) }),
+    ...(values.ops === undefined ? {} : { ops: values.ops.split(',') }),
+    ...(values.contenders === undefined ? {} : { contenders: values.contenders.split(',') }),
+    ...(values['cpu-prof'] === undefined ? {} : { cpuProfDir: values['cpu-prof'] }),
+    ...(values['proxy-env'] === undefined ? {} : { proxyEnv: Object.fromEntries(values['proxy-env'].split(',').map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])) }),
     log
   })
   process.stdout.write(JSON.stringify(result) + '\n')
@@ -139,7 +146,9 @@ async function measure (target: 'proxy' | 'nginx' | 'direct', rate: number): Pro
   if (pid !== null && serverCpus !== undefined) await pinProcess(pid, serverCpus)
   try {
     // Warm-up: connections, JIT, HSM sessions.
-    await runLoad({ target: transport, counterparty: other, model: { kind: 'open', ratePerSec: Math.min(rate, 50) }, durationMs: 1_500, mix })
+    const warm = await runLoad({ target: transport, counterparty: other, model: { kind: 'open', ratePerSec: Math.min(rate, 50) }, durationMs: 1_500, mix })
+    // At 50/s every target keeps up: a failure here is a broken set-up, and its figures would be those of errors.
+    if (warm.totals.errors > 0 || warm.totals.signatureFailures > 0) throw new Error(`warm-up of ${target}: ${warm.totals.errors} errors, ${warm.totals.signatureFailures} signature failures ${JSON.stringify(warm.totals.errorsByCode)}`)
     const cpu0 = pid === null ? 0 : await treeCpuSeconds(pid)
     const threads0 = pid === null ? {} : await threadCpuSeconds(pid)
     const sim0 = await treeCpuSeconds(stack.simulatorPid)
@@ -170,6 +179,8 @@ async function measure (target: 'proxy' | 'nginx' | 'direct', rate: number): Pro
       simulatorCpuMsPerRequest: Math.round(simCpu * 1e6 / Math.max(1, sent)) / 1000,
       sustained: t.errors === 0 && t.dropped === 0 && t.signatureFailures === 0 && t.latencyMs.p99 !== null && t.latencyMs.p99 < P99_LIMIT_MS
     }
+    // A signature that is not VALID is never load: the bench stops rather than report it as a slow rate.
+    if (t.signatureFailures > 0) throw new Error(`${target} @ ${rate}/s: ${t.signatureFailures} signature failures`)
     log(`${target} @ ${rate}/s: p50 ${point.p50} ms p99 ${point.p99} ms ok ${t.ok} errors ${t.errors} dropped ${t.dropped} cpu ${point.serverCpuMsPerRequest ?? '-'} ms/req (simulator ${point.simulatorCpuMsPerRequest}) ${JSON.stringify(point.serverCpuMsPerRequestByThread)} ${JSON.stringify(point.errorsByCode)}`)
     return point
   } finally {

@@ -18,6 +18,7 @@ import { readPemSettingSync } from './config.ts'
 import type { Config } from './config.ts'
 import { Errors, PixProxyError } from '../core/errors.ts'
 import { drainConnections } from './http/drain.ts'
+import { OneLineRequestLog } from './http/request-log.ts'
 import { installMemoryBudget } from './http/budget.ts'
 import { problemErrorHandler, sendProblem } from './http/problem.ts'
 import { formatTraceparent, traceOf } from './http/trace.ts'
@@ -85,6 +86,8 @@ export async function buildApp (opts: AppOptions): Promise<FastifyInstance> {
         : { logger: opts.logger as FastifyServerOptions['logger'] })
   const app: FastifyInstance = Fastify({
     ...loggerOpt,
+    // One access-log line per request, not two (http/request-log.ts).
+    logController: new OneLineRequestLog(),
     ...(https === null ? {} : { https }),
     bodyLimit: config.maxBodyBytes,
     // Closing is answered by our own hook below (problem+json with a stable code and Retry-After).

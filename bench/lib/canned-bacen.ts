@@ -6,6 +6,8 @@
  *   GET  /api/v2/entries/{key}   200 GetEntryResponse for KEY (whatever key is asked: the load asks for KEY)
  *   POST /api/v2/entries/        201 CreateEntryResponse for KEY (the load creates KEY every time)
  *   POST /api/v1/in/{ispb}/msgs  201 with one PI-ResourceId per message (a multipart post gets one per part)
+ *   GET  /bench/stats            {"handshakes":N,"requests":M} so far (TLS handshakes completed, requests served):
+ *                                how well a contender reuses its keep-alive connections
  *
  * Configured by one JSON object in BENCH_CANNED_BACEN (CannedBacenConfig); prints {"port":N} and serves until SIGTERM.
  */
@@ -38,6 +40,8 @@ const getEntry = Buffer.from(await bcb.sign(entryResponse('GetEntryResponse', co
 const createEntry = Buffer.from(await bcb.sign(entryResponse('CreateEntryResponse', config), 'dict'))
 const XML = 'application/xml; charset=utf-8'
 let resourceSeq = 0
+let handshakes = 0
+let requests = 0
 
 const server = createServer({
   key: config.tls.keyPem,
@@ -52,6 +56,13 @@ const server = createServer({
   req.on('data', (b: Buffer) => chunks.push(b))
   req.on('end', () => {
     const url = req.url ?? ''
+    if (req.method === 'GET' && url === '/bench/stats') {
+      const body = JSON.stringify({ handshakes, requests })
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) })
+      res.end(body)
+      return
+    }
+    requests++
     if (req.method === 'GET' && url.startsWith('/api/v2/entries/')) {
       res.writeHead(200, { 'content-type': XML, 'content-length': getEntry.length })
       res.end(getEntry)
@@ -71,6 +82,7 @@ const server = createServer({
     }
   })
 })
+server.on('secureConnection', () => { handshakes++ })
 server.listen(0, '127.0.0.1', () => {
   process.stdout.write(JSON.stringify({ port: (server.address() as AddressInfo).port }) + '\n')
 })

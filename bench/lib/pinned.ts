@@ -32,7 +32,7 @@ import { createEntryRequest, pacs008, SAMPLE_PAYEE, SAMPLE_PAYER } from '../../t
 import { newEndToEndId } from '../../core/pix/ids.ts'
 import { startNginx } from './nginx.ts'
 import { threadCpuSecondsPrecise } from './proc.ts'
-import { auditSinkSettings, startBenchProxy } from './proxy.ts'
+import { auditSinkSettings, cpuProfSettings, startBenchProxy } from './proxy.ts'
 import { pinProcess, startAwsLocalProcess, startScriptProcess, startStackProcess } from './stack-process.ts'
 import type { CannedBacenConfig } from './canned-bacen.ts'
 
@@ -43,6 +43,17 @@ export interface PinnedOptions {
   readonly restCpus: string
   readonly rates?: readonly number[]
   readonly seconds?: number
+  /** Only these operations / contenders (default: all); the ratios need nginx and the operation measured. */
+  readonly ops?: readonly string[]
+  readonly contenders?: readonly string[]
+  /**
+   * V8 CPU profiles of both pix-proxy contenders (every thread) into this directory, sampled every 100 µs; each
+   * measured point then carries its window on the monotonic clock V8's profiles use (`profileWindowUs`), so
+   * bench/cpu-profile.ts can take one operation's samples out of the whole run.
+   */
+  readonly cpuProfDir?: string
+  /** Extra environment for both pix-proxy contenders (e.g. PIXPROXY_LOG_LEVEL=info, production's default). */
+  readonly proxyEnv?: Readonly<Record<string, string>>
   readonly log: (line: string) => void
 }
 
@@ -71,6 +82,10 @@ interface Point {
   /** By thread: main (the event loop; nginx: master + worker), libuv-worker (the pool: HSM signs, fs), V8 … (GC, compiler), the audit worker thread… */
   cpuMsPerRequestByThread: Record<string, number>
   sustained: boolean
+  /** New TLS connections the upstream accepted per request during the point (keep-alive reuse: ~0 when reused). */
+  upstreamHandshakesPerRequest?: number
+  /** With cpuProfDir: the load's window, µs on CLOCK_MONOTONIC (what V8 profiles' timestamps count). */
+  profileWindowUs?: { readonly from: number, readonly to: number }
 }
 
 interface Bodies { readonly createEntry: string, readonly pacs008: readonly string[] }
@@ -117,15 +132,27 @@ async function load (url: string, c: Contender, op: Op, bodies: Bodies, rate: nu
   return { sent: total, ok: latencies.length, errorsByCode, p50: pct(latencies, 0.5), p99: pct(latencies, 0.99), max: pct(latencies, 1), achievedPerSec: Math.round(latencies.length / elapsed) }
 }
 
+/**
+ * Errors that load can cause (a refusal to queue more, a timeout, a reset) make a rate "not sustained"; any other
+ * (a 4xx, a 500/502 such as an answer refused by the binding, a signature not VALID) means the set-up is wrong and
+ * the figures would be those of errors: the bench stops with a non-zero exit instead of reporting them.
+ */
+function assertOnlyLoadErrors (p: Point): void {
+  const wrong = Object.entries(p.errorsByCode).filter(([code]) => !/^(503|504|UND_ERR_\w+|E[A-Z]+)$/.test(code))
+  if (wrong.length > 0) throw new Error(`${p.op} ${p.contender} @ ${p.rate}/s: requests failed, not from load: ${JSON.stringify(Object.fromEntries(wrong))}`)
+}
+
 async function measure (server: Server, c: Contender, op: Op, bodies: Bodies, rate: number, seconds: number): Promise<Point> {
   const t0 = await threadCpuSecondsPrecise(server.pid)
+  const from = Number(process.hrtime.bigint() / 1000n)
   const r = await load(server.url, c, op, bodies, rate, seconds)
+  const to = Number(process.hrtime.bigint() / 1000n)
   const t1 = await threadCpuSecondsPrecise(server.pid)
   const per = (s: number): number => r3(s * 1000 / Math.max(1, r.sent))
   const byThread = Object.fromEntries(Object.entries(t1).map(([k, v]) => [k, per(v - (t0[k] ?? 0))] as const).filter(([, v]) => v >= 0.001))
   const cpu = Object.entries(t1).reduce((s, [k, v]) => s + v - (t0[k] ?? 0), 0)
   const sustained = r.ok === r.sent && r.p99 !== null && r.p99 < P99_LIMIT_MS
-  return { contender: c, op, rate, ...r, cpuMsPerRequest: per(cpu), cpuMsPerRequestByThread: byThread, sustained }
+  return { contender: c, op, rate, ...r, cpuMsPerRequest: per(cpu), cpuMsPerRequestByThread: byThread, sustained, profileWindowUs: { from, to } }
 }
 
 export async function runPinned (o: PinnedOptions): Promise<Record<string, unknown>> {
@@ -137,6 +164,8 @@ export async function runPinned (o: PinnedOptions): Promise<Record<string, unkno
   const budgetMs = o.quick ? 40_000 : Infinity
   let truncated = false
   const { serverCpus, restCpus, log } = o
+  const ops = OPS.filter((op) => o.ops === undefined || o.ops.includes(op))
+  const contenders = CONTENDERS.filter((c) => o.contenders === undefined || o.contenders.includes(c))
   await pinProcess(process.pid, restCpus)
   const dir = await mkdtemp(join(tmpdir(), 'pix-proxy-bench-pinned-'))
   const closers: Array<() => Promise<void>> = []
@@ -154,6 +183,13 @@ export async function runPinned (o: PinnedOptions): Promise<Record<string, unkno
     const upstreamUrl = `https://localhost:${canned.line.port}`
     const cp = stack.counterparty
     const upstreamSettings = { PIXPROXY_DICT_URL: upstreamUrl, PIXPROXY_SPI_URL: upstreamUrl }
+    // The canned upstream's counters, read over one kept-alive connection of this process's own.
+    const statsAgent = new Agent({ connections: 1, keepAliveTimeout: 600_000, keepAliveMaxTimeout: 600_000, connect: { ca: stack.caPem, cert: cp.tls.certPem, key: cp.tls.keyPem, servername: 'localhost' } })
+    closers.push(async () => { await statsAgent.close() })
+    const upstreamStats = async (): Promise<{ handshakes: number, requests: number }> => {
+      const r = await statsAgent.request({ origin: upstreamUrl, path: '/bench/stats', method: 'GET' })
+      return await r.body.json() as { handshakes: number, requests: number }
+    }
 
     const servers = {} as Record<Contender, Server>
     const n = await startNginx({ dir: join(dir, 'nginx'), upstreamUrl, caPem: stack.caPem, certPem: cp.tls.certPem, keyPem: cp.tls.keyPem })
@@ -162,10 +198,11 @@ export async function runPinned (o: PinnedOptions): Promise<Record<string, unkno
     const pt = await startScriptProcess<{ url: string }>(new URL('./passthrough.ts', import.meta.url).pathname, { BENCH_PASSTHROUGH: JSON.stringify({ upstreamUrl, caPem: stack.caPem, ...cp.tls }) })
     servers.passthrough = { url: pt.line.url, pid: pt.pid, close: pt.close }
     closers.push(pt.close)
-    const off = await startBenchProxy(stack, join(dir, 'proxy-audit-off'), { PIXPROXY_AUDIT_ENABLED: 'false', ...upstreamSettings })
+    const prof = (name: string): Record<string, string> => o.cpuProfDir === undefined ? {} : cpuProfSettings(join(o.cpuProfDir, name), '--cpu-prof-interval=100')
+    const off = await startBenchProxy(stack, join(dir, 'proxy-audit-off'), { PIXPROXY_AUDIT_ENABLED: 'false', ...upstreamSettings, ...prof('proxy-audit-off'), ...o.proxyEnv })
     servers['proxy-audit-off'] = { url: off.url, pid: off.pid, close: off.stop }
     closers.push(off.stop)
-    const on = await startBenchProxy(stack, join(dir, 'proxy'), { ...auditSinkSettings(aws), ...upstreamSettings })
+    const on = await startBenchProxy(stack, join(dir, 'proxy'), { ...auditSinkSettings(aws), ...upstreamSettings, ...prof('proxy'), ...o.proxyEnv })
     servers.proxy = { url: on.url, pid: on.pid, close: on.stop }
     closers.push(on.stop)
     for (const s of Object.values(servers)) await pinProcess(s.pid, serverCpus)
@@ -181,28 +218,33 @@ export async function runPinned (o: PinnedOptions): Promise<Record<string, unkno
     }
     const bodiesOf = (c: Contender): Bodies => c === 'proxy' || c === 'proxy-audit-off' ? proxyBodies : directBodies
 
-    for (const op of OPS) {
+    for (const op of ops) {
       const opStartedAt = performance.now()
-      for (const c of CONTENDERS) {
+      for (const c of contenders) {
         const w = await load(servers[c].url, c, op, bodiesOf(c), 100, warmSeconds) // connections, JIT, HSM sessions
-        if (w.ok !== w.sent) log(`warm-up ${c} ${op}: ${w.ok}/${w.sent} ok ${JSON.stringify(w.errorsByCode)}`)
+        // 100/s is far below what any contender sustains: a failure here is a broken set-up, not load.
+        if (w.ok !== w.sent) throw new Error(`warm-up ${c} ${op}: ${w.ok}/${w.sent} ok ${JSON.stringify(w.errorsByCode)}`)
       }
       const failed = new Set<Contender>()
       for (const [i, rate] of rates.entries()) {
-        const order = i % 2 === 0 ? CONTENDERS : [...CONTENDERS].reverse()
+        const order = i % 2 === 0 ? contenders : [...contenders].reverse()
         for (const c of order) {
           if (failed.has(c) && rate !== FIXED_RATE) continue // the fixed rate is measured for every contender: the ratios
           if (rate > FIXED_RATE && performance.now() - opStartedAt > budgetMs) {
             truncated = true
             continue
           }
+          const s0 = await upstreamStats()
           const p = await measure(servers[c], c, op, bodiesOf(c), rate, seconds)
+          const s1 = await upstreamStats()
+          p.upstreamHandshakesPerRequest = r3((s1.handshakes - s0.handshakes) / Math.max(1, s1.requests - s0.requests))
+          assertOnlyLoadErrors(p)
           points.push(p)
           if (!p.sustained) failed.add(c)
-          log(`${op} ${c} @ ${rate}/s: p50 ${p.p50} p99 ${p.p99} ms ok ${p.ok}/${p.sent} cpu ${p.cpuMsPerRequest} ms/req ${JSON.stringify(p.cpuMsPerRequestByThread)} ${JSON.stringify(p.errorsByCode)}`)
+          log(`${op} ${c} @ ${rate}/s: p50 ${p.p50} p99 ${p.p99} ms ok ${p.ok}/${p.sent} cpu ${p.cpuMsPerRequest} ms/req ${JSON.stringify(p.cpuMsPerRequestByThread)} handshakes/req ${p.upstreamHandshakesPerRequest} ${JSON.stringify(p.errorsByCode)}`)
           await new Promise((resolve) => setTimeout(resolve, 200))
         }
-        if (failed.size === CONTENDERS.length && rate >= FIXED_RATE) break
+        if (failed.size === contenders.length && rate >= FIXED_RATE) break
       }
     }
   } finally {

@@ -58,9 +58,21 @@ export function parseTraceparent (value: string | string[] | undefined): ParsedT
   return { version, traceId, parentId, flags: Number.parseInt(flags, 16) }
 }
 
+// Ids are cut from a pool of random bytes refilled 4 KiB at a time: one randomBytes() call per id cost ~2 % of
+// a GetEntry's event-loop time (bench/RESULTS.md, issue 15); a refill serves ~170 requests. The bytes are the same
+// CSPRNG's, each used once.
+const POOL_BYTES = 4096
+let pool = Buffer.alloc(0)
+let poolAt = POOL_BYTES
+
 function randomHex (bytes: number, zero: string): string {
   for (;;) {
-    const s = randomBytes(bytes).toString('hex')
+    if (poolAt + bytes > pool.length) {
+      pool = randomBytes(POOL_BYTES)
+      poolAt = 0
+    }
+    const s = pool.toString('hex', poolAt, poolAt + bytes)
+    poolAt += bytes
     if (s !== zero) return s
   }
 }
