@@ -7,12 +7,13 @@ import { mkdtempSync } from 'node:fs'
 import { readdir, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { createInterface } from 'node:readline'
 import { Writable } from 'node:stream'
 import type { TLSSocket } from 'node:tls'
 import pino from 'pino'
 import { request } from 'undici'
 import { PutSecretValueCommand } from '@aws-sdk/client-secrets-manager'
-import { startLocalStack, PROXY_ISPB } from '../../tools/demo/stack.ts'
+import { spawnProxyProcess, startLocalStack, PROXY_ISPB } from '../../tools/demo/stack.ts'
 import type { LocalStack } from '../../tools/demo/stack.ts'
 import { TLS_KEY_SECRET_NAME } from '../../tools/demo/kms-backend.ts'
 import { parseTlsKeySecret } from '../../src/upstream/tls-key-secret.ts'
@@ -214,6 +215,54 @@ t.test('SIGHUP\'s reload reads the secret and rotates back to the first identity
   t.equal(stack.proxy.upstreams.agent.certificate.fingerprint256, kms.tls.certificate.fingerprint256)
   t.equal(await policy(), 200)
   t.equal(seen.at(-1), kms.tls.certificate.fingerprint256, 'the simulator sees the first certificate again')
+})
+
+t.test('pix-proxy serve as its own process: kill -HUP re-reads the secret and the simulator sees the new certificate', async (t) => {
+  const kms = stack.kms as NonNullable<LocalStack['kms']>
+  await putSecret(kms.tls.secretString)
+  // The production entry point (src/server.ts) configured from the environment: the SDK finds the local endpoint
+  // there, as it finds the task role's on ECS. Its own audit directories; its TMPDIR is this test's too.
+  const child = spawnProxyProcess(stack, {
+    AWS_ENDPOINT_URL: kms.aws.url,
+    AWS_REGION: kms.aws.region,
+    AWS_ACCESS_KEY_ID: kms.credentials.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: kms.credentials.secretAccessKey,
+    TMPDIR: ownTmp,
+    PIXPROXY_AUDIT_SPOOL_DIR: join(scratch.dir, 'serve', 'spool'),
+    PIXPROXY_AUDIT_PARQUET_DIR: join(scratch.dir, 'serve', 'lake')
+  })
+  t.teardown(async () => {
+    if (child.child.exitCode === null && child.child.signalCode === null) child.child.kill('SIGTERM')
+    await child.exited
+  })
+  const lines: string[] = []
+  let onLine: (() => void) | undefined
+  createInterface({ input: child.child.stdout as NodeJS.ReadableStream }).on('line', (l) => { lines.push(l); onLine?.() })
+  const logged = async (what: string): Promise<string> => await new Promise((resolve) => {
+    const check = (): void => {
+      const hit = lines.find((l) => l.includes(what))
+      if (hit !== undefined) resolve(hit)
+    }
+    onLine = check
+    check()
+  })
+  const url = await child.url
+  const policyVia = async (): Promise<number> => {
+    const r = await request(`${url}/api/v2/policies/ENTRIES_WRITE`, { headers: { 'pi-requestingparticipant': PROXY_ISPB } })
+    await r.body.dump()
+    return r.statusCode
+  }
+  t.equal(await policyVia(), 200, 'mutual TLS with the key from the secret')
+  t.equal(seen.at(-1), kms.tls.certificate.fingerprint256)
+  const version = await putSecret(kms.nextTls.secretString)
+  child.child.kill('SIGHUP')
+  const rotatedLine = await logged('mTLS certificate rotated')
+  t.match(rotatedLine, version, 'rotated to the new version')
+  t.equal(await policyVia(), 200, 'a request after the rotation succeeds')
+  t.equal(seen.at(-1), kms.nextTls.certificate.fingerprint256, 'the simulator sees the new certificate')
+  child.child.kill('SIGTERM')
+  t.equal(await child.exited, 0, 'and it stops cleanly')
+  t.notOk(lines.some((l) => l.includes(kms.nextTls.keyPem.split('\n')[10] as string) || l.includes(kms.tls.keyPem.split('\n')[10] as string)), 'no log line of the process holds a key')
 })
 
 t.test('never on disk: no file under TMPDIR or the stack\'s directory, and no log line, holds any key the secret held', async (t) => {
