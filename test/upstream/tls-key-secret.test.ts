@@ -304,3 +304,13 @@ t.test('close stops the refresh', async (t) => {
   await stack.proxy.close()
   t.equal(refreshStopped, 1, 'the scheduler\'s stop was called')
 })
+
+t.test('start-up refuses a secret that carries a certificate when PIXPROXY_TLS_CERT_FILE is set too', async (t) => {
+  const other = scratchDir()
+  t.teardown(() => other.remove())
+  const pem = (stack.kms as NonNullable<LocalStack['kms']>).tls.certificate.pem
+  await t.rejects(startLocalStack({ dir: other.dir, signer: 'kms', settings: { PIXPROXY_TLS_CERT_FILE: pem } }), {
+    code: 'PIXPROXY_ERR_AWS_SECRET_UNUSABLE',
+    message: /holds a certificate and PIXPROXY_TLS_CERT_FILE is set too/
+  })
+})
