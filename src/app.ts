@@ -53,6 +53,8 @@ export interface AppOptions {
   readonly logger?: FastifyServerOptions['logger'] | FastifyServerOptions['loggerInstance']
   /** Tests resolve BACEN host names to loopback. */
   readonly lookup?: UpstreamsPluginOptions['lookup']
+  /** Tests trigger the mTLS key secret's periodic refresh themselves (plugins/upstreams.ts). */
+  readonly scheduleSecretRefresh?: UpstreamsPluginOptions['scheduleSecretRefresh']
 }
 
 /** The caller's x-request-id when it is 1–64 characters of A–Z, a–z, 0–9, '.', '_', ':' or '-'; else undefined. */
@@ -182,7 +184,11 @@ export async function buildApp (opts: AppOptions): Promise<FastifyInstance> {
   installMemoryBudget(app, config.memoryBudgetBytes, config.maxBodyBytes)
 
   await app.register(cryptoPlugin, { config })
-  await app.register(upstreamsPlugin, { config, ...(opts.lookup === undefined ? {} : { lookup: opts.lookup }) })
+  await app.register(upstreamsPlugin, {
+    config,
+    ...(opts.lookup === undefined ? {} : { lookup: opts.lookup }),
+    ...(opts.scheduleSecretRefresh === undefined ? {} : { scheduleSecretRefresh: opts.scheduleSecretRefresh })
+  })
   registerCertificateExpiry(app.metrics.registry, function * (): Iterable<HeldCertificate> {
     yield { role: 'signing', certificate: app.crypto.signingCertificate }
     // The agent's current identity: after a SIGHUP rotation, the new certificate and CA bundle.

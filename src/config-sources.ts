@@ -122,13 +122,19 @@ export async function loadConfigSources (opts: ConfigSourcesOptions): Promise<Co
   return { source, origins, hsmPin }
 }
 
+/** A secret's current (AWSCURRENT) string value and the version it is. Never log `value`. */
+export interface SecretString {
+  readonly value: string
+  readonly versionId: string
+}
+
 /**
- * Reads the HSM PIN from Secrets Manager: the secret's SecretString (AWSCURRENT), one trailing newline dropped as
- * for PIN files (`aws secretsmanager create-secret --secret-string file://pin` keeps the file's newline).
+ * Reads a secret's SecretString (AWSCURRENT) with its VersionId, for the HSM PIN and the mTLS key secret
+ * (upstream/tls-key-secret.ts).
  * @throws PixProxyError AWS_SECRET_NOT_FOUND, AWS_SECRET_READ (access denied, throttled, unreachable: the SDK
- *   error as cause), AWS_SECRET_UNUSABLE when the secret is binary or empty.
+ *   error as cause), AWS_SECRET_UNUSABLE when the secret is binary.
  */
-export async function fetchPin (secretId: string, client: SecretsManagerClient): Promise<string> {
+export async function fetchSecretString (secretId: string, client: SecretsManagerClient, what: string): Promise<SecretString> {
   let res
   try {
     res = await client.send(new GetSecretValueCommand({ SecretId: secretId }))
@@ -137,10 +143,21 @@ export async function fetchPin (secretId: string, client: SecretsManagerClient):
     throw new PixProxyError(Errors.AWS_SECRET_READ, [secretId, describe(err)], { cause: err })
   }
   if (res.SecretString === undefined) {
-    const why = res.SecretBinary !== undefined ? 'it is a binary secret (SecretBinary); store the PIN as a string' : 'it has no SecretString'
+    const why = res.SecretBinary !== undefined ? `it is a binary secret (SecretBinary); store ${what} as a string` : 'it has no SecretString'
     throw new PixProxyError(Errors.AWS_SECRET_UNUSABLE, [secretId, why])
   }
-  const pin = res.SecretString.replace(/\r?\n$/, '')
+  // Every version has an id in AWS; a missing one (a stand-in endpoint) still gives a stable value to compare.
+  return { value: res.SecretString, versionId: res.VersionId ?? '' }
+}
+
+/**
+ * Reads the HSM PIN from Secrets Manager: the secret's SecretString (AWSCURRENT), one trailing newline dropped as
+ * for PIN files (`aws secretsmanager create-secret --secret-string file://pin` keeps the file's newline).
+ * @throws PixProxyError AWS_SECRET_NOT_FOUND, AWS_SECRET_READ (access denied, throttled, unreachable: the SDK
+ *   error as cause), AWS_SECRET_UNUSABLE when the secret is binary or empty.
+ */
+export async function fetchPin (secretId: string, client: SecretsManagerClient): Promise<string> {
+  const pin = (await fetchSecretString(secretId, client, 'the PIN')).value.replace(/\r?\n$/, '')
   if (pin.trim() === '') throw new PixProxyError(Errors.AWS_SECRET_UNUSABLE, [secretId, 'it is empty'])
   return pin
 }

@@ -5,7 +5,8 @@
  * sets in production (`/pix/proxy/dict-url`): the rule is mechanical (see `ssmParameterName`), so Terraform, the
  * ECS task definition and docs/configuration.md can be checked against this file. Secrets (the HSM PIN) never sit
  * in the environment in production: `PIXPROXY_HSM_PIN_FILE` points at a file (a mounted secret) or
- * `PIXPROXY_HSM_PIN_SECRET_ID` names a Secrets Manager secret.
+ * `PIXPROXY_HSM_PIN_SECRET_ID` names a Secrets Manager secret; with the KMS signer, `PIXPROXY_TLS_KEY_SECRET_ID` names
+ * the secret holding the mTLS key.
  */
 import { Type } from '@sinclair/typebox'
 import type { Static, TInteger, TString } from '@sinclair/typebox'
@@ -67,7 +68,9 @@ export const ConfigSchema = Type.Object({
 
   PIXPROXY_TLS_KEY_LABEL: Type.Optional(Str('CKA_LABEL of the mTLS client key in the HSM (used through the libp11 engine)')),
   PIXPROXY_TLS_KEY_FILE: Type.Optional(Str('PEM mTLS client key instead of the HSM; a path, or the PEM text itself')),
-  PIXPROXY_TLS_CERT_FILE: Str('PEM mTLS client certificate (chain allowed); a path, or the PEM text itself'),
+  PIXPROXY_TLS_KEY_SECRET_ID: Type.Optional(Str('AWS Secrets Manager secret (name or ARN) holding the mTLS client key instead of the HSM, as with a KMS signing key: its SecretString is the PEM private key, or JSON {"key": PEM key, "certificate": PEM chain, leaf first} (then leave PIXPROXY_TLS_CERT_FILE unset). Held in memory only, never written to disk; re-read on SIGHUP and every PIXPROXY_TLS_SECRET_REFRESH_MS. The task role needs secretsmanager:GetSecretValue on it (and kms:Decrypt on its KMS key when that is not the AWS managed one)')),
+  PIXPROXY_TLS_SECRET_REFRESH_MS: Int('How often the mTLS key secret (PIXPROXY_TLS_KEY_SECRET_ID) is read again; a new VersionId is rotated to (new connections use it, requests in flight finish on theirs), a key that does not match its certificate is refused and the current one kept. 0 = only on SIGHUP; otherwise at least 10000', 0, 86_400_000, 300_000),
+  PIXPROXY_TLS_CERT_FILE: Type.Optional(Str('PEM mTLS client certificate (chain allowed); a path, or the PEM text itself. Required unless the key secret (PIXPROXY_TLS_KEY_SECRET_ID) carries the certificate')),
   PIXPROXY_TLS_CA_FILE: Str('PEM CA bundle trusted for BACEN\'s TLS servers (nothing else is trusted); a path, or the PEM text itself'),
   PIXPROXY_TLS_MIN_VERSION: Type.Union([Type.Literal('TLSv1.2'), Type.Literal('TLSv1.3')], { description: 'Lowest TLS version offered upstream', default: 'TLSv1.2' }),
   PIXPROXY_TLS_SIGALGS: Type.Optional(Str('OpenSSL sigalgs list for the client signature, e.g. RSA+SHA256 for HSMs without PSS')),
@@ -194,9 +197,13 @@ export interface Config {
   /** Exactly one of keyLabel (HSM), kmsKeyId (AWS KMS, kms/signer.ts) and keyFile. */
   readonly signing: { readonly keyLabel: string | null, readonly kmsKeyId: string | null, readonly keyFile: string | null, readonly certFile: string }
   readonly tls: {
+    /** Exactly one of keyLabel (HSM, through the libp11 engine), keyFile and keySecret (Secrets Manager). */
     readonly keyLabel: string | null
     readonly keyFile: string | null
-    readonly certFile: string
+    /** The Secrets Manager secret holding the key (and maybe the certificate): upstream/tls-key-secret.ts. */
+    readonly keySecret: { readonly secretId: string, readonly refreshMs: number } | null
+    /** Null only with keySecret, whose secret then carries the certificate. */
+    readonly certFile: string | null
     readonly caFile: string
     readonly minVersion: 'TLSv1.2' | 'TLSv1.3'
     readonly sigalgs: string | null
@@ -261,7 +268,14 @@ export function loadConfig (source: Readonly<Record<string, string | undefined>>
     if (n !== 1) problems.push(`set exactly one of ${keys.map(([k, what]) => `${k} (${what})`).join(', ').replace(/, ([^,]*)$/, ' and $1')}`)
   }
   needOne(['PIXPROXY_SIGNING_KEY_LABEL', 'HSM'], ['PIXPROXY_SIGNING_KMS_KEY_ID', 'AWS KMS'], ['PIXPROXY_SIGNING_KEY_FILE', 'PEM file'])
-  needOne(['PIXPROXY_TLS_KEY_LABEL', 'HSM'], ['PIXPROXY_TLS_KEY_FILE', 'PEM file'])
+  needOne(['PIXPROXY_TLS_KEY_LABEL', 'HSM'], ['PIXPROXY_TLS_KEY_FILE', 'PEM file'], ['PIXPROXY_TLS_KEY_SECRET_ID', 'AWS Secrets Manager'])
+  const tlsKeySecretId = set(f.PIXPROXY_TLS_KEY_SECRET_ID)
+  if (set(f.PIXPROXY_TLS_CERT_FILE) === null && tlsKeySecretId === null) {
+    problems.push('PIXPROXY_TLS_CERT_FILE is required unless the mTLS key secret (PIXPROXY_TLS_KEY_SECRET_ID) carries the certificate')
+  }
+  const refreshMs = f.PIXPROXY_TLS_SECRET_REFRESH_MS as number
+  // Every read is a GetSecretValue call (billed, and rate-limited per account): more often than every 10 s buys nothing.
+  if (refreshMs > 0 && refreshMs < 10_000) problems.push(`PIXPROXY_TLS_SECRET_REFRESH_MS: ${refreshMs} is too often; 0 (only on SIGHUP) or at least 10000`)
   const kmsKeyId = set(f.PIXPROXY_SIGNING_KMS_KEY_ID)
   if (kmsKeyId !== null && !KMS_KEY_ID_RE.test(kmsKeyId)) {
     problems.push(`PIXPROXY_SIGNING_KMS_KEY_ID: ${JSON.stringify(kmsKeyId.slice(0, 120))} is not a KMS key id, key ARN, alias name (alias/…) or alias ARN`)
@@ -345,7 +359,8 @@ export function loadConfig (source: Readonly<Record<string, string | undefined>>
     tls: {
       keyLabel: set(f.PIXPROXY_TLS_KEY_LABEL),
       keyFile: set(f.PIXPROXY_TLS_KEY_FILE),
-      certFile: f.PIXPROXY_TLS_CERT_FILE as string,
+      keySecret: tlsKeySecretId === null ? null : { secretId: tlsKeySecretId, refreshMs },
+      certFile: set(f.PIXPROXY_TLS_CERT_FILE),
       caFile: f.PIXPROXY_TLS_CA_FILE as string,
       minVersion: f.PIXPROXY_TLS_MIN_VERSION as 'TLSv1.2' | 'TLSv1.3',
       sigalgs: set(f.PIXPROXY_TLS_SIGALGS)

@@ -12,6 +12,8 @@ export const SERVE_USAGE = `usage: [PIXPROXY_…=… …] pix-proxy serve
     PIXPROXY_ISPB, PIXPROXY_DICT_URL, PIXPROXY_SPI_URL, PIXPROXY_TLS_CA_FILE, PIXPROXY_BACEN_SIGNING_CERTS_FILE,
     PIXPROXY_HSM_MODULE_PATH, PIXPROXY_HSM_TOKEN_LABEL, PIXPROXY_HSM_PIN_FILE (or PIXPROXY_HSM_PIN_SECRET_ID),
     PIXPROXY_SIGNING_KEY_LABEL, PIXPROXY_SIGNING_CERT_FILE, PIXPROXY_TLS_KEY_LABEL, PIXPROXY_TLS_CERT_FILE
+  with the signing key in AWS KMS and the mTLS key in Secrets Manager instead of the HSM settings:
+    PIXPROXY_SIGNING_KMS_KEY_ID, PIXPROXY_TLS_KEY_SECRET_ID (kill -HUP also re-reads that secret)
   listens on PIXPROXY_LISTEN_HOST:PIXPROXY_LISTEN_PORT (default 127.0.0.1:8080; README: a serve against the demo)
   exit 78 when the configuration is invalid (every problem listed), 1 when start-up fails`
 

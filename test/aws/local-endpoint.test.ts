@@ -6,7 +6,7 @@ import { PutRecordBatchCommand, PutRecordCommand } from '@aws-sdk/client-firehos
 import type { FirehoseClient } from '@aws-sdk/client-firehose'
 import { GetParameterCommand, GetParametersByPathCommand, GetParametersCommand, PutParameterCommand } from '@aws-sdk/client-ssm'
 import type { SSMClient } from '@aws-sdk/client-ssm'
-import { GetSecretValueCommand } from '@aws-sdk/client-secrets-manager'
+import { GetSecretValueCommand, PutSecretValueCommand } from '@aws-sdk/client-secrets-manager'
 import type { SecretsManagerClient } from '@aws-sdk/client-secrets-manager'
 import { DuckDBInstance } from '@duckdb/node-api'
 import { createFirehoseClient, createSecretsManagerClient, createSsmClient } from '../../src/aws/clients.ts'
@@ -314,6 +314,37 @@ t.test('Secrets Manager GetSecretValue', async (t) => {
   const miss = await rejection(sm.send(new GetSecretValueCommand({ SecretId: 'nope' })))
   t.equal(miss.name, 'ResourceNotFoundException')
   t.equal(miss.message, "Secrets Manager can't find the specified secret.")
+})
+
+t.test('Secrets Manager PutSecretValue: a new AWSCURRENT version, idempotent by ClientRequestToken, SigV4 checked', async (t) => {
+  const { ep, sm, opts } = await setup(t)
+  const arn = ep.putSecret({ name: 'pix/tls-key', string: 'v1' })
+  const first = await sm.send(new GetSecretValueCommand({ SecretId: 'pix/tls-key' }))
+  const put = await sm.send(new PutSecretValueCommand({ SecretId: 'pix/tls-key', SecretString: 'v2' }))
+  t.match(put, { ARN: arn, Name: 'pix/tls-key', VersionId: String, VersionStages: ['AWSCURRENT'] })
+  t.not(put.VersionId, first.VersionId, 'a new version id (the SDK sends a fresh ClientRequestToken)')
+  const now = await sm.send(new GetSecretValueCommand({ SecretId: arn }))
+  t.match(now, { SecretString: 'v2', VersionId: put.VersionId, VersionStages: ['AWSCURRENT'] })
+  t.match(await sm.send(new GetSecretValueCommand({ SecretId: 'pix/tls-key', VersionId: first.VersionId })), { SecretString: 'v1', VersionStages: ['AWSPREVIOUS'] })
+
+  const token = 'a'.repeat(36)
+  const once = await sm.send(new PutSecretValueCommand({ SecretId: 'pix/tls-key', SecretString: 'v3', ClientRequestToken: token }))
+  const again = await sm.send(new PutSecretValueCommand({ SecretId: 'pix/tls-key', SecretString: 'v3', ClientRequestToken: token }))
+  t.equal(once.VersionId, token)
+  t.equal(again.VersionId, token, 'a retry with the same token and value is the same version')
+  t.equal((await rejection(sm.send(new PutSecretValueCommand({ SecretId: 'pix/tls-key', SecretString: 'other', ClientRequestToken: token })))).name, 'ResourceExistsException', 'a version cannot change')
+  t.equal((await sm.send(new GetSecretValueCommand({ SecretId: 'pix/tls-key' }))).SecretString, 'v3')
+  t.equal((await sm.send(new GetSecretValueCommand({ SecretId: 'pix/tls-key', VersionStage: 'AWSPREVIOUS' }))).SecretString, 'v2')
+
+  const bin = await sm.send(new PutSecretValueCommand({ SecretId: 'pix/tls-key', SecretBinary: new Uint8Array([7, 8]) }))
+  t.same([...((await sm.send(new GetSecretValueCommand({ SecretId: 'pix/tls-key', VersionId: bin.VersionId }))).SecretBinary ?? [])], [7, 8], 'binary values round-trip')
+  t.equal((await rejection(sm.send(new PutSecretValueCommand({ SecretId: 'nope', SecretString: 'x' })))).name, 'ResourceNotFoundException', 'PutSecretValue does not create secrets')
+  t.equal((await rejection(sm.send(new PutSecretValueCommand({ SecretId: 'pix/tls-key' })))).name, 'InvalidParameterException', 'a value is required')
+
+  const forged = createSecretsManagerClient({ ...opts, credentials: { accessKeyId: CREDS.accessKeyId, secretAccessKey: 'not-it' } })
+  t.teardown(() => forged.destroy())
+  t.equal((await rejection(forged.send(new PutSecretValueCommand({ SecretId: 'pix/tls-key', SecretString: 'forged' })))).name, 'InvalidSignatureException')
+  t.equal((await sm.send(new GetSecretValueCommand({ SecretId: 'pix/tls-key' }))).SecretBinary?.length, 2, 'a badly signed call changed nothing')
 })
 
 t.test('outages: connection refused then back on the same port, 503, a hang the client times out, latency', async (t) => {

@@ -171,13 +171,7 @@ function allStrings (v: unknown, out: string[] = []): string[] {
 type Signer = 'cloudhsm' | 'kms'
 const SIGNERS: readonly Signer[] = ['cloudhsm', 'kms']
 
-/**
- * Settings the Terraform sets that src/config.ts does not declare yet: PIXPROXY_TLS_KEY_SECRET_ID (the mTLS client
- * key from Secrets Manager, issue 16) is being added to the proxy on its own branch. A name here is accepted where
- * CONFIG_KEYS is checked; once CONFIG_KEYS has it, the KMS variant's loadConfig test below runs instead of skipping.
- */
-const PENDING_SETTINGS = new Set(['PIXPROXY_TLS_KEY_SECRET_ID'])
-const isSetting = (k: string): boolean => (CONFIG_KEYS as string[]).includes(k) || PENDING_SETTINGS.has(k)
+const isSetting = (k: string): boolean => (CONFIG_KEYS as string[]).includes(k)
 
 /** A condition on the signer (`var.signer == "kms"`, or a local defined as one) as a predicate; anything else throws. */
 function signerCondition (m: TfModule, cond: string): (s: Signer) => boolean {
@@ -684,7 +678,7 @@ function configParameters (signer: Signer = 'cloudhsm'): Map<string, string> {
   for (const [name, r] of Object.entries<Hcl>(config.resources.aws_ssm_parameter ?? {})) {
     if (name === 'setting' || !(r.name as string).startsWith('${var.ssm_path}') || !presentWith(config, r, signer)) continue
     const pname = String(evaluate(config, r.name))
-    const key = envNameFromParameter(pname, SSM_PATH) ?? [...PENDING_SETTINGS].find((k) => terraformSettingName(k) === pname)
+    const key = envNameFromParameter(pname, SSM_PATH)
     if (key === undefined) throw new Error(`${pname} is under the settings path but names no setting`)
     out.set(key, pname)
   }
@@ -1249,7 +1243,7 @@ t.test('signer = "kms": no CloudHSM cluster, HSM, HSM security group rule, PIN, 
   for (const k of ['PIXPROXY_HSM_TOKEN_LABEL', 'PIXPROXY_SIGNING_KEY_LABEL', 'PIXPROXY_TLS_KEY_LABEL']) t.ok(hsmSsm.has(k), `${k} in SSM with cloudhsm`)
   t.notOk('PIXPROXY_SIGNING_KMS_KEY_ID' in proxyEnv, 'no KMS key with cloudhsm')
   for (const n of [...Object.keys(kmsEnv), ...kmsSsm.keys()]) {
-    if (n.startsWith('PIXPROXY_')) t.ok(isSetting(n), `${n} is a proxy setting (CONFIG_KEYS${PENDING_SETTINGS.has(n) ? ', pending on its own branch' : ''})`)
+    if (n.startsWith('PIXPROXY_')) t.ok(isSetting(n), `${n} is a proxy setting (CONFIG_KEYS)`)
   }
   t.same([exampleExtraSettings('cloudhsm'), exampleExtraSettings('kms')], [['PIXPROXY_LOG_LEVEL', 'PIXPROXY_HSM_POOL_SIZE'], ['PIXPROXY_LOG_LEVEL']], 'the HSM pool size only with cloudhsm')
   for (const k of exampleExtraSettings('kms')) t.notOk(k in kmsEnv, `example extra setting ${k} is not shadowed by the environment with kms`)
@@ -1359,9 +1353,7 @@ t.test('monitoring: with signer = "kms", alarms on KMS throttles, KMS failures a
   t.ok(JSON.stringify(widget.cloudhsm).includes('HsmUnhealthy') && !JSON.stringify(widget.kms).includes('CloudHSM'), 'CloudHSM health only with cloudhsm')
 })
 
-t.test('config: with signer = "kms" the environment and SSM are what the proxy needs, and loadConfig accepts them', {
-  skip: (CONFIG_KEYS as string[]).includes('PIXPROXY_TLS_KEY_SECRET_ID') ? false : 'PIXPROXY_TLS_KEY_SECRET_ID is not a setting of src/config.ts yet (its own branch, issue 16)'
-}, async (t) => {
+t.test('config: with signer = "kms" the environment and SSM are what the proxy needs, and loadConfig accepts them', async (t) => {
   const ssm = configParameters('kms')
   const env = Object.keys(kmsEnv).filter((k) => k.startsWith('PIXPROXY_'))
   const inputs = { config_ssm_path: SSM_PATH, audit_stream_names: { spi: 'pix-proxy-audit-spi', dict: 'pix-proxy-audit-dict' }, name: 'pix-proxy', 'local.metric_namespace': 'PixProxy/pix-proxy', signing_kms_key_id: 'arn:aws:kms:sa-east-1:111122223333:alias/pix-proxy-signing' }

@@ -25,7 +25,7 @@ async function policy (): Promise<number> {
 }
 
 t.test('rotation to a certificate for another key is refused and the current one stays in use', async (t) => {
-  const certFile = stack.config.tls.certFile
+  const certFile = stack.config.tls.certFile as string
   const original = await readFile(certFile, 'utf8')
   t.teardown(async () => { await writeFile(certFile, original) })
   t.equal(await policy(), 200)
@@ -36,7 +36,7 @@ t.test('rotation to a certificate for another key is refused and the current one
 })
 
 t.test('rotation to a re-issued certificate for the same HSM key takes effect on new connections', async (t) => {
-  const certFile = stack.config.tls.certFile
+  const certFile = stack.config.tls.certFile as string
   const original = await readFile(certFile, 'utf8')
   t.teardown(async () => { await writeFile(certFile, original) })
   const ca = { certificate: parseCertificate(await readFile(stack.hsm.caCertFile)), key: createPrivateKey(await readFile(stack.hsm.caKeyFile)) }

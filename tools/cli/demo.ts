@@ -17,7 +17,6 @@
  *     (compose's proxy does, as in production: the files docker/local-init.sh makes with `pix-proxy pki inbound`).
  */
 import { createPrivateKey, randomUUID } from 'node:crypto'
-import { readFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { performance } from 'node:perf_hooks'
@@ -43,7 +42,7 @@ import type { CliIo } from '../../src/cli/io.ts'
 import { readInputFile, usageError } from '../../src/cli/io.ts'
 import { DEMO_DEFAULT_DIR } from '../demo/paths.ts'
 
-export const DEMO_USAGE = `usage: pix-proxy demo [--dir ${DEMO_DEFAULT_DIR}] [--once] [--port 0] [--simulator-port 0]
+export const DEMO_USAGE = `usage: pix-proxy demo [--dir ${DEMO_DEFAULT_DIR}] [--once] [--port 0] [--simulator-port 0] [--signer hsm|kms]
        pix-proxy demo --proxy-url URL --simulator-url URL --pki-dir DIR --lake DIR [--once]
                       [--client-cert FILE --client-key FILE] [--proxy-ca FILE]
 
@@ -53,6 +52,9 @@ export const DEMO_USAGE = `usage: pix-proxy demo [--dir ${DEMO_DEFAULT_DIR}] [--
   --port N             the proxy's port (default 0: any free one; the summary's "proxy" says which)
   --simulator-port N   the BACEN simulator's port, DICT and ICOM (default 0: any free one), e.g. for a
                        \`pix-proxy serve\` of your own against the demo's simulator and token (README)
+  --signer hsm|kms     where the local stack's participant keys live: hsm (default: signing and mTLS keys in the
+                       SoftHSM token) or kms (signing key in the local AWS KMS, mTLS key in the local Secrets
+                       Manager, both on a local AWS endpoint in this process; SIGHUP re-reads the key secret)
   --once               exit after the sample flows with the JSON summary (traffic-only mode always does)
   --proxy-url URL      traffic only: send the sample flows to a running pix-proxy (docker-compose's traffic service)
   --simulator-url URL  the BACEN simulator, which the counterparty participant (${COUNTERPARTY_ISPB}) calls directly
@@ -87,7 +89,9 @@ interface FlowTarget {
   readonly proxyTls?: ProxyTls
   /** The other participant, calling the simulator directly over its own mTLS identity and signing key. */
   readonly counterparty: { readonly client: ParticipantClient, readonly xmlSigner: XmlSigner }
-  /** Runs `fn` with the participant's HSM signing key and its certificate (the tamper check). */
+  /** Where the proxy's signing key is, for the flows' names ("the HSM", "KMS"). */
+  readonly signedIn: string
+  /** Runs `fn` with the participant's signing key and its certificate (the tamper check). */
   withSigner<T> (fn: (s: TokenSigner) => Promise<T>): Promise<T>
   /** Messages the simulator accepted during this run. */
   simulatorAccepted (): Promise<number>
@@ -109,6 +113,7 @@ export async function demoCommand (argv: string[], io: CliIo): Promise<number> {
       lake: { type: 'string' },
       port: { type: 'string' },
       'simulator-port': { type: 'string' },
+      signer: { type: 'string' },
       'client-cert': { type: 'string' },
       'client-key': { type: 'string' },
       'proxy-ca': { type: 'string' }
@@ -125,10 +130,11 @@ export async function demoCommand (argv: string[], io: CliIo): Promise<number> {
       dir: resolve(values.dir ?? DEMO_DEFAULT_DIR),
       once: values.once,
       port: portOption('port', values.port),
-      simulatorPort: portOption('simulator-port', values['simulator-port'])
+      simulatorPort: portOption('simulator-port', values['simulator-port']),
+      signer: signerOption(values.signer)
     }, io, log)
   }
-  for (const local of ['dir', 'port', 'simulator-port'] as const) {
+  for (const local of ['dir', 'port', 'simulator-port', 'signer'] as const) {
     if (values[local] !== undefined) throw usageError(`--${local} is for a local stack; --proxy-url uses a running one: not both\n${DEMO_USAGE}`)
   }
   const missing = Object.entries(remote).filter(([, v]) => v === undefined).map(([k]) => `--${k}`)
@@ -182,6 +188,11 @@ function portOption (name: string, value: string | undefined): number {
   return n
 }
 
+function signerOption (value: string | undefined): 'hsm' | 'kms' {
+  if (value === undefined || value === 'hsm' || value === 'kms') return value ?? 'hsm'
+  throw usageError(`--signer must be hsm or kms, got ${value}\n${DEMO_USAGE}`)
+}
+
 function urlOption (name: string, value: string, protocols: readonly string[]): string {
   let url: URL
   try {
@@ -193,7 +204,7 @@ function urlOption (name: string, value: string, protocols: readonly string[]): 
   return value.replace(/\/+$/, '')
 }
 
-interface InProcessOptions { readonly dir: string, readonly once: boolean, readonly port: number, readonly simulatorPort: number }
+interface InProcessOptions { readonly dir: string, readonly once: boolean, readonly port: number, readonly simulatorPort: number, readonly signer: 'hsm' | 'kms' }
 
 async function inProcess (o: InProcessOptions, io: CliIo, log: (m: string) => void): Promise<number> {
   // SIGHUP's default action ends the process: from the start, the demo handles it as serve does (reloads the
@@ -211,11 +222,14 @@ async function inProcess (o: InProcessOptions, io: CliIo, log: (m: string) => vo
   }
   process.on('SIGHUP', onHup)
   try {
-    log(`starting SoftHSM token, BACEN simulator and pix-proxy (state in ${o.dir})`)
+    log(o.signer === 'kms'
+      ? `starting the local AWS endpoint (KMS signing key, Secrets Manager mTLS key), BACEN simulator and pix-proxy (token CA and state in ${o.dir})`
+      : `starting SoftHSM token, BACEN simulator and pix-proxy (state in ${o.dir})`)
     stack = await startLocalStack({
       dir: o.dir,
       longPollMs: 1_000,
       simulatorPort: o.simulatorPort,
+      signer: o.signer,
       settings: { PIXPROXY_LISTEN_PORT: String(o.port) }
     })
     return await runInProcess(stack, o.once, io, log)
@@ -226,6 +240,7 @@ async function inProcess (o: InProcessOptions, io: CliIo, log: (m: string) => vo
 
 async function runInProcess (stack: LocalStack, once: boolean, io: CliIo, log: (m: string) => void): Promise<number> {
   log(`pix-proxy listening on ${stack.proxyUrl} for ISPB ${PROXY_ISPB}; simulator on ${stack.simulator.dictUrl}`)
+  if (stack.kms !== null) log(`signing key in KMS (${stack.proxy.crypto.kmsSigner?.keyArn ?? '?'}), mTLS key from Secrets Manager (${stack.config.tls.keySecret?.secretId ?? '?'}) at ${stack.kms.aws.url}`)
   const target = stackTarget(stack)
   const results: FlowResult[] = []
   try {
@@ -235,7 +250,8 @@ async function runInProcess (stack: LocalStack, once: boolean, io: CliIo, log: (
   }
   const ok = results.every((r) => r.ok)
   const accepted = await target.simulatorAccepted()
-  io.stdout.write(JSON.stringify({ ok, proxy: stack.proxyUrl, ispb: PROXY_ISPB, signingKey: stack.hsm.signing.uri, simulatorAccepted: accepted, flows: results }) + '\n')
+  const signingKey = stack.proxy.crypto.kmsSigner?.keyArn ?? stack.hsm.signing.uri
+  io.stdout.write(JSON.stringify({ ok, proxy: stack.proxyUrl, ispb: PROXY_ISPB, signer: stack.kms === null ? 'hsm' : 'kms', signingKey, simulatorAccepted: accepted, flows: results }) + '\n')
   if (!once && ok) {
     log('stack is up; try: curl -s ' + stack.proxyUrl + '/readyz ; Ctrl-C to stop')
     const signal = await new Promise<NodeJS.Signals>((resolve) => {
@@ -257,8 +273,9 @@ function stackTarget (stack: LocalStack): FlowTarget {
   return {
     proxyUrl: stack.proxyUrl,
     counterparty: { client: stack.counterparty.client, xmlSigner: stack.counterparty.identity.signing.xmlSigner },
-    // The proxy's own signer: the key in the token, through the session pool the proxy signs with.
-    withSigner: async (fn) => await fn({ xmlSigner: stack.proxy.crypto.xmlSigner, certificate: parseCertificate(await readFile(stack.hsm.signing.certFile)) }),
+    signedIn: stack.kms === null ? 'the HSM' : 'KMS',
+    // The proxy's own signer: the key in the token (through the session pool the proxy signs with) or in KMS.
+    withSigner: async (fn) => await fn({ xmlSigner: stack.proxy.crypto.xmlSigner, certificate: stack.proxy.crypto.signingCertificate }),
     simulatorAccepted: async () => stack.simulator.app.simulator.log.length,
     simulatorLogFile: stack.simulatorLogFile,
     lake: stack.config.audit.parquetDir
@@ -328,6 +345,7 @@ async function remoteTarget (o: TrafficOptions, hsm: HsmInitResult): Promise<Flo
     proxyUrl: o.proxyUrl,
     ...(o.proxyTls === undefined ? {} : { proxyTls: o.proxyTls }),
     counterparty: { client, xmlSigner },
+    signedIn: 'the HSM',
     withSigner: async (fn) => {
       const certificate = parseCertificate(await readInputFile(hsm.signing.certFile))
       // The token the proxy uses, opened as `hsm info` opens it; one session is enough for one signature.
@@ -398,7 +416,7 @@ async function runFlows (target: FlowTarget, results: FlowResult[], log: (m: str
 
   try {
     // DICT: our participant registers a key; the counterparty registers one we then look up and claim.
-    await flow('DICT CreateEntry (signed in the HSM)', async () => {
+    await flow(`DICT CreateEntry (signed in ${target.signedIn})`, async () => {
       const r = await call('POST', '/api/v2/entries/', createEntryRequest().xml)
       return { ok: r.status === 201 && sig(r) === 'VALID', status: r.status, signature: sig(r) }
     })

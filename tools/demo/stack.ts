@@ -4,6 +4,8 @@
  *   the BACEN simulator (mutual TLS, DICT v2 and ICOM) with its own test PKI and signing key,
  *   pix-proxy configured exactly as in production (HSM signer, libp11 engine for mTLS, BACEN trust store),
  *   and a second participant that talks to the simulator directly (the counterparty of claims and payments).
+ * With `signer: 'kms'` the proxy is configured as the serverless variant instead: its signing key in the local KMS and
+ * its mTLS key in the local Secrets Manager (tools/demo/kms-backend.ts), both served by the local AWS endpoint.
  * BACEN host names resolve to 127.0.0.1 inside the proxy only; nothing leaves loopback.
  */
 import { spawn } from 'node:child_process'
@@ -27,6 +29,9 @@ import type { RunningSimulator } from '../simulator/server.ts'
 import type { FaultConfig } from '../simulator/app.ts'
 import { ParticipantClient } from '../simulator/client.ts'
 import { writeLoadPki } from '../load/pki-dir.ts'
+import { startKmsBackend } from './kms-backend.ts'
+import type { KmsBackend } from './kms-backend.ts'
+import type { SecretRefreshScheduler } from '../../src/plugins/upstreams.ts'
 
 export const PROXY_ISPB = '99999004'
 export const COUNTERPARTY_ISPB = '99999010'
@@ -45,6 +50,13 @@ export interface LocalStackOptions {
   readonly proxyLogger?: boolean | object
   /** The simulator's port (default 0: any free port). */
   readonly simulatorPort?: number
+  /**
+   * Where the participant's keys live: 'hsm' (default: signing and mTLS keys in the SoftHSM token) or 'kms' (the
+   * signing key in the local KMS, the mTLS key in the local Secrets Manager, with certificates from the token's CA).
+   */
+  readonly signer?: 'hsm' | 'kms'
+  /** Passed to the proxy (plugins/upstreams.ts): tests trigger the mTLS key secret's refresh themselves. */
+  readonly scheduleSecretRefresh?: SecretRefreshScheduler
 }
 
 export interface LocalStack {
@@ -59,6 +71,8 @@ export interface LocalStack {
   /** The other participant, calling the simulator directly over its own mTLS identity. */
   readonly counterparty: { readonly identity: ParticipantIdentity, readonly client: ParticipantClient }
   readonly simulatorLogFile: string
+  /** With `signer: 'kms'`: the local AWS endpoint and what it holds; null with the HSM. */
+  readonly kms: KmsBackend | null
   close (): Promise<void>
 }
 
@@ -94,26 +108,34 @@ export async function startLocalStack (opts: LocalStackOptions): Promise<LocalSt
   const simulatorPki = createSimulatorPki({ participants: [COUNTERPARTY_ISPB] })
   const counterpartyIdentity = simulatorPki.participant(COUNTERPARTY_ISPB)
   const tokenCaPem = await readFile(hsm.caCertFile, 'utf8')
+  // Before the simulator: it must know the KMS key's certificate and the Secrets Manager key's TLS certificate.
+  const kms = opts.signer === 'kms' ? await startKmsBackend({ hsm, ispb: PROXY_ISPB }) : null
   // Callers are identified by their TLS certificate, as BACEN does: every participant's fingerprint is registered.
   const base = simulatorPki.simulatorOptions({ fingerprints: true })
   const simulatorLogFile = join(opts.dir, 'simulator-accepted.jsonl')
-  const simulator = await startSimulator({
-    ...base,
-    tls: { ...base.tls, clientCaPem: base.tls.clientCaPem + '\n' + tokenCaPem },
-    participants: [
-      ...base.participants,
-      {
-        ispb: PROXY_ISPB,
-        signingCerts: [parseCertificate(await readFile(hsm.signing.certFile))],
-        tlsCertFingerprints256: [parseCertificate(await readFile(hsm.tls.certFile)).fingerprint256]
-      }
-    ],
-    spi: { longPollMs: opts.longPollMs ?? 1_000, settleDelayMs: opts.settleDelayMs ?? 20 },
-    ...(opts.simulatorPort === undefined ? {} : { dictPort: opts.simulatorPort }),
-    ...(opts.faults === undefined ? {} : { faults: opts.faults }),
-    logFile: simulatorLogFile,
-    logInMemory: opts.simulatorLogInMemory ?? true
-  })
+  let simulator: RunningSimulator
+  try {
+    simulator = await startSimulator({
+      ...base,
+      tls: { ...base.tls, clientCaPem: base.tls.clientCaPem + '\n' + tokenCaPem },
+      participants: [
+        ...base.participants,
+        {
+          ispb: PROXY_ISPB,
+          signingCerts: [kms === null ? parseCertificate(await readFile(hsm.signing.certFile)) : kms.signingCertificate],
+          tlsCertFingerprints256: kms === null ? [parseCertificate(await readFile(hsm.tls.certFile)).fingerprint256] : kms.tlsCertificates.map((c) => c.fingerprint256)
+        }
+      ],
+      spi: { longPollMs: opts.longPollMs ?? 1_000, settleDelayMs: opts.settleDelayMs ?? 20 },
+      ...(opts.simulatorPort === undefined ? {} : { dictPort: opts.simulatorPort }),
+      ...(opts.faults === undefined ? {} : { faults: opts.faults }),
+      logFile: simulatorLogFile,
+      logInMemory: opts.simulatorLogInMemory ?? true
+    })
+  } catch (err) {
+    await kms?.close()
+    throw err
+  }
 
   try {
     const files = join(opts.dir, 'bacen')
@@ -147,10 +169,16 @@ export async function startLocalStack (opts: LocalStackOptions): Promise<LocalSt
       PIXPROXY_AUDIT_SPOOL_DIR: join(opts.dir, 'audit', 'spool'),
       PIXPROXY_AUDIT_PARQUET_DIR: join(opts.dir, 'audit', 'lake'),
       PIXPROXY_AUDIT_FLUSH_MS: '200',
+      ...(kms === null ? {} : kms.settings),
       ...opts.settings
     }
     const config = loadConfig(settings)
-    const proxy = await buildApp({ config, lookup: loopbackLookup, logger: opts.proxyLogger ?? false })
+    const proxy = await buildApp({
+      config,
+      lookup: loopbackLookup,
+      logger: opts.proxyLogger ?? false,
+      ...(opts.scheduleSecretRefresh === undefined ? {} : { scheduleSecretRefresh: opts.scheduleSecretRefresh })
+    })
     const proxyUrl = await proxy.listen({ host: config.listen.host, port: config.listen.port })
     const client = new ParticipantClient({
       url: simulator.dictUrl,
@@ -168,14 +196,17 @@ export async function startLocalStack (opts: LocalStackOptions): Promise<LocalSt
       hsm,
       counterparty: { identity: counterpartyIdentity, client },
       simulatorLogFile,
+      kms,
       close: async () => {
         await proxy.close()
         await client.close()
         await simulator.close()
+        await kms?.close()
       }
     }
   } catch (err) {
     await simulator.close()
+    await kms?.close()
     throw err
   }
 }
