@@ -263,12 +263,12 @@ export function healthEndpoints (app: FastifyInstance, opts: { lookup?: LookupFu
     }
   }
 
-  /** The signing key in KMS is still Enabled (kms/signer.ts, cached 10 s). */
+  /** The signing key in KMS: its circuit not open (kms/guard.ts, no KMS call) and the key still Enabled (kms/signer.ts, cached 10 s). */
   const kmsCheck = async (): Promise<Check | null> => {
-    const signer = app.crypto.kmsSigner
-    if (signer === null) return null
+    const guard = app.crypto.kmsGuard
+    if (guard === null) return null
     try {
-      return { ok: true, detail: await signer.check() }
+      return { ok: true, detail: await guard.check() }
     } catch (err) {
       return { ok: false, detail: describe(err) }
     }
