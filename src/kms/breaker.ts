@@ -11,7 +11,7 @@
  */
 import { Errors, PixProxyError } from '../../core/errors.ts'
 import type { AuditClock as Clock } from '../audit/clock.ts'
-import { retryAfterSeconds } from './rate-limit.ts'
+import { retryAfterSeconds, wholeMs } from './rate-limit.ts'
 
 export type CircuitState = 'closed' | 'open' | 'half-open'
 
@@ -69,8 +69,8 @@ export class CircuitBreaker {
   /** The refusal a caller gets while the circuit is open (also readiness's verdict). */
   openError (): PixProxyError {
     const now = this.#o.clock.now()
-    const left = this.#openUntil === null ? 0 : Math.max(0, this.#openUntil - now)
-    const when = left > 0 ? `next attempt in ${Math.ceil(left)} ms` : 'a probe sign is under way'
+    const left = this.#openUntil === null ? 0 : wholeMs(this.#openUntil - now)
+    const when = left > 0 ? `next attempt in ${left} ms` : 'a probe sign is under way'
     return new PixProxyError(Errors.KMS_CIRCUIT_OPEN, [this.#consecutive, this.#last, when], { retryAfterSeconds: retryAfterSeconds(left) })
   }
 

@@ -30,9 +30,14 @@ interface Waiter {
 /** Clock jitter below this is "now" (a timer armed for t fires at t, which float arithmetic may put a hair before). */
 const EPSILON_MS = 1e-6
 
+/** Whole milliseconds of a wait, ignoring float noise (30000.000000004 ms is 30000 ms). */
+export function wholeMs (ms: number): number {
+  return Math.max(0, Math.ceil(ms - EPSILON_MS))
+}
+
 /** Seconds for Retry-After from a wait in ms: whole seconds, at least 1. */
 export function retryAfterSeconds (ms: number): number {
-  return Math.max(1, Math.ceil(ms / 1000))
+  return Math.max(1, Math.ceil(wholeMs(ms) / 1000))
 }
 
 export class SignRateLimit {
@@ -79,7 +84,7 @@ export class SignRateLimit {
     }
     const limit = Math.min(now + this.#o.queueTimeoutMs, o.latest ?? Infinity)
     if (turn > limit + EPSILON_MS) {
-      throw new PixProxyError(Errors.KMS_QUEUE_TIMEOUT, [Math.ceil(wait), this.#o.perSecond, this.#o.queueTimeoutMs], { retryAfterSeconds: retryAfterSeconds(wait) })
+      throw new PixProxyError(Errors.KMS_QUEUE_TIMEOUT, [wholeMs(wait), this.#o.perSecond, this.#o.queueTimeoutMs], { retryAfterSeconds: retryAfterSeconds(wait) })
     }
     await new Promise<void>((resolve, reject) => {
       this.#queue.push({ resolve, reject })

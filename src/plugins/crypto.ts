@@ -161,7 +161,8 @@ async function openKmsSigner (open: () => Promise<KmsSigner>, log: FastifyInstan
       const transient = code === Errors.KMS_THROTTLED.code || code === Errors.KMS_UNAVAILABLE.code
       if (!transient || attempt >= KMS_OPEN_ATTEMPTS) throw err
       log.warn({ code, attempt }, 'KMS signer not opened yet; trying again')
-      await sleep(Math.random() * KMS_OPEN_BACKOFF_MS * 2 ** (attempt - 1), undefined, { ref: false })
+      // Ref'd: start-up is waiting on it.
+      await sleep(Math.random() * KMS_OPEN_BACKOFF_MS * 2 ** (attempt - 1))
     }
   }
 }

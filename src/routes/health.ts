@@ -2,6 +2,7 @@
  * /healthz: the process answers (liveness; never touches dependencies, so a BACEN outage does not get tasks killed).
  * /readyz: this task can serve now. Counted (any one failing answers 503):
  *   - hsm: an HSM session can be taken, the token answers, and the signing and TLS keys are still on it;
+ *   - kms (signing key in KMS): the guard's circuit is not open and the key is still Enabled;
  *   - tls: the TLS key agent completes a mutual-TLS handshake with our certificate against a loopback server in
  *     this process (the HSM key signs through the engine), and BACEN has not refused that identity;
  *   - audit: the audit thread answers and its spool is below the high-water mark (SPOOL_HIGH_WATER of its bound).

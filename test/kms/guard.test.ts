@@ -225,6 +225,15 @@ t.test('circuit breaker: open after N unavailable calls in a row, Retry-After th
   t.equal(inner.calls, 5)
 })
 
+t.test('circuit breaker: Retry-After and the wait in the message are whole, whatever float noise the clock carries', async (t) => {
+  const { guard, inner, clock } = harness({ breakerFailures: 1, breakerCooldownMs: 30_000 })
+  // (3103.475797275668 + 30000) - 3103.475797275668 is 30000.000000000004 in binary floating point.
+  clock.advanceTo(3103.475797275668)
+  inner.script.push('unavailable')
+  await t.rejects(guard.sign(DATA), { code: 'PIXPROXY_ERR_KMS_UNAVAILABLE' })
+  await t.rejects(guard.sign(DATA), { code: 'PIXPROXY_ERR_KMS_CIRCUIT_OPEN', retryAfterSeconds: 30, message: /next attempt in 30000 ms/ })
+})
+
 t.test('circuit breaker: throttles and refusals are answers; they never open it and they reset the count', async (t) => {
   const { guard, inner, circuit } = harness({ breakerFailures: 3, maxAttempts: 1 })
   inner.script.push('disabled', 'disabled', 'disabled', 'throttle', 'throttle', 'throttle')
@@ -271,6 +280,7 @@ t.test('against the local KMS: a throttle burst, KMS down, a slow KMS', async (t
   // The client's own timeout far away: the guard's deadline is what ends a slow call here.
   const signer = await KmsSigner.open({ keyId: 'alias/pix', certificate, client: createKmsClient({ endpoint: ep.url, region: REGION, credentials: CREDS, maxAttempts: 1, requestTimeoutMs: 120_000 }) })
   const clock = new ManualClock()
+  // Math.random's pauses put the clock at fractional times: the Retry-After below must not depend on float noise.
   const guard = new KmsGuard(signer, { maxSignsPerSec: 100, queueMax: 10, queueTimeoutMs: 1_000, signDeadlineMs: 60_000, maxAttempts: 4, breakerFailures: 2, breakerCooldownMs: 30_000, clock })
   t.teardown(() => guard.close())
   const signs = (): Array<{ status: number, errorType: string | null }> => ep.calls.filter((c) => c.target === 'TrentService.Sign')
