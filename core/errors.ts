@@ -51,8 +51,13 @@ export class PixProxyError extends Error {
   readonly outcome: Outcome
   /** The problem's extension members; `outcome` here, when set, is the class the caller hears. */
   extensions: ProblemExtensions
+  /**
+   * Seconds a caller should wait before sending again (the Retry-After of a NOT SENT 503), when the cause knows
+   * better than the default 1 s: a KMS circuit paused for 10 s, a queue that needs 3 s to drain.
+   */
+  readonly retryAfterSeconds: number | undefined
 
-  constructor (spec: ErrorSpec, args: readonly unknown[] = [], options?: { cause?: unknown, extensions?: ProblemExtensions }) {
+  constructor (spec: ErrorSpec, args: readonly unknown[] = [], options?: { cause?: unknown, extensions?: ProblemExtensions, retryAfterSeconds?: number }) {
     let i = 0
     super(spec.message.replace(/%s/g, () => String(args[i++])), options?.cause === undefined ? undefined : { cause: options.cause })
     this.name = 'PixProxyError'
@@ -60,6 +65,7 @@ export class PixProxyError extends Error {
     this.statusCode = spec.statusCode
     this.outcome = spec.outcome
     this.extensions = options?.extensions ?? {}
+    this.retryAfterSeconds = options?.retryAfterSeconds
   }
 }
 
@@ -113,6 +119,9 @@ export const Errors = Object.freeze({
   KMS_KEY_DISABLED: define('PIXPROXY_ERR_KMS_KEY_DISABLED', 'the KMS key %s is not enabled (%s): the request was not sent', 503),
   KMS_THROTTLED: define('PIXPROXY_ERR_KMS_THROTTLED', 'KMS throttled %s on key %s: the request was not sent; send it again later', 503),
   KMS_UNAVAILABLE: define('PIXPROXY_ERR_KMS_UNAVAILABLE', 'KMS %s on key %s failed (%s): the request was not sent', 503),
+  KMS_QUEUE_FULL: define('PIXPROXY_ERR_KMS_QUEUE_FULL', '%s signatures are already waiting for their turn at KMS (PIXPROXY_KMS_QUEUE_MAX): the request was not sent', 503),
+  KMS_QUEUE_TIMEOUT: define('PIXPROXY_ERR_KMS_QUEUE_TIMEOUT', 'the signature would wait %s ms for its turn at %s KMS signs per second, longer than %s ms (PIXPROXY_KMS_QUEUE_TIMEOUT_MS): the request was not sent', 503),
+  KMS_CIRCUIT_OPEN: define('PIXPROXY_ERR_KMS_CIRCUIT_OPEN', 'signing through KMS is paused after %s failures in a row (last: %s); %s: the request was not sent', 503),
 
   // XML input and signing (our own signing of a caller's message)
   XML_MALFORMED: define('PIXPROXY_ERR_XML_MALFORMED', 'the message is not well-formed XML: %s', 400),

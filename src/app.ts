@@ -33,6 +33,7 @@ import auditPlugin from './plugins/audit.ts'
 import forwardingPlugin from './plugins/forwarding.ts'
 import icomPlugin from './plugins/icom.ts'
 import type { UpstreamsPluginOptions } from './plugins/upstreams.ts'
+import type { CryptoPluginOptions } from './plugins/crypto.ts'
 import dictRoutes from './routes/dict.ts'
 import spiRoutes from './routes/spi.ts'
 import healthRoutes, { healthEndpoints } from './routes/health.ts'
@@ -55,6 +56,8 @@ export interface AppOptions {
   readonly lookup?: UpstreamsPluginOptions['lookup']
   /** Tests trigger the mTLS key secret's periodic refresh themselves (plugins/upstreams.ts). */
   readonly scheduleSecretRefresh?: UpstreamsPluginOptions['scheduleSecretRefresh']
+  /** Tests drive the KMS guard's time (rate limit, backoff, deadline, cool-down) with a manual clock. */
+  readonly kmsClock?: CryptoPluginOptions['kmsClock']
 }
 
 /** The caller's x-request-id when it is 1–64 characters of A–Z, a–z, 0–9, '.', '_', ':' or '-'; else undefined. */
@@ -183,7 +186,7 @@ export async function buildApp (opts: AppOptions): Promise<FastifyInstance> {
 
   installMemoryBudget(app, config.memoryBudgetBytes, config.maxBodyBytes)
 
-  await app.register(cryptoPlugin, { config })
+  await app.register(cryptoPlugin, { config, ...(opts.kmsClock === undefined ? {} : { kmsClock: opts.kmsClock }) })
   await app.register(upstreamsPlugin, {
     config,
     ...(opts.lookup === undefined ? {} : { lookup: opts.lookup }),

@@ -63,6 +63,13 @@ export const ConfigSchema = Type.Object({
 
   PIXPROXY_SIGNING_KEY_LABEL: Type.Optional(Str('CKA_LABEL of the XMLDSig signing key in the HSM')),
   PIXPROXY_SIGNING_KMS_KEY_ID: Type.Optional(Str('AWS KMS key of the XMLDSig signing key instead of the HSM: key id, key ARN, alias name (alias/…) or alias ARN. An asymmetric RSA_2048 SIGN_VERIFY key whose public key is the signing certificate\'s (checked at start); the task role needs kms:DescribeKey, kms:GetPublicKey and kms:Sign on it. Region and credentials as for the other AWS clients')),
+  PIXPROXY_KMS_MAX_SIGNS_PER_SEC: Int('With the signing key in KMS: Sign calls per second this task makes at most, retries included (a tenth of a second\'s worth may go at once). KMS\'s quota for RSA signing is per account and region (500/s by default) and shared by every task: set it to the quota, less what else signs in the account, divided by the most tasks that run (the default suits three tasks under the default quota)', 1, 10_000, 150),
+  PIXPROXY_KMS_QUEUE_MAX: Int('With the signing key in KMS: signatures that may wait for their turn under PIXPROXY_KMS_MAX_SIGNS_PER_SEC; beyond them a request gets 503 PIXPROXY_ERR_KMS_QUEUE_FULL (NOT SENT, Retry-After)', 0, 100_000, 300),
+  PIXPROXY_KMS_QUEUE_TIMEOUT_MS: Int('With the signing key in KMS: longest wait for a turn under PIXPROXY_KMS_MAX_SIGNS_PER_SEC; a signature whose turn would come later is refused at once with 503 PIXPROXY_ERR_KMS_QUEUE_TIMEOUT (NOT SENT, Retry-After)', 1, 60_000, 1_000),
+  PIXPROXY_KMS_SIGN_DEADLINE_MS: Int('With the signing key in KMS: the whole of one signature (its wait for a turn, every Sign attempt and the pauses between throttled attempts); a Sign still unanswered then is abandoned (503 PIXPROXY_ERR_KMS_UNAVAILABLE, NOT SENT). Each attempt is also bounded by the KMS client\'s 2 s request timeout', 100, 60_000, 3_000),
+  PIXPROXY_KMS_MAX_ATTEMPTS: Int('With the signing key in KMS: Sign calls per signature when KMS throttles (ThrottlingException), with exponential backoff and full jitter between them (25 ms doubling, at most 1 s) and only within PIXPROXY_KMS_SIGN_DEADLINE_MS; 1 = no retry. Retrying is safe: nothing has been sent to BACEN before its signature exists', 1, 10, 4),
+  PIXPROXY_KMS_BREAKER_FAILURES: Int('With the signing key in KMS: Sign calls in a row that find KMS unavailable (5xx, timeouts, refused connections; not throttles or refusals) before signing is paused for PIXPROXY_KMS_BREAKER_COOLDOWN_MS: meanwhile requests get 503 PIXPROXY_ERR_KMS_CIRCUIT_OPEN at once and /readyz is not ready', 1, 1_000, 5),
+  PIXPROXY_KMS_BREAKER_COOLDOWN_MS: Int('With the signing key in KMS: how long signing stays paused after PIXPROXY_KMS_BREAKER_FAILURES; then one request probes KMS, and its answer resumes signing (another failure pauses again)', 100, 600_000, 10_000),
   PIXPROXY_SIGNING_KEY_FILE: Type.Optional(Str('PEM signing key instead of the HSM (tests, tools; never production); a path, or the PEM text itself')),
   PIXPROXY_SIGNING_CERT_FILE: Str('PEM certificate of the signing key (its issuer and serial go into KeyInfo); a path, or the PEM text itself'),
 
@@ -194,6 +201,16 @@ export interface Config {
     readonly poolSize: number
     readonly acquireTimeoutMs: number
   } | null
+  /** The limits in front of KMS when the signing key is there (kms/guard.ts); unused otherwise. */
+  readonly kms: {
+    readonly maxSignsPerSec: number
+    readonly queueMax: number
+    readonly queueTimeoutMs: number
+    readonly signDeadlineMs: number
+    readonly maxAttempts: number
+    readonly breakerFailures: number
+    readonly breakerCooldownMs: number
+  }
   /** Exactly one of keyLabel (HSM), kmsKeyId (AWS KMS, kms/signer.ts) and keyFile. */
   readonly signing: { readonly keyLabel: string | null, readonly kmsKeyId: string | null, readonly keyFile: string | null, readonly certFile: string }
   readonly tls: {
@@ -355,6 +372,15 @@ export function loadConfig (source: Readonly<Record<string, string | undefined>>
           acquireTimeoutMs: f.PIXPROXY_HSM_ACQUIRE_TIMEOUT_MS as number
         }
       : null,
+    kms: {
+      maxSignsPerSec: f.PIXPROXY_KMS_MAX_SIGNS_PER_SEC as number,
+      queueMax: f.PIXPROXY_KMS_QUEUE_MAX as number,
+      queueTimeoutMs: f.PIXPROXY_KMS_QUEUE_TIMEOUT_MS as number,
+      signDeadlineMs: f.PIXPROXY_KMS_SIGN_DEADLINE_MS as number,
+      maxAttempts: f.PIXPROXY_KMS_MAX_ATTEMPTS as number,
+      breakerFailures: f.PIXPROXY_KMS_BREAKER_FAILURES as number,
+      breakerCooldownMs: f.PIXPROXY_KMS_BREAKER_COOLDOWN_MS as number
+    },
     signing: { keyLabel: set(f.PIXPROXY_SIGNING_KEY_LABEL), kmsKeyId, keyFile: set(f.PIXPROXY_SIGNING_KEY_FILE), certFile: f.PIXPROXY_SIGNING_CERT_FILE as string },
     tls: {
       keyLabel: set(f.PIXPROXY_TLS_KEY_LABEL),

@@ -24,9 +24,10 @@ function problemType (code: string): string {
  * Sends the problem with its outcome class (docs/outcomes.md) in the `outcome` member and the pix-proxy-outcome
  * header: the extensions' when the forwarding pipeline set one, else the code's. Only a 503 whose request was not
  * sent carries Retry-After (another task, or this one shortly, will take the request): nothing that may have reached
- * BACEN ever invites a retry.
+ * BACEN ever invites a retry. `retryAfterSeconds` (default 1) when the cause knows how long the refusal lasts (a KMS
+ * circuit paused for its cool-down).
  */
-export function sendProblem (reply: FastifyReply, req: FastifyRequest, status: number, code: string, detail: string, extensions: { outcome?: Outcome } = {}): FastifyReply {
+export function sendProblem (reply: FastifyReply, req: FastifyRequest, status: number, code: string, detail: string, extensions: { outcome?: Outcome } = {}, retryAfterSeconds = 1): FastifyReply {
   const outcome: Outcome = extensions.outcome ?? errorSpec(code)?.outcome ?? 'unknown'
   const problem: Problem = {
     type: problemType(code),
@@ -39,7 +40,7 @@ export function sendProblem (reply: FastifyReply, req: FastifyRequest, status: n
     outcome
   }
   reply.header('pix-proxy-outcome', outcome)
-  if (status === 503 && outcome === 'not-sent') reply.header('retry-after', '1')
+  if (status === 503 && outcome === 'not-sent') reply.header('retry-after', String(Math.max(1, Math.ceil(retryAfterSeconds))))
   else reply.removeHeader('retry-after')
   return reply.code(status).type('application/problem+json').send(problem)
 }
@@ -50,7 +51,7 @@ export function problemErrorHandler (this: FastifyInstance, err: FastifyError | 
     this.metrics.errors.inc({ code: err.code })
     const level = err.statusCode >= 500 ? 'warn' : 'info'
     req.log[level]({ code: err.code, err: err.statusCode >= 500 ? err : undefined }, err.message)
-    return sendProblem(reply, req, err.statusCode, err.code, err.message, { outcome: err.outcome, ...err.extensions })
+    return sendProblem(reply, req, err.statusCode, err.code, err.message, { outcome: err.outcome, ...err.extensions }, err.retryAfterSeconds)
   }
   const fe = err as FastifyError
   const mapped = fe.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE'

@@ -145,12 +145,16 @@ export class KmsSigner implements Signer {
     return signer
   }
 
-  /** Signs SHA-256(`data`) in KMS; the signature is checked against the public key before it is returned. */
-  async sign (data: Uint8Array): Promise<Buffer> {
+  /**
+   * Signs SHA-256(`data`) in KMS; the signature is checked against the public key before it is returned. `signal`
+   * abandons the call (kms/guard.ts's deadline): KMS_UNAVAILABLE.
+   */
+  async sign (data: Uint8Array, options: { signal?: AbortSignal } = {}): Promise<Buffer> {
     const digest = createHash('sha256').update(data).digest()
     let signature: Buffer
     try {
-      const out = await this.#client.send(new SignCommand({ KeyId: this.keyArn, Message: digest, MessageType: 'DIGEST', SigningAlgorithm: ALGORITHM }))
+      const command = new SignCommand({ KeyId: this.keyArn, Message: digest, MessageType: 'DIGEST', SigningAlgorithm: ALGORITHM })
+      const out = await this.#client.send(command, options.signal === undefined ? {} : { abortSignal: options.signal })
       if (out.Signature === undefined) throw new Error('the answer has no Signature')
       signature = Buffer.from(out.Signature)
     } catch (err) {

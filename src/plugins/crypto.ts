@@ -4,8 +4,9 @@
  * store of BACEN's signing certificates.
  */
 import fp from 'fastify-plugin'
-import { Gauge } from 'prom-client'
+import { Counter, Gauge, Histogram } from 'prom-client'
 import { readFile, rm } from 'node:fs/promises'
+import { setTimeout as sleep } from 'node:timers/promises'
 import type { KeyObject } from 'node:crypto'
 import type { FastifyInstance } from 'fastify'
 import { describePemSetting, readPemSetting } from '../config.ts'
@@ -21,6 +22,8 @@ import { TrustStore } from '../../core/xmldsig/truststore.ts'
 import { Errors, PixProxyError } from '../../core/errors.ts'
 import { createSecretsManagerClient } from '../aws/clients.ts'
 import type { KmsSigner } from '../kms/signer.ts'
+import type { KmsGuard, KmsGuardObserver } from '../kms/guard.ts'
+import type { AuditClock } from '../audit/clock.ts'
 import { fetchPin } from '../config-sources.ts'
 import { tracingOf } from '../http/tracing.ts'
 
@@ -30,8 +33,10 @@ export interface CryptoRuntime {
   readonly signingCertificate: Certificate
   readonly bacenTrust: TrustStore
   readonly keyStore: Pkcs11KeyStore | null
-  /** The KMS signer when the signing key is in AWS KMS (PIXPROXY_SIGNING_KMS_KEY_ID), to close with the app. */
+  /** The KMS signer when the signing key is in AWS KMS (PIXPROXY_SIGNING_KMS_KEY_ID). */
   readonly kmsSigner: KmsSigner | null
+  /** Its rate limit, retries and circuit breaker (kms/guard.ts): what signs, what readiness asks, closed with the app. */
+  readonly kmsGuard: KmsGuard | null
   /** Public half of the HSM mTLS key, so the TLS agent can refuse a certificate that does not match it. */
   readonly tlsPublicKey: KeyObject | null
   /**
@@ -56,7 +61,14 @@ async function readPinFile (file: string): Promise<string> {
   }
 }
 
-async function openCrypto (config: Config, log: FastifyInstance['log'], traced: (signer: Signer, kind: 'hsm' | 'kms' | 'software') => Signer = (s) => s): Promise<CryptoRuntime & { tempPinDir: string | null }> {
+/** Test seams of the crypto plugin. */
+export interface CryptoPluginOptions {
+  readonly config: Config
+  /** Time and timers of the KMS guard (tests drive its rate limit, backoff, deadline and cool-down). */
+  readonly kmsClock?: AuditClock
+}
+
+async function openCrypto (config: Config, log: FastifyInstance['log'], traced: (signer: Signer, kind: 'hsm' | 'kms' | 'software') => Signer = (s) => s, kms: { clock?: AuditClock, observer?: KmsGuardObserver } = {}): Promise<CryptoRuntime & { tempPinDir: string | null }> {
   const signingCertificate = parseCertificate(await readPemSetting(config.signing.certFile))
   const bacenTrust = new TrustStore(parseCertificates(await readPemSetting(config.bacenSigningCertsFile)))
   if (bacenTrust.size === 0) {
@@ -64,6 +76,7 @@ async function openCrypto (config: Config, log: FastifyInstance['log'], traced: 
   }
   let keyStore: Pkcs11KeyStore | null = null
   let kmsSigner: KmsSigner | null = null
+  let kmsGuard: KmsGuard | null = null
   let pinFile: string | null = null
   let tempPinDir: string | null = null
   try {
@@ -105,9 +118,13 @@ async function openCrypto (config: Config, log: FastifyInstance['log'], traced: 
     } else if (config.signing.kmsKeyId !== null) {
       // The SDK takes region, credentials and endpoint from its usual sources (the task role; AWS_ENDPOINT_URL locally).
       // Loaded only here: the KMS SDK costs nothing (memory, start-up) where the key is in an HSM.
-      const [{ KmsSigner }, { createKmsClient }] = await Promise.all([import('../kms/signer.ts'), import('../kms/client.ts')])
-      kmsSigner = await KmsSigner.open({ keyId: config.signing.kmsKeyId, certificate: signingCertificate, client: createKmsClient() })
-      signer = kmsSigner
+      const [{ KmsSigner }, { createKmsClient }, { KmsGuard }] = await Promise.all([import('../kms/signer.ts'), import('../kms/client.ts'), import('../kms/guard.ts')])
+      const keyId = config.signing.kmsKeyId
+      // One SDK attempt per call: the guard owns the retries of Sign (each attempt under the rate limit and the sign's
+      // deadline). Start-up, where nothing retries above, tries the whole open again instead (openKmsSigner).
+      kmsSigner = await openKmsSigner(async () => await KmsSigner.open({ keyId, certificate: signingCertificate, client: createKmsClient({ maxAttempts: 1 }) }), log)
+      kmsGuard = new KmsGuard(kmsSigner, { ...config.kms, ...kms })
+      signer = kmsGuard
       kind = 'kms'
     } else {
       signer = SoftwareSigner.fromPem(await readPemSetting(config.signing.keyFile as string))
@@ -118,7 +135,7 @@ async function openCrypto (config: Config, log: FastifyInstance['log'], traced: 
     const tlsPublicKey = config.tls.keyLabel !== null && keyStore !== null
       ? (await keyStore.signer(config.tls.keyLabel)).publicKey
       : null
-    return { xmlSigner, signer, signingCertificate, bacenTrust, keyStore, kmsSigner, tlsPublicKey, pinFile, tempPinDir }
+    return { xmlSigner, signer, signingCertificate, bacenTrust, keyStore, kmsSigner, kmsGuard, tlsPublicKey, pinFile, tempPinDir }
   } catch (err) {
     kmsSigner?.close()
     await keyStore?.close()
@@ -127,8 +144,35 @@ async function openCrypto (config: Config, log: FastifyInstance['log'], traced: 
   }
 }
 
-export default fp(async function cryptoPlugin (app: FastifyInstance, opts: { config: Config }) {
-  const runtime = await openCrypto(opts.config, app.log, tracingOf(app).signer)
+/** How many times start-up opens the KMS signer when KMS throttles or is unavailable, and the pause bound before each. */
+const KMS_OPEN_ATTEMPTS = 3
+const KMS_OPEN_BACKOFF_MS = 200
+
+/**
+ * KmsSigner.open, tried again (with a fresh client: a failed open destroys its own) when KMS throttles or is
+ * unavailable: tasks starting together share the account's quota, and the SDK makes one attempt per call here.
+ */
+async function openKmsSigner (open: () => Promise<KmsSigner>, log: FastifyInstance['log']): Promise<KmsSigner> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await open()
+    } catch (err) {
+      const code = (err as { code?: string }).code
+      const transient = code === Errors.KMS_THROTTLED.code || code === Errors.KMS_UNAVAILABLE.code
+      if (!transient || attempt >= KMS_OPEN_ATTEMPTS) throw err
+      log.warn({ code, attempt }, 'KMS signer not opened yet; trying again')
+      // Ref'd: start-up is waiting on it.
+      await sleep(Math.random() * KMS_OPEN_BACKOFF_MS * 2 ** (attempt - 1))
+    }
+  }
+}
+
+export default fp(async function cryptoPlugin (app: FastifyInstance, opts: CryptoPluginOptions) {
+  const kmsMetrics = opts.config.signing.kmsKeyId === null ? null : createKmsMetrics(app)
+  const runtime = await openCrypto(opts.config, app.log, tracingOf(app).signer, {
+    ...(opts.kmsClock === undefined ? {} : { clock: opts.kmsClock }),
+    ...(kmsMetrics === null ? {} : { observer: kmsMetrics })
+  })
   app.decorate('crypto', runtime)
   app.log.info({
     signer: runtime.signer.description,
@@ -137,9 +181,10 @@ export default fp(async function cryptoPlugin (app: FastifyInstance, opts: { con
     bacenCertificates: runtime.bacenTrust.size
   }, 'signing key ready')
   registerHsmGauges(app, runtime.keyStore)
+  registerKmsGauges(app, runtime.kmsGuard)
   app.addHook('onClose', async () => {
     // Last in the shutdown order: in-flight requests have drained and the upstream agents are closed.
-    runtime.kmsSigner?.close()
+    runtime.kmsGuard?.close()
     await runtime.keyStore?.close()
     if (runtime.tempPinDir !== null) await rm(runtime.tempPinDir, { recursive: true, force: true })
   })
@@ -165,5 +210,64 @@ function registerHsmGauges (app: FastifyInstance, keyStore: Pkcs11KeyStore | nul
     help: 'HSM operations waiting for a PKCS#11 session of the pool (above 0: raise PIXPROXY_HSM_POOL_SIZE)',
     registers: [app.metrics.registry],
     collect () { this.set(keyStore.stats().waiting) }
+  })
+}
+
+/** KMS Sign round trips are tens of milliseconds inside the region; the buckets resolve that range and a stall. */
+const KMS_LATENCY_BUCKETS = [0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2, 5]
+
+/**
+ * The KMS guard's counters and latency (kms/guard.ts), registered only when the signing key is in KMS. Errors that
+ * end a request (KMS_QUEUE_FULL, KMS_CIRCUIT_OPEN, …) are in pixproxy_errors_total by code, as every other.
+ */
+function createKmsMetrics (app: FastifyInstance): KmsGuardObserver {
+  const registers = [app.metrics.registry]
+  const seconds = new Histogram({ name: 'pixproxy_kms_sign_duration_seconds', help: 'One Sign call to AWS KMS, by result (ok, throttled, error); retries are calls of their own', labelNames: ['result'], buckets: KMS_LATENCY_BUCKETS, registers })
+  const throttles = new Counter({ name: 'pixproxy_kms_throttles_total', help: 'Sign calls KMS answered with ThrottlingException (raise the account quota, or lower PIXPROXY_KMS_MAX_SIGNS_PER_SEC across tasks)', registers })
+  const retries = new Counter({ name: 'pixproxy_kms_retries_total', help: 'Sign calls made again after a throttle (PIXPROXY_KMS_MAX_ATTEMPTS)', registers })
+  return {
+    attempt (s, result) {
+      seconds.observe({ result }, s)
+      if (result === 'throttled') throttles.inc()
+    },
+    retry () { retries.inc() },
+    circuit (state, detail) {
+      if (state === 'open') app.log.warn({ circuit: state }, `KMS circuit open: ${detail}`)
+      else app.log.info({ circuit: state }, `KMS circuit ${state}: ${detail}`)
+    }
+  }
+}
+
+/** The guard's queue, calls in flight and circuit, read at each scrape. */
+function registerKmsGauges (app: FastifyInstance, guard: KmsGuard | null): void {
+  if (guard === null) return
+  const registers = [app.metrics.registry]
+  new Gauge({ // eslint-disable-line no-new
+    name: 'pixproxy_kms_queued',
+    help: 'Signatures waiting for their turn under PIXPROXY_KMS_MAX_SIGNS_PER_SEC',
+    registers,
+    collect () { this.set(guard.stats().queued) }
+  })
+  new Gauge({ // eslint-disable-line no-new
+    name: 'pixproxy_kms_in_flight',
+    help: 'Sign calls to AWS KMS under way',
+    registers,
+    collect () { this.set(guard.stats().inFlight) }
+  })
+  new Gauge({ // eslint-disable-line no-new
+    name: 'pixproxy_kms_consecutive_failures',
+    help: 'Sign calls in a row that found KMS unavailable (the circuit opens at PIXPROXY_KMS_BREAKER_FAILURES)',
+    registers,
+    collect () { this.set(guard.stats().consecutiveFailures) }
+  })
+  new Gauge({ // eslint-disable-line no-new
+    name: 'pixproxy_kms_circuit_state',
+    help: 'The KMS circuit breaker: 1 for its current state (closed, open, half-open), 0 for the others',
+    labelNames: ['state'],
+    registers,
+    collect () {
+      const current = guard.stats().circuit
+      for (const state of ['closed', 'open', 'half-open'] as const) this.set({ state }, state === current ? 1 : 0)
+    }
   })
 }

@@ -2,6 +2,7 @@
  * /healthz: the process answers (liveness; never touches dependencies, so a BACEN outage does not get tasks killed).
  * /readyz: this task can serve now. Counted (any one failing answers 503):
  *   - hsm: an HSM session can be taken, the token answers, and the signing and TLS keys are still on it;
+ *   - kms (signing key in KMS): the guard's circuit is not open and the key is still Enabled;
  *   - tls: the TLS key agent completes a mutual-TLS handshake with our certificate against a loopback server in
  *     this process (the HSM key signs through the engine), and BACEN has not refused that identity;
  *   - audit: the audit thread answers and its spool is below the high-water mark (SPOOL_HIGH_WATER of its bound).
@@ -263,12 +264,12 @@ export function healthEndpoints (app: FastifyInstance, opts: { lookup?: LookupFu
     }
   }
 
-  /** The signing key in KMS is still Enabled (kms/signer.ts, cached 10 s). */
+  /** The signing key in KMS: its circuit not open (kms/guard.ts, no KMS call) and the key still Enabled (kms/signer.ts, cached 10 s). */
   const kmsCheck = async (): Promise<Check | null> => {
-    const signer = app.crypto.kmsSigner
-    if (signer === null) return null
+    const guard = app.crypto.kmsGuard
+    if (guard === null) return null
     try {
-      return { ok: true, detail: await signer.check() }
+      return { ok: true, detail: await guard.check() }
     } catch (err) {
       return { ok: false, detail: describe(err) }
     }

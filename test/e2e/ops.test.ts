@@ -97,7 +97,9 @@ const SUFFIXES: ReadonlyArray<readonly [RegExp, readonly string[]]> = [
   [/_rows$/, ['gauge']],
   [/_(in_flight|queued|sessions|consecutive_failures)$/, ['gauge']],
   [/_parts$/, ['histogram']],
-  [/_(up|reachable)$/, ['gauge']]
+  [/_(up|reachable)$/, ['gauge']],
+  // A state set (pixproxy_kms_circuit_state{state=…}, with the signing key in KMS): 1 for the current state.
+  [/_state$/, ['gauge']]
 ]
 
 /** `# TYPE` of every family on the page. */

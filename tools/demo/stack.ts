@@ -22,6 +22,7 @@ import { parseCertificate } from '../../core/pki/x509.ts'
 import { loadConfig } from '../../src/config.ts'
 import type { Config } from '../../src/config.ts'
 import { buildApp } from '../../src/app.ts'
+import type { AppOptions } from '../../src/app.ts'
 import { createSimulatorPki } from '../simulator/pki.ts'
 import type { ParticipantIdentity, SimulatorPki } from '../simulator/pki.ts'
 import { startSimulator } from '../simulator/server.ts'
@@ -48,6 +49,8 @@ export interface LocalStackOptions {
   /** Extra PIXPROXY_* settings (strings, as in the environment). */
   readonly settings?: Readonly<Record<string, string>>
   readonly proxyLogger?: boolean | object
+  /** Time of the proxy's KMS guard (tests: a manual clock). */
+  readonly kmsClock?: AppOptions['kmsClock']
   /** The simulator's port (default 0: any free port). */
   readonly simulatorPort?: number
   /**
@@ -177,6 +180,7 @@ export async function startLocalStack (opts: LocalStackOptions): Promise<LocalSt
       config,
       lookup: loopbackLookup,
       logger: opts.proxyLogger ?? false,
+      ...(opts.kmsClock === undefined ? {} : { kmsClock: opts.kmsClock }),
       ...(opts.scheduleSecretRefresh === undefined ? {} : { scheduleSecretRefresh: opts.scheduleSecretRefresh })
     })
     const proxyUrl = await proxy.listen({ host: config.listen.host, port: config.listen.port })
