@@ -1136,6 +1136,17 @@ t.test('SPI: the participant-wide ICOM limit holds at the largest task count', a
   t.ok(Math.floor(limit / Number(ex.max_capacity)) * Number(ex.max_capacity) <= limit && Number(ex.max_capacity) <= limit, 'the example stays within the limit')
 })
 
+t.test('KMS: the service stays within its share of the account\'s RSA quota at the largest task count', async (t) => {
+  const perTask = Number(evaluate(service, service.locals.kms_signs_per_sec_per_task))
+  const max = Number(evaluate(service, '${var.autoscaling.max_capacity}'))
+  const share = Number(evaluate(service, '${var.kms_sign_rate_share}'))
+  t.ok(share < 500, `the default share (${share}/s) leaves headroom under KMS's default 500/s`)
+  t.ok(perTask >= 1 && perTask * max <= share, `${max} tasks x ${perTask} signs/s <= ${share}`)
+  t.equal(perTask, ConfigSchema.properties.PIXPROXY_KMS_MAX_SIGNS_PER_SEC.default, 'the defaults agree with the proxy\'s own default (three tasks)')
+  t.equal(signerSettings.kms.environment.PIXPROXY_KMS_MAX_SIGNS_PER_SEC, '${tostring(local.kms_signs_per_sec_per_task)}', 'each task gets its share as its rate limit')
+  t.notOk('PIXPROXY_KMS_MAX_SIGNS_PER_SEC' in signerSettings.cloudhsm.environment, 'not with cloudhsm')
+})
+
 t.test('images are pinned: the service module refuses :latest or no tag, and the example pins both', async (t) => {
   const tfvars = await readFile(join(TF_ROOT, 'examples/complete/terraform.tfvars.example'), 'utf8')
   for (const v of ['image', 'cloudwatch_agent_image']) {

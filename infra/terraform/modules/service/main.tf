@@ -64,6 +64,11 @@ locals {
   # use floor(limit / max_capacity) slots, so the participant never exceeds the limit (BACEN answers 429 beyond it).
   spi_max_in_flight_per_task = floor(var.spi_participant_max_in_flight / var.autoscaling.max_capacity)
 
+  # KMS's quota for RSA signing (500/s by default) is per account and Region, not per task: with up to max_capacity
+  # tasks each may make floor(share / max_capacity) Sign calls a second (the proxy's own rate limit, retries
+  # included), so the service never exceeds its share however far it scales.
+  kms_signs_per_sec_per_task = max(1, floor(var.kms_sign_rate_share / var.autoscaling.max_capacity))
+
   # The proxy's environment. Only settings that follow from this infrastructure are here; everything deployment
   # specific (ISPB, URLs, labels, certificates, the PIN secret id) is in SSM under PIXPROXY_CONFIG_SSM_PATH and the
   # environment wins over SSM for the names below. test/infra/terraform.test.ts checks every PIXPROXY_* name against
@@ -102,7 +107,8 @@ locals {
     kms = {
       environment = {
         # The alias ARN: the proxy resolves it with DescribeKey at start and signs by the key ARN it resolved.
-        PIXPROXY_SIGNING_KMS_KEY_ID = var.signing_kms_key_id
+        PIXPROXY_SIGNING_KMS_KEY_ID    = var.signing_kms_key_id
+        PIXPROXY_KMS_MAX_SIGNS_PER_SEC = tostring(local.kms_signs_per_sec_per_task)
       }
       secrets = {}
     }

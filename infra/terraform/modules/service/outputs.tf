@@ -72,3 +72,8 @@ output "spi_max_in_flight_per_task" {
   description = "PIXPROXY_SPI_MAX_IN_FLIGHT given to each task"
   value       = local.spi_max_in_flight_per_task
 }
+
+output "kms_signs_per_sec_per_task" {
+  description = "PIXPROXY_KMS_MAX_SIGNS_PER_SEC given to each task with signer = \"kms\""
+  value       = local.kms_signs_per_sec_per_task
+}

@@ -132,6 +132,17 @@ variable "spi_participant_max_in_flight" {
   default     = 6
 }
 
+variable "kms_sign_rate_share" {
+  description = "With signer = \"kms\": Sign calls per second this service may use of the account's KMS quota for RSA operations in the Region (500/s by default, shared by everything in the account that signs or verifies with RSA keys). Each task gets floor(share / max_capacity) as PIXPROXY_KMS_MAX_SIGNS_PER_SEC"
+  type        = number
+  default     = 450
+
+  validation {
+    condition     = var.kms_sign_rate_share >= 1
+    error_message = "kms_sign_rate_share must be at least 1 Sign call per second."
+  }
+}
+
 variable "shutdown_timeout_ms" {
   description = "PIXPROXY_SHUTDOWN_TIMEOUT_MS: drain deadline after SIGTERM"
   type        = number
