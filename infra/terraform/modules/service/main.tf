@@ -66,8 +66,9 @@ locals {
 
   # KMS's quota for RSA signing (500/s by default) is per account and Region, not per task: with up to max_capacity
   # tasks each may make floor(share / max_capacity) Sign calls a second (the proxy's own rate limit, retries
-  # included), so the service never exceeds its share however far it scales.
-  kms_signs_per_sec_per_task = max(1, floor(var.kms_sign_rate_share / var.autoscaling.max_capacity))
+  # included), so the service never exceeds its share however far it scales. A share below max_capacity would give
+  # 0, which the proxy refuses at start (its minimum is 1).
+  kms_signs_per_sec_per_task = floor(var.kms_sign_rate_share / var.autoscaling.max_capacity)
 
   # The proxy's environment. Only settings that follow from this infrastructure are here; everything deployment
   # specific (ISPB, URLs, labels, certificates, the PIN secret id) is in SSM under PIXPROXY_CONFIG_SSM_PATH and the
