@@ -66,7 +66,7 @@ function serverKeyUri (key: { label: string, tokenLabel: string, pinFile: string
 /**
  * Reads and checks everything and builds a context from it once (so that a bad file fails here, not at the first
  * handshake). Throws PixProxyError GATEWAY_TRUSTSTORE_INVALID, GATEWAY_CRL_INVALID, TLS_PEM_INVALID,
- * TLS_KEY_CERT_MISMATCH, TLS_ENGINE_FAILED, FILE_READ.
+ * TLS_KEY_CERT_MISMATCH, TLS_KEY_PIN_INCORRECT, TLS_KEY_NOT_FOUND, TLS_ENGINE_FAILED, FILE_READ.
  */
 export async function loadTrustMaterial (config: Pick<GatewayConfig, 'serverCertFile' | 'serverKey' | 'truststoreFile' | 'crlFiles'>): Promise<TrustMaterial> {
   const certPem = (await read('server certificate', config.serverCertFile)).toString('utf8')
@@ -137,6 +137,8 @@ export async function loadTrustMaterial (config: Pick<GatewayConfig, 'serverCert
   } catch (err) {
     const code = (err as { code?: unknown }).code
     if (code === 'ERR_OSSL_X509_KEY_VALUES_MISMATCH') throw new PixProxyError(Errors.TLS_KEY_CERT_MISMATCH, [serverCertificate.subjectString, describeKey(config.serverKey)], { cause: err })
+    if (code === 'ERR_OSSL_PIN_INCORRECT') throw new PixProxyError(Errors.TLS_KEY_PIN_INCORRECT, [describeKey(config.serverKey)], { cause: err })
+    if (code === 'ERR_OSSL_OBJECT_NOT_FOUND') throw new PixProxyError(Errors.TLS_KEY_NOT_FOUND, [describeKey(config.serverKey)], { cause: err })
     if (config.serverKey.kind === 'hsm') throw new PixProxyError(Errors.TLS_ENGINE_FAILED, [describeKey(config.serverKey), describe(err)], { cause: err })
     throw new PixProxyError(Errors.GATEWAY_TRUSTSTORE_INVALID, [config.truststoreFile, describe(err)], { cause: err })
   }
