@@ -79,6 +79,7 @@ export const Errors = Object.freeze({
   KEY_CERT_MISMATCH: define('PIXPROXY_ERR_KEY_CERT_MISMATCH', 'the private key does not match the certificate %s'),
   DER_INVALID: define('PIXPROXY_ERR_DER_INVALID', 'malformed DER: %s'),
   CERT_ISSUE: define('PIXPROXY_ERR_CERT_ISSUE', 'cannot issue certificate: %s'),
+  CRL_PARSE: define('PIXPROXY_ERR_CRL_PARSE', 'cannot parse certificate revocation list: %s'),
   CERT_UNSUITABLE: define('PIXPROXY_ERR_CERT_UNSUITABLE', 'certificate %s cannot be used: %s'),
   SIGNING_CERT_NOT_VALID: define('PIXPROXY_ERR_SIGNING_CERT_NOT_VALID', 'the signing certificate %s is valid from %s to %s, not now (%s): BACEN would reject every message', 503),
 

@@ -65,21 +65,28 @@ const CONTROL_RE = /[\u0000-\u001f\u007f-\u009f]/
 const CNPJ_SHAPE_RE = /^[0-9A-Z]{12}[0-9]{2}$/
 
 /**
- * Whether `s` is a CNPJ: 14 characters, the last two the check digits (módulo 11) of the first 12 and 13. The first
- * 12 may be letters (the alphanumeric CNPJ of IN RFB 2.229/2024, issued from July 2026); each character counts as its
- * ASCII code minus 48, which for digits is the digit, so numeric CNPJs check as they always did.
+ * The two check digits of a CNPJ's first 12 characters (módulo 11, weights 2-9 from the right). The first 12 may be
+ * letters (the alphanumeric CNPJ of IN RFB 2.229/2024, issued from July 2026); each character counts as its ASCII code
+ * minus 48, which for digits is the digit, so numeric CNPJs come out as they always did. Null when `base` is not 12
+ * characters of [0-9A-Z].
  */
-export function isValidCnpj (s: string): boolean {
-  if (!CNPJ_SHAPE_RE.test(s)) return false
-  if (/^(\d)\1{13}$/.test(s)) return false // 00000000000000 and the like pass módulo 11 but are not CNPJs
-  const value = (i: number): number => s.charCodeAt(i) - 48
-  const digit = (len: number): number => {
+export function cnpjCheckDigits (base: string): string | null {
+  if (!/^[0-9A-Z]{12}$/.test(base)) return null
+  const digit = (s: string): number => {
     let sum = 0
-    for (let i = 0; i < len; i++) sum += value(i) * (((len - 1 - i) % 8) + 2)
+    for (let i = 0; i < s.length; i++) sum += (s.charCodeAt(i) - 48) * (((s.length - 1 - i) % 8) + 2)
     const r = sum % 11
     return r < 2 ? 0 : 11 - r
   }
-  return digit(12) === value(12) && digit(13) === value(13)
+  const first = String(digit(base))
+  return first + String(digit(base + first))
+}
+
+/** Whether `s` is a CNPJ: 14 characters, the last two the check digits of the first 12 (see cnpjCheckDigits). */
+export function isValidCnpj (s: string): boolean {
+  if (!CNPJ_SHAPE_RE.test(s)) return false
+  if (/^(\d)\1{13}$/.test(s)) return false // 00000000000000 and the like pass módulo 11 but are not CNPJs
+  return cnpjCheckDigits(s.slice(0, 12)) === s.slice(12)
 }
 
 function describe (err: unknown): string {
