@@ -24,11 +24,13 @@ import { createSecureContext } from 'node:tls'
 import { readFile } from 'node:fs/promises'
 import { Errors, PixProxyError } from '../../core/errors.ts'
 import { children, decode, expectTag, readBitString, readOid, Tag } from '../../core/pki/der.ts'
-import { certificateMatchesKey, certificateParts, parseCertificates } from '../../core/pki/x509.ts'
+import { crlSignedBy } from '../../core/pki/crl.ts'
+import { dnEquals } from '../../core/pki/dn.ts'
+import { certificateMatchesKey, certificateParts, parseCertificate, parseCertificates } from '../../core/pki/x509.ts'
 import type { Certificate } from '../../core/pki/x509.ts'
 import { ofbTlsPolicy } from '../../core/pki/ofb-tls-policy.ts'
 import { formatPkcs11Uri } from '../hsm/uri.ts'
-import { crlIsStale, issuerDerOf, parseCrl } from './crl.ts'
+import { crlIsStale, readCrlFile } from './crl.ts'
 import type { CrlInfo } from './crl.ts'
 import type { GatewayConfig } from './config.ts'
 
@@ -94,16 +96,19 @@ export async function loadTrustMaterial (config: Pick<GatewayConfig, 'serverCert
   for (const file of config.crlFiles) {
     const bytes = await read('CRL', file)
     digest.update(bytes)
-    let crl: CrlInfo
+    let found: CrlInfo[]
     try {
-      crl = parseCrl(file, bytes)
+      found = readCrlFile(file, bytes)
     } catch (err) {
       throw new PixProxyError(Errors.GATEWAY_CRL_INVALID, [file, describe(err)], { cause: err })
     }
-    // A CRL is only as good as its signature: it must come from a CA of the truststore.
-    const issuer = cas.find((ca) => certificateParts(ca.der).subject.raw.equals(crl.issuerDer))
-    if (issuer === undefined) throw new PixProxyError(Errors.GATEWAY_CRL_INVALID, [file, `its issuer ${crl.issuer} is not in the truststore`])
-    crls.push(crl)
+    for (const crl of found) {
+      // A CRL is only as good as its signature: it must be signed by a CA of the truststore (OpenSSL checks it again).
+      if (!cas.some((ca) => crlSignedBy(crl.pem, ca))) {
+        throw new PixProxyError(Errors.GATEWAY_CRL_INVALID, [crl.source, `it is not signed by a truststore CA (its issuer: ${crl.issuer})`])
+      }
+      crls.push(crl)
+    }
   }
 
   const policy = ofbTlsPolicy()
@@ -213,10 +218,9 @@ export function clientVerdict (
   const purpose = purposeProblem(leaf)
   if (purpose !== null) return { accepted: false, reason: 'invalid_purpose', detail: purpose }
   for (const cert of peerChain(peer)) {
-    const issuer = issuerDerOf(cert)
-    const serial = BigInt('0x' + cert.serialNumber)
+    const { issuer, serial } = parseCertificate(cert.raw)
     for (const crl of material.crls) {
-      if (crl.issuerDer.equals(issuer) && crl.revokedSerials.has(serial)) {
+      if (dnEquals(crl.issuerDn, issuer) && crl.revokedSerials.has(serial)) {
         return { accepted: false, reason: 'cert_revoked', detail: `${cert.subject.replace(/\n/g, ', ')} is listed by ${crl.source}` }
       }
     }
