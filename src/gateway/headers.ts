@@ -13,6 +13,9 @@ const HOP_BY_HOP: ReadonlySet<string> = new Set([
   'proxy-authorization', 'proxy-authenticate', 'http2-settings'
 ])
 
+/** Visible ASCII, no separators a backend might split on. */
+const HEADER_SAFE = /^[A-Za-z0-9._:-]{1,128}$/
+
 /** Names the gateway sets itself; the configured certificate header is added to these. */
 const IDENTITY_HEADERS = Object.freeze({
   thumbprint: 'x-ssl-client-cert-sha256',
@@ -80,11 +83,13 @@ export function forwardHeaders (input: ForwardHeaderInput): string[] {
   const cert = input.certificate
   out.push(input.certHeader, escapedPem(cert))
   out.push(IDENTITY_HEADERS.thumbprint, thumbprintS256(cert))
-  out.push(IDENTITY_HEADERS.subject, cert.subject.replace(/\n/g, ', '))
+  // A subject may hold any Unicode (a company name), header values only visible ASCII: always percent-encoded.
+  out.push(IDENTITY_HEADERS.subject, encodeURIComponent(cert.subject.replace(/\n/g, ', ')))
   out.push(IDENTITY_HEADERS.serial, cert.serialNumber)
-  if (input.identity.cnpj !== null) out.push(IDENTITY_HEADERS.cnpj, input.identity.cnpj)
-  if (input.identity.organisationId !== null) out.push(IDENTITY_HEADERS.organisationId, input.identity.organisationId)
-  if (input.identity.softwareStatementId !== null) out.push(IDENTITY_HEADERS.softwareStatementId, input.identity.softwareStatementId)
+  // The identifiers go as they are, or not at all: a value a header cannot carry verbatim is no identity.
+  for (const [name, value] of [[IDENTITY_HEADERS.cnpj, input.identity.cnpj], [IDENTITY_HEADERS.organisationId, input.identity.organisationId], [IDENTITY_HEADERS.softwareStatementId, input.identity.softwareStatementId]] as const) {
+    if (value !== null && HEADER_SAFE.test(value)) out.push(name, value)
+  }
   if (input.remoteAddress !== undefined) out.push('x-forwarded-for', input.remoteAddress)
   out.push('x-forwarded-proto', 'https')
   if (input.host !== undefined) out.push('x-forwarded-host', input.host)

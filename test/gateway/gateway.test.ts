@@ -83,6 +83,18 @@ t.test('a valid client reaches the backend with its certificate and identity; fo
   t.match(row, { method: 'GET', path: '/open-banking/accounts/v2/accounts', status: 200, route: 'GET /open-banking/*', client_cnpj: '11222333000181', client_thumbprint: thumbprintS256(cert.x509), client_serial: cert.x509.serialNumber, error_code: null, instance_id: 'test' }, 'one audit row with the client identity')
 })
 
+t.test('a subject with non-ASCII letters is forwarded percent-encoded (a raw one would make the call fail)', async (t) => {
+  const { gw } = await start(t)
+  const { generateKeyPairSync } = await import('node:crypto')
+  const { issueCertificate } = await import('../../core/pki/ca.ts')
+  const { publicKey, privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 })
+  const certificate = issueCertificate({ subject: 'CN=app.exemplo.com.br, O=Banco São João S.A., serialNumber=11222333000181, C=BR', publicKey, issuer: { certificate: pki.intermediate.certificate, key: pki.intermediate.key }, keyUsage: ['digitalSignature'], extKeyUsage: ['clientAuth'] })
+  const client = { certificate, key: privateKey, certPem: certificate.pem, keyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }) as string }
+  const res = await attempt(gw.url, pki, { client, chain: certificate.pem + pki.intermediate.certPem })
+  t.ok(res.ok && res.status === 200, `answered 200 (${JSON.stringify(res.ok ? res.status : res)})`)
+  t.match(decodeURIComponent(String(backend.calls.at(-1)?.headers['x-ssl-client-subject'])), 'O=Banco São João S.A.', 'the subject decodes to the certificate\'s')
+})
+
 t.test('allowlist, method and body limit answer problem+json with stable codes, without reaching the backend', async (t) => {
   const { gw, rows } = await start(t)
   const before = backend.calls.length
