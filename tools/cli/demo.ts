@@ -41,6 +41,7 @@ import { queryAudit } from '../audit/query.ts'
 import { ParticipantClient } from '../simulator/client.ts'
 import type { CliIo } from '../../src/cli/io.ts'
 import { readInputFile, usageError } from '../../src/cli/io.ts'
+import { runGatewayFlows } from '../demo/gateway.ts'
 import { DEMO_DEFAULT_DIR } from '../demo/paths.ts'
 
 export const DEMO_USAGE = `usage: pix-proxy demo [--dir ${DEMO_DEFAULT_DIR}] [--once] [--port 0] [--simulator-port 0]
@@ -218,13 +219,13 @@ async function inProcess (o: InProcessOptions, io: CliIo, log: (m: string) => vo
       simulatorPort: o.simulatorPort,
       settings: { PIXPROXY_LISTEN_PORT: String(o.port) }
     })
-    return await runInProcess(stack, o.once, io, log)
+    return await runInProcess(stack, o.dir, o.once, io, log)
   } finally {
     process.off('SIGHUP', onHup)
   }
 }
 
-async function runInProcess (stack: LocalStack, once: boolean, io: CliIo, log: (m: string) => void): Promise<number> {
+async function runInProcess (stack: LocalStack, dir: string, once: boolean, io: CliIo, log: (m: string) => void): Promise<number> {
   log(`pix-proxy listening on ${stack.proxyUrl} for ISPB ${PROXY_ISPB}; simulator on ${stack.simulator.dictUrl}`)
   const target = stackTarget(stack)
   const results: FlowResult[] = []
@@ -233,6 +234,8 @@ async function runInProcess (stack: LocalStack, once: boolean, io: CliIo, log: (
   } finally {
     if (once || results.some((r) => !r.ok)) await stack.close()
   }
+  // The inbound mTLS gateway (pix-proxy gateway) over its own ICP-Brasil-shaped PKI: its flows join the summary.
+  results.push(...await runGatewayFlows(dir, log))
   const ok = results.every((r) => r.ok)
   const accepted = await target.simulatorAccepted()
   io.stdout.write(JSON.stringify({ ok, proxy: stack.proxyUrl, ispb: PROXY_ISPB, signingKey: stack.hsm.signing.uri, simulatorAccepted: accepted, flows: results }) + '\n')
