@@ -215,13 +215,16 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
     let errorCode: string | null = null
     let requestBytes = 0
     let responseBytes = 0
-    const problem = (spec: ErrorSpec, args: readonly unknown[], close = false): void => {
-      errorCode = spec.code
-      sendProblem(res, requestId, spec, args, close)
-    }
-    res.on('finish', () => {
+    // One row per request, written when the gateway ends the answer (in the same tick as its last write, so a row
+    // exists by the time the client can have read the answer), or when the connection closes first.
+    let audited = false
+    const finish = (): void => {
+      if (audited) return
+      audited = true
       const seconds = Number(process.hrtime.bigint() - started) / 1e9
-      metrics.requests.inc({ route: route?.text ?? 'none', method, status: String(res.statusCode) })
+      // 499 (nginx's "client closed request") when no status was ever sent.
+      const status = res.headersSent ? res.statusCode : 499
+      metrics.requests.inc({ route: route?.text ?? 'none', method, status: String(status) })
       metrics.requestSeconds.observe({ route: route?.text ?? 'none' }, seconds)
       const row: GatewayAuditRow = {
         id: requestId,
@@ -235,7 +238,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
         route: route?.text ?? null,
         method,
         path: target.split('?')[0] as string,
-        status: res.statusCode,
+        status,
         error_code: errorCode,
         latency_ms: seconds * 1000,
         request_bytes: requestBytes,
@@ -247,7 +250,17 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
       } catch (err) {
         logger.error({ err, id: requestId }, 'gateway audit row not written')
       }
+    }
+    res.on('close', () => {
+      // The connection ended before the gateway ended its answer: the client went away (or the backend's body failed).
+      if (!res.writableEnded) errorCode ??= Errors.CLIENT_GONE.code
+      finish()
     })
+    const problem = (spec: ErrorSpec, args: readonly unknown[], close = false): void => {
+      errorCode = spec.code
+      sendProblem(res, requestId, spec, args, close)
+      finish()
+    }
 
     // Defence in depth: a socket without a verdict never reaches the backend.
     if (client === undefined) return problem(Errors.GATEWAY_CLIENT_REFUSED, ['no verified client certificate on this connection'], true)
@@ -297,10 +310,12 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
         if (!res.write(chunk)) await new Promise((resolve) => res.once('drain', resolve))
       }
       res.end()
+      finish()
     } catch (err) {
       // Headers are gone: all that is left is to cut the response short, so the client sees it incomplete.
       errorCode = Errors.GATEWAY_BACKEND_FAILED.code
       logger.warn({ id: requestId, err: (err as Error).message }, 'backend response body failed')
+      finish()
       res.destroy()
     }
   }

@@ -227,3 +227,21 @@ t.test('the backend unreachable: 502 not-sent; the ops listener answers health a
   t.equal((await fetch(`${gw.opsUrl}/healthz`)).status, 200)
   t.equal((await fetch(`${gw.opsUrl}/readyz`)).status, 200)
 })
+
+t.test('a backend that never answers: 504 with an outcome-unknown code, after PIXGW_BACKEND_TIMEOUT_MS', async (t) => {
+  const { createServer } = await import('node:https')
+  // Accepts the request and never answers: the headers timeout is what ends the call, however long that takes.
+  const silent = createServer({ cert: pki.server.certPem + pki.intermediate.certPem, key: pki.server.keyPem }, () => {})
+  silent.listen(0, '127.0.0.1')
+  await once(silent, 'listening')
+  t.teardown(async () => {
+    silent.closeAllConnections()
+    await new Promise<void>((resolve) => silent.close(() => resolve()))
+  })
+  const port = (silent.address() as { port: number }).port
+  const { gw, rows } = await start(t, { PIXGW_BACKEND_TIMEOUT_MS: '100' }, { url: `https://127.0.0.1:${port}`, calls: [], close: async () => {} })
+  const res = await attempt(gw.url, pki, { client: pki.clients.valid })
+  t.ok(res.ok && res.status === 504, '504')
+  if (res.ok) t.match(JSON.parse(res.body), { code: 'PIXPROXY_ERR_GATEWAY_BACKEND_TIMEOUT', outcome: 'unknown' }, 'the request may have been acted on')
+  t.equal(rows.at(-1)?.error_code, 'PIXPROXY_ERR_GATEWAY_BACKEND_TIMEOUT')
+})
