@@ -9,6 +9,7 @@
  *     https://github.com/OpenBanking-Brasil/specs-seguranca/blob/main/open-banking-brasil-financial-api-1_ID3.md
  *   - That profile builds on FAPI 1.0 Advanced (Part 2) §8.5 and Baseline (Part 1) §7.1: TLS 1.2 or later; below
  *     TLS 1.3 only four cipher suites are permitted: TLS_{DHE,ECDHE}_RSA_WITH_AES_{128_GCM_SHA256,256_GCM_SHA384}.
+ *     https://openid.net/specs/openid-financial-api-part-1-1_0.html
  *     https://openid.net/specs/openid-financial-api-part-2-1_0.html#tls-considerations
  * TLS 1.3 suites are not restricted by either document; the three OpenSSL enables by default (RFC 8446 §9.1's
  * mandatory and recommended ones) are used.
