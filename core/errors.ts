@@ -210,7 +210,21 @@ export const Errors = Object.freeze({
   AUDIT_SINK_FAILED: define('PIXPROXY_ERR_AUDIT_SINK_FAILED', 'audit sink %s accepted none of %s rows: %s', 503),
   AUDIT_WORKER_FAILED: define('PIXPROXY_ERR_AUDIT_WORKER_FAILED', 'the audit worker thread stopped (%s): requests are refused until the proxy restarts, and what was durable stays in the spool', 503),
   AUDIT_WORKER_UNRESPONSIVE: define('PIXPROXY_ERR_AUDIT_WORKER_UNRESPONSIVE', 'the audit worker thread did not answer within %s ms (stuck writing to the spool?)', 503),
-  AUDIT_INCOMPLETE: define('PIXPROXY_ERR_AUDIT_INCOMPLETE', 'the process stopped before the outcome of transaction %s was known')
+  AUDIT_INCOMPLETE: define('PIXPROXY_ERR_AUDIT_INCOMPLETE', 'the process stopped before the outcome of transaction %s was known'),
+
+  // The inbound mTLS gateway (pix-proxy gateway, src/gateway/; answered to Open Finance clients as problem+json).
+  // Outcome classes read as for a core: not-sent = the backend never saw the request.
+  GATEWAY_TRUSTSTORE_INVALID: define('PIXPROXY_ERR_GATEWAY_TRUSTSTORE_INVALID', 'the truststore %s cannot be used: %s'),
+  GATEWAY_CRL_INVALID: define('PIXPROXY_ERR_GATEWAY_CRL_INVALID', 'the CRL %s cannot be used: %s'),
+  GATEWAY_CLIENT_REFUSED: define('PIXPROXY_ERR_GATEWAY_CLIENT_REFUSED', 'the client certificate was refused: %s', 403),
+  GATEWAY_ROUTE_NOT_ALLOWED: define('PIXPROXY_ERR_GATEWAY_ROUTE_NOT_ALLOWED', '%s %s is not a route this gateway forwards', 404),
+  GATEWAY_METHOD_NOT_ALLOWED: define('PIXPROXY_ERR_GATEWAY_METHOD_NOT_ALLOWED', '%s is not allowed on %s', 405),
+  GATEWAY_BODY_TOO_LARGE: define('PIXPROXY_ERR_GATEWAY_BODY_TOO_LARGE', 'the request body exceeds %s bytes', 413),
+  GATEWAY_BAD_REQUEST: define('PIXPROXY_ERR_GATEWAY_BAD_REQUEST', 'the request cannot be forwarded: %s', 400),
+  GATEWAY_BACKEND_UNREACHABLE: define('PIXPROXY_ERR_GATEWAY_BACKEND_UNREACHABLE', 'no connection to the backend could be made (%s): the request was not sent', 502),
+  GATEWAY_BACKEND_TIMEOUT: define('PIXPROXY_ERR_GATEWAY_BACKEND_TIMEOUT', 'the backend did not answer in time (%s): the request may have been acted on', 504, 'unknown'),
+  GATEWAY_BACKEND_FAILED: define('PIXPROXY_ERR_GATEWAY_BACKEND_FAILED', 'the backend connection failed after the request was sent (%s): the request may have been acted on', 502, 'unknown'),
+  GATEWAY_SHUTTING_DOWN: define('PIXPROXY_ERR_GATEWAY_SHUTTING_DOWN', 'the gateway is shutting down: the request was not sent', 503)
 })
 
 const BY_CODE = new Map<string, ErrorSpec>(Object.values(Errors).map((e) => [e.code, e]))

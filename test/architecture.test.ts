@@ -47,16 +47,23 @@ async function closure (entry: string): Promise<Set<string>> {
 const { TOOLS, CORE } = await import(pathToFileURL(join(ROOT, 'eslint.config.js')).href) as { TOOLS: string[], CORE: string[] }
 const under = (dirs: string[], f: string): boolean => dirs.some((p) => f.startsWith(`${p}/`))
 
-t.test('what serve loads is src/ and core/ only, never a tool', async (t) => {
-  // The container's entrypoint runs src/server.ts; `pix-proxy serve` runs src/cli/serve.ts.
-  const product = new Set([...await closure('src/server.ts'), ...await closure('src/cli/serve.ts')])
+t.test('what serve and gateway load is src/ and core/ only, never a tool', async (t) => {
+  // The container's entrypoint runs src/server.ts; `pix-proxy serve` runs src/cli/serve.ts. The product has a second
+  // entry point, the inbound mTLS gateway (`pix-proxy gateway`: src/cli/gateway.ts -> src/gateway/server.ts): the
+  // product is the union of both closures, and the gateway's alone is held to the same rules.
+  const serve = new Set([...await closure('src/server.ts'), ...await closure('src/cli/serve.ts')])
+  const gateway = new Set([...await closure('src/gateway/server.ts'), ...await closure('src/cli/gateway.ts')])
+  t.ok(gateway.has('src/gateway/gateway.ts') && gateway.has('src/gateway/config.ts'), `the gateway's closure is the gateway (${gateway.size} files)`)
+  t.notOk(gateway.has('src/app.ts') || gateway.has('src/forwarding/pipeline.ts'), 'the gateway does not load the PIX proxy')
+  t.notOk([...serve].some((f) => f.startsWith('src/gateway/')), 'serve does not load the gateway')
+  const product = new Set([...serve, ...gateway])
   t.ok(product.has('src/forwarding/pipeline.ts') && product.has('src/app.ts'), `the closure is the product (${product.size} files)`)
   t.same([...product].filter((f) => under(TOOLS, f)).sort(), [], 'no tool in the product\'s import closure')
   t.same([...product].filter((f) => !under(['src', ...CORE], f)).sort(), [], 'nothing outside src/ and core/')
   // And src/ holds nothing serve does not load: what is in src/ ships and runs.
   const src = (await readdir(join(ROOT, 'src'), { recursive: true })).filter((f) => f.endsWith('.ts')).map((f) => `src/${f}`)
   const notLoaded = src.filter((f) => !product.has(f) && f !== 'src/http/tracing-otel.ts' && f !== 'src/audit/worker.ts')
-  t.same(notLoaded, [], 'every file of src/ is the product (tracing-otel.ts and the audit worker are loaded lazily)')
+  t.same(notLoaded, [], 'every file of src/ is the product, served by serve or gateway (tracing-otel.ts and the audit worker are loaded lazily)')
 })
 
 t.test('core/ imports only core/', async (t) => {

@@ -47,6 +47,11 @@ t.test('demo --once runs every flow through token, proxy and simulator and ends 
   t.ok(summary.flows.length >= 8, 'every sample flow ran')
   for (const f of summary.flows) t.ok(f.ok, f.name)
   t.ok(summary.flows.filter((f) => f.signature === 'VALID').length >= 5, 'BACEN\'s answers were verified')
+  // The inbound gateway's flows (issue 17), by name: each bad certificate, TLS 1.1 and a non-permitted suite refused.
+  const gateway = summary.flows.filter((f) => f.name.startsWith('gateway: ')).map((f) => f.name)
+  for (const name of ['valid client reaches the backend with its identity', 'forged identity headers are replaced, never passed', 'revoked certificate refused', 'expired certificate refused', 'foreign CA refused', 'certificate without clientAuth refused', 'TLS 1.1 refused', 'TLS 1.2 suite not permitted by Open Finance refused']) {
+    t.ok(gateway.includes(`gateway: ${name}`), `gateway flow: ${name}`)
+  }
   // The simulator's accepted-message log is the ground truth: the proxy's signed messages arrived.
   const log = (await readFile(join(dir, 'simulator-accepted.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as { ispb: string, signature: string })
   t.equal(log.length, summary.simulatorAccepted)

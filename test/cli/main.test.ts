@@ -22,7 +22,7 @@ const cli = async (args: readonly string[], env: NodeJS.ProcessEnv = {}): Return
 
 t.test('the top-level usage lists every command, on stdout, exit 0 for --help, -h and help; 2 with no command', async (t) => {
   const commands = listedCommands(USAGE)
-  for (const c of ['xml sign', 'xml verify', 'xml sample', 'hsm init', 'hsm info', 'serve', 'simulator', 'aws-local', 'audit query', 'demo', 'load', 'version', 'help']) {
+  for (const c of ['xml sign', 'xml verify', 'xml sample', 'hsm init', 'hsm info', 'serve', 'gateway', 'simulator', 'aws-local', 'audit query', 'demo', 'load', 'version', 'help']) {
     t.ok(commands.includes(c), `lists ${c}`)
   }
   for (const args of [['--help'], ['-h'], ['help']]) {

@@ -40,6 +40,7 @@ import { queryAudit } from '../audit/query.ts'
 import { ParticipantClient } from '../simulator/client.ts'
 import type { CliIo } from '../../src/cli/io.ts'
 import { readInputFile, usageError } from '../../src/cli/io.ts'
+import { runGatewayFlows } from '../demo/gateway.ts'
 import { DEMO_DEFAULT_DIR } from '../demo/paths.ts'
 
 export const DEMO_USAGE = `usage: pix-proxy demo [--dir ${DEMO_DEFAULT_DIR}] [--once] [--port 0] [--simulator-port 0] [--signer hsm|kms]
@@ -232,13 +233,13 @@ async function inProcess (o: InProcessOptions, io: CliIo, log: (m: string) => vo
       signer: o.signer,
       settings: { PIXPROXY_LISTEN_PORT: String(o.port) }
     })
-    return await runInProcess(stack, o.once, io, log)
+    return await runInProcess(stack, o.dir, o.once, io, log)
   } finally {
     process.off('SIGHUP', onHup)
   }
 }
 
-async function runInProcess (stack: LocalStack, once: boolean, io: CliIo, log: (m: string) => void): Promise<number> {
+async function runInProcess (stack: LocalStack, dir: string, once: boolean, io: CliIo, log: (m: string) => void): Promise<number> {
   log(`pix-proxy listening on ${stack.proxyUrl} for ISPB ${PROXY_ISPB}; simulator on ${stack.simulator.dictUrl}`)
   if (stack.kms !== null) log(`signing key in KMS (${stack.proxy.crypto.kmsSigner?.keyArn ?? '?'}), mTLS key from Secrets Manager (${stack.config.tls.keySecret?.secretId ?? '?'}) at ${stack.kms.aws.url}`)
   const target = stackTarget(stack)
@@ -248,6 +249,8 @@ async function runInProcess (stack: LocalStack, once: boolean, io: CliIo, log: (
   } finally {
     if (once || results.some((r) => !r.ok)) await stack.close()
   }
+  // The inbound mTLS gateway (pix-proxy gateway) over its own ICP-Brasil-shaped PKI: its flows join the summary.
+  results.push(...await runGatewayFlows(dir, log))
   const ok = results.every((r) => r.ok)
   const accepted = await target.simulatorAccepted()
   const signingKey = stack.proxy.crypto.kmsSigner?.keyArn ?? stack.hsm.signing.uri

@@ -85,6 +85,12 @@ const COMMANDS: readonly Command[] = [
     run: async (argv, io) => await (await import('../../src/cli/serve.ts')).serveCommand(argv, io)
   },
   {
+    name: 'gateway',
+    summary: 'run the inbound mutual-TLS gateway for Open Finance Brasil (PIXGW_* settings, docs/gateway.md)',
+    usage: async () => (await import('../../src/cli/gateway.ts')).GATEWAY_USAGE,
+    run: async (argv, io) => await (await import('../../src/cli/gateway.ts')).gatewayCommand(argv, io)
+  },
+  {
     name: 'simulator',
     summary: 'run the BACEN simulator (mTLS, DICT v2, SPI/ICOM) with a local test PKI',
     usage: async () => (await import('./simulator.ts')).SIMULATOR_USAGE,

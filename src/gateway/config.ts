@@ -1,0 +1,158 @@
+/**
+ * The gateway's configuration (`pix-proxy gateway`): one schema, validated once at start-up, apart from the proxy's
+ * (src/config.ts) because the gateway is another entry point with other duties. Nothing else in src/gateway reads
+ * process.env. Settings are `PIXGW_*`; the HSM that holds the server key is named by the proxy's own
+ * `PIXPROXY_HSM_MODULE_PATH`, `PIXPROXY_HSM_TOKEN_LABEL` and `PIXPROXY_HSM_PIN_FILE`, so one task definition
+ * describes one HSM for both modes. The names are those the gateway's Terraform sets.
+ */
+import { Type } from '@sinclair/typebox'
+import type { Static, TInteger, TString } from '@sinclair/typebox'
+import { Value } from '@sinclair/typebox/value'
+import { Errors, PixProxyError } from '../../core/errors.ts'
+import { parseRoutes } from './routes.ts'
+import type { RoutePattern } from './routes.ts'
+
+const Str = (description: string, extra: object = {}): TString => Type.String({ description, ...extra })
+const Int = (description: string, min: number, max: number, def: number): TInteger =>
+  Type.Integer({ description, minimum: min, maximum: max, default: def })
+
+/** Flat, as the environment holds it. */
+const GatewayConfigSchema = Type.Object({
+  PIXGW_LISTEN_HOST: Str('Address the gateway listens on for Open Finance clients (mutual TLS); the image sets 0.0.0.0 behind the NLB', { default: '127.0.0.1' }),
+  PIXGW_LISTEN_PORT: Int('Port of the mutual-TLS listener', 0, 65535, 8443),
+  PIXGW_OPS_LISTEN_HOST: Str('Address of the plain-HTTP operations listener (GET /healthz, /readyz, /metrics only)', { default: '127.0.0.1' }),
+  PIXGW_OPS_LISTEN_PORT: Int('Port of the operations listener (the NLB target group\'s HTTP health check)', 0, 65535, 8081),
+  PIXGW_LOG_LEVEL: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), { description: 'pino log level', default: 'info' }),
+
+  PIXGW_SERVER_CERT_FILE: Str('PEM server certificate presented to clients (chain allowed, leaf first)'),
+  PIXGW_SERVER_KEY_LABEL: Type.Optional(Str('CKA_LABEL of the server key in the HSM, used through the libp11 engine (module, token and PIN from PIXPROXY_HSM_MODULE_PATH, PIXPROXY_HSM_TOKEN_LABEL, PIXPROXY_HSM_PIN_FILE)')),
+  PIXGW_SERVER_KEY_FILE: Type.Optional(Str('PEM server key instead of the HSM (tests, development)')),
+  PIXPROXY_HSM_MODULE_PATH: Type.Optional(Str('PKCS#11 module holding the server key (also the proxy\'s setting)')),
+  PIXPROXY_HSM_TOKEN_LABEL: Type.Optional(Str('Label of the PKCS#11 token holding the server key')),
+  PIXPROXY_HSM_PIN_FILE: Type.Optional(Str('File holding the HSM user PIN (the engine reads it itself: pin-source)')),
+
+  PIXGW_TRUSTSTORE: Str('PEM bundle of the client CAs trusted (ICP-Brasil roots and intermediates): a path'),
+  PIXGW_CRLS: Str('Comma-separated paths of the CRLs (PEM or DER) of every CA in the truststore; every client chain must be covered', { default: '' }),
+  PIXGW_CRL_STALE_POLICY: Type.Union([Type.Literal('fail-closed'), Type.Literal('fail-open')], { description: 'What a CRL past its nextUpdate does: fail-closed refuses every client that CRL covers; fail-open accepts them with a warning (a certificate the stale CRL lists stays refused)', default: 'fail-closed' }),
+  PIXGW_RELOAD_INTERVAL_MS: Int('How often the truststore and CRL files are re-read (also on SIGHUP); 0 = only on SIGHUP', 0, 86_400_000, 300_000),
+
+  PIXGW_BACKEND_URL: Str('Origin the accepted requests are forwarded to (a private API Gateway through its VPC endpoint)', { pattern: '^https?://[^/?#]+/?$' }),
+  PIXGW_BACKEND_CA_FILE: Type.Optional(Str('PEM CA bundle trusted for the backend\'s TLS (unset: the system roots)')),
+  PIXGW_BACKEND_CONNECTIONS: Int('Keep-alive connections to the backend', 1, 1024, 64),
+  PIXGW_BACKEND_CONNECT_TIMEOUT_MS: Int('TCP + TLS connect timeout to the backend', 100, 60_000, 5_000),
+  PIXGW_BACKEND_TIMEOUT_MS: Int('Time to the backend\'s response headers, and between body chunks', 100, 300_000, 30_000),
+  PIXGW_CLIENT_CERT_HEADER: Str('Header carrying the client certificate (PEM, URL-encoded) to the backend', { default: 'x-ssl-client-cert', pattern: '^[a-z0-9-]+$' }),
+  PIXGW_ROUTES: Str('Allowlist of METHOD /path patterns forwarded, comma-separated; * at the end of a path matches any rest (e.g. "GET /open-banking/*,POST /open-banking/payments/v4/*")'),
+  PIXGW_MAX_BODY_BYTES: Int('Largest request body accepted', 0, 64 * 1024 * 1024, 1024 * 1024),
+  PIXGW_SHUTDOWN_TIMEOUT_MS: Int('Graceful shutdown deadline after SIGTERM', 0, 300_000, 25_000),
+  PIXGW_AUDIT_FIREHOSE_STREAM: Str('Firehose delivery stream meant for the gateway\'s audit rows. Not used yet: rows are JSON lines on stdout (msg "gateway audit", docs/gateway.md)', { default: 'pix-proxy-audit-gateway' })
+}, { additionalProperties: false })
+
+type FlatGatewayConfig = Static<typeof GatewayConfigSchema>
+
+/** The validated configuration the gateway uses. */
+export interface GatewayConfig {
+  readonly listen: { readonly host: string, readonly port: number }
+  readonly ops: { readonly host: string, readonly port: number }
+  readonly logLevel: string
+  readonly serverCertFile: string
+  /** Exactly one of the two: the HSM (label, module, token, pin file) or a PEM file. */
+  readonly serverKey: { readonly kind: 'hsm', readonly label: string, readonly modulePath: string, readonly tokenLabel: string, readonly pinFile: string } | { readonly kind: 'file', readonly file: string }
+  readonly truststoreFile: string
+  readonly crlFiles: readonly string[]
+  readonly crlStalePolicy: 'fail-closed' | 'fail-open'
+  readonly reloadIntervalMs: number
+  readonly backend: { readonly url: string, readonly caFile: string | null, readonly connections: number, readonly connectTimeoutMs: number, readonly timeoutMs: number }
+  readonly clientCertHeader: string
+  readonly routes: readonly RoutePattern[]
+  readonly maxBodyBytes: number
+  readonly shutdownTimeoutMs: number
+  readonly auditFirehoseStream: string
+}
+
+const KEYS: ReadonlySet<string> = new Set(Object.keys(GatewayConfigSchema.properties))
+
+/**
+ * Validates `source` (the environment) and builds the typed config. Unknown `PIXGW_*` names are errors; other
+ * variables (the proxy's `PIXPROXY_*` ones included) are ignored unless the schema names them.
+ * @throws PixProxyError CONFIG_INVALID listing every problem at once.
+ */
+export function loadGatewayConfig (source: Readonly<Record<string, string | undefined>>): GatewayConfig {
+  const problems: string[] = []
+  const raw: Record<string, unknown> = {}
+  for (const [k, v] of Object.entries(source)) {
+    if (v === undefined) continue
+    if (KEYS.has(k)) raw[k] = v
+    else if (k.startsWith('PIXGW_')) problems.push(`${k} is not a gateway setting`)
+  }
+  const converted = Value.Convert(GatewayConfigSchema, Value.Default(GatewayConfigSchema, raw))
+  const reported = new Set<string>()
+  for (const e of Value.Errors(GatewayConfigSchema, converted)) {
+    const key = e.path.replace(/^\//, '')
+    if (reported.has(key)) continue
+    reported.add(key)
+    problems.push(`${key === '' ? 'configuration' : key}: ${e.message}${key !== '' && raw[key] !== undefined ? ` (got ${JSON.stringify(raw[key])})` : ''}`)
+  }
+  if (problems.length > 0) throw new PixProxyError(Errors.CONFIG_INVALID, [problems.join('; ')])
+  const f = converted as FlatGatewayConfig
+  const set = (v: string | undefined): string | null => (v === undefined || v.trim() === '' ? null : v)
+
+  const label = set(f.PIXGW_SERVER_KEY_LABEL)
+  const keyFile = set(f.PIXGW_SERVER_KEY_FILE)
+  let serverKey: GatewayConfig['serverKey'] | null = null
+  if ((label === null) === (keyFile === null)) {
+    problems.push('set exactly one of PIXGW_SERVER_KEY_LABEL (HSM) and PIXGW_SERVER_KEY_FILE (PEM file)')
+  } else if (label !== null) {
+    const modulePath = set(f.PIXPROXY_HSM_MODULE_PATH)
+    const tokenLabel = set(f.PIXPROXY_HSM_TOKEN_LABEL)
+    const pinFile = set(f.PIXPROXY_HSM_PIN_FILE)
+    for (const [k, v] of [['PIXPROXY_HSM_MODULE_PATH', modulePath], ['PIXPROXY_HSM_TOKEN_LABEL', tokenLabel], ['PIXPROXY_HSM_PIN_FILE', pinFile]] as const) {
+      if (v === null) problems.push(`${k} is required with PIXGW_SERVER_KEY_LABEL`)
+    }
+    if (modulePath !== null && tokenLabel !== null && pinFile !== null) serverKey = { kind: 'hsm', label, modulePath, tokenLabel, pinFile }
+  } else if (keyFile !== null) {
+    serverKey = { kind: 'file', file: keyFile }
+  }
+
+  let routes: RoutePattern[] = []
+  try {
+    routes = parseRoutes(f.PIXGW_ROUTES)
+  } catch (err) {
+    problems.push(`PIXGW_ROUTES: ${(err as Error).message}`)
+  }
+  if (f.PIXGW_OPS_LISTEN_PORT !== 0 && f.PIXGW_OPS_LISTEN_PORT === f.PIXGW_LISTEN_PORT) {
+    problems.push(`PIXGW_OPS_LISTEN_PORT: ${f.PIXGW_OPS_LISTEN_PORT} is the mutual-TLS port; the operations listener needs its own`)
+  }
+  const crlFiles = f.PIXGW_CRLS.split(',').map((s) => s.trim()).filter((s) => s !== '')
+  if (crlFiles.length === 0) {
+    // Without a CRL OpenSSL checks no revocation at all: a revoked ICP-Brasil certificate would be accepted.
+    problems.push('PIXGW_CRLS: at least one CRL is required (revocation is checked for every client chain)')
+  }
+  if (f.PIXGW_TRUSTSTORE.startsWith('s3://')) problems.push('PIXGW_TRUSTSTORE: s3:// locations are not supported yet; give a path')
+  for (const c of crlFiles) if (c.startsWith('s3://')) problems.push(`PIXGW_CRLS: ${c}: s3:// locations are not supported yet; give a path`)
+  if (problems.length > 0 || serverKey === null) throw new PixProxyError(Errors.CONFIG_INVALID, [problems.join('; ')])
+
+  return Object.freeze({
+    listen: { host: f.PIXGW_LISTEN_HOST, port: f.PIXGW_LISTEN_PORT },
+    ops: { host: f.PIXGW_OPS_LISTEN_HOST, port: f.PIXGW_OPS_LISTEN_PORT },
+    logLevel: f.PIXGW_LOG_LEVEL,
+    serverCertFile: f.PIXGW_SERVER_CERT_FILE,
+    serverKey,
+    truststoreFile: f.PIXGW_TRUSTSTORE,
+    crlFiles: Object.freeze(crlFiles),
+    crlStalePolicy: f.PIXGW_CRL_STALE_POLICY,
+    reloadIntervalMs: f.PIXGW_RELOAD_INTERVAL_MS,
+    backend: {
+      url: f.PIXGW_BACKEND_URL.replace(/\/$/, ''),
+      caFile: set(f.PIXGW_BACKEND_CA_FILE),
+      connections: f.PIXGW_BACKEND_CONNECTIONS,
+      connectTimeoutMs: f.PIXGW_BACKEND_CONNECT_TIMEOUT_MS,
+      timeoutMs: f.PIXGW_BACKEND_TIMEOUT_MS
+    },
+    clientCertHeader: f.PIXGW_CLIENT_CERT_HEADER,
+    routes: Object.freeze(routes),
+    maxBodyBytes: f.PIXGW_MAX_BODY_BYTES,
+    shutdownTimeoutMs: f.PIXGW_SHUTDOWN_TIMEOUT_MS,
+    auditFirehoseStream: f.PIXGW_AUDIT_FIREHOSE_STREAM
+  })
+}

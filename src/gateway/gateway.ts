@@ -1,0 +1,413 @@
+/**
+ * The inbound mutual-TLS gateway for Open Finance Brasil (`pix-proxy gateway`): terminates TLS with the server key
+ * in the HSM (or a PEM file), admits only clients whose ICP-Brasil certificate verifies against the truststore and
+ * its CRLs under the Open Finance TLS policy, and forwards allowlisted requests to the backend with the client's
+ * certificate, thumbprint and identity in headers no client can forge. docs/gateway.md describes the order of the
+ * checks.
+ *
+ * node:https rather than Fastify: the gateway is a pass-through with no routes of its own, and it needs the socket's
+ * life (the verdict right after the handshake, setSecureContext for reloads) more than a framework's routing.
+ */
+import { randomUUID } from 'node:crypto'
+import { EventEmitter } from 'node:events'
+import type { X509Certificate } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import { createServer as createHttpServer } from 'node:http'
+import type { IncomingMessage, Server as HttpServer, ServerResponse } from 'node:http'
+import { createServer as createHttpsServer } from 'node:https'
+import type { Server as HttpsServer } from 'node:https'
+import type { AddressInfo } from 'node:net'
+import type { TLSSocket } from 'node:tls'
+import { hostname } from 'node:os'
+import type { Logger } from 'pino'
+import { Pool } from 'undici'
+import type { Dispatcher } from 'undici'
+import { errorSpec, Errors, PixProxyError } from '../../core/errors.ts'
+import type { ErrorSpec } from '../../core/errors.ts'
+import { parseCertificate } from '../../core/pki/x509.ts'
+import type { Certificate } from '../../core/pki/x509.ts'
+import type { GatewayAuditRow, GatewayAuditSink } from './audit.ts'
+import type { GatewayConfig } from './config.ts'
+import { crlIsStale } from './crl.ts'
+import { forwardHeaders, responseHeaders, thumbprintS256 } from './headers.ts'
+import type { AssertedIdentity } from './headers.ts'
+import { createGatewayMetrics } from './metrics.ts'
+import type { GatewayMetrics } from './metrics.ts'
+import { matchRoute } from './routes.ts'
+import type { RoutePattern } from './routes.ts'
+import { clientVerdict, loadTrustMaterial } from './trust.ts'
+import type { TrustMaterial } from './trust.ts'
+
+export interface GatewayOptions {
+  readonly config: GatewayConfig
+  readonly logger: Logger
+  /** Reads the identity the backend gets from a verified client certificate (icpBrasilIdentity in production). */
+  readonly identify: (cert: Certificate) => AssertedIdentity
+  readonly audit: GatewayAuditSink
+  readonly instanceId?: string
+  readonly now?: () => Date
+}
+
+export type ReloadResult = 'applied' | 'unchanged' | 'refused'
+
+export interface Gateway {
+  /** https://host:port of the mutual-TLS listener. */
+  readonly url: string
+  /** http://host:port of the operations listener. */
+  readonly opsUrl: string
+  readonly metrics: GatewayMetrics
+  /** Emits 'refused' ({ reason, detail }) for every client refused at or right after its handshake. */
+  readonly events: EventEmitter
+  /** The truststore/CRL material in use. */
+  readonly material: TrustMaterial
+  /**
+   * Re-reads the server certificate, key, truststore and CRLs; applies them to new handshakes when they load (open
+   * connections keep theirs), keeps the old ones and logs why when they do not. `force` applies even unchanged files.
+   */
+  reload (opts?: { force?: boolean }): Promise<ReloadResult>
+  /** Stops accepting, lets requests in flight finish, closes the backend pool. */
+  close (): Promise<void>
+}
+
+interface ClientState {
+  readonly certificate: X509Certificate
+  readonly thumbprint: string
+  readonly identity: AssertedIdentity
+}
+
+/** A problem+json answer (RFC 9457), as the proxy's http/problem.ts writes them. */
+function sendProblem (res: ServerResponse, requestId: string, spec: ErrorSpec, args: readonly unknown[], close = false): void {
+  const err = new PixProxyError(spec, args)
+  const body = JSON.stringify({
+    type: `urn:pix-proxy:problem:${err.code}`,
+    title: err.code.replace(/^PIXPROXY_ERR_/, '').toLowerCase().replace(/_/g, ' '),
+    status: err.statusCode,
+    detail: err.message,
+    code: err.code,
+    instance: `urn:uuid:${requestId}`,
+    outcome: errorSpec(err.code)?.outcome ?? 'unknown'
+  })
+  const headers: Record<string, string | number> = { 'content-type': 'application/problem+json', 'content-length': Buffer.byteLength(body) }
+  if (close) headers.connection = 'close'
+  res.writeHead(err.statusCode, headers).end(body)
+}
+
+/** Reasons from a failed handshake, as a small set of metric labels. */
+function handshakeReason (err: { code?: unknown }): string {
+  const code = typeof err.code === 'string' ? err.code : 'unknown'
+  return code.replace(/^ERR_SSL_/, '').toLowerCase()
+}
+
+/** Connection-level failures that mean the request never reached the backend. */
+const NOT_SENT_CODES: ReadonlySet<string> = new Set([
+  'ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'UND_ERR_CONNECT_TIMEOUT',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'SELF_SIGNED_CERT_IN_CHAIN', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'CERT_HAS_EXPIRED',
+  'ERR_TLS_CERT_ALTNAME_INVALID', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY'
+])
+
+function backendError (err: unknown): { spec: ErrorSpec, detail: string } {
+  const e = err as { code?: unknown, message?: unknown }
+  const code = typeof e.code === 'string' ? e.code : 'unknown'
+  const detail = `${code}: ${String(e.message ?? err)}`
+  if (NOT_SENT_CODES.has(code)) return { spec: Errors.GATEWAY_BACKEND_UNREACHABLE, detail }
+  if (code === 'UND_ERR_HEADERS_TIMEOUT') return { spec: Errors.GATEWAY_BACKEND_TIMEOUT, detail }
+  return { spec: Errors.GATEWAY_BACKEND_FAILED, detail }
+}
+
+/** Reads the body up to `max` bytes; null when it is larger (the rest is not read). */
+async function readBody (req: IncomingMessage, max: number): Promise<Buffer | null> {
+  const chunks: Buffer[] = []
+  let size = 0
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length
+    if (size > max) return null
+    chunks.push(chunk as Buffer)
+  }
+  return Buffer.concat(chunks)
+}
+
+/** Builds the gateway and opens both listeners. Throws what loadTrustMaterial throws. */
+export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
+  const { config, logger } = opts
+  const now = opts.now ?? (() => new Date())
+  const instanceId = opts.instanceId ?? `${hostname()}-${process.pid}`
+  const metrics = createGatewayMetrics()
+  let material = await loadTrustMaterial(config)
+  const staleSeen = new Set<string>()
+
+  /** Logs each CRL going stale (or fresh again) once, and keeps the CRL gauges current. */
+  const observeCrls = (): void => {
+    const t = now()
+    metrics.crlAgeSeconds.reset()
+    metrics.crlStale.reset()
+    for (const crl of material.crls) {
+      metrics.crlAgeSeconds.set({ crl: crl.source }, Math.max(0, (t.getTime() - crl.thisUpdate.getTime()) / 1000))
+      const stale = crlIsStale(crl, t)
+      metrics.crlStale.set({ crl: crl.source }, stale ? 1 : 0)
+      if (stale && !staleSeen.has(crl.source)) {
+        staleSeen.add(crl.source)
+        const msg = config.crlStalePolicy === 'fail-closed'
+          ? 'CRL is past its nextUpdate: every client it covers is refused (PIXGW_CRL_STALE_POLICY=fail-closed) until a fresh one is loaded'
+          : 'CRL is past its nextUpdate: clients it covers are accepted without fresh revocation data (PIXGW_CRL_STALE_POLICY=fail-open)'
+        logger[config.crlStalePolicy === 'fail-closed' ? 'error' : 'warn']({ crl: crl.source, issuer: crl.issuer, nextUpdate: crl.nextUpdate?.toISOString() }, msg)
+      } else if (!stale && staleSeen.delete(crl.source)) {
+        logger.info({ crl: crl.source, nextUpdate: crl.nextUpdate?.toISOString() }, 'CRL is fresh again')
+      }
+    }
+  }
+  observeCrls()
+
+  const clients = new WeakMap<TLSSocket, ClientState>()
+  const events = new EventEmitter()
+  const server: HttpsServer = createHttpsServer({
+    ...material.options,
+    requestCert: true,
+    // The verdict is the gateway's own, in 'secureConnection' below, so that every refusal has a logged reason;
+    // Node's rejectUnauthorized would destroy the same sockets at the same point, silently (trust.ts).
+    rejectUnauthorized: false,
+    // Slow or idle clients cannot hold sockets forever.
+    requestTimeout: config.backend.timeoutMs + 10_000,
+    headersTimeout: 10_000,
+    keepAliveTimeout: 60_000
+  })
+  server.prependListener('secureConnection', (socket: TLSSocket) => {
+    const verdict = clientVerdict(socket.getPeerCertificate(true), socket.authorizationError as unknown as string | null, material, config.crlStalePolicy, now())
+    if (!verdict.accepted) {
+      metrics.handshakeFailures.inc({ reason: verdict.reason })
+      logger.warn({ reason: verdict.reason, detail: verdict.detail, remoteAddress: socket.remoteAddress }, 'client refused')
+      socket.destroy()
+      events.emit('refused', { reason: verdict.reason, detail: verdict.detail })
+      return
+    }
+    if (verdict.warning !== undefined) logger.warn({ subject: verdict.certificate.subject.replace(/\n/g, ', ') }, verdict.warning)
+    let identity: AssertedIdentity = { cnpj: null, organisationId: null, softwareStatementId: null }
+    try {
+      identity = opts.identify(parseCertificate(verdict.certificate.raw))
+    } catch (err) {
+      // A certificate OpenSSL accepted but our parser does not: no identity is asserted (never a guess).
+      logger.warn({ err, subject: verdict.certificate.subject }, 'client identity unreadable; no identity headers sent')
+    }
+    clients.set(socket, { certificate: verdict.certificate, thumbprint: thumbprintS256(verdict.certificate), identity })
+  })
+  server.on('tlsClientError', (err: Error & { code?: string }, socket: TLSSocket) => {
+    const reason = handshakeReason(err)
+    metrics.handshakeFailures.inc({ reason })
+    logger.info({ reason, err: err.message, remoteAddress: socket.remoteAddress }, 'TLS handshake failed')
+    events.emit('refused', { reason, detail: err.message })
+  })
+
+  const backendCa = config.backend.caFile === null ? undefined : readFileSync(config.backend.caFile, 'utf8')
+  const pool = new Pool(config.backend.url, {
+    connections: config.backend.connections,
+    headersTimeout: config.backend.timeoutMs,
+    bodyTimeout: config.backend.timeoutMs,
+    connect: { timeout: config.backend.connectTimeoutMs, ...(backendCa === undefined ? {} : { ca: backendCa }) }
+  })
+
+  let closing = false
+  const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    const started = process.hrtime.bigint()
+    const requestId = randomUUID()
+    const method = req.method ?? 'GET'
+    const target = req.url ?? '/'
+    const client = clients.get(req.socket as TLSSocket)
+    let route: RoutePattern | null = null
+    let errorCode: string | null = null
+    let requestBytes = 0
+    let responseBytes = 0
+    // One row per request, written when the gateway ends the answer (in the same tick as its last write, so a row
+    // exists by the time the client can have read the answer), or when the connection closes first.
+    let audited = false
+    const finish = (): void => {
+      if (audited) return
+      audited = true
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9
+      // 499 (nginx's "client closed request") when no status was ever sent.
+      const status = res.headersSent ? res.statusCode : 499
+      metrics.requests.inc({ route: route?.text ?? 'none', method, status: String(status) })
+      metrics.requestSeconds.observe({ route: route?.text ?? 'none' }, seconds)
+      const row: GatewayAuditRow = {
+        id: requestId,
+        request_date: new Date(Date.now() - seconds * 1000).toISOString(),
+        client_subject: client?.certificate.subject.replace(/\n/g, ', ') ?? null,
+        client_serial: client?.certificate.serialNumber ?? null,
+        client_thumbprint: client?.thumbprint ?? null,
+        client_cnpj: client?.identity.cnpj ?? null,
+        client_organisation_id: client?.identity.organisationId ?? null,
+        client_software_statement_id: client?.identity.softwareStatementId ?? null,
+        route: route?.text ?? null,
+        method,
+        path: target.split('?')[0] as string,
+        status,
+        error_code: errorCode,
+        latency_ms: seconds * 1000,
+        request_bytes: requestBytes,
+        response_bytes: responseBytes,
+        instance_id: instanceId
+      }
+      try {
+        opts.audit.write(row)
+      } catch (err) {
+        logger.error({ err, id: requestId }, 'gateway audit row not written')
+      }
+    }
+    res.on('close', () => {
+      // The connection ended before the gateway ended its answer: the client went away (or the backend's body failed).
+      if (!res.writableEnded) errorCode ??= Errors.CLIENT_GONE.code
+      finish()
+    })
+    const problem = (spec: ErrorSpec, args: readonly unknown[], close = false): void => {
+      errorCode = spec.code
+      sendProblem(res, requestId, spec, args, close)
+      finish()
+    }
+
+    // Defence in depth: a socket without a verdict never reaches the backend.
+    if (client === undefined) return problem(Errors.GATEWAY_CLIENT_REFUSED, ['no verified client certificate on this connection'], true)
+    if (closing) return problem(Errors.GATEWAY_SHUTTING_DOWN, [], true)
+    const match = matchRoute(config.routes, method, target)
+    if (match.kind === 'none') return problem(Errors.GATEWAY_ROUTE_NOT_ALLOWED, [method, target.split('?')[0]])
+    if (match.kind === 'method') return problem(Errors.GATEWAY_METHOD_NOT_ALLOWED, [method, target.split('?')[0]])
+    route = match.route
+
+    const declared = Number(req.headers['content-length'] ?? 0)
+    if (Number.isFinite(declared) && declared > config.maxBodyBytes) return problem(Errors.GATEWAY_BODY_TOO_LARGE, [config.maxBodyBytes], true)
+    let body: Buffer | null
+    try {
+      body = await readBody(req, config.maxBodyBytes)
+    } catch (err) {
+      return problem(Errors.GATEWAY_BAD_REQUEST, [`the request body could not be read (${(err as Error).message})`], true)
+    }
+    if (body === null) return problem(Errors.GATEWAY_BODY_TOO_LARGE, [config.maxBodyBytes], true)
+    requestBytes = body.length
+
+    let answer: Dispatcher.ResponseData
+    try {
+      answer = await pool.request({
+        method: method as Dispatcher.HttpMethod,
+        path: target,
+        headers: forwardHeaders({
+          rawHeaders: req.rawHeaders,
+          certHeader: config.clientCertHeader,
+          certificate: client.certificate,
+          identity: client.identity,
+          remoteAddress: req.socket.remoteAddress,
+          host: req.headers.host,
+          requestId,
+          bodyLength: body.length
+        }),
+        body: body.length > 0 ? body : null
+      })
+    } catch (err) {
+      const { spec, detail } = backendError(err)
+      logger.warn({ id: requestId, code: spec.code, detail }, 'backend call failed')
+      return problem(spec, [detail])
+    }
+    res.writeHead(answer.statusCode, responseHeaders(answer.headers).flatMap(([n, v]) => Array.isArray(v) ? v.flatMap((x) => [n, x]) : [n, v]))
+    try {
+      for await (const chunk of answer.body) {
+        responseBytes += (chunk as Buffer).length
+        if (!res.write(chunk)) await new Promise((resolve) => res.once('drain', resolve))
+      }
+      res.end()
+      finish()
+    } catch (err) {
+      // Headers are gone: all that is left is to cut the response short, so the client sees it incomplete.
+      errorCode = Errors.GATEWAY_BACKEND_FAILED.code
+      logger.warn({ id: requestId, err: (err as Error).message }, 'backend response body failed')
+      finish()
+      res.destroy()
+    }
+  }
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    handle(req, res).catch((err: unknown) => {
+      logger.error({ err }, 'gateway request failed')
+      if (!res.headersSent) sendProblem(res, randomUUID(), Errors.INTERNAL, [])
+      else res.destroy()
+    })
+  })
+
+  const reload = async (o: { force?: boolean } = {}): Promise<ReloadResult> => {
+    let next: TrustMaterial
+    try {
+      next = await loadTrustMaterial(config)
+    } catch (err) {
+      metrics.reloads.inc({ result: 'refused' })
+      logger.error({ code: (err as PixProxyError).code, err: (err as Error).message }, 'truststore/CRL reload refused; the previous ones stay in use')
+      return 'refused'
+    }
+    if (o.force !== true && next.digest === material.digest) {
+      observeCrls()
+      metrics.reloads.inc({ result: 'unchanged' })
+      return 'unchanged'
+    }
+    server.setSecureContext(next.options)
+    material = next
+    observeCrls()
+    metrics.reloads.inc({ result: 'applied' })
+    logger.info({ cas: next.cas.length, crls: next.crls.map((c) => c.source), digest: next.digest }, 'truststore and CRLs reloaded')
+    return 'applied'
+  }
+  const timer = config.reloadIntervalMs > 0 ? setInterval(() => { void reload() }, config.reloadIntervalMs) : null
+  timer?.unref()
+
+  const ops: HttpServer = createHttpServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0]
+    if (req.method !== 'GET') return res.writeHead(405, { allow: 'GET' }).end()
+    if (path === '/healthz') return res.writeHead(200, { 'content-type': 'application/json' }).end('{"status":"ok"}')
+    if (path === '/readyz') {
+      const ready = !closing && server.listening
+      return res.writeHead(ready ? 200 : 503, { 'content-type': 'application/json' }).end(JSON.stringify({ status: ready ? 'ready' : 'closing' }))
+    }
+    if (path === '/metrics') {
+      observeCrls()
+      metrics.registry.metrics().then(
+        (text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text),
+        () => res.writeHead(500).end()
+      )
+      return
+    }
+    res.writeHead(404).end()
+  })
+
+  const listen = async (s: HttpServer | HttpsServer, host: string, port: number): Promise<AddressInfo> => {
+    await new Promise<void>((resolve, reject) => {
+      s.once('error', reject)
+      s.listen(port, host, () => { s.off('error', reject); resolve() })
+    })
+    return s.address() as AddressInfo
+  }
+  const hostPart = (a: AddressInfo): string => a.family === 'IPv6' ? `[${a.address}]` : a.address
+  const main = await listen(server, config.listen.host, config.listen.port)
+  let opsAddress: AddressInfo
+  try {
+    opsAddress = await listen(ops, config.ops.host, config.ops.port)
+  } catch (err) {
+    server.close()
+    await pool.close()
+    throw err
+  }
+  logger.info({ url: `https://${hostPart(main)}:${main.port}`, cas: material.cas.length, crls: material.crls.length, backend: config.backend.url }, 'gateway listening')
+
+  let closed: Promise<void> | null = null
+  return {
+    url: `https://${hostPart(main)}:${main.port}`,
+    opsUrl: `http://${hostPart(opsAddress)}:${opsAddress.port}`,
+    metrics,
+    events,
+    get material () { return material },
+    reload,
+    close: async () => {
+      closed ??= (async () => {
+        closing = true
+        if (timer !== null) clearInterval(timer)
+        const stopped = new Promise<void>((resolve) => server.close(() => resolve()))
+        server.closeIdleConnections()
+        await stopped
+        await new Promise<void>((resolve) => ops.close(() => resolve()))
+        await pool.close()
+      })()
+      await closed
+    }
+  }
+}

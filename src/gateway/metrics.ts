@@ -1,0 +1,33 @@
+/**
+ * The gateway's Prometheus metrics, on a registry of its own (served on the ops port). Names follow the proxy's
+ * conventions (src/plugins/metrics.ts): pixgw_* for the gateway's own, Node's defaults unprefixed.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+
+export interface GatewayMetrics {
+  readonly registry: Registry
+  /** By allowlist route (the pattern as configured, or "none"), method and status. */
+  readonly requests: Counter<'route' | 'method' | 'status'>
+  readonly requestSeconds: Histogram<'route'>
+  /** Clients refused during or right after the handshake, by reason (OpenSSL's verification code, lower-cased). */
+  readonly handshakeFailures: Counter<'reason'>
+  /** Seconds since each CRL's thisUpdate, and whether it is past its nextUpdate. */
+  readonly crlAgeSeconds: Gauge<'crl'>
+  readonly crlStale: Gauge<'crl'>
+  /** Truststore/CRL reloads: applied, unchanged, refused. */
+  readonly reloads: Counter<'result'>
+}
+
+export function createGatewayMetrics (): GatewayMetrics {
+  const registry = new Registry()
+  collectDefaultMetrics({ register: registry })
+  return Object.freeze({
+    registry,
+    requests: new Counter({ name: 'pixgw_requests_total', help: 'Requests answered, by allowlist route, method and status', labelNames: ['route', 'method', 'status'] as const, registers: [registry] }),
+    requestSeconds: new Histogram({ name: 'pixgw_request_duration_seconds', help: 'Time from the request to the end of its answer', labelNames: ['route'] as const, buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], registers: [registry] }),
+    handshakeFailures: new Counter({ name: 'pixgw_handshake_failures_total', help: 'Clients refused at or right after the TLS handshake, by reason', labelNames: ['reason'] as const, registers: [registry] }),
+    crlAgeSeconds: new Gauge({ name: 'pixgw_crl_age_seconds', help: 'Seconds since the thisUpdate of each loaded CRL', labelNames: ['crl'] as const, registers: [registry] }),
+    crlStale: new Gauge({ name: 'pixgw_crl_stale', help: '1 when a loaded CRL is past its nextUpdate', labelNames: ['crl'] as const, registers: [registry] }),
+    reloads: new Counter({ name: 'pixgw_trust_reloads_total', help: 'Truststore and CRL reloads, by result (applied, unchanged, refused)', labelNames: ['result'] as const, registers: [registry] })
+  })
+}

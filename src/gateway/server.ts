@@ -1,0 +1,61 @@
+/**
+ * The gateway's entry point (`pix-proxy gateway`, or `node dist/src/gateway/server.js`): configuration from the
+ * environment (src/gateway/config.ts), run until SIGTERM/SIGINT (requests in flight drain), SIGHUP re-reads the
+ * server certificate, truststore and CRLs. The only place of the gateway that exits the process.
+ */
+import pino from 'pino'
+import { icpBrasilIdentity } from '../../core/pki/icp-brasil.ts'
+import type { PixProxyError } from '../../core/errors.ts'
+import { logAuditSink } from './audit.ts'
+import { loadGatewayConfig } from './config.ts'
+import type { GatewayConfig } from './config.ts'
+import { startGateway } from './gateway.ts'
+import type { Gateway } from './gateway.ts'
+
+/**
+ * Starts the gateway. The libp11 engine takes its PKCS#11 module from PKCS11_MODULE_PATH (never from the URI), so it
+ * must name the configured module: set from the config when absent, a contradiction refused.
+ */
+export async function runGateway (config: GatewayConfig, env: NodeJS.ProcessEnv = process.env): Promise<Gateway> {
+  if (config.serverKey.kind === 'hsm') {
+    if (env.PKCS11_MODULE_PATH === undefined) env.PKCS11_MODULE_PATH = config.serverKey.modulePath
+    else if (env.PKCS11_MODULE_PATH !== config.serverKey.modulePath) {
+      throw new Error(`PKCS11_MODULE_PATH (${env.PKCS11_MODULE_PATH}) and PIXPROXY_HSM_MODULE_PATH (${config.serverKey.modulePath}) differ: the TLS engine would use another HSM module`)
+    }
+  }
+  const logger = pino({ level: config.logLevel, base: { service: 'pix-proxy-gateway' }, redact: ['pin', '*.pin', 'key', '*.privateKey'] })
+  return await startGateway({ config, logger, identify: icpBrasilIdentity, audit: logAuditSink(logger) })
+}
+
+export async function main (): Promise<void> {
+  let config: GatewayConfig
+  try {
+    config = loadGatewayConfig(process.env)
+  } catch (err) {
+    process.stderr.write(JSON.stringify({ error: (err as PixProxyError).code ?? 'PIXPROXY_ERR_CONFIG_INVALID', message: (err as Error).message }) + '\n')
+    process.exit(78) // EX_CONFIG
+  }
+  const running = runGateway(config).catch((err: unknown) => {
+    const e = err as { code?: string, message?: string }
+    process.stderr.write(JSON.stringify({ error: e.code ?? 'PIXPROXY_ERR_STARTUP', message: e.message }) + '\n')
+    process.exit(1)
+  })
+  let stopping = false
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    process.once(signal, () => {
+      if (stopping) return
+      stopping = true
+      void running.then(async (gw) => {
+        const deadline = setTimeout(() => process.exit(1), config.shutdownTimeoutMs)
+        deadline.unref()
+        await gw.close()
+        process.exit(0)
+      })
+    })
+  }
+  // Rotation: replace the files, then `kill -HUP <pid>`; open connections keep their context.
+  process.on('SIGHUP', () => { void running.then(async (gw) => await gw.reload({ force: true })) })
+  await running
+}
+
+if (import.meta.main) await main()

@@ -1,0 +1,77 @@
+/**
+ * The gateway's settings: one schema, every problem reported at once with CONFIG_INVALID, the names the Terraform
+ * sets accepted, and the route allowlist's parsing and matching (what a path must look like to be forwarded).
+ */
+import t from 'tap'
+import { Errors } from '../../core/errors.ts'
+import { loadGatewayConfig } from '../../src/gateway/config.ts'
+import { matchRoute, parseRoutes } from '../../src/gateway/routes.ts'
+
+const BASE = {
+  PIXGW_SERVER_CERT_FILE: '/run/gw/server.pem',
+  PIXGW_SERVER_KEY_FILE: '/run/gw/server.key',
+  PIXGW_TRUSTSTORE: '/run/gw/truststore.pem',
+  PIXGW_CRLS: '/run/gw/a.crl, /run/gw/b.crl',
+  PIXGW_BACKEND_URL: 'https://api.internal.example',
+  PIXGW_ROUTES: 'GET /open-banking/*,POST /open-banking/payments/v4/*'
+}
+
+t.test('defaults, and the HSM settings shared with the proxy', async (t) => {
+  const c = loadGatewayConfig({ ...BASE, PIXPROXY_ISPB: '12345678', HOME: '/root' })
+  t.same(c.listen, { host: '127.0.0.1', port: 8443 }, 'loopback by default')
+  t.same(c.ops, { host: '127.0.0.1', port: 8081 })
+  t.equal(c.crlStalePolicy, 'fail-closed')
+  t.same(c.crlFiles, ['/run/gw/a.crl', '/run/gw/b.crl'])
+  t.equal(c.clientCertHeader, 'x-ssl-client-cert')
+  t.same(c.serverKey, { kind: 'file', file: '/run/gw/server.key' })
+  const h = loadGatewayConfig({ ...BASE, PIXGW_SERVER_KEY_FILE: undefined, PIXGW_SERVER_KEY_LABEL: 'gw-tls', PIXPROXY_HSM_MODULE_PATH: '/opt/cloudhsm/lib/libcloudhsm_pkcs11.so', PIXPROXY_HSM_TOKEN_LABEL: 'hsm1', PIXPROXY_HSM_PIN_FILE: '/run/secrets/pin' })
+  t.same(h.serverKey, { kind: 'hsm', label: 'gw-tls', modulePath: '/opt/cloudhsm/lib/libcloudhsm_pkcs11.so', tokenLabel: 'hsm1', pinFile: '/run/secrets/pin' })
+  const named = loadGatewayConfig({ ...BASE, PIXGW_LISTEN_HOST: '0.0.0.0', PIXGW_LISTEN_PORT: '9443', PIXGW_OPS_LISTEN_PORT: '9081', PIXGW_CRL_STALE_POLICY: 'fail-open', PIXGW_BACKEND_CA_FILE: '/run/gw/backend-ca.pem', PIXGW_MAX_BODY_BYTES: '2048', PIXGW_AUDIT_FIREHOSE_STREAM: 'gw-audit' })
+  t.match(named, { listen: { host: '0.0.0.0', port: 9443 }, ops: { port: 9081 }, crlStalePolicy: 'fail-open', backend: { caFile: '/run/gw/backend-ca.pem' }, maxBodyBytes: 2048, auditFirehoseStream: 'gw-audit' }, 'every setting the Terraform names is read')
+})
+
+t.test('every problem at once, with CONFIG_INVALID', async (t) => {
+  const err = (src: Record<string, string | undefined>): string => {
+    try {
+      loadGatewayConfig(src)
+    } catch (e) {
+      t.equal((e as { code?: string }).code, Errors.CONFIG_INVALID.code)
+      return (e as Error).message
+    }
+    t.fail('accepted')
+    return ''
+  }
+  t.match(err({ ...BASE, PIXGW_LISTEN_PROT: '1' }), 'PIXGW_LISTEN_PROT is not a gateway setting', 'a misspelt setting is not ignored')
+  t.match(err({ ...BASE, PIXGW_SERVER_KEY_LABEL: 'k' }), 'set exactly one of PIXGW_SERVER_KEY_LABEL')
+  const hsm = err({ ...BASE, PIXGW_SERVER_KEY_FILE: undefined, PIXGW_SERVER_KEY_LABEL: 'k' })
+  for (const k of ['PIXPROXY_HSM_MODULE_PATH', 'PIXPROXY_HSM_TOKEN_LABEL', 'PIXPROXY_HSM_PIN_FILE']) t.match(hsm, `${k} is required`)
+  t.match(err({ ...BASE, PIXGW_CRLS: '' }), 'at least one CRL is required', 'no CRL = no revocation check: refused')
+  t.match(err({ ...BASE, PIXGW_CRL_STALE_POLICY: 'ignore' }), 'PIXGW_CRL_STALE_POLICY')
+  t.match(err({ ...BASE, PIXGW_ROUTES: 'GET open-banking' }), 'PIXGW_ROUTES')
+  t.match(err({ ...BASE, PIXGW_TRUSTSTORE: 's3://bucket/truststore.pem' }), 's3:// locations are not supported yet')
+  t.match(err({ ...BASE, PIXGW_OPS_LISTEN_PORT: '8443' }), 'needs its own')
+  t.match(err({ ...BASE, PIXGW_BACKEND_URL: 'https://api.example/path' }), 'PIXGW_BACKEND_URL')
+  t.match(err({ ...BASE, PIXGW_CLIENT_CERT_HEADER: 'X Cert' }), 'PIXGW_CLIENT_CERT_HEADER')
+  const many = err({ ...BASE, PIXGW_CRLS: '', PIXGW_ROUTES: 'FETCH /x' })
+  t.ok(many.includes('at least one CRL') && many.includes('PIXGW_ROUTES'), 'two problems in one message')
+})
+
+t.test('route allowlist', async (t) => {
+  const routes = parseRoutes('GET /open-banking/*, POST /open-banking/payments/v4/*, GET /health')
+  const m = (method: string, path: string): string => {
+    const r = matchRoute(routes, method, path)
+    return r.kind === 'allowed' ? r.route.text : r.kind
+  }
+  t.equal(m('GET', '/open-banking/accounts/v2/accounts?x=1'), 'GET /open-banking/*')
+  t.equal(m('POST', '/open-banking/payments/v4/pix/payments'), 'POST /open-banking/payments/v4/*')
+  t.equal(m('POST', '/open-banking/accounts/v2/accounts'), 'method', 'a path allowed for another method')
+  t.equal(m('GET', '/health'), 'GET /health', 'an exact path')
+  t.equal(m('GET', '/health/x'), 'none', 'an exact path is not a prefix')
+  t.equal(m('GET', '/open-bankingx'), 'none')
+  for (const p of ['/open-banking/../admin', '/open-banking/./x', '/open-banking/%2e%2e/admin', '/open-banking/a%2Fb', '/open-banking/a\\b', 'open-banking/x', '*']) {
+    t.equal(m('GET', p), 'none', `${p} never matches`)
+  }
+  t.throws(() => parseRoutes(''), /no route/)
+  t.throws(() => parseRoutes('GET /a/../b'), /dot segments/)
+  t.throws(() => parseRoutes('BREW /coffee'), /unknown method/)
+})

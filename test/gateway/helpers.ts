@@ -1,0 +1,126 @@
+/**
+ * Shared by the gateway tests: a backend stub (an HTTPS server recording what reaches it), a gateway config over a
+ * test PKI, and a client that reports either the answer or how the connection failed.
+ */
+import { once } from 'node:events'
+import { createServer } from 'node:https'
+import type { IncomingHttpHeaders } from 'node:http'
+import { request } from 'node:https'
+import type { Agent, RequestOptions } from 'node:https'
+import type { AddressInfo } from 'node:net'
+import type { SecureVersion } from 'node:tls'
+import pino from 'pino'
+import type { Logger } from 'pino'
+import { loadGatewayConfig } from '../../src/gateway/config.ts'
+import type { GatewayConfig } from '../../src/gateway/config.ts'
+import type { GatewayPki, Issued } from '../helpers/gateway-pki.ts'
+
+export interface BackendCall {
+  readonly method: string
+  readonly url: string
+  readonly headers: IncomingHttpHeaders
+  readonly rawHeaders: string[]
+  readonly body: string
+}
+
+export interface Backend {
+  readonly url: string
+  readonly calls: BackendCall[]
+  close (): Promise<void>
+}
+
+/** An HTTPS backend (server certificate from the test PKI) answering 200 with a JSON echo of the path. */
+export async function startBackend (pki: GatewayPki): Promise<Backend> {
+  const calls: BackendCall[] = []
+  const server = createServer({ cert: pki.server.certPem + pki.intermediate.certPem, key: pki.server.keyPem }, (req, res) => {
+    const chunks: Buffer[] = []
+    req.on('data', (c: Buffer) => chunks.push(c))
+    req.on('end', () => {
+      calls.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, rawHeaders: req.rawHeaders, body: Buffer.concat(chunks).toString('utf8') })
+      const body = JSON.stringify({ path: req.url })
+      res.writeHead(200, { 'content-type': 'application/json', 'x-backend': 'stub', connection: 'keep-alive, x-hop', 'x-hop': 'secret' }).end(body)
+    })
+  })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const port = (server.address() as AddressInfo).port
+  return {
+    url: `https://127.0.0.1:${port}`,
+    calls,
+    close: async () => {
+      server.closeAllConnections()
+      await new Promise<void>((resolve) => server.close(() => resolve()))
+    }
+  }
+}
+
+export function gatewayConfig (pki: GatewayPki, backend: Backend, extra: Record<string, string> = {}): GatewayConfig {
+  return loadGatewayConfig({
+    PIXGW_LISTEN_PORT: '0',
+    PIXGW_OPS_LISTEN_PORT: '0',
+    PIXGW_SERVER_CERT_FILE: pki.files.serverCert,
+    PIXGW_SERVER_KEY_FILE: pki.files.serverKey,
+    PIXGW_TRUSTSTORE: pki.files.truststore,
+    PIXGW_CRLS: `${pki.files.rootCrl},${pki.files.intermediateCrl}`,
+    PIXGW_BACKEND_URL: backend.url,
+    PIXGW_BACKEND_CA_FILE: pki.files.serverCa,
+    PIXGW_ROUTES: 'GET /open-banking/*,POST /open-banking/payments/v4/*',
+    PIXGW_MAX_BODY_BYTES: '1024',
+    PIXGW_RELOAD_INTERVAL_MS: '0',
+    ...extra
+  })
+}
+
+/** A logger whose lines a test can read. */
+export function testLogger (): { logger: Logger, lines: Array<Record<string, unknown>> } {
+  const lines: Array<Record<string, unknown>> = []
+  const logger = pino({ level: 'debug' }, { write: (s: string) => { lines.push(JSON.parse(s) as Record<string, unknown>) } })
+  return { logger, lines }
+}
+
+export interface ClientOptions {
+  readonly client?: Issued
+  readonly chain?: string
+  readonly minVersion?: SecureVersion
+  readonly maxVersion?: SecureVersion
+  readonly ciphers?: string
+  readonly method?: string
+  readonly path?: string
+  readonly headers?: Record<string, string | string[]>
+  readonly rawHeaders?: string[]
+  readonly body?: string
+  readonly agent?: Agent
+}
+
+export type Attempt =
+  | { readonly ok: true, readonly status: number, readonly headers: IncomingHttpHeaders, readonly body: string, readonly reusedSocket: boolean }
+  | { readonly ok: false, readonly code: string }
+
+/** One request; resolves with the answer or the client-side error code (never rejects). */
+export async function attempt (url: string, pki: GatewayPki, o: ClientOptions = {}): Promise<Attempt> {
+  return await new Promise<Attempt>((resolve) => {
+    const u = new URL(o.path ?? '/open-banking/accounts/v2/accounts', url)
+    const req = request({
+      host: u.hostname,
+      port: u.port,
+      path: u.pathname + u.search,
+      method: o.method ?? 'GET',
+      ca: pki.root.certPem,
+      servername: 'localhost',
+      ...(o.client === undefined ? {} : { cert: o.chain ?? pki.chainOf(o.client), key: o.client.keyPem }),
+      ...(o.minVersion === undefined ? {} : { minVersion: o.minVersion }),
+      ...(o.maxVersion === undefined ? {} : { maxVersion: o.maxVersion }),
+      ...(o.ciphers === undefined ? {} : { ciphers: o.ciphers }),
+      agent: o.agent ?? false,
+      // Node adds no Host to a raw header list, and an HTTP/1.1 server answers 400 without one.
+      headers: o.rawHeaders === undefined ? (o.headers ?? {}) : ['Host', u.host, ...o.rawHeaders]
+    } as RequestOptions, (res) => {
+      const chunks: Buffer[] = []
+      res.on('data', (c: Buffer) => chunks.push(c))
+      res.on('end', () => resolve({ ok: true, status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString('utf8'), reusedSocket: req.reusedSocket }))
+      res.on('error', (err: Error & { code?: string }) => resolve({ ok: false, code: err.code ?? err.message }))
+    })
+    req.on('error', (err: Error & { code?: string }) => resolve({ ok: false, code: err.code ?? err.message }))
+    req.end(o.body)
+  })
+}
