@@ -11,8 +11,9 @@
  *   below the root must be covered by a CRL, or it fails with UNABLE_TO_GET_CRL). test/gateway/tls.test.ts pins these.
  * - Here: every CRL is handed to OpenSSL, stale or not, so a stale CRL makes OpenSSL fail the chains it covers with
  *   CRL_HAS_EXPIRED (fail-closed needs nothing more). Under fail-open, `clientVerdict` accepts exactly that failure
- *   after checking in JS what it could have hidden (OpenSSL reports the last error only): the leaf's dates and
- *   purpose, and that no certificate of the chain is listed by the stale (or any) CRL.
+ *   after checking in JS everything it could have hidden (OpenSSL reports the last error only): the leaf's dates and
+ *   purpose, the whole chain up to a truststore CA (dates, CA flags, signatures), and that no certificate of the
+ *   chain is listed by the stale (or any) CRL.
  *
  * Node's own `rejectUnauthorized: true` destroys a failed client's socket after the handshake without any event
  * (the reason would be lost to logs and metrics); the gateway does the same destroy itself, in 'secureConnection',
@@ -194,6 +195,33 @@ function peerChain (peer: PeerCertificate & { issuerCertificate?: PeerCertificat
 }
 
 /**
+ * The chain checked again in JS, for fail-open: every certificate in its validity, each signed by the next (a CA),
+ * up to a truststore CA. OpenSSL reports only its last verification error, and with the verify callback continuing
+ * (rejectUnauthorized false) a chain that failed earlier (an issuer not in the truststore, a forged signature, an
+ * issuer that is not a CA) can end with CRL_HAS_EXPIRED as its last error: accepting that error alone would accept
+ * whatever it overwrote. So acceptance under fail-open never rests on OpenSSL's verdict.
+ */
+function chainProblem (chain: readonly X509Certificate[], cas: readonly Certificate[], now: Date): string | null {
+  const anchors = cas.map((c) => c.x509)
+  const name = (c: X509Certificate): string => c.subject.replace(/\n/g, ', ')
+  for (let i = 0; i < chain.length; i++) {
+    const cert = chain[i] as X509Certificate
+    if (now < new Date(cert.validFrom) || now > new Date(cert.validTo)) return `${name(cert)}: outside its validity`
+    if (anchors.some((a) => a.raw.equals(cert.raw))) return null
+    const next = chain[i + 1]
+    const issuer = next !== undefined && cert.checkIssued(next) ? next : anchors.find((a) => cert.checkIssued(a) && cert.verify(a.publicKey))
+    if (issuer === undefined) return `${name(cert)}: its issuer is not in the truststore`
+    if (!issuer.ca) return `${name(cert)}: its issuer ${name(issuer)} is not a CA`
+    if (!cert.verify(issuer.publicKey)) return `${name(cert)}: its signature does not verify with ${name(issuer)}'s key`
+    if (issuer !== next) {
+      // Reached through a truststore CA: that CA's own dates still count.
+      return now < new Date(issuer.validFrom) || now > new Date(issuer.validTo) ? `${name(issuer)}: outside its validity` : null
+    }
+  }
+  return 'no truststore CA in the chain'
+}
+
+/**
  * The gateway's decision on a client, from what the handshake left on the socket: OpenSSL's verification result
  * (`authorizationError`) and the peer's chain. Under fail-open, CRL_HAS_EXPIRED is accepted when every CRL that
  * failed is known to be stale and the checks it may have hidden pass (see the module comment).
@@ -201,7 +229,7 @@ function peerChain (peer: PeerCertificate & { issuerCertificate?: PeerCertificat
 export function clientVerdict (
   peer: (PeerCertificate & { issuerCertificate?: PeerCertificate }) | undefined,
   authorizationError: string | null | undefined,
-  material: Pick<TrustMaterial, 'crls'>,
+  material: Pick<TrustMaterial, 'crls' | 'cas'>,
   policy: 'fail-closed' | 'fail-open',
   now: Date
 ): ClientVerdict {
@@ -217,7 +245,10 @@ export function clientVerdict (
   if (now < new Date(leaf.validFrom) || now > new Date(leaf.validTo)) return { accepted: false, reason: 'cert_has_expired', detail: `${leaf.subject}: outside its validity` }
   const purpose = purposeProblem(leaf)
   if (purpose !== null) return { accepted: false, reason: 'invalid_purpose', detail: purpose }
-  for (const cert of peerChain(peer)) {
+  const chain = peerChain(peer)
+  const broken = chainProblem(chain, material.cas, now)
+  if (broken !== null) return { accepted: false, reason: 'untrusted_chain', detail: broken }
+  for (const cert of chain) {
     const { issuer, serial } = parseCertificate(cert.raw)
     for (const crl of material.crls) {
       if (dnEquals(crl.issuerDn, issuer) && crl.revokedSerials.has(serial)) {
