@@ -1,72 +1,14 @@
 import { createPublicKey } from 'node:crypto'
 import type { KeyObject } from 'node:crypto'
-import { KeyType, Module, ObjectClass, PrivateKey, SessionFlag, UserType } from 'graphene-pk11'
-import type { ITemplate, Key, Session, SessionObject, Slot } from 'graphene-pk11'
+import { KeyType, ObjectClass, PrivateKey } from 'graphene-pk11'
+import type { ITemplate, Key, Session, SessionObject } from 'graphene-pk11'
 import pkcs11js from 'pkcs11js'
 import { Errors, PixProxyError } from '../../core/errors.ts'
 import type { Signer } from '../../core/signer.ts'
+import { ckrCode } from './errors.ts'
+import { Pkcs11SessionPool } from './session-pool.ts'
+import type { Pkcs11Options, Pkcs11PoolStats, Pkcs11TokenInfo } from './session-pool.ts'
 import { formatPkcs11Uri } from './uri.ts'
-
-/** The logger subset the key store uses; a pino logger fits. Never receives the PIN. */
-export interface Pkcs11Logger {
-  warn (obj: object, msg: string): void
-  info (obj: object, msg: string): void
-}
-
-export interface Pkcs11Options {
-  /** Path of the PKCS#11 module, e.g. `/usr/lib/softhsm/libsofthsm2.so`. */
-  modulePath: string
-  /** CKA_LABEL of the token; it must match exactly one token. */
-  tokenLabel: string
-  /** User PIN. Kept in memory only to log in again after the token drops the login. */
-  pin: string
-  /** Sessions in the pool, each running one operation at a time. Default 4. */
-  poolSize?: number
-  /** How long an operation may wait for a free session before failing with HSM_POOL_TIMEOUT. Default 5000. */
-  acquireTimeoutMs?: number
-  /** How long close() waits for running operations before giving up on a clean shutdown. Default 5000. */
-  closeTimeoutMs?: number
-  log?: Pkcs11Logger
-  /**
-   * Test seam: arms the acquire and close deadlines (`fn` after `ms`) and returns a function that disarms it.
-   * Default: an unref'd setTimeout. Tests pass a manual clock to decide exactly when a deadline passes instead
-   * of racing real HSM calls against a few milliseconds.
-   */
-  schedule?: Pkcs11Schedule
-}
-
-/** Arms `fn` to run after `ms` milliseconds; the returned function disarms it (a no-op once it ran). */
-export type Pkcs11Schedule = (fn: () => void, ms: number) => () => void
-
-function realTimer (fn: () => void, ms: number): () => void {
-  const timer = setTimeout(fn, ms)
-  timer.unref()
-  return () => { clearTimeout(timer) }
-}
-
-export interface Pkcs11PoolStats {
-  /** Live sessions (idle + busy). */
-  size: number
-  idle: number
-  busy: number
-  /** Operations queued for a session. */
-  waiting: number
-  /**
-   * Sessions discarded after a PKCS#11 failure (closed, device error, logged out, or left in an unknown
-   * operation state); each place is refilled with a fresh session.
-   */
-  replaced: number
-}
-
-export interface Pkcs11TokenInfo {
-  label: string
-  manufacturer: string
-  model: string
-  serial: string
-  userPinLocked: boolean
-  userPinCountLow: boolean
-  userPinFinalTry: boolean
-}
 
 export interface Pkcs11KeyInfo {
   label: string
@@ -82,63 +24,7 @@ export interface Pkcs11KeyInfo {
   publicKey: KeyObject
 }
 
-// pkcs11js 2.1.7 exports no CKS_* constants; values from PKCS#11 v2.40 §5.7 (CK_STATE).
-const CKS_RO_USER_FUNCTIONS = 1
-const CKS_RW_USER_FUNCTIONS = 3
-// CK_TOKEN_INFO flags (PKCS#11 v2.40 §5.5).
-const CKF_USER_PIN_COUNT_LOW = 0x00010000
-const CKF_USER_PIN_FINAL_TRY = 0x00020000
-const CKF_USER_PIN_LOCKED = 0x00040000
-
-const {
-  CKR_CRYPTOKI_ALREADY_INITIALIZED, CKR_CRYPTOKI_NOT_INITIALIZED, CKR_USER_ALREADY_LOGGED_IN, CKR_USER_NOT_LOGGED_IN,
-  CKR_PIN_INCORRECT, CKR_PIN_LOCKED, CKR_SESSION_HANDLE_INVALID, CKR_SESSION_CLOSED, CKR_DEVICE_ERROR,
-  CKR_DEVICE_REMOVED, CKR_TOKEN_NOT_PRESENT, CKR_OPERATION_ACTIVE, CKR_KEY_HANDLE_INVALID, CKR_OBJECT_HANDLE_INVALID,
-  CKR_ATTRIBUTE_SENSITIVE, CKR_ATTRIBUTE_TYPE_INVALID
-} = pkcs11js
-
-/**
- * Errors after which the session cannot be trusted any more: it is discarded and the operation retried once on
- * a fresh session (logged in again if the token dropped the login). CKR_OPERATION_ACTIVE is here because a
- * session whose operation state is unknown is cheaper to replace than to reason about.
- */
-const SESSION_LOST = new Set([
-  CKR_SESSION_HANDLE_INVALID, CKR_SESSION_CLOSED, CKR_DEVICE_ERROR, CKR_DEVICE_REMOVED, CKR_TOKEN_NOT_PRESENT,
-  CKR_USER_NOT_LOGGED_IN, CKR_OPERATION_ACTIVE
-])
-/** Object handles die with the login (SoftHSM invalidates private-object handles on logout): look keys up again. */
-const KEY_STALE = new Set([CKR_KEY_HANDLE_INVALID, CKR_OBJECT_HANDLE_INVALID])
-
-const CKR_NAMES = new Map<number, string>()
-for (const [name, value] of Object.entries(pkcs11js)) {
-  if (name.startsWith('CKR_') && typeof value === 'number' && !CKR_NAMES.has(value)) CKR_NAMES.set(value, name)
-}
-
-/** The CKR_* code carried by an error from pkcs11js/graphene (`Pkcs11Error#code`), or undefined for any other error. */
-export function ckrCode (err: unknown): number | undefined {
-  return err instanceof pkcs11js.Pkcs11Error ? err.code : undefined
-}
-
-/** The symbolic name of a CKR_* code, e.g. `CKR_PIN_INCORRECT`. */
-export function ckrName (code: number): string {
-  return CKR_NAMES.get(code) ?? `CKR_0x${code.toString(16).padStart(8, '0')}`
-}
-
-/** Maps an error thrown by a PKCS#11 call to the pix-proxy catalogue, by CKR_* code. */
-export function hsmError (err: unknown, op: string, tokenLabel: string): PixProxyError {
-  if (err instanceof PixProxyError) return err
-  const code = ckrCode(err)
-  if (code === CKR_PIN_INCORRECT) return new PixProxyError(Errors.HSM_PIN_INCORRECT, [tokenLabel], { cause: err })
-  if (code === CKR_PIN_LOCKED) return new PixProxyError(Errors.HSM_PIN_LOCKED, [tokenLabel], { cause: err })
-  const reason = code !== undefined ? ckrName(code) : err instanceof Error ? err.message : String(err)
-  return new PixProxyError(Errors.HSM_OPERATION, [op, reason], { cause: err })
-}
-
-function positiveInt (value: number | undefined, fallback: number, name: string): number {
-  if (value === undefined) return fallback
-  if (!Number.isSafeInteger(value) || value < 1) throw new PixProxyError(Errors.CONFIG_INVALID, [`${name} must be a positive integer, got ${value}`])
-  return value
-}
+const { CKR_ATTRIBUTE_SENSITIVE, CKR_ATTRIBUTE_TYPE_INVALID } = pkcs11js
 
 function stripLeadingZeros (b: Buffer): Buffer {
   let i = 0
@@ -172,24 +58,10 @@ function sameKey (a: KeyObject, b: KeyObject): boolean {
   return a.equals(b)
 }
 
-function closeModule (module: Module, finalize: boolean): void {
-  // Best effort on a failed open: the error being thrown already says what went wrong.
-  if (finalize) {
-    try { module.finalize() } catch { /* the open error matters more */ }
-  }
-  try { module.close() } catch { /* the open error matters more */ }
-}
-
-interface Waiter {
-  resolve (session: Session): void
-  reject (err: Error): void
-  cancel: () => void
-}
-
 interface KeyRef {
   readonly label: string
   key: Key | undefined
-  /** The store's login generation the handle was found in. */
+  /** The pool's generation the handle was found in. */
   generation: number
 }
 
@@ -209,118 +81,29 @@ class Pkcs11Signer implements Signer {
   }
 }
 
-interface StoreInit {
-  module: Module
-  slot: Slot
-  ownsModule: boolean
-  opts: Pkcs11Options
-}
-
 /**
- * RSA signing keys on a PKCS#11 token, used through a bounded pool of sessions.
+ * RSA signing keys on a PKCS#11 token, used through a bounded pool of sessions (session-pool.ts: the module, the
+ * login, the sessions, their queue, deadlines and replacement, and the close order).
  *
- * A PKCS#11 session runs one operation at a time (CKR_OPERATION_ACTIVE otherwise), so each pooled session
- * signs for one caller at a time and callers queue FIFO with a deadline. The user logs in once; PKCS#11 login
- * state is per application, so every session opened afterwards is already logged in. Signs run through the
- * asynchronous C_Sign, off the event loop.
- *
- * PKCS#11 module state is process-wide: C_Initialize/C_Finalize and the login are shared by everything in the
- * process that loads the same module (another store, the OpenSSL pkcs11 engine). Open one store per module;
- * a store that finds the module already initialised or the user already logged in leaves finalising and
- * logging out to whoever did it.
+ * Keys are found by label and their handles kept until the pool's generation changes (a login, a stale handle).
+ * Signs run through the asynchronous C_Sign, off the event loop.
  */
 export class Pkcs11KeyStore {
-  readonly #module: Module
-  readonly #slot: Slot
-  readonly #tokenLabel: string
-  readonly #pin: string
-  readonly #ownsModule: boolean
-  #ownsLogin = false
-  readonly #acquireTimeoutMs: number
-  readonly #closeTimeoutMs: number
-  readonly #log: Pkcs11Logger | undefined
-  readonly #schedule: Pkcs11Schedule
-  readonly #idle: Session[] = []
-  readonly #busy = new Set<Session>()
-  readonly #waiters: Waiter[] = []
-  /** Pool places with no session (not yet opened, or whose session died and could not be replaced yet). */
-  #vacant: number
-  /** Administrative operations (key generation) running outside the pool; close() waits for them too. */
-  #admin = 0
-  #replaced = 0
-  /** Bumped on every login: object handles found before it may be stale. */
-  #generation = 0
-  #closed = false
-  #closing: Promise<void> | undefined
-  #onDrained: (() => void) | undefined
+  readonly #pool: Pkcs11SessionPool
 
-  private constructor (init: StoreInit) {
-    this.#module = init.module
-    this.#slot = init.slot
-    this.#ownsModule = init.ownsModule
-    this.#tokenLabel = init.opts.tokenLabel
-    this.#pin = init.opts.pin
-    this.#vacant = positiveInt(init.opts.poolSize, 4, 'poolSize')
-    this.#acquireTimeoutMs = positiveInt(init.opts.acquireTimeoutMs, 5000, 'acquireTimeoutMs')
-    this.#closeTimeoutMs = positiveInt(init.opts.closeTimeoutMs, 5000, 'closeTimeoutMs')
-    this.#log = init.opts.log
-    this.#schedule = init.opts.schedule ?? realTimer
+  private constructor (pool: Pkcs11SessionPool) {
+    this.#pool = pool
   }
 
   /**
-   * Loads the module, initialises it with CKF_OS_LOCKING_OK, finds the token by label, opens the pool and
-   * logs in. Fails with HSM_MODULE_LOAD, HSM_TOKEN_NOT_FOUND, HSM_TOKEN_AMBIGUOUS, HSM_PIN_INCORRECT,
-   * HSM_PIN_LOCKED or HSM_OPERATION; nothing stays loaded after a failure.
+   * Opens the session pool (Pkcs11SessionPool.open: loads the module, initialises it with CKF_OS_LOCKING_OK,
+   * finds the token by label, opens the sessions and logs in). Fails with HSM_MODULE_LOAD, HSM_TOKEN_NOT_FOUND,
+   * HSM_TOKEN_AMBIGUOUS, HSM_PIN_INCORRECT, HSM_PIN_LOCKED or HSM_OPERATION; nothing stays loaded after a failure.
    */
   static async open (opts: Pkcs11Options): Promise<Pkcs11KeyStore> {
-    for (const name of ['modulePath', 'tokenLabel', 'pin'] as const) {
-      if (typeof opts[name] !== 'string' || opts[name] === '') throw new PixProxyError(Errors.CONFIG_INVALID, [`${name} must be a non-empty string`])
-    }
-    positiveInt(opts.poolSize, 4, 'poolSize')
-    positiveInt(opts.acquireTimeoutMs, 5000, 'acquireTimeoutMs')
-    positiveInt(opts.closeTimeoutMs, 5000, 'closeTimeoutMs')
-
-    let module: Module
-    try {
-      module = Module.load(opts.modulePath)
-    } catch (err) {
-      throw new PixProxyError(Errors.HSM_MODULE_LOAD, [opts.modulePath, err instanceof Error ? err.message : String(err)], { cause: err })
-    }
-    let ownsModule = true
-    try {
-      // Equivalent to graphene's module.initialize({ flags: CKF_OS_LOCKING_OK }), which however hides
-      // CKR_CRYPTOKI_ALREADY_INITIALIZED: we need to know whether finalising is ours to do. The flag is what
-      // makes concurrent signs on several sessions safe (without it SoftHSM crashed the process in 7 of 10 runs).
-      module.lib.C_Initialize({ flags: pkcs11js.CKF_OS_LOCKING_OK })
-    } catch (err) {
-      if (ckrCode(err) !== CKR_CRYPTOKI_ALREADY_INITIALIZED) {
-        closeModule(module, false)
-        const reason = ckrCode(err) !== undefined ? `C_Initialize returned ${ckrName(ckrCode(err) as number)}` : String(err)
-        throw new PixProxyError(Errors.HSM_MODULE_LOAD, [opts.modulePath, reason], { cause: err })
-      }
-      ownsModule = false
-      opts.log?.warn({ module: opts.modulePath }, 'PKCS#11 module already initialised in this process; sharing it and leaving C_Finalize to its owner')
-    }
-
-    let store: Pkcs11KeyStore
-    try {
-      store = new Pkcs11KeyStore({ module, slot: findSlot(module, opts.tokenLabel), ownsModule, opts })
-    } catch (err) {
-      closeModule(module, ownsModule)
-      throw hsmError(err, 'C_GetSlotList', opts.tokenLabel)
-    }
-    const opened: Session[] = []
-    try {
-      // The first session logs in; the others inherit the login.
-      while (store.#vacant > 0) opened.push(store.#openSession())
-    } catch (err) {
-      for (const session of opened) store.#release(session)
-      await store.close().catch(() => { /* the open error matters more */ })
-      throw err
-    }
-    for (const session of opened) store.#release(session)
-    opts.log?.info({ token: opts.tokenLabel, module: opts.modulePath, poolSize: store.#idle.length }, 'PKCS#11 key store open')
-    return store
+    const pool = await Pkcs11SessionPool.open(opts)
+    opts.log?.info({ token: opts.tokenLabel, module: opts.modulePath, poolSize: pool.stats().idle }, 'PKCS#11 key store open')
+    return new Pkcs11KeyStore(pool)
   }
 
   /**
@@ -330,15 +113,15 @@ export class Pkcs11KeyStore {
    */
   async signer (keyLabel: string): Promise<Signer> {
     const ref: KeyRef = { label: keyLabel, key: undefined, generation: -1 }
-    const publicKey = await this.#run('C_FindObjects', (session) => this.#publicKeyOf(session, this.#resolveKey(session, ref), keyLabel))
-    const description = formatPkcs11Uri({ token: this.#tokenLabel, object: keyLabel, type: 'private' })
-    return new Pkcs11Signer(publicKey, description, (data) => this.#run('C_Sign', (session) => this.#signWith(session, ref, data)))
+    const publicKey = await this.#pool.run('C_FindObjects', (session) => this.#publicKeyOf(session, this.#resolveKey(session, ref), keyLabel))
+    const description = formatPkcs11Uri({ token: this.#pool.tokenLabel, object: keyLabel, type: 'private' })
+    return new Pkcs11Signer(publicKey, description, (data) => this.#pool.run('C_Sign', (session) => this.#signWith(session, ref, data)))
   }
 
   /** Facts about a private key and its public half, for diagnostics (`pix-proxy hsm info`). */
   async keyInfo (keyLabel: string): Promise<Pkcs11KeyInfo> {
     const ref: KeyRef = { label: keyLabel, key: undefined, generation: -1 }
-    return this.#run('C_GetAttributeValue', (session) => {
+    return this.#pool.run('C_GetAttributeValue', (session) => {
       const key = this.#resolveKey(session, ref)
       const a = key.getAttribute({ id: null, sign: null, sensitive: null, extractable: null, alwaysSensitive: null, neverExtractable: null })
       const publicKey = this.#publicKeyOf(session, key, keyLabel)
@@ -359,50 +142,20 @@ export class Pkcs11KeyStore {
 
   /** CK_TOKEN_INFO of the token, as plain facts. */
   tokenInfo (): Pkcs11TokenInfo {
-    if (this.#closed) throw new PixProxyError(Errors.HSM_POOL_CLOSED)
-    try {
-      const token = this.#slot.getToken()
-      return {
-        label: token.label,
-        manufacturer: token.manufacturerID,
-        model: token.model,
-        serial: token.serialNumber,
-        userPinLocked: (token.flags & CKF_USER_PIN_LOCKED) !== 0,
-        userPinCountLow: (token.flags & CKF_USER_PIN_COUNT_LOW) !== 0,
-        userPinFinalTry: (token.flags & CKF_USER_PIN_FINAL_TRY) !== 0
-      }
-    } catch (err) {
-      throw hsmError(err, 'C_GetTokenInfo', this.#tokenLabel)
-    }
+    return this.#pool.tokenInfo()
   }
 
   /**
    * Runs an administrative operation (key generation by `pix-proxy hsm init`, tests) on a read/write session of its
    * own, logged in, outside the signing pool; close() waits for it like for a sign. Not for the request path.
    */
-  async adminSession<T> (op: string, fn: (session: Session) => Promise<T>): Promise<T> {
-    if (this.#closed) throw new PixProxyError(Errors.HSM_POOL_CLOSED)
-    this.#admin++
-    let session: Session | undefined
-    try {
-      // Creating token objects needs a read/write session; the pool's are read-only.
-      session = this.#slot.open(SessionFlag.RW_SESSION | SessionFlag.SERIAL_SESSION)
-      this.#ensureLoggedIn(session)
-      return await fn(session)
-    } catch (err) {
-      throw hsmError(err, op, this.#tokenLabel)
-    } finally {
-      if (session !== undefined) {
-        try { session.close() } catch (err) { this.#log?.warn({ token: this.#tokenLabel, ckr: ckrName(ckrCode(err) ?? 0) }, `closing the ${op} session failed`) }
-      }
-      this.#admin--
-      this.#checkDrained()
-    }
+  adminSession<T> (op: string, fn: (session: Session) => Promise<T>): Promise<T> {
+    return this.#pool.adminSession(op, fn)
   }
 
   /** The token's label (errors, logs). */
   get tokenLabel (): string {
-    return this.#tokenLabel
+    return this.#pool.tokenLabel
   }
 
   /**
@@ -411,130 +164,21 @@ export class Pkcs11KeyStore {
    * sign fail while the token itself looks healthy).
    */
   async check (keyLabels: readonly string[] = []): Promise<void> {
-    await this.#run('check', (session) => {
-      this.#ensureLoggedIn(session)
-      const info = this.#module.lib.C_GetTokenInfo(this.#slot.handle)
-      if ((info.flags & CKF_USER_PIN_LOCKED) !== 0) throw new PixProxyError(Errors.HSM_PIN_LOCKED, [this.#tokenLabel])
+    await this.#pool.check((session) => {
       for (const label of keyLabels) this.#resolveKey(session, { label, key: undefined, generation: -1 })
     })
   }
 
   stats (): Pkcs11PoolStats {
-    return {
-      size: this.#idle.length + this.#busy.size,
-      idle: this.#idle.length,
-      busy: this.#busy.size,
-      waiting: this.#waiters.length,
-      replaced: this.#replaced
-    }
+    return this.#pool.stats()
   }
 
   /**
-   * Stops the pool: queued operations fail with HSM_POOL_CLOSED at once, running ones may finish (up to
-   * closeTimeoutMs), then logout, close the sessions and finalize. Idempotent: every call returns the same
-   * promise. If operations are still running at the deadline the promise rejects with HSM_OPERATION and the
-   * shutdown completes when the last of them ends (finalising under a running C_Sign is undefined behaviour).
+   * Stops the pool (Pkcs11SessionPool.close): queued operations fail with HSM_POOL_CLOSED at once, running ones may
+   * finish (up to closeTimeoutMs), then logout, close the sessions and finalize. Idempotent.
    */
   close (): Promise<void> {
-    this.#closing ??= this.#shutdown()
-    return this.#closing
-  }
-
-  async #shutdown (): Promise<void> {
-    this.#closed = true
-    for (const waiter of this.#waiters.splice(0)) {
-      waiter.cancel()
-      waiter.reject(new PixProxyError(Errors.HSM_POOL_CLOSED))
-    }
-    if (this.#busy.size + this.#admin > 0) {
-      const drained = await new Promise<boolean>((resolve) => {
-        const cancel = this.#schedule(() => resolve(false), this.#closeTimeoutMs)
-        this.#onDrained = () => { cancel(); resolve(true) }
-      })
-      this.#onDrained = undefined
-      if (!drained) {
-        const running = this.#busy.size + this.#admin
-        this.#log?.warn({ token: this.#tokenLabel, running }, 'HSM operations still running at close; the shutdown finishes when they end')
-        // Finalising under a running C_Sign is undefined behaviour: finish the shutdown once they are done.
-        this.#onDrained = () => {
-          this.#onDrained = undefined
-          try {
-            this.#teardown()
-          } catch (err) {
-            this.#log?.warn({ token: this.#tokenLabel, err: String(err) }, 'late HSM shutdown failed')
-          }
-        }
-        throw new PixProxyError(Errors.HSM_OPERATION, ['close', `${running} operations still running after ${this.#closeTimeoutMs} ms`])
-      }
-    }
-    this.#teardown()
-  }
-
-  /** Logout (if this store logged in), close the sessions, finalize (if this store initialised the module). */
-  #teardown (): void {
-    const failures: Array<{ op: string, err: unknown }> = []
-    const first = this.#idle[0]
-    if (this.#ownsLogin && first !== undefined) {
-      try { first.logout() } catch (err) {
-        const code = ckrCode(err)
-        if (code !== CKR_USER_NOT_LOGGED_IN && (code === undefined || !SESSION_LOST.has(code))) failures.push({ op: 'C_Logout', err })
-      }
-    }
-    for (const session of this.#idle.splice(0)) {
-      try { session.close() } catch (err) {
-        const code = ckrCode(err)
-        if (code === undefined || !SESSION_LOST.has(code)) failures.push({ op: 'C_CloseSession', err })
-      }
-    }
-    if (this.#ownsModule) {
-      try { this.#module.finalize() } catch (err) {
-        if (ckrCode(err) !== CKR_CRYPTOKI_NOT_INITIALIZED) failures.push({ op: 'C_Finalize', err })
-      }
-    }
-    try { this.#module.close() } catch (err) { failures.push({ op: 'dlclose', err }) }
-    for (const f of failures) this.#log?.warn({ token: this.#tokenLabel, op: f.op, err: String(f.err) }, 'HSM close step failed')
-    const failure = failures[0]
-    if (failure !== undefined) throw hsmError(failure.err, failure.op, this.#tokenLabel)
-    this.#log?.info({ token: this.#tokenLabel }, 'PKCS#11 key store closed')
-  }
-
-  /**
-   * Runs `fn` on a pooled session. When the session turns out dead, it is discarded and `fn` runs once more on
-   * a fresh session; when an object handle turned stale, keys are looked up again and `fn` runs once more.
-   * Only for operations that are safe to repeat (signing is: it has no effect on the token).
-   */
-  async #run<T> (op: string, fn: (session: Session) => Promise<T> | T): Promise<T> {
-    const first = await this.#acquire()
-    let held: Session | undefined = first
-    try {
-      try {
-        return await fn(first)
-      } catch (err) {
-        const code = ckrCode(err)
-        if (code === undefined || !(SESSION_LOST.has(code) || KEY_STALE.has(code))) throw err
-        if (SESSION_LOST.has(code)) {
-          held = undefined
-          this.#discard(first, op, code)
-          held = this.#openSession()
-        } else {
-          this.#ensureLoggedIn(first)
-          this.#generation++
-        }
-        return await fn(held)
-      }
-    } catch (err) {
-      const code = ckrCode(err)
-      // After a failed PKCS#11 call the session's operation state is unknown (SoftHSM keeps a sign operation
-      // active after C_Sign returns CKR_ARGUMENTS_BAD): never hand such a session to the next caller.
-      if (held !== undefined && code !== undefined) {
-        this.#discard(held, op, code)
-        held = undefined
-        this.#refill()
-      }
-      throw hsmError(err, op, this.#tokenLabel)
-    } finally {
-      if (held !== undefined) this.#release(held)
-    }
+    return this.#pool.close()
   }
 
   async #signWith (session: Session, ref: KeyRef, data: Uint8Array): Promise<Buffer> {
@@ -560,16 +204,17 @@ export class Pkcs11KeyStore {
   }
 
   #resolveKey (session: Session, ref: KeyRef): Key {
-    if (ref.key !== undefined && ref.generation === this.#generation) return ref.key
+    const tokenLabel = this.#pool.tokenLabel
+    if (ref.key !== undefined && ref.generation === this.#pool.generation) return ref.key
     const found = session.find({ class: ObjectClass.PRIVATE_KEY, label: ref.label })
-    if (found.length === 0) throw new PixProxyError(Errors.HSM_KEY_NOT_FOUND, ['private', ref.label, this.#tokenLabel])
-    if (found.length > 1) throw new PixProxyError(Errors.HSM_KEY_AMBIGUOUS, [found.length, ref.label, this.#tokenLabel])
+    if (found.length === 0) throw new PixProxyError(Errors.HSM_KEY_NOT_FOUND, ['private', ref.label, tokenLabel])
+    if (found.length > 1) throw new PixProxyError(Errors.HSM_KEY_AMBIGUOUS, [found.length, ref.label, tokenLabel])
     const key = new PrivateKey(found.items(0))
     const a = key.getAttribute({ keyType: null, sign: null })
-    if (a.keyType !== KeyType.RSA) throw new PixProxyError(Errors.HSM_KEY_UNSUPPORTED, [ref.label, this.#tokenLabel, `not an RSA key (CKA_KEY_TYPE ${String(a.keyType)})`])
-    if (a.sign !== true) throw new PixProxyError(Errors.HSM_KEY_UNSUPPORTED, [ref.label, this.#tokenLabel, 'CKA_SIGN is false'])
+    if (a.keyType !== KeyType.RSA) throw new PixProxyError(Errors.HSM_KEY_UNSUPPORTED, [ref.label, tokenLabel, `not an RSA key (CKA_KEY_TYPE ${String(a.keyType)})`])
+    if (a.sign !== true) throw new PixProxyError(Errors.HSM_KEY_UNSUPPORTED, [ref.label, tokenLabel, 'CKA_SIGN is false'])
     ref.key = key
-    ref.generation = this.#generation
+    ref.generation = this.#pool.generation
     return key
   }
 
@@ -586,132 +231,12 @@ export class Pkcs11KeyStore {
       if (k !== undefined) publics.push(k)
     }
     if (own !== undefined) {
-      if (publics.length > 0 && !publics.some((k) => sameKey(k, own))) throw new PixProxyError(Errors.HSM_KEY_MISMATCH, [label, this.#tokenLabel])
+      if (publics.length > 0 && !publics.some((k) => sameKey(k, own))) throw new PixProxyError(Errors.HSM_KEY_MISMATCH, [label, this.#pool.tokenLabel])
       return own
     }
     const only = publics[0]
-    if (only === undefined) throw new PixProxyError(Errors.HSM_KEY_NOT_FOUND, ['public', label, this.#tokenLabel])
-    if (publics.length > 1) throw new PixProxyError(Errors.HSM_KEY_AMBIGUOUS, [publics.length, label, this.#tokenLabel])
+    if (only === undefined) throw new PixProxyError(Errors.HSM_KEY_NOT_FOUND, ['public', label, this.#pool.tokenLabel])
+    if (publics.length > 1) throw new PixProxyError(Errors.HSM_KEY_AMBIGUOUS, [publics.length, label, this.#pool.tokenLabel])
     return only
   }
-
-  #acquire (): Promise<Session> {
-    if (this.#closed) return Promise.reject(new PixProxyError(Errors.HSM_POOL_CLOSED))
-    const idle = this.#idle.shift()
-    if (idle !== undefined) {
-      this.#busy.add(idle)
-      return Promise.resolve(idle)
-    }
-    if (this.#vacant > 0) {
-      try {
-        return Promise.resolve(this.#openSession())
-      } catch (err) {
-        return Promise.reject(err)
-      }
-    }
-    return new Promise<Session>((resolve, reject) => {
-      const waiter: Waiter = { resolve, reject, cancel: () => {} }
-      waiter.cancel = this.#schedule(() => {
-        const i = this.#waiters.indexOf(waiter)
-        if (i !== -1) this.#waiters.splice(i, 1)
-        reject(new PixProxyError(Errors.HSM_POOL_TIMEOUT, [this.#acquireTimeoutMs]))
-      }, this.#acquireTimeoutMs)
-      this.#waiters.push(waiter)
-    })
-  }
-
-  #release (session: Session): void {
-    const waiter = this.#waiters.shift()
-    if (waiter !== undefined) {
-      // Handed over still busy: FIFO order, no idle window for a newcomer to jump the queue.
-      waiter.cancel()
-      waiter.resolve(session)
-      return
-    }
-    this.#busy.delete(session)
-    this.#idle.push(session)
-    this.#checkDrained()
-  }
-
-  /** Fills one vacant place with a new, logged-in session, returned busy. */
-  #openSession (): Session {
-    this.#vacant--
-    let session: Session | undefined
-    try {
-      session = this.#slot.open(SessionFlag.SERIAL_SESSION)
-      this.#ensureLoggedIn(session)
-    } catch (err) {
-      if (session !== undefined) {
-        try { session.close() } catch { /* the open error is the one to report */ }
-      }
-      this.#vacant++
-      const code = ckrCode(err)
-      if (code === CKR_TOKEN_NOT_PRESENT || code === CKR_DEVICE_REMOVED) throw new PixProxyError(Errors.HSM_TOKEN_NOT_FOUND, [this.#tokenLabel], { cause: err })
-      throw hsmError(err, 'C_OpenSession', this.#tokenLabel)
-    }
-    this.#busy.add(session)
-    return session
-  }
-
-  #discard (session: Session, op: string, code: number): void {
-    this.#busy.delete(session)
-    this.#vacant++
-    this.#replaced++
-    try {
-      session.close()
-    } catch (err) {
-      const closeCode = ckrCode(err)
-      // A dead session refuses to close; anything else is worth a line in the log.
-      if (closeCode === undefined || !SESSION_LOST.has(closeCode)) this.#log?.warn({ token: this.#tokenLabel, err: String(err) }, 'closing a dead HSM session failed')
-    }
-    this.#log?.warn({ token: this.#tokenLabel, op, ckr: ckrName(code) }, 'HSM session discarded after a failure; it will be replaced')
-    this.#checkDrained()
-  }
-
-  /**
-   * Refills vacant places right away (best effort: a token that is gone is retried by the next acquire), so
-   * that queued operations do not wait out their deadline and the pool keeps its size.
-   */
-  #refill (): void {
-    while (this.#vacant > 0 && !this.#closed) {
-      let session: Session
-      try {
-        session = this.#openSession()
-      } catch (err) {
-        this.#log?.warn({ token: this.#tokenLabel, err: String(err) }, 'cannot replace a lost HSM session yet')
-        return
-      }
-      this.#release(session)
-    }
-  }
-
-  #ensureLoggedIn (session: Session): void {
-    const { state } = this.#module.lib.C_GetSessionInfo(session.handle)
-    if (state === CKS_RO_USER_FUNCTIONS || state === CKS_RW_USER_FUNCTIONS) return
-    try {
-      session.login(this.#pin, UserType.USER)
-    } catch (err) {
-      if (ckrCode(err) === CKR_USER_ALREADY_LOGGED_IN) return
-      throw hsmError(err, 'C_Login', this.#tokenLabel)
-    }
-    this.#ownsLogin = true
-    this.#generation++
-  }
-
-  #checkDrained (): void {
-    if (this.#busy.size + this.#admin === 0) this.#onDrained?.()
-  }
-}
-
-function findSlot (module: Module, tokenLabel: string): Slot {
-  const slots = module.getSlots(true)
-  const matches: Slot[] = []
-  for (let i = 0; i < slots.length; i++) {
-    const slot = slots.items(i)
-    if (slot.getToken().label === tokenLabel) matches.push(slot)
-  }
-  const slot = matches[0]
-  if (slot === undefined) throw new PixProxyError(Errors.HSM_TOKEN_NOT_FOUND, [tokenLabel])
-  if (matches.length > 1) throw new PixProxyError(Errors.HSM_TOKEN_AMBIGUOUS, [matches.length, tokenLabel])
-  return slot
 }

@@ -1,7 +1,7 @@
 /**
  * Regression: SoftHSM2 initialised without CKF_OS_LOCKING_OK crashes the process (SIGSEGV/SIGABRT) under
  * concurrent signs on several sessions; measured 6 crashes in 6 runs of this file with the flag removed from
- * Pkcs11KeyStore.open. With the flag, 2000 signs on 4 sessions complete and verify. A crash fails this file.
+ * Pkcs11SessionPool.open (src/hsm/session-pool.ts). With the flag, 2000 signs on 4 sessions complete and verify. A crash fails this file.
  */
 import t from 'tap'
 import { verify } from 'node:crypto'

@@ -9,8 +9,8 @@ import { KeyGenMechanism, KeyType, Module, ObjectClass, SessionFlag } from 'grap
 import type { Session } from 'graphene-pk11'
 import pkcs11js from 'pkcs11js'
 import { Errors, PixProxyError } from '../../core/errors.ts'
-import { ckrCode, ckrName, hsmError, Pkcs11KeyStore } from '../../src/hsm/pkcs11.ts'
-import type { Pkcs11Options, Pkcs11Schedule } from '../../src/hsm/pkcs11.ts'
+import { Pkcs11KeyStore } from '../../src/hsm/pkcs11.ts'
+import type { Pkcs11Options, Pkcs11Schedule } from '../../src/hsm/session-pool.ts'
 import { SoftwareSigner } from '../../core/signer.ts'
 import { openRawModule, setupSoftHsm } from '../helpers/softhsm.ts'
 import { holdThreadPool } from '../helpers/thread-pool.ts'
@@ -375,22 +375,6 @@ t.test('the PIN does not leak through inspection or stats', async (t) => {
   for (const text of [inspect(store, { depth: 5, showHidden: true }), inspect(signer, { depth: 5, showHidden: true }), JSON.stringify(store.stats()), signer.description]) {
     t.notOk(text.includes(hsm.pin))
   }
-})
-
-t.test('PKCS#11 errors map to the catalogue by CKR_* code', async (t) => {
-  const e = (name: string): Error => new pkcs11js.Pkcs11Error(name, (pkcs11js as unknown as Record<string, number>)[name], 'C_Test')
-  t.equal(hsmError(e('CKR_PIN_INCORRECT'), 'C_Login', 'tok').code, Errors.HSM_PIN_INCORRECT.code)
-  t.equal(hsmError(e('CKR_PIN_LOCKED'), 'C_Login', 'tok').code, Errors.HSM_PIN_LOCKED.code)
-  const other = hsmError(e('CKR_DEVICE_ERROR'), 'C_Sign', 'tok')
-  t.equal(other.code, Errors.HSM_OPERATION.code)
-  t.equal(other.message, 'HSM operation C_Sign failed: CKR_DEVICE_ERROR')
-  // The code decides, not the message text.
-  t.equal(hsmError(new pkcs11js.Pkcs11Error('CKR_DEVICE_ERROR', pkcs11js.CKR_PIN_LOCKED), 'C_Login', 'tok').code, Errors.HSM_PIN_LOCKED.code)
-  t.equal(ckrCode(new Error('CKR_PIN_INCORRECT')), undefined, 'a plain error mentioning a CKR name is not a PKCS#11 error')
-  t.equal(ckrName(pkcs11js.CKR_SESSION_HANDLE_INVALID), 'CKR_SESSION_HANDLE_INVALID')
-  t.equal(ckrName(0x8ffffff1), 'CKR_0x8ffffff1')
-  const keep = new PixProxyError(Errors.HSM_POOL_CLOSED)
-  t.equal(hsmError(keep, 'x', 'tok'), keep)
 })
 
 t.test('sign on a key whose private object went away fails with HSM_KEY_NOT_FOUND after one retry', async (t) => {
