@@ -167,13 +167,17 @@ export class KmsSigner implements Signer {
   }
 
   /**
-   * For readiness: the key is still Enabled (DescribeKey), cached for 10 s. Resolves to a detail for /readyz.
-   * @throws PixProxyError KMS_KEY_DISABLED when it is not, or the KMS_* code of the call's failure.
+   * For readiness: a signature still works (the key Enabled, kms:Sign still granted, KMS reachable), proven by
+   * signing the self-test bytes and checking the signature, at most once per 10 s: /readyz is polled every few
+   * seconds by every task, and a sign costs quota (one per task per 10 s). A throttled probe counts as ready: KMS
+   * answered for the key, and its quota is per account and Region, the same for every task, so draining tasks
+   * would not help. Resolves to a detail for /readyz.
+   * @throws PixProxyError KMS_KEY_DISABLED, KMS_ACCESS_DENIED, KMS_KEY_MISMATCH, KMS_UNAVAILABLE…: the sign's failure.
    */
   async check (): Promise<string> {
     const now = this.#now()
     if (this.#lastCheck === null || now - this.#lastCheck.at >= CHECK_TTL_MS) {
-      const result = this.#describe()
+      const result = this.#probe()
       this.#lastCheck = { at: now, result }
       // A failure is not cached: the next probe asks again.
       result.catch(() => { if (this.#lastCheck?.result === result) this.#lastCheck = null })
@@ -181,15 +185,14 @@ export class KmsSigner implements Signer {
     return await this.#lastCheck.result
   }
 
-  async #describe (): Promise<string> {
-    let state: string | undefined
+  async #probe (): Promise<string> {
     try {
-      state = (await this.#client.send(new DescribeKeyCommand({ KeyId: this.keyArn }))).KeyMetadata?.KeyState
+      await this.sign(SELF_TEST)
     } catch (err) {
-      throw kmsError('DescribeKey', this.keyArn, err)
+      if ((err as { code?: unknown }).code === Errors.KMS_THROTTLED.code) return `signing key ${this.keyArn} answered (throttled: the account's KMS quota is busy)`
+      throw err
     }
-    if (state !== 'Enabled') throw new PixProxyError(Errors.KMS_KEY_DISABLED, [this.keyArn, `KeyState ${String(state)}`])
-    return `signing key ${this.keyArn} Enabled`
+    return `signing key ${this.keyArn} signs`
   }
 
   close (): void {

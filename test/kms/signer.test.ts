@@ -132,23 +132,27 @@ t.test('on the request path: throttling, a disabled key, an outage and a slow KM
   t.equal((await signer.sign(data)).length, 256, 'signs again once KMS is back')
 })
 
-t.test('readiness: the key still Enabled, cached 10 s; a disabled key or an unreachable KMS is not ready', async (t) => {
+t.test('readiness: a signature still works, at most one sign per 10 s; a disabled key, a revoked permission or an unreachable KMS is not ready; a throttle is', async (t) => {
   const ep = await endpoint(t)
   let now = 1_000_000
   const signer = await KmsSigner.open({ keyId: ALIAS, certificate, now: () => now, client: createKmsClient({ endpoint: ep.url, region: REGION, credentials: CREDS, maxAttempts: 1 }) })
   t.teardown(() => signer.close())
-  const describes = (): number => ep.calls.filter((c) => c.target === 'TrentService.DescribeKey').length
-  const atStart = describes()
-  t.match(await signer.check(), /^signing key arn:aws:kms:.*key\/1234abcd.* Enabled$/)
-  t.equal(describes(), atStart + 1)
+  const signs = (): number => ep.calls.filter((c) => c.target === 'TrentService.Sign').length
+  const atStart = signs()
+  t.match(await signer.check(), /^signing key arn:aws:kms:.*key\/1234abcd.* signs$/)
+  t.equal(signs(), atStart + 1, 'the probe is a real Sign')
   await signer.check()
-  t.equal(describes(), atStart + 1, 'cached')
+  t.equal(signs(), atStart + 1, 'cached: no second sign within 10 s')
   ep.setKmsKeyEnabled(KEY_ID, false)
   now += 10_000
-  await t.rejects(signer.check(), { code: 'PIXPROXY_ERR_KMS_KEY_DISABLED', message: /KeyState Disabled/ }, 'a key disabled after start')
+  await t.rejects(signer.check(), { code: 'PIXPROXY_ERR_KMS_KEY_DISABLED' }, 'a key disabled after start')
   ep.setKmsKeyEnabled(KEY_ID, true)
-  t.match(await signer.check(), /Enabled$/, 'a failure is not cached')
+  t.match(await signer.check(), /signs$/, 'a failure is not cached')
   now += 10_000
-  ep.failCalls({ target: 'TrentService.DescribeKey', errorType: 'ServiceUnavailableException', times: 1 })
+  ep.failCalls({ target: 'TrentService.Sign', errorType: 'AccessDeniedException', times: 1 })
+  await t.rejects(signer.check(), { code: 'PIXPROXY_ERR_KMS_ACCESS_DENIED' }, 'kms:Sign taken away (DescribeKey alone would still pass)')
+  ep.failCalls({ target: 'TrentService.Sign', errorType: 'ServiceUnavailableException', times: 1 })
   await t.rejects(signer.check(), { code: 'PIXPROXY_ERR_KMS_UNAVAILABLE' })
+  ep.failCalls({ target: 'TrentService.Sign', errorType: 'ThrottlingException', times: 1 })
+  t.match(await signer.check(), /throttled/, 'a throttled probe is ready: the quota is the same for every task')
 })
