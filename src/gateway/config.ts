@@ -146,8 +146,8 @@ export function loadGatewayConfig (source: Readonly<Record<string, string | unde
     // Without a CRL OpenSSL checks no revocation at all: a revoked ICP-Brasil certificate would be accepted.
     problems.push('PIXGW_CRLS: at least one CRL is required (revocation is checked for every client chain)')
   }
-  if (f.PIXGW_TRUSTSTORE.startsWith('s3://')) problems.push('PIXGW_TRUSTSTORE: s3:// locations are not supported yet; give a path')
-  for (const c of crlFiles) if (c.startsWith('s3://')) problems.push(`PIXGW_CRLS: ${c}: s3:// locations are not supported yet; give a path`)
+  if (f.PIXGW_TRUSTSTORE.startsWith('s3://')) problems.push('PIXGW_TRUSTSTORE: s3:// locations are not supported yet (give a path)')
+  for (const c of crlFiles) if (c.startsWith('s3://')) problems.push(`PIXGW_CRLS: ${c}: s3:// locations are not supported yet (give a path)`)
   if (problems.length > 0 || serverKey === null) throw new PixProxyError(Errors.CONFIG_INVALID, [problems.join('; ')])
 
   return Object.freeze({
