@@ -2,8 +2,9 @@
  * The gateway's configuration (`pix-proxy gateway`): one schema, validated once at start-up, apart from the proxy's
  * (src/config.ts) because the gateway is another entry point with other duties. Nothing else in src/gateway reads
  * process.env. Settings are `PIXGW_*`; the HSM that holds the server key is named by the proxy's own
- * `PIXPROXY_HSM_MODULE_PATH`, `PIXPROXY_HSM_TOKEN_LABEL` and `PIXPROXY_HSM_PIN_FILE`, so one task definition
- * describes one HSM for both modes. The names are those the gateway's Terraform sets.
+ * `PIXPROXY_HSM_MODULE_PATH`, `PIXPROXY_HSM_TOKEN_LABEL` and `PIXPROXY_HSM_PIN_FILE` or `PIXPROXY_HSM_PIN_SECRET_ID`,
+ * so one task definition describes one HSM for both modes. The names are those the gateway's Terraform sets
+ * (test/infra/terraform.test.ts runs this loader on the task definition's environment and secrets).
  */
 import { Type } from '@sinclair/typebox'
 import type { Static, TInteger, TString } from '@sinclair/typebox'
@@ -24,12 +25,13 @@ const GatewayConfigSchema = Type.Object({
   PIXGW_OPS_LISTEN_PORT: Int('Port of the operations listener (the NLB target group\'s HTTP health check)', 0, 65535, 8081),
   PIXGW_LOG_LEVEL: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), { description: 'pino log level', default: 'info' }),
 
-  PIXGW_SERVER_CERT_FILE: Str('PEM server certificate presented to clients (chain allowed, leaf first)'),
-  PIXGW_SERVER_KEY_LABEL: Type.Optional(Str('CKA_LABEL of the server key in the HSM, used through the libp11 engine (module, token and PIN from PIXPROXY_HSM_MODULE_PATH, PIXPROXY_HSM_TOKEN_LABEL, PIXPROXY_HSM_PIN_FILE)')),
-  PIXGW_SERVER_KEY_FILE: Type.Optional(Str('PEM server key instead of the HSM (tests, development)')),
+  PIXGW_SERVER_CERT_FILE: Str('PEM server certificate presented to clients (chain allowed, leaf first): a path, or the PEM text itself (an ECS secret from SSM)'),
+  PIXGW_SERVER_KEY_LABEL: Type.Optional(Str('CKA_LABEL of the server key in the HSM, used through the libp11 engine (module, token and PIN from PIXPROXY_HSM_MODULE_PATH, PIXPROXY_HSM_TOKEN_LABEL, PIXPROXY_HSM_PIN_FILE or PIXPROXY_HSM_PIN_SECRET_ID)')),
+  PIXGW_SERVER_KEY_FILE: Type.Optional(Str('PEM server key instead of the HSM (tests, development): a path, or the PEM text itself')),
   PIXPROXY_HSM_MODULE_PATH: Type.Optional(Str('PKCS#11 module holding the server key (also the proxy\'s setting)')),
   PIXPROXY_HSM_TOKEN_LABEL: Type.Optional(Str('Label of the PKCS#11 token holding the server key')),
   PIXPROXY_HSM_PIN_FILE: Type.Optional(Str('File holding the HSM user PIN (the engine reads it itself: pin-source)')),
+  PIXPROXY_HSM_PIN_SECRET_ID: Type.Optional(Str('Secrets Manager secret (name or ARN) holding the HSM user PIN instead of a file: read at start-up into a private 0600 file for the engine, removed at exit')),
 
   PIXGW_TRUSTSTORE: Str('PEM bundle of the client CAs trusted (ICP-Brasil roots and intermediates): a path'),
   PIXGW_CRLS: Str('Comma-separated paths of the CRLs (PEM or DER) of every CA in the truststore; every client chain must be covered', { default: '' }),
@@ -56,8 +58,11 @@ export interface GatewayConfig {
   readonly ops: { readonly host: string, readonly port: number }
   readonly logLevel: string
   readonly serverCertFile: string
-  /** Exactly one of the two: the HSM (label, module, token, pin file) or a PEM file. */
-  readonly serverKey: { readonly kind: 'hsm', readonly label: string, readonly modulePath: string, readonly tokenLabel: string, readonly pinFile: string } | { readonly kind: 'file', readonly file: string }
+  /**
+   * Exactly one of the two: the HSM (label, module, token, and the PIN as a file or a Secrets Manager secret: exactly
+   * one of pinFile and pinSecretId) or a PEM key (a path or the PEM text).
+   */
+  readonly serverKey: GatewayHsmKey | { readonly kind: 'file', readonly file: string }
   readonly truststoreFile: string
   readonly crlFiles: readonly string[]
   readonly crlStalePolicy: 'fail-closed' | 'fail-open'
@@ -68,6 +73,16 @@ export interface GatewayConfig {
   readonly maxBodyBytes: number
   readonly shutdownTimeoutMs: number
   readonly auditFirehoseStream: string
+}
+
+/** The server key in the HSM. The engine reads the PIN from a file only: a secret is copied to one at start (pin.ts). */
+export interface GatewayHsmKey {
+  readonly kind: 'hsm'
+  readonly label: string
+  readonly modulePath: string
+  readonly tokenLabel: string
+  readonly pinFile: string | null
+  readonly pinSecretId: string | null
 }
 
 const KEYS: ReadonlySet<string> = new Set(Object.keys(GatewayConfigSchema.properties))
@@ -106,10 +121,13 @@ export function loadGatewayConfig (source: Readonly<Record<string, string | unde
     const modulePath = set(f.PIXPROXY_HSM_MODULE_PATH)
     const tokenLabel = set(f.PIXPROXY_HSM_TOKEN_LABEL)
     const pinFile = set(f.PIXPROXY_HSM_PIN_FILE)
-    for (const [k, v] of [['PIXPROXY_HSM_MODULE_PATH', modulePath], ['PIXPROXY_HSM_TOKEN_LABEL', tokenLabel], ['PIXPROXY_HSM_PIN_FILE', pinFile]] as const) {
+    const pinSecretId = set(f.PIXPROXY_HSM_PIN_SECRET_ID)
+    for (const [k, v] of [['PIXPROXY_HSM_MODULE_PATH', modulePath], ['PIXPROXY_HSM_TOKEN_LABEL', tokenLabel]] as const) {
       if (v === null) problems.push(`${k} is required with PIXGW_SERVER_KEY_LABEL`)
     }
-    if (modulePath !== null && tokenLabel !== null && pinFile !== null) serverKey = { kind: 'hsm', label, modulePath, tokenLabel, pinFile }
+    const pinOk = (pinFile === null) !== (pinSecretId === null)
+    if (!pinOk) problems.push('set exactly one of PIXPROXY_HSM_PIN_FILE and PIXPROXY_HSM_PIN_SECRET_ID with PIXGW_SERVER_KEY_LABEL')
+    if (modulePath !== null && tokenLabel !== null && pinOk) serverKey = { kind: 'hsm', label, modulePath, tokenLabel, pinFile, pinSecretId }
   } else if (keyFile !== null) {
     serverKey = { kind: 'file', file: keyFile }
   }
@@ -128,8 +146,8 @@ export function loadGatewayConfig (source: Readonly<Record<string, string | unde
     // Without a CRL OpenSSL checks no revocation at all: a revoked ICP-Brasil certificate would be accepted.
     problems.push('PIXGW_CRLS: at least one CRL is required (revocation is checked for every client chain)')
   }
-  if (f.PIXGW_TRUSTSTORE.startsWith('s3://')) problems.push('PIXGW_TRUSTSTORE: s3:// locations are not supported yet; give a path')
-  for (const c of crlFiles) if (c.startsWith('s3://')) problems.push(`PIXGW_CRLS: ${c}: s3:// locations are not supported yet; give a path`)
+  if (f.PIXGW_TRUSTSTORE.startsWith('s3://')) problems.push('PIXGW_TRUSTSTORE: s3:// locations are not supported yet (give a path)')
+  for (const c of crlFiles) if (c.startsWith('s3://')) problems.push(`PIXGW_CRLS: ${c}: s3:// locations are not supported yet (give a path)`)
   if (problems.length > 0 || serverKey === null) throw new PixProxyError(Errors.CONFIG_INVALID, [problems.join('; ')])
 
   return Object.freeze({

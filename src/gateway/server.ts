@@ -4,6 +4,7 @@
  * server certificate, truststore and CRLs. The only place of the gateway that exits the process.
  */
 import pino from 'pino'
+import type { SecretsManagerClient } from '@aws-sdk/client-secrets-manager'
 import { icpBrasilIdentity } from '../../core/pki/icp-brasil.ts'
 import type { PixProxyError } from '../../core/errors.ts'
 import { logAuditSink } from './audit.ts'
@@ -11,12 +12,15 @@ import { loadGatewayConfig } from './config.ts'
 import type { GatewayConfig } from './config.ts'
 import { startGateway } from './gateway.ts'
 import type { Gateway } from './gateway.ts'
+import { resolveServerKeyPin } from './pin.ts'
 
 /**
  * Starts the gateway. The libp11 engine takes its PKCS#11 module from PKCS11_MODULE_PATH (never from the URI), so it
- * must name the configured module: set from the config when absent, a contradiction refused.
+ * must name the configured module: set from the config when absent, a contradiction refused. A PIN in Secrets
+ * Manager is written to a private file first (pin.ts), removed when the gateway closes or fails to start.
+ * `secrets` is for tests (the local Secrets Manager); by default the SDK's usual sources.
  */
-export async function runGateway (config: GatewayConfig, env: NodeJS.ProcessEnv = process.env): Promise<Gateway> {
+export async function runGateway (config: GatewayConfig, env: NodeJS.ProcessEnv = process.env, secrets?: SecretsManagerClient): Promise<Gateway> {
   if (config.serverKey.kind === 'hsm') {
     if (env.PKCS11_MODULE_PATH === undefined) env.PKCS11_MODULE_PATH = config.serverKey.modulePath
     else if (env.PKCS11_MODULE_PATH !== config.serverKey.modulePath) {
@@ -24,7 +28,25 @@ export async function runGateway (config: GatewayConfig, env: NodeJS.ProcessEnv 
     }
   }
   const logger = pino({ level: config.logLevel, base: { service: 'pix-proxy-gateway' }, redact: ['pin', '*.pin', 'key', '*.privateKey'] })
-  return await startGateway({ config, logger, identify: icpBrasilIdentity, audit: logAuditSink(logger) })
+  const pin = await resolveServerKeyPin(config, logger, secrets)
+  let gw: Gateway
+  try {
+    gw = await startGateway({ config: pin.config, logger, identify: icpBrasilIdentity, audit: logAuditSink(logger) })
+  } catch (err) {
+    await pin.remove()
+    throw err
+  }
+  // The engine reads the PIN file at every context build (reloads too): it stays until the gateway closes.
+  const close = gw.close.bind(gw)
+  return Object.assign(gw, {
+    close: async () => {
+      try {
+        await close()
+      } finally {
+        await pin.remove()
+      }
+    }
+  })
 }
 
 export async function main (): Promise<void> {

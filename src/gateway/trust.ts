@@ -31,6 +31,7 @@ import { certificateMatchesKey, certificateParts, parseCertificate, parseCertifi
 import type { Certificate } from '../../core/pki/x509.ts'
 import { ofbTlsPolicy } from '../../core/pki/ofb-tls-policy.ts'
 import { formatPkcs11Uri } from '../hsm/uri.ts'
+import { describePemSetting, isInlinePem } from '../config.ts'
 import { crlIsStale, readCrlFile } from './crl.ts'
 import type { CrlInfo } from './crl.ts'
 import type { GatewayConfig } from './config.ts'
@@ -61,8 +62,18 @@ async function read (what: string, path: string): Promise<Buffer> {
   }
 }
 
+/**
+ * A PEM setting (the server certificate, the PEM key): the text itself, as ECS gives an SSM parameter to the container
+ * (src/config.ts readPemSetting), or the file's content.
+ */
+async function readPem (what: string, value: string): Promise<Buffer> {
+  return isInlinePem(value) ? Buffer.from(value, 'utf8') : await read(what, value)
+}
+
 /** The PKCS#11 URI the engine loads the server key by (the PIN file is read by the engine, never by JS). */
-function serverKeyUri (key: { label: string, tokenLabel: string, pinFile: string }): string {
+function serverKeyUri (key: GatewayConfig['serverKey'] & { kind: 'hsm' }): string {
+  // A secret PIN is copied to a file before the first load (pin.ts, runGateway); an unresolved one is a programming error.
+  if (key.pinFile === null) throw new Error(`the HSM PIN of secret ${String(key.pinSecretId)} has not been written to a file`)
   return `${formatPkcs11Uri({ token: key.tokenLabel, object: key.label, type: 'private' })}?pin-source=file:${key.pinFile}`
 }
 
@@ -72,12 +83,12 @@ function serverKeyUri (key: { label: string, tokenLabel: string, pinFile: string
  * TLS_KEY_CERT_MISMATCH, TLS_KEY_PIN_INCORRECT, TLS_KEY_NOT_FOUND, TLS_ENGINE_FAILED, FILE_READ.
  */
 export async function loadTrustMaterial (config: Pick<GatewayConfig, 'serverCertFile' | 'serverKey' | 'truststoreFile' | 'crlFiles'>): Promise<TrustMaterial> {
-  const certPem = (await read('server certificate', config.serverCertFile)).toString('utf8')
+  const certPem = (await readPem('server certificate', config.serverCertFile)).toString('utf8')
   let chain: Certificate[]
   try {
     chain = parseCertificates(certPem)
   } catch (err) {
-    throw new PixProxyError(Errors.TLS_PEM_INVALID, [`server certificate ${config.serverCertFile}`, describe(err)], { cause: err })
+    throw new PixProxyError(Errors.TLS_PEM_INVALID, [`server certificate ${describePemSetting(config.serverCertFile)}`, describe(err)], { cause: err })
   }
   const serverCertificate = chain[0] as Certificate
 
@@ -125,7 +136,7 @@ export async function loadTrustMaterial (config: Pick<GatewayConfig, 'serverCert
   }
   let options: SecureContextOptions
   if (config.serverKey.kind === 'file') {
-    const keyPem = (await read('server key', config.serverKey.file)).toString('utf8')
+    const keyPem = (await readPem('server key', config.serverKey.file)).toString('utf8')
     let matches: boolean
     try {
       matches = certificateMatchesKey(serverCertificate, createPrivateKey(keyPem))

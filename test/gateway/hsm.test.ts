@@ -5,7 +5,7 @@
  * engine hold process-wide state.
  */
 import { existsSync } from 'node:fs'
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
@@ -13,6 +13,9 @@ import { Errors } from '../../core/errors.ts'
 import { issueCertificate } from '../../core/pki/ca.ts'
 import { icpBrasilIdentity } from '../../core/pki/icp-brasil.ts'
 import { startGateway } from '../../src/gateway/gateway.ts'
+import { runGateway } from '../../src/gateway/server.ts'
+import { createSecretsManagerClient } from '../../src/aws/clients.ts'
+import { startLocalAwsEndpoint } from '../../tools/aws-local/endpoint.ts'
 import { setupSoftHsm } from '../helpers/softhsm.ts'
 import { createGatewayPki } from '../helpers/gateway-pki.ts'
 import { attempt, gatewayConfig, startBackend, testLogger } from './helpers.ts'
@@ -50,6 +53,13 @@ const hsmSettings = (label: string, pin: string = pinFile): Record<string, strin
   PIXPROXY_HSM_TOKEN_LABEL: hsm.tokenLabel,
   PIXPROXY_HSM_PIN_FILE: pin
 })
+/** As in AWS: the PIN in Secrets Manager, the certificate as PEM text (an ECS secret from SSM). */
+const secretSettings = (secretId: string): Record<string, string> => ({
+  ...hsmSettings('gw-tls', ''),
+  PIXGW_SERVER_CERT_FILE: serverCert.pem + pki.intermediate.certPem,
+  PIXPROXY_HSM_PIN_SECRET_ID: secretId,
+  PIXGW_LOG_LEVEL: 'silent'
+})
 
 t.test('a key label that is not on the token stops the start: TLS_KEY_NOT_FOUND', async (t) => {
   const { logger } = testLogger()
@@ -70,4 +80,41 @@ t.test('handshakes with the server key in the HSM, over TLS 1.2 and 1.3, before 
   t.equal(await gw.reload({ force: true }), 'applied', 'a reload loads the key through the engine again')
   const after = await attempt(gw.url, pki, { client: pki.clients.valid })
   t.ok(after.ok && after.status === 200, 'a new handshake after the reload')
+})
+
+t.test('the PIN from Secrets Manager (PIXPROXY_HSM_PIN_SECRET_ID) and the certificate as PEM text, as the Terraform gives them', async (t) => {
+  const creds = { accessKeyId: 'AKIDLOCALGW', secretAccessKey: 'local-gw-secret' }
+  const ep = await startLocalAwsEndpoint({ credentials: { [creds.accessKeyId]: creds.secretAccessKey } })
+  t.teardown(() => ep.close())
+  const sm = createSecretsManagerClient({ endpoint: ep.url, region: 'sa-east-1', credentials: creds })
+  t.teardown(() => sm.destroy())
+  // As `aws secretsmanager create-secret --secret-string file://pin` stores it: one trailing newline.
+  const arn = ep.putSecret({ name: 'pix-gw/hsm-pin', string: hsm.pin + '\n' })
+  const env: NodeJS.ProcessEnv = { PKCS11_MODULE_PATH: hsm.modulePath }
+
+  const gw = await runGateway(gatewayConfig(pki, backend, secretSettings(arn)), env, sm)
+  let closed = false
+  t.teardown(async () => { if (!closed) await gw.close() })
+  const id = String(gw.material.options.privateKeyIdentifier)
+  const m = /pin-source=file:(.+)$/.exec(id)
+  t.ok(m !== null, `the engine reads the PIN from a file (${id.replace(/pin-source=.*/, 'pin-source=…')})`)
+  const file = (m as RegExpExecArray)[1] as string
+  t.not(file, pinFile, 'a file of its own, not the test\'s')
+  t.equal(await readFile(file, 'utf8'), hsm.pin, 'the secret\'s value, its trailing newline dropped')
+  t.equal((await stat(file)).mode & 0o777, 0o600, 'readable by the process\'s user only')
+  t.ok(ep.calls.some((c) => c.target === 'secretsmanager.GetSecretValue'), 'read with GetSecretValue (SigV4 checked by the endpoint)')
+  const res = await attempt(gw.url, pki, { client: pki.clients.valid })
+  t.ok(res.ok && res.status === 200, `a handshake signed by the HSM key opened with that PIN (${JSON.stringify(res.ok ? res.status : res)})`)
+  t.equal(await gw.reload({ force: true }), 'applied', 'a reload opens the key through the engine again: the file is still there')
+  closed = true
+  await gw.close()
+  t.notOk(existsSync(file), 'the PIN file is removed when the gateway closes')
+
+  // A secret that does not exist stops the start with its own code, and leaves no PIN file.
+  await t.rejects(runGateway(gatewayConfig(pki, backend, secretSettings('pix-gw/nope')), env, sm), { code: Errors.AWS_SECRET_NOT_FOUND.code })
+  // (A wrong PIN cannot be shown here: the engine keeps the token logged in for the life of the process.)
+  // A start that fails after the PIN file was written removes it: a key label not on the token.
+  await t.rejects(runGateway(gatewayConfig(pki, backend, { ...secretSettings(arn), PIXGW_SERVER_KEY_LABEL: 'no-such-key' }), env, sm), { code: Errors.TLS_KEY_NOT_FOUND.code })
+  const left = (await readdir(tmpdir())).filter((n) => n.startsWith(`pix-proxy-pin-${process.pid}-`))
+  t.same(left, [], 'no PIN directory of this process is left behind')
 })

@@ -43,6 +43,7 @@ locals {
     PIXGW_TRUSTSTORE            = "s3://${aws_s3_bucket.truststore.bucket}/${local.truststore_prefix}${var.truststore_object_name}"
     PIXGW_CRLS                  = join(",", [for c in var.crl_object_names : "s3://${aws_s3_bucket.truststore.bucket}/${local.crl_prefix}${c}"])
     PIXGW_BACKEND_URL           = var.backend_url
+    PIXGW_ROUTES                = join(",", var.routes)
     PIXGW_AUDIT_FIREHOSE_STREAM = var.audit_stream_name
     PIXPROXY_HSM_MODULE_PATH    = "/opt/cloudhsm/lib/libcloudhsm_pkcs11.so"
     PIXPROXY_HSM_TOKEN_LABEL    = var.hsm_token_label
@@ -71,6 +72,15 @@ locals {
       environment            = [for k in sort(keys(local.environment)) : { name = k, value = local.environment[k] }]
       secrets                = [for k in sort(keys(local.secrets)) : { name = k, valueFrom = local.secrets[k] }]
       mountPoints            = [for v, path in local.scratch_volumes : { sourceVolume = v, containerPath = path, readOnly = false }]
+      # The image's HEALTHCHECK checks the proxy's operations port (PIXPROXY_OPS_LISTEN_PORT): the gateway's is
+      # PIXGW_OPS_LISTEN_PORT, named by a full URL (plain HTTP, reachable on loopback as the listener is on 0.0.0.0).
+      healthCheck = {
+        command     = ["CMD", "node", "/app/docker/healthcheck.mjs", "http://127.0.0.1:${var.ops_port}/healthz"]
+        interval    = 10
+        timeout     = 5
+        retries     = 3
+        startPeriod = 60
+      }
       linuxParameters = {
         initProcessEnabled = true
         capabilities       = { drop = ["ALL"] }

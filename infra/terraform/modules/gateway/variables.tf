@@ -210,6 +210,23 @@ variable "crl_object_names" {
   }
 }
 
+variable "routes" {
+  description = "PIXGW_ROUTES: the allowlist of \"METHOD /path\" patterns forwarded to the backend, a trailing * matching any rest of the path (docs/gateway.md). The default is every Open Finance Brasil API (all under /open-banking/<family>/v<n>/) with the methods their specifications use; narrow it to the families the institution serves (e.g. \"POST /open-banking/payments/v4/*\"). Anything else is refused before it reaches the backend."
+  type        = list(string)
+  default = [
+    "GET /open-banking/*",
+    "POST /open-banking/*",
+    "PUT /open-banking/*",
+    "PATCH /open-banking/*",
+    "DELETE /open-banking/*",
+  ]
+
+  validation {
+    condition     = length(var.routes) > 0 && alltrue([for r in var.routes : can(regex("^(GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS) /[^\\s?#*,]*\\*?$", r))])
+    error_message = "routes: at least one \"METHOD /path\" or \"METHOD /prefix/*\" (no commas, no query)."
+  }
+}
+
 variable "backend_url" {
   description = "PIXGW_BACKEND_URL: the private API Gateway's origin, https://<api-id>.execute-api.<region>.amazonaws.com (resolved to the execute-api endpoint by private DNS)"
   type        = string
