@@ -7,9 +7,10 @@
  *   kms-30ms         30 ms added
  *   kms-30ms-raised  30 ms added, and the proxy's rate limit raised (PIXPROXY_KMS_MAX_SIGNS_PER_SEC=RAISED)
  * with KMS's default account quota for RSA signing emulated in every kms configuration: the local KMS throttles Sign
- * beyond 500/s (ThrottlingException, token bucket with a 50-call burst: tools/aws-local/kms.ts).
+ * beyond 500/s (ThrottlingException, token bucket with a tenth of a second's burst: tools/aws-local/kms.ts; --quota
+ * sets another rate, e.g. below what a loaded machine reaches, to show the guard's retries of throttles).
  *
- *   node bench/kms.ts [--json] [--quick] [--op create-entry|spi-send] [--rates 50,100,…] [--seconds N] [--pin 0:1] [--raised 2000] [--configurations hsm,kms-0ms,…]
+ *   node bench/kms.ts [--json] [--quick] [--op create-entry|spi-send] [--rates 50,100,…] [--seconds N] [--pin 0:1] [--raised 2000] [--configurations hsm,kms-0ms,…] [--quota 500]
  *
  * Set-up as bench/e2e.ts --pinned (bench/lib/pinned.ts): every proxy on the first CPU list of --pin (taskset, every
  * thread), the load, the token host, a canned BACEN (bench/lib/canned-bacen.ts: mutual TLS, answers signed once with
@@ -58,7 +59,8 @@ const { values } = parseArgs({
     seconds: { type: 'string' },
     pin: { type: 'string', default: '0:1' },
     raised: { type: 'string', default: '2000' },
-    configurations: { type: 'string' }
+    configurations: { type: 'string' },
+    quota: { type: 'string', default: '500' }
   }
 })
 const log = (s: string): void => { if (!values.json) process.stderr.write(`[bench] ${s}\n`) }
@@ -69,7 +71,8 @@ const seconds = Number(values.seconds ?? (values.quick ? '3' : '10'))
 const warmSeconds = values.quick ? 1 : 3
 const [serverCpus = '0', restCpus = '1'] = values.pin.split(':')
 const raised = Number(values.raised)
-const QUOTA = { perSecond: 500, burst: 50 }
+// KMS's default quota for RSA signing; --quota lowers it to show throttling where the machine cannot reach 500/s.
+const QUOTA = { perSecond: Number(values.quota), burst: Math.max(1, Math.round(Number(values.quota) / 10)) }
 const KEY = 'bench.kms@example.com.br'
 
 interface Configuration {
