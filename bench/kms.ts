@@ -26,8 +26,9 @@
  * quota (500/s: throttles, retried by the guard, then 503 PIXPROXY_ERR_KMS_THROTTLED), and by the KMS client's
  * 64 sockets over the Sign latency (64 / 30 ms ≈ 2100/s).
  *
- * Errors that load can cause (those 503s, a 504, a timeout or a reset) are reported; any other (a 4xx, a 500/502, an
- * answer whose signature is not VALID, a circuit opened on a KMS failure) means the set-up is broken: the bench then
+ * Errors that load can cause (those 503s, a 504, a timeout or a reset; KMS_UNAVAILABLE and KMS_CIRCUIT_OPEN only while
+ * the local KMS answered nothing but signatures and throttles, i.e. the client timed out a starved local KMS) are
+ * reported; any other (a 4xx, a 500/502, an answer whose signature is not VALID, a KMS 5xx) means the set-up is broken: the bench then
  * exits non-zero instead of reporting figures of errors. --quick: three rates, 3 s points (under three minutes on a
  * quiet machine).
  */
@@ -166,13 +167,18 @@ async function load (url: string, bodies: readonly string[], rate: number, secs:
 }
 
 /**
- * What load causes, and is reported: the guard's refusals (queue full, turn too late, throttled past its retries, a
- * Sign abandoned at the deadline), the HSM pool's timeout, the proxy's memory budget, an upstream 504, the load's own
- * timeouts and resets. Anything else stops the bench.
+ * What load causes, and is reported: the guard's refusals (queue full, turn too late, throttled past its retries), the
+ * HSM pool's timeout, the proxy's memory budget, an upstream 504, the load's own timeouts and resets. A Sign that
+ * found KMS unavailable (KMS_UNAVAILABLE), and the circuit that opens after five in a row (KMS_CIRCUIT_OPEN), are load
+ * only when the local KMS answered no Sign with anything but a signature or a throttle during the point: then they
+ * are the client's timeouts of a local KMS starved of CPU (it shares its core with the load), not a KMS failure.
+ * Anything else stops the bench.
  */
-const LOAD_ERROR = /^(503 PIXPROXY_ERR_(KMS_QUEUE_FULL|KMS_QUEUE_TIMEOUT|KMS_THROTTLED|KMS_UNAVAILABLE|HSM_POOL_TIMEOUT|MEMORY_BUDGET|SPI_QUEUE_FULL|SPI_QUEUE_TIMEOUT)|504( \w+)?|UND_ERR_\w+|E[A-Z]+)$/
+const LOAD_ERROR = /^(503 PIXPROXY_ERR_(KMS_QUEUE_FULL|KMS_QUEUE_TIMEOUT|KMS_THROTTLED|HSM_POOL_TIMEOUT|MEMORY_BUDGET|SPI_QUEUE_FULL|SPI_QUEUE_TIMEOUT)|504( \w+)?|UND_ERR_\w+|E[A-Z]+)$/
+const KMS_TIMEOUT_ERROR = /^503 PIXPROXY_ERR_KMS_(UNAVAILABLE|CIRCUIT_OPEN)$/
 function assertOnlyLoadErrors (p: Point): void {
-  const wrong = Object.entries(p.errorsByCode).filter(([code]) => !LOAD_ERROR.test(code))
+  const kmsAnsweredOnlySignaturesOrThrottles = Object.keys(p.kmsSignCalls ?? {}).every((k) => k === 'ok' || k === 'ThrottlingException')
+  const wrong = Object.entries(p.errorsByCode).filter(([code]) => !LOAD_ERROR.test(code) && !(KMS_TIMEOUT_ERROR.test(code) && kmsAnsweredOnlySignaturesOrThrottles))
   if (wrong.length > 0) throw new Error(`${p.configuration} @ ${p.rate}/s: requests failed, not from load: ${JSON.stringify(Object.fromEntries(wrong))}`)
 }
 
