@@ -19,7 +19,7 @@ setup:
 build: setup
 
 bench: setup
-	@. scripts/env.sh && npm run --silent bench:xmldsig -- --json && npm run --silent bench:hsm -- --json && npm run --silent bench:floor -- --json && npm run --silent bench:audit -- --json && npm run --silent bench:spi -- --json && npm run --silent bench:e2e -- --json
+	@. scripts/env.sh && npm run --silent bench:xmldsig -- --json && npm run --silent bench:hsm -- --json && npm run --silent bench:floor -- --json && npm run --silent bench:audit -- --json && npm run --silent bench:spi -- --json && npm run --silent bench:e2e -- --json && npm run --silent bench:kms -- --json
 
 clean:
 	rm -rf dist .tap .local

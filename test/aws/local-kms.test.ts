@@ -143,3 +143,41 @@ t.test('SigV4: a wrong secret and an unsigned call are refused as AWS refuses th
   t.equal(res.status, 400)
   t.match(await res.json(), { __type: 'MissingAuthenticationTokenException' })
 })
+
+t.test('request quota: a token bucket on Sign and Verify, ThrottlingException (400) beyond it, refilled by the clock', async (t) => {
+  let nowMs = 1_000
+  const ep = await startLocalAwsEndpoint({ region: REGION, accountId: '111122223333', credentials: { [CREDS.accessKeyId]: CREDS.secretAccessKey }, kmsKeys: [{ keyId: KEY_ID }], monotonicMs: () => nowMs })
+  t.teardown(() => ep.close())
+  const kms = createKmsClient({ endpoint: ep.url, region: REGION, credentials: CREDS, maxAttempts: 1 })
+  t.teardown(() => kms.destroy())
+  const digest = sha256(Buffer.from('x'))
+  const sign = async (): Promise<Uint8Array | undefined> => (await kms.send(new SignCommand({ KeyId: KEY_ID, Message: digest, MessageType: 'DIGEST', SigningAlgorithm: 'RSASSA_PKCS1_V1_5_SHA_256' }))).Signature
+
+  t.throws(() => { ep.setKmsRequestQuota({ perSecond: 0 }) }, { code: 'PIXPROXY_ERR_AWS_LOCAL_ENDPOINT' }, 'a quota of nothing is refused')
+  ep.setKmsRequestQuota({ perSecond: 500, burst: 2 })
+  t.ok(await sign())
+  const signature = await sign()
+  t.ok(signature, 'the burst: two calls at the same instant')
+  const err = await rejection(sign())
+  t.equal(err.name, 'ThrottlingException', 'the third at that instant is throttled')
+  t.equal(err.$metadata?.httpStatusCode, 400)
+  t.equal(err.message, 'You have exceeded the rate at which you may call KMS. Reduce the frequency of your calls.')
+  const verify = async (): Promise<unknown> => await kms.send(new VerifyCommand({ KeyId: KEY_ID, Message: digest, MessageType: 'DIGEST', Signature: signature, SigningAlgorithm: 'RSASSA_PKCS1_V1_5_SHA_256' }))
+  t.equal((await rejection(verify())).name, 'ThrottlingException', 'Verify shares the quota')
+  t.ok(await kms.send(new DescribeKeyCommand({ KeyId: KEY_ID })), 'DescribeKey is not under it')
+
+  nowMs += 1 // 0.5 token: still nothing whole, and a throttled call does not spend it
+  t.equal((await rejection(sign())).name, 'ThrottlingException')
+  nowMs += 1 // 1 token
+  t.ok(await sign(), 'one call per 2 ms at 500/s')
+  t.equal((await rejection(sign())).name, 'ThrottlingException')
+  nowMs += 60_000
+  t.ok(await sign())
+  t.ok(await sign())
+  t.equal((await rejection(sign())).name, 'ThrottlingException', 'a quiet spell saves at most the burst')
+
+  ep.setKmsRequestQuota(null)
+  for (let i = 0; i < 5; i++) t.ok(await sign(), 'no quota: no throttle')
+  const throttled = ep.calls.filter((c) => c.target === 'TrentService.Sign' && c.errorType === 'ThrottlingException')
+  t.equal(throttled.length, 4, 'the call log records each throttle')
+})

@@ -25,7 +25,7 @@ import { Errors, PixProxyError } from '../../core/errors.ts'
 import { DEFAULT_DELIVERY_STREAMS, FirehoseHandler } from './firehose.ts'
 import type { DeliveredRecord, RecordFault } from './firehose.ts'
 import { KmsHandler } from './kms.ts'
-import type { LocalKmsKey } from './kms.ts'
+import type { KmsRequestQuota, LocalKmsKey } from './kms.ts'
 import { AwsError, defaultStatus } from './protocol.ts'
 import type { ServiceHandler } from './protocol.ts'
 import { SecretsManagerHandler } from './secrets-manager.ts'
@@ -37,7 +37,7 @@ import type { LocalParameter } from './ssm.ts'
 export { DEFAULT_DELIVERY_STREAMS, expandPrefix } from './firehose.ts'
 export type { LocalParameter, SsmParameterType } from './ssm.ts'
 export type { LocalSecret } from './secrets-manager.ts'
-export type { LocalKmsKey } from './kms.ts'
+export type { KmsRequestQuota, LocalKmsKey } from './kms.ts'
 
 export interface LocalAwsEndpointOptions {
   /** Default 127.0.0.1; 0.0.0.0 in a container. */
@@ -68,6 +68,8 @@ export interface LocalAwsEndpointOptions {
    * Default: all, for tests; a long-running endpoint (docker-compose under load) sets a bound and reads dataDir.
    */
   readonly retain?: number
+  /** Milliseconds on a monotonic clock, for the KMS request quota's token bucket. Default performance.now. */
+  readonly monotonicMs?: () => number
   /** Clock for arrival times and partitions (the signature's skew is checked against the real clock the SDK signs with). */
   readonly now?: () => Date
 }
@@ -177,7 +179,7 @@ export class LocalAwsEndpoint {
     })
     this.#ssm = new SsmHandler({ region: this.region, accountId: this.accountId, now: this.#now })
     this.#secretsManager = new SecretsManagerHandler({ region: this.region, accountId: this.accountId, now: this.#now })
-    this.#kms = new KmsHandler({ region: this.region, accountId: this.accountId, now: this.#now })
+    this.#kms = new KmsHandler({ region: this.region, accountId: this.accountId, now: this.#now, ...(opts.monotonicMs === undefined ? {} : { monotonicMs: opts.monotonicMs }) })
     this.#services = new Map([this.#firehose, this.#secretsManager, this.#ssm, this.#kms].map((h) => [h.targetPrefix, h]))
     for (const [name, prefix] of Object.entries(opts.deliveryStreams ?? DEFAULT_DELIVERY_STREAMS)) this.createDeliveryStream(name, prefix)
     for (const p of opts.parameters ?? []) this.putParameter(p)
@@ -248,6 +250,11 @@ export class LocalAwsEndpoint {
   }
 
   // ---- control: failures -----------------------------------------------------------------------------------------
+
+  /** KMS's request quota on Sign and Verify (ThrottlingException beyond it); null lifts it. See kms.ts. */
+  setKmsRequestQuota (quota: KmsRequestQuota | null): void {
+    this.#kms.setRequestQuota(quota)
+  }
 
   /** Whole calls fail with `errorType` (throttling, a 5xx). */
   failCalls (fault: CallFault): void {

@@ -12,6 +12,11 @@
  * Differences from AWS: RSASSA-PSS and ECDSA are signed only over a RAW message (a DIGEST with them answers
  * UnsupportedOperationException, which AWS never does); key policies and grants are not modelled (AccessDenied is
  * a fault the endpoint injects); ENCRYPT_DECRYPT keys exist only to be refused.
+ *
+ * Request quota (setRequestQuota, off by default): KMS's per-account, per-Region quota on cryptographic operations
+ * with RSA keys (500/s by default) is shared by Sign and Verify; beyond it KMS answers ThrottlingException (HTTP 400)
+ * and the call does nothing. Here a token bucket: `perSecond` tokens a second, at most `burst` saved up (default one
+ * second's worth, as "N per second" allows); a call that finds no whole token is throttled without consuming one.
  */
 import { constants, createPrivateKey, createPublicKey, generateKeyPairSync, privateEncrypt, publicDecrypt, randomUUID, sign as cryptoSign, verify as cryptoVerify } from 'node:crypto'
 import type { KeyObject } from 'node:crypto'
@@ -49,6 +54,16 @@ const ALGORITHMS: Readonly<Record<string, Algorithm>> = {
   ECDSA_SHA_384: { hash: 'sha384', kind: 'ecdsa' },
   ECDSA_SHA_512: { hash: 'sha512', kind: 'ecdsa' }
 }
+
+/** A quota on Sign and Verify, as KMS's shared quota for cryptographic operations with RSA keys. */
+export interface KmsRequestQuota {
+  readonly perSecond: number
+  /** Calls that may go at once after a quiet spell. Default perSecond (one second's worth). */
+  readonly burst?: number
+}
+
+/** KMS's words for a throttled call (AWS KMS API reference, ThrottlingException). */
+const THROTTLED_MESSAGE = 'You have exceeded the rate at which you may call KMS. Reduce the frequency of your calls.'
 
 const DIGEST_BYTES = { sha256: 32, sha384: 48, sha512: 64 } as const
 
@@ -111,11 +126,36 @@ export class KmsHandler implements ServiceHandler {
   readonly #keys = new Map<string, StoredKey>()
   /** Alias name → key id. */
   readonly #aliases = new Map<string, string>()
+  readonly #monotonicMs: () => number
+  #quota: { perSecond: number, burst: number, tokens: number, at: number } | null = null
 
-  constructor (opts: { readonly region: string, readonly accountId: string, readonly now: () => Date }) {
+  constructor (opts: { readonly region: string, readonly accountId: string, readonly now: () => Date, readonly monotonicMs?: () => number }) {
     this.#region = opts.region
     this.#accountId = opts.accountId
     this.#now = opts.now
+    this.#monotonicMs = opts.monotonicMs ?? (() => performance.now())
+  }
+
+  /** Throttles Sign and Verify beyond `quota` (null: no quota); the bucket starts full. */
+  setRequestQuota (quota: KmsRequestQuota | null): void {
+    if (quota === null) {
+      this.#quota = null
+      return
+    }
+    const burst = quota.burst ?? quota.perSecond
+    if (!(quota.perSecond > 0) || !(burst >= 1)) throw new PixProxyError(Errors.AWS_LOCAL_ENDPOINT, [`KMS request quota needs perSecond > 0 and burst >= 1, not ${JSON.stringify(quota)}`])
+    this.#quota = { perSecond: quota.perSecond, burst, tokens: burst, at: this.#monotonicMs() }
+  }
+
+  /** One token of the quota, or ThrottlingException. */
+  #admit (): void {
+    const q = this.#quota
+    if (q === null) return
+    const now = this.#monotonicMs()
+    q.tokens = Math.min(q.burst, q.tokens + (now - q.at) * q.perSecond / 1000)
+    q.at = now
+    if (q.tokens < 1) throw new AwsError('ThrottlingException', THROTTLED_MESSAGE)
+    q.tokens -= 1
   }
 
   /** Seeds a key (generating an RSA-2048 pair when no PEM is given); returns its ARN. */
@@ -161,8 +201,8 @@ export class KmsHandler implements ServiceHandler {
 
   dispatch (target: string, input: Record<string, unknown>): unknown {
     switch (target) {
-      case 'TrentService.Sign': return this.#sign(input)
-      case 'TrentService.Verify': return this.#verify(input)
+      case 'TrentService.Sign': this.#admit(); return this.#sign(input)
+      case 'TrentService.Verify': this.#admit(); return this.#verify(input)
       case 'TrentService.GetPublicKey': return this.#getPublicKey(input)
       case 'TrentService.DescribeKey': return this.#describeKey(input)
       default: throw unknownOperation(target)
