@@ -35,16 +35,15 @@ t.test('a collector that never answers: requests are not slowed and close() ends
   await installTracing(app, config)
   app.get('/x', async (req) => formatTraceparent(req.trace))
 
-  const started = performance.now()
+  // The collector answers nothing, ever: a request that waited for its span's export would never be answered (the
+  // test's own timeout is the hang guard). No wall-clock bound: the machine's speed decides nothing here.
   for (let i = 0; i < 20; i++) {
     const res = await app.inject({ method: 'GET', url: '/x', headers: { traceparent: `00-${'ab'.repeat(16)}-${'cd'.repeat(8)}-01` } })
     t.equal(res.statusCode, 200)
   }
-  t.ok(performance.now() - started < 2_000, 'requests are not held by the export')
+  t.equal(held.filter((r) => r.writableEnded).length, 0, 'answered while the collector has answered nothing')
 
-  const closing = performance.now()
   await app.close()
-  const took = performance.now() - closing
   t.ok(posts >= 1, 'the spans were being posted at close')
-  t.ok(took < 3_000, `close() ended within its bound (${Math.round(took)} ms)`)
+  t.equal(held.filter((r) => r.writableEnded).length, 0, 'close() ended on its own bound, the collector still silent')
 })
