@@ -222,8 +222,9 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
     let errorCode: string | null = null
     let requestBytes = 0
     let responseBytes = 0
-    // One row per request, written when the gateway ends the answer (in the same tick as its last write, so a row
-    // exists by the time the client can have read the answer), or when the connection closes first.
+    // One row per request. A forwarded call's outcome (its begin is already durable) is written before the answer's
+    // last byte, so a client holding a complete answer implies a complete row; a refusal's row right after its
+    // answer; a call whose connection closed first, then.
     let audited: Promise<void> | null = null
     const finish = async (): Promise<void> => {
       if (audited === null) {
