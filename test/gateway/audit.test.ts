@@ -1,6 +1,6 @@
 /**
  * The gateway's audit rows through the audit trail (src/audit/, system gateway) over real mutual-TLS handshakes:
- * read back with DuckDB from the Parquet store (queryAudit, what `pix-proxy audit query` runs), delivered to the
+ * read back with DuckDB from the Parquet store (queryAudit, and `pix-proxy audit query` itself), delivered to the
  * gateway's own stream of the local Firehose, and a full spool refusing calls (503, nothing forwarded) instead of
  * forwarding them unaudited. No timing: the answer's last byte leaves only after its row is durable in the spool,
  * and closing the gateway ships every completed row before it returns.
@@ -18,6 +18,8 @@ import { thumbprintS256 } from '../../src/gateway/headers.ts'
 import { openGatewayAudit } from '../../src/gateway/server.ts'
 import { startLocalAwsEndpoint } from '../../tools/aws-local/endpoint.ts'
 import { queryAudit } from '../../tools/audit/query.ts'
+import { main } from '../../tools/cli/main.ts'
+import { captureIo } from '../helpers/cli-io.ts'
 import { createGatewayPki } from '../helpers/gateway-pki.ts'
 import { attempt, gatewayConfig, startBackend, testLogger } from './helpers.ts'
 
@@ -73,6 +75,10 @@ t.test('Parquet: a forwarded call and a refused one are rows of the gateway tabl
   const [part] = await rowsOf(store, 'SELECT year, month, day, hour FROM gateway LIMIT 1')
   t.match(part, { year: /^\d{4}$/, month: /^\d{2}$/, day: /^\d{2}$/, hour: /^\d{2}$/ }, 'partitioned like the proxy\'s rows (log/gateway/year=/month=/day=/hour=)')
   t.same(await rowsOf(store, 'SELECT count(*) AS n FROM audit'), [{ n: 0 }], 'the PIX view (spi, dict) does not take gateway files')
+  // The command an operator runs: `pix-proxy audit query` over the same store.
+  const c = captureIo({})
+  t.equal(await main(['audit', 'query', 'SELECT client_cnpj, status FROM gateway ORDER BY status', '--dir', store], c.io), 0, 'pix-proxy audit query exits 0')
+  t.equal(c.text().stdout, '{"client_cnpj":"11222333000181","status":200}\n{"client_cnpj":"11222333000181","status":404}\n', 'and prints the gateway\'s rows')
 })
 
 t.test('Firehose: the row arrives in the gateway\'s own stream, with the gateway\'s columns', async (t) => {
