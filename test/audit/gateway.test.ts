@@ -47,9 +47,9 @@ t.test('begun and never ended: shipped after a restart as incomplete; ended: eve
   await first.begin(gatewayRequestHalf(start('done-call')))
   await first.end('done-call', gatewayResponseHalf({ status: 201, error_code: null, latency_ms: 12.3456, response_bytes: 99 }))
   // The process "dies" with one call open: closing leaves it in the spool, as a crash would.
-  await first.close(5_000)
+  await first.close(60_000)
   const second = await AuditService.open(settings, quiet)
-  await second.close(5_000)
+  await second.close(60_000)
 
   const rows: Array<Record<string, unknown>> = []
   for await (const r of queryAudit(join(dir, 'lake'), 'SELECT * EXCLUDE (year, month, day, hour) FROM gateway ORDER BY id')) rows.push(r)

@@ -29,6 +29,9 @@ const pki = await createGatewayPki(dir)
 const backend = await startBackend(pki)
 t.teardown(() => backend.close())
 
+// Closing ships within half the shutdown deadline: generous here, a hang guard only (a loaded machine is slow).
+const GUARD = { PIXGW_SHUTDOWN_TIMEOUT_MS: '240000' }
+
 async function rowsOf (store: string, sql: string): Promise<Array<Record<string, unknown>>> {
   const out: Array<Record<string, unknown>> = []
   for await (const r of queryAudit(store, sql)) out.push(r)
@@ -38,7 +41,7 @@ async function rowsOf (store: string, sql: string): Promise<Array<Record<string,
 t.test('Parquet: a forwarded call and a refused one are rows of the gateway table, with the client\'s identity', async (t) => {
   const root = await mkdtemp(join(dir, 'parquet-'))
   const store = join(root, 'lake')
-  const config = gatewayConfig(pki, backend, { PIXGW_AUDIT_SPOOL_DIR: join(root, 'spool'), PIXGW_AUDIT_PARQUET_DIR: store, PIXGW_AUDIT_FLUSH_MS: '10' })
+  const config = gatewayConfig(pki, backend, { PIXGW_AUDIT_SPOOL_DIR: join(root, 'spool'), PIXGW_AUDIT_PARQUET_DIR: store, PIXGW_AUDIT_FLUSH_MS: '10', ...GUARD })
   const { logger } = testLogger()
   const gw = await startGateway({ config, logger, identify: icpBrasilIdentity, audit: await openGatewayAudit(config, logger), instanceId: 'gw-test' })
   let closed = false
@@ -96,7 +99,7 @@ t.test('Firehose: the row arrives in the gateway\'s own stream, with the gateway
       else process.env[k] = saved[k]
     }
   })
-  const config = gatewayConfig(pki, backend, { PIXGW_AUDIT_SINK: 'firehose', PIXGW_AUDIT_FIREHOSE_STREAM: 'gw-audit-test', PIXGW_AUDIT_SPOOL_DIR: join(root, 'spool'), PIXGW_AUDIT_FLUSH_MS: '10' })
+  const config = gatewayConfig(pki, backend, { PIXGW_AUDIT_SINK: 'firehose', PIXGW_AUDIT_FIREHOSE_STREAM: 'gw-audit-test', PIXGW_AUDIT_SPOOL_DIR: join(root, 'spool'), PIXGW_AUDIT_FLUSH_MS: '10', ...GUARD })
   const { logger } = testLogger()
   const gw = await startGateway({ config, logger, identify: icpBrasilIdentity, audit: await openGatewayAudit(config, logger), instanceId: 'gw-fh' })
   let closed = false
