@@ -9,6 +9,7 @@ import { PutRecordBatchCommand } from '@aws-sdk/client-firehose'
 import type { FirehoseClient, PutRecordBatchCommandOutput } from '@aws-sdk/client-firehose'
 import { Errors, PixProxyError } from '../../core/errors.ts'
 import { AUDIT_COLUMNS } from './schema.ts'
+import { storedColumns } from './gateway.ts'
 import type { AuditRow } from './schema.ts'
 import type { AuditSink, SinkResult } from './sink.ts'
 
@@ -36,9 +37,9 @@ export const FIREHOSE_DEFAULT_BATCH_BYTES = 256 * 1024
  * Glue table), and '\n', because Firehose concatenates records and the JSON reader downstream splits on lines.
  */
 export function encodeAuditRecord (row: AuditRow): Buffer {
-  const r = row as unknown as Record<string, unknown>
+  const { columns, values } = storedColumns(row, AUDIT_COLUMNS)
   const ordered: Record<string, unknown> = {}
-  for (const c of AUDIT_COLUMNS) ordered[c.name] = r[c.name] ?? null
+  for (const c of columns) ordered[c.name] = values[c.name] ?? null
   return Buffer.from(JSON.stringify(ordered) + '\n', 'utf8')
 }
 
@@ -47,8 +48,8 @@ const encodedSize = (n: number): number => 4 * Math.ceil(n / 3) + 12
 export interface FirehoseSinkOptions {
   /** From createFirehoseClient. The sink owns it and destroys it on close. */
   readonly client: FirehoseClient
-  /** Delivery stream of each system. */
-  readonly streams: { readonly spi: string, readonly dict: string }
+  /** Delivery stream of each system; the gateway's only in the gateway's process (rows of a system without one fail). */
+  readonly streams: { readonly spi: string, readonly dict: string, readonly gateway?: string }
   /** Bytes of records per call the pipeline is asked for (default FIREHOSE_DEFAULT_BATCH_BYTES). */
   readonly batchBytes?: number
 }
@@ -76,7 +77,7 @@ export class FirehoseSink implements AuditSink {
    */
   readonly maxRowBytes = FIREHOSE_MAX_RECORD_BYTES - 4_000
   readonly #client: FirehoseClient
-  readonly #streams: { readonly spi: string, readonly dict: string }
+  readonly #streams: { readonly spi: string, readonly dict: string, readonly gateway?: string }
   readonly #inFlight = new Set<Promise<unknown>>()
   #closed = false
 
@@ -87,7 +88,7 @@ export class FirehoseSink implements AuditSink {
     }
     this.maxBatchBytes = batch
     this.#client = opts.client
-    this.#streams = { spi: opts.streams.spi, dict: opts.streams.dict }
+    this.#streams = { spi: opts.streams.spi, dict: opts.streams.dict, gateway: opts.streams.gateway }
   }
 
   /**
@@ -125,7 +126,7 @@ export class FirehoseSink implements AuditSink {
     const open = new Map<string, Chunk & { bytes: number }>()
     rows.forEach((row, index) => {
       const record = encodeAuditRecord(row)
-      const stream = row.system === 'spi' ? this.#streams.spi : row.system === 'dict' ? this.#streams.dict : undefined
+      const stream = row.system === 'spi' ? this.#streams.spi : row.system === 'dict' ? this.#streams.dict : row.system === 'gateway' ? this.#streams.gateway : undefined
       if (record.length > FIREHOSE_MAX_RECORD_BYTES || stream === undefined) {
         // Never sendable as is: reported, never dropped, so the pipeline keeps the row and can alarm on it.
         failed.add(index)

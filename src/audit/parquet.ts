@@ -25,6 +25,7 @@ import { DuckDBInstance, DuckDBTimestampValue } from '@duckdb/node-api'
 import type { DuckDBAppender, DuckDBConnection } from '@duckdb/node-api'
 import { Errors, PixProxyError } from '../../core/errors.ts'
 import { AUDIT_COLUMNS, partitionOf } from './schema.ts'
+import { GATEWAY_COLUMNS, storedColumns } from './gateway.ts'
 import type { AuditColumn, AuditColumnType, AuditRow } from './schema.ts'
 import type { AuditSink, SinkResult } from './sink.ts'
 
@@ -39,7 +40,7 @@ export const DUCKDB_TYPES: Readonly<Record<AuditColumnType, string>> = Object.fr
 })
 
 /** The systems, which are also directory names: anything else is refused before it can name a path. */
-const SYSTEMS: ReadonlySet<string> = new Set(['spi', 'dict'])
+const SYSTEMS: ReadonlySet<string> = new Set(['spi', 'dict', 'gateway'])
 
 export const PARQUET_DEFAULT_BATCH_ROWS = 5_000
 /** Rows are measured as their JSON (the pipeline's measure, sink.ts); this bounds one batch's memory. */
@@ -80,7 +81,11 @@ const quoteIdent = (s: string): string => `"${s.replace(/"/g, '""')}"`
  * deleted in-memory table's blocks, so the process grew by ~10 KB per row written (measured: +145 MiB over 16,000
  * rows; flat with the table recreated).
  */
-const CREATE_STAGING = `CREATE OR REPLACE TABLE staging (${AUDIT_COLUMNS.map((c) => `${quoteIdent(c.name)} ${DUCKDB_TYPES[c.type]}${c.required ? ' NOT NULL' : ''}`).join(', ')})`
+const stagingSql = (columns: readonly AuditColumn[]): string =>
+  `CREATE OR REPLACE TABLE staging (${columns.map((c) => `${quoteIdent(c.name)} ${DUCKDB_TYPES[c.type]}${c.required ? ' NOT NULL' : ''}`).join(', ')})`
+const CREATE_STAGING = stagingSql(AUDIT_COLUMNS)
+/** The gateway's rows (system gateway, src/audit/gateway.ts) are stored with their own columns. */
+const CREATE_GATEWAY_STAGING = stagingSql(GATEWAY_COLUMNS)
 /** A SQL string literal; COPY's target cannot be a bound parameter. */
 export const quoteLiteral = (s: string): string => `'${s.replace(/'/g, "''")}'`
 
@@ -108,9 +113,10 @@ interface Group {
  */
 export function invalidReason (row: AuditRow): string | null {
   const r = row as unknown as Record<string, unknown>
-  if (!SYSTEMS.has(r.system as string)) return `system must be spi or dict, not ${show(r.system)}`
-  for (const c of AUDIT_COLUMNS) {
-    const v = r[c.name]
+  if (!SYSTEMS.has(r.system as string)) return `system must be spi, dict or gateway, not ${show(r.system)}`
+  const { columns, values } = storedColumns(row, AUDIT_COLUMNS)
+  for (const c of columns) {
+    const v = values[c.name]
     if (v === null || v === undefined) {
       if (c.required) return `${c.name} is required`
       continue
@@ -305,7 +311,7 @@ export class ParquetSink implements AuditSink {
     const final = join(partDir, `${name}.parquet`)
     try {
       // Leftovers of a write that failed half-way must never reach another file.
-      await this.#conn.run(CREATE_STAGING)
+      await this.#conn.run(g.system === 'gateway' ? CREATE_GATEWAY_STAGING : CREATE_STAGING)
       await this.#stage(rows, g)
       await this.#ensureDurableDir(partDir)
       await this.#conn.run(`COPY staging TO ${quoteLiteral(tmp)} (FORMAT PARQUET, COMPRESSION ${this.#compression})`)
@@ -335,8 +341,8 @@ export class ParquetSink implements AuditSink {
       let sliceRows = 0
       let sliceBytes = 0
       for (let k = 0; k < g.indexes.length; k++) {
-        const r = rows[g.indexes[k] as number] as unknown as Record<string, unknown>
-        for (const c of AUDIT_COLUMNS) appendValue(appender, c, r[c.name], g.micros[k] as bigint)
+        const { columns, values } = storedColumns(rows[g.indexes[k] as number] as AuditRow, AUDIT_COLUMNS)
+        for (const c of columns) appendValue(appender, c, values[c.name], g.micros[k] as bigint)
         appender.endRow()
         sliceBytes += g.sizes[k] as number
         if (++sliceRows >= SLICE_ROWS || sliceBytes >= SLICE_BYTES) {

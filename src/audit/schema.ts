@@ -50,7 +50,7 @@ export const AUDIT_COLUMNS: readonly AuditColumn[] = Object.freeze([
 export interface AuditRow {
   id: string
   request_date: string
-  system: 'spi' | 'dict'
+  system: 'spi' | 'dict' | 'gateway'
   request_method: string
   request_path: string
   request_query: string | null

@@ -17,7 +17,10 @@ import { FirehoseSink } from './firehose.ts'
 import { createFirehoseClient } from '../aws/clients.ts'
 import { claimSpoolSlot, serialSink, SlotSweeper } from './slots.ts'
 
-export type AuditSettings = Config['audit']
+/** The proxy's audit settings; the gateway's process adds its own Firehose stream (src/gateway/config.ts). */
+export type AuditSettings = Omit<Config['audit'], 'firehoseStreams'> & {
+  readonly firehoseStreams: Config['audit']['firehoseStreams'] & { readonly gateway?: string }
+}
 
 /** Everything the metrics and the readiness check show about the audit trail, at one moment. */
 export interface AuditStatus {

@@ -246,7 +246,7 @@ export class AuditSpool {
     const id = (req as { id?: unknown }).id
     if (typeof id !== 'string' || !ID_RE.test(id)) throw new PixProxyError(Errors.AUDIT_ROW_INVALID, [String(id), 'id must be 1 to 128 letters, digits, dot, dash or underscore'])
     const fields = validateHalf(id, req, REQUEST_NAMES, 'request')
-    if (fields['system'] !== 'spi' && fields['system'] !== 'dict') throw new PixProxyError(Errors.AUDIT_ROW_INVALID, [id, 'system must be spi or dict'])
+    if (fields['system'] !== 'spi' && fields['system'] !== 'dict' && fields['system'] !== 'gateway') throw new PixProxyError(Errors.AUDIT_ROW_INVALID, [id, 'system must be spi, dict or gateway'])
     if (this.#txs.has(id)) throw new PixProxyError(Errors.AUDIT_ROW_INVALID, [id, 'a transaction with this id is already spooled'])
     const t = Date.now()
     const frame = this.#frame({ k: 'b', t, r: fields }, id)

@@ -2,13 +2,18 @@
  * One audit row per call through the gateway: who (the client certificate's identity), what (route, method, path),
  * and how it ended (status, error code, latency, bytes).
  *
- * Minimal for now: rows go to a `GatewayAuditSink`, by default one JSON log line each (msg "gateway audit") on
- * stdout, which the awslogs driver carries to CloudWatch Logs. They do not yet go through the proxy's spool ->
- * Parquet/Firehose pipeline (src/audit/), whose rows, partitions and Glue table are the PIX transaction's; a gateway
- * kind there (its own Parquet directory, PIXGW_AUDIT_FIREHOSE_STREAM and Glue table) is the next step, and
- * GATEWAY_AUDIT_COLUMNS is the column list it will take.
+ * In production the rows go through the proxy's audit trail (src/audit/: write-ahead spool, pipeline, Parquet or
+ * Firehose, `system = 'gateway'`, src/audit/gateway.ts), with the proxy's begin/end contract: a call the gateway
+ * forwards is durable in the spool BEFORE it reaches the backend (when it cannot be, the call is refused with 503
+ * PIXPROXY_ERR_AUDIT_SPOOL_FULL or the spool's error, never forwarded unaudited), and its outcome is appended before
+ * the answer's last byte is written. docs/gateway.md says why. Tests may pass any GatewayAuditSink (a `write` alone
+ * keeps rows in memory).
  */
-import type { Logger } from 'pino'
+import { GATEWAY_COLUMNS, gatewayRequestHalf, gatewayResponseHalf } from '../audit/gateway.ts'
+import type { GatewayCallStart } from '../audit/gateway.ts'
+import type { AuditJournal } from '../audit/service.ts'
+
+export type { GatewayCallStart } from '../audit/gateway.ts'
 
 export interface GatewayAuditRow {
   /** Unique id of the call (also the problem's instance and the x-request-id sent to the backend). */
@@ -33,18 +38,36 @@ export interface GatewayAuditRow {
   instance_id: string
 }
 
-export const GATEWAY_AUDIT_COLUMNS: ReadonlyArray<keyof GatewayAuditRow> = Object.freeze([
-  'id', 'request_date', 'client_subject', 'client_serial', 'client_thumbprint', 'client_cnpj', 'client_organisation_id',
-  'client_software_statement_id', 'route', 'method', 'path', 'status', 'error_code', 'latency_ms', 'request_bytes',
-  'response_bytes', 'instance_id'
-])
+/** The gateway table's column names, in order (GATEWAY_COLUMNS in src/audit/gateway.ts has their types). */
+export const GATEWAY_AUDIT_COLUMNS: ReadonlyArray<keyof GatewayAuditRow> = Object.freeze(GATEWAY_COLUMNS.map((c) => c.name as keyof GatewayAuditRow))
 
 export interface GatewayAuditSink {
-  write (row: GatewayAuditRow): void
+  /**
+   * Makes the start of an admitted call durable before it is forwarded; the call is refused when it throws. Absent
+   * in sinks that keep nothing (log lines, tests).
+   */
+  begin?: (start: GatewayCallStart) => Promise<void>
+  /** The whole row once the call ended (for a call begun, its outcome). Durable when the promise resolves. */
+  write (row: GatewayAuditRow): void | Promise<void>
+  /** Called last when the gateway closes (ships what it can, closes the spool). */
+  close?: () => Promise<void>
 }
 
-/** Rows as JSON log lines (the default sink). */
-export function logAuditSink (logger: Logger): GatewayAuditSink {
-  const log = logger.child({ audit: 'gateway' })
-  return { write: (row) => { log.info({ row }, 'gateway audit') } }
+/**
+ * Rows through the audit trail (`journal`: an AuditService, or the audit worker). A call refused before it was
+ * forwarded (route not allowed, body too large…) was never begun: both halves are written when it ends.
+ */
+export function journalAuditSink (journal: AuditJournal, close?: () => Promise<void>): GatewayAuditSink {
+  const begun = new Set<string>()
+  return {
+    begin: async (start) => {
+      await journal.begin(gatewayRequestHalf(start))
+      begun.add(start.id)
+    },
+    write: async (row) => {
+      if (!begun.delete(row.id)) await journal.begin(gatewayRequestHalf(row))
+      await journal.end(row.id, gatewayResponseHalf(row))
+    },
+    ...(close === undefined ? {} : { close })
+  }
 }

@@ -47,7 +47,13 @@ const GatewayConfigSchema = Type.Object({
   PIXGW_ROUTES: Str('Allowlist of METHOD /path patterns forwarded, comma-separated; * at the end of a path matches any rest (e.g. "GET /open-banking/*,POST /open-banking/payments/v4/*")'),
   PIXGW_MAX_BODY_BYTES: Int('Largest request body accepted', 0, 64 * 1024 * 1024, 1024 * 1024),
   PIXGW_SHUTDOWN_TIMEOUT_MS: Int('Graceful shutdown deadline after SIGTERM', 0, 300_000, 25_000),
-  PIXGW_AUDIT_FIREHOSE_STREAM: Str('Firehose delivery stream meant for the gateway\'s audit rows. Not used yet: rows are JSON lines on stdout (msg "gateway audit", docs/gateway.md)', { default: 'pix-proxy-audit-gateway' })
+  PIXGW_AUDIT_FIREHOSE_STREAM: Str('Firehose delivery stream of the gateway\'s audit rows (PIXGW_AUDIT_SINK=firehose)', { default: 'pix-proxy-audit-gateway' }),
+  // The audit trail's settings, as the proxy's PIXPROXY_AUDIT_* ones (docs/audit.md), for the gateway's own spool.
+  PIXGW_AUDIT_SINK: Type.Union([Type.Literal('parquet'), Type.Literal('firehose')], { description: 'Where the gateway\'s audit rows are shipped: local Parquet (log/gateway/ under PIXGW_AUDIT_PARQUET_DIR, queried with pix-proxy audit) or Firehose (PIXGW_AUDIT_FIREHOSE_STREAM)', default: 'parquet' }),
+  PIXGW_AUDIT_SPOOL_DIR: Str('Write-ahead spool of the gateway\'s audit rows (its own directory: never the proxy\'s PIXPROXY_AUDIT_SPOOL_DIR; an EFS mount in ECS)', { default: '.local/audit/gateway-spool' }),
+  PIXGW_AUDIT_SPOOL_MAX_BYTES: Int('Spool size at which new calls are refused (503 PIXPROXY_ERR_AUDIT_SPOOL_FULL) rather than forwarded unaudited', 1_048_576, 1_099_511_627_776, 1024 * 1024 * 1024),
+  PIXGW_AUDIT_PARQUET_DIR: Str('Root of the local Parquet audit store (the proxy\'s PIXPROXY_AUDIT_PARQUET_DIR may be the same: the gateway writes log/gateway/)', { default: '.local/audit/lake' }),
+  PIXGW_AUDIT_FLUSH_MS: Int('Longest time a completed audit row waits in the spool before it is shipped', 10, 600_000, 1_000)
 }, { additionalProperties: false })
 
 type FlatGatewayConfig = Static<typeof GatewayConfigSchema>
@@ -73,6 +79,8 @@ export interface GatewayConfig {
   readonly maxBodyBytes: number
   readonly shutdownTimeoutMs: number
   readonly auditFirehoseStream: string
+  /** The gateway's audit trail (src/audit/ with system gateway); the stream above is its Firehose stream. */
+  readonly audit: { readonly sink: 'parquet' | 'firehose', readonly spoolDir: string, readonly spoolMaxBytes: number, readonly parquetDir: string, readonly flushMs: number }
 }
 
 /** The server key in the HSM. The engine reads the PIN from a file only: a secret is copied to one at start (pin.ts). */
@@ -171,6 +179,13 @@ export function loadGatewayConfig (source: Readonly<Record<string, string | unde
     routes: Object.freeze(routes),
     maxBodyBytes: f.PIXGW_MAX_BODY_BYTES,
     shutdownTimeoutMs: f.PIXGW_SHUTDOWN_TIMEOUT_MS,
-    auditFirehoseStream: f.PIXGW_AUDIT_FIREHOSE_STREAM
+    auditFirehoseStream: f.PIXGW_AUDIT_FIREHOSE_STREAM,
+    audit: {
+      sink: f.PIXGW_AUDIT_SINK,
+      spoolDir: f.PIXGW_AUDIT_SPOOL_DIR,
+      spoolMaxBytes: f.PIXGW_AUDIT_SPOOL_MAX_BYTES,
+      parquetDir: f.PIXGW_AUDIT_PARQUET_DIR,
+      flushMs: f.PIXGW_AUDIT_FLUSH_MS
+    }
   })
 }

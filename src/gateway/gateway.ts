@@ -77,7 +77,10 @@ interface ClientState {
 
 /** A problem+json answer (RFC 9457), as the proxy's http/problem.ts writes them. */
 function sendProblem (res: ServerResponse, requestId: string, spec: ErrorSpec, args: readonly unknown[], close = false): void {
-  const err = new PixProxyError(spec, args)
+  sendError(res, requestId, new PixProxyError(spec, args), close)
+}
+
+function sendError (res: ServerResponse, requestId: string, err: PixProxyError, close = false): void {
   const body = JSON.stringify({
     type: `urn:pix-proxy:problem:${err.code}`,
     title: err.code.replace(/^PIXPROXY_ERR_/, '').toLowerCase().replace(/_/g, ' '),
@@ -205,8 +208,12 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
   })
 
   let closing = false
+  // Audit rows being written (a refusal's row is written after its answer): close() waits for them before it closes
+  // the audit trail, so that no row of a call the gateway answered is lost to shutdown.
+  const recording = new Set<Promise<void>>()
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const started = process.hrtime.bigint()
+    const receivedAt = new Date().toISOString()
     const requestId = randomUUID()
     const method = req.method ?? 'GET'
     const target = req.url ?? '/'
@@ -215,12 +222,20 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
     let errorCode: string | null = null
     let requestBytes = 0
     let responseBytes = 0
-    // One row per request, written when the gateway ends the answer (in the same tick as its last write, so a row
-    // exists by the time the client can have read the answer), or when the connection closes first.
-    let audited = false
-    const finish = (): void => {
-      if (audited) return
-      audited = true
+    // One row per request. A forwarded call's outcome (its begin is already durable) is written before the answer's
+    // last byte, so a client holding a complete answer implies a complete row; a refusal's row right after its
+    // answer; a call whose connection closed first, then.
+    let audited: Promise<void> | null = null
+    const finish = async (): Promise<void> => {
+      if (audited === null) {
+        const p = record()
+        audited = p
+        recording.add(p)
+        void p.finally(() => recording.delete(p))
+      }
+      await audited
+    }
+    const record = async (): Promise<void> => {
       const seconds = Number(process.hrtime.bigint() - started) / 1e9
       // 499 (nginx's "client closed request") when no status was ever sent.
       const status = res.headersSent ? res.statusCode : 499
@@ -228,7 +243,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
       metrics.requestSeconds.observe({ route: route?.text ?? 'none' }, seconds)
       const row: GatewayAuditRow = {
         id: requestId,
-        request_date: new Date(Date.now() - seconds * 1000).toISOString(),
+        request_date: receivedAt,
         client_subject: client?.certificate.subject.replace(/\n/g, ', ') ?? null,
         client_serial: client?.certificate.serialNumber ?? null,
         client_thumbprint: client?.thumbprint ?? null,
@@ -246,20 +261,21 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
         instance_id: instanceId
       }
       try {
-        opts.audit.write(row)
+        await opts.audit.write(row)
       } catch (err) {
+        // A call begun is in the spool already: a replay ships it, as PIXPROXY_ERR_AUDIT_INCOMPLETE at worst.
         logger.error({ err, id: requestId }, 'gateway audit row not written')
       }
     }
     res.on('close', () => {
       // The connection ended before the gateway ended its answer: the client went away (or the backend's body failed).
       if (!res.writableEnded) errorCode ??= Errors.CLIENT_GONE.code
-      finish()
+      void finish()
     })
     const problem = (spec: ErrorSpec, args: readonly unknown[], close = false): void => {
       errorCode = spec.code
       sendProblem(res, requestId, spec, args, close)
-      finish()
+      void finish()
     }
 
     // Defence in depth: a socket without a verdict never reaches the backend.
@@ -280,6 +296,36 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
     }
     if (body === null) return problem(Errors.GATEWAY_BODY_TOO_LARGE, [config.maxBodyBytes], true)
     requestBytes = body.length
+
+    // The call is durable in the audit spool before it reaches the backend: one that cannot be is refused (503, not
+    // sent), never forwarded unaudited (docs/gateway.md, "Audit").
+    if (opts.audit.begin !== undefined) {
+      try {
+        await opts.audit.begin({
+          id: requestId,
+          request_date: receivedAt,
+          client_subject: client.certificate.subject.replace(/\n/g, ', '),
+          client_serial: client.certificate.serialNumber,
+          client_thumbprint: client.thumbprint,
+          client_cnpj: client.identity.cnpj,
+          client_organisation_id: client.identity.organisationId,
+          client_software_statement_id: client.identity.softwareStatementId,
+          route: route.text,
+          method,
+          path: target.split('?')[0] as string,
+          request_bytes: requestBytes,
+          instance_id: instanceId
+        })
+      } catch (err) {
+        // The spool's own code (AUDIT_SPOOL_FULL, _IO, _CLOSED, _LOCKED: all 503 and not sent) reaches the client.
+        const refusal = err instanceof PixProxyError ? err : new PixProxyError(Errors.AUDIT_SPOOL_IO, ['begin', (err as Error).message], { cause: err })
+        logger.error({ id: requestId, err }, 'gateway call not audited: refused, not forwarded')
+        errorCode = refusal.code
+        sendError(res, requestId, refusal)
+        void finish()
+        return
+      }
+    }
 
     let answer: Dispatcher.ResponseData
     try {
@@ -309,14 +355,15 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
         responseBytes += (chunk as Buffer).length
         if (!res.write(chunk)) await new Promise((resolve) => res.once('drain', resolve))
       }
+      // The outcome is durable before the answer's last byte leaves, as the proxy's end half is.
+      await finish()
       res.end()
-      finish()
     } catch (err) {
       // Headers are gone: all that is left is to cut the response short, so the client sees it incomplete.
       errorCode = Errors.GATEWAY_BACKEND_FAILED.code
       logger.warn({ id: requestId, err: (err as Error).message }, 'backend response body failed')
-      finish()
       res.destroy()
+      await finish()
     }
   }
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
@@ -406,6 +453,8 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
         await stopped
         await new Promise<void>((resolve) => ops.close(() => resolve()))
         await pool.close()
+        await Promise.allSettled([...recording])
+        await opts.audit.close?.()
       })()
       await closed
     }

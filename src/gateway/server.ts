@@ -7,7 +7,9 @@ import pino from 'pino'
 import type { SecretsManagerClient } from '@aws-sdk/client-secrets-manager'
 import { icpBrasilIdentity } from '../../core/pki/icp-brasil.ts'
 import type { PixProxyError } from '../../core/errors.ts'
-import { logAuditSink } from './audit.ts'
+import { AuditService } from '../audit/service.ts'
+import { journalAuditSink } from './audit.ts'
+import type { GatewayAuditSink } from './audit.ts'
 import { loadGatewayConfig } from './config.ts'
 import type { GatewayConfig } from './config.ts'
 import { startGateway } from './gateway.ts'
@@ -31,7 +33,13 @@ export async function runGateway (config: GatewayConfig, env: NodeJS.ProcessEnv 
   const pin = await resolveServerKeyPin(config, logger, secrets)
   let gw: Gateway
   try {
-    gw = await startGateway({ config: pin.config, logger, identify: icpBrasilIdentity, audit: logAuditSink(logger) })
+    const audit = await openGatewayAudit(config, logger.child({ audit: 'gateway' }))
+    try {
+      gw = await startGateway({ config: pin.config, logger, identify: icpBrasilIdentity, audit })
+    } catch (err) {
+      await audit.close?.()
+      throw err
+    }
   } catch (err) {
     await pin.remove()
     throw err
@@ -46,6 +54,30 @@ export async function runGateway (config: GatewayConfig, env: NodeJS.ProcessEnv 
         await pin.remove()
       }
     }
+  })
+}
+
+/**
+ * The gateway's audit trail: the proxy's spool, pipeline and sinks (src/audit/service.ts) in this process, rows of
+ * system gateway. Closing ships what it can within the shutdown deadline; the rest stays in the spool for the next
+ * start, whose replay ships it.
+ */
+export async function openGatewayAudit (config: GatewayConfig, logger: pino.Logger): Promise<GatewayAuditSink> {
+  const a = config.audit
+  const service = await AuditService.open({
+    enabled: true,
+    spoolDir: a.spoolDir,
+    spoolShared: false,
+    spoolMaxBytes: a.spoolMaxBytes,
+    sink: a.sink,
+    parquetDir: a.parquetDir,
+    // Only the gateway stream receives rows here (every row is system gateway); spi/dict are never written.
+    firehoseStreams: { spi: config.auditFirehoseStream, dict: config.auditFirehoseStream, gateway: config.auditFirehoseStream },
+    flushMs: a.flushMs
+  }, logger)
+  return journalAuditSink(service, async () => {
+    const { left } = await service.close(Math.max(1_000, Math.floor(config.shutdownTimeoutMs / 2)))
+    if (left > 0) logger.warn({ left }, 'gateway audit rows left in the spool for the next start')
   })
 }
 

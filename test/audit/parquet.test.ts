@@ -146,7 +146,7 @@ t.test('rows the schema cannot hold are reported by index, the rest stored', asy
   t.same(result.failed, [1, 2, 3, 4, 5, 6, 7])
   t.same(rows.map((r) => invalidReason(r)), [
     null,
-    'system must be spi or dict, not "../../etc"',
+    'system must be spi, dict or gateway, not "../../etc"',
     'request_date "yesterday" is not an ISO-8601 timestamp with a zone',
     'request_date "2026-05-06 07:08:09" is not an ISO-8601 timestamp with a zone',
     'correlation_id is required',

@@ -76,7 +76,7 @@ t.test("the spool's errors cross the thread with their code and HTTP status", as
   const worker = await start(t, settings(dir, { spoolMaxBytes: 1024 * 1024 }))
   const invalid = await rejection(worker.begin({ ...requestHalf('bad'), system: 'neither' } as unknown as ReturnType<typeof requestHalf>))
   t.equal(invalid.code, 'PIXPROXY_ERR_AUDIT_ROW_INVALID')
-  t.match(invalid.message, /system must be spi or dict/)
+  t.match(invalid.message, /system must be spi, dict or gateway/)
   const unknown = await rejection(worker.end('never-begun', responseHalf('never-begun')))
   t.equal(unknown.code, 'PIXPROXY_ERR_AUDIT_UNKNOWN_TRANSACTION')
   // 300 KB bodies against a 1 MiB bound: refused before the bound is crossed, with 503 for the caller.

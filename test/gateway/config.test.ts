@@ -32,6 +32,16 @@ t.test('defaults, and the HSM settings shared with the proxy', async (t) => {
   t.match(named, { listen: { host: '0.0.0.0', port: 9443 }, ops: { port: 9081 }, crlStalePolicy: 'fail-open', backend: { caFile: '/run/gw/backend-ca.pem' }, maxBodyBytes: 2048, auditFirehoseStream: 'gw-audit' }, 'every setting the Terraform names is read')
 })
 
+t.test('the audit trail\'s settings: defaults, values, refusals', async (t) => {
+  t.same(loadGatewayConfig(BASE).audit, { sink: 'parquet', spoolDir: '.local/audit/gateway-spool', spoolMaxBytes: 1024 * 1024 * 1024, parquetDir: '.local/audit/lake', flushMs: 1_000 }, 'defaults: local Parquet, a spool apart from the proxy\'s')
+  const c = loadGatewayConfig({ ...BASE, PIXGW_AUDIT_SINK: 'firehose', PIXGW_AUDIT_SPOOL_DIR: '/mnt/efs/gw', PIXGW_AUDIT_SPOOL_MAX_BYTES: '2097152', PIXGW_AUDIT_PARQUET_DIR: '/data/lake', PIXGW_AUDIT_FLUSH_MS: '250' })
+  t.same(c.audit, { sink: 'firehose', spoolDir: '/mnt/efs/gw', spoolMaxBytes: 2_097_152, parquetDir: '/data/lake', flushMs: 250 })
+  const err = (() => { try { loadGatewayConfig({ ...BASE, PIXGW_AUDIT_SINK: 'log', PIXGW_AUDIT_SPOOL_MAX_BYTES: '1000' }) } catch (e) { return e as Error & { code?: string } } })()
+  t.equal(err?.code, Errors.CONFIG_INVALID.code)
+  t.match(err?.message, /PIXGW_AUDIT_SINK/, 'no sink that keeps nothing')
+  t.match(err?.message, /PIXGW_AUDIT_SPOOL_MAX_BYTES/, 'a spool too small to be one')
+})
+
 t.test('every problem at once, with CONFIG_INVALID', async (t) => {
   const err = (src: Record<string, string | undefined>): string => {
     try {

@@ -31,7 +31,7 @@ interface Started { gw: Gateway, rows: GatewayAuditRow[], lines: Array<Record<st
 async function start (t: Test, extra: Record<string, string> = {}, b: Backend = backend): Promise<Started> {
   const rows: GatewayAuditRow[] = []
   const { logger, lines } = testLogger()
-  const gw = await startGateway({ config: gatewayConfig(pki, b, extra), logger, identify: icpBrasilIdentity, audit: { write: (r) => rows.push(r) }, instanceId: 'test' })
+  const gw = await startGateway({ config: gatewayConfig(pki, b, extra), logger, identify: icpBrasilIdentity, audit: { write: (r) => { rows.push(r) } }, instanceId: 'test' })
   t.teardown(() => gw.close())
   return { gw, rows, lines }
 }

@@ -8,6 +8,7 @@ import type { IncomingHttpHeaders } from 'node:http'
 import { request } from 'node:https'
 import type { Agent, RequestOptions } from 'node:https'
 import type { AddressInfo } from 'node:net'
+import { dirname, join } from 'node:path'
 import type { SecureVersion } from 'node:tls'
 import pino from 'pino'
 import type { Logger } from 'pino'
@@ -67,6 +68,9 @@ export function gatewayConfig (pki: GatewayPki, backend: Backend, extra: Record<
     PIXGW_ROUTES: 'GET /open-banking/*,POST /open-banking/payments/v4/*',
     PIXGW_MAX_BODY_BYTES: '1024',
     PIXGW_RELOAD_INTERVAL_MS: '0',
+    // The test's own scratch directory, never the repository's .local/ (parallel test files would share a spool).
+    PIXGW_AUDIT_SPOOL_DIR: join(dirname(pki.files.truststore), 'audit-spool'),
+    PIXGW_AUDIT_PARQUET_DIR: join(dirname(pki.files.truststore), 'audit-lake'),
     ...extra
   })
 }

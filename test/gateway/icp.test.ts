@@ -44,7 +44,7 @@ t.test('the identity read from an Open Finance client certificate reaches the ba
     }),
     logger,
     identify: icpBrasilIdentity,
-    audit: { write: (r) => rows.push(r) }
+    audit: { write: (r) => { rows.push(r) } }
   })
   t.teardown(() => gw.close())
   t.equal(gw.material.crls.length, 2, 'both CRLs of the bundle file are loaded (node:tls would read only the first)')

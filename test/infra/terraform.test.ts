@@ -13,6 +13,7 @@ import { join, relative, dirname, resolve as resolvePath } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { CONFIG_KEYS, ConfigSchema, envNameFromParameter, loadConfig, ssmParameterName } from '../../src/config.ts'
 import { AUDIT_COLUMNS, PARTITION_KEYS } from '../../src/audit/schema.ts'
+import { GATEWAY_COLUMNS } from '../../src/audit/gateway.ts'
 import { Errors } from '../../core/errors.ts'
 import { EMF_DIMENSIONS, EMF_DIRECTIVES, EMF_METRICS } from '../../src/plugins/emf.ts'
 import { loadGatewayConfig } from '../../src/gateway/config.ts'
@@ -1557,8 +1558,12 @@ t.test('gateway: truststore bucket (versioned, encrypted, public access blocked,
   t.match(lake.outputs.firehose_stream_arns.value, /if contains\(local\.systems, k\)/)
   t.equal(lake.outputs.gateway_firehose_stream_name.value, '${try(aws_kinesis_firehose_delivery_stream.audit["gateway"].name, null)}')
   t.equal(String(evaluate(lake, res(lake, 'aws_kinesis_firehose_delivery_stream', 'audit').name, { 'each.key': 'gateway', name: 'pix-proxy' })), 'pix-proxy-audit-gateway', 'named like the proxy\'s streams')
-  const gwCols = lake.locals.gateway_audit_columns as Array<{ name: string, type: string }>
+  const gwCols = lake.locals.gateway_audit_columns as Array<{ name: string, type: string, comment: string }>
   t.ok(gwCols.length > 10 && gwCols[0]?.name === 'id' && gwCols.some((c) => c.name === 'client_thumbprint'), 'the gateway table has its own columns')
+  // As for spi and dict: the Glue table reads the gateway's Firehose JSON by name, so it must be GATEWAY_COLUMNS.
+  t.same(gwCols.map((c) => c.name), GATEWAY_COLUMNS.map((c) => c.name), 'gateway columns: names in order equal GATEWAY_COLUMNS')
+  t.same(gwCols.map((c) => c.type), GATEWAY_COLUMNS.map((c) => c.type), 'gateway columns: Glue types equal the schema types')
+  t.same(gwCols.map((c) => c.comment), GATEWAY_COLUMNS.map((c) => c.description), 'gateway columns: comments are the schema descriptions')
   for (const c of gwCols) t.ok(['string', 'timestamp', 'int', 'bigint', 'double', 'boolean'].includes(c.type), `${c.name}: ${c.type} is a Hive type`)
 })
 

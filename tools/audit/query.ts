@@ -1,6 +1,7 @@
 /**
  * SQL over the local audit store: `queryAudit(dir, sql)` opens a throw-away in-memory DuckDB, defines the view
- * `audit` over every row under `<dir>/log/`, runs one read-only statement and yields its rows as plain JSON values.
+ * `audit` over the PIX rows under `<dir>/log/spi/` and `log/dict/` and the view `gateway` over the gateway's rows
+ * (`log/gateway/`, its own columns: src/audit/gateway.ts), runs one read-only statement and yields its rows as plain JSON values.
  *
  * The view joins, by column name, the Parquet files ParquetSink writes and the JSON-lines objects the local AWS
  * endpoint writes for rows that went through Firehose (same `log/<system>/year=/month=/day=/hour=/` layout), both
@@ -47,6 +48,8 @@ import type {
 import { Errors, PixProxyError } from '../../core/errors.ts'
 import { DUCKDB_TYPES, quoteLiteral } from '../../src/audit/parquet.ts'
 import { AUDIT_COLUMNS, PARTITION_KEYS } from '../../src/audit/schema.ts'
+import type { AuditColumn } from '../../src/audit/schema.ts'
+import { GATEWAY_COLUMNS } from '../../src/audit/gateway.ts'
 
 /** A row of a query result, as JSON.stringify prints it. */
 export type AuditJson = Json
@@ -101,7 +104,8 @@ export async function * queryAudit (dir: string, sql: string, opts: AuditQueryOp
     await assertReadOnlyQuery(conn, sql)
     const logDir = join(root, 'log')
     const result = await duck(async () => {
-      await conn.run(`CREATE VIEW audit AS ${await auditViewSql(conn, logDir, opts.unionByName === true)}`)
+      await conn.run(`CREATE VIEW audit AS ${await auditViewSql(conn, logDir, opts.unionByName === true, AUDIT_COLUMNS, ['spi', 'dict'])}`)
+      await conn.run(`CREATE VIEW gateway AS ${await auditViewSql(conn, logDir, opts.unionByName === true, GATEWAY_COLUMNS, ['gateway'])}`)
       // Results never depend on the machine's zone (the JSON timestamps above, TIMESTAMPTZ casts, now()).
       await conn.run('SET TimeZone = \'UTC\'')
       await conn.run(`SET allowed_directories = [${quoteLiteral(logDir + '/')}]`)
@@ -168,28 +172,40 @@ async function assertReadOnlyQuery (conn: DuckDBConnection, sql: string): Promis
 }
 
 const HIVE_TYPES = `{${PARTITION_KEYS.map((k) => `'${k}': VARCHAR`).join(', ')}}`
-const PROJECTION = [...AUDIT_COLUMNS.map((c) => `"${c.name}"`), ...PARTITION_KEYS].join(', ')
 
-/** The view's query: Parquet and JSON lines where there are files of each, an empty typed relation where none. */
-async function auditViewSql (conn: DuckDBConnection, logDir: string, unionByName: boolean): Promise<string> {
-  const pattern = (ext: string): string => join(logDir, '*', '*', '*', '*', '*', `*.${ext}`)
+/**
+ * A view's query over the files of `systems` (each its own `log/<system>/` directory): Parquet and JSON lines where
+ * there are files of each, an empty typed relation where none. The PIX systems and the gateway have different
+ * columns, so each view globs only its own directories.
+ */
+async function auditViewSql (conn: DuckDBConnection, logDir: string, unionByName: boolean, columns: readonly AuditColumn[], systems: readonly string[]): Promise<string> {
   const present = async (p: string): Promise<boolean> =>
     Number((await conn.runAndReadAll(`SELECT count(*) FROM glob(${quoteLiteral(p)})`)).getRows()[0]?.[0]) > 0
+  const patterns = async (ext: string): Promise<string> => {
+    const found: string[] = []
+    for (const s of systems) {
+      const p = join(logDir, s, '*', '*', '*', '*', `*.${ext}`)
+      if (await present(p)) found.push(quoteLiteral(p))
+    }
+    return found.length === 0 ? '' : `[${found.join(', ')}]`
+  }
   const parts: string[] = []
-  if (await present(pattern('parquet'))) {
-    parts.push(`SELECT ${PROJECTION} FROM read_parquet(${quoteLiteral(pattern('parquet'))}, hive_partitioning = true, ` +
+  const parquet = await patterns('parquet')
+  if (parquet !== '') {
+    parts.push(`SELECT ${[...columns.map((c) => `"${c.name}"`), ...PARTITION_KEYS].join(', ')} FROM read_parquet(${parquet}, hive_partitioning = true, ` +
       `hive_types = ${HIVE_TYPES}, union_by_name = ${String(unionByName)})`)
   }
-  if (await present(pattern('json'))) {
+  const json = await patterns('json')
+  if (json !== '') {
     // A JSON timestamp is text that may carry an offset (`…-03:00`): a cast to TIMESTAMP would drop the offset and
     // keep the local wall time, so it is read as TIMESTAMPTZ and turned into UTC wall time, as Parquet holds it.
-    const columns = `{${AUDIT_COLUMNS.map((c) => `'${c.name}': '${c.type === 'timestamp' ? 'TIMESTAMPTZ' : DUCKDB_TYPES[c.type]}'`).join(', ')}}`
-    const projection = [...AUDIT_COLUMNS.map((c) => c.type === 'timestamp' ? `timezone('UTC', "${c.name}") AS "${c.name}"` : `"${c.name}"`), ...PARTITION_KEYS]
-    parts.push(`SELECT ${projection.join(', ')} FROM read_json(${quoteLiteral(pattern('json'))}, format = 'newline_delimited', ` +
-      `columns = ${columns}, hive_partitioning = true, hive_types = ${HIVE_TYPES}, maximum_object_size = ${MAX_JSON_OBJECT_BYTES})`)
+    const types = `{${columns.map((c) => `'${c.name}': '${c.type === 'timestamp' ? 'TIMESTAMPTZ' : DUCKDB_TYPES[c.type]}'`).join(', ')}}`
+    const projection = [...columns.map((c) => c.type === 'timestamp' ? `timezone('UTC', "${c.name}") AS "${c.name}"` : `"${c.name}"`), ...PARTITION_KEYS]
+    parts.push(`SELECT ${projection.join(', ')} FROM read_json(${json}, format = 'newline_delimited', ` +
+      `columns = ${types}, hive_partitioning = true, hive_types = ${HIVE_TYPES}, maximum_object_size = ${MAX_JSON_OBJECT_BYTES})`)
   }
   if (parts.length === 0) {
-    const cols = [...AUDIT_COLUMNS.map((c) => `CAST(NULL AS ${DUCKDB_TYPES[c.type]}) AS "${c.name}"`), ...PARTITION_KEYS.map((k) => `CAST(NULL AS VARCHAR) AS ${k}`)]
+    const cols = [...columns.map((c) => `CAST(NULL AS ${DUCKDB_TYPES[c.type]}) AS "${c.name}"`), ...PARTITION_KEYS.map((k) => `CAST(NULL AS VARCHAR) AS ${k}`)]
     return `SELECT ${cols.join(', ')} WHERE false`
   }
   return parts.join(' UNION ALL BY NAME ')

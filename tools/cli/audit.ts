@@ -19,8 +19,9 @@ const SERVE_DIR = ConfigSchema.properties.PIXPROXY_AUDIT_PARQUET_DIR.default as 
 export const DEMO_DIR = join(DEMO_DEFAULT_DIR, 'audit', 'lake')
 
 export const QUERY_USAGE = `usage: pix-proxy audit query "<SQL>" [--dir DIR] [--union-by-name]
-  run one read-only SQL statement over the audit rows under DIR; the table is \`audit\`, partition columns year,
-  month, day, hour are zero-padded strings; prints JSON lines, one per row
+  run one read-only SQL statement over the audit rows under DIR; the tables are \`audit\` (PIX rows) and
+  \`gateway\` (pix-proxy gateway's rows), partition columns year, month, day, hour are zero-padded strings;
+  prints JSON lines, one per row
   --dir DIR         default: $PIXPROXY_AUDIT_PARQUET_DIR; else ${SERVE_DIR} (what serve writes) when it exists;
                     else ${DEMO_DIR} (what make demo writes; a note on stderr says so)
   --union-by-name   read Parquet files written before a column was added to the schema (slower)`
