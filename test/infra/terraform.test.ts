@@ -1455,7 +1455,7 @@ t.test('gateway: its settings are exactly the PIXGW_* names it reads and the pro
   const names = [...Object.keys(gwEnv), ...Object.keys(gwSecrets)].sort()
   t.same(names, [
     'CLOUDHSM_CUSTOMER_CA', 'CLOUDHSM_HSM_IPS',
-    'PIXGW_AUDIT_FIREHOSE_STREAM', 'PIXGW_BACKEND_URL', 'PIXGW_CRLS', 'PIXGW_LISTEN_HOST', 'PIXGW_LISTEN_PORT',
+    'PIXGW_AUDIT_FIREHOSE_STREAM', 'PIXGW_AUDIT_SINK', 'PIXGW_AUDIT_SPOOL_DIR', 'PIXGW_BACKEND_URL', 'PIXGW_CRLS', 'PIXGW_LISTEN_HOST', 'PIXGW_LISTEN_PORT',
     'PIXGW_OPS_LISTEN_HOST', 'PIXGW_OPS_LISTEN_PORT', 'PIXGW_ROUTES', 'PIXGW_SERVER_CERT_FILE', 'PIXGW_SERVER_KEY_LABEL', 'PIXGW_TRUSTSTORE',
     'PIXPROXY_HSM_MODULE_PATH', 'PIXPROXY_HSM_PIN_SECRET_ID', 'PIXPROXY_HSM_TOKEN_LABEL'
   ])
@@ -1518,6 +1518,8 @@ t.test('gateway: loadGatewayConfig accepts what the task definition gives it (en
   t.same(c.routes.map((r) => r.text), ['GET /open-banking/*', 'POST /open-banking/*', 'PUT /open-banking/*', 'PATCH /open-banking/*', 'DELETE /open-banking/*'], 'the default routes: the Open Finance APIs')
   t.equal(c.backend.url, 'https://abc123.execute-api.sa-east-1.amazonaws.com')
   t.equal(c.auditFirehoseStream, 'pix-proxy-audit-gateway')
+  t.equal(c.audit.sink, 'firehose', 'rows leave the task through Firehose, never only its local Parquet')
+  t.match(c.audit.spoolDir, /^\/tmp\//, 'the spool on the task\'s writable scratch volume (the root file system is read-only)')
 
   // The routes variable's validation accepts what the gateway parses, and its default parses.
   const routesVar = gateway.variables.routes

@@ -45,9 +45,13 @@ locals {
     PIXGW_BACKEND_URL           = var.backend_url
     PIXGW_ROUTES                = join(",", var.routes)
     PIXGW_AUDIT_FIREHOSE_STREAM = var.audit_stream_name
-    PIXPROXY_HSM_MODULE_PATH    = "/opt/cloudhsm/lib/libcloudhsm_pkcs11.so"
-    PIXPROXY_HSM_TOKEN_LABEL    = var.hsm_token_label
-    PIXPROXY_HSM_PIN_SECRET_ID  = var.hsm_pin_secret_arn
+    # Rows leave the task through Firehose; the spool is the task's own scratch volume (the gateway has no shared
+    # EFS spool yet): rows still in it when a task dies uncleanly are lost with it (docs/gateway.md, Audit).
+    PIXGW_AUDIT_SINK           = "firehose"
+    PIXGW_AUDIT_SPOOL_DIR      = "/tmp/audit-spool"
+    PIXPROXY_HSM_MODULE_PATH   = "/opt/cloudhsm/lib/libcloudhsm_pkcs11.so"
+    PIXPROXY_HSM_TOKEN_LABEL   = var.hsm_token_label
+    PIXPROXY_HSM_PIN_SECRET_ID = var.hsm_pin_secret_arn
     # Consumed by the image's entrypoint (configure-pkcs11 -a), not by the gateway.
     CLOUDHSM_HSM_IPS = join(",", var.hsm_ip_addresses)
   }
