@@ -189,6 +189,7 @@ export const Errors = Object.freeze({
   AWS_SECRET_NOT_FOUND: define('PIXPROXY_ERR_AWS_SECRET_NOT_FOUND', 'Secrets Manager has no secret %s', 503),
   AWS_SECRET_READ: define('PIXPROXY_ERR_AWS_SECRET_READ', 'cannot read secret %s from Secrets Manager: %s', 503),
   AWS_SECRET_UNUSABLE: define('PIXPROXY_ERR_AWS_SECRET_UNUSABLE', 'secret %s cannot be used: %s', 503),
+  AWS_S3_READ: define('PIXPROXY_ERR_AWS_S3_READ', 'cannot read the %s from S3 (%s): %s', 503),
   AWS_LOCAL_ENDPOINT: define('PIXPROXY_ERR_AWS_LOCAL_ENDPOINT', 'local AWS endpoint: %s'),
 
   // Local audit store (Parquet through DuckDB, `pix-proxy audit query`; src/audit/parquet.ts, tools/audit/query.ts)
@@ -215,6 +216,7 @@ export const Errors = Object.freeze({
   // The inbound mTLS gateway (pix-proxy gateway, src/gateway/; answered to Open Finance clients as problem+json).
   // Outcome classes read as for a core: not-sent = the backend never saw the request.
   GATEWAY_TRUSTSTORE_INVALID: define('PIXPROXY_ERR_GATEWAY_TRUSTSTORE_INVALID', 'the truststore %s cannot be used: %s'),
+  GATEWAY_SOURCE_INVALID: define('PIXPROXY_ERR_GATEWAY_SOURCE_INVALID', 'the %s location cannot be used: %s'),
   GATEWAY_CRL_INVALID: define('PIXPROXY_ERR_GATEWAY_CRL_INVALID', 'the CRL %s cannot be used: %s'),
   GATEWAY_CLIENT_REFUSED: define('PIXPROXY_ERR_GATEWAY_CLIENT_REFUSED', 'the client certificate was refused: %s', 403),
   GATEWAY_ROUTE_NOT_ALLOWED: define('PIXPROXY_ERR_GATEWAY_ROUTE_NOT_ALLOWED', '%s %s is not a route this gateway forwards', 404),

@@ -1,5 +1,5 @@
 /**
- * SDK v3 clients for the AWS services pix-proxy calls (Firehose, SSM, Secrets Manager, KMS), with timeouts and
+ * SDK v3 clients for the AWS services pix-proxy calls (Firehose, SSM, Secrets Manager, KMS, S3), with timeouts and
  * retry counts chosen for how each is used (the SDK's defaults are no timeouts at all and three attempts).
  *
  * Region, credentials and endpoint follow the SDK's own resolution when not given (on ECS: AWS_REGION and the
@@ -8,6 +8,7 @@
  */
 import { FirehoseClient } from '@aws-sdk/client-firehose'
 import type { FirehoseClientConfig } from '@aws-sdk/client-firehose'
+import { S3Client } from '@aws-sdk/client-s3'
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager'
 import { SSMClient } from '@aws-sdk/client-ssm'
 import { Agent } from 'node:https'
@@ -72,4 +73,14 @@ export function createSsmClient (o: AwsClientOptions = {}): SSMClient {
 /** Same reasoning as `createSsmClient`: read once at start-up (and on PIN rotation), nothing retries above. */
 export function createSecretsManagerClient (o: AwsClientOptions = {}): SecretsManagerClient {
   return new SecretsManagerClient(config(o, { connectTimeoutMs: 3_000, requestTimeoutMs: 5_000, maxAttempts: 3 }))
+}
+
+/**
+ * For the gateway's truststore and CRL objects, read at start-up and at every reload: nothing retries above, so the
+ * SDK's standard retries; 30 s for a whole GetObject because a CA's CRL can run to megabytes. `forcePathStyle`
+ * (bucket in the path, not the host name) is for local S3 stand-ins, whose buckets have no DNS names; AWS itself
+ * is addressed virtual-hosted style.
+ */
+export function createS3Client (o: AwsClientOptions & { readonly forcePathStyle?: boolean } = {}): S3Client {
+  return new S3Client({ ...config(o, { connectTimeoutMs: 3_000, requestTimeoutMs: 30_000, maxAttempts: 3 }), forcePathStyle: o.forcePathStyle ?? false })
 }

@@ -11,6 +11,7 @@ import type { Static, TInteger, TString } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
 import { Errors, PixProxyError } from '../../core/errors.ts'
 import { parseRoutes } from './routes.ts'
+import { parseSourceLocation } from './sources.ts'
 import type { RoutePattern } from './routes.ts'
 
 const Str = (description: string, extra: object = {}): TString => Type.String({ description, ...extra })
@@ -33,10 +34,11 @@ const GatewayConfigSchema = Type.Object({
   PIXPROXY_HSM_PIN_FILE: Type.Optional(Str('File holding the HSM user PIN (the engine reads it itself: pin-source)')),
   PIXPROXY_HSM_PIN_SECRET_ID: Type.Optional(Str('Secrets Manager secret (name or ARN) holding the HSM user PIN instead of a file: read at start-up into a private 0600 file for the engine, removed at exit')),
 
-  PIXGW_TRUSTSTORE: Str('PEM bundle of the client CAs trusted (ICP-Brasil roots and intermediates): a path'),
-  PIXGW_CRLS: Str('Comma-separated paths of the CRLs (PEM or DER) of every CA in the truststore; every client chain must be covered', { default: '' }),
+  PIXGW_TRUSTSTORE: Str('PEM bundle of the client CAs trusted (ICP-Brasil roots and intermediates): a path, or an S3 object as s3://bucket/key (read with a conditional GET at every reload)'),
+  PIXGW_CRLS: Str('Comma-separated CRLs (PEM or DER) of every CA in the truststore, each a path or s3://bucket/key; every client chain must be covered', { default: '' }),
+  PIXGW_S3_FORCE_PATH_STYLE: Type.Union([Type.Literal('true'), Type.Literal('false')], { description: 'Address S3 path-style (bucket in the path): for a local S3 stand-in reached through AWS_ENDPOINT_URL; AWS itself is addressed virtual-hosted style', default: 'false' }),
   PIXGW_CRL_STALE_POLICY: Type.Union([Type.Literal('fail-closed'), Type.Literal('fail-open')], { description: 'What a CRL past its nextUpdate does: fail-closed refuses every client that CRL covers; fail-open accepts them with a warning (a certificate the stale CRL lists stays refused)', default: 'fail-closed' }),
-  PIXGW_RELOAD_INTERVAL_MS: Int('How often the truststore and CRL files are re-read (also on SIGHUP); 0 = only on SIGHUP', 0, 86_400_000, 300_000),
+  PIXGW_RELOAD_INTERVAL_MS: Int('How often the truststore and CRLs are re-read (also on SIGHUP, and when a CRL reaches its nextUpdate); 0 = only on SIGHUP and at nextUpdate', 0, 86_400_000, 300_000),
 
   PIXGW_BACKEND_URL: Str('Origin the accepted requests are forwarded to (a private API Gateway through its VPC endpoint)', { pattern: '^https?://[^/?#]+/?$' }),
   PIXGW_BACKEND_CA_FILE: Type.Optional(Str('PEM CA bundle trusted for the backend\'s TLS (unset: the system roots)')),
@@ -69,8 +71,11 @@ export interface GatewayConfig {
    * one of pinFile and pinSecretId) or a PEM key (a path or the PEM text).
    */
   readonly serverKey: GatewayHsmKey | { readonly kind: 'file', readonly file: string }
+  /** A path or an s3:// URI (sources.ts). */
   readonly truststoreFile: string
+  /** Paths or s3:// URIs. */
   readonly crlFiles: readonly string[]
+  readonly s3ForcePathStyle: boolean
   readonly crlStalePolicy: 'fail-closed' | 'fail-open'
   readonly reloadIntervalMs: number
   readonly backend: { readonly url: string, readonly caFile: string | null, readonly connections: number, readonly connectTimeoutMs: number, readonly timeoutMs: number }
@@ -154,8 +159,13 @@ export function loadGatewayConfig (source: Readonly<Record<string, string | unde
     // Without a CRL OpenSSL checks no revocation at all: a revoked ICP-Brasil certificate would be accepted.
     problems.push('PIXGW_CRLS: at least one CRL is required (revocation is checked for every client chain)')
   }
-  if (f.PIXGW_TRUSTSTORE.startsWith('s3://')) problems.push('PIXGW_TRUSTSTORE: s3:// locations are not supported yet (give a path)')
-  for (const c of crlFiles) if (c.startsWith('s3://')) problems.push(`PIXGW_CRLS: ${c}: s3:// locations are not supported yet (give a path)`)
+  for (const [k, v] of [['PIXGW_TRUSTSTORE', f.PIXGW_TRUSTSTORE], ...crlFiles.map((c) => ['PIXGW_CRLS', c] as const)] as const) {
+    try {
+      parseSourceLocation(v)
+    } catch (err) {
+      problems.push(`${k}: ${(err as Error).message}`)
+    }
+  }
   if (problems.length > 0 || serverKey === null) throw new PixProxyError(Errors.CONFIG_INVALID, [problems.join('; ')])
 
   return Object.freeze({
@@ -166,6 +176,7 @@ export function loadGatewayConfig (source: Readonly<Record<string, string | unde
     serverKey,
     truststoreFile: f.PIXGW_TRUSTSTORE,
     crlFiles: Object.freeze(crlFiles),
+    s3ForcePathStyle: f.PIXGW_S3_FORCE_PATH_STYLE === 'true',
     crlStalePolicy: f.PIXGW_CRL_STALE_POLICY,
     reloadIntervalMs: f.PIXGW_RELOAD_INTERVAL_MS,
     backend: {

@@ -21,6 +21,8 @@ import type { TLSSocket } from 'node:tls'
 import { hostname } from 'node:os'
 import type { Logger } from 'pino'
 import { Pool } from 'undici'
+import type { S3Client } from '@aws-sdk/client-s3'
+import { createS3Client } from '../aws/clients.ts'
 import type { Dispatcher } from 'undici'
 import { errorSpec, Errors, PixProxyError } from '../../core/errors.ts'
 import type { ErrorSpec } from '../../core/errors.ts'
@@ -35,6 +37,7 @@ import { createGatewayMetrics } from './metrics.ts'
 import type { GatewayMetrics } from './metrics.ts'
 import { matchRoute } from './routes.ts'
 import type { RoutePattern } from './routes.ts'
+import { createSourceReader } from './sources.ts'
 import { clientVerdict, loadTrustMaterial } from './trust.ts'
 import type { TrustMaterial } from './trust.ts'
 
@@ -46,6 +49,11 @@ export interface GatewayOptions {
   readonly audit: GatewayAuditSink
   readonly instanceId?: string
   readonly now?: () => Date
+  /**
+   * The S3 client for s3:// truststore and CRL locations (tests: the local endpoint). By default one is made at the
+   * first S3 read from the SDK's usual sources (the task role; AWS_ENDPOINT_URL locally), and closed with the gateway.
+   */
+  readonly s3?: S3Client
 }
 
 export type ReloadResult = 'applied' | 'unchanged' | 'refused'
@@ -56,7 +64,10 @@ export interface Gateway {
   /** http://host:port of the operations listener. */
   readonly opsUrl: string
   readonly metrics: GatewayMetrics
-  /** Emits 'refused' ({ reason, detail }) for every client refused at or right after its handshake. */
+  /**
+   * Emits 'refused' ({ reason, detail }) for every client refused at or right after its handshake, and 'reloaded'
+   * (the ReloadResult) after every reload, whatever started it (interval, nextUpdate, SIGHUP, a call).
+   */
   readonly events: EventEmitter
   /** The truststore/CRL material in use. */
   readonly material: TrustMaterial
@@ -135,7 +146,18 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
   const now = opts.now ?? (() => new Date())
   const instanceId = opts.instanceId ?? `${hostname()}-${process.pid}`
   const metrics = createGatewayMetrics()
-  let material = await loadTrustMaterial(config)
+  const sources = createSourceReader({
+    s3: () => opts.s3 ?? createS3Client({ forcePathStyle: config.s3ForcePathStyle }),
+    ownsClient: opts.s3 === undefined,
+    onRead: (result) => metrics.sourceReads.inc({ result })
+  })
+  let material: TrustMaterial
+  try {
+    material = await loadTrustMaterial(config, sources)
+  } catch (err) {
+    sources.close()
+    throw err
+  }
   const staleSeen = new Set<string>()
 
   /** Logs each CRL going stale (or fresh again) once, and keeps the CRL gauges current. */
@@ -374,10 +396,10 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
     })
   })
 
-  const reload = async (o: { force?: boolean } = {}): Promise<ReloadResult> => {
+  const reloadOnce = async (o: { force?: boolean }): Promise<ReloadResult> => {
     let next: TrustMaterial
     try {
-      next = await loadTrustMaterial(config)
+      next = await loadTrustMaterial(config, sources)
     } catch (err) {
       metrics.reloads.inc({ result: 'refused' })
       logger.error({ code: (err as PixProxyError).code, err: (err as Error).message }, 'truststore/CRL reload refused; the previous ones stay in use')
@@ -391,12 +413,34 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
     server.setSecureContext(next.options)
     material = next
     observeCrls()
+    scheduleAtNextUpdate()
     metrics.reloads.inc({ result: 'applied' })
     logger.info({ cas: next.cas.length, crls: next.crls.map((c) => c.source), digest: next.digest }, 'truststore and CRLs reloaded')
     return 'applied'
   }
+  const reload = async (o: { force?: boolean } = {}): Promise<ReloadResult> => {
+    const result = await reloadOnce(o)
+    events.emit('reloaded', result)
+    return result
+  }
   const timer = config.reloadIntervalMs > 0 ? setInterval(() => { void reload() }, config.reloadIntervalMs) : null
   timer?.unref()
+  // Also at the earliest nextUpdate of the CRLs in use: the moment a CRL goes stale is when its successor is due,
+  // whatever the interval (a CA publishing late is then picked up by the interval, or by SIGHUP).
+  let nextUpdateTimer: NodeJS.Timeout | null = null
+  const scheduleAtNextUpdate = (): void => {
+    if (nextUpdateTimer !== null) clearTimeout(nextUpdateTimer)
+    nextUpdateTimer = null
+    if (closing) return
+    const t = now().getTime()
+    const due = material.crls.map((c) => c.nextUpdate?.getTime() ?? Infinity).filter((n) => n > t)
+    if (due.length === 0) return
+    // One second past it, so the CRL in use is already stale by the gateway's clock; setTimeout takes at most 2^31-1.
+    const delay = Math.min(Math.min(...due) - t + 1_000, 2 ** 31 - 1)
+    nextUpdateTimer = setTimeout(() => { void reload().finally(scheduleAtNextUpdate) }, delay)
+    nextUpdateTimer.unref()
+  }
+  scheduleAtNextUpdate()
 
   const ops: HttpServer = createHttpServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0]
@@ -432,6 +476,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
   } catch (err) {
     server.close()
     await pool.close()
+    sources.close()
     throw err
   }
   logger.info({ url: `https://${hostPart(main)}:${main.port}`, cas: material.cas.length, crls: material.crls.length, backend: config.backend.url }, 'gateway listening')
@@ -448,11 +493,13 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
       closed ??= (async () => {
         closing = true
         if (timer !== null) clearInterval(timer)
+        if (nextUpdateTimer !== null) clearTimeout(nextUpdateTimer)
         const stopped = new Promise<void>((resolve) => server.close(() => resolve()))
         server.closeIdleConnections()
         await stopped
         await new Promise<void>((resolve) => ops.close(() => resolve()))
         await pool.close()
+        sources.close()
         await Promise.allSettled([...recording])
         await opts.audit.close?.()
       })()

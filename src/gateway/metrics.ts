@@ -16,6 +16,8 @@ export interface GatewayMetrics {
   readonly crlStale: Gauge<'crl'>
   /** Truststore/CRL reloads: applied, unchanged, refused. */
   readonly reloads: Counter<'result'>
+  /** Reads of the truststore and CRLs: file, fetched (S3 sent the object), not-modified (S3 answered 304), failed. */
+  readonly sourceReads: Counter<'result'>
 }
 
 export function createGatewayMetrics (): GatewayMetrics {
@@ -28,6 +30,7 @@ export function createGatewayMetrics (): GatewayMetrics {
     handshakeFailures: new Counter({ name: 'pixgw_handshake_failures_total', help: 'Clients refused at or right after the TLS handshake, by reason', labelNames: ['reason'] as const, registers: [registry] }),
     crlAgeSeconds: new Gauge({ name: 'pixgw_crl_age_seconds', help: 'Seconds since the thisUpdate of each loaded CRL', labelNames: ['crl'] as const, registers: [registry] }),
     crlStale: new Gauge({ name: 'pixgw_crl_stale', help: '1 when a loaded CRL is past its nextUpdate', labelNames: ['crl'] as const, registers: [registry] }),
-    reloads: new Counter({ name: 'pixgw_trust_reloads_total', help: 'Truststore and CRL reloads, by result (applied, unchanged, refused)', labelNames: ['result'] as const, registers: [registry] })
+    reloads: new Counter({ name: 'pixgw_trust_reloads_total', help: 'Truststore and CRL reloads, by result (applied, unchanged, refused)', labelNames: ['result'] as const, registers: [registry] }),
+    sourceReads: new Counter({ name: 'pixgw_trust_source_reads_total', help: 'Reads of the truststore and CRLs, by result (file, fetched, not-modified, failed)', labelNames: ['result'] as const, registers: [registry] })
   })
 }

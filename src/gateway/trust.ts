@@ -35,6 +35,7 @@ import { describePemSetting, isInlinePem } from '../config.ts'
 import { crlIsStale, readCrlFile } from './crl.ts'
 import type { CrlInfo } from './crl.ts'
 import type { GatewayConfig } from './config.ts'
+import type { SourceReader } from './sources.ts'
 
 /** The engine id; never a path (src/upstream/tls-key-agent.ts says why). */
 const ENGINE_ID = 'pkcs11'
@@ -62,6 +63,9 @@ async function read (what: string, path: string): Promise<Buffer> {
   }
 }
 
+/** Files only: for callers that never name an S3 object (the gateway passes its own reader). */
+const fileSources: Pick<SourceReader, 'read'> = { read }
+
 /**
  * A PEM setting (the server certificate, the PEM key): the text itself, as ECS gives an SSM parameter to the container
  * (src/config.ts readPemSetting), or the file's content.
@@ -79,10 +83,11 @@ function serverKeyUri (key: GatewayConfig['serverKey'] & { kind: 'hsm' }): strin
 
 /**
  * Reads and checks everything and builds a context from it once (so that a bad file fails here, not at the first
- * handshake). Throws PixProxyError GATEWAY_TRUSTSTORE_INVALID, GATEWAY_CRL_INVALID, TLS_PEM_INVALID,
- * TLS_KEY_CERT_MISMATCH, TLS_KEY_PIN_INCORRECT, TLS_KEY_NOT_FOUND, TLS_ENGINE_FAILED, FILE_READ.
+ * handshake). The truststore and CRLs come through `sources` (files, or S3 objects: sources.ts). Throws PixProxyError
+ * GATEWAY_TRUSTSTORE_INVALID, GATEWAY_CRL_INVALID, TLS_PEM_INVALID, TLS_KEY_CERT_MISMATCH, TLS_KEY_PIN_INCORRECT,
+ * TLS_KEY_NOT_FOUND, TLS_ENGINE_FAILED, FILE_READ, AWS_S3_READ, GATEWAY_SOURCE_INVALID.
  */
-export async function loadTrustMaterial (config: Pick<GatewayConfig, 'serverCertFile' | 'serverKey' | 'truststoreFile' | 'crlFiles'>): Promise<TrustMaterial> {
+export async function loadTrustMaterial (config: Pick<GatewayConfig, 'serverCertFile' | 'serverKey' | 'truststoreFile' | 'crlFiles'>, sources: Pick<SourceReader, 'read'> = fileSources): Promise<TrustMaterial> {
   const certPem = (await readPem('server certificate', config.serverCertFile)).toString('utf8')
   let chain: Certificate[]
   try {
@@ -92,7 +97,7 @@ export async function loadTrustMaterial (config: Pick<GatewayConfig, 'serverCert
   }
   const serverCertificate = chain[0] as Certificate
 
-  const trustBytes = await read('truststore', config.truststoreFile)
+  const trustBytes = await sources.read('truststore', config.truststoreFile)
   let cas: Certificate[]
   try {
     cas = parseCertificates(trustBytes.toString('utf8'))
@@ -106,7 +111,7 @@ export async function loadTrustMaterial (config: Pick<GatewayConfig, 'serverCert
   const digest = createHash('sha256').update(trustBytes)
   const crls: CrlInfo[] = []
   for (const file of config.crlFiles) {
-    const bytes = await read('CRL', file)
+    const bytes = await sources.read('CRL', file)
     digest.update(bytes)
     let found: CrlInfo[]
     try {

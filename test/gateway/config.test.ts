@@ -62,7 +62,7 @@ t.test('every problem at once, with CONFIG_INVALID', async (t) => {
   t.match(err({ ...BASE, PIXGW_CRLS: '' }), 'at least one CRL is required', 'no CRL = no revocation check: refused')
   t.match(err({ ...BASE, PIXGW_CRL_STALE_POLICY: 'ignore' }), 'PIXGW_CRL_STALE_POLICY')
   t.match(err({ ...BASE, PIXGW_ROUTES: 'GET open-banking' }), 'PIXGW_ROUTES')
-  t.match(err({ ...BASE, PIXGW_TRUSTSTORE: 's3://bucket/truststore.pem' }), 's3:// locations are not supported yet')
+  t.match(err({ ...BASE, PIXGW_TRUSTSTORE: 's3://Bucket/truststore.pem' }), 'PIXGW_TRUSTSTORE: s3://Bucket/truststore.pem is not s3://bucket/key')
   t.match(err({ ...BASE, PIXGW_OPS_LISTEN_PORT: '8443' }), 'needs its own')
   t.match(err({ ...BASE, PIXGW_BACKEND_URL: 'https://api.example/path' }), 'PIXGW_BACKEND_URL')
   t.match(err({ ...BASE, PIXGW_CLIENT_CERT_HEADER: 'X Cert' }), 'PIXGW_CLIENT_CERT_HEADER')

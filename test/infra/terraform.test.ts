@@ -1497,20 +1497,11 @@ function gatewayTaskSource (): Record<string, string> {
 
 t.test('gateway: loadGatewayConfig accepts what the task definition gives it (environment + container secrets)', async (t) => {
   const source = gatewayTaskSource()
-  // Known gap (issue 17): the gateway does not read s3:// truststores and CRLs yet, and says exactly that. When it
-  // does, this block fails and goes: the load below must then pass on the source as the task has it.
-  let message = ''
-  try {
-    loadGatewayConfig(source)
-  } catch (err) {
-    t.equal((err as { code?: string }).code, Errors.CONFIG_INVALID.code)
-    message = (err as Error).message.replace(/^invalid configuration: /, '')
-  }
-  const problems = message.split('; ').filter((p) => p !== '')
-  t.same(problems.filter((p) => !/^PIXGW_(TRUSTSTORE|CRLS): .*s3:\/\/ locations are not supported yet/.test(p)), [], 'no problem but the s3:// sources')
-
-  // With the objects at paths (what an S3 fetch would hand over), everything else is as the Terraform means it.
-  const c = loadGatewayConfig({ ...source, PIXGW_TRUSTSTORE: '/run/gw/ca-bundle.pem', PIXGW_CRLS: '/run/gw/a.crl,/run/gw/b.crl' })
+  // The task's settings as they are: the truststore and CRLs as s3:// objects of the truststore bucket.
+  const c = loadGatewayConfig(source)
+  t.match(c.truststoreFile, /^s3:\/\/[^/]+\/truststore\//, 'the truststore from its bucket prefix')
+  t.ok(c.crlFiles.length > 0 && c.crlFiles.every((f) => /^s3:\/\/[^/]+\/crls\//.test(f)), 'every CRL from the crls/ prefix')
+  t.equal(c.s3ForcePathStyle, false, 'S3 addressed virtual-hosted style, as AWS wants')
   t.same(c.listen, { host: '0.0.0.0', port: 8443 }, 'the mTLS listener on the task\'s address, the NLB target port')
   t.same(c.ops, { host: '0.0.0.0', port: 8081 }, 'the operations listener on the task\'s address, for the NLB\'s HTTP check')
   t.same(c.serverKey, { kind: 'hsm', label: 'gw-tls', modulePath: '/opt/cloudhsm/lib/libcloudhsm_pkcs11.so', tokenLabel: 'hsm1', pinFile: null, pinSecretId: source.PIXPROXY_HSM_PIN_SECRET_ID }, 'the server key in the HSM, its PIN in Secrets Manager')

@@ -1,8 +1,8 @@
 /**
  * A small local stand-in for the AWS services pix-proxy calls: Firehose (PutRecordBatch, PutRecord), Secrets
- * Manager (GetSecretValue), SSM Parameter Store (GetParameter, GetParameters, GetParametersByPath) and KMS (Sign,
- * Verify, GetPublicKey, DescribeKey on seeded asymmetric keys). It speaks
- * the AWS JSON 1.1 protocol the SDK v3 clients use, so the real clients reach it through `endpoint` with static
+ * Manager (GetSecretValue), SSM Parameter Store (GetParameter, GetParameters, GetParametersByPath), KMS (Sign,
+ * Verify, GetPublicKey, DescribeKey on seeded asymmetric keys) and S3 (GetObject: the gateway's
+ * truststore and CRLs; s3.ts). It speaks the AWS JSON 1.1 protocol the SDK v3 clients use (S3: REST, path-style), so the real clients reach it through `endpoint` with static
  * fake credentials, and it can fail on command (throttling, partial batch failures, outages, latency) so the audit
  * pipeline and configuration loading are tested against the failures they must survive.
  *
@@ -13,8 +13,9 @@
  * Differences from AWS that matter: delivered Firehose records are written at once (no buffering interval), as
  * JSON lines even when the real stream would convert them to Parquet; one object per accepted call.
  *
- * This file is the server: routing by X-Amz-Target, SigV4 (sigv4.ts), the call log and fault injection. Each
- * service is a handler with its own state and protocol errors: firehose.ts, kms.ts, secrets-manager.ts, ssm.ts.
+ * This file is the server: routing by X-Amz-Target (S3: a GET without one), SigV4 (sigv4.ts), the call log
+ * and fault injection. Each service is a handler with its own state and protocol errors: firehose.ts, kms.ts,
+ * secrets-manager.ts, ssm.ts, s3.ts.
  */
 import { randomUUID } from 'node:crypto'
 import { createServer } from 'node:http'
@@ -31,6 +32,7 @@ import type { ServiceHandler } from './protocol.ts'
 import { SecretsManagerHandler } from './secrets-manager.ts'
 import type { LocalSecret } from './secrets-manager.ts'
 import { checkSigV4 } from './sigv4.ts'
+import { S3Handler, s3ErrorXml } from './s3.ts'
 import { SsmHandler } from './ssm.ts'
 import type { LocalParameter } from './ssm.ts'
 
@@ -84,7 +86,7 @@ export interface CallLogEntry {
 
 /**
  * `target` in the fault rules below matches an X-Amz-Target exactly (`Firehose_20150804.PutRecordBatch`) or by
- * service prefix (`Firehose_20150804`, `AmazonSSM`, `secretsmanager`, `TrentService`); absent, every call matches. `times` is how
+ * service prefix (`Firehose_20150804`, `AmazonSSM`, `secretsmanager`, `TrentService`, `S3` for S3's `S3.GetObject`); absent, every call matches. `times` is how
  * many calls the rule affects before it expires (default: until cleared).
  */
 export interface CallFault {
@@ -148,6 +150,7 @@ export class LocalAwsEndpoint {
   readonly #ssm: SsmHandler
   readonly #secretsManager: SecretsManagerHandler
   readonly #kms: KmsHandler
+  readonly #s3: S3Handler
   /** X-Amz-Target prefix → the service's handler. */
   readonly #services: ReadonlyMap<string, ServiceHandler>
   readonly #calls: CallLogEntry[] = []
@@ -180,6 +183,7 @@ export class LocalAwsEndpoint {
     this.#ssm = new SsmHandler({ region: this.region, accountId: this.accountId, now: this.#now })
     this.#secretsManager = new SecretsManagerHandler({ region: this.region, accountId: this.accountId, now: this.#now })
     this.#kms = new KmsHandler({ region: this.region, accountId: this.accountId, now: this.#now, ...(opts.monotonicMs === undefined ? {} : { monotonicMs: opts.monotonicMs }) })
+    this.#s3 = new S3Handler({ now: this.#now })
     this.#services = new Map([this.#firehose, this.#secretsManager, this.#ssm, this.#kms].map((h) => [h.targetPrefix, h]))
     for (const [name, prefix] of Object.entries(opts.deliveryStreams ?? DEFAULT_DELIVERY_STREAMS)) this.createDeliveryStream(name, prefix)
     for (const p of opts.parameters ?? []) this.putParameter(p)
@@ -247,6 +251,15 @@ export class LocalAwsEndpoint {
   /** Enables or disables a KMS key (key id, ARN or alias), as EnableKey and DisableKey would. */
   setKmsKeyEnabled (keyId: string, enabled: boolean): void {
     this.#kms.setKeyEnabled(keyId, enabled)
+  }
+
+  /** A new version of an S3 object (the bucket is made when missing), as `aws s3 cp` would put it. */
+  putObject (bucket: string, key: string, body: string | Uint8Array, contentType?: string): { etag: string, versionId: string } {
+    return this.#s3.putObject(bucket, key, body, contentType)
+  }
+
+  deleteObject (bucket: string, key: string): void {
+    this.#s3.deleteObject(bucket, key)
   }
 
   // ---- control: failures -----------------------------------------------------------------------------------------
@@ -323,6 +336,10 @@ export class LocalAwsEndpoint {
   }
 
   async #handle (req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (req.headers['x-amz-target'] === undefined && req.method !== 'POST') {
+      await this.#handleS3(req, res)
+      return
+    }
     const target = String(req.headers['x-amz-target'] ?? '')
     const send = (status: number, body: unknown, errorType: string | null = null): void => {
       const text = JSON.stringify(body)
@@ -375,6 +392,46 @@ export class LocalAwsEndpoint {
     } catch (err) {
       if (err instanceof AwsError) sendError(err)
       else sendError(new AwsError('InternalFailure', `local endpoint: ${(err as Error).message}`, 500))
+    }
+  }
+
+  /** S3's REST calls: the same outages, faults, latency and call log as the JSON services, errors as S3 XML. */
+  async #handleS3 (req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const method = req.method ?? 'GET'
+    const target = this.#s3.target(method)
+    const requestId = randomUUID()
+    const write = (status: number, headers: Record<string, string | number>, body: Buffer | string, errorType: string | null = null): void => {
+      this.#calls.push({ target, status, errorType, at: this.#now() })
+      this.#trim(this.#calls)
+      if (res.destroyed) return
+      res.writeHead(status, { ...headers, 'x-amz-request-id': requestId })
+      res.end(body)
+    }
+    try {
+      const body = await readBody(req)
+      if (this.#outage === 'hang') {
+        this.#hanging.add(res)
+        res.once('close', () => this.#hanging.delete(res))
+        return
+      }
+      if (this.#outage === '503') throw new AwsError('ServiceUnavailable', 'Please reduce your request rate.', 503)
+      const auth = checkSigV4({ method, url: req.url ?? '/', headers: req.headers, body }, {
+        service: this.#s3.signingName,
+        s3: true,
+        now: new Date(),
+        ...(this.#opts.credentials === undefined ? {} : { secrets: this.#opts.credentials })
+      })
+      // S3's names for these: a missing or malformed signature is AccessDenied, a wrong one SignatureDoesNotMatch.
+      if (!auth.ok) throw new AwsError(auth.errorType === 'InvalidSignatureException' ? 'SignatureDoesNotMatch' : auth.errorType === 'UnrecognizedClientException' ? 'InvalidAccessKeyId' : 'AccessDenied', auth.message, 403)
+      for (const f of this.#take(this.#latencyFaults, (r) => matchesTarget(r.target, target))) await sleep(f.ms, undefined, { ref: false })
+      const [fault] = this.#take(this.#callFaults, (r) => matchesTarget(r.target, target), 1)
+      if (fault !== undefined) throw new AwsError(fault.errorType, fault.message ?? 'Please reduce your request rate.', fault.status ?? defaultStatus(fault.errorType))
+      const answer = this.#s3.handle(method, req.url ?? '/', req.headers)
+      write(answer.status, answer.headers, answer.body)
+    } catch (err) {
+      const e = err instanceof AwsError ? err : new AwsError('InternalError', `local endpoint: ${(err as Error).message}`, 500)
+      const xml = s3ErrorXml(e.errorType, e.message, requestId)
+      write(e.status, { 'content-type': 'application/xml', 'content-length': Buffer.byteLength(xml) }, xml, e.errorType)
     }
   }
 

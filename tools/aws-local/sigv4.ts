@@ -22,6 +22,8 @@ export interface SigV4Options {
   readonly now: Date
   /** AWS refuses signatures more than 15 minutes away from its clock. */
   readonly maxSkewMs?: number
+  /** S3 signs the path as sent; every other service encodes it once more. */
+  readonly s3?: boolean
 }
 
 export type SigV4Result =
@@ -88,8 +90,8 @@ export function checkSigV4 (req: SigV4Request, opts: SigV4Options): SigV4Result 
   if (secret === undefined) return fail('UnrecognizedClientException', 'The security token included in the request is invalid.')
   const q = req.url.indexOf('?')
   const path = q < 0 ? req.url : req.url.slice(0, q)
-  // Non-S3 services sign the path URI-encoded once more (each segment of the already-encoded path).
-  const canonicalPath = path.split('/').map((seg) => uriEncode(seg)).join('/') || '/'
+  // Non-S3 services sign the path URI-encoded once more (each segment of the already-encoded path); S3 as sent.
+  const canonicalPath = opts.s3 === true ? path : path.split('/').map((seg) => uriEncode(seg)).join('/') || '/'
   const headerLines: string[] = []
   for (const name of signed) {
     const v = headerValue(req.headers, name)
