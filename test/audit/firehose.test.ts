@@ -122,13 +122,13 @@ t.test('outage: connection refused throws; after recovery the same rows go throu
 t.test('a hung Firehose is bounded by the client timeout', async (t) => {
   const { ep, sink } = await setup(t, {}, { requestTimeoutMs: 300 })
   await ep.outage('hang')
-  const started = Date.now()
+  // The endpoint never answers, so only a timeout can end the write: its settling at all proves the bound, and the
+  // SDK's message names which timeout fired (the configured 300 ms, not the 10 s default). No wall-clock assert:
+  // how fast a loaded machine fires a timer is not the behaviour under test.
   const e = await rejection(sink.write([sampleRow(0)]))
   t.equal(e.code, 'PIXPROXY_ERR_AWS_FIREHOSE_PUT')
   t.equal((e.cause as Error).name, 'TimeoutError')
-  // The configured timeout fired (the SDK names it), not the 10 s default: checked by what, not how fast.
   t.match((e.cause as Error).message, /\b300 ms\b/, 'the configured 300 ms timeout')
-  t.ok(Date.now() - started < 10_000, 'within the timeout, not forever')
   await ep.restore()
 })
 

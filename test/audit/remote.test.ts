@@ -140,18 +140,16 @@ t.test('a thread that dies refuses everything, says so once, and its durable row
 t.test('a thread that stops answering: status and close give up with their own code instead of hanging', async (t) => {
   const { worker } = await AuditWorker.start(settings(t.testdir()), recordingLogger(), { workerUrl: new URL('./fixtures/silent-worker.ts', import.meta.url) })
   t.teardown(async () => { await worker.abort() })
-  const t0 = performance.now()
+  // The thread never answers, so only the timeouts can settle these calls: settling at all is "not never", and which
+  // timeout gave up is in the message (the configured 200 ms, not the 2 s default). No wall-clock bound: how fast a
+  // loaded machine fires a timer is not the behaviour under test.
   const status = await rejection(worker.status(200))
   t.equal(status.code, 'PIXPROXY_ERR_AUDIT_WORKER_UNRESPONSIVE')
   t.equal(status.statusCode, 503)
-  // Which timeout gave up is in the message (the configured 200 ms, not the 2 s default): checked by what, not by
-  // how fast a loaded machine fired it; the wall-clock bounds only say "not never".
   t.match(status.message, /within 200 ms/, 'within its timeout, not never')
-  t.ok(performance.now() - t0 < 30_000)
   const closing = await rejection(worker.close(100))
   t.equal(closing.code, 'PIXPROXY_ERR_AUDIT_WORKER_UNRESPONSIVE', 'close gives up a second after its deadline')
   t.match(closing.message, /within 1100 ms/, 'its deadline (100 ms) plus a second')
-  t.ok(performance.now() - t0 < 30_000)
 })
 
 t.test('a thread that stops answering while calls wait on it is declared failed: those calls and every later one are refused, never left hanging', async (t) => {
