@@ -35,22 +35,30 @@ export interface RunningNginx {
   close (): Promise<void>
 }
 
+/**
+ * What every bench nginx starts with: the process settings, files under `dir` (pid, error log, temp paths) and the
+ * opening of the http block, access log off. The caller writes the rest of the http block and closes it.
+ */
+export function nginxPreamble (dir: string, workers = 1): string {
+  return `worker_processes ${workers};
+daemon off;
+pid ${join(dir, 'nginx.pid')};
+error_log ${join(dir, 'error.log')} warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path ${join(dir, 'tmp', 'body')};
+  proxy_temp_path ${join(dir, 'tmp', 'proxy')};
+  fastcgi_temp_path ${join(dir, 'tmp', 'fastcgi')};
+  uwsgi_temp_path ${join(dir, 'tmp', 'uwsgi')};
+  scgi_temp_path ${join(dir, 'tmp', 'scgi')};`
+}
+
 /** The configuration: exported so a test can check what is measured. */
 function nginxConfig (o: { dir: string, port: number, upstream: URL, keepalive: number, workers: number }): string {
   const host = o.upstream.hostname
   const upstreamPort = o.upstream.port === '' ? '443' : o.upstream.port
-  return `worker_processes ${o.workers};
-daemon off;
-pid ${join(o.dir, 'nginx.pid')};
-error_log ${join(o.dir, 'error.log')} warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path ${join(o.dir, 'tmp', 'body')};
-  proxy_temp_path ${join(o.dir, 'tmp', 'proxy')};
-  fastcgi_temp_path ${join(o.dir, 'tmp', 'fastcgi')};
-  uwsgi_temp_path ${join(o.dir, 'tmp', 'uwsgi')};
-  scgi_temp_path ${join(o.dir, 'tmp', 'scgi')};
+  return `${nginxPreamble(o.dir, o.workers)}
   upstream bacen {
     server 127.0.0.1:${upstreamPort};
     keepalive ${o.keepalive};
