@@ -107,7 +107,7 @@ export async function main (): Promise<void> {
       })
     })
   }
-  // Rotation: replace the files, then `kill -HUP <pid>`; open connections keep their context.
+  // Rotation: replace the files, then `kill -HUP <pid>`; open client connections are judged again (docs/gateway.md).
   process.on('SIGHUP', () => { void running.then(async (gw) => await gw.reload({ force: true })) })
   await running
 }
