@@ -107,6 +107,40 @@ t.test('a reload whose CRL revokes a client closes its kept-alive connection; an
   t.ok(b3.ok && b3.status === 200 && b3.reusedSocket, 'a forced reload of the same material leaves an acceptable client alone')
 })
 
+t.test('a reload that drops a client\'s CA from the truststore closes its connection (untrusted); a client of a CA still trusted keeps its', async (t) => {
+  const own = await mkdtemp(join(tmpdir(), 'pix-gw-conn-trust-'))
+  t.teardown(() => rm(own, { recursive: true, force: true }))
+  const truststore = join(own, 'truststore.pem')
+  const rootCrl = join(own, 'root.crl')
+  const intermediateCrl = join(own, 'intermediate.crl')
+  const foreignCrl = join(own, 'foreign.crl')
+  await writeFile(truststore, pki.root.certPem + pki.intermediate.certPem + pki.foreignRoot.certPem)
+  await copyFile(pki.files.rootCrl, rootCrl)
+  await copyFile(pki.files.intermediateCrl, intermediateCrl)
+  await writeFile(foreignCrl, issueCrl(pki.foreignRoot))
+  const { gw } = await start(t, { PIXGW_TRUSTSTORE: truststore, PIXGW_CRLS: `${rootCrl},${intermediateCrl},${foreignCrl}` })
+  const agentForeign = keepAlive(t)
+  const valid = await attempt(gw.url, pki, { client: pki.clients.valid, agent: keepAlive(t) })
+  const foreign = await attempt(gw.url, pki, { client: pki.clients.foreign, agent: agentForeign })
+  t.ok(valid.ok && valid.status === 200 && foreign.ok && foreign.status === 200, 'both CAs\' clients admitted')
+  if (!valid.ok || !foreign.ok) return
+
+  // Only the foreign root stays trusted; the CRL files now hold CRLs of that root (every CRL must be signed by a CA
+  // of the truststore for the reload to apply).
+  await writeFile(truststore, pki.foreignRoot.certPem)
+  await writeFile(rootCrl, issueCrl(pki.foreignRoot, { number: 2 }))
+  await writeFile(intermediateCrl, issueCrl(pki.foreignRoot, { number: 3 }))
+  const closing = once(gw.events, 'closing') as Promise<[ConnectionClosing]>
+  t.equal(await gw.reload(), 'applied')
+  const [event] = await closing
+  t.match(event, { reason: 'untrusted', serial: pki.clients.valid.certificate.x509.serialNumber }, 'the Open Finance CA\'s client: untrusted')
+  t.match(event.detail, 'is not in the truststore')
+  await closed(valid.socket)
+  const again = await attempt(gw.url, pki, { client: pki.clients.foreign, agent: agentForeign })
+  t.ok(again.ok && again.status === 200 && again.reusedSocket, 'the foreign root\'s client carries on over its connection')
+  t.match(await metrics(gw), 'pixgw_connections_closed_total{reason="untrusted"} 1')
+})
+
 /** An HTTPS backend that holds every request until the test releases it. */
 async function startHoldingBackend (): Promise<Backend & { arrived: () => Promise<() => void> }> {
   const waiting: Array<(release: () => void) => void> = []
