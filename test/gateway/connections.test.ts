@@ -6,13 +6,14 @@
  * backend receiving a call); the max-age timer is injected and fired by the test, never raced.
  */
 import { generateKeyPairSync } from 'node:crypto'
-import { once } from 'node:events'
+import { EventEmitter, once } from 'node:events'
 import { copyFile, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { Agent, createServer } from 'node:https'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { connect } from 'node:tls'
 import t from 'tap'
 import type { Test } from 'tap'
 import { issueCertificate } from '../../core/pki/ca.ts'
@@ -142,10 +143,12 @@ t.test('a reload that drops a client\'s CA from the truststore closes its connec
 })
 
 /** An HTTPS backend that holds every request until the test releases it. */
-async function startHoldingBackend (): Promise<Backend & { arrived: () => Promise<() => void> }> {
+async function startHoldingBackend (): Promise<Backend & { arrived: () => Promise<() => void>, requests: () => number }> {
+  let requests = 0
   const waiting: Array<(release: () => void) => void> = []
   const held: Array<() => void> = []
   const server = createServer({ cert: pki.server.certPem + pki.intermediate.certPem, key: pki.server.keyPem }, (req: IncomingMessage, res: ServerResponse) => {
+    requests++
     req.resume()
     req.on('end', () => {
       const release = (): void => { res.writeHead(200, { 'content-type': 'application/json' }).end('{"held":true}') }
@@ -159,6 +162,7 @@ async function startHoldingBackend (): Promise<Backend & { arrived: () => Promis
   return {
     url: `https://127.0.0.1:${(server.address() as AddressInfo).port}`,
     calls: [],
+    requests: () => requests,
     arrived: async () => await new Promise((resolve) => {
       const h = held.shift()
       if (h !== undefined) resolve(h)
@@ -195,6 +199,41 @@ t.test('a request in flight at the reload gets its answer, with connection: clos
   await closed(res.socket)
   t.pass('then the connection closed')
   t.match(rows.at(-1), { status: 200, error_code: null }, 'the call is audited as answered')
+})
+
+t.test('a request that arrives on a connection closing for a revoked client is refused and never reaches the backend', async (t) => {
+  const holding = await startHoldingBackend()
+  t.teardown(() => holding.close())
+  const audited = new EventEmitter()
+  const { gw, crl } = await start(t, {}, holding, { audit: { write: (r) => { audited.emit('row', r) } } })
+  // A raw TLS client, so that a second request can be pipelined behind one in flight.
+  const socket = connect({ host: '127.0.0.1', port: Number(new URL(gw.url).port), servername: 'localhost', ca: pki.root.certPem, cert: pki.chainOf(pki.clients.valid), key: pki.clients.valid.keyPem })
+  t.teardown(() => socket.destroy())
+  let received = ''
+  socket.on('data', (d: Buffer) => { received += d.toString('latin1') })
+  await once(socket, 'secureConnect')
+  const arrived = holding.arrived()
+  socket.write('GET /open-banking/accounts/v2/accounts HTTP/1.1\r\nHost: localhost\r\n\r\n')
+  const release = await arrived
+
+  const closing = once(gw.events, 'closing') as Promise<[ConnectionClosing]>
+  await writeFile(crl, issueCrl(pki.intermediate, { serials: [pki.clients.valid.certificate.serial], number: 2 }))
+  t.equal(await gw.reload(), 'applied')
+  t.match((await closing)[0], { reason: 'revoked', inFlight: 1 })
+
+  const refusedRow = once(audited, 'row') as Promise<[GatewayAuditRow]>
+  socket.write('GET /open-banking/accounts/v2/accounts?second=1 HTTP/1.1\r\nHost: localhost\r\n\r\n')
+  const [row] = await refusedRow
+  t.match(row, { error_code: 'PIXPROXY_ERR_GATEWAY_CLIENT_REFUSED', status: 403 }, 'the second request is refused (403) and audited')
+  const answered = once(audited, 'row') as Promise<[GatewayAuditRow]>
+  release()
+  t.match((await answered)[0], { status: 200, error_code: null }, 'the request in flight got its answer')
+  await closed(socket)
+  t.match(received, /^HTTP\/1\.1 200 /, 'the client read the answer to the request in flight')
+  t.match(received, /\r\nconnection: close\r\n/i, 'with connection: close')
+  t.notMatch(received, 'second=1', 'nothing of the second request came back from the backend')
+  t.equal(received.match(/HTTP\/1\.1 200 /g)?.length, 1, 'exactly one answer from the backend')
+  t.equal(holding.requests(), 1, 'which received only the request in flight')
 })
 
 t.test('a CRL gone stale: fail-closed closes the connections it covers, fail-open keeps them', async (t) => {
