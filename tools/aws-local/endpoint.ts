@@ -330,6 +330,14 @@ export class LocalAwsEndpoint {
     await closed
   }
 
+  /** In a `hang` outage: keeps the call unanswered (until restore or close) and says so. */
+  #hangIfOutage (res: ServerResponse): boolean {
+    if (this.#outage !== 'hang') return false
+    this.#hanging.add(res)
+    res.once('close', () => this.#hanging.delete(res))
+    return true
+  }
+
   #releaseHanging (): void {
     for (const res of this.#hanging) res.destroy()
     this.#hanging.clear()
@@ -356,11 +364,7 @@ export class LocalAwsEndpoint {
     const sendError = (e: AwsError): void => send(e.status, { __type: e.errorType, message: e.message }, e.errorType)
     try {
       const body = await readBody(req)
-      if (this.#outage === 'hang') {
-        this.#hanging.add(res)
-        res.once('close', () => this.#hanging.delete(res))
-        return
-      }
+      if (this.#hangIfOutage(res)) return
       if (this.#outage === '503') throw new AwsError('ServiceUnavailableException', 'Service Unavailable', 503)
       if (req.method !== 'POST') throw new AwsError('UnknownOperationException', `${req.method ?? '?'} is not an AWS JSON 1.1 call`, 404)
       const dot = target.indexOf('.')
@@ -409,11 +413,7 @@ export class LocalAwsEndpoint {
     }
     try {
       const body = await readBody(req)
-      if (this.#outage === 'hang') {
-        this.#hanging.add(res)
-        res.once('close', () => this.#hanging.delete(res))
-        return
-      }
+      if (this.#hangIfOutage(res)) return
       if (this.#outage === '503') throw new AwsError('ServiceUnavailable', 'Please reduce your request rate.', 503)
       const auth = checkSigV4({ method, url: req.url ?? '/', headers: req.headers, body }, {
         service: this.#s3.signingName,
