@@ -187,6 +187,7 @@ t.test('the KMS guard through the proxy: every refusal NOT SENT, nothing reaches
       pixproxy_kms_retries_total: 'counter',
       pixproxy_kms_queued: 'gauge',
       pixproxy_kms_in_flight: 'gauge',
+      pixproxy_kms_waiting_for_call: 'gauge',
       pixproxy_kms_consecutive_failures: 'gauge',
       pixproxy_kms_circuit_state: 'gauge'
     })
