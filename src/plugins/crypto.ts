@@ -188,7 +188,7 @@ export default fp(async function cryptoPlugin (app: FastifyInstance, opts: Crypt
     await runtime.keyStore?.close()
     if (runtime.tempPinDir !== null) await rm(runtime.tempPinDir, { recursive: true, force: true })
   })
-}, { name: 'pix-crypto', fastify: '5.x', dependencies: ['pix-metrics'] })
+}, { name: 'pix-crypto', fastify: '5.x', dependencies: ['pix-metrics', 'pix-emf'] })
 
 /** The signing pool's sessions and the operations waiting for one, read at each scrape. */
 function registerHsmGauges (app: FastifyInstance, keyStore: Pkcs11KeyStore | null): void {
@@ -228,6 +228,8 @@ function createKmsMetrics (app: FastifyInstance): KmsGuardObserver {
   return {
     attempt (s, result) {
       seconds.observe({ result }, s)
+      // What CloudWatch alarms on (plugins/emf.ts): the histogram above is not shipped in ECS.
+      app.emf?.kmsSignLatency(s * 1000)
       if (result === 'throttled') throttles.inc()
     },
     retry () { retries.inc() },
