@@ -15,7 +15,8 @@ import { CONFIG_KEYS, ConfigSchema, envNameFromParameter, loadConfig, ssmParamet
 import { AUDIT_COLUMNS, PARTITION_KEYS } from '../../src/audit/schema.ts'
 import { GATEWAY_COLUMNS } from '../../src/audit/gateway.ts'
 import { Errors } from '../../core/errors.ts'
-import { EMF_DIMENSIONS, EMF_DIRECTIVES, EMF_METRICS } from '../../src/plugins/emf.ts'
+import { EMF_DIMENSIONS, EMF_DIRECTIVES, EMF_KMS_SIGN_LATENCY, EMF_METRICS } from '../../src/plugins/emf.ts'
+import { KMS_SIGNS_IN_FLIGHT } from '../../src/kms/client.ts'
 import { loadGatewayConfig } from '../../src/gateway/config.ts'
 
 // hcl2json output: blocks are arrays of objects, expressions are "${...}" strings.
@@ -1145,7 +1146,8 @@ t.test('monitoring: request metrics are the proxy\'s EMF names and dimensions, w
     requests: EMF_METRICS.requests,
     outcome_unknown: EMF_METRICS.outcomeUnknown,
     signature_invalid: EMF_METRICS.signatureInvalid,
-    responses_5xx: EMF_METRICS.responses5xx
+    responses_5xx: EMF_METRICS.responses5xx,
+    kms_sign_latency: EMF_KMS_SIGN_LATENCY
   })
   t.equal(service.outputs.request_metric_names.value, '${local.emf_metrics}')
   const ex = mod(EXAMPLE)
@@ -1316,6 +1318,7 @@ t.test('signer = "kms": no CloudHSM cluster, HSM, HSM security group rule, PIN, 
     [monitoring, 'aws_cloudwatch_metric_alarm', 'kms_throttles', ['kms']],
     [monitoring, 'aws_cloudwatch_metric_alarm', 'kms_errors', ['kms']],
     [monitoring, 'aws_cloudwatch_metric_alarm', 'kms_rsa_quota_usage', ['kms']],
+    [monitoring, 'aws_cloudwatch_metric_alarm', 'kms_sign_latency_p99', ['kms']],
   ]
   for (const [m, type, name, with_] of expected) {
     const r = type === 'module' ? m.modules[name] : res(m, type, name)
@@ -1443,7 +1446,7 @@ t.test('monitoring: with signer = "kms", alarms on KMS throttles, KMS failures a
   t.match(main, /https:\/\/docs\.aws\.amazon\.com\/kms\/latest\/developerguide\/requests-per-second\.html/, 'the quota\'s source is cited')
   t.match(main, /https:\/\/docs\.aws\.amazon\.com\/AmazonCloudWatch\/latest\/monitoring\/CloudWatch-Usage-Metrics\.html/, 'the usage metric\'s source is cited')
   const dash = res(monitoring, 'aws_cloudwatch_dashboard', 'this')
-  for (const a of ['kms_throttles', 'kms_errors', 'kms_rsa_quota_usage', 'hsm_errors', 'cloudhsm_unhealthy']) {
+  for (const a of ['kms_throttles', 'kms_errors', 'kms_rsa_quota_usage', 'kms_sign_latency_p99', 'hsm_errors', 'cloudhsm_unhealthy']) {
     t.match(dash.dashboard_body, `aws_cloudwatch_metric_alarm.${a}[*].arn`, `the dashboard shows ${a} when it exists`)
     t.match(monitoring.outputs.alarm_arns.value, `aws_cloudwatch_metric_alarm.${a} :`, `alarm_arns has ${a} when it exists`)
   }
@@ -1454,6 +1457,26 @@ t.test('monitoring: with signer = "kms", alarms on KMS throttles, KMS failures a
   t.same(Object.keys(widget).sort(), [...SIGNERS].sort())
   t.ok(JSON.stringify(widget.kms).includes('CryptographicOperationsRsa') && JSON.stringify(widget.kms).includes('PIXPROXY_ERR_KMS_THROTTLED'), 'KMS: quota usage and throttles')
   t.ok(JSON.stringify(widget.cloudhsm).includes('HsmUnhealthy') && !JSON.stringify(widget.kms).includes('CloudHSM'), 'CloudHSM health only with cloudhsm')
+})
+
+t.test('monitoring: with signer = "kms", an alarm on the p99 of the proxy\'s KMS Sign calls, from the EMF samples it writes', async (t) => {
+  const a = res(monitoring, 'aws_cloudwatch_metric_alarm', 'kms_sign_latency_p99')
+  t.equal(a.count, '${local.kms ? 1 : 0}', 'only with signer = "kms"')
+  t.equal(a.namespace, '${local.ns}')
+  t.equal(emfName(a.metric_name), EMF_KMS_SIGN_LATENCY, 'the name the proxy writes (plugins/emf.ts)')
+  t.equal(a.dimensions, '${local.service_dimension}', 'by service alone, as the proxy writes it')
+  t.same([a.extended_statistic, a.statistic, a.period, a.comparison_operator], ['p99', undefined, 60, 'GreaterThanThreshold'], 'a percentile of every call\'s sample, per minute')
+  t.equal(a.threshold, '${var.thresholds.kms_sign_p99_ms}')
+  t.match(monitoring.variables.thresholds.type, /kms_sign_p99_ms\s*=\s*optional\(number, 250\)/, 'default 250 ms')
+  t.same([a.evaluation_periods, a.datapoints_to_alarm, a.treat_missing_data], [5, 3, 'notBreaching'], 'a sustained slowness, no alarm when nothing signs')
+  t.match(a.alarm_description, /Runbook: docs\/operations\.md#alarms/)
+  // The knee the description and the default are set against: 150 signs/s per task through the calls in flight.
+  t.equal(KMS_SIGNS_IN_FLIGHT, 63)
+  t.match(a.alarm_description, /about 420 ms a task's 63 calls in flight no longer carry 150 signs\/s/)
+  t.match(monitoring.outputs.alarm_arns.value, 'aws_cloudwatch_metric_alarm.kms_sign_latency_p99 :')
+  t.ok(JSON.stringify(monitoring.locals.signer_widget_metrics.kms).includes('${local.m.kms_sign_latency}'), 'on the KMS widget')
+  const ops = await readFile(join(REPO, 'docs/operations.md'), 'utf8')
+  t.match(ops, /^\| \*\*KMS Sign latency\*\* \(`signer = "kms"`\) \|/m, 'a row in docs/operations.md\'s alarm table')
 })
 
 t.test('config: with signer = "kms" the environment and SSM are what the proxy needs, and loadConfig accepts them', async (t) => {

@@ -325,6 +325,8 @@ locals {
     outcome_unknown   = "OutcomeUnknown"
     signature_invalid = "SignatureInvalid"
     responses_5xx     = "Responses5xx"
+    # Only with the signing key in KMS: every Sign call's time (ms), by service, in records of its own.
+    kms_sign_latency = "KmsSignLatency"
   }
 }
 

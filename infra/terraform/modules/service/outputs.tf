@@ -64,7 +64,7 @@ output "metric_namespace" {
 }
 
 output "request_metric_names" {
-  description = "Request metrics the proxy writes as EMF (namespace metric_namespace, dimension service = service_name): latency (ms), requests, outcome_unknown, signature_invalid, responses_5xx"
+  description = "Metrics the proxy writes as EMF (namespace metric_namespace, dimension service = service_name): per request latency (ms), requests, outcome_unknown, signature_invalid, responses_5xx; with signer = \"kms\" kms_sign_latency (ms, every Sign call)"
   value       = local.emf_metrics
 }
 
