@@ -137,10 +137,10 @@ function realTimer (fn: () => void, ms: number): () => void {
  * One call's deadline: an AbortSignal that aborts with a TimeoutError `ms` after the call starts, or when `outer`
  * aborts (with its reason), and whose timer is cleared as soon as the call ends.
  *
- * Why not `AbortSignal.timeout(ms)` (+ `AbortSignal.any`): measured (bench/RESULTS.md "Session 7"), its timer lives
- * for the whole 20 s deadline after the call has ended, holding the signal weakly; V8's scavenges keep weakly held
- * objects, so every request's signal survived them, was promoted, and died only in a major GC, which then ran
- * FinalizationRegistry callbacks for thousands of signals at once. A cleared timer leaves a signal that dies young.
+ * Why not `AbortSignal.timeout(ms)` (+ `AbortSignal.any`): measured (bench/RESULTS.md "Session 7"), its timer stays
+ * in the timer list for the whole 20 s deadline after the call has ended, so the timer, its closure and its WeakRef
+ * to the signal are promoted to the old generation, and the signal is released only through a FinalizationRegistry
+ * after a major GC. A timer cleared when the call ends leaves garbage that dies young.
  */
 class Deadline {
   readonly #controller = new AbortController()
