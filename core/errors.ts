@@ -121,6 +121,7 @@ export const Errors = Object.freeze({
   KMS_UNAVAILABLE: define('PIXPROXY_ERR_KMS_UNAVAILABLE', 'KMS %s on key %s failed (%s): the request was not sent', 503),
   KMS_QUEUE_FULL: define('PIXPROXY_ERR_KMS_QUEUE_FULL', '%s signatures are already waiting for their turn at KMS (PIXPROXY_KMS_QUEUE_MAX): the request was not sent', 503),
   KMS_QUEUE_TIMEOUT: define('PIXPROXY_ERR_KMS_QUEUE_TIMEOUT', 'the signature would wait %s ms for its turn at %s KMS signs per second, longer than %s ms (PIXPROXY_KMS_QUEUE_TIMEOUT_MS): the request was not sent', 503),
+  KMS_CONNECTIONS_BUSY: define('PIXPROXY_ERR_KMS_CONNECTIONS_BUSY', 'all %s Sign calls this task may have in flight at KMS were still unanswered after %s ms (KMS is answering slowly): the request was not sent', 503),
   KMS_CIRCUIT_OPEN: define('PIXPROXY_ERR_KMS_CIRCUIT_OPEN', 'signing through KMS is paused after %s failures in a row (last: %s); %s: the request was not sent', 503),
 
   // XML input and signing (our own signing of a caller's message)

@@ -1,13 +1,13 @@
 /**
  * The proxy's entry point: configuration from the environment, the app, listen, and graceful shutdown.
- * `process.exit` is used only here.
+ * `process.exit` is used only here and in the process handling both entry points share (lifecycle.ts).
  */
 import { buildApp } from './app.ts'
 import { loadConfig } from './config.ts'
 import type { Config } from './config.ts'
-import { PixProxyError } from '../core/errors.ts'
 import { loadConfigSources } from './config-sources.ts'
 import { createSsmClient } from './aws/clients.ts'
+import { configOrExit, drainOnSignals, reloadOnSighup, startOrExit } from './lifecycle.ts'
 import type { FastifyInstance } from 'fastify'
 
 export interface RunningProxy {
@@ -66,49 +66,19 @@ async function configSource (env: NodeJS.ProcessEnv): Promise<Record<string, str
 
 /** `pix-proxy serve` and `node dist/src/server.js`: configuration from the environment, run until SIGTERM. */
 export async function main (): Promise<void> {
-  let config: Config
-  try {
-    config = loadConfig(await configSource(process.env))
-  } catch (err) {
-    process.stderr.write(JSON.stringify({ error: (err as PixProxyError).code ?? 'PIXPROXY_ERR_CONFIG_INVALID', message: (err as Error).message }) + '\n')
-    process.exit(78) // EX_CONFIG
-  }
-  const running = startProxy(config).catch((err: unknown) => {
-    const e = err as { code?: string, message?: string }
-    process.stderr.write(JSON.stringify({ error: e.code ?? 'PIXPROXY_ERR_STARTUP', message: e.message }) + '\n')
-    process.exit(1)
-  })
-  // Signals are handled from before the listener opens (Fastify logs "Server listening" inside listen(), and an
-  // orchestrator may stop a task the moment it looks up): a signal during start-up waits for it, then drains.
-  let stopping = false
-  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-    process.once(signal, () => {
-      if (stopping) return
-      stopping = true
-      // The drain deadline (PIXPROXY_SHUTDOWN_TIMEOUT_MS) starts when the drain does, in RunningProxy.close(): a
-      // deadline armed here also counted the rest of the start-up, and a start-up slowed by load (the audit thread,
-      // the spool's replay) then ended a clean stop with exit 1. A start-up that never finishes is bounded like one
-      // without a signal: by the orchestrator's stop timeout (its SIGKILL), or a second signal (the default action,
-      // these handlers being once-only).
-      void running.then(async (proxy) => {
-        proxy.app.log.info({ signal }, 'shutting down: draining in-flight requests')
-        try {
-          await proxy.close()
-        } catch (err) {
-          proxy.app.log.error({ err }, 'shutdown failed')
-          process.exit(1)
-        }
-        process.exit(0)
-      })
-    })
-  }
-  // Certificate rotation: replace the PEM files, then `kill -HUP <pid>`; no request is dropped. (Handled from the
-  // start too: SIGHUP's default action would end the process.)
-  process.on('SIGHUP', () => {
-    void running.then(async (proxy) => {
-      await proxy.app.upstreams.reloadCertificates().catch((err: unknown) => {
-        proxy.app.log.error({ err }, 'certificate rotation refused; the previous certificate stays in use')
-      })
+  const config = await configOrExit(async () => loadConfig(await configSource(process.env)))
+  const running = startOrExit(startProxy(config))
+  // The drain deadline (PIXPROXY_SHUTDOWN_TIMEOUT_MS) starts when the drain does, in RunningProxy.close() (see
+  // drainOnSignals: a deadline armed at the signal also counted the rest of the start-up, and a start-up slowed by
+  // load (the audit thread, the spool's replay) then ended a clean stop with exit 1).
+  drainOnSignals(running, async (proxy, signal) => {
+    proxy.app.log.info({ signal }, 'shutting down: draining in-flight requests')
+    await proxy.close()
+  }, (proxy, err) => { proxy.app.log.error({ err }, 'shutdown failed') })
+  // Certificate rotation: replace the PEM files, then `kill -HUP <pid>`; no request is dropped.
+  reloadOnSighup(running, async (proxy) => {
+    await proxy.app.upstreams.reloadCertificates().catch((err: unknown) => {
+      proxy.app.log.error({ err }, 'certificate rotation refused; the previous certificate stays in use')
     })
   })
   const proxy = await running

@@ -21,6 +21,9 @@
  * measured for every contender. CPU by thread: `main` the event loop (nginx: master + worker), `pix-audit` the audit
  * thread, `V8Worker` V8's platform threads (GC, compilation), `libuv-worker` the pool; the HSM's share of the pool
  * (`hsmMsPerRequestAt200`) is what a signing operation adds to it over GetEntry, which signs nothing.
+ * Ratios (issue 15): `readCpuVsNginx`, `writeCpuVsNginx`, `icomCpuVsNginx` are pix-proxy's CPU per request WITHOUT the
+ * HSM's share over nginx's (`…WithHsmVsNginx`: with it, SoftHSM's RSA included); `jsFloorCpuVsNginx` is the
+ * pass-through's over nginx's, the JavaScript transport floor.
  */
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { loadavg, tmpdir } from 'node:os'
@@ -263,15 +266,37 @@ export async function runPinned (o: PinnedOptions): Promise<Record<string, unkno
     return best
   }
   const ratio = (a: number | null | undefined, b: number | null | undefined): number | null => a == null || b == null || b === 0 ? null : r2(a / b)
-  const cpuRatio = (c: Contender, op: Op): number | null => ratio(at(c, op)?.cpuMsPerRequest, at('nginx', op)?.cpuMsPerRequest)
   const p99Ratio = (c: Contender, op: Op): number | null => ratio(at(c, op)?.p99, at('nginx', op)?.p99)
   const libuv = (c: Contender, op: Op): number => at(c, op)?.cpuMsPerRequestByThread['libuv-worker'] ?? 0
+  /** SoftHSM's share of a pix-proxy contender's CPU per request (null for GetEntry, which signs nothing, and for nginx and the pass-through, which sign nothing either). */
+  const hsmShare = (c: Contender, op: Op): number | null =>
+    (c === 'proxy' || c === 'proxy-audit-off') && op !== 'get-entry' && at(c, op) !== undefined ? r3(Math.max(0, libuv(c, op) - libuv(c, 'get-entry'))) : null
+  /**
+   * Issue 15 defines the CPU ratios WITHOUT the HSM's share (CloudHSM and KMS sign off the task); the total including
+   * SoftHSM's pool time is kept apart as the `…WithHsm…` ratios.
+   */
+  const cpuWithoutHsm = (c: Contender, op: Op): number | undefined => {
+    const p = at(c, op)
+    return p === undefined ? undefined : r3(p.cpuMsPerRequest - (hsmShare(c, op) ?? 0))
+  }
+  const cpuRatio = (c: Contender, op: Op): number | null => ratio(cpuWithoutHsm(c, op), cpuWithoutHsm('nginx', op))
+  const cpuRatioWithHsm = (c: Contender, op: Op): number | null => ratio(at(c, op)?.cpuMsPerRequest, at('nginx', op)?.cpuMsPerRequest)
+  const cpuRatios = (c: Contender): Record<string, number | null> => ({
+    readCpuVsNginx: cpuRatio(c, 'get-entry'),
+    writeCpuVsNginx: cpuRatio(c, 'create-entry'),
+    icomCpuVsNginx: cpuRatio(c, 'spi-send'),
+    // GetEntry signs nothing: its with-HSM ratio is the same figure, kept for symmetry.
+    readCpuWithHsmVsNginx: cpuRatioWithHsm(c, 'get-entry'),
+    writeCpuWithHsmVsNginx: cpuRatioWithHsm(c, 'create-entry'),
+    icomCpuWithHsmVsNginx: cpuRatioWithHsm(c, 'spi-send')
+  })
   const byContender = Object.fromEntries(CONTENDERS.map((c) => [c, Object.fromEntries(OPS.map((op) => {
     const p = at(c, op)
     return [op, {
       cpuMsPerRequestAt200: p?.cpuMsPerRequest ?? null,
       cpuMsPerRequestByThreadAt200: p?.cpuMsPerRequestByThread ?? null,
-      hsmMsPerRequestAt200: (c === 'proxy' || c === 'proxy-audit-off') && op !== 'get-entry' && p !== undefined ? r3(Math.max(0, libuv(c, op) - libuv(c, 'get-entry'))) : null,
+      cpuMsPerRequestWithoutHsmAt200: cpuWithoutHsm(c, op) ?? null,
+      hsmMsPerRequestAt200: hsmShare(c, op),
       p50At200: p?.p50 ?? null,
       p99At200: p?.p99 ?? null,
       sustainedPerSec: sustainedOf(c, op)
@@ -292,13 +317,15 @@ export async function runPinned (o: PinnedOptions): Promise<Record<string, unkno
     rates,
     p99LimitMs: P99_LIMIT_MS,
     ratios: {
-      readCpuVsNginx: cpuRatio('proxy', 'get-entry'),
-      writeCpuVsNginx: cpuRatio('proxy', 'create-entry'),
-      icomCpuVsNginx: cpuRatio('proxy', 'spi-send'),
+      // pix-proxy as deployed, CPU per request without the HSM's share over nginx's (issue 15's definition).
+      ...cpuRatios('proxy'),
+      // The JavaScript transport floor: the Fastify + undici pass-through's CPU per request over nginx's (GetEntry).
+      jsFloorCpuVsNginx: cpuRatio('passthrough', 'get-entry'),
+      jsFloorCpuVsNginxByOperation: Object.fromEntries(OPS.map((op) => [op, cpuRatio('passthrough', op)])),
       p99VsNginxAt200: p99s.length === 0 ? null : Math.max(...p99s),
       p99VsNginxAt200ByOperation: p99ByOp,
-      auditOff: { readCpuVsNginx: cpuRatio('proxy-audit-off', 'get-entry'), writeCpuVsNginx: cpuRatio('proxy-audit-off', 'create-entry'), icomCpuVsNginx: cpuRatio('proxy-audit-off', 'spi-send') },
-      passthrough: { readCpuVsNginx: cpuRatio('passthrough', 'get-entry'), writeCpuVsNginx: cpuRatio('passthrough', 'create-entry'), icomCpuVsNginx: cpuRatio('passthrough', 'spi-send') }
+      auditOff: cpuRatios('proxy-audit-off'),
+      passthrough: cpuRatios('passthrough')
     },
     sustainedPerSec: {
       proxyRead: sustainedOf('proxy', 'get-entry'),

@@ -11,75 +11,57 @@
 import { Errors } from '../../core/errors.ts'
 import type { AuditColumn, AuditColumnType, AuditRow } from './schema.ts'
 
-const col = (name: string, type: AuditColumnType, required: boolean, description: string): AuditColumn =>
-  Object.freeze({ name, type, required, description })
+interface ColumnSpec { readonly type: AuditColumnType, readonly required: boolean, readonly description: string }
+const c = <T extends AuditColumnType, R extends boolean>(type: T, required: R, description: string): { readonly type: T, readonly required: R, readonly description: string } =>
+  ({ type, required, description })
+
+/**
+ * The one definition of the gateway's row: name, type, nullability and description of each column, in table order.
+ * GATEWAY_COLUMNS and every row type below are derived from it, so the columns and the types cannot drift.
+ */
+const GATEWAY_COLUMN_SPEC = {
+  id: c('string', true, 'Unique id of the call (x-request-id sent to the backend); deduplicate on it'),
+  request_date: c('timestamp', true, 'When the gateway received the request (UTC, millisecond precision)'),
+  client_subject: c('string', false, 'Subject DN of the client certificate'),
+  client_serial: c('string', false, 'Serial number of the client certificate'),
+  client_thumbprint: c('string', false, 'base64url SHA-256 of the client certificate\'s DER (RFC 8705 x5t#S256)'),
+  client_cnpj: c('string', false, 'CNPJ from the ICP-Brasil certificate'),
+  client_organisation_id: c('string', false, 'Open Finance organisation id from the certificate'),
+  client_software_statement_id: c('string', false, 'Open Finance software statement id from the certificate'),
+  route: c('string', false, 'The allowlist pattern that matched, or null'),
+  method: c('string', true, 'HTTP method'),
+  path: c('string', true, 'Request path'),
+  status: c('int', false, 'HTTP status answered to the client'),
+  error_code: c('string', false, 'Error code when the call was refused or failed'),
+  latency_ms: c('double', false, 'Time from request to response'),
+  request_bytes: c('bigint', false, 'Bytes of the request body'),
+  response_bytes: c('bigint', false, 'Bytes of the response body'),
+  instance_id: c('string', true, 'The gateway instance (ECS task)')
+} as const satisfies Record<string, ColumnSpec>
+
+type Spec = typeof GATEWAY_COLUMN_SPEC
+type TsType<T extends AuditColumnType> = T extends 'int' | 'bigint' | 'double' ? number : T extends 'boolean' ? boolean : string
 
 /** The gateway table's columns, in order (the Glue table `gateway` in infra/terraform/modules/data_lake). */
-export const GATEWAY_COLUMNS: readonly AuditColumn[] = Object.freeze([
-  col('id', 'string', true, 'Unique id of the call (x-request-id sent to the backend); deduplicate on it'),
-  col('request_date', 'timestamp', true, 'When the gateway received the request (UTC, millisecond precision)'),
-  col('client_subject', 'string', false, 'Subject DN of the client certificate'),
-  col('client_serial', 'string', false, 'Serial number of the client certificate'),
-  col('client_thumbprint', 'string', false, 'base64url SHA-256 of the client certificate\'s DER (RFC 8705 x5t#S256)'),
-  col('client_cnpj', 'string', false, 'CNPJ from the ICP-Brasil certificate'),
-  col('client_organisation_id', 'string', false, 'Open Finance organisation id from the certificate'),
-  col('client_software_statement_id', 'string', false, 'Open Finance software statement id from the certificate'),
-  col('route', 'string', false, 'The allowlist pattern that matched, or null'),
-  col('method', 'string', true, 'HTTP method'),
-  col('path', 'string', true, 'Request path'),
-  col('status', 'int', false, 'HTTP status answered to the client'),
-  col('error_code', 'string', false, 'Error code when the call was refused or failed'),
-  col('latency_ms', 'double', false, 'Time from request to response'),
-  col('request_bytes', 'bigint', false, 'Bytes of the request body'),
-  col('response_bytes', 'bigint', false, 'Bytes of the response body'),
-  col('instance_id', 'string', true, 'The gateway instance (ECS task)')
-])
+export const GATEWAY_COLUMNS: readonly AuditColumn[] = Object.freeze(Object.entries(GATEWAY_COLUMN_SPEC)
+  .map(([name, { type, required, description }]): AuditColumn => Object.freeze({ name, type, required, description })))
 
 /** One gateway call as stored (Parquet, Firehose JSON). Null status: the gateway died before the call ended. */
-export interface GatewayStoredRow {
-  id: string
-  request_date: string
-  client_subject: string | null
-  client_serial: string | null
-  client_thumbprint: string | null
-  client_cnpj: string | null
-  client_organisation_id: string | null
-  client_software_statement_id: string | null
-  route: string | null
-  method: string
-  path: string
-  status: number | null
-  error_code: string | null
-  latency_ms: number | null
-  request_bytes: number | null
-  response_bytes: number | null
-  instance_id: string
-}
+export type GatewayStoredRow = { [K in keyof Spec]: TsType<Spec[K]['type']> | (Spec[K]['required'] extends true ? never : null) }
+
+/** Columns every call that ended has, though a stored row may lack them (a crash cut the call short). */
+type EndedKeys = 'status' | 'latency_ms' | 'request_bytes' | 'response_bytes'
+
+/** One gateway call once it ended, as the gateway writes it: the stored row, with what an ended call always has. */
+export type GatewayCallRow = Omit<GatewayStoredRow, EndedKeys> & { [K in EndedKeys]: NonNullable<GatewayStoredRow[K]> }
+
+type EndKeys = 'status' | 'error_code' | 'latency_ms' | 'response_bytes'
 
 /** What is known when the call is admitted, before it goes to the backend. */
-export interface GatewayCallStart {
-  readonly id: string
-  readonly request_date: string
-  readonly client_subject: string | null
-  readonly client_serial: string | null
-  readonly client_thumbprint: string | null
-  readonly client_cnpj: string | null
-  readonly client_organisation_id: string | null
-  readonly client_software_statement_id: string | null
-  readonly route: string | null
-  readonly method: string
-  readonly path: string
-  readonly request_bytes: number
-  readonly instance_id: string
-}
+export type GatewayCallStart = Readonly<Omit<GatewayCallRow, EndKeys>>
 
 /** What is known when it ended. */
-export interface GatewayCallEnd {
-  readonly status: number
-  readonly error_code: string | null
-  readonly latency_ms: number
-  readonly response_bytes: number
-}
+export type GatewayCallEnd = Readonly<Pick<GatewayCallRow, EndKeys>>
 
 const CLIENT_KEYS = ['client_subject', 'client_serial', 'client_thumbprint', 'client_cnpj', 'client_organisation_id',
   'client_software_statement_id', 'route', 'request_bytes'] as const

@@ -10,35 +10,19 @@
  * keeps rows in memory).
  */
 import { GATEWAY_COLUMNS, gatewayRequestHalf, gatewayResponseHalf } from '../audit/gateway.ts'
-import type { GatewayCallStart } from '../audit/gateway.ts'
+import type { GatewayCallRow, GatewayCallStart } from '../audit/gateway.ts'
 import type { AuditJournal } from '../audit/service.ts'
 
 export type { GatewayCallStart } from '../audit/gateway.ts'
 
-export interface GatewayAuditRow {
-  /** Unique id of the call (also the problem's instance and the x-request-id sent to the backend). */
-  id: string
-  request_date: string
-  client_subject: string | null
-  client_serial: string | null
-  /** base64url SHA-256 of the client certificate's DER (RFC 8705 x5t#S256). */
-  client_thumbprint: string | null
-  client_cnpj: string | null
-  client_organisation_id: string | null
-  client_software_statement_id: string | null
-  /** The allowlist pattern that matched, or null. */
-  route: string | null
-  method: string
-  path: string
-  status: number
-  error_code: string | null
-  latency_ms: number
-  request_bytes: number
-  response_bytes: number
-  instance_id: string
-}
+/**
+ * One call through the gateway once it ended; its columns are the gateway table's (GATEWAY_COLUMNS in
+ * src/audit/gateway.ts: the one definition, with each column's meaning). `id` is also the problem's instance and the
+ * x-request-id sent to the backend.
+ */
+export type GatewayAuditRow = GatewayCallRow
 
-/** The gateway table's column names, in order (GATEWAY_COLUMNS in src/audit/gateway.ts has their types). */
+/** The gateway table's column names, in order. */
 export const GATEWAY_AUDIT_COLUMNS: ReadonlyArray<keyof GatewayAuditRow> = Object.freeze(GATEWAY_COLUMNS.map((c) => c.name as keyof GatewayAuditRow))
 
 export interface GatewayAuditSink {

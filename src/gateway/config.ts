@@ -18,8 +18,8 @@ const Str = (description: string, extra: object = {}): TString => Type.String({ 
 const Int = (description: string, min: number, max: number, def: number): TInteger =>
   Type.Integer({ description, minimum: min, maximum: max, default: def })
 
-/** Flat, as the environment holds it. */
-const GatewayConfigSchema = Type.Object({
+/** Flat, as the environment holds it (docs/gateway.md's settings table lists it; test/gateway/config.test.ts checks). */
+export const GatewayConfigSchema = Type.Object({
   PIXGW_LISTEN_HOST: Str('Address the gateway listens on for Open Finance clients (mutual TLS); the image sets 0.0.0.0 behind the NLB', { default: '127.0.0.1' }),
   PIXGW_LISTEN_PORT: Int('Port of the mutual-TLS listener', 0, 65535, 8443),
   PIXGW_OPS_LISTEN_HOST: Str('Address of the plain-HTTP operations listener (GET /healthz, /readyz, /metrics only)', { default: '127.0.0.1' }),

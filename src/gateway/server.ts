@@ -1,13 +1,14 @@
 /**
  * The gateway's entry point (`pix-proxy gateway`, or `node dist/src/gateway/server.js`): configuration from the
  * environment (src/gateway/config.ts), run until SIGTERM/SIGINT (requests in flight drain), SIGHUP re-reads the
- * server certificate, truststore and CRLs. The only place of the gateway that exits the process.
+ * server certificate, truststore and CRLs. The only place of the gateway that exits the process (with lifecycle.ts,
+ * the process handling it shares with the proxy's entry point).
  */
 import pino from 'pino'
 import type { SecretsManagerClient } from '@aws-sdk/client-secrets-manager'
 import { icpBrasilIdentity } from '../../core/pki/icp-brasil.ts'
-import type { PixProxyError } from '../../core/errors.ts'
 import { AuditService } from '../audit/service.ts'
+import { configOrExit, drainOnSignals, reloadOnSighup, startOrExit } from '../lifecycle.ts'
 import { journalAuditSink } from './audit.ts'
 import type { GatewayAuditSink } from './audit.ts'
 import { loadGatewayConfig } from './config.ts'
@@ -82,33 +83,19 @@ export async function openGatewayAudit (config: GatewayConfig, logger: pino.Logg
 }
 
 export async function main (): Promise<void> {
-  let config: GatewayConfig
-  try {
-    config = loadGatewayConfig(process.env)
-  } catch (err) {
-    process.stderr.write(JSON.stringify({ error: (err as PixProxyError).code ?? 'PIXPROXY_ERR_CONFIG_INVALID', message: (err as Error).message }) + '\n')
-    process.exit(78) // EX_CONFIG
-  }
-  const running = runGateway(config).catch((err: unknown) => {
+  const config = await configOrExit(() => loadGatewayConfig(process.env))
+  const running = startOrExit(runGateway(config))
+  drainOnSignals(running, async (gw) => {
+    // The deadline starts with the drain (see drainOnSignals).
+    const deadline = setTimeout(() => process.exit(1), config.shutdownTimeoutMs)
+    deadline.unref()
+    await gw.close()
+  }, (_gw, err) => {
     const e = err as { code?: string, message?: string }
-    process.stderr.write(JSON.stringify({ error: e.code ?? 'PIXPROXY_ERR_STARTUP', message: e.message }) + '\n')
-    process.exit(1)
+    process.stderr.write(JSON.stringify({ msg: 'shutdown failed', error: e.code ?? null, message: e.message }) + '\n')
   })
-  let stopping = false
-  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-    process.once(signal, () => {
-      if (stopping) return
-      stopping = true
-      void running.then(async (gw) => {
-        const deadline = setTimeout(() => process.exit(1), config.shutdownTimeoutMs)
-        deadline.unref()
-        await gw.close()
-        process.exit(0)
-      })
-    })
-  }
   // Rotation: replace the files, then `kill -HUP <pid>`; open client connections are judged again (docs/gateway.md).
-  process.on('SIGHUP', () => { void running.then(async (gw) => await gw.reload({ force: true })) })
+  reloadOnSighup(running, async (gw) => await gw.reload({ force: true }))
   await running
 }
 

@@ -6,8 +6,12 @@
  * 2. the rate limit (rate-limit.ts): at most `maxSignsPerSec` Sign calls a second from this task (KMS's quota for RSA
  *    signing is per account and region, 500/s by default, shared by every task), the excess waiting in a bounded
  *    queue; KMS_QUEUE_FULL or KMS_QUEUE_TIMEOUT at once when the turn would come too late;
- * 3. the Sign call, aborted at the sign's deadline (`signDeadlineMs` from arrival, queue included);
- * 4. on ThrottlingException (KMS_THROTTLED), another attempt after a pause of full jitter (random in
+ * 3. the bound on calls in flight (in-flight.ts): at most `maxInFlight` Sign calls at KMS at once, fewer than the KMS
+ *    client's sockets, so that no call waits for a socket inside the SDK, where the wait would count against the
+ *    connect timeout and look like an outage; a sign that finds no place free within PIXPROXY_KMS_QUEUE_TIMEOUT_MS of
+ *    its arrival (its whole wait, turn included) is refused with KMS_CONNECTIONS_BUSY, which the breaker ignores;
+ * 4. the Sign call, aborted at the sign's deadline (`signDeadlineMs` from arrival, queue included);
+ * 5. on ThrottlingException (KMS_THROTTLED), another attempt after a pause of full jitter (random in
  *    [0, min(cap, base * 2^(n-1))]), each attempt taking its own turn from the rate limit, up to `maxAttempts` and only
  *    while the pause and the turn fit before the deadline; otherwise the throttle is the answer.
  *
@@ -26,6 +30,7 @@ import type { Signer } from '../../core/signer.ts'
 import { realClock } from '../audit/clock.ts'
 import type { AuditClock as Clock } from '../audit/clock.ts'
 import { CircuitBreaker } from './breaker.ts'
+import { InFlightLimit } from './in-flight.ts'
 import type { CallVerdict, CircuitState, Permit } from './breaker.ts'
 import { SignRateLimit } from './rate-limit.ts'
 
@@ -67,6 +72,11 @@ export interface KmsGuardOptions {
   readonly breakerFailures: number
   /** PIXPROXY_KMS_BREAKER_COOLDOWN_MS. */
   readonly breakerCooldownMs: number
+  /**
+   * Sign calls at KMS at once: fewer than the KMS client's sockets (kms/client.ts KMS_SIGNS_IN_FLIGHT), or calls
+   * beyond them wait for a socket where the SDK's connect timeout runs.
+   */
+  readonly maxInFlight: number
   /** First retry pause bound. Default 25 ms. */
   readonly backoffBaseMs?: number
   /** Largest retry pause bound. Default 1000 ms. */
@@ -83,6 +93,8 @@ export interface KmsGuardStats {
   readonly queued: number
   /** Sign calls to KMS under way. */
   readonly inFlight: number
+  /** Signatures that have their turn and wait for a Sign call in flight to end (`maxInFlight`). */
+  readonly waitingForCall: number
   readonly circuit: CircuitState
   /** Calls in a row that found KMS unavailable. */
   readonly consecutiveFailures: number
@@ -100,7 +112,7 @@ export class KmsGuard implements Signer {
   readonly #random: () => number
   readonly #limit: SignRateLimit
   readonly #breaker: CircuitBreaker
-  #inFlight = 0
+  readonly #calls: InFlightLimit
 
   constructor (inner: GuardedSigner, o: KmsGuardOptions) {
     this.#inner = inner
@@ -120,6 +132,7 @@ export class KmsGuard implements Signer {
       clock: this.#clock,
       onChange: (state, detail) => o.observer?.circuit?.(state, detail)
     })
+    this.#calls = new InFlightLimit(o.maxInFlight, this.#clock)
   }
 
   get publicKey (): KeyObject { return this.#inner.publicKey }
@@ -127,21 +140,26 @@ export class KmsGuard implements Signer {
   get keyArn (): string { return this.#inner.keyArn }
 
   stats (): KmsGuardStats {
-    return { queued: this.#limit.queued, inFlight: this.#inFlight, circuit: this.#breaker.state, consecutiveFailures: this.#breaker.consecutiveFailures }
+    return { queued: this.#limit.queued, inFlight: this.#calls.inFlight, waitingForCall: this.#calls.waiting, circuit: this.#breaker.state, consecutiveFailures: this.#breaker.consecutiveFailures }
   }
 
   /**
    * Signs through KMS within the limits above.
-   * @throws PixProxyError, outcome NOT SENT: KMS_CIRCUIT_OPEN, KMS_QUEUE_FULL, KMS_QUEUE_TIMEOUT, KMS_THROTTLED (after
+   * @throws PixProxyError, outcome NOT SENT: KMS_CIRCUIT_OPEN, KMS_QUEUE_FULL, KMS_QUEUE_TIMEOUT, KMS_CONNECTIONS_BUSY, KMS_THROTTLED (after
    *   the attempts), KMS_UNAVAILABLE (the deadline included), the signer's other KMS_* codes, SHUTTING_DOWN.
    */
   async sign (data: Uint8Array): Promise<Buffer> {
-    const deadline = this.#clock.now() + this.#o.signDeadlineMs
+    const arrival = this.#clock.now()
+    const deadline = arrival + this.#o.signDeadlineMs
+    // A first attempt waits (for its turn and a place in flight) no longer than the queue timeout, so the call keeps
+    // the rest of the deadline, as a turn alone does (rate-limit.ts).
+    const firstCallBy = Math.min(arrival + this.#o.queueTimeoutMs, deadline)
     let throttle: PixProxyError | null = null
     for (let attempt = 1; ; attempt++) {
       const permit = this.#breaker.admit()
       try {
         await this.#limit.take({ latest: deadline, admission: attempt === 1 })
+        await this.#calls.acquire(attempt === 1 ? firstCallBy : deadline)
       } catch (err) {
         this.#breaker.record(permit, 'not-called')
         // A retry that cannot get a turn in time: the throttle is what the caller should hear.
@@ -152,6 +170,8 @@ export class KmsGuard implements Signer {
       } catch (err) {
         if (!isCode(err, Errors.KMS_THROTTLED.code)) throw err
         throttle = err as PixProxyError
+      } finally {
+        this.#calls.release()
       }
       if (attempt >= this.#o.maxAttempts) throw throttle
       const bound = Math.min(this.#o.backoffCapMs ?? 1_000, (this.#o.backoffBaseMs ?? 25) * 2 ** (attempt - 1))
@@ -167,7 +187,6 @@ export class KmsGuard implements Signer {
     const abort = new AbortController()
     const cancel = this.#clock.timer(() => { abort.abort() }, deadline - this.#clock.now(), false)
     const started = this.#clock.now()
-    this.#inFlight++
     let verdict: CallVerdict = 'not-called'
     let detail = ''
     let result: AttemptResult = 'error'
@@ -192,7 +211,6 @@ export class KmsGuard implements Signer {
       throw err
     } finally {
       cancel()
-      this.#inFlight--
       this.#breaker.record(permit, verdict, detail)
       this.#o.observer?.attempt?.((this.#clock.now() - started) / 1000, result)
     }
@@ -209,9 +227,10 @@ export class KmsGuard implements Signer {
     return state === 'half-open' ? `${detail}; circuit half-open: the next sign probes KMS` : detail
   }
 
-  /** Refuses the signs still waiting for a turn (SHUTTING_DOWN) and closes the signer. */
+  /** Refuses the signs still waiting for a turn or a place in flight (SHUTTING_DOWN) and closes the signer. */
   close (): void {
     this.#limit.close()
+    this.#calls.close()
     this.#inner.close()
   }
 }

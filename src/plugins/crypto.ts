@@ -118,12 +118,12 @@ async function openCrypto (config: Config, log: FastifyInstance['log'], traced: 
     } else if (config.signing.kmsKeyId !== null) {
       // The SDK takes region, credentials and endpoint from its usual sources (the task role; AWS_ENDPOINT_URL locally).
       // Loaded only here: the KMS SDK costs nothing (memory, start-up) where the key is in an HSM.
-      const [{ KmsSigner }, { createKmsClient }, { KmsGuard }] = await Promise.all([import('../kms/signer.ts'), import('../kms/client.ts'), import('../kms/guard.ts')])
+      const [{ KmsSigner }, { createKmsClient, KMS_SIGNS_IN_FLIGHT }, { KmsGuard }] = await Promise.all([import('../kms/signer.ts'), import('../kms/client.ts'), import('../kms/guard.ts')])
       const keyId = config.signing.kmsKeyId
       // One SDK attempt per call: the guard owns the retries of Sign (each attempt under the rate limit and the sign's
       // deadline). Start-up, where nothing retries above, tries the whole open again instead (openKmsSigner).
       kmsSigner = await openKmsSigner(async () => await KmsSigner.open({ keyId, certificate: signingCertificate, client: createKmsClient({ maxAttempts: 1 }) }), log)
-      kmsGuard = new KmsGuard(kmsSigner, { ...config.kms, ...kms })
+      kmsGuard = new KmsGuard(kmsSigner, { ...config.kms, maxInFlight: KMS_SIGNS_IN_FLIGHT, ...kms })
       signer = kmsGuard
       kind = 'kms'
     } else {
@@ -188,7 +188,7 @@ export default fp(async function cryptoPlugin (app: FastifyInstance, opts: Crypt
     await runtime.keyStore?.close()
     if (runtime.tempPinDir !== null) await rm(runtime.tempPinDir, { recursive: true, force: true })
   })
-}, { name: 'pix-crypto', fastify: '5.x', dependencies: ['pix-metrics'] })
+}, { name: 'pix-crypto', fastify: '5.x', dependencies: ['pix-metrics', 'pix-emf'] })
 
 /** The signing pool's sessions and the operations waiting for one, read at each scrape. */
 function registerHsmGauges (app: FastifyInstance, keyStore: Pkcs11KeyStore | null): void {
@@ -228,6 +228,8 @@ function createKmsMetrics (app: FastifyInstance): KmsGuardObserver {
   return {
     attempt (s, result) {
       seconds.observe({ result }, s)
+      // What CloudWatch alarms on (plugins/emf.ts): the histogram above is not shipped in ECS.
+      app.emf?.kmsSignLatency(s * 1000)
       if (result === 'throttled') throttles.inc()
     },
     retry () { retries.inc() },
@@ -253,6 +255,12 @@ function registerKmsGauges (app: FastifyInstance, guard: KmsGuard | null): void 
     help: 'Sign calls to AWS KMS under way',
     registers,
     collect () { this.set(guard.stats().inFlight) }
+  })
+  new Gauge({ // eslint-disable-line no-new
+    name: 'pixproxy_kms_waiting_for_call',
+    help: 'Signatures that have their turn and wait for one of the Sign calls in flight to end (KMS answering slowly: every call the client\'s sockets allow is under way)',
+    registers,
+    collect () { this.set(guard.stats().waitingForCall) }
   })
   new Gauge({ // eslint-disable-line no-new
     name: 'pixproxy_kms_consecutive_failures',

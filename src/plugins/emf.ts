@@ -16,11 +16,20 @@
  * the operation (method and route template, never a key or an id), the outcome class (pix-proxy-outcome) and the
  * status class; ids (request id, trace id) are plain members, searchable in Logs Insights, not dimensions.
  *
- * Off (the default), the plugin adds no hook: nothing runs per request.
+ * With the signing key in KMS, the time of each Sign call to KMS goes out too (`KmsSignLatency`), by service only: the
+ * Prometheus histogram pixproxy_kms_sign_duration_seconds is scraped by nobody in ECS (the CloudWatch agent drops
+ * histograms), and a request's own Latency cannot tell a slow KMS from a slow BACEN. The values are batched, up to
+ * 100 a record (an EMF metric value may be an array of at most 100 numbers, each a sample, so CloudWatch's
+ * percentiles see every call), written when 100 are gathered, every 10 s, and at close: at 150 signs/s that is 90
+ * records a minute beside 9000 request records. A crash loses at most 10 s of these samples.
+ *
+ * Off (the default), the plugin adds no hook: nothing runs per request, and `app.emf` is null.
  */
 import fp from 'fastify-plugin'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { traceOf } from '../http/trace.ts'
+import { realClock } from '../audit/clock.ts'
+import type { AuditClock } from '../audit/clock.ts'
 import { PixProxyError } from '../../core/errors.ts'
 import { OUTCOME_HEADER } from '../forwarding/outcome.ts'
 import { NOT_APPLICABLE, SIGNATURE_CODE_HEADER } from '../forwarding/answer.ts'
@@ -33,6 +42,9 @@ export const EMF_METRICS = Object.freeze({
   signatureInvalid: 'SignatureInvalid',
   responses5xx: 'Responses5xx'
 } as const)
+
+/** The KMS Sign latency (only with the signing key in KMS), its own record; infra/terraform reads the same name. */
+export const EMF_KMS_SIGN_LATENCY = 'KmsSignLatency'
 
 /** Dimension names. */
 export const EMF_DIMENSIONS = Object.freeze({
@@ -129,6 +141,73 @@ export interface EmfPluginOptions {
   readonly write?: (line: string) => void
   /** Epoch ms (tests). */
   readonly now?: () => number
+  /** Timers of the KMS latency batch (tests: a manual clock). */
+  readonly clock?: AuditClock
+}
+
+/** What other plugins report through EMF (plugins/crypto.ts: each KMS Sign call). */
+export interface EmfRecorder {
+  /** One Sign call to KMS ended after `ms` milliseconds (whatever its result). */
+  kmsSignLatency (ms: number): void
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** Null when PIXPROXY_METRICS_EMF is off. */
+    emf: EmfRecorder | null
+  }
+}
+
+/** Values per EMF metric array (the specification's limit). */
+const MAX_VALUES = 100
+/** How long a partial batch of KMS latencies waits: well inside the alarm's one-minute period. */
+const KMS_FLUSH_MS = 10_000
+
+/** The KMS Sign latencies, batched into records of up to 100 samples. */
+class KmsSignBatch implements EmfRecorder {
+  readonly #target: EmfTarget
+  readonly #write: (line: string) => void
+  readonly #now: () => number
+  readonly #clock: AuditClock
+  #values: number[] = []
+  #cancel: (() => void) | null = null
+  #closed = false
+
+  constructor (target: EmfTarget, write: (line: string) => void, now: () => number, clock: AuditClock) {
+    this.#target = target
+    this.#write = write
+    this.#now = now
+    this.#clock = clock
+  }
+
+  kmsSignLatency (ms: number): void {
+    if (!Number.isFinite(ms) || ms < 0) return
+    this.#values.push(Math.round(ms * 1000) / 1000)
+    if (this.#values.length >= MAX_VALUES || this.#closed) this.flush()
+    else this.#cancel ??= this.#clock.timer(() => { this.#cancel = null; this.flush() }, KMS_FLUSH_MS, false)
+  }
+
+  flush (): void {
+    this.#cancel?.()
+    this.#cancel = null
+    if (this.#values.length === 0) return
+    const values = this.#values
+    this.#values = []
+    this.#write(JSON.stringify({
+      _aws: {
+        Timestamp: Math.trunc(this.#now()),
+        CloudWatchMetrics: [{ Namespace: this.#target.namespace, Dimensions: [[EMF_DIMENSIONS.service]], Metrics: [{ Name: EMF_KMS_SIGN_LATENCY, Unit: 'Milliseconds' }] }]
+      },
+      [EMF_DIMENSIONS.service]: this.#target.service,
+      [EMF_KMS_SIGN_LATENCY]: values
+    }) + '\n')
+  }
+
+  /** Writes what is gathered; later values go out one record each (nothing should sign after close). */
+  close (): void {
+    this.#closed = true
+    this.flush()
+  }
 }
 
 /** Forwarding routes mirror BACEN's API paths (DICT /api/v2, ICOM /api/v1); health endpoints and 404s are not. */
@@ -138,9 +217,16 @@ function isForwarding (template: string | undefined): template is string {
 
 export default fp(async function emfPlugin (app: FastifyInstance, opts: EmfPluginOptions) {
   const target = app.config.emf
-  if (target === null) return
+  if (target === null) {
+    app.decorate('emf', null)
+    return
+  }
   const write = opts.write ?? ((line: string) => { process.stdout.write(line) })
   const now = opts.now ?? Date.now
+  const kms = new KmsSignBatch(target, write, now, opts.clock ?? realClock)
+  app.decorate('emf', kms)
+  // Registered before the crypto plugin, so closed after it: the guard has made its last call by then.
+  app.addHook('onClose', async () => { kms.close() })
   // A rejected answer's verdict travels on the error (its signatureCode extension), not on a response header.
   const rejected = new WeakMap<FastifyRequest, string>()
   app.addHook('onError', async (req, _reply, err) => {

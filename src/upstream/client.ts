@@ -134,6 +134,55 @@ function realTimer (fn: () => void, ms: number): () => void {
 }
 
 /**
+ * One call's deadline: an AbortSignal that aborts with a TimeoutError `ms` after the call starts, or when `outer`
+ * aborts (with its reason), and whose timer is cleared as soon as the call ends.
+ *
+ * Why not `AbortSignal.timeout(ms)` (+ `AbortSignal.any`): measured (bench/RESULTS.md "Session 7"), its timer stays
+ * in the timer list for the whole 20 s deadline after the call has ended, so the timer, its closure and its WeakRef
+ * to the signal are promoted to the old generation, and the signal is released only through a FinalizationRegistry
+ * after a major GC. A timer cleared when the call ends leaves garbage that dies young.
+ */
+class Deadline {
+  readonly #controller = new AbortController()
+  readonly #timer: NodeJS.Timeout
+  readonly #outer: AbortSignal | undefined
+  readonly #onOuterAbort: (() => void) | undefined
+  #expired = false
+
+  constructor (ms: number, outer: AbortSignal | undefined) {
+    const c = this.#controller
+    this.#timer = setTimeout(() => {
+      this.#expired = true
+      c.abort(new DOMException('The operation was aborted due to timeout', 'TimeoutError'))
+    }, ms)
+    this.#timer.unref()
+    this.#outer = outer
+    if (outer !== undefined) {
+      if (outer.aborted) {
+        c.abort(outer.reason)
+      } else {
+        this.#onOuterAbort = () => { c.abort(outer.reason) }
+        outer.addEventListener('abort', this.#onOuterAbort, { once: true })
+      }
+    }
+  }
+
+  get signal (): AbortSignal {
+    return this.#controller.signal
+  }
+
+  /** Whether the deadline itself passed (not the outer signal). */
+  get expired (): boolean {
+    return this.#expired
+  }
+
+  clear (): void {
+    clearTimeout(this.#timer)
+    if (this.#onOuterAbort !== undefined) this.#outer?.removeEventListener('abort', this.#onOuterAbort)
+  }
+}
+
+/**
  * Closes a pool gracefully (dispatched requests finish), then destroys it if that takes longer than `deadlineMs`.
  * Requests still running at the deadline fail with UPSTREAM_CONNECTION_LOST.
  */
@@ -259,38 +308,42 @@ export class Upstream {
    */
   async request (opts: UpstreamRequest): Promise<UpstreamResponse> {
     if (this.#closing !== undefined) throw new PixProxyError(Errors.UPSTREAM_CLOSED, [this.name])
-    const deadline = opts.deadlineMs === undefined ? undefined : AbortSignal.timeout(opts.deadlineMs)
-    const signals = [opts.signal, deadline].filter((s): s is AbortSignal => s !== undefined)
-    const signal = signals.length === 0 ? undefined : signals.length === 1 ? signals[0] : AbortSignal.any(signals)
+    const deadline = opts.deadlineMs === undefined ? undefined : new Deadline(opts.deadlineMs, opts.signal)
+    const signal = deadline?.signal ?? opts.signal
     const fail = (err: unknown): unknown => {
       if (opts.signal?.aborted === true) return err
       const mapped = this.#error(err)
       // The deadline, unless the request provably never left (then its own not-sent code is the truth).
-      if (deadline?.aborted === true && !(mapped instanceof PixProxyError && mapped.outcome === 'not-sent')) {
+      if (deadline?.expired === true && !(mapped instanceof PixProxyError && mapped.outcome === 'not-sent')) {
         return new PixProxyError(Errors.UPSTREAM_DEADLINE, [this.name, opts.deadlineMs], { cause: err })
       }
       return mapped
     }
     let res: Dispatcher.ResponseData
-    try {
-      res = await this.#pool.request({
-        method: opts.method as Dispatcher.HttpMethod,
-        path: opts.path,
-        headers: opts.headers,
-        ...(opts.body === undefined ? {} : { body: opts.body }),
-        ...(signal === undefined ? {} : { signal })
-      })
-    } catch (err) {
-      throw fail(err)
-    }
     let body: Buffer
     try {
-      body = Buffer.from(await res.body.arrayBuffer())
-    } catch (err) {
-      // BACEN's status line arrived but not its whole answer: what it said is not known.
-      const e = fail(err)
-      if (e instanceof PixProxyError) e.extensions = { ...e.extensions, upstreamStatus: res.statusCode }
-      throw e
+      try {
+        res = await this.#pool.request({
+          method: opts.method as Dispatcher.HttpMethod,
+          path: opts.path,
+          headers: opts.headers,
+          ...(opts.body === undefined ? {} : { body: opts.body }),
+          ...(signal === undefined ? {} : { signal })
+        })
+      } catch (err) {
+        throw fail(err)
+      }
+      try {
+        body = Buffer.from(await res.body.arrayBuffer())
+      } catch (err) {
+        // BACEN's status line arrived but not its whole answer: what it said is not known.
+        const e = fail(err)
+        if (e instanceof PixProxyError) e.extensions = { ...e.extensions, upstreamStatus: res.statusCode }
+        throw e
+      }
+    } finally {
+      // The deadline covers the answer's last byte, and nothing after it.
+      deadline?.clear()
     }
     const headers: Record<string, string> = {}
     for (const [k, v] of Object.entries(res.headers)) {

@@ -43,4 +43,12 @@ t.test('uuidv7: version, variant, time order', async (t) => {
   t.ok(a < b, 'later ids sort after earlier ones')
   t.equal(a.slice(0, 13).replace('-', ''), (1_700_000_000_000).toString(16).padStart(12, '0'))
   t.not(uuidv7(1), uuidv7(1), 'random part differs')
+  // The 48-bit time at its edges (32-bit boundary included), against an independent encoding.
+  for (const ms of [0, 0xffff_ffff, 0x1_0000_0000, 0x1234_5678_9abc, 0xffff_ffff_ffff]) {
+    t.equal(uuidv7(ms).slice(0, 13).replace('-', ''), ms.toString(16).padStart(12, '0'), `time ${ms}`)
+  }
+  // Across several refills of the random pool: every id well-formed, no random part repeated.
+  const ids = Array.from({ length: 2_000 }, () => uuidv7(1_700_000_000_000))
+  t.ok(ids.every((id) => /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/.test(id)), 'all well-formed')
+  t.equal(new Set(ids.map((id) => id.slice(14))).size, ids.length, 'no random part repeated')
 })

@@ -42,16 +42,29 @@ t.test('demo --once runs every flow through token, proxy and simulator and ends 
   const code = await main(['demo', '--once', '--dir', dir], { stdin: new PassThrough(), stdout: out, stderr: err, env: process.env })
   t.equal(code, 0, stderr)
   const lines = stdout.trim().split('\n')
-  const summary = JSON.parse(lines[lines.length - 1] as string) as { ok: boolean, flows: Array<{ name: string, ok: boolean, signature?: string }>, simulatorAccepted: number }
+  const summary = JSON.parse(lines[lines.length - 1] as string) as { ok: boolean, flows: Array<{ name: string, ok: boolean, status?: number, signature?: string, detail?: string }>, simulatorAccepted: number }
   t.equal(summary.ok, true)
   t.ok(summary.flows.length >= 8, 'every sample flow ran')
   for (const f of summary.flows) t.ok(f.ok, f.name)
   t.ok(summary.flows.filter((f) => f.signature === 'VALID').length >= 5, 'BACEN\'s answers were verified')
   // The inbound gateway's flows (issue 17), by name: each bad certificate, TLS 1.1 and a non-permitted suite refused.
   const gateway = summary.flows.filter((f) => f.name.startsWith('gateway: ')).map((f) => f.name)
-  for (const name of ['valid client reaches the backend with its identity', 'forged identity headers are replaced, never passed', 'revoked certificate refused', 'expired certificate refused', 'foreign CA refused', 'certificate without clientAuth refused', 'TLS 1.1 refused', 'TLS 1.2 suite not permitted by Open Finance refused']) {
+  for (const name of ['valid client reaches the backend with its identity', 'forged identity headers are replaced, never passed', 'path off the allowlist refused, never forwarded', 'revoked certificate refused', 'expired certificate refused', 'foreign CA refused', 'certificate without clientAuth refused', 'TLS 1.1 refused', 'TLS 1.2 suite not permitted by Open Finance refused']) {
     t.ok(gateway.includes(`gateway: ${name}`), `gateway flow: ${name}`)
   }
+  // The gateway's audit: a row per request that reached its HTTP layer (the flows with a status: the valid call and
+  // the path off the allowlist), none for the handshakes it refused; counted by the demo, then by us in the lake.
+  const httpCalls = summary.flows.filter((f) => f.name.startsWith('gateway: ') && f.status !== undefined)
+  t.same(httpCalls.map((f) => f.status), [200, 404], 'two gateway requests reached HTTP')
+  const lake = join(dir, 'audit', 'lake')
+  t.match(summary.flows.find((f) => f.name.startsWith('gateway: audit rows')), { ok: true, detail: `${httpCalls.length} of ${httpCalls.length} gateway calls audited in ${lake}` })
+  const rows: Array<Record<string, unknown>> = []
+  for await (const r of queryAudit(lake, 'SELECT status, error_code, client_cnpj, path FROM gateway ORDER BY status')) rows.push(r)
+  t.match(rows, [
+    { status: 200, error_code: null, client_cnpj: /^\d{14}$/, path: '/open-banking/accounts/v2/accounts' },
+    { status: 404, error_code: Errors.GATEWAY_ROUTE_NOT_ALLOWED.code, path: '/admin/accounts' }
+  ], 'the lake holds exactly those rows')
+  t.equal(rows.length, httpCalls.length)
   // The simulator's accepted-message log is the ground truth: the proxy's signed messages arrived.
   const log = (await readFile(join(dir, 'simulator-accepted.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as { ispb: string, signature: string })
   t.equal(log.length, summary.simulatorAccepted)

@@ -178,6 +178,24 @@ t.test('the KMS guard through the proxy: every refusal NOT SENT, nothing reaches
     t.equal(bacenSaw(), saw + 1)
   })
 
+  await t.test('every Sign call\'s time goes to the EMF recorder too (what the CloudWatch alarm reads)', async (t) => {
+    clock.advance(1_000)
+    const samples: number[] = []
+    // EMF is off in this stack (its records would go to the test's stdout): a recorder in its place, as the EMF plugin
+    // decorates one when on.
+    const was = stack.proxy.emf
+    stack.proxy.emf = { kmsSignLatency: (ms) => { samples.push(ms) } }
+    t.teardown(() => { stack.proxy.emf = was })
+    const before = signCalls().length
+    const saw = bacenSaw()
+    aws.failCalls({ target: 'TrentService.Sign', errorType: 'ThrottlingException', times: 1 })
+    await drive(create())
+    t.equal(bacenSaw(), saw + 1, 'signed and sent (whatever the simulator makes of a repeated entry)')
+    t.equal(signCalls().length, before + 2, 'a throttle, then the signature')
+    t.equal(samples.length, 2, 'one sample per Sign call, whatever its result')
+    t.ok(samples.every((ms) => Number.isFinite(ms) && ms >= 0), 'in milliseconds')
+  })
+
   await t.test('KMS metric families follow the naming conventions', async (t) => {
     const m = (await e2e.proxy('GET', '/metrics')).text
     const types = new Map([...m.matchAll(/^# TYPE (pixproxy_kms_\S+) (\S+)$/gm)].map((g) => [g[1] as string, g[2] as string]))
@@ -187,6 +205,7 @@ t.test('the KMS guard through the proxy: every refusal NOT SENT, nothing reaches
       pixproxy_kms_retries_total: 'counter',
       pixproxy_kms_queued: 'gauge',
       pixproxy_kms_in_flight: 'gauge',
+      pixproxy_kms_waiting_for_call: 'gauge',
       pixproxy_kms_consecutive_failures: 'gauge',
       pixproxy_kms_circuit_state: 'gauge'
     })

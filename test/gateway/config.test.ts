@@ -1,10 +1,12 @@
 /**
  * The gateway's settings: one schema, every problem reported at once with CONFIG_INVALID, the names the Terraform
- * sets accepted, and the route allowlist's parsing and matching (what a path must look like to be forwarded).
+ * sets accepted, docs/gateway.md's settings table in step with the schema, and the route allowlist's parsing and
+ * matching (what a path must look like to be forwarded).
  */
 import t from 'tap'
+import { readFile } from 'node:fs/promises'
 import { Errors } from '../../core/errors.ts'
-import { loadGatewayConfig } from '../../src/gateway/config.ts'
+import { GatewayConfigSchema, loadGatewayConfig } from '../../src/gateway/config.ts'
 import { matchRoute, parseRoutes } from '../../src/gateway/routes.ts'
 
 const BASE = {
@@ -97,4 +99,62 @@ t.test('route allowlist', async (t) => {
   t.throws(() => parseRoutes(''), /no route/)
   t.throws(() => parseRoutes('GET /a/../b'), /dot segments/)
   t.throws(() => parseRoutes('BREW /coffee'), /unknown method/)
+})
+
+// ---- docs/gateway.md's settings table ------------------------------------------------------------------------------
+
+/**
+ * What is wrong with the settings table of `markdown` (the `| Setting | Default | What |` table) against `schema`: a
+ * schema setting it lacks, a setting it names that the schema lacks, a default it shows that is not the schema's, a
+ * schema default it does not show (an empty default is a required setting: shown blank). A row may name several
+ * settings; its defaults, when shown, are one per setting in the same order.
+ */
+function settingsTableProblems (markdown: string, schema: Record<string, { default?: unknown }>): string[] {
+  const lines = markdown.split('\n')
+  const head = lines.findIndex((l) => /^\| Setting \| Default \| What \|$/.test(l))
+  if (head < 0) return ['no | Setting | Default | What | table']
+  const rows: string[] = []
+  for (const l of lines.slice(head + 2)) {
+    if (!l.startsWith('|')) break
+    rows.push(l)
+  }
+  const problems: string[] = []
+  const listed = new Set<string>()
+  for (const row of rows) {
+    const [settingCell = '', defaultCell = ''] = row.split('|').slice(1).map((c) => c.trim())
+    const names = [...settingCell.matchAll(/`([A-Z0-9_]+)`/g)].map((m) => m[1] as string)
+    const defaults = [...defaultCell.matchAll(/`([^`]*)`/g)].map((m) => m[1] as string)
+    if (names.length === 0) problems.push(`a row names no setting: ${row}`)
+    if (defaults.length > 0 && defaults.length !== names.length) problems.push(`${names.join(', ')}: ${defaults.length} defaults for ${names.length} settings`)
+    names.forEach((name, i) => {
+      listed.add(name)
+      const spec = schema[name]
+      if (spec === undefined) {
+        problems.push(`${name} is in the table, not in the schema`)
+        return
+      }
+      const expected = spec.default === undefined || spec.default === '' ? undefined : String(spec.default as string | number)
+      const shown = defaults[i]
+      if (shown !== expected) problems.push(`${name}: the table shows ${shown === undefined ? 'no default' : `\`${shown}\``}, the schema's default is ${expected === undefined ? 'none' : `\`${expected}\``}`)
+    })
+  }
+  for (const name of Object.keys(schema)) if (!listed.has(name)) problems.push(`${name} is in the schema, not in the table`)
+  return problems
+}
+
+t.test('docs/gateway.md: the settings table names every setting of the schema, no other, with its default', async (t) => {
+  const doc = await readFile(new URL('../../docs/gateway.md', import.meta.url), 'utf8')
+  const schema = GatewayConfigSchema.properties as Record<string, { default?: unknown }>
+  t.ok(Object.keys(schema).filter((k) => k.startsWith('PIXGW_')).length > 20, 'the schema is the gateway\'s')
+  t.same(settingsTableProblems(doc, schema), [])
+  // The check itself: each kind of drift is caught.
+  const row = (name: string): string => doc.split('\n').find((l) => l.startsWith(`| \`${name}\` |`)) as string
+  t.same(settingsTableProblems(doc.replace(row('PIXGW_MAX_BODY_BYTES') + '\n', ''), schema), ['PIXGW_MAX_BODY_BYTES is in the schema, not in the table'])
+  t.same(settingsTableProblems(doc.replace(row('PIXGW_LOG_LEVEL'), `${row('PIXGW_LOG_LEVEL')}\n| \`PIXGW_GONE\` | | removed |`), schema), ['PIXGW_GONE is in the table, not in the schema'])
+  t.same(settingsTableProblems(doc.replace('| `PIXGW_SHUTDOWN_TIMEOUT_MS` | `25000` |', '| `PIXGW_SHUTDOWN_TIMEOUT_MS` | `30000` |'), schema),
+    ['PIXGW_SHUTDOWN_TIMEOUT_MS: the table shows `30000`, the schema\'s default is `25000`'])
+  t.same(settingsTableProblems(doc.replace('| `PIXGW_SHUTDOWN_TIMEOUT_MS` | `25000` |', '| `PIXGW_SHUTDOWN_TIMEOUT_MS` | |'), schema),
+    ['PIXGW_SHUTDOWN_TIMEOUT_MS: the table shows no default, the schema\'s default is `25000`'])
+  t.same(settingsTableProblems(doc.replace('| `127.0.0.1`, `8443` |', '| `8443`, `127.0.0.1` |'), schema),
+    ['PIXGW_LISTEN_HOST: the table shows `8443`, the schema\'s default is `127.0.0.1`', 'PIXGW_LISTEN_PORT: the table shows `127.0.0.1`, the schema\'s default is `8443`'])
 })

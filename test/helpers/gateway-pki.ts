@@ -3,14 +3,13 @@
  * (valid, revoked, expired, from a foreign CA, without clientAuth), a server certificate, and CRLs signed by the
  * CAs (fresh, or past their nextUpdate). Files are written into a scratch directory the caller removes.
  */
-import { generateKeyPairSync, sign } from 'node:crypto'
+import { generateKeyPairSync } from 'node:crypto'
 import type { KeyObject } from 'node:crypto'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { issueCertificate } from '../../core/pki/ca.ts'
 import type { IssueOptions } from '../../core/pki/ca.ts'
-import { encodeExplicit, encodeInteger, encodeNull, encodeOid, encodeSequence, encodeTime, encodeBitString, encodeOctetString } from '../../core/pki/der.ts'
-import { certificateParts } from '../../core/pki/x509.ts'
+import { issueCrl as issueCoreCrl } from '../../core/pki/crl.ts'
 import type { Certificate } from '../../core/pki/x509.ts'
 
 const HOUR = 3_600_000
@@ -34,24 +33,19 @@ function issue (subject: string, issuer: Issued | null, o: Partial<IssueOptions>
   return { certificate, key: privateKey, certPem: certificate.pem, keyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }) as string }
 }
 
-/** A v2 CRL (RFC 5280 §5.1) signed by `ca`, with a cRLNumber, listing `serials`. */
+/**
+ * A v2 CRL (RFC 5280 §5.1) signed by `ca`, with a cRLNumber, listing `serials` (PEM): core/pki/crl.ts's issueCrl,
+ * with the defaults these tests share (thisUpdate an hour ago, nextUpdate in a week).
+ */
 export function issueCrl (ca: Issued, opts: { serials?: bigint[], thisUpdate?: Date, nextUpdate?: Date, number?: number } = {}): string {
   const thisUpdate = opts.thisUpdate ?? new Date(Date.now() - HOUR)
-  const nextUpdate = opts.nextUpdate ?? new Date(Date.now() + 7 * DAY)
-  const algorithm = encodeSequence(encodeOid('1.2.840.113549.1.1.11'), encodeNull())
-  const revoked = (opts.serials ?? []).map((s) => encodeSequence(encodeInteger(s), encodeTime(new Date(thisUpdate.getTime() - HOUR))))
-  const crlNumber = encodeSequence(encodeOid('2.5.29.20'), encodeOctetString(encodeInteger(opts.number ?? 1)))
-  const tbs = encodeSequence(
-    encodeInteger(1), // v2
-    algorithm,
-    certificateParts(ca.certificate.der).subject.raw,
-    encodeTime(thisUpdate),
-    encodeTime(nextUpdate),
-    ...(revoked.length > 0 ? [encodeSequence(...revoked)] : []),
-    encodeExplicit(0, encodeSequence(crlNumber))
-  )
-  const der = encodeSequence(tbs, algorithm, encodeBitString(sign('sha256', tbs, ca.key)))
-  return `-----BEGIN X509 CRL-----\n${der.toString('base64').replace(/(.{64})/g, '$1\n').replace(/\n$/, '')}\n-----END X509 CRL-----\n`
+  return issueCoreCrl({
+    issuer: { certificate: ca.certificate, key: ca.key },
+    revoked: (opts.serials ?? []).map((serial) => ({ serial, revocationDate: new Date(thisUpdate.getTime() - HOUR) })),
+    thisUpdate,
+    nextUpdate: opts.nextUpdate ?? new Date(Date.now() + 7 * DAY),
+    crlNumber: BigInt(opts.number ?? 1)
+  }).pem
 }
 
 export interface GatewayPki {

@@ -15,7 +15,8 @@ import { CONFIG_KEYS, ConfigSchema, envNameFromParameter, loadConfig, ssmParamet
 import { AUDIT_COLUMNS, PARTITION_KEYS } from '../../src/audit/schema.ts'
 import { GATEWAY_COLUMNS } from '../../src/audit/gateway.ts'
 import { Errors } from '../../core/errors.ts'
-import { EMF_DIMENSIONS, EMF_DIRECTIVES, EMF_METRICS } from '../../src/plugins/emf.ts'
+import { EMF_DIMENSIONS, EMF_DIRECTIVES, EMF_KMS_SIGN_LATENCY, EMF_METRICS } from '../../src/plugins/emf.ts'
+import { KMS_SIGNS_IN_FLIGHT } from '../../src/kms/client.ts'
 import { loadGatewayConfig } from '../../src/gateway/config.ts'
 
 // hcl2json output: blocks are arrays of objects, expressions are "${...}" strings.
@@ -23,7 +24,9 @@ type Hcl = any
 
 const REPO = resolvePath(dirname(fileURLToPath(import.meta.url)), '../..')
 const TF_ROOT = join(REPO, 'infra/terraform')
-const MODULES = ['network', 'hsm', 'kms_signer', 'service', 'config', 'data_lake', 'monitoring', 'gateway'] as const
+const MODULES = ['network', 'hsm', 'kms_signer', 'service', 'config', 'data_lake', 'monitoring', 'gateway', 'ecs_service'] as const
+/** The modules the example calls itself; ecs_service is called by service and gateway. */
+const EXAMPLE_MODULES = MODULES.filter((m) => m !== 'ecs_service')
 const EXAMPLE = 'examples/complete'
 
 interface TfModule {
@@ -276,7 +279,8 @@ t.test('terraform fmt -check -recursive passes', {
 t.test('references resolve: variables, locals, resources, data sources, module outputs', async (t) => {
   const meta = new Set(['source', 'version', 'providers', 'depends_on', 'count', 'for_each'])
   for (const m of all.values()) {
-    const exprs = [...m.files.values()].flatMap((j) => expressions(j))
+    // moved {} blocks name addresses, not values (an old address no longer exists): their own test checks them.
+    const exprs = [...m.files.values()].flatMap((j) => expressions({ ...j, moved: undefined }))
     for (const e of exprs) {
       for (const g of e.matchAll(/(?<![\w.])var\.(\w+)/g)) t.ok(g[1] as string in m.variables, `${m.dir}: var.${g[1]} is declared`)
       for (const g of e.matchAll(/(?<![\w.])local\.(\w+)/g)) t.ok(g[1] as string in m.locals, `${m.dir}: local.${g[1]} is declared`)
@@ -305,7 +309,7 @@ t.test('references resolve: variables, locals, resources, data sources, module o
 t.test('the complete example wires all eight modules', async (t) => {
   const ex = mod(EXAMPLE)
   const sources = Object.values<Hcl>(ex.modules).map((c) => c.source).sort()
-  t.same(sources, MODULES.map((m) => `../../modules/${m}`).sort())
+  t.same(sources, EXAMPLE_MODULES.map((m) => `../../modules/${m}`).sort())
   const service = ex.modules.service
   t.equal(service.hsm_ip_addresses, '${local.hsm ? module.hsm[0].hsm_ip_addresses : []}', 'CLOUDHSM_HSM_IPS come from the hsm module')
   t.equal(service.audit_stream_names, '${module.data_lake.firehose_stream_names}', 'the stream names come from the data lake')
@@ -390,6 +394,73 @@ t.test('hsm: CloudHSM v2 cluster with one HSM per subnet, at least two Availabil
 // ---------------------------------------------------------------------------------------------------------------
 
 const service = mod('modules/service')
+/** The ECS service, its CPU scaling and its roles: the module the proxy's service and the gateway both call. */
+const ecsService = mod('modules/ecs_service')
+const gateway = mod('modules/gateway')
+
+/** A module's call of ecs_service. */
+function ecsCall (m: TfModule): Hcl {
+  const c = m.modules.ecs_service
+  if (c?.source !== '../ecs_service') throw new Error(`${m.dir}: no module "ecs_service" { source = "../ecs_service" }`)
+  return c
+}
+
+/** What an ecs_service `${var.x}` is in a caller: the expression the caller passes as x (throws on anything else). */
+function through (caller: TfModule, v: unknown): Hcl {
+  const g = /^var\.(\w+)$/.exec(expr(v) ?? '')
+  if (g === null) throw new Error(`ecs_service: ${String(v)} is not one of its inputs`)
+  const a = ecsCall(caller)[g[1] as string]
+  if (a === undefined) throw new Error(`${caller.dir}: module.ecs_service gets no ${g[1] as string}`)
+  return a
+}
+
+t.test('ecs_service: the proxy and the gateway run their services through it, and moved {} blocks keep every resource', async (t) => {
+  const own = Object.entries<Record<string, Hcl>>(ecsService.resources).flatMap(([type, byName]) => Object.keys(byName).map((n) => `${type}.${n}`)).sort()
+  t.same(own, [
+    'aws_appautoscaling_policy.cpu', 'aws_appautoscaling_target.this', 'aws_ecs_service.this',
+    'aws_iam_role.execution', 'aws_iam_role.task', 'aws_iam_role_policy.execution', 'aws_iam_role_policy.task'
+  ], 'the service, its CPU scaling and the two roles with their policies')
+  for (const caller of [service, gateway]) {
+    ecsCall(caller)
+    // Every resource of the module was the caller's at the same address before: each has its moved block, so a plan
+    // moves it in the state instead of destroying and re-creating it (a replaced service or role is an outage).
+    const moved = [...caller.files.values()].flatMap((j) => (j.moved ?? []) as Hcl[]).map((b) => [expr(b.from), expr(b.to)])
+    t.same(moved.map(([from]) => from).sort(), own, `${caller.dir}: a moved block for every resource of ecs_service`)
+    for (const [from, to] of moved) {
+      t.equal(to, `module.ecs_service.${String(from)}`, `${caller.dir}: ${String(from)} moves to the same address in module.ecs_service`)
+      const [type, name] = String(from).split('.') as [string, string]
+      t.notOk(caller.resources[type]?.[name], `${caller.dir}: ${String(from)} is no longer declared there`)
+    }
+    t.notOk(caller.modules.ecs_service.count ?? caller.modules.ecs_service.for_each, `${caller.dir}: one instance, no index in the new addresses`)
+    // The task role's permissions are the caller's policy document; its task definition runs with the module's roles.
+    t.equal(ecsCall(caller).task_policy_json, '${data.aws_iam_policy_document.task.json}', `${caller.dir}: the task role's policy is its document`)
+    const td = res(caller, 'aws_ecs_task_definition', 'this')
+    t.same([td.execution_role_arn, td.task_role_arn], ['${module.ecs_service.execution_role_arn}', '${module.ecs_service.task_role_arn}'], `${caller.dir}: the task definition runs with those roles`)
+    t.equal(ecsCall(caller).task_definition_arn, '${aws_ecs_task_definition.this.arn}', `${caller.dir}: and the service runs that task definition`)
+    t.same([ecsCall(caller).target_group_arn, ecsCall(caller).security_group_ids], ['${aws_lb_target_group.this.arn}', [caller === service ? '${var.task_security_group_id}' : '${aws_security_group.tasks.id}']], `${caller.dir}: its target group and its tasks' security group`)
+  }
+  // The names stay what they were, so nothing is renamed (a rename would replace the resource).
+  const svc = res(ecsService, 'aws_ecs_service', 'this')
+  const names = (caller: TfModule): unknown[] => [
+    evaluate(ecsService, svc.name, { name: evaluate(caller, through(caller, svc.name), { name: 'pix-proxy' }) }),
+    evaluate(ecsService, res(ecsService, 'aws_appautoscaling_policy', 'cpu').name, { name: evaluate(caller, through(caller, svc.name), { name: 'pix-proxy' }) }),
+    evaluate(ecsService, res(ecsService, 'aws_iam_role', 'execution').name_prefix, { role_name_prefix: evaluate(caller, ecsCall(caller).role_name_prefix, { name: 'pix-proxy' }) }),
+    evaluate(ecsService, res(ecsService, 'aws_iam_role', 'task').name_prefix, { role_name_prefix: evaluate(caller, ecsCall(caller).role_name_prefix, { name: 'pix-proxy' }) }),
+    ecsCall(caller).execution_policy_name,
+    ecsCall(caller).task_policy_name
+  ]
+  t.same(names(service), ['pix-proxy', 'pix-proxy-cpu', 'pix-proxy-exec-', 'pix-proxy-task-', 'start-tasks', 'run-proxy'], 'the proxy\'s names as before')
+  t.same(names(gateway), ['pix-proxy-gateway', 'pix-proxy-gateway-cpu', 'pix-proxy-gw-exec-', 'pix-proxy-gw-task-', 'start-gateway-tasks', 'run-gateway'], 'the gateway\'s names as before')
+  // The service is created after its listener (and the proxy's after its EFS mount targets), as before.
+  t.same(svc.depends_on, ['${aws_iam_role_policy.task}', '${var.service_depends_on}'])
+  t.same(ecsCall(service).service_depends_on, ['${aws_lb_listener.this.arn}', '${aws_efs_mount_target.spool[*].id}'])
+  t.same(ecsCall(gateway).service_depends_on, ['${aws_lb_listener.this.arn}'])
+  // Both roles trust ECS tasks of this account only.
+  const trust = (ecsService.data.aws_iam_policy_document?.ecs_tasks_assume.statement as Hcl[])[0]
+  t.same(trust.principals[0].identifiers, ['ecs-tasks.amazonaws.com'])
+  t.same((trust.condition as Hcl[]).map((c) => c.variable).sort(), ['aws:SourceAccount', 'aws:SourceArn'])
+  for (const r of ['execution', 'task']) t.equal(res(ecsService, 'aws_iam_role', r).assume_role_policy, '${data.aws_iam_policy_document.ecs_tasks_assume.json}')
+})
 const containers: Hcl[] = service.locals.container_definitions
 const proxyContainer: Hcl = containers.find((c) => c.name === '${local.proxy_container}')
 const signerSettings: Record<'cloudhsm' | 'kms', { environment: Record<string, string>, secrets: Record<string, string> }> = service.locals.signer_settings
@@ -424,19 +495,25 @@ t.test('service: internal NLB, TCP listener passing TLS through, readiness healt
 })
 
 t.test('service: Application Auto Scaling owns desired_count; target tracking on CPU and requests per task', async (t) => {
-  const svc = res(service, 'aws_ecs_service', 'this')
+  // The service, its scalable target and the CPU policy are the ecs_service module's; the requests policy the proxy's.
+  const svc = res(ecsService, 'aws_ecs_service', 'this')
   t.ok(one(svc, 'lifecycle').ignore_changes.includes('${desired_count}'), 'ignore_changes = [desired_count]')
-  const target = res(service, 'aws_appautoscaling_target', 'this')
+  const target = res(ecsService, 'aws_appautoscaling_target', 'this')
   t.equal(target.scalable_dimension, 'ecs:service:DesiredCount')
   t.equal(target.service_namespace, 'ecs')
-  t.equal(target.resource_id, 'service/${aws_ecs_cluster.this.name}/${aws_ecs_service.this.name}')
-  const policies = Object.values<Hcl>(service.resources.aws_appautoscaling_policy ?? {})
+  t.equal(target.resource_id, 'service/${var.cluster_name}/${aws_ecs_service.this.name}')
+  t.same([ecsCall(service).cluster_name, ecsCall(service).cluster_arn], ['${aws_ecs_cluster.this.name}', '${aws_ecs_cluster.this.id}'], 'the proxy\'s cluster')
+  t.equal(ecsCall(service).autoscaling, '${var.autoscaling}', 'the service module\'s bounds and targets')
+  const policies = [...Object.values<Hcl>(service.resources.aws_appautoscaling_policy ?? {}), ...Object.values<Hcl>(ecsService.resources.aws_appautoscaling_policy ?? {})]
   t.equal(policies.length, 2, 'two policies')
-  for (const p of policies) {
-    t.equal(p.policy_type, 'TargetTrackingScaling')
-    t.equal(p.resource_id, '${aws_appautoscaling_target.this.resource_id}')
-  }
-  const cpu = one(res(service, 'aws_appautoscaling_policy', 'cpu'), 'target_tracking_scaling_policy_configuration')
+  for (const p of policies) t.equal(p.policy_type, 'TargetTrackingScaling')
+  t.equal(res(ecsService, 'aws_appautoscaling_policy', 'cpu').resource_id, '${aws_appautoscaling_target.this.resource_id}')
+  const requests = res(service, 'aws_appautoscaling_policy', 'requests')
+  t.same([requests.resource_id, requests.scalable_dimension, requests.service_namespace],
+    ['${module.ecs_service.autoscaling_resource_id}', '${module.ecs_service.autoscaling_scalable_dimension}', '${module.ecs_service.autoscaling_service_namespace}'], 'the requests policy scales the same target')
+  t.same([ecsService.outputs.autoscaling_resource_id.value, ecsService.outputs.autoscaling_scalable_dimension.value, ecsService.outputs.autoscaling_service_namespace.value],
+    ['${aws_appautoscaling_target.this.resource_id}', '${aws_appautoscaling_target.this.scalable_dimension}', '${aws_appautoscaling_target.this.service_namespace}'])
+  const cpu = one(res(ecsService, 'aws_appautoscaling_policy', 'cpu'), 'target_tracking_scaling_policy_configuration')
   t.equal(one(cpu, 'predefined_metric_specification').predefined_metric_type, 'ECSServiceAverageCPUUtilization')
   const req = one(res(service, 'aws_appautoscaling_policy', 'requests'), 'target_tracking_scaling_policy_configuration')
   t.notOk(req.predefined_metric_specification, 'no ALBRequestCountPerTarget: the load balancer is an NLB')
@@ -452,7 +529,7 @@ t.test('service: Application Auto Scaling owns desired_count; target tracking on
 })
 
 t.test('service: Fargate, circuit breaker with rollback, stopTimeout above the drain deadline, NLB deregistration', async (t) => {
-  const svc = res(service, 'aws_ecs_service', 'this')
+  const svc = res(ecsService, 'aws_ecs_service', 'this')
   t.equal(svc.launch_type, 'FARGATE')
   const cb = one(svc, 'deployment_circuit_breaker')
   t.same([cb.enable, cb.rollback], [true, true])
@@ -608,7 +685,8 @@ t.test('service: the operations port is reachable from the NLB\'s security group
   }
   const tg = res(service, 'aws_lb_target_group', 'this')
   t.equal(tg.port, '${var.container_port}', 'traffic goes to the callers\' port')
-  t.equal(res(service, 'aws_ecs_service', 'this').load_balancer[0].container_port, '${var.container_port}')
+  const lbOfService = res(ecsService, 'aws_ecs_service', 'this').load_balancer[0]
+  t.same([through(service, lbOfService.container_port), through(service, lbOfService.container_name)], ['${var.container_port}', '${local.proxy_container}'], 'the service registers the proxy container\'s callers\' port')
 })
 
 t.test('service: the CloudWatch agent sidecar scrapes http://127.0.0.1:<ops_port>/metrics; no scrape identity is left', async (t) => {
@@ -639,8 +717,8 @@ t.test('service: the CloudWatch agent sidecar scrapes http://127.0.0.1:<ops_port
   t.same((td.volume as Hcl[]).map((v) => v.name), ['audit-spool'])
   t.equal(td.dynamic.volume[0].for_each, '${local.scratch_volumes}')
   // The execution role reads the container secrets there are (all String parameters) and decrypts nothing.
-  const exec = service.data.aws_iam_policy_document?.execution.statement as Hcl[]
-  t.equal(exec.find((s) => s.sid === 'ContainerSecrets')?.resources,
+  const exec = ecsService.data.aws_iam_policy_document?.execution.statement as Hcl[]
+  t.equal(through(service, exec.find((s) => s.sid === 'ContainerSecrets')?.resources),
     '${concat(values(local.proxy_secrets), [aws_ssm_parameter.cloudwatch_agent_config.arn, aws_ssm_parameter.prometheus_scrape_config.arn])}',
     'the chosen signer\'s container secrets (the CloudHSM CA, or none) and the agent\'s two configurations')
   t.notOk(exec.some((s) => (s.actions as string[]).includes('kms:Decrypt')), 'no SecureString container secret left to decrypt')
@@ -984,7 +1062,11 @@ t.test('IAM: least privilege in every policy document', async (t) => {
   t.ok(statements >= 20, `${statements} statements checked`)
   // Policies are documents, not jsonencode() or heredoc strings, so the checks above see all of them.
   for (const [type, attr] of [['aws_iam_role_policy', 'policy'], ['aws_iam_policy', 'policy'], ['aws_iam_role', 'assume_role_policy'], ['aws_s3_bucket_policy', 'policy'], ['aws_efs_file_system_policy', 'policy']] as const) {
-    for (const { m, name, r } of resourcesOf(type)) t.match(r[attr], /^\$\{data\.aws_iam_policy_document\.\w+\.json\}$/, `${m.dir}: ${type}.${name} uses a policy document`)
+    for (const { m, name, r } of resourcesOf(type)) {
+      // ecs_service attaches its caller's document (each caller's is checked to be one, below and in the moved test).
+      const v = m === ecsService && r[attr] === '${var.task_policy_json}' ? ecsCall(service).task_policy_json : r[attr]
+      t.match(v, /^\$\{data\.aws_iam_policy_document\.\w+\.json\}$/, `${m.dir}: ${type}.${name} uses a policy document`)
+    }
   }
   for (const { m, name, r } of resourcesOf('aws_iam_role_policy_attachment')) t.notMatch(r.policy_arn, /::aws:policy\//, `${m.dir}: ${name} attaches no AWS managed policy`)
   for (const { m, name, r } of resourcesOf('aws_iam_role')) t.notOk(r.managed_policy_arns, `${m.dir}: ${name} has no managed policies`)
@@ -1064,7 +1146,8 @@ t.test('monitoring: request metrics are the proxy\'s EMF names and dimensions, w
     requests: EMF_METRICS.requests,
     outcome_unknown: EMF_METRICS.outcomeUnknown,
     signature_invalid: EMF_METRICS.signatureInvalid,
-    responses_5xx: EMF_METRICS.responses5xx
+    responses_5xx: EMF_METRICS.responses5xx,
+    kms_sign_latency: EMF_KMS_SIGN_LATENCY
   })
   t.equal(service.outputs.request_metric_names.value, '${local.emf_metrics}')
   const ex = mod(EXAMPLE)
@@ -1080,8 +1163,9 @@ t.test('monitoring: request metrics are the proxy\'s EMF names and dimensions, w
   t.same([...(byService?.metrics ?? [])].sort(), Object.values(EMF_METRICS).sort(), 'every metric by service alone')
   t.same([proxyEnv.PIXPROXY_METRICS_EMF, proxyEnv.PIXPROXY_METRICS_EMF_NAMESPACE, proxyEnv.PIXPROXY_METRICS_EMF_SERVICE], ['true', '${local.metric_namespace}', '${var.name}'])
   t.equal(service.outputs.metric_namespace.value, '${local.metric_namespace}')
-  t.equal(service.outputs.service_name.value, '${aws_ecs_service.this.name}')
-  t.equal(res(service, 'aws_ecs_service', 'this').name, '${var.name}', 'the service name is the EMF service dimension')
+  t.equal(service.outputs.service_name.value, '${module.ecs_service.service_name}')
+  t.equal(ecsService.outputs.service_name.value, '${aws_ecs_service.this.name}')
+  t.equal(through(service, res(ecsService, 'aws_ecs_service', 'this').name), '${var.name}', 'the service name is the EMF service dimension')
   // Nothing counts log lines by their text any more.
   t.same(resourcesOf('aws_cloudwatch_log_metric_filter').map((r) => `${r.m.dir}:${r.name}`), [], 'no log metric filter')
 })
@@ -1234,6 +1318,7 @@ t.test('signer = "kms": no CloudHSM cluster, HSM, HSM security group rule, PIN, 
     [monitoring, 'aws_cloudwatch_metric_alarm', 'kms_throttles', ['kms']],
     [monitoring, 'aws_cloudwatch_metric_alarm', 'kms_errors', ['kms']],
     [monitoring, 'aws_cloudwatch_metric_alarm', 'kms_rsa_quota_usage', ['kms']],
+    [monitoring, 'aws_cloudwatch_metric_alarm', 'kms_sign_latency_p99', ['kms']],
   ]
   for (const [m, type, name, with_] of expected) {
     const r = type === 'module' ? m.modules[name] : res(m, type, name)
@@ -1361,7 +1446,7 @@ t.test('monitoring: with signer = "kms", alarms on KMS throttles, KMS failures a
   t.match(main, /https:\/\/docs\.aws\.amazon\.com\/kms\/latest\/developerguide\/requests-per-second\.html/, 'the quota\'s source is cited')
   t.match(main, /https:\/\/docs\.aws\.amazon\.com\/AmazonCloudWatch\/latest\/monitoring\/CloudWatch-Usage-Metrics\.html/, 'the usage metric\'s source is cited')
   const dash = res(monitoring, 'aws_cloudwatch_dashboard', 'this')
-  for (const a of ['kms_throttles', 'kms_errors', 'kms_rsa_quota_usage', 'hsm_errors', 'cloudhsm_unhealthy']) {
+  for (const a of ['kms_throttles', 'kms_errors', 'kms_rsa_quota_usage', 'kms_sign_latency_p99', 'hsm_errors', 'cloudhsm_unhealthy']) {
     t.match(dash.dashboard_body, `aws_cloudwatch_metric_alarm.${a}[*].arn`, `the dashboard shows ${a} when it exists`)
     t.match(monitoring.outputs.alarm_arns.value, `aws_cloudwatch_metric_alarm.${a} :`, `alarm_arns has ${a} when it exists`)
   }
@@ -1372,6 +1457,26 @@ t.test('monitoring: with signer = "kms", alarms on KMS throttles, KMS failures a
   t.same(Object.keys(widget).sort(), [...SIGNERS].sort())
   t.ok(JSON.stringify(widget.kms).includes('CryptographicOperationsRsa') && JSON.stringify(widget.kms).includes('PIXPROXY_ERR_KMS_THROTTLED'), 'KMS: quota usage and throttles')
   t.ok(JSON.stringify(widget.cloudhsm).includes('HsmUnhealthy') && !JSON.stringify(widget.kms).includes('CloudHSM'), 'CloudHSM health only with cloudhsm')
+})
+
+t.test('monitoring: with signer = "kms", an alarm on the p99 of the proxy\'s KMS Sign calls, from the EMF samples it writes', async (t) => {
+  const a = res(monitoring, 'aws_cloudwatch_metric_alarm', 'kms_sign_latency_p99')
+  t.equal(a.count, '${local.kms ? 1 : 0}', 'only with signer = "kms"')
+  t.equal(a.namespace, '${local.ns}')
+  t.equal(emfName(a.metric_name), EMF_KMS_SIGN_LATENCY, 'the name the proxy writes (plugins/emf.ts)')
+  t.equal(a.dimensions, '${local.service_dimension}', 'by service alone, as the proxy writes it')
+  t.same([a.extended_statistic, a.statistic, a.period, a.comparison_operator], ['p99', undefined, 60, 'GreaterThanThreshold'], 'a percentile of every call\'s sample, per minute')
+  t.equal(a.threshold, '${var.thresholds.kms_sign_p99_ms}')
+  t.match(monitoring.variables.thresholds.type, /kms_sign_p99_ms\s*=\s*optional\(number, 250\)/, 'default 250 ms')
+  t.same([a.evaluation_periods, a.datapoints_to_alarm, a.treat_missing_data], [5, 3, 'notBreaching'], 'a sustained slowness, no alarm when nothing signs')
+  t.match(a.alarm_description, /Runbook: docs\/operations\.md#alarms/)
+  // The knee the description and the default are set against: 150 signs/s per task through the calls in flight.
+  t.equal(KMS_SIGNS_IN_FLIGHT, 63)
+  t.match(a.alarm_description, /about 420 ms a task's 63 calls in flight no longer carry 150 signs\/s/)
+  t.match(monitoring.outputs.alarm_arns.value, 'aws_cloudwatch_metric_alarm.kms_sign_latency_p99 :')
+  t.ok(JSON.stringify(monitoring.locals.signer_widget_metrics.kms).includes('${local.m.kms_sign_latency}'), 'on the KMS widget')
+  const ops = await readFile(join(REPO, 'docs/operations.md'), 'utf8')
+  t.match(ops, /^\| \*\*KMS Sign latency\*\* \(`signer = "kms"`\) \|/m, 'a row in docs/operations.md\'s alarm table')
 })
 
 t.test('config: with signer = "kms" the environment and SSM are what the proxy needs, and loadConfig accepts them', async (t) => {
@@ -1398,7 +1503,6 @@ t.test('config: with signer = "kms" the environment and SSM are what the proxy n
 // The inbound Open Finance gateway (issue 17)
 // ---------------------------------------------------------------------------------------------------------------
 
-const gateway = mod('modules/gateway')
 const gwEnv: Record<string, string> = gateway.locals.environment
 const gwSecrets: Record<string, string> = gateway.locals.secrets
 const gwContainer: Hcl = (gateway.locals.container_definitions as Hcl[])[0]
@@ -1427,16 +1531,19 @@ t.test('gateway: NLB TCP passthrough 443 -> 8443, HTTP health check GET /readyz 
   t.same([tg.protocol, tg.target_type, evaluate(gateway, tg.port)], ['TCP', 'ip', 8443])
   const hc = one(tg, 'health_check')
   t.same([hc.protocol, hc.path, hc.matcher, evaluate(gateway, hc.port)], ['HTTP', '/readyz', '200', '8081'], 'HTTP readiness on the operations port')
-  const svc = res(gateway, 'aws_ecs_service', 'this')
+  const svc = res(ecsService, 'aws_ecs_service', 'this')
   t.equal(svc.launch_type, 'FARGATE')
-  t.equal(svc.cluster, '${var.cluster_arn}')
+  t.equal(through(gateway, svc.cluster), '${var.cluster_arn}')
   t.ok(one(svc, 'lifecycle').ignore_changes.includes('${desired_count}'), 'autoscaling owns desired_count')
   t.same([one(svc, 'deployment_circuit_breaker').enable, one(svc, 'deployment_circuit_breaker').rollback], [true, true])
   t.equal(one(svc, 'network_configuration').assign_public_ip, false)
-  t.equal(svc.load_balancer[0].container_port, '${var.container_port}')
-  const target = res(gateway, 'aws_appautoscaling_target', 'this')
+  t.same([through(gateway, svc.load_balancer[0].container_port), through(gateway, svc.load_balancer[0].container_name)], ['${var.container_port}', '${local.container}'])
+  t.same([through(gateway, one(svc, 'network_configuration').subnets), through(gateway, one(svc, 'network_configuration').security_groups)], ['${var.private_subnet_ids}', ['${aws_security_group.tasks.id}']])
+  const target = res(ecsService, 'aws_appautoscaling_target', 'this')
   t.equal(target.resource_id, 'service/${var.cluster_name}/${aws_ecs_service.this.name}')
-  const cpu = one(res(gateway, 'aws_appautoscaling_policy', 'cpu'), 'target_tracking_scaling_policy_configuration')
+  t.same([through(gateway, '${var.cluster_name}'), through(gateway, '${var.autoscaling}')], ['${var.cluster_name}', '${var.autoscaling}'])
+  t.same(Object.keys(gateway.resources).filter((k) => k.startsWith('aws_appautoscaling') || k === 'aws_ecs_service'), [], 'no scaling or service of its own beside the module\'s')
+  const cpu = one(res(ecsService, 'aws_appautoscaling_policy', 'cpu'), 'target_tracking_scaling_policy_configuration')
   t.equal(one(cpu, 'predefined_metric_specification').predefined_metric_type, 'ECSServiceAverageCPUUtilization')
   t.match(gateway.variables.autoscaling.validation[0].condition, /min_capacity >= 2/)
   // The operations port: from the NLB's security group only, no listener for it, not mapped.
@@ -1545,8 +1652,11 @@ t.test('gateway: truststore bucket (versioned, encrypted, public access blocked,
   t.same(task.find((s) => (s.actions as string[]).includes('firehose:PutRecordBatch')).resources, ['${var.audit_stream_arn}'], 'its own audit stream only')
   t.same(task.find((s) => (s.actions as string[]).includes('secretsmanager:GetSecretValue')).resources, ['${var.hsm_pin_secret_arn}'])
   t.equal(task.find((s) => (s.actions as string[]).includes('kms:Decrypt')).condition[0].variable, 'kms:ViaService')
-  const exec = gateway.data.aws_iam_policy_document?.execution.statement as Hcl[]
-  t.equal(exec.find((s) => s.sid === 'ContainerSecrets')?.resources, '${values(local.secrets)}')
+  const exec = ecsService.data.aws_iam_policy_document?.execution.statement as Hcl[]
+  t.equal(through(gateway, exec.find((s) => s.sid === 'ContainerSecrets')?.resources), '${values(local.secrets)}')
+  t.equal(exec.find((s) => s.sid === 'ContainerLogs')?.resources, '${[for arn in var.log_group_arns : "${arn}:log-stream:*"]}', 'the log streams of the given log groups')
+  t.same([through(gateway, '${var.log_group_arns}'), through(service, '${var.log_group_arns}')],
+    [['${aws_cloudwatch_log_group.gateway.arn}'], ['${aws_cloudwatch_log_group.proxy.arn}', '${aws_cloudwatch_log_group.sidecars.arn}']], 'each writes its own log groups only')
   // The proxy's task role gets nothing of the gateway's stream: data_lake's proxy outputs stay spi and dict.
   t.match(lake.outputs.firehose_stream_arns.value, /if contains\(local\.systems, k\)/)
   t.equal(lake.outputs.gateway_firehose_stream_name.value, '${try(aws_kinesis_firehose_delivery_stream.audit["gateway"].name, null)}')

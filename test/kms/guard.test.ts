@@ -27,8 +27,10 @@ class ScriptedSigner implements GuardedSigner {
   readonly script: Step[] = []
   calls = 0
   closed = false
-  /** Resolves the call of a 'held' step. */
+  /** Resolves the call of a 'held' step (the latest). */
   releaseHeld: ((ok: boolean) => void) | null = null
+  /** Every held call still unanswered, oldest first. */
+  readonly held: Array<(ok: boolean) => void> = []
 
   async sign (_data: Uint8Array, o: { signal?: AbortSignal } = {}): Promise<Buffer> {
     this.calls++
@@ -43,7 +45,12 @@ class ScriptedSigner implements GuardedSigner {
         o.signal?.addEventListener('abort', () => reject(Object.assign(new Error('Request aborted'), { name: 'AbortError' })))
       })
       case 'held': return await new Promise((resolve, reject) => {
-        this.releaseHeld = (ok) => { if (ok) resolve(sig); else reject(new PixProxyError({ code: 'PIXPROXY_ERR_KMS_UNAVAILABLE', message: 'down', statusCode: 503, outcome: 'not-sent' })) }
+        const release = (ok: boolean): void => {
+          this.held.splice(this.held.indexOf(release), 1)
+          if (ok) resolve(sig); else reject(new PixProxyError({ code: 'PIXPROXY_ERR_KMS_UNAVAILABLE', message: 'down', statusCode: 503, outcome: 'not-sent' }))
+        }
+        this.releaseHeld = release
+        this.held.push(release)
       })
     }
   }
@@ -73,6 +80,7 @@ function harness (o: Partial<KmsGuardOptions> = {}): Harness {
     maxAttempts: 4,
     breakerFailures: 3,
     breakerCooldownMs: 10_000,
+    maxInFlight: 100,
     clock,
     random: () => 0.5,
     observer: {
@@ -189,8 +197,63 @@ t.test('a Sign still unanswered at the sign deadline is abandoned: KMS_UNAVAILAB
   clock.advance(1)
   await settle()
   t.match(s.error, { code: 'PIXPROXY_ERR_KMS_UNAVAILABLE', outcome: 'not-sent', message: /no answer within the sign deadline of 3000 ms/ })
-  t.same(guard.stats(), { queued: 0, inFlight: 0, circuit: 'closed', consecutiveFailures: 1 })
+  t.same(guard.stats(), { queued: 0, inFlight: 0, waitingForCall: 0, circuit: 'closed', consecutiveFailures: 1 })
   t.same(attempts, ['error'])
+})
+
+t.test('in flight: at most maxInFlight Sign calls at once, the rest waiting in order for one to end', async (t) => {
+  const { guard, inner } = harness({ maxInFlight: 2 })
+  inner.script.push('held', 'held')
+  const signs = Array.from({ length: 4 }, () => track(guard.sign(DATA)))
+  await settle()
+  t.equal(inner.calls, 2, 'two calls made')
+  t.same(guard.stats(), { queued: 0, inFlight: 2, waitingForCall: 2, circuit: 'closed', consecutiveFailures: 0 })
+  ;(inner.held[0] as (ok: boolean) => void)(true)
+  await settle()
+  t.ok(signs[0]?.done)
+  t.equal(inner.calls, 4, 'the place freed went to the third, whose quick answer freed one for the fourth')
+  t.ok(signs[2]?.done && signs[3]?.done)
+  t.notOk(signs[1]?.done, 'the second is still held')
+  t.same(guard.stats(), { queued: 0, inFlight: 1, waitingForCall: 0, circuit: 'closed', consecutiveFailures: 0 })
+  ;(inner.held[0] as (ok: boolean) => void)(true)
+  await settle()
+  t.ok(signs.every((s) => s.value?.toString() === 'signature'), 'all four signed')
+})
+
+t.test('in flight: a sign with no place free within PIXPROXY_KMS_QUEUE_TIMEOUT_MS of its arrival gets KMS_CONNECTIONS_BUSY, which the breaker ignores', async (t) => {
+  const { guard, inner, clock, attempts } = harness({ maxInFlight: 2, queueTimeoutMs: 1_000, signDeadlineMs: 5_000, breakerFailures: 1 })
+  inner.script.push('held', 'held')
+  const held = [track(guard.sign(DATA)), track(guard.sign(DATA))]
+  const waiting = Array.from({ length: 3 }, () => track(guard.sign(DATA)))
+  await settle()
+  clock.advance(999)
+  await settle()
+  t.notOk(waiting.some((s) => s.done), 'not before the queue timeout')
+  clock.advance(1)
+  await settle()
+  for (const w of waiting) t.match(w.error, { code: 'PIXPROXY_ERR_KMS_CONNECTIONS_BUSY', outcome: 'not-sent', statusCode: 503, retryAfterSeconds: 1, message: /all 2 Sign calls this task may have in flight at KMS were still unanswered after 1000 ms/ })
+  t.equal(inner.calls, 2, 'KMS was not asked for them')
+  t.same(guard.stats(), { queued: 0, inFlight: 2, waitingForCall: 0, circuit: 'closed', consecutiveFailures: 0 }, 'the breaker (open at 1 failure) did not count them')
+  t.same(attempts, [], 'no Sign call ended')
+  for (const release of [...inner.held]) release(true)
+  await settle()
+  t.ok(held.every((s) => s.value !== undefined), 'the calls under way still end with their signature')
+  guard.close()
+})
+
+t.test('in flight: close refuses the signs waiting for a place (SHUTTING_DOWN)', async (t) => {
+  const { guard, inner } = harness({ maxInFlight: 1 })
+  inner.script.push('held')
+  const first = track(guard.sign(DATA))
+  const second = track(guard.sign(DATA))
+  await settle()
+  guard.close()
+  await settle()
+  t.match(second.error, { code: 'PIXPROXY_ERR_SHUTTING_DOWN' })
+  inner.releaseHeld?.(true)
+  await settle()
+  t.ok(first.value !== undefined, 'the call under way still ends')
+  t.equal(inner.calls, 1)
 })
 
 t.test('circuit breaker: open after N unavailable calls in a row, Retry-After the rest of the cool-down, one probe when half-open', async (t) => {
@@ -221,7 +284,7 @@ t.test('circuit breaker: open after N unavailable calls in a row, Retry-After th
   clock.advance(10_000)
   t.ok(await guard.sign(DATA), 'the next probe signs')
   t.same(circuit, ['open', 'half-open', 'open', 'half-open', 'closed'])
-  t.same(guard.stats(), { queued: 0, inFlight: 0, circuit: 'closed', consecutiveFailures: 0 })
+  t.same(guard.stats(), { queued: 0, inFlight: 0, waitingForCall: 0, circuit: 'closed', consecutiveFailures: 0 })
   t.equal(inner.calls, 5)
 })
 
@@ -281,7 +344,7 @@ t.test('against the local KMS: a throttle burst, KMS down, a slow KMS', async (t
   const signer = await KmsSigner.open({ keyId: 'alias/pix', certificate, client: createKmsClient({ endpoint: ep.url, region: REGION, credentials: CREDS, maxAttempts: 1, requestTimeoutMs: 120_000 }) })
   const clock = new ManualClock()
   // Math.random's pauses put the clock at fractional times: the Retry-After below must not depend on float noise.
-  const guard = new KmsGuard(signer, { maxSignsPerSec: 100, queueMax: 10, queueTimeoutMs: 1_000, signDeadlineMs: 60_000, maxAttempts: 4, breakerFailures: 2, breakerCooldownMs: 30_000, clock })
+  const guard = new KmsGuard(signer, { maxSignsPerSec: 100, queueMax: 10, queueTimeoutMs: 1_000, signDeadlineMs: 60_000, maxAttempts: 4, breakerFailures: 2, breakerCooldownMs: 30_000, maxInFlight: 10, clock })
   t.teardown(() => guard.close())
   const signs = (): Array<{ status: number, errorType: string | null }> => ep.calls.filter((c) => c.target === 'TrentService.Sign')
 

@@ -9,7 +9,8 @@
 import t from 'tap'
 import Fastify from 'fastify'
 import type { FastifyInstance } from 'fastify'
-import emfPlugin, { EMF_DIMENSIONS, EMF_METRICS } from '../../src/plugins/emf.ts'
+import emfPlugin, { EMF_DIMENSIONS, EMF_KMS_SIGN_LATENCY, EMF_METRICS } from '../../src/plugins/emf.ts'
+import { ManualClock } from '../audit/fixtures/clock.ts'
 import type { Config } from '../../src/config.ts'
 import { Errors, PixProxyError } from '../../core/errors.ts'
 import { sendProblem } from '../../src/http/problem.ts'
@@ -163,6 +164,42 @@ t.test('off (the default): no hook is added, nothing is written', async (t) => {
   await a.inject({ method: 'GET', url: '/api/v2/entries/k' })
   t.same(hooks, [])
   t.same(lines, [])
+  t.equal(a.emf, null, 'nothing to report KMS latencies to')
+})
+
+t.test('KMS Sign latencies: records of up to 100 samples by service, at 100 gathered, 10 s after the first of a batch, and at close', async (t) => {
+  const lines: string[] = []
+  const clock = new ManualClock()
+  const a = Fastify()
+  a.decorate('config', emfOn)
+  await a.register(emfPlugin, { write: (l) => { lines.push(l) }, now: () => 1_700_000_000_123, clock })
+  await a.ready()
+  const emf = a.emf
+  if (emf === null) throw new Error('EMF is on')
+  const samples = (l: string): unknown => (JSON.parse(l) as Record<string, unknown>)[EMF_KMS_SIGN_LATENCY]
+
+  for (let i = 0; i < 250; i++) emf.kmsSignLatency(i + 0.0004)
+  t.equal(lines.length, 2, 'a record at each 100th value')
+  for (const line of lines) t.same(emfViolations(line), [], line)
+  const r = JSON.parse(lines[0] as string) as Record<string, unknown>
+  t.same(r._aws, { Timestamp: 1_700_000_000_123, CloudWatchMetrics: [{ Namespace: 'PixProxy/test', Dimensions: [['service']], Metrics: [{ Name: 'KmsSignLatency', Unit: 'Milliseconds' }] }] })
+  t.equal(r.service, 'pix-proxy-test')
+  t.same(samples(lines[0] as string), Array.from({ length: 100 }, (_, i) => i), 'every call a sample, in ms (to the microsecond)')
+  t.same(samples(lines[1] as string), Array.from({ length: 100 }, (_, i) => i + 100))
+
+  clock.advance(9_999)
+  t.equal(lines.length, 2, 'the rest waits')
+  clock.advance(1)
+  t.equal(lines.length, 3, 'for 10 s at most')
+  t.same(samples(lines[2] as string), Array.from({ length: 50 }, (_, i) => i + 200))
+  t.same(clock.armed(), [], 'no timer while nothing waits')
+
+  emf.kmsSignLatency(1_234.5)
+  emf.kmsSignLatency(Number.NaN)
+  await a.close()
+  t.equal(lines.length, 4, 'close writes the partial batch')
+  t.same(samples(lines[3] as string), [1_234.5], 'a non-number is no sample')
+  t.same(clock.armed(), [], 'and leaves no timer')
 })
 
 t.test('the rule checker itself rejects what the specification forbids', async (t) => {

@@ -303,6 +303,15 @@ t.test('an aborted request rejects with the abort reason, not an upstream error'
   await until(() => srv.requests.length === 1, 'the request at the server')
   controller.abort(new Error('caller gave up'))
   await t.rejects(pending, { message: 'caller gave up' })
+  // With a deadline too (its own signal then carries the caller's abort): still the caller's reason, at once.
+  const withDeadline = new AbortController()
+  const pending2 = u.request({ method: 'GET', path: '/', headers: {}, signal: withDeadline.signal, deadlineMs: 600_000 })
+  await until(() => srv.requests.length === 2, 'the second request at the server')
+  withDeadline.abort(new Error('caller gave up again'))
+  await t.rejects(pending2, { message: 'caller gave up again' })
+  // A signal already aborted: the request is not sent.
+  await t.rejects(u.request({ method: 'GET', path: '/', headers: {}, signal: AbortSignal.abort(new Error('already gone')), deadlineMs: 600_000 }), { message: 'already gone' })
+  t.equal(srv.requests.length, 2, 'the request with an aborted signal never reached the server')
 })
 
 t.test('rotation: in-flight requests finish on the old connection, new ones present the new certificate', async (t) => {

@@ -101,10 +101,23 @@ export interface CallFault {
   readonly times?: number
 }
 
+/**
+ * Calls matching `target` are answered late: after `ms`, or held until `until` settles (tests: latency released on a
+ * barrier, so what happens while a call is held does not depend on how fast the machine is). `onHeld` is told of
+ * each call as it starts waiting (tests count the calls the endpoint holds).
+ */
 export interface LatencyFault {
   readonly target?: string
-  readonly ms: number
+  readonly ms?: number
+  readonly until?: Promise<unknown>
+  readonly onHeld?: () => void
   readonly times?: number
+}
+
+async function delay (f: LatencyFault): Promise<void> {
+  f.onHeld?.()
+  if (f.ms !== undefined) await sleep(f.ms, undefined, { ref: false })
+  if (f.until !== undefined) await f.until.then(() => {}, () => {})
 }
 
 /**
@@ -330,6 +343,14 @@ export class LocalAwsEndpoint {
     await closed
   }
 
+  /** In a `hang` outage: keeps the call unanswered (until restore or close) and says so. */
+  #hangIfOutage (res: ServerResponse): boolean {
+    if (this.#outage !== 'hang') return false
+    this.#hanging.add(res)
+    res.once('close', () => this.#hanging.delete(res))
+    return true
+  }
+
   #releaseHanging (): void {
     for (const res of this.#hanging) res.destroy()
     this.#hanging.clear()
@@ -356,11 +377,7 @@ export class LocalAwsEndpoint {
     const sendError = (e: AwsError): void => send(e.status, { __type: e.errorType, message: e.message }, e.errorType)
     try {
       const body = await readBody(req)
-      if (this.#outage === 'hang') {
-        this.#hanging.add(res)
-        res.once('close', () => this.#hanging.delete(res))
-        return
-      }
+      if (this.#hangIfOutage(res)) return
       if (this.#outage === '503') throw new AwsError('ServiceUnavailableException', 'Service Unavailable', 503)
       if (req.method !== 'POST') throw new AwsError('UnknownOperationException', `${req.method ?? '?'} is not an AWS JSON 1.1 call`, 404)
       const dot = target.indexOf('.')
@@ -382,7 +399,7 @@ export class LocalAwsEndpoint {
       } catch {
         throw new AwsError('SerializationException', 'the request body is not a JSON object')
       }
-      for (const f of this.#take(this.#latencyFaults, (r) => matchesTarget(r.target, target))) await sleep(f.ms, undefined, { ref: false })
+      for (const f of this.#take(this.#latencyFaults, (r) => matchesTarget(r.target, target))) await delay(f)
       const stream = typeof input.DeliveryStreamName === 'string' ? input.DeliveryStreamName : undefined
       const [fault] = this.#take(this.#callFaults, (r) => matchesTarget(r.target, target) && (r.stream === undefined || r.stream === stream), 1)
       if (fault !== undefined) {
@@ -409,11 +426,7 @@ export class LocalAwsEndpoint {
     }
     try {
       const body = await readBody(req)
-      if (this.#outage === 'hang') {
-        this.#hanging.add(res)
-        res.once('close', () => this.#hanging.delete(res))
-        return
-      }
+      if (this.#hangIfOutage(res)) return
       if (this.#outage === '503') throw new AwsError('ServiceUnavailable', 'Please reduce your request rate.', 503)
       const auth = checkSigV4({ method, url: req.url ?? '/', headers: req.headers, body }, {
         service: this.#s3.signingName,
@@ -423,7 +436,7 @@ export class LocalAwsEndpoint {
       })
       // S3's names for these: a missing or malformed signature is AccessDenied, a wrong one SignatureDoesNotMatch.
       if (!auth.ok) throw new AwsError(auth.errorType === 'InvalidSignatureException' ? 'SignatureDoesNotMatch' : auth.errorType === 'UnrecognizedClientException' ? 'InvalidAccessKeyId' : 'AccessDenied', auth.message, 403)
-      for (const f of this.#take(this.#latencyFaults, (r) => matchesTarget(r.target, target))) await sleep(f.ms, undefined, { ref: false })
+      for (const f of this.#take(this.#latencyFaults, (r) => matchesTarget(r.target, target))) await delay(f)
       const [fault] = this.#take(this.#callFaults, (r) => matchesTarget(r.target, target), 1)
       if (fault !== undefined) throw new AwsError(fault.errorType, fault.message ?? 'Please reduce your request rate.', fault.status ?? defaultStatus(fault.errorType))
       const answer = this.#s3.handle(method, req.url ?? '/', req.headers)

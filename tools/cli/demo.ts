@@ -250,7 +250,7 @@ async function runInProcess (stack: LocalStack, dir: string, once: boolean, io: 
     if (once || results.some((r) => !r.ok)) await stack.close()
   }
   // The inbound mTLS gateway (pix-proxy gateway) over its own ICP-Brasil-shaped PKI: its flows join the summary.
-  results.push(...await runGatewayFlows(dir, log))
+  results.push(...await runGatewayFlows(dir, stack.config.audit.parquetDir, log))
   const ok = results.every((r) => r.ok)
   const accepted = await target.simulatorAccepted()
   const signingKey = stack.proxy.crypto.kmsSigner?.keyArn ?? stack.hsm.signing.uri

@@ -1,9 +1,13 @@
 /**
  * The gateway's part of `pix-proxy demo`: an ICP-Brasil-shaped PKI (tools/token/icp-pki.ts), a backend stub that
  * records what reaches it, the gateway between them, and the flows the issue names: a valid client reaches the
- * backend with its identity headers (a forged copy of them never does); each bad certificate, TLS 1.1 and a suite
- * Open Finance does not permit are refused. Each flow's result says what was seen.
+ * backend with its identity headers (a forged copy of them never does); a path off the allowlist is refused; each bad
+ * certificate, TLS 1.1 and a suite Open Finance does not permit are refused at the handshake. Each flow's result says
+ * what was seen. The gateway audits through its own trail as `pix-proxy gateway` does (openGatewayAudit: a spool in
+ * the demo's directory, Parquet under the proxy's lake, log/gateway/), and the last flow finds this run's rows with
+ * DuckDB: one per call that reached the HTTP layer (a handshake refused is no call, only a log line and a metric).
  */
+import { randomUUID } from 'node:crypto'
 import { once } from 'node:events'
 import { readFile } from 'node:fs/promises'
 import { createServer, request } from 'node:https'
@@ -13,8 +17,11 @@ import { join } from 'node:path'
 import type { SecureVersion } from 'node:tls'
 import pino from 'pino'
 import { icpBrasilIdentity } from '../../core/pki/icp-brasil.ts'
+import { quoteLiteral } from '../../src/audit/parquet.ts'
 import { loadGatewayConfig } from '../../src/gateway/config.ts'
 import { startGateway } from '../../src/gateway/gateway.ts'
+import { openGatewayAudit } from '../../src/gateway/server.ts'
+import { queryAudit } from '../audit/query.ts'
 import { generateIcpPki } from '../token/icp-pki.ts'
 import type { IcpClientKind } from '../token/icp-pki.ts'
 
@@ -28,8 +35,12 @@ export interface GatewayFlowResult {
 
 interface Call { readonly ok: boolean, readonly status?: number, readonly code?: string }
 
-/** Runs the gateway flows in this process and tears everything down; never throws for a failed flow. */
-export async function runGatewayFlows (dir: string, log: (m: string) => void): Promise<GatewayFlowResult[]> {
+/**
+ * Runs the gateway flows in this process and tears everything down; never throws for a failed flow. The gateway's
+ * audit spool is `<dir>/audit/gateway-spool`, its rows go to `<lake>/log/gateway/` (the proxy's lake: one
+ * `pix-proxy audit query --dir` sees both).
+ */
+export async function runGatewayFlows (dir: string, lake: string, log: (m: string) => void): Promise<GatewayFlowResult[]> {
   const pki = await generateIcpPki(join(dir, 'gateway-pki'))
   const [rootsPem, serverChain, serverKey] = await Promise.all([readFile(pki.rootsFile, 'utf8'), readFile(pki.server.chainFile, 'utf8'), readFile(pki.server.keyFile, 'utf8')])
   const seen: IncomingHttpHeaders[] = []
@@ -40,30 +51,42 @@ export async function runGatewayFlows (dir: string, log: (m: string) => void): P
   })
   backend.listen(0, '127.0.0.1')
   await once(backend, 'listening')
-  const gw = await startGateway({
-    config: loadGatewayConfig({
-      PIXGW_LISTEN_PORT: '0',
-      PIXGW_OPS_LISTEN_PORT: '0',
-      PIXGW_SERVER_CERT_FILE: pki.server.chainFile,
-      PIXGW_SERVER_KEY_FILE: pki.server.keyFile,
-      PIXGW_TRUSTSTORE: pki.trustBundleFile,
-      PIXGW_CRLS: pki.crlFile,
-      PIXGW_BACKEND_URL: `https://localhost:${(backend.address() as AddressInfo).port}`,
-      PIXGW_BACKEND_CA_FILE: pki.rootsFile,
-      PIXGW_ROUTES: 'GET /open-banking/*',
-      PIXGW_RELOAD_INTERVAL_MS: '0'
-    }),
-    logger: pino({ level: 'silent' }),
-    identify: icpBrasilIdentity,
-    audit: { write: () => {} }
+  const config = loadGatewayConfig({
+    PIXGW_LISTEN_PORT: '0',
+    PIXGW_OPS_LISTEN_PORT: '0',
+    PIXGW_SERVER_CERT_FILE: pki.server.chainFile,
+    PIXGW_SERVER_KEY_FILE: pki.server.keyFile,
+    PIXGW_TRUSTSTORE: pki.trustBundleFile,
+    PIXGW_CRLS: pki.crlFile,
+    PIXGW_BACKEND_URL: `https://localhost:${(backend.address() as AddressInfo).port}`,
+    PIXGW_BACKEND_CA_FILE: pki.rootsFile,
+    PIXGW_ROUTES: 'GET /open-banking/*',
+    PIXGW_RELOAD_INTERVAL_MS: '0',
+    PIXGW_AUDIT_SINK: 'parquet',
+    PIXGW_AUDIT_SPOOL_DIR: join(dir, 'audit', 'gateway-spool'),
+    PIXGW_AUDIT_PARQUET_DIR: lake,
+    PIXGW_AUDIT_FLUSH_MS: '200',
+    // Half of it bounds the audit's final shipping at close: a hang guard, generous for a loaded machine.
+    PIXGW_SHUTDOWN_TIMEOUT_MS: '60000'
+  })
+  const logger = pino({ level: 'silent' })
+  // This run's rows, apart from earlier runs' in a reused directory.
+  const instanceId = `demo-gateway-${randomUUID()}`
+  const audit = await openGatewayAudit(config, logger)
+  const gw = await startGateway({ config, logger, identify: icpBrasilIdentity, audit, instanceId }).catch(async (err: unknown) => {
+    await audit.close?.()
+    throw err
   })
   log(`gateway listening on ${gw.url} (backend stub behind it)`)
   const url = new URL('/open-banking/accounts/v2/accounts', gw.url)
-  const call = async (kind: IcpClientKind | null, o: { minVersion?: SecureVersion, maxVersion?: SecureVersion, ciphers?: string, headers?: Record<string, string> } = {}): Promise<Call> => {
+  // Calls the gateway answered over HTTP: each is an audit row.
+  let answered = 0
+  const call = async (kind: IcpClientKind | null, o: { path?: string, minVersion?: SecureVersion, maxVersion?: SecureVersion, ciphers?: string, headers?: Record<string, string> } = {}): Promise<Call> => {
     const client = kind === null ? null : pki.clients[kind]
     const [cert, key] = client === null ? [undefined, undefined] : await Promise.all([readFile(client.chainFile, 'utf8'), readFile(client.keyFile, 'utf8')])
     return await new Promise<Call>((resolve) => {
       const req = request({ host: url.hostname, port: url.port, path: url.pathname, servername: 'localhost', ca: rootsPem, agent: false, ...(cert === undefined ? {} : { cert, key }), ...o }, (res) => {
+        answered++
         res.resume()
         res.on('end', () => resolve({ ok: true, status: res.statusCode ?? 0 }))
         res.on('error', (err: Error & { code?: string }) => resolve({ ok: false, code: err.code ?? err.message }))
@@ -102,6 +125,11 @@ export async function runGatewayFlows (dir: string, log: (m: string) => void): P
       const ok = h['x-ofb-client-cnpj'] === valid.cnpj && decodeURIComponent(String(h['x-ssl-client-cert'])).includes('BEGIN CERTIFICATE')
       return { ok, detail: 'the forged x-ofb-client-cnpj and x-ssl-client-cert did not reach the backend' }
     })
+    await flow('gateway: path off the allowlist refused, never forwarded', async () => {
+      const before = seen.length
+      const r = await call('valid', { path: '/admin/accounts' })
+      return { ok: r.status === 404 && seen.length === before, ...(r.status === undefined ? {} : { status: r.status }), detail: `status ${r.status ?? r.code}; the backend saw ${seen.length - before} requests` }
+    })
     await flow('gateway: revoked certificate refused', async () => await refused('revoked', 'cert_revoked'))
     await flow('gateway: expired certificate refused', async () => await refused('expired', 'cert_has_expired'))
     // The foreign CA copies the intermediate's name; OpenSSL reports the last error of the chain it tried, so any
@@ -112,9 +140,21 @@ export async function runGatewayFlows (dir: string, log: (m: string) => void): P
     await flow('gateway: TLS 1.1 refused', async () => await refused('valid', 'unsupported_protocol', { minVersion: 'TLSv1', maxVersion: 'TLSv1.1', ciphers: 'DEFAULT:@SECLEVEL=0' }))
     await flow('gateway: TLS 1.2 suite not permitted by Open Finance refused', async () => await refused('valid', 'no_shared_cipher', { maxVersion: 'TLSv1.2', ciphers: 'AES128-SHA256' }))
   } finally {
+    // Closing ships the audit rows still in the spool (the gateway's shutdown does the same).
     await gw.close()
     backend.closeAllConnections()
     await new Promise<void>((resolve) => backend.close(() => resolve()))
   }
+  await flow('gateway: audit rows for every call that reached HTTP, queried with DuckDB', async () => {
+    const ids = new Set<string>()
+    const statuses: string[] = []
+    for await (const r of queryAudit(lake, `SELECT DISTINCT id, status, error_code FROM gateway WHERE instance_id = ${quoteLiteral(instanceId)} ORDER BY id`)) {
+      ids.add(String(r.id))
+      statuses.push(`${String(r.status)} ${String(r.error_code ?? '')}`.trim())
+    }
+    for (const s of statuses.sort()) log(`  gateway audit: ${s}`)
+    log(`  try: node dist/tools/cli/main.js audit query --dir ${lake} "SELECT request_date, client_cnpj, method, path, status, error_code FROM gateway ORDER BY request_date"`)
+    return { ok: ids.size === answered && answered > 0, detail: `${ids.size} of ${answered} gateway calls audited in ${lake}` }
+  })
   return results
 }

@@ -15,14 +15,10 @@
 #   configured by the image's entrypoint from CLOUDHSM_HSM_IPS and CLOUDHSM_CUSTOMER_CA.
 # - Audit rows go to the gateway's own Firehose stream (data_lake module, enable_gateway).
 
-data "aws_caller_identity" "current" {}
-data "aws_partition" "current" {}
 data "aws_region" "current" {}
 
 locals {
-  region     = data.aws_region.current.name
-  account_id = data.aws_caller_identity.current.account_id
-  partition  = data.aws_partition.current.partition
+  region = data.aws_region.current.name
 
   container = "pix-gateway"
 
@@ -386,76 +382,8 @@ data "aws_iam_policy_document" "private_api" {
 }
 
 # ---------------------------------------------------------------------------------------------------------------
-# IAM
+# IAM: the task role's permissions (the roles themselves are the ecs_service module's)
 # ---------------------------------------------------------------------------------------------------------------
-
-data "aws_iam_policy_document" "ecs_tasks_assume" {
-  statement {
-    actions = ["sts:AssumeRole"]
-
-    principals {
-      type        = "Service"
-      identifiers = ["ecs-tasks.amazonaws.com"]
-    }
-
-    condition {
-      test     = "StringEquals"
-      variable = "aws:SourceAccount"
-      values   = [local.account_id]
-    }
-
-    condition {
-      test     = "ArnLike"
-      variable = "aws:SourceArn"
-      values   = ["arn:${local.partition}:ecs:${local.region}:${local.account_id}:*"]
-    }
-  }
-}
-
-resource "aws_iam_role" "execution" {
-  name_prefix        = "${var.name}-gw-exec-"
-  assume_role_policy = data.aws_iam_policy_document.ecs_tasks_assume.json
-  tags               = var.tags
-}
-
-data "aws_iam_policy_document" "execution" {
-  # GetAuthorizationToken has no resource-level permissions: AWS requires "*".
-  statement {
-    sid       = "EcrToken"
-    actions   = ["ecr:GetAuthorizationToken"]
-    resources = ["*"]
-  }
-
-  statement {
-    sid       = "PullImage"
-    actions   = ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"]
-    resources = var.ecr_repository_arns
-  }
-
-  statement {
-    sid       = "ContainerLogs"
-    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
-    resources = ["${aws_cloudwatch_log_group.gateway.arn}:log-stream:*"]
-  }
-
-  statement {
-    sid       = "ContainerSecrets"
-    actions   = ["ssm:GetParameters"]
-    resources = values(local.secrets)
-  }
-}
-
-resource "aws_iam_role_policy" "execution" {
-  name   = "start-gateway-tasks"
-  role   = aws_iam_role.execution.id
-  policy = data.aws_iam_policy_document.execution.json
-}
-
-resource "aws_iam_role" "task" {
-  name_prefix        = "${var.name}-gw-task-"
-  assume_role_policy = data.aws_iam_policy_document.ecs_tasks_assume.json
-  tags               = var.tags
-}
 
 data "aws_iam_policy_document" "task" {
   # The truststore bundle and the CRLs, by version (the gateway reloads on a new version): those two prefixes only,
@@ -491,14 +419,8 @@ data "aws_iam_policy_document" "task" {
   }
 }
 
-resource "aws_iam_role_policy" "task" {
-  name   = "run-gateway"
-  role   = aws_iam_role.task.id
-  policy = data.aws_iam_policy_document.task.json
-}
-
 # ---------------------------------------------------------------------------------------------------------------
-# Task definition, NLB, service, autoscaling
+# Task definition, NLB, and the service (ecs_service module)
 # ---------------------------------------------------------------------------------------------------------------
 
 resource "aws_ecs_task_definition" "this" {
@@ -507,8 +429,8 @@ resource "aws_ecs_task_definition" "this" {
   network_mode             = "awsvpc"
   cpu                      = var.task_cpu
   memory                   = var.task_memory
-  execution_role_arn       = aws_iam_role.execution.arn
-  task_role_arn            = aws_iam_role.task.arn
+  execution_role_arn       = module.ecs_service.execution_role_arn
+  task_role_arn            = module.ecs_service.task_role_arn
   container_definitions    = jsonencode(local.container_definitions)
   tags                     = var.tags
 
@@ -579,69 +501,66 @@ resource "aws_lb_listener" "this" {
   }
 }
 
-resource "aws_ecs_service" "this" {
-  name                               = "${var.name}-gateway"
-  cluster                            = var.cluster_arn
-  task_definition                    = aws_ecs_task_definition.this.arn
-  desired_count                      = var.autoscaling.min_capacity
-  launch_type                        = "FARGATE"
-  platform_version                   = "LATEST"
-  deployment_minimum_healthy_percent = 100
-  deployment_maximum_percent         = 200
-  health_check_grace_period_seconds  = var.health_check_grace_period_seconds
-  enable_ecs_managed_tags            = true
-  propagate_tags                     = "SERVICE"
-  enable_execute_command             = false
-  tags                               = var.tags
+# The service, its autoscaling (target tracking on CPU: TLS handshakes, the server key's RSA operation in the HSM, and
+# forwarding are CPU-bound on the gateway's side) and its two roles, run the way the proxy's are.
+module "ecs_service" {
+  source = "../ecs_service"
 
-  deployment_circuit_breaker {
-    enable   = true
-    rollback = true
-  }
-
-  network_configuration {
-    subnets          = var.private_subnet_ids
-    security_groups  = [aws_security_group.tasks.id]
-    assign_public_ip = false
-  }
-
-  load_balancer {
-    target_group_arn = aws_lb_target_group.this.arn
-    container_name   = local.container
-    container_port   = var.container_port
-  }
-
-  # Application Auto Scaling owns the task count after creation.
-  lifecycle {
-    ignore_changes = [desired_count]
-  }
-
-  depends_on = [aws_lb_listener.this, aws_iam_role_policy.task]
+  name                              = "${var.name}-gateway"
+  role_name_prefix                  = "${var.name}-gw"
+  cluster_arn                       = var.cluster_arn
+  cluster_name                      = var.cluster_name
+  task_definition_arn               = aws_ecs_task_definition.this.arn
+  container_name                    = local.container
+  container_port                    = var.container_port
+  target_group_arn                  = aws_lb_target_group.this.arn
+  subnet_ids                        = var.private_subnet_ids
+  security_group_ids                = [aws_security_group.tasks.id]
+  health_check_grace_period_seconds = var.health_check_grace_period_seconds
+  autoscaling                       = var.autoscaling
+  ecr_repository_arns               = var.ecr_repository_arns
+  log_group_arns                    = [aws_cloudwatch_log_group.gateway.arn]
+  container_secret_arns             = values(local.secrets)
+  execution_policy_name             = "start-gateway-tasks"
+  task_policy_name                  = "run-gateway"
+  task_policy_json                  = data.aws_iam_policy_document.task.json
+  service_depends_on                = [aws_lb_listener.this.arn]
+  tags                              = var.tags
 }
 
-resource "aws_appautoscaling_target" "this" {
-  service_namespace  = "ecs"
-  scalable_dimension = "ecs:service:DesiredCount"
-  resource_id        = "service/${var.cluster_name}/${aws_ecs_service.this.name}"
-  min_capacity       = var.autoscaling.min_capacity
-  max_capacity       = var.autoscaling.max_capacity
+# Where these resources were before the ecs_service module: Terraform moves them in the state instead of destroying
+# and re-creating them (a replaced service or role would be an outage).
+moved {
+  from = aws_iam_role.execution
+  to   = module.ecs_service.aws_iam_role.execution
 }
 
-# TLS handshakes (the server key's RSA operation in the HSM) and forwarding are CPU-bound on the gateway's side.
-resource "aws_appautoscaling_policy" "cpu" {
-  name               = "${var.name}-gateway-cpu"
-  policy_type        = "TargetTrackingScaling"
-  service_namespace  = aws_appautoscaling_target.this.service_namespace
-  scalable_dimension = aws_appautoscaling_target.this.scalable_dimension
-  resource_id        = aws_appautoscaling_target.this.resource_id
+moved {
+  from = aws_iam_role_policy.execution
+  to   = module.ecs_service.aws_iam_role_policy.execution
+}
 
-  target_tracking_scaling_policy_configuration {
-    target_value       = var.autoscaling.cpu_target_percent
-    scale_in_cooldown  = var.autoscaling.scale_in_cooldown_seconds
-    scale_out_cooldown = var.autoscaling.scale_out_cooldown_seconds
+moved {
+  from = aws_iam_role.task
+  to   = module.ecs_service.aws_iam_role.task
+}
 
-    predefined_metric_specification {
-      predefined_metric_type = "ECSServiceAverageCPUUtilization"
-    }
-  }
+moved {
+  from = aws_iam_role_policy.task
+  to   = module.ecs_service.aws_iam_role_policy.task
+}
+
+moved {
+  from = aws_ecs_service.this
+  to   = module.ecs_service.aws_ecs_service.this
+}
+
+moved {
+  from = aws_appautoscaling_target.this
+  to   = module.ecs_service.aws_appautoscaling_target.this
+}
+
+moved {
+  from = aws_appautoscaling_policy.cpu
+  to   = module.ecs_service.aws_appautoscaling_policy.cpu
 }

@@ -1,6 +1,6 @@
 output "service_name" {
   description = "ECS service of the gateway"
-  value       = aws_ecs_service.this.name
+  value       = module.ecs_service.service_name
 }
 
 output "nlb_dns_name" {
@@ -20,7 +20,7 @@ output "target_group_arn_suffix" {
 
 output "task_role_arn" {
   description = "Task role of the gateway"
-  value       = aws_iam_role.task.arn
+  value       = module.ecs_service.task_role_arn
 }
 
 output "security_group_id" {

@@ -5,7 +5,8 @@
 # - the proxy's Prometheus metrics scraped by the CloudWatch agent sidecar (dimension service): HSM errors, audit
 #   backlog and spool, ICOM in-flight/queue;
 # - AWS metrics: NLB healthy and unhealthy targets, CloudHSM health, Firehose delivery freshness, ECS utilisation;
-#   with signer = "kms", the account's KMS RSA request rate against its quota (AWS/Usage).
+#   with signer = "kms", the account's KMS RSA request rate against its quota (AWS/Usage). The KMS Sign latency is
+#   the proxy's own, from its EMF records (KMS publishes none per key).
 #
 # var.signer: the HSM alarms exist with "cloudhsm" only, the KMS alarms with "kms" only.
 
@@ -251,7 +252,7 @@ resource "aws_cloudwatch_metric_alarm" "kms_errors" {
 # (aws cloudwatch list-metrics --namespace AWS/Usage --dimensions Name=Service,Value=KMS) before relying on it.
 # SERVICE_QUOTA() returns the applied quota (per second), so a granted increase moves the threshold with it. The
 # per-minute sum divided by 60 is an average: a burst above the quota inside one minute shows in kms_throttles.
-# KMS publishes no per-key Sign latency to CloudWatch; latency is the proxy's (docs/operations.md).
+# KMS publishes no per-key Sign latency to CloudWatch; latency is the proxy's (kms_sign_latency_p99 below).
 resource "aws_cloudwatch_metric_alarm" "kms_rsa_quota_usage" {
   count = local.kms ? 1 : 0
 
@@ -284,6 +285,32 @@ resource "aws_cloudwatch_metric_alarm" "kms_rsa_quota_usage" {
     expression  = "100 * (calls / 60) / SERVICE_QUOTA(calls)"
     return_data = true
   }
+}
+
+# KMS answering slowly, before it costs anything: the time of every Sign call (EMF KmsSignLatency, each call a
+# sample, src/plugins/emf.ts), p99 across the tasks. A task keeps at most 63 Sign calls in flight (its KMS client's
+# sockets less one, src/kms/client.ts), so at the default 150 signs/s per task a Sign slower than about 420 ms makes
+# signatures wait, and those that wait past PIXPROXY_KMS_QUEUE_TIMEOUT_MS are refused NOT SENT
+# (PIXPROXY_ERR_KMS_CONNECTIONS_BUSY, in kms_errors). The default threshold sits well above a healthy in-Region Sign
+# (tens of ms) and below that knee.
+resource "aws_cloudwatch_metric_alarm" "kms_sign_latency_p99" {
+  count = local.kms ? 1 : 0
+
+  alarm_name          = "${var.service_name}-kms-sign-latency-p99"
+  alarm_description   = "p99 of the proxy's Sign calls to KMS is above ${var.thresholds.kms_sign_p99_ms} ms (KMS slow, or the path to it: the KMS VPC endpoint). Past about 420 ms a task's 63 calls in flight no longer carry 150 signs/s, and waiting signatures are refused NOT SENT. Runbook: docs/operations.md#alarms"
+  namespace           = local.ns
+  metric_name         = local.m.kms_sign_latency
+  dimensions          = local.service_dimension
+  extended_statistic  = "p99"
+  period              = 60
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = var.thresholds.kms_sign_p99_ms
+  evaluation_periods  = 5
+  datapoints_to_alarm = 3
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.common.alarm_actions
+  ok_actions          = local.common.ok_actions
+  tags                = var.tags
 }
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -474,6 +501,7 @@ locals {
     kms = [
       [local.ns, "pixproxy_errors_total", "service", var.service_name, "error_class", "kms", { stat = "Sum", label = "KMS errors" }],
       [local.ns, "pixproxy_errors_total", "service", var.service_name, "code", "PIXPROXY_ERR_KMS_THROTTLED", { stat = "Sum", label = "KMS throttles" }],
+      [local.ns, local.m.kms_sign_latency, "service", var.service_name, { stat = "p99", label = "KMS Sign p99 (ms)" }],
       ["AWS/Usage", "CallCount", "Service", "KMS", "Type", "API", "Resource", "CryptographicOperationsRsa", "Class", "None", { stat = "Sum", label = "account RSA requests per minute", yAxis = "right" }],
     ]
   }
@@ -600,6 +628,7 @@ resource "aws_cloudwatch_dashboard" "this" {
             aws_cloudwatch_metric_alarm.kms_throttles[*].arn,
             aws_cloudwatch_metric_alarm.kms_errors[*].arn,
             aws_cloudwatch_metric_alarm.kms_rsa_quota_usage[*].arn,
+            aws_cloudwatch_metric_alarm.kms_sign_latency_p99[*].arn,
           )
         }
       },

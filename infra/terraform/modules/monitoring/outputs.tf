@@ -19,6 +19,7 @@ output "alarm_arns" {
     { for a in aws_cloudwatch_metric_alarm.kms_throttles : "kms_throttles" => a.arn },
     { for a in aws_cloudwatch_metric_alarm.kms_errors : "kms_errors" => a.arn },
     { for a in aws_cloudwatch_metric_alarm.kms_rsa_quota_usage : "kms_rsa_quota_usage" => a.arn },
+    { for a in aws_cloudwatch_metric_alarm.kms_sign_latency_p99 : "kms_sign_latency_p99" => a.arn },
   )
 }
 

@@ -14,13 +14,14 @@ variable "metric_namespace" {
 }
 
 variable "request_metric_names" {
-  description = "Names of the request metrics the proxy writes as EMF, in metric_namespace with dimension service = service_name (service module output request_metric_names)"
+  description = "Names of the metrics the proxy writes as EMF, in metric_namespace with dimension service = service_name (service module output request_metric_names): the request metrics, and kms_sign_latency (every KMS Sign call, with signer = \"kms\")"
   type = object({
     latency           = string
     requests          = string
     outcome_unknown   = string
     signature_invalid = string
     responses_5xx     = string
+    kms_sign_latency  = string
   })
 }
 
@@ -83,6 +84,7 @@ variable "thresholds" {
     kms_throttles_per_minute   = optional(number, 0)
     kms_errors_per_minute      = optional(number, 0)
     kms_quota_usage_percent    = optional(number, 70)
+    kms_sign_p99_ms            = optional(number, 250)
   })
   default = {}
 }

@@ -25,14 +25,10 @@
 #   no HSM setting, no CloudHSM client configuration and no PIN; the key policy (kms_signer module) is what lets the
 #   task role sign.
 
-data "aws_caller_identity" "current" {}
-data "aws_partition" "current" {}
 data "aws_region" "current" {}
 
 locals {
-  region     = data.aws_region.current.name
-  account_id = data.aws_caller_identity.current.account_id
-  partition  = data.aws_partition.current.partition
+  region = data.aws_region.current.name
 
   metric_namespace = coalesce(var.metric_namespace, "PixProxy/${var.name}")
 
@@ -329,6 +325,8 @@ locals {
     outcome_unknown   = "OutcomeUnknown"
     signature_invalid = "SignatureInvalid"
     responses_5xx     = "Responses5xx"
+    # Only with the signing key in KMS: every Sign call's time (ms), by service, in records of its own.
+    kms_sign_latency = "KmsSignLatency"
   }
 }
 
@@ -485,7 +483,7 @@ data "aws_iam_policy_document" "efs" {
 
     principals {
       type        = "AWS"
-      identifiers = [aws_iam_role.task.arn]
+      identifiers = [module.ecs_service.task_role_arn]
     }
 
     condition {
@@ -502,76 +500,8 @@ resource "aws_efs_file_system_policy" "spool" {
 }
 
 # ---------------------------------------------------------------------------------------------------------------
-# IAM: execution role (ECS agent: image, logs, container secrets) and task role (the proxy and its sidecars)
+# IAM: what the task role may do (the proxy and its sidecars); the roles are the ecs_service module's
 # ---------------------------------------------------------------------------------------------------------------
-
-data "aws_iam_policy_document" "ecs_tasks_assume" {
-  statement {
-    actions = ["sts:AssumeRole"]
-
-    principals {
-      type        = "Service"
-      identifiers = ["ecs-tasks.amazonaws.com"]
-    }
-
-    condition {
-      test     = "StringEquals"
-      variable = "aws:SourceAccount"
-      values   = [local.account_id]
-    }
-
-    condition {
-      test     = "ArnLike"
-      variable = "aws:SourceArn"
-      values   = ["arn:${local.partition}:ecs:${local.region}:${local.account_id}:*"]
-    }
-  }
-}
-
-resource "aws_iam_role" "execution" {
-  name_prefix        = "${var.name}-exec-"
-  assume_role_policy = data.aws_iam_policy_document.ecs_tasks_assume.json
-  tags               = var.tags
-}
-
-data "aws_iam_policy_document" "execution" {
-  # GetAuthorizationToken has no resource-level permissions: AWS requires "*".
-  statement {
-    sid       = "EcrToken"
-    actions   = ["ecr:GetAuthorizationToken"]
-    resources = ["*"]
-  }
-
-  statement {
-    sid       = "PullImages"
-    actions   = ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"]
-    resources = var.ecr_repository_arns
-  }
-
-  statement {
-    sid       = "ContainerLogs"
-    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
-    resources = ["${aws_cloudwatch_log_group.proxy.arn}:log-stream:*", "${aws_cloudwatch_log_group.sidecars.arn}:log-stream:*"]
-  }
-
-  statement {
-    sid       = "ContainerSecrets"
-    actions   = ["ssm:GetParameters"]
-    resources = concat(values(local.proxy_secrets), [aws_ssm_parameter.cloudwatch_agent_config.arn, aws_ssm_parameter.prometheus_scrape_config.arn])
-  }
-}
-
-resource "aws_iam_role_policy" "execution" {
-  name   = "start-tasks"
-  role   = aws_iam_role.execution.id
-  policy = data.aws_iam_policy_document.execution.json
-}
-
-resource "aws_iam_role" "task" {
-  name_prefix        = "${var.name}-task-"
-  assume_role_policy = data.aws_iam_policy_document.ecs_tasks_assume.json
-  tags               = var.tags
-}
 
 data "aws_iam_policy_document" "task" {
   # Settings: GetParametersByPath on the path (the proxy sends it without the trailing slash) and its parameters.
@@ -626,12 +556,6 @@ data "aws_iam_policy_document" "task" {
   }
 }
 
-resource "aws_iam_role_policy" "task" {
-  name   = "run-proxy"
-  role   = aws_iam_role.task.id
-  policy = data.aws_iam_policy_document.task.json
-}
-
 # ---------------------------------------------------------------------------------------------------------------
 # Task definition
 # ---------------------------------------------------------------------------------------------------------------
@@ -642,8 +566,8 @@ resource "aws_ecs_task_definition" "this" {
   network_mode             = "awsvpc"
   cpu                      = var.task_cpu
   memory                   = var.task_memory
-  execution_role_arn       = aws_iam_role.execution.arn
-  task_role_arn            = aws_iam_role.task.arn
+  execution_role_arn       = module.ecs_service.execution_role_arn
+  task_role_arn            = module.ecs_service.task_role_arn
   container_definitions    = jsonencode(local.container_definitions)
   tags                     = var.tags
 
@@ -819,70 +743,69 @@ resource "aws_lb_listener" "this" {
 # Service and autoscaling
 # ---------------------------------------------------------------------------------------------------------------
 
-resource "aws_ecs_service" "this" {
-  name                               = var.name
-  cluster                            = aws_ecs_cluster.this.id
-  task_definition                    = aws_ecs_task_definition.this.arn
-  desired_count                      = var.autoscaling.min_capacity
-  launch_type                        = "FARGATE"
-  platform_version                   = "LATEST"
-  deployment_minimum_healthy_percent = 100
-  deployment_maximum_percent         = 200
-  health_check_grace_period_seconds  = var.health_check_grace_period_seconds
-  enable_ecs_managed_tags            = true
-  propagate_tags                     = "SERVICE"
-  enable_execute_command             = false
-  tags                               = var.tags
+# The service, its CPU target tracking and its two roles (ecs_service module, as the gateway's); the requests-per-task
+# policy below is the proxy's own.
+module "ecs_service" {
+  source = "../ecs_service"
 
-  deployment_circuit_breaker {
-    enable   = true
-    rollback = true
-  }
-
-  network_configuration {
-    subnets          = var.private_subnet_ids
-    security_groups  = [var.task_security_group_id]
-    assign_public_ip = false
-  }
-
-  load_balancer {
-    target_group_arn = aws_lb_target_group.this.arn
-    container_name   = local.proxy_container
-    container_port   = var.container_port
-  }
-
-  # Application Auto Scaling owns the task count after creation.
-  lifecycle {
-    ignore_changes = [desired_count]
-  }
-
-  depends_on = [aws_lb_listener.this, aws_iam_role_policy.task, aws_efs_mount_target.spool]
+  name                              = var.name
+  role_name_prefix                  = var.name
+  cluster_arn                       = aws_ecs_cluster.this.id
+  cluster_name                      = aws_ecs_cluster.this.name
+  task_definition_arn               = aws_ecs_task_definition.this.arn
+  container_name                    = local.proxy_container
+  container_port                    = var.container_port
+  target_group_arn                  = aws_lb_target_group.this.arn
+  subnet_ids                        = var.private_subnet_ids
+  security_group_ids                = [var.task_security_group_id]
+  health_check_grace_period_seconds = var.health_check_grace_period_seconds
+  autoscaling                       = var.autoscaling
+  ecr_repository_arns               = var.ecr_repository_arns
+  log_group_arns                    = [aws_cloudwatch_log_group.proxy.arn, aws_cloudwatch_log_group.sidecars.arn]
+  container_secret_arns             = concat(values(local.proxy_secrets), [aws_ssm_parameter.cloudwatch_agent_config.arn, aws_ssm_parameter.prometheus_scrape_config.arn])
+  execution_policy_name             = "start-tasks"
+  task_policy_name                  = "run-proxy"
+  task_policy_json                  = data.aws_iam_policy_document.task.json
+  # Tasks start with the spool mountable in every subnet.
+  service_depends_on = [aws_lb_listener.this.arn, aws_efs_mount_target.spool[*].id]
+  tags               = var.tags
 }
 
-resource "aws_appautoscaling_target" "this" {
-  service_namespace  = "ecs"
-  scalable_dimension = "ecs:service:DesiredCount"
-  resource_id        = "service/${aws_ecs_cluster.this.name}/${aws_ecs_service.this.name}"
-  min_capacity       = var.autoscaling.min_capacity
-  max_capacity       = var.autoscaling.max_capacity
+# Where these resources were before the ecs_service module: Terraform moves them in the state instead of destroying
+# and re-creating them (a replaced service or role would be an outage).
+moved {
+  from = aws_iam_role.execution
+  to   = module.ecs_service.aws_iam_role.execution
 }
 
-resource "aws_appautoscaling_policy" "cpu" {
-  name               = "${var.name}-cpu"
-  policy_type        = "TargetTrackingScaling"
-  service_namespace  = aws_appautoscaling_target.this.service_namespace
-  scalable_dimension = aws_appautoscaling_target.this.scalable_dimension
-  resource_id        = aws_appautoscaling_target.this.resource_id
+moved {
+  from = aws_iam_role_policy.execution
+  to   = module.ecs_service.aws_iam_role_policy.execution
+}
 
-  target_tracking_scaling_policy_configuration {
-    target_value       = var.autoscaling.cpu_target_percent
-    scale_in_cooldown  = var.autoscaling.scale_in_cooldown_seconds
-    scale_out_cooldown = var.autoscaling.scale_out_cooldown_seconds
+moved {
+  from = aws_iam_role.task
+  to   = module.ecs_service.aws_iam_role.task
+}
 
-    predefined_metric_specification {
-      predefined_metric_type = "ECSServiceAverageCPUUtilization"
-    }
-  }
+moved {
+  from = aws_iam_role_policy.task
+  to   = module.ecs_service.aws_iam_role_policy.task
+}
+
+moved {
+  from = aws_ecs_service.this
+  to   = module.ecs_service.aws_ecs_service.this
+}
+
+moved {
+  from = aws_appautoscaling_target.this
+  to   = module.ecs_service.aws_appautoscaling_target.this
+}
+
+moved {
+  from = aws_appautoscaling_policy.cpu
+  to   = module.ecs_service.aws_appautoscaling_policy.cpu
 }
 
 # Requests per task per minute. ALBRequestCountPerTarget exists only for ALBs; behind an NLB the request count comes
@@ -890,9 +813,9 @@ resource "aws_appautoscaling_policy" "cpu" {
 resource "aws_appautoscaling_policy" "requests" {
   name               = "${var.name}-requests"
   policy_type        = "TargetTrackingScaling"
-  service_namespace  = aws_appautoscaling_target.this.service_namespace
-  scalable_dimension = aws_appautoscaling_target.this.scalable_dimension
-  resource_id        = aws_appautoscaling_target.this.resource_id
+  service_namespace  = module.ecs_service.autoscaling_service_namespace
+  scalable_dimension = module.ecs_service.autoscaling_scalable_dimension
+  resource_id        = module.ecs_service.autoscaling_resource_id
 
   target_tracking_scaling_policy_configuration {
     target_value       = var.autoscaling.requests_per_task_per_minute
@@ -939,7 +862,7 @@ resource "aws_appautoscaling_policy" "requests" {
 
             dimensions {
               name  = "ServiceName"
-              value = aws_ecs_service.this.name
+              value = module.ecs_service.service_name
             }
           }
         }

@@ -10,7 +10,7 @@ output "cluster_arn" {
 
 output "service_name" {
   description = "ECS service"
-  value       = aws_ecs_service.this.name
+  value       = module.ecs_service.service_name
 }
 
 output "task_definition_arn" {
@@ -20,12 +20,12 @@ output "task_definition_arn" {
 
 output "task_role_arn" {
   description = "Task role of the proxy and its sidecars"
-  value       = aws_iam_role.task.arn
+  value       = module.ecs_service.task_role_arn
 }
 
 output "execution_role_arn" {
   description = "Execution role (image pulls, logs, container secrets)"
-  value       = aws_iam_role.execution.arn
+  value       = module.ecs_service.execution_role_arn
 }
 
 output "nlb_arn" {
@@ -64,7 +64,7 @@ output "metric_namespace" {
 }
 
 output "request_metric_names" {
-  description = "Request metrics the proxy writes as EMF (namespace metric_namespace, dimension service = service_name): latency (ms), requests, outcome_unknown, signature_invalid, responses_5xx"
+  description = "Metrics the proxy writes as EMF (namespace metric_namespace, dimension service = service_name): per request latency (ms), requests, outcome_unknown, signature_invalid, responses_5xx; with signer = \"kms\" kms_sign_latency (ms, every Sign call)"
   value       = local.emf_metrics
 }
 
