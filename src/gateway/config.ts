@@ -40,6 +40,8 @@ export const GatewayConfigSchema = Type.Object({
   PIXGW_CRL_STALE_POLICY: Type.Union([Type.Literal('fail-closed'), Type.Literal('fail-open')], { description: 'What a CRL past its nextUpdate does: fail-closed refuses every client that CRL covers; fail-open accepts them with a warning (a certificate the stale CRL lists stays refused)', default: 'fail-closed' }),
   PIXGW_RELOAD_INTERVAL_MS: Int('How often the truststore and CRLs are re-read (also on SIGHUP, and when a CRL reaches its nextUpdate); 0 = only on SIGHUP and at nextUpdate', 0, 86_400_000, 300_000),
 
+  PIXGW_MAX_CONNECTION_AGE_MS: Int('Longest life of a client connection: it is then closed after its request in flight (each connection at a random point of the last tenth, so that connections opened together do not all reconnect together); 0 = no limit', 0, 604_800_000, 3_600_000),
+
   PIXGW_BACKEND_URL: Str('Origin the accepted requests are forwarded to (a private API Gateway through its VPC endpoint)', { pattern: '^https?://[^/?#]+/?$' }),
   PIXGW_BACKEND_CA_FILE: Type.Optional(Str('PEM CA bundle trusted for the backend\'s TLS (unset: the system roots)')),
   PIXGW_BACKEND_CONNECTIONS: Int('Keep-alive connections to the backend', 1, 1024, 64),
@@ -78,6 +80,8 @@ export interface GatewayConfig {
   readonly s3ForcePathStyle: boolean
   readonly crlStalePolicy: 'fail-closed' | 'fail-open'
   readonly reloadIntervalMs: number
+  /** 0 = no limit. */
+  readonly maxConnectionAgeMs: number
   readonly backend: { readonly url: string, readonly caFile: string | null, readonly connections: number, readonly connectTimeoutMs: number, readonly timeoutMs: number }
   readonly clientCertHeader: string
   readonly routes: readonly RoutePattern[]
@@ -179,6 +183,7 @@ export function loadGatewayConfig (source: Readonly<Record<string, string | unde
     s3ForcePathStyle: f.PIXGW_S3_FORCE_PATH_STYLE === 'true',
     crlStalePolicy: f.PIXGW_CRL_STALE_POLICY,
     reloadIntervalMs: f.PIXGW_RELOAD_INTERVAL_MS,
+    maxConnectionAgeMs: f.PIXGW_MAX_CONNECTION_AGE_MS,
     backend: {
       url: f.PIXGW_BACKEND_URL.replace(/\/$/, ''),
       caFile: set(f.PIXGW_BACKEND_CA_FILE),

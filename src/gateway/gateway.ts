@@ -38,8 +38,8 @@ import type { GatewayMetrics } from './metrics.ts'
 import { matchRoute } from './routes.ts'
 import type { RoutePattern } from './routes.ts'
 import { createSourceReader } from './sources.ts'
-import { clientVerdict, loadTrustMaterial } from './trust.ts'
-import type { TrustMaterial } from './trust.ts'
+import { clientVerdict, connectionVerdict, loadTrustMaterial, peerChain } from './trust.ts'
+import type { ConnectionCloseReason, TrustMaterial } from './trust.ts'
 
 export interface GatewayOptions {
   readonly config: GatewayConfig
@@ -54,6 +54,21 @@ export interface GatewayOptions {
    * first S3 read from the SDK's usual sources (the task role; AWS_ENDPOINT_URL locally), and closed with the gateway.
    */
   readonly s3?: S3Client
+  /**
+   * Arms a connection's max-age timer (PIXGW_MAX_CONNECTION_AGE_MS) and returns its cancel. By default an unref'd
+   * setTimeout; tests pass one they fire themselves, so that a connection's age never races its requests.
+   */
+  readonly connectionTimer?: (ms: number, fire: () => void) => () => void
+}
+
+/** What the 'closing' event carries: a client connection the gateway decided to close, and why. */
+export interface ConnectionClosing {
+  readonly reason: ConnectionCloseReason | 'max_age'
+  readonly detail: string
+  readonly subject: string
+  readonly serial: string
+  /** Requests on it not yet answered: the connection closes after their answers (with `connection: close`). */
+  readonly inFlight: number
 }
 
 export type ReloadResult = 'applied' | 'unchanged' | 'refused'
@@ -66,24 +81,46 @@ export interface Gateway {
   readonly metrics: GatewayMetrics
   /**
    * Emits 'refused' ({ reason, detail }) for every client refused at or right after its handshake, and 'reloaded'
-   * (the ReloadResult) after every reload, whatever started it (interval, nextUpdate, SIGHUP, a call).
+   * (the ReloadResult) after every reload, whatever started it (interval, nextUpdate, SIGHUP, a call), and 'closing'
+   * (ConnectionClosing) when it decides to close a client connection (judged again after a reload, or at max age),
+   * before that connection closes.
    */
   readonly events: EventEmitter
   /** The truststore/CRL material in use. */
   readonly material: TrustMaterial
   /**
-   * Re-reads the server certificate, key, truststore and CRLs; applies them to new handshakes when they load (open
-   * connections keep theirs), keeps the old ones and logs why when they do not. `force` applies even unchanged files.
+   * Re-reads the server certificate, key, truststore and CRLs; applies them to new handshakes when they load, keeps the
+   * old ones and logs why when they do not. `force` applies even unchanged files. Once applied, every open client
+   * connection is judged again against them (connectionVerdict): one whose client a handshake would now refuse is closed,
+   * at once when idle, after its answer when a request is in flight. Resolves after that decision is taken.
    */
   reload (opts?: { force?: boolean }): Promise<ReloadResult>
-  /** Stops accepting, lets requests in flight finish, closes the backend pool. */
+  /** Stops accepting, lets requests in flight finish, waits for every client connection to close, closes the backend pool. */
   close (): Promise<void>
 }
 
-interface ClientState {
+/** A verified client's connection, from its handshake to its socket's 'close'. */
+interface Connection {
+  readonly socket: TLSSocket
   readonly certificate: X509Certificate
+  /** The chain its handshake verified, leaf first: what a reload judges again. */
+  readonly chain: readonly X509Certificate[]
   readonly thumbprint: string
   readonly identity: AssertedIdentity
+  /** Responses not yet ended: the connection is idle when this is empty. */
+  readonly inFlight: Set<ServerResponse>
+  /** Set once the gateway has decided to close it. */
+  closing: { readonly reason: ConnectionCloseReason | 'max_age', readonly detail: string } | null
+  cancelMaxAge: (() => void) | null
+  /** Settles once the socket's 'close' has been handled (the connection forgotten, its timer cleared). */
+  gone: Promise<void>
+}
+
+/** An unref'd setTimeout: a connection's max age never keeps the process alive. */
+function defaultConnectionTimer (ms: number, fire: () => void): () => void {
+  const t = setTimeout(fire, ms)
+  t.unref()
+  return () => clearTimeout(t)
 }
 
 /** A problem+json answer (RFC 9457), as the proxy's http/problem.ts writes them. */
@@ -182,7 +219,8 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
   }
   observeCrls()
 
-  const clients = new WeakMap<TLSSocket, ClientState>()
+  const connections = new Map<TLSSocket, Connection>()
+  const connectionTimer = opts.connectionTimer ?? defaultConnectionTimer
   const events = new EventEmitter()
   const server: HttpsServer = createHttpsServer({
     ...material.options,
@@ -212,8 +250,73 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
       // A certificate OpenSSL accepted but our parser does not: no identity is asserted (never a guess).
       logger.warn({ err, subject: verdict.certificate.subject }, 'client identity unreadable; no identity headers sent')
     }
-    clients.set(socket, { certificate: verdict.certificate, thumbprint: thumbprintS256(verdict.certificate), identity })
+    const conn: Connection = {
+      socket,
+      certificate: verdict.certificate,
+      chain: peerChain(socket.getPeerCertificate(true)),
+      thumbprint: thumbprintS256(verdict.certificate),
+      identity,
+      inFlight: new Set(),
+      closing: null,
+      cancelMaxAge: null,
+      gone: Promise.resolve()
+    }
+    connections.set(socket, conn)
+    metrics.openConnections.inc()
+    // A plain 'close' listener, not events.once: that one rejects on the 'error' a reset connection emits first.
+    conn.gone = new Promise<void>((resolve) => socket.once('close', () => {
+      conn.cancelMaxAge?.()
+      conn.cancelMaxAge = null
+      connections.delete(socket)
+      metrics.openConnections.dec()
+      resolve()
+    }))
+    if (config.maxConnectionAgeMs > 0) {
+      // Somewhere in the last tenth of the maximum: connections opened together (a deploy, a client's restart) do not
+      // all come back for a full handshake, with the server key in the HSM, at the same moment.
+      const ms = Math.ceil(config.maxConnectionAgeMs * (0.9 + 0.1 * Math.random()))
+      conn.cancelMaxAge = connectionTimer(ms, () => { retire(conn, 'max_age', `open longer than PIXGW_MAX_CONNECTION_AGE_MS (${config.maxConnectionAgeMs} ms)`) })
+    }
   })
+
+  /**
+   * Closes a client connection gracefully: at once when it is idle; otherwise each request in flight gets its answer,
+   * with `connection: close` when its headers are not sent yet, and the connection closes after the last one.
+   */
+  const retire = (conn: Connection, reason: ConnectionCloseReason | 'max_age', detail: string): void => {
+    if (conn.closing !== null || conn.socket.destroyed) return
+    conn.closing = { reason, detail }
+    conn.cancelMaxAge?.()
+    conn.cancelMaxAge = null
+    const subject = conn.certificate.subject.replace(/\n/g, ', ')
+    const serial = conn.certificate.serialNumber
+    metrics.connectionsClosed.inc({ reason })
+    logger.warn({ reason, detail, subject, serial, remoteAddress: conn.socket.remoteAddress, inFlight: conn.inFlight.size }, 'client connection closed by the gateway')
+    for (const res of conn.inFlight) {
+      if (!res.headersSent) res.setHeader('connection', 'close')
+    }
+    events.emit('closing', { reason, detail, subject, serial, inFlight: conn.inFlight.size } satisfies ConnectionClosing)
+    // destroySoon: our close_notify and FIN go after whatever is queued, and the socket does not wait for the client's.
+    if (conn.inFlight.size === 0) conn.socket.destroySoon()
+  }
+
+  /** Every open client connection judged again against the material in use (after a reload). */
+  const rejudge = (): void => {
+    const t = now()
+    for (const conn of connections.values()) {
+      if (conn.closing !== null) continue
+      let v: ReturnType<typeof connectionVerdict>
+      try {
+        v = connectionVerdict(conn.chain, material, config.crlStalePolicy, t)
+      } catch (err) {
+        // A chain OpenSSL accepted that core/pki cannot read: it cannot be vouched for again, so it does not stay (a
+        // new handshake is judged by OpenSSL afresh).
+        logger.error({ err, subject: conn.certificate.subject }, 'client connection could not be judged again')
+        v = { keep: false, reason: 'untrusted', detail: `its chain could not be judged again (${(err as Error).message})` }
+      }
+      if (!v.keep) retire(conn, v.reason, v.detail)
+    }
+  }
   server.on('tlsClientError', (err: Error & { code?: string }, socket: TLSSocket) => {
     const reason = handshakeReason(err)
     metrics.handshakeFailures.inc({ reason })
@@ -239,7 +342,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
     const requestId = randomUUID()
     const method = req.method ?? 'GET'
     const target = req.url ?? '/'
-    const client = clients.get(req.socket as TLSSocket)
+    const client = connections.get(req.socket as TLSSocket)
     let route: RoutePattern | null = null
     let errorCode: string | null = null
     let requestBytes = 0
@@ -302,6 +405,12 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
 
     // Defence in depth: a socket without a verdict never reaches the backend.
     if (client === undefined) return problem(Errors.GATEWAY_CLIENT_REFUSED, ['no verified client certificate on this connection'], true)
+    // A request that arrives on a connection being closed: a client no longer acceptable is refused (it never reaches
+    // the backend); one only past its max age is served, on a connection that then closes.
+    if (client.closing !== null) {
+      if (client.closing.reason !== 'max_age') return problem(Errors.GATEWAY_CLIENT_REFUSED, [client.closing.detail], true)
+      res.setHeader('connection', 'close')
+    }
     if (closing) return problem(Errors.GATEWAY_SHUTTING_DOWN, [], true)
     const match = matchRoute(config.routes, method, target)
     if (match.kind === 'none') return problem(Errors.GATEWAY_ROUTE_NOT_ALLOWED, [method, target.split('?')[0]])
@@ -389,6 +498,15 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
     }
   }
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    const conn = connections.get(req.socket as TLSSocket)
+    if (conn !== undefined) {
+      conn.inFlight.add(res)
+      // 'close' follows the answer's end (or the connection's loss): the connection may now be idle, and closing.
+      res.once('close', () => {
+        conn.inFlight.delete(res)
+        if (conn.closing !== null && conn.inFlight.size === 0) conn.socket.destroySoon()
+      })
+    }
     handle(req, res).catch((err: unknown) => {
       logger.error({ err }, 'gateway request failed')
       if (!res.headersSent) sendProblem(res, randomUUID(), Errors.INTERNAL, [])
@@ -416,6 +534,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
     scheduleAtNextUpdate()
     metrics.reloads.inc({ result: 'applied' })
     logger.info({ cas: next.cas.length, crls: next.crls.map((c) => c.source), digest: next.digest }, 'truststore and CRLs reloaded')
+    rejudge()
     return 'applied'
   }
   const reload = async (o: { force?: boolean } = {}): Promise<ReloadResult> => {
@@ -437,7 +556,11 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
     if (due.length === 0) return
     // One second past it, so the CRL in use is already stale by the gateway's clock; setTimeout takes at most 2^31-1.
     const delay = Math.min(Math.min(...due) - t + 1_000, 2 ** 31 - 1)
-    nextUpdateTimer = setTimeout(() => { void reload().finally(scheduleAtNextUpdate) }, delay)
+    nextUpdateTimer = setTimeout(() => {
+      // A CRL has just gone stale whether or not its successor is there: open connections are judged again either way
+      // (under fail-closed, those it alone covers close, as their next handshake would fail).
+      void reload().then((result) => { if (result !== 'applied') rejudge() }).finally(scheduleAtNextUpdate)
+    }, delay)
     nextUpdateTimer.unref()
   }
   scheduleAtNextUpdate()
@@ -497,6 +620,9 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
         const stopped = new Promise<void>((resolve) => server.close(() => resolve()))
         server.closeIdleConnections()
         await stopped
+        // The server's 'close' comes before its sockets' own: wait for those too, so that every connection's timer is
+        // cleared (in its 'close') by the time close() resolves.
+        await Promise.all([...connections.values()].map(async (c) => { await c.gone }))
         await new Promise<void>((resolve) => ops.close(() => resolve()))
         await pool.close()
         sources.close()

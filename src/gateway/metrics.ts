@@ -16,6 +16,13 @@ export interface GatewayMetrics {
   readonly crlStale: Gauge<'crl'>
   /** Truststore/CRL reloads: applied, unchanged, refused. */
   readonly reloads: Counter<'result'>
+  /**
+   * Client connections the gateway closed on its own: revoked, untrusted, expired, no_crl, crl_stale (the client judged
+   * again after a reload) or max_age (PIXGW_MAX_CONNECTION_AGE_MS).
+   */
+  readonly connectionsClosed: Counter<'reason'>
+  /** Client connections open now (verified clients only). */
+  readonly openConnections: Gauge
   /** Reads of the truststore and CRLs: file, fetched (S3 sent the object), not-modified (S3 answered 304), failed. */
   readonly sourceReads: Counter<'result'>
 }
@@ -31,6 +38,8 @@ export function createGatewayMetrics (): GatewayMetrics {
     crlAgeSeconds: new Gauge({ name: 'pixgw_crl_age_seconds', help: 'Seconds since the thisUpdate of each loaded CRL', labelNames: ['crl'] as const, registers: [registry] }),
     crlStale: new Gauge({ name: 'pixgw_crl_stale', help: '1 when a loaded CRL is past its nextUpdate', labelNames: ['crl'] as const, registers: [registry] }),
     reloads: new Counter({ name: 'pixgw_trust_reloads_total', help: 'Truststore and CRL reloads, by result (applied, unchanged, refused)', labelNames: ['result'] as const, registers: [registry] }),
+    connectionsClosed: new Counter({ name: 'pixgw_connections_closed_total', help: 'Client connections closed by the gateway, by reason (revoked, untrusted, expired, no_crl, crl_stale after a reload; max_age)', labelNames: ['reason'] as const, registers: [registry] }),
+    openConnections: new Gauge({ name: 'pixgw_client_connections', help: 'Verified client connections open', registers: [registry] }),
     sourceReads: new Counter({ name: 'pixgw_trust_source_reads_total', help: 'Reads of the truststore and CRLs, by result (file, fetched, not-modified, failed)', labelNames: ['result'] as const, registers: [registry] })
   })
 }

@@ -94,7 +94,7 @@ export async function main (): Promise<void> {
     const e = err as { code?: string, message?: string }
     process.stderr.write(JSON.stringify({ msg: 'shutdown failed', error: e.code ?? null, message: e.message }) + '\n')
   })
-  // Rotation: replace the files, then `kill -HUP <pid>`; open connections keep their context.
+  // Rotation: replace the files, then `kill -HUP <pid>`; open client connections are judged again (docs/gateway.md).
   reloadOnSighup(running, async (gw) => await gw.reload({ force: true }))
   await running
 }

@@ -197,8 +197,11 @@ function purposeProblem (cert: X509Certificate): string | null {
   return null
 }
 
-/** The chain Node verified, leaf first (getPeerCertificate(true) links it through issuerCertificate). */
-function peerChain (peer: PeerCertificate & { issuerCertificate?: PeerCertificate }): X509Certificate[] {
+/**
+ * The chain Node verified, leaf first (getPeerCertificate(true) links it through issuerCertificate, completed from the
+ * truststore the handshake used). The gateway keeps it per connection to judge the client again after a reload.
+ */
+export function peerChain (peer: PeerCertificate & { issuerCertificate?: PeerCertificate }): X509Certificate[] {
   const out: X509Certificate[] = []
   let cur: (PeerCertificate & { issuerCertificate?: PeerCertificate }) | undefined = peer
   while (cur?.raw !== undefined && out.length < 10) {
@@ -273,4 +276,55 @@ export function clientVerdict (
     }
   }
   return { accepted: true, certificate: leaf, warning: `accepted under PIXGW_CRL_STALE_POLICY=fail-open: stale CRL(s) ${stale.map((c) => c.source).join(', ')}` }
+}
+
+/** Why an open connection's client is no longer acceptable (the label of pixgw_connections_closed_total). */
+export type ConnectionCloseReason = 'revoked' | 'untrusted' | 'expired' | 'no_crl' | 'crl_stale'
+
+export type ConnectionVerdict =
+  | { readonly keep: true }
+  | { readonly keep: false, readonly reason: ConnectionCloseReason, readonly detail: string }
+
+/**
+ * The client of an open connection judged again against `material` (new truststore and CRLs after a reload), from the
+ * chain its handshake verified: what a handshake now would refuse, the connection must not keep. OpenSSL cannot be
+ * asked again about an established connection, so this is the JS side of what it checks, restricted to what can change
+ * after the handshake (the purpose and signatures of a certificate cannot):
+ * - every certificate of the chain still in its validity (`expired`);
+ * - the chain still reaches a CA of the truststore, each signature verifying (`untrusted`);
+ * - no certificate of the chain is listed by a CRL of its issuer (`revoked`);
+ * - every certificate below a self-signed root is covered by a CRL of its issuer, as OpenSSL's CRL_CHECK_ALL asks
+ *   (`no_crl`), and under fail-closed at least one of those CRLs is not past its nextUpdate (`crl_stale`).
+ * Matching a CRL to a certificate by issuer name, as the fail-open path of `clientVerdict` does: a CRL that only shares
+ * a name can close a connection, never keep one open.
+ */
+export function connectionVerdict (
+  chain: readonly X509Certificate[],
+  material: Pick<TrustMaterial, 'crls' | 'cas'>,
+  policy: 'fail-closed' | 'fail-open',
+  now: Date
+): ConnectionVerdict {
+  const name = (c: X509Certificate): string => c.subject.replace(/\n/g, ', ')
+  if (chain.length === 0) return { keep: false, reason: 'untrusted', detail: 'no certificate chain was recorded for this connection' }
+  for (const cert of chain) {
+    if (now < new Date(cert.validFrom) || now > new Date(cert.validTo)) return { keep: false, reason: 'expired', detail: `${name(cert)}: outside its validity` }
+  }
+  const broken = chainProblem(chain, material.cas, now)
+  if (broken !== null) return { keep: false, reason: 'untrusted', detail: broken }
+  const covered: Array<{ cert: X509Certificate, crls: CrlInfo[] }> = []
+  for (const cert of chain) {
+    const { issuer, serial } = parseCertificate(cert.raw)
+    const crls = material.crls.filter((crl) => dnEquals(crl.issuerDn, issuer))
+    const listing = crls.find((crl) => crl.revokedSerials.has(serial))
+    if (listing !== undefined) return { keep: false, reason: 'revoked', detail: `${name(cert)} is listed by ${listing.source}` }
+    // A self-signed root is the anchor: no CRL has to cover it.
+    if (!cert.checkIssued(cert)) covered.push({ cert, crls })
+  }
+  for (const { cert, crls } of covered) {
+    if (crls.length === 0) return { keep: false, reason: 'no_crl', detail: `no CRL of ${cert.issuer.replace(/\n/g, ', ')} (the issuer of ${name(cert)}) is loaded` }
+    if (policy === 'fail-closed' && crls.every((crl) => crlIsStale(crl, now))) {
+      return { keep: false, reason: 'crl_stale', detail: `every CRL covering ${name(cert)} is past its nextUpdate (${crls.map((c) => c.source).join(', ')}; PIXGW_CRL_STALE_POLICY=fail-closed)` }
+    }
+  }
+  return { keep: true }
 }

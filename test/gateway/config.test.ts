@@ -44,6 +44,15 @@ t.test('the audit trail\'s settings: defaults, values, refusals', async (t) => {
   t.match(err?.message, /PIXGW_AUDIT_SPOOL_MAX_BYTES/, 'a spool too small to be one')
 })
 
+t.test('PIXGW_MAX_CONNECTION_AGE_MS: an hour by default, 0 = no limit, at most a week', async (t) => {
+  t.equal(loadGatewayConfig(BASE).maxConnectionAgeMs, 3_600_000)
+  t.equal(loadGatewayConfig({ ...BASE, PIXGW_MAX_CONNECTION_AGE_MS: '0' }).maxConnectionAgeMs, 0)
+  t.equal(loadGatewayConfig({ ...BASE, PIXGW_MAX_CONNECTION_AGE_MS: '900000' }).maxConnectionAgeMs, 900_000)
+  for (const bad of ['-1', '604800001', 'hour']) {
+    t.throws(() => loadGatewayConfig({ ...BASE, PIXGW_MAX_CONNECTION_AGE_MS: bad }), { code: Errors.CONFIG_INVALID.code, message: /PIXGW_MAX_CONNECTION_AGE_MS/ }, `${bad} refused`)
+  }
+})
+
 t.test('every problem at once, with CONFIG_INVALID', async (t) => {
   const err = (src: Record<string, string | undefined>): string => {
     try {

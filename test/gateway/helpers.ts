@@ -7,7 +7,7 @@ import { createServer } from 'node:https'
 import type { IncomingHttpHeaders } from 'node:http'
 import { request } from 'node:https'
 import type { Agent, RequestOptions } from 'node:https'
-import type { AddressInfo } from 'node:net'
+import type { AddressInfo, Socket } from 'node:net'
 import { dirname, join } from 'node:path'
 import type { SecureVersion } from 'node:tls'
 import pino from 'pino'
@@ -97,7 +97,8 @@ export interface ClientOptions {
 }
 
 export type Attempt =
-  | { readonly ok: true, readonly status: number, readonly headers: IncomingHttpHeaders, readonly body: string, readonly reusedSocket: boolean }
+  /** `socket`: the connection it went over (a keep-alive Agent's, still open unless the answer closed it). */
+  | { readonly ok: true, readonly status: number, readonly headers: IncomingHttpHeaders, readonly body: string, readonly reusedSocket: boolean, readonly socket: Socket }
   | { readonly ok: false, readonly code: string }
 
 /** One request; resolves with the answer or the client-side error code (never rejects). */
@@ -121,10 +122,20 @@ export async function attempt (url: string, pki: GatewayPki, o: ClientOptions = 
     } as RequestOptions, (res) => {
       const chunks: Buffer[] = []
       res.on('data', (c: Buffer) => chunks.push(c))
-      res.on('end', () => resolve({ ok: true, status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString('utf8'), reusedSocket: req.reusedSocket }))
+      res.on('end', () => {
+        const answer = { ok: true as const, status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString('utf8'), reusedSocket: req.reusedSocket }
+        // Not enumerable: tests print answers with JSON.stringify, and a socket is circular.
+        resolve(Object.defineProperty(answer, 'socket', { value: req.socket, enumerable: false }) as typeof answer & { socket: Socket })
+      })
       res.on('error', (err: Error & { code?: string }) => resolve({ ok: false, code: err.code ?? err.message }))
     })
     req.on('error', (err: Error & { code?: string }) => resolve({ ok: false, code: err.code ?? err.message }))
     req.end(o.body)
   })
+}
+
+/** Resolves when the socket has closed (at once if it already has). */
+export async function closed (socket: Socket): Promise<void> {
+  if (socket.closed) return
+  await once(socket, 'close')
 }
