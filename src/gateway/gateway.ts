@@ -242,6 +242,23 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
       events.emit('refused', { reason: verdict.reason, detail: verdict.detail })
       return
     }
+    // OpenSSL judged the handshake with the context the connection started under: a reload applied while it was in
+    // progress (a client can hold a handshake open for up to the handshake timeout) revokes nothing for it. The chain
+    // is therefore judged again against the material in use now, as every open connection is after a reload.
+    const chain = peerChain(socket.getPeerCertificate(true))
+    let current: ReturnType<typeof connectionVerdict>
+    try {
+      current = connectionVerdict(chain, material, config.crlStalePolicy, now())
+    } catch (err) {
+      current = { keep: false, reason: 'untrusted', detail: `its chain could not be judged against the material in use (${(err as Error).message})` }
+    }
+    if (!current.keep) {
+      metrics.handshakeFailures.inc({ reason: `reload_${current.reason}` })
+      logger.warn({ reason: current.reason, detail: current.detail, remoteAddress: socket.remoteAddress }, 'client refused: its handshake began before the reload that now refuses it')
+      socket.destroy()
+      events.emit('refused', { reason: `reload_${current.reason}`, detail: current.detail })
+      return
+    }
     if (verdict.warning !== undefined) logger.warn({ subject: verdict.certificate.subject.replace(/\n/g, ', ') }, verdict.warning)
     let identity: AssertedIdentity = { cnpj: null, organisationId: null, softwareStatementId: null }
     try {
@@ -253,7 +270,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
     const conn: Connection = {
       socket,
       certificate: verdict.certificate,
-      chain: peerChain(socket.getPeerCertificate(true)),
+      chain,
       thumbprint: thumbprintS256(verdict.certificate),
       identity,
       inFlight: new Set(),
@@ -284,7 +301,9 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
    * with `connection: close` when its headers are not sent yet, and the connection closes after the last one.
    */
   const retire = (conn: Connection, reason: ConnectionCloseReason | 'max_age', detail: string): void => {
-    if (conn.closing !== null || conn.socket.destroyed) return
+    if (conn.socket.destroyed) return
+    // Already closing: only a refusal may replace a close for age (its later requests are then refused, not served).
+    if (conn.closing !== null && (conn.closing.reason !== 'max_age' || reason === 'max_age')) return
     conn.closing = { reason, detail }
     conn.cancelMaxAge?.()
     conn.cancelMaxAge = null
@@ -304,7 +323,8 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
   const rejudge = (): void => {
     const t = now()
     for (const conn of connections.values()) {
-      if (conn.closing !== null) continue
+      // A connection closing for its age still serves requests until it closes: it is judged again like any other.
+      if (conn.closing !== null && conn.closing.reason !== 'max_age') continue
       let v: ReturnType<typeof connectionVerdict>
       try {
         v = connectionVerdict(conn.chain, material, config.crlStalePolicy, t)
@@ -407,10 +427,10 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
     if (client === undefined) return problem(Errors.GATEWAY_CLIENT_REFUSED, ['no verified client certificate on this connection'], true)
     // A request that arrives on a connection being closed: a client no longer acceptable is refused (it never reaches
     // the backend); one only past its max age is served, on a connection that then closes.
-    if (client.closing !== null) {
-      if (client.closing.reason !== 'max_age') return problem(Errors.GATEWAY_CLIENT_REFUSED, [client.closing.detail], true)
-      res.setHeader('connection', 'close')
-    }
+    const refusedNow = (): string | null => (client.closing !== null && client.closing.reason !== 'max_age' ? client.closing.detail : null)
+    const refusal = refusedNow()
+    if (refusal !== null) return problem(Errors.GATEWAY_CLIENT_REFUSED, [refusal], true)
+    if (client.closing !== null) res.setHeader('connection', 'close')
     if (closing) return problem(Errors.GATEWAY_SHUTTING_DOWN, [], true)
     const match = matchRoute(config.routes, method, target)
     if (match.kind === 'none') return problem(Errors.GATEWAY_ROUTE_NOT_ALLOWED, [method, target.split('?')[0]])
@@ -427,6 +447,9 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
     }
     if (body === null) return problem(Errors.GATEWAY_BODY_TOO_LARGE, [config.maxBodyBytes], true)
     requestBytes = body.length
+    // A reload may have refused the client while its body arrived (a payment POST's body can trail its headers).
+    const refusedAfterBody = refusedNow()
+    if (refusedAfterBody !== null) return problem(Errors.GATEWAY_CLIENT_REFUSED, [refusedAfterBody], true)
 
     // The call is durable in the audit spool before it reaches the backend: one that cannot be is refused (503, not
     // sent), never forwarded unaudited (docs/gateway.md, "Audit").
@@ -457,6 +480,10 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
         return
       }
     }
+
+    // The last moment before the backend: a reload that refused the client during the audit write still stops it.
+    const refusedBeforeSend = refusedNow()
+    if (refusedBeforeSend !== null) return problem(Errors.GATEWAY_CLIENT_REFUSED, [refusedBeforeSend], true)
 
     let answer: Dispatcher.ResponseData
     try {
@@ -528,19 +555,42 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
       metrics.reloads.inc({ result: 'unchanged' })
       return 'unchanged'
     }
-    server.setSecureContext(next.options)
+    try {
+      server.setSecureContext(next.options)
+    } catch (err) {
+      // loadTrustMaterial built this context once already; a second build failing (the engine, the HSM) keeps the old.
+      metrics.reloads.inc({ result: 'refused' })
+      logger.error({ err: (err as Error).message }, 'truststore/CRL reload refused: the new context could not be applied; the previous one stays in use')
+      return 'refused'
+    }
     material = next
     observeCrls()
     scheduleAtNextUpdate()
     metrics.reloads.inc({ result: 'applied' })
     logger.info({ cas: next.cas.length, crls: next.crls.map((c) => c.source), digest: next.digest }, 'truststore and CRLs reloaded')
-    rejudge()
     return 'applied'
   }
+  // One reload at a time, in the order asked: an overlapping one that read the CRLs before a revocation could
+  // otherwise finish last and put the older CRL back. After each, every open connection is judged again, whatever
+  // the result (a certificate may have expired, a CRL gone stale, with nothing new to read).
+  let reloading: Promise<unknown> = Promise.resolve()
   const reload = async (o: { force?: boolean } = {}): Promise<ReloadResult> => {
-    const result = await reloadOnce(o)
-    events.emit('reloaded', result)
-    return result
+    const run = reloading.then(async () => {
+      let result: ReloadResult
+      try {
+        result = await reloadOnce(o)
+      } catch (err) {
+        // Nothing here may end the process: reload runs from timers and SIGHUP, where a rejection is unhandled.
+        metrics.reloads.inc({ result: 'refused' })
+        logger.error({ err }, 'truststore/CRL reload failed; the previous ones stay in use')
+        result = 'refused'
+      }
+      events.emit('reloaded', result)
+      rejudge()
+      return result
+    })
+    reloading = run.catch(() => {})
+    return await run
   }
   const timer = config.reloadIntervalMs > 0 ? setInterval(() => { void reload() }, config.reloadIntervalMs) : null
   timer?.unref()
@@ -559,7 +609,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
     nextUpdateTimer = setTimeout(() => {
       // A CRL has just gone stale whether or not its successor is there: open connections are judged again either way
       // (under fail-closed, those it alone covers close, as their next handshake would fail).
-      void reload().then((result) => { if (result !== 'applied') rejudge() }).finally(scheduleAtNextUpdate)
+      void reload().finally(scheduleAtNextUpdate)
     }, delay)
     nextUpdateTimer.unref()
   }

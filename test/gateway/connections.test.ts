@@ -10,7 +10,8 @@ import { EventEmitter, once } from 'node:events'
 import { copyFile, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { Agent, createServer } from 'node:https'
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import { connect as netConnect, createServer as createNetServer } from 'node:net'
+import type { AddressInfo, Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { connect } from 'node:tls'
@@ -329,4 +330,99 @@ t.test('PIXGW_MAX_CONNECTION_AGE_MS=0 arms no timer', async (t) => {
   const res = await attempt(gw.url, pki, { client: pki.clients.valid })
   t.ok(res.ok && res.status === 200)
   t.equal(arms, 0)
+})
+
+// ---- Regressions found by review: no path lets a refused client's request through ----------------------------------
+
+/** A raw TLS client on which the test writes HTTP/1.1 by hand (pipelining, a body that trails its headers). */
+function rawClient (t: Test, url: string): { socket: ReturnType<typeof connect>, received: () => string } {
+  const socket = connect({ host: '127.0.0.1', port: Number(new URL(url).port), servername: 'localhost', ca: pki.root.certPem, cert: pki.chainOf(pki.clients.valid), key: pki.clients.valid.keyPem })
+  t.teardown(() => socket.destroy())
+  let received = ''
+  socket.on('data', (d: Buffer) => { received += d.toString('latin1') })
+  socket.on('error', () => {})
+  return { socket, received: () => received }
+}
+
+const revokeValid = async (crl: string): Promise<void> => {
+  await writeFile(crl, issueCrl(pki.intermediate, { serials: [pki.clients.valid.certificate.serial, pki.clients.revoked.certificate.serial], number: 2 }))
+}
+
+t.test('a connection closing for its age is still judged at a reload: a revoked client\'s next request is refused, not forwarded', async (t) => {
+  const holding = await startHoldingBackend()
+  t.teardown(() => holding.close())
+  const fires: Array<() => void> = []
+  const { gw, crl } = await start(t, { PIXGW_MAX_CONNECTION_AGE_MS: '60000' }, holding, { connectionTimer: (_ms, fire) => { fires.push(fire); return () => {} } })
+  const c = rawClient(t, gw.url)
+  await once(c.socket, 'secureConnect')
+  const arrived = holding.arrived()
+  c.socket.write('GET /open-banking/accounts/v2/accounts?first=1 HTTP/1.1\r\nHost: localhost\r\n\r\n')
+  const release = await arrived
+  const reasons: string[] = []
+  gw.events.on('closing', (e: ConnectionClosing) => reasons.push(e.reason))
+  fires[0]?.() // its max age, with a request in flight: it stays open until that answer
+  await revokeValid(crl)
+  t.equal(await gw.reload(), 'applied')
+  t.same(reasons, ['max_age', 'revoked'], 'the revocation replaces the close for age')
+  c.socket.write('GET /open-banking/accounts/v2/accounts?after-revocation=1 HTTP/1.1\r\nHost: localhost\r\n\r\n')
+  release()
+  await closed(c.socket)
+  t.equal(holding.requests(), 1, 'only the request sent before the revocation reached the backend')
+  // The first answer carries connection: close; the one after it is refused (403) or dropped with the connection,
+  // depending on when Node parsed it: never answered 200.
+  t.equal((c.received().match(/HTTP\/1\.1 200 /g) ?? []).length, 1, 'one answer from the backend, the first request\'s')
+  t.match(c.received(), /^HTTP\/1\.1 200 OK\r\nconnection: close\r\n/, 'with connection: close')
+})
+
+t.test('a request whose body is still arriving when its client is revoked is refused, never forwarded', async (t) => {
+  const { gw, crl } = await start(t)
+  const c = rawClient(t, gw.url)
+  await once(c.socket, 'secureConnect')
+  const before = backend.calls.length
+  // Expect: 100-continue: the gateway's "100 Continue" says the request is being handled before the body is sent.
+  c.socket.write('POST /open-banking/payments/v4/pix/payments HTTP/1.1\r\nHost: localhost\r\ncontent-type: application/json\r\ncontent-length: 19\r\nexpect: 100-continue\r\n\r\n')
+  while (!c.received().includes('100 Continue')) await once(c.socket, 'data')
+  c.socket.write('{"amount":')
+  const closing = once(gw.events, 'closing') as Promise<[ConnectionClosing]>
+  await revokeValid(crl)
+  t.equal(await gw.reload(), 'applied')
+  t.match((await closing)[0], { reason: 'revoked', inFlight: 1 }, 'revoked with the payment in flight')
+  c.socket.write('"100.00"}')
+  await closed(c.socket)
+  t.equal(backend.calls.length, before, 'the payment never reached the backend')
+  t.match(c.received(), /HTTP\/1\.1 403 [^]*PIXPROXY_ERR_GATEWAY_CLIENT_REFUSED/, 'the client was told it is refused')
+})
+
+t.test('a handshake begun before a revoking reload and finished after it is refused', async (t) => {
+  const { gw, crl } = await start(t)
+  // A TCP relay: the client's ClientHello goes through; what the client sends after the server's first flight (its
+  // certificate, its proof) is held until the test lets it go.
+  let releaseHeld: () => void = () => {}
+  let serverSpoke: () => void = () => {}
+  const spoke = new Promise<void>((resolve) => { serverSpoke = resolve })
+  const relay = createNetServer((down: Socket) => {
+    const up = netConnect(Number(new URL(gw.url).port), '127.0.0.1')
+    let holding = false
+    const held: Buffer[] = []
+    up.on('data', (d: Buffer) => { holding = true; serverSpoke(); down.write(d) })
+    up.on('error', () => down.destroy())
+    down.on('error', () => up.destroy())
+    up.on('close', () => down.destroy())
+    down.on('close', () => up.destroy())
+    releaseHeld = () => { holding = false; for (const h of held.splice(0)) up.write(h) }
+    down.on('data', (d: Buffer) => { if (holding) held.push(d); else up.write(d) })
+  })
+  relay.listen(0, '127.0.0.1')
+  await once(relay, 'listening')
+  t.teardown(() => relay.close())
+  const refused = once(gw.events, 'refused') as Promise<[{ reason: string }]>
+  const before = backend.calls.length
+  const pending = attempt(`https://127.0.0.1:${(relay.address() as AddressInfo).port}`, pki, { client: pki.clients.valid })
+  await spoke // the server has answered the ClientHello: this connection's context is the one before the reload
+  await revokeValid(crl)
+  t.equal(await gw.reload(), 'applied', 'the client is revoked before the gateway has seen its certificate')
+  releaseHeld()
+  t.equal((await refused)[0].reason, 'reload_revoked', 'refused by the material in use when the handshake ended')
+  t.match(await pending, { ok: false }, 'the client gets no answer')
+  t.equal(backend.calls.length, before, 'nothing reached the backend')
 })

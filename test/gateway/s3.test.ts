@@ -9,6 +9,7 @@ import { once } from 'node:events'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import type { S3Client } from '@aws-sdk/client-s3'
 import t from 'tap'
 import type { Test } from 'tap'
 import { Errors } from '../../core/errors.ts'
@@ -45,10 +46,10 @@ async function seed (prefix = ''): Promise<void> {
   aws.putObject(BUCKET, `${prefix}crls/intermediate.crl`, await readFile(pki.files.intermediateCrl))
 }
 
-async function start (t: Test, extra: Record<string, string> = {}): Promise<Gateway> {
+async function start (t: Test, extra: Record<string, string> = {}, o: { now?: () => Date } = {}): Promise<Gateway> {
   const { logger } = testLogger()
   const config = gatewayConfig(pki, backend, { PIXGW_TRUSTSTORE: TRUSTSTORE, PIXGW_CRLS: `${ROOT_CRL},${INTERMEDIATE_CRL}`, ...extra })
-  const gw = await startGateway({ config, logger, identify: icpBrasilIdentity, audit: { write: () => {} }, s3 })
+  const gw = await startGateway({ config, logger, identify: icpBrasilIdentity, audit: { write: () => {} }, s3, ...o })
   t.teardown(() => gw.close())
   return gw
 }
@@ -148,17 +149,77 @@ t.test('start-up: a missing object or credentials S3 refuses fail with the S3 er
 })
 
 t.test('a CRL is re-read when it reaches its nextUpdate, with no reload interval and no SIGHUP', async (t) => {
-  // A root CRL due for renewal in a second; the gateway schedules a reload for just after it.
-  const now = Date.now()
+  // The gateway's clock is the test's; OpenSSL's is real time, for which every CRL here stays fresh. Whole seconds: a
+  // CRL's times are UTCTime.
+  const base = Math.floor(Date.now() / 1000) * 1000
+  const nextUpdate = new Date(base + 86_400_000)
+  let clock = new Date(base)
   aws.putObject(BUCKET, 'n/truststore/ca-bundle.pem', await readFile(pki.files.truststore))
-  aws.putObject(BUCKET, 'n/crls/root.crl', issueCrl(pki.root, { thisUpdate: new Date(now - 60_000), nextUpdate: new Date(now + 1_000) }))
+  aws.putObject(BUCKET, 'n/crls/root.crl', issueCrl(pki.root, { thisUpdate: new Date(base - 60_000), nextUpdate }))
   aws.putObject(BUCKET, 'n/crls/intermediate.crl', await readFile(pki.files.intermediateCrl))
-  const gw = await start(t, { PIXGW_TRUSTSTORE: `s3://${BUCKET}/n/truststore/ca-bundle.pem`, PIXGW_CRLS: `s3://${BUCKET}/n/crls/root.crl,s3://${BUCKET}/n/crls/intermediate.crl`, PIXGW_RELOAD_INTERVAL_MS: '0' })
-  // The CA publishes its successor (synchronously, before the gateway's timer can run).
-  aws.putObject(BUCKET, 'n/crls/root.crl', issueCrl(pki.root, { thisUpdate: new Date(now), nextUpdate: new Date(now + 86_400_000), number: 2 }))
-  const [result] = await once(gw.events, 'reloaded') as [string]
+  const gw = await start(t, { PIXGW_TRUSTSTORE: `s3://${BUCKET}/n/truststore/ca-bundle.pem`, PIXGW_CRLS: `s3://${BUCKET}/n/crls/root.crl,s3://${BUCKET}/n/crls/intermediate.crl`, PIXGW_RELOAD_INTERVAL_MS: '0' }, { now: () => clock })
+  // A millisecond before the root CRL's nextUpdate by the gateway's clock: a forced reload schedules the next one for
+  // just after it, about a second of real time away.
+  clock = new Date(nextUpdate.getTime() - 1)
+  t.equal(await gw.reload({ force: true }), 'applied')
+  // Synchronously after that (the timer cannot run before this continuation ends): the CA publishes the successor,
+  // and the test listens for the reload no one asks for.
+  aws.putObject(BUCKET, 'n/crls/root.crl', issueCrl(pki.root, { thisUpdate: new Date(base), nextUpdate: new Date(base + 2 * 86_400_000), number: 2 }))
+  const reloaded = once(gw.events, 'reloaded') as Promise<[string]>
+  clock = new Date(nextUpdate.getTime() + 1_000)
+  const [result] = await reloaded
   t.equal(result, 'applied', 'the successor was read and applied')
-  t.equal(gw.material.crls[0]?.nextUpdate?.getTime(), Math.floor((now + 86_400_000) / 1000) * 1000, 'the new root CRL is in use')
+  t.equal(gw.material.crls[0]?.nextUpdate?.getTime(), base + 2 * 86_400_000, 'the new root CRL is in use')
   const ok = await attempt(gw.url, pki, { client: pki.clients.valid })
   t.ok(ok.ok && ok.status === 200, 'clients are admitted under the fresh CRL')
+})
+
+t.test('reloads run one at a time: one that read a CRL before a revocation cannot finish last and undo it', async (t) => {
+  // A small in-process S3 whose GetObject of one key can be held, so that reload A is caught between its reads.
+  const objects = new Map<string, { bytes: Buffer, etag: string }>()
+  let version = 0
+  const put = (key: string, bytes: Buffer | string): void => { objects.set(key, { bytes: Buffer.from(bytes), etag: `"v${++version}"` }) }
+  put('trust.pem', await readFile(pki.files.truststore))
+  put('int.crl', await readFile(pki.files.intermediateCrl))
+  put('root.crl', await readFile(pki.files.rootCrl))
+  const reads: string[] = []
+  let hold: { release: Promise<void>, reached: () => void } | null = null
+  const fake = {
+    send: async (cmd: { input: { Key: string, IfNoneMatch?: string } }) => {
+      const { Key, IfNoneMatch } = cmd.input
+      reads.push(Key)
+      const o = objects.get(Key) as { bytes: Buffer, etag: string }
+      if (Key === 'root.crl' && hold !== null) {
+        const h = hold
+        hold = null
+        h.reached()
+        await h.release
+      }
+      if (IfNoneMatch === o.etag) throw Object.assign(new Error('Not Modified'), { name: 'NotModified', $metadata: { httpStatusCode: 304 } })
+      return { ContentLength: o.bytes.length, ETag: o.etag, Body: { transformToByteArray: async () => new Uint8Array(o.bytes) } }
+    },
+    destroy: () => {}
+  } as unknown as S3Client
+  const { logger } = testLogger()
+  const gw = await startGateway({
+    config: gatewayConfig(pki, backend, { PIXGW_TRUSTSTORE: 's3://pki-bucket/trust.pem', PIXGW_CRLS: 's3://pki-bucket/int.crl,s3://pki-bucket/root.crl' }),
+    logger,
+    identify: icpBrasilIdentity,
+    audit: { write: () => {} },
+    s3: fake
+  })
+  t.teardown(() => gw.close())
+  let release: () => void = () => {}
+  const reached = new Promise<void>((resolve) => { hold = { release: new Promise<void>((resolveRelease) => { release = resolveRelease }), reached: resolve } })
+  reads.length = 0
+  // Reload A (the interval's, say) reads the truststore and the intermediate CRL, then waits on the root CRL.
+  const a = gw.reload()
+  await reached
+  // The CA revokes the client; SIGHUP asks for reload B while A is still reading.
+  put('int.crl', issueCrl(pki.intermediate, { serials: [pki.clients.valid.certificate.serial, pki.clients.revoked.certificate.serial], number: 2 }))
+  const b = gw.reload({ force: true })
+  release()
+  t.same([await a, await b], ['unchanged', 'applied'], 'A found nothing new; B, after it, applied the revocation')
+  t.same(reads, ['trust.pem', 'int.crl', 'root.crl', 'trust.pem', 'int.crl', 'root.crl'], 'B read nothing before A had finished')
+  t.match(await attempt(gw.url, pki, { client: pki.clients.valid }), { ok: false }, 'the revoked client stays refused')
 })
