@@ -16,7 +16,7 @@ import { createServer as createHttpServer } from 'node:http'
 import type { IncomingMessage, Server as HttpServer, ServerResponse } from 'node:http'
 import { createServer as createHttpsServer } from 'node:https'
 import type { Server as HttpsServer } from 'node:https'
-import type { AddressInfo } from 'node:net'
+import type { AddressInfo, Socket } from 'node:net'
 import type { TLSSocket } from 'node:tls'
 import { hostname } from 'node:os'
 import type { Logger } from 'pino'
@@ -40,6 +40,9 @@ import type { RoutePattern } from './routes.ts'
 import { createSourceReader } from './sources.ts'
 import { clientVerdict, connectionVerdict, loadTrustMaterial, peerChain } from './trust.ts'
 import type { ConnectionCloseReason, TrustMaterial } from './trust.ts'
+
+/** Longest a reload may take before it is abandoned (S3's timeouts and retries end a read in ~100 s at worst). */
+const RELOAD_DEADLINE_MS = 150_000
 
 export interface GatewayOptions {
   readonly config: GatewayConfig
@@ -233,8 +236,26 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
     headersTimeout: 10_000,
     keepAliveTimeout: 60_000
   })
+  // The material each connection's handshake started under (tls gives a new connection the context in use when it
+  // arrives), by the connection's remote address and port, until its handshake ends or it closes.
+  const startedUnder = new Map<string, TrustMaterial>()
+  const peerKey = (sock: { remoteAddress?: string, remotePort?: number }): string => `${String(sock.remoteAddress)}|${String(sock.remotePort)}`
+  server.prependListener('connection', (raw: Socket) => {
+    const key = peerKey(raw)
+    startedUnder.set(key, material)
+    raw.once('close', () => { if (startedUnder.get(key) !== undefined) startedUnder.delete(key) })
+  })
   server.prependListener('secureConnection', (socket: TLSSocket) => {
-    const verdict = clientVerdict(socket.getPeerCertificate(true), socket.authorizationError as unknown as string | null, material, config.crlStalePolicy, now())
+    const key = peerKey(socket)
+    const began = startedUnder.get(key)
+    startedUnder.delete(key)
+    let verdict: ReturnType<typeof clientVerdict>
+    try {
+      verdict = clientVerdict(socket.getPeerCertificate(true), socket.authorizationError as unknown as string | null, material, config.crlStalePolicy, now())
+    } catch (err) {
+      // A certificate our parser cannot read where the verdict needs it (the fail-open path): refused, never a crash.
+      verdict = { accepted: false, reason: 'unreadable_certificate', detail: (err as Error).message }
+    }
     if (!verdict.accepted) {
       metrics.handshakeFailures.inc({ reason: verdict.reason })
       logger.warn({ reason: verdict.reason, detail: verdict.detail, remoteAddress: socket.remoteAddress }, 'client refused')
@@ -243,14 +264,19 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
       return
     }
     // OpenSSL judged the handshake with the context the connection started under: a reload applied while it was in
-    // progress (a client can hold a handshake open for up to the handshake timeout) revokes nothing for it. The chain
-    // is therefore judged again against the material in use now, as every open connection is after a reload.
+    // progress (a client can hold a handshake open for up to the handshake timeout) revokes nothing for it. Such a
+    // chain is judged again against the material in use now, as every open connection is after a reload. Only then:
+    // OpenSSL's own verdict on a current context is the one that counts (core/pki's parser is stricter than OpenSSL's,
+    // and must never refuse a chain OpenSSL accepts for no reason but that).
     const chain = peerChain(socket.getPeerCertificate(true))
-    let current: ReturnType<typeof connectionVerdict>
-    try {
-      current = connectionVerdict(chain, material, config.crlStalePolicy, now())
-    } catch (err) {
-      current = { keep: false, reason: 'untrusted', detail: `its chain could not be judged against the material in use (${(err as Error).message})` }
+    let current: ReturnType<typeof connectionVerdict> = { keep: true }
+    if (began !== material) {
+      try {
+        current = connectionVerdict(chain, material, config.crlStalePolicy, now())
+      } catch (err) {
+        // Not judged against what changed meanwhile: refused; its next handshake is judged by OpenSSL afresh.
+        current = { keep: false, reason: 'untrusted', detail: `its chain could not be judged against the material in use (${(err as Error).message})` }
+      }
     }
     if (!current.keep) {
       metrics.handshakeFailures.inc({ reason: `reload_${current.reason}` })
@@ -320,7 +346,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
   }
 
   /** Every open client connection judged again against the material in use (after a reload). */
-  const rejudge = (): void => {
+  const rejudge = (applied: boolean): void => {
     const t = now()
     for (const conn of connections.values()) {
       // A connection closing for its age still serves requests until it closes: it is judged again like any other.
@@ -331,6 +357,8 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
       } catch (err) {
         // A chain OpenSSL accepted that core/pki cannot read: it cannot be vouched for again, so it does not stay (a
         // new handshake is judged by OpenSSL afresh).
+        // Only new material can have changed its verdict: after a reload that applied none, it stays.
+        if (!applied) continue
         logger.error({ err, subject: conn.certificate.subject }, 'client connection could not be judged again')
         v = { keep: false, reason: 'untrusted', detail: `its chain could not be judged again (${(err as Error).message})` }
       }
@@ -541,7 +569,9 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
     })
   })
 
-  const reloadOnce = async (o: { force?: boolean }): Promise<ReloadResult> => {
+  // Which reload may apply: one abandoned at its deadline (below) must never apply later, after a newer one.
+  let reloadTurn = 0
+  const reloadOnce = async (o: { force?: boolean }, turn: number): Promise<ReloadResult> => {
     let next: TrustMaterial
     try {
       next = await loadTrustMaterial(config, sources)
@@ -550,6 +580,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
       logger.error({ code: (err as PixProxyError).code, err: (err as Error).message }, 'truststore/CRL reload refused; the previous ones stay in use')
       return 'refused'
     }
+    if (turn !== reloadTurn) return 'refused' // abandoned: its result was already reported as refused
     if (o.force !== true && next.digest === material.digest) {
       observeCrls()
       metrics.reloads.inc({ result: 'unchanged' })
@@ -564,6 +595,8 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
       return 'refused'
     }
     material = next
+    // At once, in the same turn as the new material: no request passes its last check in between.
+    rejudge(true)
     observeCrls()
     scheduleAtNextUpdate()
     metrics.reloads.inc({ result: 'applied' })
@@ -573,20 +606,41 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
   // One reload at a time, in the order asked: an overlapping one that read the CRLs before a revocation could
   // otherwise finish last and put the older CRL back. After each, every open connection is judged again, whatever
   // the result (a certificate may have expired, a CRL gone stale, with nothing new to read).
+  // A reload that does not end (a file on a hung network mount; S3's own timeouts bound it at ~100 s) is abandoned at
+  // RELOAD_DEADLINE_MS and reported refused, so that the ones after it still run.
   let reloading: Promise<unknown> = Promise.resolve()
   const reload = async (o: { force?: boolean } = {}): Promise<ReloadResult> => {
     const run = reloading.then(async () => {
+      const turn = ++reloadTurn
       let result: ReloadResult
+      let timer: NodeJS.Timeout | undefined
       try {
-        result = await reloadOnce(o)
+        const deadline = new Promise<'deadline'>((resolve) => { timer = setTimeout(() => resolve('deadline'), RELOAD_DEADLINE_MS); timer.unref() })
+        const r = await Promise.race([reloadOnce(o, turn), deadline])
+        if (r === 'deadline') {
+          reloadTurn++ // the abandoned run can no longer apply
+          metrics.reloads.inc({ result: 'refused' })
+          logger.error({ deadlineMs: RELOAD_DEADLINE_MS }, 'truststore/CRL reload abandoned at its deadline; the previous ones stay in use')
+          result = 'refused'
+        } else {
+          result = r
+        }
       } catch (err) {
         // Nothing here may end the process: reload runs from timers and SIGHUP, where a rejection is unhandled.
         metrics.reloads.inc({ result: 'refused' })
         logger.error({ err }, 'truststore/CRL reload failed; the previous ones stay in use')
         result = 'refused'
+      } finally {
+        clearTimeout(timer)
       }
-      events.emit('reloaded', result)
-      rejudge()
+      try {
+        // After an applied reload the connections were judged with the new material already; after any other, time
+        // alone may have changed a verdict (an expired certificate, a CRL gone stale).
+        events.emit('reloaded', result)
+        if (result !== 'applied') rejudge(false)
+      } catch (err) {
+        logger.error({ err }, 'after a reload')
+      }
       return result
     })
     reloading = run.catch(() => {})

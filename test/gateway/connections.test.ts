@@ -5,7 +5,7 @@
  * comes back through a new handshake. Every wait is on an event (the gateway's 'closing', a socket's 'close', the
  * backend receiving a call); the max-age timer is injected and fired by the test, never raced.
  */
-import { generateKeyPairSync } from 'node:crypto'
+import { generateKeyPairSync, sign as cryptoSign } from 'node:crypto'
 import { EventEmitter, once } from 'node:events'
 import { copyFile, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { Agent, createServer } from 'node:https'
@@ -18,6 +18,7 @@ import { connect } from 'node:tls'
 import t from 'tap'
 import type { Test } from 'tap'
 import { issueCertificate } from '../../core/pki/ca.ts'
+import { children, decode } from '../../core/pki/der.ts'
 import { icpBrasilIdentity } from '../../core/pki/icp-brasil.ts'
 import type { GatewayAuditRow } from '../../src/gateway/audit.ts'
 import { startGateway } from '../../src/gateway/gateway.ts'
@@ -425,4 +426,43 @@ t.test('a handshake begun before a revoking reload and finished after it is refu
   t.equal((await refused)[0].reason, 'reload_revoked', 'refused by the material in use when the handshake ended')
   t.match(await pending, { ok: false }, 'the client gets no answer')
   t.equal(backend.calls.length, before, 'nothing reached the backend')
+})
+
+/**
+ * A client certificate OpenSSL accepts but core/pki's stricter DER parser does not: its critical flag encoded 0x01
+ * (BER TRUE) where DER wants 0xff, re-signed by the intermediate.
+ */
+function berBooleanClient (): Issued {
+  const leaf = pki.clients.valid
+  const der = Buffer.from(leaf.certificate.der)
+  const [tbs] = children(decode(der))
+  if (tbs === undefined) throw new Error('no TBSCertificate')
+  const tbsRaw = Buffer.from(tbs.raw)
+  const at = tbsRaw.indexOf(Buffer.from([0x01, 0x01, 0xff]))
+  tbsRaw[at + 2] = 0x01
+  const signature = cryptoSign('sha256', tbsRaw, pki.intermediate.key)
+  const out = Buffer.from(der)
+  out.set(tbsRaw, der.indexOf(tbs.raw))
+  out.set(signature, out.length - signature.length) // the BIT STRING's last bytes: the signature
+  const pem = `-----BEGIN CERTIFICATE-----\n${(out.toString('base64').match(/.{1,64}/g) ?? []).join('\n')}\n-----END CERTIFICATE-----\n`
+  return { ...leaf, certPem: pem }
+}
+
+t.test('a certificate OpenSSL accepts and core/pki cannot read: admitted on a current context, refused (never a crash) where JS must judge it', async (t) => {
+  const odd = berBooleanClient()
+  const { gw } = await start(t)
+  const res = await attempt(gw.url, pki, { client: odd, chain: odd.certPem + pki.intermediate.certPem })
+  t.ok(res.ok && res.status === 200, 'no reload during its handshake: OpenSSL verdict stands')
+  // Fail-open with a stale CRL: the gateway's own check must read the chain; it refuses, the process lives on.
+  const own = await mkdtemp(join(tmpdir(), 'pix-gw-conn-odd-'))
+  t.teardown(() => rm(own, { recursive: true, force: true }))
+  const staleCrl = join(own, 'intermediate.crl')
+  await writeFile(staleCrl, issueCrl(pki.intermediate, { thisUpdate: new Date(Date.now() - 3 * 86_400_000), nextUpdate: new Date(Date.now() - 86_400_000) }))
+  const { gw: open } = await start(t, { PIXGW_CRLS: `${pki.files.rootCrl},${staleCrl}`, PIXGW_CRL_STALE_POLICY: 'fail-open' })
+  const refusedEvent = once(open.events, 'refused') as Promise<[{ reason: string }]>
+  const r2 = await attempt(open.url, pki, { client: odd, chain: odd.certPem + pki.intermediate.certPem })
+  t.match(r2, { ok: false })
+  t.equal((await refusedEvent)[0].reason, 'unreadable_certificate')
+  const ok = await attempt(open.url, pki, { client: pki.clients.valid })
+  t.ok(ok.ok && ok.status === 200, 'the gateway still serves')
 })
