@@ -26,17 +26,17 @@
  * pass-through's over nginx's, the JavaScript transport floor.
  */
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
-import { loadavg, tmpdir } from 'node:os'
+import { loadavg, setPriority, tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { Agent } from 'undici'
+import { Agent, request } from 'undici'
 import { COUNTERPARTY_ISPB, PROXY_ISPB } from '../../tools/demo/stack.ts'
 import { randomCpf } from '../../tools/load/flows.ts'
 import { createEntryRequest, pacs008, SAMPLE_PAYEE, SAMPLE_PAYER } from '../../tools/samples/messages.ts'
 import { newEndToEndId } from '../../core/pix/ids.ts'
 import { startNginx } from './nginx.ts'
-import { threadCpuSecondsPrecise } from './proc.ts'
+import { threadCpuSecondsPrecise, threadIdsNamed, threadWakeups } from './proc.ts'
 import { auditSinkSettings, cpuProfSettings, startBenchProxy } from './proxy.ts'
-import { pinProcess, startAwsLocalProcess, startScriptProcess, startStackProcess } from './stack-process.ts'
+import { pinProcess, pinThread, startAwsLocalProcess, startScriptProcess, startStackProcess } from './stack-process.ts'
 import type { CannedBacenConfig } from './canned-bacen.ts'
 
 export interface PinnedOptions {
@@ -57,6 +57,14 @@ export interface PinnedOptions {
   readonly cpuProfDir?: string
   /** Extra environment for both pix-proxy contenders (e.g. PIXPROXY_LOG_LEVEL=info, production's default). */
   readonly proxyEnv?: Readonly<Record<string, string>>
+  /**
+   * A probe: the deployed proxy's audit thread (`pix-audit`) moved to these CPUs after start, the rest of the proxy
+   * staying on `serverCpus`. It tells the cost of sharing one core between the loop and the audit thread apart from
+   * the cost of the audit's work. The CPU ratios of such a run are not the issue's (the server is no longer on one core).
+   */
+  readonly auditCpus?: string
+  /** A probe: the deployed proxy's audit thread reniced to this nice value (e.g. 10: the loop wins the shared core). */
+  readonly auditNice?: number
   readonly log: (line: string) => void
 }
 
@@ -84,7 +92,14 @@ interface Point {
   cpuMsPerRequest: number
   /** By thread: main (the event loop; nginx: master + worker), libuv-worker (the pool: HSM signs, fs), V8 … (GC, compiler), the audit worker thread… */
   cpuMsPerRequestByThread: Record<string, number>
+  /** Voluntary context switches per request by thread: how often each thread went idle and was woken again. */
+  wakeupsPerRequestByThread: Record<string, number>
   sustained: boolean
+  /**
+   * The deployed proxy's own histogram of its audit waits during the point (pixproxy_audit_wait_seconds, by half):
+   * p50 and p99 as the upper bound of the bucket they fall in, ms. What auditing adds to a request, seen from inside.
+   */
+  auditWaitMs?: Record<string, { readonly count: number, readonly p50: number | null, readonly p99: number | null }>
   /** New TLS connections the upstream accepted per request during the point (keep-alive reuse: ~0 when reused). */
   upstreamHandshakesPerRequest?: number
   /** With cpuProfDir: the load's window, µs on CLOCK_MONOTONIC (what V8 profiles' timestamps count). */
@@ -100,7 +115,7 @@ function pct (sorted: number[], p: number): number | null {
 }
 
 /** Open-model load of one operation at `rate` for `seconds`: latency from the scheduled time. */
-async function load (url: string, c: Contender, op: Op, bodies: Bodies, rate: number, seconds: number): Promise<Omit<Point, 'contender' | 'op' | 'rate' | 'cpuMsPerRequest' | 'cpuMsPerRequestByThread' | 'sustained'>> {
+async function load (url: string, c: Contender, op: Op, bodies: Bodies, rate: number, seconds: number): Promise<Omit<Point, 'contender' | 'op' | 'rate' | 'cpuMsPerRequest' | 'cpuMsPerRequestByThread' | 'wakeupsPerRequestByThread' | 'sustained'>> {
   const proxied = c === 'proxy' || c === 'proxy-audit-off'
   const ispb = proxied ? PROXY_ISPB : COUNTERPARTY_ISPB
   const dispatcher = new Agent({ connections: 256, pipelining: 1, headersTimeout: 5_000, bodyTimeout: 5_000 })
@@ -145,17 +160,53 @@ function assertOnlyLoadErrors (p: Point): void {
   if (wrong.length > 0) throw new Error(`${p.op} ${p.contender} @ ${p.rate}/s: requests failed, not from load: ${JSON.stringify(Object.fromEntries(wrong))}`)
 }
 
+/** Cumulative bucket counts of pixproxy_audit_wait_seconds by half and upper bound (s), from the proxy's /metrics. */
+async function auditWaitBuckets (url: string): Promise<Map<string, Map<number, number>>> {
+  const r = await request(`${url}/metrics`)
+  const text = await r.body.text()
+  const out = new Map<string, Map<number, number>>()
+  for (const m of text.matchAll(/^pixproxy_audit_wait_seconds_bucket\{(?=[^}]*half="(\w+)")(?=[^}]*le="([^"]+)")[^}]*\} (\d+)/gm)) {
+    const [, half = '', le = '', n = '0'] = m
+    const byLe = out.get(half) ?? new Map<number, number>()
+    byLe.set(le === '+Inf' ? Infinity : Number(le), Number(n))
+    out.set(half, byLe)
+  }
+  return out
+}
+
+function auditWaitDelta (a: Map<string, Map<number, number>>, b: Map<string, Map<number, number>>): NonNullable<Point['auditWaitMs']> {
+  const out: NonNullable<Point['auditWaitMs']> = {}
+  for (const [half, after] of b) {
+    const les = [...after.keys()].sort((x, y) => x - y)
+    const cum = les.map((le) => (after.get(le) ?? 0) - (a.get(half)?.get(le) ?? 0))
+    const count = cum[cum.length - 1] ?? 0
+    const q = (f: number): number | null => {
+      if (count === 0) return null
+      const i = cum.findIndex((n) => n >= f * count)
+      const le = les[i] as number
+      return Number.isFinite(le) ? r3(le * 1000) : null
+    }
+    out[half] = { count, p50: q(0.5), p99: q(0.99) }
+  }
+  return out
+}
+
 async function measure (server: Server, c: Contender, op: Op, bodies: Bodies, rate: number, seconds: number): Promise<Point> {
+  const a0 = c === 'proxy' ? await auditWaitBuckets(server.url) : null
+  const w0 = await threadWakeups(server.pid)
   const t0 = await threadCpuSecondsPrecise(server.pid)
   const from = Number(process.hrtime.bigint() / 1000n)
   const r = await load(server.url, c, op, bodies, rate, seconds)
   const to = Number(process.hrtime.bigint() / 1000n)
   const t1 = await threadCpuSecondsPrecise(server.pid)
+  const w1 = await threadWakeups(server.pid)
+  const a1 = c === 'proxy' ? await auditWaitBuckets(server.url) : null
   const per = (s: number): number => r3(s * 1000 / Math.max(1, r.sent))
   const byThread = Object.fromEntries(Object.entries(t1).map(([k, v]) => [k, per(v - (t0[k] ?? 0))] as const).filter(([, v]) => v >= 0.001))
+  const wakeups = Object.fromEntries(Object.entries(w1).map(([k, v]) => [k, r2((v - (w0[k] ?? 0)) / Math.max(1, r.sent))] as const).filter(([, v]) => v >= 0.01))
   const cpu = Object.entries(t1).reduce((s, [k, v]) => s + v - (t0[k] ?? 0), 0)
   const sustained = r.ok === r.sent && r.p99 !== null && r.p99 < P99_LIMIT_MS
-  return { contender: c, op, rate, ...r, cpuMsPerRequest: per(cpu), cpuMsPerRequestByThread: byThread, sustained, profileWindowUs: { from, to } }
+  return { contender: c, op, rate, ...r, cpuMsPerRequest: per(cpu), cpuMsPerRequestByThread: byThread, wakeupsPerRequestByThread: wakeups, ...(a0 !== null && a1 !== null ? { auditWaitMs: auditWaitDelta(a0, a1) } : {}), sustained, profileWindowUs: { from, to } }
 }
 
 export async function runPinned (o: PinnedOptions): Promise<Record<string, unknown>> {
@@ -209,6 +260,15 @@ export async function runPinned (o: PinnedOptions): Promise<Record<string, unkno
     servers.proxy = { url: on.url, pid: on.pid, close: on.stop }
     closers.push(on.stop)
     for (const s of Object.values(servers)) await pinProcess(s.pid, serverCpus)
+    if (o.auditCpus !== undefined || o.auditNice !== undefined) {
+      const tids = await threadIdsNamed(on.pid, 'pix-audit')
+      if (tids.length !== 1) throw new Error(`--audit-cpus/--audit-nice: expected one pix-audit thread in the proxy, found ${tids.length}`)
+      for (const tid of tids) {
+        if (o.auditCpus !== undefined) await pinThread(tid, o.auditCpus)
+        if (o.auditNice !== undefined) setPriority(tid, o.auditNice) // Linux: a thread id sets that thread's nice value alone
+      }
+      log(`the deployed proxy's audit thread (${tids.join(',')}): CPU ${o.auditCpus ?? serverCpus}, nice ${o.auditNice ?? 0}`)
+    }
     log(`set-up ${Math.round(performance.now() - startedAt)} ms; servers on CPU ${serverCpus}, the rest on ${restCpus}`)
 
     // Bodies: unsigned for pix-proxy (it signs), signed once by the counterparty for nginx and the pass-through.
@@ -244,7 +304,7 @@ export async function runPinned (o: PinnedOptions): Promise<Record<string, unkno
           assertOnlyLoadErrors(p)
           points.push(p)
           if (!p.sustained) failed.add(c)
-          log(`${op} ${c} @ ${rate}/s: p50 ${p.p50} p99 ${p.p99} ms ok ${p.ok}/${p.sent} cpu ${p.cpuMsPerRequest} ms/req ${JSON.stringify(p.cpuMsPerRequestByThread)} handshakes/req ${p.upstreamHandshakesPerRequest} ${JSON.stringify(p.errorsByCode)}`)
+          log(`${op} ${c} @ ${rate}/s: p50 ${p.p50} p99 ${p.p99} ms ok ${p.ok}/${p.sent} cpu ${p.cpuMsPerRequest} ms/req ${JSON.stringify(p.cpuMsPerRequestByThread)} wakeups/req ${JSON.stringify(p.wakeupsPerRequestByThread)}${p.auditWaitMs === undefined ? '' : ` audit wait ms ${JSON.stringify(p.auditWaitMs)}`} handshakes/req ${p.upstreamHandshakesPerRequest} ${JSON.stringify(p.errorsByCode)}`)
           await new Promise((resolve) => setTimeout(resolve, 200))
         }
         if (failed.size === contenders.length && rate >= FIXED_RATE) break
@@ -295,6 +355,8 @@ export async function runPinned (o: PinnedOptions): Promise<Record<string, unkno
     return [op, {
       cpuMsPerRequestAt200: p?.cpuMsPerRequest ?? null,
       cpuMsPerRequestByThreadAt200: p?.cpuMsPerRequestByThread ?? null,
+      wakeupsPerRequestByThreadAt200: p?.wakeupsPerRequestByThread ?? null,
+      auditWaitMsAt200: p?.auditWaitMs ?? null,
       cpuMsPerRequestWithoutHsmAt200: cpuWithoutHsm(c, op) ?? null,
       hsmMsPerRequestAt200: hsmShare(c, op),
       p50At200: p?.p50 ?? null,
@@ -312,6 +374,8 @@ export async function runPinned (o: PinnedOptions): Promise<Record<string, unkno
     truncated,
     serverCpus,
     restCpus,
+    auditCpus: o.auditCpus ?? null,
+    auditNice: o.auditNice ?? null,
     upstream: 'canned BACEN (answers signed once with the BCB key), mutual TLS',
     seconds,
     rates,

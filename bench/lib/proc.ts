@@ -72,3 +72,34 @@ export async function threadCpuSecondsPrecise (pid: number, out: Record<string, 
   for (const c of await children(pid)) await threadCpuSecondsPrecise(c, out)
   return out
 }
+
+/**
+ * Voluntary context switches of `pid` by thread (same keys as threadCpuSecondsPrecise), from
+ * /proc/<pid>/task/<tid>/status: each is a time the thread blocked (went idle in epoll, waited on a lock or a disk)
+ * and had to be woken again. Per request, the count of an event loop's wake-ups.
+ */
+export async function threadWakeups (pid: number, out: Record<string, number> = {}): Promise<Record<string, number>> {
+  const { readdir } = await import('node:fs/promises')
+  const tids = await readdir(`/proc/${pid}/task`).catch(() => [] as string[])
+  for (const tid of tids) {
+    const [status, comm] = await Promise.all([
+      readFile(`/proc/${pid}/task/${tid}/status`, 'utf8').catch(() => null),
+      readFile(`/proc/${pid}/task/${tid}/comm`, 'utf8').catch(() => '')
+    ])
+    if (status === null) continue
+    const name = tid === String(pid) ? 'main' : (comm.trim().replace(/[\d.]+$/, '').trim() || 'thread')
+    out[name] = (out[name] ?? 0) + Number(/voluntary_ctxt_switches:\s+(\d+)/.exec(status)?.[1] ?? 0)
+  }
+  for (const c of await children(pid)) await threadWakeups(c, out)
+  return out
+}
+
+/** The ids of `pid`'s threads whose name (comm) is `name`: a worker thread started with that name, for instance. */
+export async function threadIdsNamed (pid: number, name: string): Promise<number[]> {
+  const { readdir } = await import('node:fs/promises')
+  const out: number[] = []
+  for (const tid of await readdir(`/proc/${pid}/task`).catch(() => [] as string[])) {
+    if ((await readFile(`/proc/${pid}/task/${tid}/comm`, 'utf8').catch(() => '')).trim() === name) out.push(Number(tid))
+  }
+  return out
+}

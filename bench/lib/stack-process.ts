@@ -50,12 +50,21 @@ interface HostLine {
  * (taskset's list syntax, e.g. "0" or "0,1").
  */
 export async function pinProcess (pid: number, cpus: string): Promise<void> {
-  const p = spawn('taskset', ['-a', '-p', '-c', cpus, String(pid)], { stdio: ['ignore', 'ignore', 'pipe'] })
+  await taskset(['-a', '-p', '-c', cpus, String(pid)])
+  for (const c of await children(pid)) await pinProcess(c, cpus)
+}
+
+/** One thread (by its id) onto `cpus`, its process's other threads left where they are. */
+export async function pinThread (tid: number, cpus: string): Promise<void> {
+  await taskset(['-p', '-c', cpus, String(tid)])
+}
+
+async function taskset (args: string[]): Promise<void> {
+  const p = spawn('taskset', args, { stdio: ['ignore', 'ignore', 'pipe'] })
   let err = ''
   p.stderr.on('data', (b: Buffer) => { err += b.toString() })
   const [code] = await once(p, 'exit') as [number | null]
-  if (code !== 0) throw new Error(`taskset -c ${cpus} ${pid} failed: ${err.trim()}`)
-  for (const c of await children(pid)) await pinProcess(c, cpus)
+  if (code !== 0) throw new Error(`taskset ${args.join(' ')} failed: ${err.trim()}`)
 }
 
 /** The first JSON line a child prints to announce itself; rejects if it exits first. Later output is read and dropped. */
