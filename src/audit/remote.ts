@@ -47,8 +47,18 @@ const STUCK_AFTER_MS = 30_000
 // Compiled to dist/, this module is remote.js and its worker worker.js.
 const WORKER_URL = new URL(import.meta.url.endsWith('.ts') ? './worker.ts' : './worker.js', import.meta.url)
 
-/** The error the spool raised in the worker, as the same PixProxyError (code, HTTP status, message). */
-function revive (e: WireError): Error {
+/** An error as it crosses a thread's port: its code, HTTP status and message. */
+export function toWire (err: unknown): WireError {
+  const e = err as { code?: unknown, statusCode?: unknown, message?: unknown }
+  return {
+    code: typeof e.code === 'string' ? e.code : null,
+    statusCode: typeof e.statusCode === 'number' ? e.statusCode : null,
+    message: typeof e.message === 'string' ? e.message : String(err)
+  }
+}
+
+/** The error raised in another thread, as the same PixProxyError (code, HTTP status, message). */
+export function revive (e: WireError): Error {
   if (e.code === null) return new Error(e.message)
   return new PixProxyError({ code: e.code, statusCode: e.statusCode ?? 500, message: '%s', outcome: errorSpec(e.code)?.outcome ?? 'not-sent' }, [e.message])
 }

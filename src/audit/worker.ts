@@ -7,7 +7,8 @@ import { parentPort, workerData } from 'node:worker_threads'
 import { AuditService } from './service.ts'
 import type { AuditSettings } from './service.ts'
 import type { AuditLogger } from './spool.ts'
-import type { Reply, ToWorker, FromWorker, WireError } from './remote.ts'
+import { toWire } from './remote.ts'
+import type { Reply, ToWorker, FromWorker } from './remote.ts'
 
 const port = parentPort
 if (port === null) throw new Error('src/audit/worker.ts runs as a worker thread (see AuditWorker)')
@@ -25,15 +26,6 @@ function flush (): void {
   port?.postMessage({ t: 'replies', replies } satisfies FromWorker)
 }
 
-function wire (err: unknown): WireError {
-  const e = err as { code?: unknown, statusCode?: unknown, message?: unknown }
-  return {
-    code: typeof e.code === 'string' ? e.code : null,
-    statusCode: typeof e.statusCode === 'number' ? e.statusCode : null,
-    message: typeof e.message === 'string' ? e.message : String(err)
-  }
-}
-
 // Log lines go to the main thread's logger: one stream, one format, one redaction policy.
 const log = (level: 'info' | 'warn' | 'error') => (obj: object, msg: string): void => {
   port.postMessage({ t: 'log', level, obj: JSON.parse(JSON.stringify(obj, (_k, v: unknown) => v instanceof Error ? v.message : v)) as object, msg } satisfies FromWorker)
@@ -42,17 +34,17 @@ const logger: AuditLogger = { info: log('info'), warn: log('warn'), error: log('
 
 let service: AuditService | null = null
 try {
-  service = await AuditService.open(audit, logger, { blockingIo })
+  service = await AuditService.open(audit, logger, { blockingIo, sinkThread: true })
   port.postMessage({ t: 'ready', status: service.status() } satisfies FromWorker)
 } catch (err) {
-  port.postMessage({ t: 'open-failed', error: wire(err) } satisfies FromWorker)
+  port.postMessage({ t: 'open-failed', error: toWire(err) } satisfies FromWorker)
   port.close() // nothing else keeps this thread alive: it ends
 }
 if (service !== null) serve(service)
 
 function serve (service: AuditService): void {
   const settle = (k: number, p: Promise<unknown>): void => {
-    p.then((value) => { reply({ k, error: null, value }) }, (err: unknown) => { reply({ k, error: wire(err) }) })
+    p.then((value) => { reply({ k, error: null, value }) }, (err: unknown) => { reply({ k, error: toWire(err) }) })
   }
   port?.on('message', (m: ToWorker) => {
     for (const c of m.calls) {
@@ -61,7 +53,7 @@ function serve (service: AuditService): void {
       else if (c.op === 'status') reply({ k: c.k, error: null, value: service.status() })
       else {
         // After close nothing more arrives: answer, then let the thread end.
-        service.close(c.deadlineMs).then((value) => { reply({ k: c.k, error: null, value }) }, (err: unknown) => { reply({ k: c.k, error: wire(err) }) })
+        service.close(c.deadlineMs).then((value) => { reply({ k: c.k, error: null, value }) }, (err: unknown) => { reply({ k: c.k, error: toWire(err) }) })
           .finally(() => { flush(); port?.close() })
       }
     }

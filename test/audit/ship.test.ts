@@ -1,0 +1,124 @@
+/**
+ * The sink in its own thread (src/audit/ship.ts): what the pipeline relies on must hold across the boundary. The
+ * rows a write was given land in the real sink; the indexes it refused come back as they were; its errors arrive
+ * as the same codes; a thread that dies fails the writes waiting on it (never reported as accepted) and the next
+ * write runs on a new thread; close waits for writes in flight.
+ */
+import t from 'tap'
+import type { Test } from 'tap'
+import { createServer } from 'node:net'
+import { once } from 'node:events'
+import { join } from 'node:path'
+import { writeFile } from 'node:fs/promises'
+import { ThreadedSink } from '../../src/audit/ship.ts'
+import { ParquetSink, PARQUET_DEFAULT_BATCH_ROWS } from '../../src/audit/parquet.ts'
+import type { AuditSettings } from '../../src/audit/service.ts'
+import type { AuditLogger } from '../../src/audit/spool.ts'
+import { Errors, PixProxyError } from '../../core/errors.ts'
+import { queryAudit } from '../../tools/audit/query.ts'
+import { sampleRow } from './fixtures/rows.ts'
+import { rejection } from '../helpers/rejection.ts'
+
+function settings (dir: string, o: Partial<AuditSettings> = {}): AuditSettings {
+  return {
+    enabled: true,
+    spoolDir: join(dir, 'spool'),
+    spoolShared: false,
+    spoolMaxBytes: 64 * 1024 * 1024,
+    sink: 'parquet',
+    parquetDir: join(dir, 'lake'),
+    firehoseStreams: { spi: 'spi', dict: 'dict' },
+    flushMs: 50,
+    ...o
+  }
+}
+
+function recordingLogger (): AuditLogger & { lines: Array<{ level: string, msg: string }> } {
+  const lines: Array<{ level: string, msg: string }> = []
+  const at = (level: string) => (_obj: object, msg: string): void => { lines.push({ level, msg }) }
+  return { lines, info: at('info'), warn: at('warn'), error: at('error') }
+}
+
+async function open (t: Test, s: AuditSettings, logger = recordingLogger(), workerUrl?: URL): Promise<ThreadedSink> {
+  const sink = await ThreadedSink.open(s, logger, workerUrl === undefined ? {} : { workerUrl })
+  t.teardown(async () => { await sink.close() })
+  return sink
+}
+
+async function ids (lake: string): Promise<string[]> {
+  const out: string[] = []
+  for await (const r of queryAudit(lake, 'SELECT id FROM audit ORDER BY id')) out.push(String(r.id))
+  return out
+}
+
+t.test('rows written through the thread land in the sink it opened, with its limits', async (t) => {
+  const s = settings(t.testdir())
+  const sink = await open(t, s)
+  t.equal(sink.name, 'parquet')
+  t.equal(sink.maxBatchRows, PARQUET_DEFAULT_BATCH_ROWS, 'the limits are the real sink\'s')
+  const rows = Array.from({ length: 25 }, (_v, i) => sampleRow(i))
+  t.same(await sink.write(rows), { failed: [] })
+  await sink.close()
+  t.same(await ids(s.parquetDir), rows.map((r) => r.id).sort(), 'every row is in the Parquet store')
+})
+
+t.test('the rows the sink refused come back by index, the others are stored', async (t) => {
+  const s = settings(t.testdir())
+  const sink = await open(t, s)
+  const rows = [sampleRow(1), sampleRow(2, { request_date: 'yesterday' }), sampleRow(3)]
+  t.same(await sink.write(rows), { failed: [1] })
+  await sink.close()
+  t.same(await ids(s.parquetDir), [rows[0]?.id, rows[2]?.id].sort())
+})
+
+t.test('opening fails with the code the sink raised in its thread', async (t) => {
+  const dir = t.testdir()
+  await writeFile(join(dir, 'not-a-dir'), 'x')
+  const s = settings(dir, { parquetDir: join(dir, 'not-a-dir', 'lake') })
+  const inProcess = await rejection(ParquetSink.open({ dir: s.parquetDir }))
+  const threaded = await rejection(ThreadedSink.open(s, recordingLogger()))
+  t.ok(threaded instanceof PixProxyError)
+  t.equal((threaded as PixProxyError).code, Errors.AUDIT_STORE_OPEN.code)
+  t.equal((threaded as PixProxyError).code, (inProcess as PixProxyError).code, 'the same code as opened in-process')
+})
+
+t.test('a failing call arrives as the sink\'s own error code (Firehose, nothing listening)', async (t) => {
+  const server = createServer()
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const { port } = server.address() as { port: number }
+  server.close() // the port was just free: connections to it are refused
+  await once(server, 'close')
+  const saved = { ...process.env }
+  Object.assign(process.env, { AWS_ENDPOINT_URL: `http://127.0.0.1:${port}`, AWS_REGION: 'sa-east-1', AWS_ACCESS_KEY_ID: 'AKIDLOCAL', AWS_SECRET_ACCESS_KEY: 'local' })
+  t.teardown(() => { for (const k of ['AWS_ENDPOINT_URL', 'AWS_REGION', 'AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY']) { if (saved[k] === undefined) Reflect.deleteProperty(process.env, k); else process.env[k] = saved[k] } })
+  const sink = await open(t, settings(t.testdir(), { sink: 'firehose' }))
+  t.equal(sink.name, 'firehose')
+  const err = await rejection(sink.write([sampleRow(1), sampleRow(2)]))
+  t.ok(err instanceof PixProxyError, 'a PixProxyError, revived from the thread')
+  t.equal((err as PixProxyError).code, Errors.AWS_FIREHOSE_PUT.code)
+})
+
+t.test('a thread that dies fails the write it held; the next write runs on a new thread', async (t) => {
+  const s = settings(t.testdir())
+  const logger = recordingLogger()
+  const sink = await open(t, s, logger, new URL('./fixtures/dying-ship.ts', import.meta.url))
+  t.equal(sink.name, 'dying')
+  const err = await rejection(sink.write([sampleRow(1)]))
+  t.match(err.message, /ship thread stopped/, 'the write is failed, not reported accepted')
+  t.ok(logger.lines.some((l) => l.level === 'error' && /ship thread stopped/.test(l.msg)), 'and logged')
+  t.same(await sink.write([sampleRow(1), sampleRow(2)]), { failed: [] }, 'the next write runs on a new thread')
+  t.ok(logger.lines.some((l) => l.level === 'info' && /restarted/.test(l.msg)))
+})
+
+t.test('close waits for a write in flight; a write after close is refused', async (t) => {
+  const s = settings(t.testdir())
+  const sink = await open(t, s)
+  const rows = Array.from({ length: 40 }, (_v, i) => sampleRow(i))
+  const written = sink.write(rows)
+  await sink.close()
+  t.same(await written, { failed: [] }, 'the write in flight finished first')
+  t.same(await ids(s.parquetDir), rows.map((r) => r.id).sort())
+  await rejection(sink.write([sampleRow(99)])).then((e) => { t.match(e.message, /closed/) })
+  await sink.close() // idempotent
+})
