@@ -62,6 +62,13 @@ export interface GatewayOptions {
    * setTimeout; tests pass one they fire themselves, so that a connection's age never races its requests.
    */
   readonly connectionTimer?: (ms: number, fire: () => void) => () => void
+  /** Longest a reload may take before it is abandoned (it can then never apply); RELOAD_DEADLINE_MS by default. */
+  readonly reloadDeadlineMs?: number
+  /**
+   * Arms a reload's deadline (reloadDeadlineMs) and returns its cancel. By default an unref'd setTimeout; tests pass one
+   * they fire themselves, so that which reload is abandoned never depends on how fast the machine reads.
+   */
+  readonly reloadTimer?: (ms: number, fire: () => void) => () => void
 }
 
 /** What the 'closing' event carries: a client connection the gateway decided to close, and why. */
@@ -119,8 +126,8 @@ interface Connection {
   gone: Promise<void>
 }
 
-/** An unref'd setTimeout: a connection's max age never keeps the process alive. */
-function defaultConnectionTimer (ms: number, fire: () => void): () => void {
+/** An unref'd setTimeout: a connection's max age or a reload's deadline never keeps the process alive. */
+function unrefTimer (ms: number, fire: () => void): () => void {
   const t = setTimeout(fire, ms)
   t.unref()
   return () => clearTimeout(t)
@@ -223,7 +230,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
   observeCrls()
 
   const connections = new Map<TLSSocket, Connection>()
-  const connectionTimer = opts.connectionTimer ?? defaultConnectionTimer
+  const connectionTimer = opts.connectionTimer ?? unrefTimer
   const events = new EventEmitter()
   const server: HttpsServer = createHttpsServer({
     ...material.options,
@@ -571,16 +578,27 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
 
   // Which reload may apply: one abandoned at its deadline (below) must never apply later, after a newer one.
   let reloadTurn = 0
+  const reloadDeadlineMs = opts.reloadDeadlineMs ?? RELOAD_DEADLINE_MS
+  const reloadTimer = opts.reloadTimer ?? unrefTimer
   const reloadOnce = async (o: { force?: boolean }, turn: number): Promise<ReloadResult> => {
     let next: TrustMaterial
     try {
       next = await loadTrustMaterial(config, sources)
     } catch (err) {
+      // Abandoned: its result was reported (refused) at its deadline already, and is not counted twice.
+      if (turn !== reloadTurn) {
+        logger.warn({ err: (err as Error).message }, 'an abandoned truststore/CRL reload ended, failed')
+        return 'refused'
+      }
       metrics.reloads.inc({ result: 'refused' })
       logger.error({ code: (err as PixProxyError).code, err: (err as Error).message }, 'truststore/CRL reload refused; the previous ones stay in use')
       return 'refused'
     }
-    if (turn !== reloadTurn) return 'refused' // abandoned: its result was already reported as refused
+    if (turn !== reloadTurn) {
+      // Abandoned at its deadline: newer material may be in use by now, and what this one read must never replace it.
+      logger.warn({ digest: next.digest }, 'an abandoned truststore/CRL reload ended; what it read is discarded')
+      return 'refused'
+    }
     if (o.force !== true && next.digest === material.digest) {
       observeCrls()
       metrics.reloads.inc({ result: 'unchanged' })
@@ -607,20 +625,21 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
   // otherwise finish last and put the older CRL back. After each, every open connection is judged again, whatever
   // the result (a certificate may have expired, a CRL gone stale, with nothing new to read).
   // A reload that does not end (a file on a hung network mount; S3's own timeouts bound it at ~100 s) is abandoned at
-  // RELOAD_DEADLINE_MS and reported refused, so that the ones after it still run.
+  // its deadline (reloadDeadlineMs: RELOAD_DEADLINE_MS by default) and reported refused, so that the ones after it
+  // still run; when it ends at last, what it read is discarded (reloadOnce).
   let reloading: Promise<unknown> = Promise.resolve()
   const reload = async (o: { force?: boolean } = {}): Promise<ReloadResult> => {
     const run = reloading.then(async () => {
       const turn = ++reloadTurn
       let result: ReloadResult
-      let timer: NodeJS.Timeout | undefined
+      let cancel: (() => void) | undefined
       try {
-        const deadline = new Promise<'deadline'>((resolve) => { timer = setTimeout(() => resolve('deadline'), RELOAD_DEADLINE_MS); timer.unref() })
+        const deadline = new Promise<'deadline'>((resolve) => { cancel = reloadTimer(reloadDeadlineMs, () => resolve('deadline')) })
         const r = await Promise.race([reloadOnce(o, turn), deadline])
         if (r === 'deadline') {
           reloadTurn++ // the abandoned run can no longer apply
           metrics.reloads.inc({ result: 'refused' })
-          logger.error({ deadlineMs: RELOAD_DEADLINE_MS }, 'truststore/CRL reload abandoned at its deadline; the previous ones stay in use')
+          logger.error({ deadlineMs: reloadDeadlineMs }, 'truststore/CRL reload abandoned at its deadline; the previous ones stay in use')
           result = 'refused'
         } else {
           result = r
@@ -631,7 +650,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
         logger.error({ err }, 'truststore/CRL reload failed; the previous ones stay in use')
         result = 'refused'
       } finally {
-        clearTimeout(timer)
+        cancel?.()
       }
       try {
         // After an applied reload the connections were judged with the new material already; after any other, time

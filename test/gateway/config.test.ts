@@ -53,6 +53,28 @@ t.test('PIXGW_MAX_CONNECTION_AGE_MS: an hour by default, 0 = no limit, at most a
   }
 })
 
+t.test('an integer setting is decimal digits: "1.5" is refused, naming the setting, never truncated to 1', async (t) => {
+  for (const bad of ['1.5', '1e3', '0x10', '1.0', ' 5', '5 ', '+5', '', '1_000']) {
+    t.throws(() => loadGatewayConfig({ ...BASE, PIXGW_MAX_CONNECTION_AGE_MS: bad }), {
+      code: Errors.CONFIG_INVALID.code,
+      message: `PIXGW_MAX_CONNECTION_AGE_MS: must be a whole number written in decimal digits (got ${JSON.stringify(bad)})`
+    }, `${JSON.stringify(bad)} refused`)
+  }
+  // Every integer setting of the schema, each reported once, all at once.
+  const ints = Object.entries(GatewayConfigSchema.properties).filter(([, p]) => (p as { type?: string }).type === 'integer').map(([k]) => k)
+  t.ok(ints.length >= 10, `the schema's integer settings (${ints.length})`)
+  try {
+    loadGatewayConfig({ ...BASE, ...Object.fromEntries(ints.map((k) => [k, '1.5'])) })
+    t.fail('accepted')
+  } catch (e) {
+    t.equal((e as { code?: string }).code, Errors.CONFIG_INVALID.code)
+    const message = (e as Error).message
+    for (const k of ints) t.equal(message.split(`${k}: `).length - 1, 1, `${k} named once`)
+  }
+  t.equal(loadGatewayConfig({ ...BASE, PIXGW_MAX_CONNECTION_AGE_MS: '0900000' }).maxConnectionAgeMs, 900_000, 'decimal digits are read as such')
+  t.throws(() => loadGatewayConfig({ ...BASE, PIXGW_LISTEN_PORT: '-1' }), { code: Errors.CONFIG_INVALID.code, message: /PIXGW_LISTEN_PORT: Expected integer to be greater or equal to 0/ }, 'a negative number is the range check\'s')
+})
+
 t.test('every problem at once, with CONFIG_INVALID', async (t) => {
   const err = (src: Record<string, string | undefined>): string => {
     try {

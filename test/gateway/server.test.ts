@@ -69,12 +69,13 @@ function start (t: Test, extra: Record<string, string | undefined> = {}): Starte
 }
 
 t.test('a refused configuration: exit 78, every problem in one JSON line on stderr', async (t) => {
-  const p = start(t, { PIXGW_ROUTES: undefined, PIXGW_LISTEN_PORT: 'x' })
+  const p = start(t, { PIXGW_ROUTES: undefined, PIXGW_LISTEN_PORT: 'x', PIXGW_MAX_CONNECTION_AGE_MS: '1.5' })
   t.equal(await p.exit, 78)
   t.equal(p.lines.length, 1, p.lines.join('\n'))
   const out = JSON.parse(p.lines[0] as string) as { error: string, message: string }
   t.equal(out.error, Errors.CONFIG_INVALID.code)
   t.match(out.message, /PIXGW_LISTEN_PORT/)
+  t.match(out.message, 'PIXGW_MAX_CONNECTION_AGE_MS: must be a whole number written in decimal digits (got "1.5")', 'a fraction is refused, not truncated')
   t.match(out.message, /PIXGW_ROUTES/)
 })
 
