@@ -249,6 +249,22 @@ export interface Config {
 }
 
 /**
+ * Each integer setting of `schema` in `raw` not written as decimal digits, with its message. TypeBox's Convert would
+ * turn "1.5" into 1, "1e3" into 1 and "0x10" into 16 without a word; a setting that is not what its operator meant
+ * must stop the start instead. A leading minus is let through: the schema's range refuses it with its own words.
+ * Shared by the proxy's and the gateway's loaders.
+ */
+export function integerSettingProblems (schema: { readonly properties: Readonly<Record<string, unknown>> }, raw: Readonly<Record<string, unknown>>): Map<string, string> {
+  const problems = new Map<string, string>()
+  for (const [k, v] of Object.entries(raw)) {
+    if ((schema.properties[k] as { type?: string } | undefined)?.type === 'integer' && !(typeof v === 'string' && /^-?[0-9]+$/.test(v))) {
+      problems.set(k, `${k}: must be a whole number written in decimal digits (got ${JSON.stringify(v)})`)
+    }
+  }
+  return problems
+}
+
+/**
  * Validates `source` (the environment, or parameters fetched from SSM merged over it) and builds the typed config.
  * Unknown `PIXPROXY_*` names are errors (a typo must not silently fall back to a default).
  * @throws PixProxyError CONFIG_INVALID listing every problem at once.
@@ -267,8 +283,11 @@ export function loadConfig (source: Readonly<Record<string, string | undefined>>
     if (v === '' && OPTIONAL_NUMBERS.has(k)) continue
     raw[k] = v
   }
+  // Before Convert, which would truncate them: such a setting is reported once, with these words.
+  const notIntegers = integerSettingProblems(ConfigSchema, raw)
+  problems.push(...notIntegers.values())
   const converted = Value.Convert(ConfigSchema, Value.Default(ConfigSchema, raw))
-  const reported = new Set<string>()
+  const reported = new Set<string>(notIntegers.keys())
   for (const e of Value.Errors(ConfigSchema, converted)) {
     const key = e.path.replace(/^\//, '')
     if (reported.has(key)) continue

@@ -39,7 +39,7 @@ t.test('defaults and conversions', async (t) => {
 t.test('every problem is reported at once, with the offending value', async (t) => {
   const msg = problems({ PIXPROXY_ISPB: 'abc', PIXPROXY_LISTEN_PORT: 'eighty', PIXPROXY_TYPO: '1' })
   t.match(msg, /PIXPROXY_TYPO is not a pix-proxy setting/)
-  t.match(msg, /PIXPROXY_LISTEN_PORT: Expected integer \(got "eighty"\)/)
+  t.match(msg, /PIXPROXY_LISTEN_PORT: must be a whole number written in decimal digits \(got "eighty"\)/)
   t.match(msg, /PIXPROXY_ISPB: .*\(got "abc"\)/)
   t.match(msg, /PIXPROXY_SIGNING_CERT_FILE: Expected required property/)
 })
@@ -115,7 +115,7 @@ t.test('the operations listener: none unless a port is set; loopback unless told
   t.same(loadConfig({ ...base, PIXPROXY_OPS_LISTEN_PORT: '9464' }).ops, { host: '127.0.0.1', port: 9464 })
   t.same(loadConfig({ ...base, PIXPROXY_OPS_LISTEN_PORT: '0', PIXPROXY_LISTEN_PORT: '0' }).ops, { host: '127.0.0.1', port: 0 }, 'both ephemeral is fine')
   t.same(loadConfig({ ...base, PIXPROXY_OPS_LISTEN_PORT: '9464', PIXPROXY_OPS_LISTEN_HOST: '0.0.0.0' }).ops, { host: '0.0.0.0', port: 9464 })
-  t.match(problems({ ...base, PIXPROXY_OPS_LISTEN_PORT: 'metrics' }), /PIXPROXY_OPS_LISTEN_PORT: Expected integer/)
+  t.match(problems({ ...base, PIXPROXY_OPS_LISTEN_PORT: 'metrics' }), /PIXPROXY_OPS_LISTEN_PORT: must be a whole number written in decimal digits/)
   t.match(problems({ ...base, PIXPROXY_OPS_LISTEN_PORT: '65536' }), /PIXPROXY_OPS_LISTEN_PORT/)
 })
 
@@ -180,4 +180,17 @@ t.test('EMF request metrics: off by default; on with a namespace and a service d
   t.same(loadConfig({ ...base, PIXPROXY_METRICS_EMF: 'true', PIXPROXY_METRICS_EMF_NAMESPACE: 'PixProxy/prod', PIXPROXY_METRICS_EMF_SERVICE: 'pix-proxy-prod' }).emf, { namespace: 'PixProxy/prod', service: 'pix-proxy-prod' })
   t.match(problems({ ...base, PIXPROXY_METRICS_EMF: 'yes' }), /PIXPROXY_METRICS_EMF/)
   t.match(problems({ ...base, PIXPROXY_METRICS_EMF_NAMESPACE: '' }), /PIXPROXY_METRICS_EMF_NAMESPACE/)
+})
+
+t.test('an integer setting must be written in decimal digits: nothing is truncated or reinterpreted', async (t) => {
+  // TypeBox's Convert alone turns "1.5" into 1, "1e3" into 1 and "0x10" into 16: a port, a deadline or a pool size
+  // that is not what the operator wrote. Each is refused, named once, with the value given.
+  for (const v of ['1.5', '1e3', '0x10', '1.0', ' 5', '5 ', '+5', '1_000', 'Infinity']) {
+    const msg = problems({ ...base, PIXPROXY_SPI_MAX_IN_FLIGHT: v })
+    t.match(msg, `PIXPROXY_SPI_MAX_IN_FLIGHT: must be a whole number written in decimal digits (got ${JSON.stringify(v)})`, v)
+    t.equal(msg.split('PIXPROXY_SPI_MAX_IN_FLIGHT').length - 1, 1, `${v}: reported once`)
+  }
+  t.equal(loadConfig({ ...base, PIXPROXY_SPI_MAX_IN_FLIGHT: '06' }).spi.maxInFlight, 6, 'leading zeros are still decimal')
+  t.match(problems({ ...base, PIXPROXY_SPI_MAX_IN_FLIGHT: '-1' }), /PIXPROXY_SPI_MAX_IN_FLIGHT: Expected integer to be greater or equal to/, 'a negative one meets the range check')
+  t.equal(loadConfig({ ...base, PIXPROXY_OPS_LISTEN_PORT: '' }).ops?.port ?? null, null, 'an optional number set to empty is still unset')
 })

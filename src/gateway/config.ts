@@ -10,6 +10,7 @@ import { Type } from '@sinclair/typebox'
 import type { Static, TInteger, TString } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
 import { Errors, PixProxyError } from '../../core/errors.ts'
+import { integerSettingProblems } from '../config.ts'
 import { parseRoutes } from './routes.ts'
 import { parseSourceLocation } from './sources.ts'
 import type { RoutePattern } from './routes.ts'
@@ -104,22 +105,6 @@ export interface GatewayHsmKey {
 
 const KEYS: ReadonlySet<string> = new Set(Object.keys(GatewayConfigSchema.properties))
 
-/** The integer settings: TypeBox's Convert would turn "1.5" into 1, "1e3" into 1 and "0x10" into 16 without a word. */
-const INTEGER_KEYS: ReadonlySet<string> = new Set(Object.entries(GatewayConfigSchema.properties)
-  .filter(([, p]) => (p as { type?: string }).type === 'integer')
-  .map(([k]) => k))
-
-/** Each integer setting not written as decimal digits (a leading minus allowed: the range check refuses it then). */
-function integerProblems (raw: Readonly<Record<string, unknown>>): Map<string, string> {
-  const problems = new Map<string, string>()
-  for (const [k, v] of Object.entries(raw)) {
-    if (INTEGER_KEYS.has(k) && !(typeof v === 'string' && /^-?[0-9]+$/.test(v))) {
-      problems.set(k, `${k}: must be a whole number written in decimal digits (got ${JSON.stringify(v)})`)
-    }
-  }
-  return problems
-}
-
 /**
  * Validates `source` (the environment) and builds the typed config. Unknown `PIXGW_*` names are errors; other
  * variables (the proxy's `PIXPROXY_*` ones included) are ignored unless the schema names them.
@@ -134,7 +119,7 @@ export function loadGatewayConfig (source: Readonly<Record<string, string | unde
     else if (k.startsWith('PIXGW_')) problems.push(`${k} is not a gateway setting`)
   }
   // Before Convert, which would truncate them: such a setting is reported once, with these words, not the schema's.
-  const notIntegers = integerProblems(raw)
+  const notIntegers = integerSettingProblems(GatewayConfigSchema, raw)
   problems.push(...notIntegers.values())
   const converted = Value.Convert(GatewayConfigSchema, Value.Default(GatewayConfigSchema, raw))
   const reported = new Set<string>(notIntegers.keys())
