@@ -5,6 +5,7 @@
 import { parentPort, workerData } from 'node:worker_threads'
 import { openSink, type FromShip, type ToShip } from './ship.ts'
 import { toWire } from './remote.ts'
+import type { AuditRow } from './schema.ts'
 import type { AuditSettings } from './service.ts'
 
 const port = parentPort
@@ -13,14 +14,24 @@ const { audit } = workerData as { audit: AuditSettings }
 
 try {
   const sink = await openSink(audit)
+  const gathering = new Map<number, AuditRow[]>()
   port.on('message', (m: ToShip) => {
+    if (m.t === 'rows') {
+      const rows = gathering.get(m.k) ?? []
+      for (const r of m.rows) rows.push(r)
+      gathering.set(m.k, rows)
+      return
+    }
     const done = (p: Promise<unknown>): void => {
       p.then(
         (value) => { port.postMessage({ t: 'done', k: m.k, error: null, ...(m.t === 'write' ? { value: value as never } : {}) } satisfies FromShip) },
         (err: unknown) => { port.postMessage({ t: 'done', k: m.k, error: toWire(err) } satisfies FromShip) })
     }
-    if (m.t === 'write') done(sink.write(m.rows))
-    else done(sink.close().finally(() => { setImmediate(() => { port.close() }) }))
+    if (m.t === 'write') {
+      const rows = gathering.get(m.k) ?? []
+      gathering.delete(m.k)
+      done(sink.write(rows))
+    } else done(sink.close().finally(() => { setImmediate(() => { port.close() }) }))
   })
   port.postMessage({ t: 'ready', limits: { name: sink.name, maxBatchRows: sink.maxBatchRows, maxBatchBytes: sink.maxBatchBytes, maxRowBytes: sink.maxRowBytes } } satisfies FromShip)
 } catch (err) {

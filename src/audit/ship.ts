@@ -10,7 +10,7 @@
  * the sink refused; the pipeline's batching, retries, backoff and acknowledgements stay where they were.
  *
  * Protocol (structured clone over the thread's port):
- *   to the thread    { t: 'write', k, rows } | { t: 'close', k }
+ *   to the thread    { t: 'rows', k, rows } (a slice of write k's rows; as many as needed) | { t: 'write', k } | { t: 'close', k }
  *   from it          { t: 'ready', limits } | { t: 'open-failed', error } | { t: 'done', k, error, value? }
  * A thread that dies (an uncaught error, an out-of-memory) fails the writes waiting on it, which the pipeline
  * handles like any failing sink (the rows stay in the spool and go again after its backoff); the next write starts
@@ -37,7 +37,13 @@ export async function openSink (audit: AuditSettings): Promise<AuditSink> {
 }
 
 export interface SinkLimits { readonly name: string, readonly maxBatchRows: number, readonly maxBatchBytes: number, readonly maxRowBytes: number }
-export type ToShip = { readonly t: 'write', readonly k: number, readonly rows: readonly AuditRow[] } | { readonly t: 'close', readonly k: number }
+export type ToShip =
+  | { readonly t: 'rows', readonly k: number, readonly rows: readonly AuditRow[] }
+  | { readonly t: 'write', readonly k: number }
+  | { readonly t: 'close', readonly k: number }
+
+/** Rows per message of a write (~1 ms of structured clone for GetEntry-sized rows). */
+const POST_SLICE_ROWS = 64
 export type FromShip =
   | { readonly t: 'ready', readonly limits: SinkLimits }
   | { readonly t: 'open-failed', readonly error: WireError }
@@ -93,10 +99,18 @@ export class ThreadedSink implements AuditSink {
     if (this.#closing !== null) throw new PixProxyError(Errors.AUDIT_SINK_FAILED, [this.name, rows.length, 'the sink is closed'])
     const running = this.#running ?? await this.#restart()
     const k = this.#next++
-    return await new Promise<SinkResult>((resolve, reject) => {
+    const result = new Promise<SinkResult>((resolve, reject) => {
       running.pending.set(k, { resolve, reject, rows: rows.length })
-      running.worker.postMessage({ t: 'write', k, rows } satisfies ToShip)
     })
+    // In slices, the calls waiting on this thread served between them: cloning a batch of thousands of rows
+    // (the Parquet sink's) in one message held this thread for tens of milliseconds.
+    for (let i = 0; i < rows.length; i += POST_SLICE_ROWS) {
+      if (i > 0) await new Promise((resolve) => setImmediate(resolve))
+      if (!running.pending.has(k)) break // the thread stopped meanwhile: the write has already failed
+      running.worker.postMessage({ t: 'rows', k, rows: rows.slice(i, i + POST_SLICE_ROWS) } satisfies ToShip)
+    }
+    if (running.pending.has(k)) running.worker.postMessage({ t: 'write', k } satisfies ToShip)
+    return await result
   }
 
   /** Closes the sink (it waits for its calls in flight) and ends the thread. Idempotent. */
