@@ -8,7 +8,7 @@
  * each signed answer, as a bank core without a proxy must: that cost lands in this process, not in the target.
  *
  *   node bench/e2e.ts [--json] [--rates 100,200,300,400,600] [--seconds 10] [--sink firehose|parquet] [--targets proxy,nginx,direct] [--mix get-entry=2,create-entry=2,create-claim=1,spi-send=2] [--pin 1:0]
- *   node bench/e2e.ts --pinned [--quick] [--json] [--pin 0:1] [--rates …] [--seconds …] [--ops get-entry,…] [--contenders proxy,…] [--cpu-prof DIR] [--proxy-env K=V,…] [--audit-cpus 1] [--audit-nice 10]
+ *   node bench/e2e.ts --pinned [--quick] [--json] [--pin 0:1] [--rates …] [--seconds …] [--ops get-entry,…] [--contenders proxy,…] [--cpu-prof DIR] [--proxy-env K=V,…] [--audit-cpus 1] [--audit-nice 10] [--soak-minutes 30]
  *
  * --pinned (issue 15) is another comparison, bench/lib/pinned.ts: each server pinned to one core, a canned BACEN
  * (answers signed once with the BCB key) instead of the simulator, four contenders (nginx, a Fastify + undici
@@ -57,7 +57,8 @@ const { values } = parseArgs({
     'proxy-env': { type: 'string' },
     contenders: { type: 'string' },
     'audit-cpus': { type: 'string' },
-    'audit-nice': { type: 'string' }
+    'audit-nice': { type: 'string' },
+    'soak-minutes': { type: 'string' }
   }
 })
 const log = (s: string): void => { if (!values.json) process.stderr.write(`[bench] ${s}\n`) }
@@ -74,6 +75,7 @@ if (values.pinned) {
     ...(values['cpu-prof'] === undefined ? {} : { cpuProfDir: values['cpu-prof'] }),
     ...(values['audit-cpus'] === undefined ? {} : { auditCpus: values['audit-cpus'] }),
     ...(values['audit-nice'] === undefined ? {} : { auditNice: Number(values['audit-nice']) }),
+    ...(values['soak-minutes'] === undefined ? {} : { soakMinutes: Number(values['soak-minutes']) }),
     ...(values['proxy-env'] === undefined ? {} : { proxyEnv: Object.fromEntries(values['proxy-env'].split(',').map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])) }),
     log
   })

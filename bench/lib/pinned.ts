@@ -65,6 +65,11 @@ export interface PinnedOptions {
   readonly auditCpus?: string
   /** A probe: the deployed proxy's audit thread reniced to this nice value (e.g. 10: the loop wins the shared core). */
   readonly auditNice?: number
+  /**
+   * Instead of the grid: the deployed proxy alone at 200/s for this many minutes, its operations alternating in
+   * 30-second points, its memory and event-loop delay read from its /metrics after each (issue 15's soak).
+   */
+  readonly soakMinutes?: number
   readonly log: (line: string) => void
 }
 
@@ -281,6 +286,10 @@ export async function runPinned (o: PinnedOptions): Promise<Record<string, unkno
     }
     const bodiesOf = (c: Contender): Bodies => c === 'proxy' || c === 'proxy-audit-off' ? proxyBodies : directBodies
 
+    if (o.soakMinutes !== undefined) {
+      const soak = await runSoak(servers.proxy, bodiesOf('proxy'), ops, o.soakMinutes, warmSeconds, log)
+      return { bench: 'e2e-soak', pinned: true, serverCpus, restCpus, rate: FIXED_RATE, ...soak, durationSeconds: Math.round((performance.now() - startedAt) / 1000), loadavg1m: r2(loadavg()[0] as number), node: process.versions.node }
+    }
     for (const op of ops) {
       const opStartedAt = performance.now()
       for (const c of contenders) {
@@ -405,4 +414,80 @@ export async function runPinned (o: PinnedOptions): Promise<Record<string, unkno
     loadavg1m: r2(loadavg()[0] as number),
     node: process.versions.node
   }
+}
+
+/** The value of `name{labels}` in a Prometheus text exposition (the first match), or NaN. */
+function metricValue (text: string, name: string, labels = ''): number {
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name)) continue
+    const rest = line.slice(name.length)
+    if (labels === '' ? !(rest.startsWith(' ') || rest.startsWith('{')) : !rest.includes(labels)) continue
+    return Number(rest.slice(rest.lastIndexOf(' ') + 1))
+  }
+  return NaN
+}
+
+/** Least-squares slope of ys over xs (seconds), per minute. */
+function slopePerMinute (xs: readonly number[], ys: readonly number[]): number | null {
+  const n = xs.length
+  if (n < 2) return null
+  const mx = xs.reduce((a, b) => a + b, 0) / n
+  const my = ys.reduce((a, b) => a + b, 0) / n
+  let num = 0
+  let den = 0
+  for (let i = 0; i < n; i++) {
+    num += ((xs[i] as number) - mx) * ((ys[i] as number) - my)
+    den += ((xs[i] as number) - mx) ** 2
+  }
+  return den === 0 ? null : r2(num / den * 60)
+}
+
+/**
+ * The soak: the deployed proxy at FIXED_RATE for `minutes`, `ops` alternating in 30 s points. After each point its
+ * RSS, V8 heaps (the loop's, the audit thread's) and event-loop delay p99 (prom-client's, over the point) from its
+ * /metrics. Verdict as the issue states it: RSS slope under 1 MiB/min after warm-up (the first 5 minutes: JIT, pools,
+ * the audit threads' heaps growing to their working size), event-loop delay p99 under 10 ms, no errors.
+ */
+async function runSoak (server: Server, bodies: Bodies, ops: readonly Op[], minutes: number, warmSeconds: number, log: (line: string) => void): Promise<Record<string, unknown>> {
+  for (const op of ops) await load(server.url, 'proxy', op, bodies, 100, warmSeconds)
+  const started = performance.now()
+  const samples: Array<{ atS: number, op: Op, p50: number | null, p99: number | null, errors: number, cpuMsPerRequest: number, rssMiB: number, heapMiB: number, auditHeapMiB: number, loopDelayP99Ms: number }> = []
+  const mib = (b: number): number => r2(b / 1048576)
+  for (let i = 0; performance.now() - started < minutes * 60_000; i++) {
+    const op = ops[i % ops.length] as Op
+    await request(`${server.url}/metrics`).then(async (r) => { await r.body.dump() }) // prom-client's loop-delay window starts at a scrape
+    const p = await measure(server, 'proxy', op, bodies, FIXED_RATE, 30)
+    const text = await (await request(`${server.url}/metrics`)).body.text()
+    const s = {
+      atS: Math.round((performance.now() - started) / 1000),
+      op,
+      p50: p.p50,
+      p99: p.p99,
+      errors: p.sent - p.ok,
+      cpuMsPerRequest: p.cpuMsPerRequest,
+      rssMiB: mib(metricValue(text, 'process_resident_memory_bytes')),
+      heapMiB: mib(metricValue(text, 'nodejs_heap_size_used_bytes')),
+      auditHeapMiB: mib(metricValue(text, 'pixproxy_audit_worker_heap_bytes', 'measure="used"')),
+      loopDelayP99Ms: r2(metricValue(text, 'nodejs_eventloop_lag_p99_seconds') * 1000)
+    }
+    samples.push(s)
+    log(`soak ${s.atS}s ${op}: p50 ${s.p50} p99 ${s.p99} ms errors ${s.errors} cpu ${s.cpuMsPerRequest} ms/req rss ${s.rssMiB} MiB heap ${s.heapMiB} audit heap ${s.auditHeapMiB} MiB loop delay p99 ${s.loopDelayP99Ms} ms`)
+  }
+  const after = (fromS: number): typeof samples => samples.filter((s) => s.atS >= fromS)
+  const slope = (fromS: number, k: 'rssMiB' | 'heapMiB' | 'auditHeapMiB'): number | null => slopePerMinute(after(fromS).map((s) => s.atS), after(fromS).map((s) => s[k]))
+  const steady = after(300)
+  const delays = steady.map((s) => s.loopDelayP99Ms).sort((a, b) => a - b)
+  const rssSlope = slope(300, 'rssMiB')
+  const verdict = {
+    errors: samples.reduce((a, s) => a + s.errors, 0),
+    rssSlopeMiBPerMinAfter5Min: rssSlope,
+    rssSlopeMiBPerMinAfter10Min: slope(600, 'rssMiB'),
+    heapSlopeMiBPerMinAfter5Min: slope(300, 'heapMiB'),
+    auditHeapSlopeMiBPerMinAfter5Min: slope(300, 'auditHeapMiB'),
+    rssMiBAt5MinAndEnd: [steady[0]?.rssMiB ?? null, samples.at(-1)?.rssMiB ?? null],
+    loopDelayP99MsMedianAndMax: [delays[delays.length >> 1] ?? null, delays.at(-1) ?? null],
+    pass: false
+  }
+  verdict.pass = verdict.errors === 0 && rssSlope !== null && rssSlope < 1 && (verdict.loopDelayP99MsMedianAndMax[1] ?? Infinity) < 10
+  return { minutes, verdict, samples }
 }
