@@ -416,6 +416,9 @@ export async function runPinned (o: PinnedOptions): Promise<Record<string, unkno
   }
 }
 
+/** prom-client's default eventLoopMonitoringPrecision, which src/plugins/metrics.ts keeps. */
+const LOOP_DELAY_RESOLUTION_MS = 10
+
 /** The value of `name{labels}` in a Prometheus text exposition (the first match), or NaN. */
 function metricValue (text: string, name: string, labels = ''): number {
   for (const line of text.split('\n')) {
@@ -468,7 +471,9 @@ async function runSoak (server: Server, bodies: Bodies, ops: readonly Op[], minu
       rssMiB: mib(metricValue(text, 'process_resident_memory_bytes')),
       heapMiB: mib(metricValue(text, 'nodejs_heap_size_used_bytes')),
       auditHeapMiB: mib(metricValue(text, 'pixproxy_audit_worker_heap_bytes', 'measure="used"')),
-      loopDelayP99Ms: r2(metricValue(text, 'nodejs_eventloop_lag_p99_seconds') * 1000)
+      // prom-client's histogram (monitorEventLoopDelay, 10 ms resolution) holds the intervals between its timer's
+      // runs, ~10 ms on an idle loop: the delay is what exceeds the resolution.
+      loopDelayP99Ms: r2(Math.max(0, metricValue(text, 'nodejs_eventloop_lag_p99_seconds') * 1000 - LOOP_DELAY_RESOLUTION_MS))
     }
     samples.push(s)
     log(`soak ${s.atS}s ${op}: p50 ${s.p50} p99 ${s.p99} ms errors ${s.errors} cpu ${s.cpuMsPerRequest} ms/req rss ${s.rssMiB} MiB heap ${s.heapMiB} audit heap ${s.auditHeapMiB} MiB loop delay p99 ${s.loopDelayP99Ms} ms`)
