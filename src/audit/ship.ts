@@ -122,16 +122,26 @@ export class ThreadedSink implements AuditSink {
       // (the Parquet sink's) in one message held this thread for tens of milliseconds.
       for (let i = 0; i < rows.length; i += POST_SLICE_ROWS) {
         if (i > 0) await new Promise((resolve) => setImmediate(resolve))
-        if (!running.pending.has(k)) return { result } // the thread stopped meanwhile: the write has already failed
+        if (!running.pending.has(k)) return { result: this.#early(result, rows.length) }
         running.worker.postMessage({ t: 'rows', k, rows: rows.slice(i, i + POST_SLICE_ROWS) } satisfies ToShip)
       }
-      if (running.pending.has(k)) running.worker.postMessage({ t: 'write', k } satisfies ToShip)
+      if (!running.pending.has(k)) return { result: this.#early(result, rows.length) }
+      running.worker.postMessage({ t: 'write', k } satisfies ToShip)
     } catch (err) {
       // A slice that cannot be posted: no 'write' follows, so the slices already posted are never written alone.
       running.pending.delete(k)
       throw err
     }
     return { result }
+  }
+
+  /**
+   * The outcome of a write settled before its 'write' was posted: a thread that stopped (the write has already
+   * failed), or one that answered before it had every row, whose success must not acknowledge rows the sink never saw.
+   */
+  async #early (result: Promise<SinkResult>, rows: number): Promise<SinkResult> {
+    await result
+    throw new PixProxyError(Errors.AUDIT_SINK_FAILED, [this.name, rows, 'the ship thread answered before the write was whole'])
   }
 
   /** Closes the sink (it waits for its calls in flight) and ends the thread. Idempotent. */

@@ -162,3 +162,15 @@ t.test('close while a large write is still posting its slices waits for it: its 
   t.same(await written, { failed: [] }, 'the write finished first')
   t.same(await ids(s.parquetDir), rows.map((r) => r.id).sort())
 })
+
+t.test('a write the thread answers as accepted before it had every row is failed, not acknowledged', async (t) => {
+  const s = settings(t.testdir())
+  await writeFile(`${s.parquetDir}.mode`, 'accept')
+  const sink = await open(t, s, recordingLogger(), new URL('./fixtures/settling-ship.ts', import.meta.url))
+  // The answer comes after the first of many slices: the sink saw 64 of these rows at most.
+  const written = sink.write(Array.from({ length: 5_000 }, (_v, i) => sampleRow(i)))
+  blockUntil(`${s.parquetDir}.signalled`)
+  const err = await rejection(written)
+  t.equal(err.code, Errors.AUDIT_SINK_FAILED.code)
+  t.match(err.message, /answered before the write was whole/)
+})
