@@ -287,6 +287,12 @@ export class AuditPipeline {
           if (this.#expired()) break
         }
         const batch = await this.#assemble()
+        // Assembling yields (see #assemble), so the deadline may have passed meanwhile: a call started now would
+        // outlive it and close() would wait for it. The rows go back to the spool with the others, below.
+        if (this.#expired()) {
+          this.#requeue(batch)
+          break
+        }
         if (batch.length > 0) await this.#ship(batch)
       } catch (err) {
         // Spool I/O (load, park): keep the rows, pause, try again. The loop must not die.
@@ -390,6 +396,8 @@ export class AuditPipeline {
           await new Promise((resolve) => setImmediate(resolve))
           sliceStart = performance.now()
         }
+        // Past the close deadline, take no more (what was taken goes back: #run).
+        if (this.#expired()) break
         const ref = this.#spool.shift()
         if (ref === undefined) break
         try {

@@ -70,6 +70,8 @@ export class ThreadedSink implements AuditSink {
   #starting: Promise<Running> | null = null
   #next = 0
   #closing: Promise<void> | null = null
+  /** Writes still posting their slices (a thread start included): close() lets them finish first (see close). */
+  readonly #posting = new Set<Promise<void>>()
 
   private constructor (audit: AuditSettings, logger: AuditLogger, workerUrl: URL, first: Running, limits: SinkLimits) {
     this.#audit = audit
@@ -97,25 +99,57 @@ export class ThreadedSink implements AuditSink {
   /** Rows to the sink in its thread. @throws what the sink threw, or an error saying the thread stopped. */
   async write (rows: readonly AuditRow[]): Promise<SinkResult> {
     if (this.#closing !== null) throw new PixProxyError(Errors.AUDIT_SINK_FAILED, [this.name, rows.length, 'the sink is closed'])
+    const posted = this.#post(rows)
+    const posting = posted.then(() => {}, () => {})
+    this.#posting.add(posting)
+    void posting.then(() => { this.#posting.delete(posting) })
+    const { result } = await posted
+    return await result
+  }
+
+  /** Posts a write's rows and then the write itself; resolves once they are posted, with the write's outcome. */
+  async #post (rows: readonly AuditRow[]): Promise<{ readonly result: Promise<SinkResult> }> {
     const running = this.#running ?? await this.#restart()
     const k = this.#next++
     const result = new Promise<SinkResult>((resolve, reject) => {
       running.pending.set(k, { resolve, reject, rows: rows.length })
     })
-    // In slices, the calls waiting on this thread served between them: cloning a batch of thousands of rows
-    // (the Parquet sink's) in one message held this thread for tens of milliseconds.
-    for (let i = 0; i < rows.length; i += POST_SLICE_ROWS) {
-      if (i > 0) await new Promise((resolve) => setImmediate(resolve))
-      if (!running.pending.has(k)) break // the thread stopped meanwhile: the write has already failed
-      running.worker.postMessage({ t: 'rows', k, rows: rows.slice(i, i + POST_SLICE_ROWS) } satisfies ToShip)
+    // The outcome can come while slices are still to go (the thread stopped): handled from now on, or that
+    // rejection, between two slices with nothing awaiting it yet, would be unhandled and end this thread with it.
+    result.catch(() => {})
+    try {
+      // In slices, the calls waiting on this thread served between them: cloning a batch of thousands of rows
+      // (the Parquet sink's) in one message held this thread for tens of milliseconds.
+      for (let i = 0; i < rows.length; i += POST_SLICE_ROWS) {
+        if (i > 0) await new Promise((resolve) => setImmediate(resolve))
+        if (!running.pending.has(k)) return { result: this.#early(result, rows.length) }
+        running.worker.postMessage({ t: 'rows', k, rows: rows.slice(i, i + POST_SLICE_ROWS) } satisfies ToShip)
+      }
+      if (!running.pending.has(k)) return { result: this.#early(result, rows.length) }
+      running.worker.postMessage({ t: 'write', k } satisfies ToShip)
+    } catch (err) {
+      // A slice that cannot be posted: no 'write' follows, so the slices already posted are never written alone.
+      running.pending.delete(k)
+      throw err
     }
-    if (running.pending.has(k)) running.worker.postMessage({ t: 'write', k } satisfies ToShip)
-    return await result
+    return { result }
+  }
+
+  /**
+   * The outcome of a write settled before its 'write' was posted: a thread that stopped (the write has already
+   * failed), or one that answered before it had every row, whose success must not acknowledge rows the sink never saw.
+   */
+  async #early (result: Promise<SinkResult>, rows: number): Promise<SinkResult> {
+    await result
+    throw new PixProxyError(Errors.AUDIT_SINK_FAILED, [this.name, rows, 'the ship thread answered before the write was whole'])
   }
 
   /** Closes the sink (it waits for its calls in flight) and ends the thread. Idempotent. */
   async close (): Promise<void> {
     this.#closing ??= (async () => {
+      // A write still posting its slices is in flight like any other: its 'write' must reach the thread before
+      // 'close' does (the sink refuses writes once closed), so that close waits for it as the sink itself does.
+      await Promise.all([...this.#posting])
       const running = this.#running ?? await this.#starting?.catch(() => null) ?? null
       if (running === null) return
       const k = this.#next++

@@ -474,6 +474,37 @@ t.test('close stops at its deadline; what is left stays in the spool for the nex
   t.ok(dup <= inFlight, `${dup} shipped twice (at most the ${inFlight} rows of the call cut off by the deadline)`)
 })
 
+t.test('a deadline passing while a batch is assembled: no call starts after it, the rows stay in the spool', async (t) => {
+  const clock = new ManualClock()
+  const sink = new MemorySink()
+  sink.hold = true // a call started after the deadline would keep close() waiting: it must not start at all
+  t.teardown(() => { for (const h of sink.held.splice(0)) h.release() })
+  const { spool, pipe } = await setup(t, { sink, clock, pipe: { flushMs: 60_000 } })
+  const all = ids('y', 10)
+  for (const id of all) await transact(spool, id)
+  // Assembling a batch yields (to the begin and end calls waiting); here the deadline passes during the fifth
+  // row's load, as it can during any yield of a large batch.
+  const load = spool.load.bind(spool)
+  let loads = 0
+  spool.load = async (ref) => {
+    if (++loads === 5) clock.advance(1_000)
+    return await load(ref)
+  }
+  let r: { shipped: number, left: number } | null = null
+  void pipe.close(1_000).then((x) => { r = x })
+  await until('close returned, or a call started', () => r !== null || sink.calls.length > 0)
+  t.same(sink.calls, [], 'no call to the sink after the deadline')
+  await until('close returned', () => r !== null)
+  t.equal(clock.now(), 1_000)
+  t.same(r, { shipped: 0, left: 10 })
+  t.equal(spool.stats().readyRows, 10, 'every row handed back to the spool, none lost between shift and ship')
+  spool.load = load
+  const refs = []
+  for (let ref = spool.shift(); ref !== undefined; ref = spool.shift()) refs.push(ref)
+  t.same(refs.map((x) => x.id), all, 'in their order')
+  spool.unshift(refs)
+})
+
 t.test('close with the sink down returns at the deadline with everything left', async (t) => {
   const clock = new ManualClock()
   const sink = new MemorySink()

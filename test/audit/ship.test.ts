@@ -9,6 +9,7 @@ import type { Test } from 'tap'
 import { createServer } from 'node:net'
 import { once } from 'node:events'
 import { join } from 'node:path'
+import { existsSync } from 'node:fs'
 import { writeFile } from 'node:fs/promises'
 import { ThreadedSink } from '../../src/audit/ship.ts'
 import { ParquetSink, PARQUET_DEFAULT_BATCH_ROWS } from '../../src/audit/parquet.ts'
@@ -123,4 +124,53 @@ t.test('close waits for a write in flight; a write after close is refused', asyn
   t.same(await ids(s.parquetDir), rows.map((r) => r.id).sort())
   await rejection(sink.write([sampleRow(99)])).then((e) => { t.match(e.message, /closed/) })
   await sink.close() // idempotent
+})
+
+/** Blocks this thread (its event loop too) until `path` exists: what the ship thread does meanwhile is done by then. */
+function blockUntil (path: string): void {
+  const guard = performance.now() + 30_000 // a hang guard only
+  while (!existsSync(path)) if (performance.now() > guard) throw new Error(`${path} never appeared`)
+}
+
+for (const mode of ['done', 'die'] as const) {
+  t.test(`a write settled while its slices are still being posted (${mode === 'done' ? 'answered' : 'the thread exited'}) fails, and nothing is left unhandled`, async (t) => {
+    const unhandled: unknown[] = []
+    const onUnhandled = (reason: unknown): void => { unhandled.push(reason) }
+    process.on('unhandledRejection', onUnhandled)
+    t.teardown(() => { process.off('unhandledRejection', onUnhandled) })
+    const s = settings(t.testdir())
+    await writeFile(`${s.parquetDir}.mode`, mode)
+    const sink = await open(t, s, recordingLogger(), new URL('./fixtures/settling-ship.ts', import.meta.url))
+    // 5,000 rows: many slices, the first posted at once. The thread has settled the write before this thread
+    // goes on posting the others: in the audit worker, a rejection nothing handled yet ended the thread.
+    const written = sink.write(Array.from({ length: 5_000 }, (_v, i) => sampleRow(i)))
+    blockUntil(`${s.parquetDir}.signalled`)
+    const err = await rejection(written)
+    t.match(err.message, mode === 'done' ? /refused while its rows were arriving/ : /ship thread stopped/, 'the write failed, not reported accepted')
+    await new Promise((resolve) => setImmediate(resolve))
+    t.same(unhandled, [], 'no unhandled rejection')
+    t.same(await sink.write([sampleRow(1)]), { failed: [] }, 'the next write goes through')
+  })
+}
+
+t.test('close while a large write is still posting its slices waits for it: its rows are stored, not refused', async (t) => {
+  const s = settings(t.testdir())
+  const sink = await open(t, s)
+  const rows = Array.from({ length: 300 }, (_v, i) => sampleRow(i))
+  const written = sink.write(rows) // its first slice is posted at once, the others after turns of this thread
+  await sink.close() // called between two slices
+  t.same(await written, { failed: [] }, 'the write finished first')
+  t.same(await ids(s.parquetDir), rows.map((r) => r.id).sort())
+})
+
+t.test('a write the thread answers as accepted before it had every row is failed, not acknowledged', async (t) => {
+  const s = settings(t.testdir())
+  await writeFile(`${s.parquetDir}.mode`, 'accept')
+  const sink = await open(t, s, recordingLogger(), new URL('./fixtures/settling-ship.ts', import.meta.url))
+  // The answer comes after the first of many slices: the sink saw 64 of these rows at most.
+  const written = sink.write(Array.from({ length: 5_000 }, (_v, i) => sampleRow(i)))
+  blockUntil(`${s.parquetDir}.signalled`)
+  const err = await rejection(written)
+  t.equal(err.code, Errors.AUDIT_SINK_FAILED.code)
+  t.match(err.message, /answered before the write was whole/)
 })
