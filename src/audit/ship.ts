@@ -206,6 +206,9 @@ export class ThreadedSink implements AuditSink {
 async function start (audit: AuditSettings, url: URL): Promise<{ running: Running, limits: SinkLimits }> {
   const worker = new Worker(url, { workerData: { audit }, name: 'pix-audit-ship' })
   const exited = new Promise<void>((resolve) => worker.once('exit', () => { resolve() }))
+  // A Worker's 'error' with no listener is thrown in this thread (pix-audit), which would end the audit trail. Between
+  // the listeners below and #watch's, and while a failed start is terminated, an error is only the thread ending.
+  worker.on('error', () => {})
   let onMessage: (m: FromShip) => void = () => {}
   let onError: (err: Error) => void = () => {}
   let onExit: (code: number) => void = () => {}
