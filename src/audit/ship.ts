@@ -19,9 +19,6 @@
 import { resolve } from 'node:path'
 import { Worker } from 'node:worker_threads'
 import { Errors, PixProxyError } from '../../core/errors.ts'
-import { createFirehoseClient } from '../aws/clients.ts'
-import { FirehoseSink } from './firehose.ts'
-import { ParquetSink } from './parquet.ts'
 import { revive } from './remote.ts'
 import type { WireError } from './remote.ts'
 import type { AuditRow } from './schema.ts'
@@ -29,11 +26,18 @@ import type { AuditSettings } from './service.ts'
 import type { AuditSink, SinkResult } from './sink.ts'
 import type { AuditLogger } from './logger.ts'
 
-/** Opens the sink the settings name, in the calling thread. */
+/**
+ * Opens the sink the settings name, in the calling thread. Its modules load here, on demand: a thread holds only the
+ * sink it runs (the AWS SDK's clients, or DuckDB's bindings), and the audit thread, which only hands rows over, holds
+ * neither. Loaded in every thread, they cost the process ~100 MiB of RSS more (bench/RESULTS.md, session 8).
+ */
 export async function openSink (audit: AuditSettings): Promise<AuditSink> {
-  return audit.sink === 'firehose'
-    ? new FirehoseSink({ client: createFirehoseClient(), streams: audit.firehoseStreams })
-    : await ParquetSink.open({ dir: resolve(audit.parquetDir) })
+  if (audit.sink === 'firehose') {
+    const [{ FirehoseSink }, { createFirehoseClient }] = await Promise.all([import('./firehose.ts'), import('../aws/clients.ts')])
+    return new FirehoseSink({ client: createFirehoseClient(), streams: audit.firehoseStreams })
+  }
+  const { ParquetSink } = await import('./parquet.ts')
+  return await ParquetSink.open({ dir: resolve(audit.parquetDir) })
 }
 
 export interface SinkLimits { readonly name: string, readonly maxBatchRows: number, readonly maxBatchBytes: number, readonly maxRowBytes: number }
