@@ -6,7 +6,6 @@
  */
 import t from 'tap'
 import type { Test } from 'tap'
-import { join } from 'node:path'
 import { AuditWorker } from '../../src/audit/remote.ts'
 import type { AuditSettings } from '../../src/audit/service.ts'
 import type { AuditLogger } from '../../src/audit/spool.ts'
@@ -14,20 +13,9 @@ import { queryAudit } from '../../tools/audit/query.ts'
 import { PixProxyError } from '../../core/errors.ts'
 import { requestHalf, responseHalf } from './fixtures/rows.ts'
 import { rejection } from '../helpers/rejection.ts'
+import { auditSettings } from './fixtures/settings.ts'
 
-function settings (dir: string, o: Partial<AuditSettings> = {}): AuditSettings {
-  return {
-    enabled: true,
-    spoolDir: join(dir, 'spool'),
-    spoolShared: false,
-    spoolMaxBytes: 64 * 1024 * 1024,
-    sink: 'parquet',
-    parquetDir: join(dir, 'lake'),
-    firehoseStreams: { spi: 'spi', dict: 'dict' },
-    flushMs: 50,
-    ...o
-  }
-}
+const settings = auditSettings
 
 interface Logged { level: string, obj: object, msg: string }
 function recordingLogger (): AuditLogger & { lines: Logged[] } {

@@ -19,20 +19,9 @@ import { Errors, PixProxyError } from '../../core/errors.ts'
 import { queryAudit } from '../../tools/audit/query.ts'
 import { sampleRow } from './fixtures/rows.ts'
 import { rejection } from '../helpers/rejection.ts'
+import { auditSettings } from './fixtures/settings.ts'
 
-function settings (dir: string, o: Partial<AuditSettings> = {}): AuditSettings {
-  return {
-    enabled: true,
-    spoolDir: join(dir, 'spool'),
-    spoolShared: false,
-    spoolMaxBytes: 64 * 1024 * 1024,
-    sink: 'parquet',
-    parquetDir: join(dir, 'lake'),
-    firehoseStreams: { spi: 'spi', dict: 'dict' },
-    flushMs: 50,
-    ...o
-  }
-}
+const settings = auditSettings
 
 function recordingLogger (): AuditLogger & { lines: Array<{ level: string, msg: string }> } {
   const lines: Array<{ level: string, msg: string }> = []
