@@ -1,7 +1,7 @@
 import t from 'tap'
 import type { Test } from 'tap'
 import { createSecretsManagerClient, createSsmClient } from '../src/aws/clients.ts'
-import type { AwsClientOptions } from '../src/aws/clients.ts'
+import type { AwsClientOptions } from '../src/aws/config.ts'
 import { startLocalAwsEndpoint } from '../tools/aws-local/endpoint.ts'
 import type { LocalAwsEndpoint, LocalParameter } from '../tools/aws-local/endpoint.ts'
 import { CONFIG_KEYS, loadConfig, ssmParameterName } from '../src/config.ts'

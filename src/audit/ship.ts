@@ -33,7 +33,7 @@ import type { AuditLogger } from './logger.ts'
  */
 export async function openSink (audit: AuditSettings): Promise<AuditSink> {
   if (audit.sink === 'firehose') {
-    const [{ FirehoseSink }, { createFirehoseClient }] = await Promise.all([import('./firehose.ts'), import('../aws/clients.ts')])
+    const [{ FirehoseSink }, { createFirehoseClient }] = await Promise.all([import('./firehose.ts'), import('../aws/firehose-client.ts')])
     return new FirehoseSink({ client: createFirehoseClient(), streams: audit.firehoseStreams })
   }
   const { ParquetSink } = await import('./parquet.ts')

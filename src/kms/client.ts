@@ -3,8 +3,8 @@
  * KMS (plugins/crypto.ts imports this module and the signer dynamically): no cost when KMS is not used.
  */
 import { KMSClient } from '@aws-sdk/client-kms'
-import { config } from '../aws/clients.ts'
-import type { AwsClientOptions } from '../aws/clients.ts'
+import { config } from '../aws/config.ts'
+import type { AwsClientOptions } from '../aws/config.ts'
 
 /**
  * The client behind the KMS signer (kms/signer.ts), on the request path: every message BACEN receives is signed
