@@ -12,9 +12,9 @@
  *
  * --pinned (issue 15) is another comparison, bench/lib/pinned.ts: each server pinned to one core, a canned BACEN
  * (answers signed once with the BCB key) instead of the simulator, four contenders (nginx, a Fastify + undici
- * pass-through, pix-proxy with auditing off, pix-proxy as deployed) measured in alternation, DICT GetEntry, DICT
+ * pass-through, pix-proxy with auditing off, pix-proxy as deployed) each warmed up until V8 has settled, DICT GetEntry, DICT
  * CreateEntry and ICOM pacs.008 measured apart; its JSON line carries `pinned`, `ratios` and `sustainedPerSec`.
- * --quick: a coarser rate grid and 2 s points (under three minutes).
+ * --quick: a coarser rate grid, 2 s points and a 2 s warm-up (under three minutes; its figures include V8's JIT).
  *
  * Load: `pix-proxy load`'s engine (tools/load), open model (latency from the scheduled send time). Per target and
  * rate: p50/p99, errors, achieved rate, and for (a) and (b) the server's CPU time per request (/proc, process tree).

@@ -3,8 +3,8 @@
  * load generator, a canned BACEN (bench/lib/canned-bacen.ts: mutual TLS, answers genuinely signed with the BCB key,
  * signed once and replayed), the token/simulator host and the local Firehose endpoint on the other cores.
  *
- * Contenders, all running the whole time and measured in alternation (each rate visits them in turn, the order
- * reversed at every rate so drift in the shared machine's load falls on all):
+ * Contenders, all running the whole time; each is warmed up until V8 has settled (warmUp) and climbs its whole rate
+ * grid right after, then the next (runPinned says why not in alternation):
  *   nginx            bench/lib/nginx.ts, one worker, mutual TLS out, nothing else
  *   passthrough      bench/lib/passthrough.ts, Fastify + undici mutual TLS, bytes relayed
  *   proxy-audit-off  pix-proxy, PIXPROXY_AUDIT_ENABLED=false (HSM signing, engine mTLS, answer verification)
@@ -196,6 +196,45 @@ function auditWaitDelta (a: Map<string, Map<number, number>>, b: Map<string, Map
   return out
 }
 
+/**
+ * Warm-up until V8 has finished compiling the request path, so that points measure the steady state.
+ *
+ * Measured (bench/RESULTS.md, session 9): V8 tiers a function up to TurboFan only after thousands of calls, and for
+ * the proxy's request path that wave came ~10,000 requests in: about a hundred functions (Fastify's and undici's
+ * handlers, the XMLDSig verifier, the forwarding) compiled on V8's background thread, 1-78 ms each. Pinned to one
+ * core, that thread takes the core from the event loop: the point that held the wave had a p99 of 25-73 ms, the
+ * points before and after 5-9 ms, and the CPU per request at 200/s, measured before the wave, was ~2x the settled
+ * figure. A fixed 300-request warm-up measured the JIT, not the proxy.
+ *
+ * So: 2 s chunks at `rate` until SETTLED_CHUNKS chunks in a row cost V8's background threads (compilation, GC
+ * helpers) under SETTLED_V8_MS_PER_REQUEST each (settled: ~0.005-0.012; during the wave 0.06-0.16), or `maxSeconds`.
+ * Two quiet chunks were not enough: the proxy had a lull of that length at ~7,000 requests, before the wave. nginx
+ * has no JIT: its first chunks are quiet.
+ */
+const SETTLED_V8_MS_PER_REQUEST = 0.015
+const SETTLED_CHUNKS = 5
+async function warmUp (server: Server, c: Contender, op: Op, bodies: Bodies, rate: number, maxSeconds: number, chunkSeconds: number): Promise<WarmUp> {
+  let quiet = 0
+  let requests = 0
+  let seconds = 0
+  let v8MsPerRequest = 0
+  while (seconds < maxSeconds) {
+    const t0 = await threadCpuSecondsPrecise(server.pid)
+    const w = await load(server.url, c, op, bodies, rate, chunkSeconds)
+    const t1 = await threadCpuSecondsPrecise(server.pid)
+    // The rate is far below what any contender sustains: a failure here is a broken set-up, not load.
+    if (w.ok !== w.sent) throw new Error(`warm-up ${c} ${op}: ${w.ok}/${w.sent} ok ${JSON.stringify(w.errorsByCode)}`)
+    requests += w.sent
+    seconds += chunkSeconds
+    v8MsPerRequest = r3(((t1.V8Worker ?? 0) - (t0.V8Worker ?? 0)) * 1000 / Math.max(1, w.sent))
+    quiet = v8MsPerRequest < SETTLED_V8_MS_PER_REQUEST ? quiet + 1 : 0
+    if (quiet >= SETTLED_CHUNKS) return { contender: c, op, requests, seconds, settled: true, v8MsPerRequest }
+  }
+  return { contender: c, op, requests, seconds, settled: false, v8MsPerRequest }
+}
+
+interface WarmUp { contender: Contender, op: Op, requests: number, seconds: number, settled: boolean, v8MsPerRequest: number }
+
 async function measure (server: Server, c: Contender, op: Op, bodies: Bodies, rate: number, seconds: number): Promise<Point> {
   const a0 = c === 'proxy' ? await auditWaitBuckets(server.url) : null
   const w0 = await threadWakeups(server.pid)
@@ -219,6 +258,9 @@ export async function runPinned (o: PinnedOptions): Promise<Record<string, unkno
   if (!rates.includes(FIXED_RATE)) throw new Error(`--rates must include ${FIXED_RATE} (the ratios are taken there)`)
   const seconds = o.seconds ?? (o.quick ? 2 : 10)
   const warmSeconds = o.quick ? 1 : 3
+  // --quick cannot afford the JIT's settling (see warmUp): its figures are of a JIT still compiling.
+  const warmMaxSeconds = o.quick ? 2 : 150
+  const warmUps: WarmUp[] = []
   // --quick keeps to three minutes: past this per operation, contenders stop climbing (the fixed rate is still measured).
   const budgetMs = o.quick ? 40_000 : Infinity
   let truncated = false
@@ -290,21 +332,25 @@ export async function runPinned (o: PinnedOptions): Promise<Record<string, unkno
       const soak = await runSoak(servers.proxy, bodiesOf('proxy'), ops, o.soakMinutes, warmSeconds, log)
       return { bench: 'e2e-soak', pinned: true, serverCpus, restCpus, rate: FIXED_RATE, ...soak, durationSeconds: Math.round((performance.now() - startedAt) / 1000), loadavg1m: r2(loadavg()[0] as number), node: process.versions.node }
     }
+    // Each contender climbs its whole grid right after its own warm-up, and the next contender starts after. Runs
+    // used to alternate contenders at every rate (to spread the machine's drift over all of them), but then each
+    // contender sat idle for minutes between its points, and a Node server resuming after idle pays V8's
+    // background work again (the 200/s point after such a gap cost the audit-off proxy 0.995 ms per request, with
+    // 0.169 on V8's threads; without the gap 0.58-0.70, with 0.005-0.04: bench/RESULTS.md, session 9). That
+    // artefact was bigger than the drift it spread.
     for (const op of ops) {
-      const opStartedAt = performance.now()
       for (const c of contenders) {
-        const w = await load(servers[c].url, c, op, bodiesOf(c), 100, warmSeconds) // connections, JIT, HSM sessions
-        // 100/s is far below what any contender sustains: a failure here is a broken set-up, not load.
-        if (w.ok !== w.sent) throw new Error(`warm-up ${c} ${op}: ${w.ok}/${w.sent} ok ${JSON.stringify(w.errorsByCode)}`)
-      }
-      const failed = new Set<Contender>()
-      for (const [i, rate] of rates.entries()) {
-        const order = i % 2 === 0 ? contenders : [...contenders].reverse()
-        for (const c of order) {
-          if (failed.has(c) && rate !== FIXED_RATE) continue // the fixed rate is measured for every contender: the ratios
-          if (rate > FIXED_RATE && performance.now() - opStartedAt > budgetMs) {
+        const startedAt = performance.now()
+        // Connections, HSM sessions and the JIT (warmUp says why until V8 settles).
+        const w = await warmUp(servers[c], c, op, bodiesOf(c), FIXED_RATE, warmMaxSeconds, o.quick ? 1 : 2)
+        warmUps.push(w)
+        log(`${op} ${c} warm-up: ${w.requests} requests in ${w.seconds} s, ${w.settled ? 'settled' : 'NOT settled'} (V8 background ${w.v8MsPerRequest} ms/req)`)
+        let failed = false
+        for (const rate of rates) {
+          if (failed && rate !== FIXED_RATE) continue // the fixed rate is measured for every contender: the ratios
+          if (rate > FIXED_RATE && performance.now() - startedAt > budgetMs / contenders.length) {
             truncated = true
-            continue
+            break
           }
           const s0 = await upstreamStats()
           const p = await measure(servers[c], c, op, bodiesOf(c), rate, seconds)
@@ -312,11 +358,11 @@ export async function runPinned (o: PinnedOptions): Promise<Record<string, unkno
           p.upstreamHandshakesPerRequest = r3((s1.handshakes - s0.handshakes) / Math.max(1, s1.requests - s0.requests))
           assertOnlyLoadErrors(p)
           points.push(p)
-          if (!p.sustained) failed.add(c)
+          if (!p.sustained) failed = true
           log(`${op} ${c} @ ${rate}/s: p50 ${p.p50} p99 ${p.p99} ms ok ${p.ok}/${p.sent} cpu ${p.cpuMsPerRequest} ms/req ${JSON.stringify(p.cpuMsPerRequestByThread)} wakeups/req ${JSON.stringify(p.wakeupsPerRequestByThread)}${p.auditWaitMs === undefined ? '' : ` audit wait ms ${JSON.stringify(p.auditWaitMs)}`} handshakes/req ${p.upstreamHandshakesPerRequest} ${JSON.stringify(p.errorsByCode)}`)
           await new Promise((resolve) => setTimeout(resolve, 200))
+          if (failed && rate >= FIXED_RATE) break
         }
-        if (failed.size === contenders.length && rate >= FIXED_RATE) break
       }
     }
   } finally {
@@ -381,6 +427,8 @@ export async function runPinned (o: PinnedOptions): Promise<Record<string, unkno
     quick: o.quick,
     /** The time budget stopped a climb: a sustained rate may be higher than reported. */
     truncated,
+    /** Per contender and operation: how long the warm-up ran, and whether V8 had settled (see warmUp). */
+    warmUps,
     serverCpus,
     restCpus,
     auditCpus: o.auditCpus ?? null,
