@@ -23,6 +23,7 @@ import { request } from 'undici'
 import { COUNTERPARTY_ISPB, PROXY_ISPB } from '../tools/demo/stack.ts'
 import { createDirectTransport, createProxyTransport, runLoad } from '../tools/load/index.ts'
 import { treeCpuSeconds } from './lib/proc.ts'
+import { slopePerMinute } from './lib/stats.ts'
 import { auditSinkSettings, startBenchProxy } from './lib/proxy.ts'
 import { pinProcess, startAwsLocalProcess, startStackProcess } from './lib/stack-process.ts'
 
@@ -144,20 +145,6 @@ try {
   await rm(dir, { recursive: true, force: true })
 }
 
-/** Least-squares slope of y over x, per minute (x in seconds). */
-function slopePerMinute (xs: number[], ys: number[]): number {
-  const n = xs.length
-  if (n < 2) return NaN
-  const mx = xs.reduce((a, b) => a + b, 0) / n
-  const my = ys.reduce((a, b) => a + b, 0) / n
-  let num = 0
-  let den = 0
-  for (let i = 0; i < n; i++) {
-    num += ((xs[i] as number) - mx) * ((ys[i] as number) - my)
-    den += ((xs[i] as number) - mx) ** 2
-  }
-  return Math.round(num / den * 60 * 100) / 100
-}
 const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b)
   return s.length === 0 ? NaN : s[s.length >> 1] as number
@@ -181,7 +168,7 @@ const verdict = {
   rssLastMinuteMiB: lastMinute,
   eventLoopP99MaxMs: Math.max(...samples.map((s) => s.eventLoopP99Ms)),
   eventLoopP99MedianMs: median(samples.map((s) => s.eventLoopP99Ms)),
-  pass: t.errors === 0 && t.dropped === 0 && t.signatureFailures === 0 && rssSlope < 1 && heapSlope < 1 && !(auditHeapSlope >= 1) && lastMinute <= secondMinute * 1.1
+  pass: t.errors === 0 && t.dropped === 0 && t.signatureFailures === 0 && rssSlope !== null && rssSlope < 1 && heapSlope !== null && heapSlope < 1 && !(auditHeapSlope !== null && auditHeapSlope >= 1) && lastMinute <= secondMinute * 1.1
 }
 process.stdout.write(JSON.stringify({
   bench: 'soak',

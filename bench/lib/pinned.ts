@@ -34,6 +34,7 @@ import { randomCpf } from '../../tools/load/flows.ts'
 import { createEntryRequest, pacs008, SAMPLE_PAYEE, SAMPLE_PAYER } from '../../tools/samples/messages.ts'
 import { newEndToEndId } from '../../core/pix/ids.ts'
 import { startNginx } from './nginx.ts'
+import { slopePerMinute } from './stats.ts'
 import { threadCpuSecondsPrecise, threadIdsNamed, threadWakeups } from './proc.ts'
 import { auditSinkSettings, cpuProfSettings, startBenchProxy } from './proxy.ts'
 import { pinProcess, pinThread, startAwsLocalProcess, startScriptProcess, startStackProcess } from './stack-process.ts'
@@ -476,21 +477,6 @@ function metricValue (text: string, name: string, labels = ''): number {
     return Number(rest.slice(rest.lastIndexOf(' ') + 1))
   }
   return NaN
-}
-
-/** Least-squares slope of ys over xs (seconds), per minute. */
-function slopePerMinute (xs: readonly number[], ys: readonly number[]): number | null {
-  const n = xs.length
-  if (n < 2) return null
-  const mx = xs.reduce((a, b) => a + b, 0) / n
-  const my = ys.reduce((a, b) => a + b, 0) / n
-  let num = 0
-  let den = 0
-  for (let i = 0; i < n; i++) {
-    num += ((xs[i] as number) - mx) * ((ys[i] as number) - my)
-    den += ((xs[i] as number) - mx) ** 2
-  }
-  return den === 0 ? null : r2(num / den * 60)
 }
 
 /**
