@@ -55,6 +55,7 @@ t.test('what serve and gateway load is src/ and core/ only, never a tool', async
   const gateway = new Set([...await closure('src/gateway/server.ts'), ...await closure('src/cli/gateway.ts')])
   t.ok(gateway.has('src/gateway/gateway.ts') && gateway.has('src/gateway/config.ts'), `the gateway's closure is the gateway (${gateway.size} files)`)
   t.notOk(gateway.has('src/app.ts') || gateway.has('src/forwarding/pipeline.ts'), 'the gateway does not load the PIX proxy')
+  t.ok(gateway.has('src/audit/remote.ts'), "the gateway's audit trail runs in the audit worker thread, as the proxy's does")
   t.notOk([...serve].some((f) => f.startsWith('src/gateway/')), 'serve does not load the gateway')
   const product = new Set([...serve, ...gateway])
   t.ok(product.has('src/forwarding/pipeline.ts') && product.has('src/app.ts'), `the closure is the product (${product.size} files)`)

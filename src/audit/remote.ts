@@ -17,11 +17,12 @@
  * the failure listeners stop the proxy so that the orchestrator replaces it, as for a dead thread.
  */
 import { Worker } from 'node:worker_threads'
-import { Errors, errorSpec, PixProxyError } from '../../core/errors.ts'
+import { Errors, PixProxyError } from '../../core/errors.ts'
 import type { AuditJournal, AuditSettings, AuditStatus } from './service.ts'
 import type { AuditLogger, AuditRequestHalf, AuditResponseHalf } from './spool.ts'
+import { revive, whenReady } from './thread.ts'
+import type { WireError } from './thread.ts'
 
-export interface WireError { readonly code: string | null, readonly statusCode: number | null, readonly message: string }
 export type Call =
   | { readonly k: number, readonly op: 'begin', readonly row: AuditRequestHalf }
   | { readonly k: number, readonly op: 'end', readonly id: string, readonly half: AuditResponseHalf }
@@ -46,22 +47,6 @@ const STUCK_AFTER_MS = 30_000
 
 // Compiled to dist/, this module is remote.js and its worker worker.js.
 const WORKER_URL = new URL(import.meta.url.endsWith('.ts') ? './worker.ts' : './worker.js', import.meta.url)
-
-/** An error as it crosses a thread's port: its code, HTTP status and message. */
-export function toWire (err: unknown): WireError {
-  const e = err as { code?: unknown, statusCode?: unknown, message?: unknown }
-  return {
-    code: typeof e.code === 'string' ? e.code : null,
-    statusCode: typeof e.statusCode === 'number' ? e.statusCode : null,
-    message: typeof e.message === 'string' ? e.message : String(err)
-  }
-}
-
-/** The error raised in another thread, as the same PixProxyError (code, HTTP status, message). */
-export function revive (e: WireError): Error {
-  if (e.code === null) return new Error(e.message)
-  return new PixProxyError({ code: e.code, statusCode: e.statusCode ?? 500, message: '%s', outcome: errorSpec(e.code)?.outcome ?? 'not-sent' }, [e.message])
-}
 
 interface Pending { resolve (v: unknown): void, reject (e: Error): void }
 
@@ -127,30 +112,17 @@ export class AuditWorker implements AuditJournal {
    */
   static async start (audit: AuditSettings, logger: AuditLogger, o: { workerUrl?: URL, stuckAfterMs?: number } = {}): Promise<{ worker: AuditWorker, status: AuditStatus }> {
     const worker = new Worker(o.workerUrl ?? WORKER_URL, { workerData: { audit, blockingIo: true }, name: 'pix-audit' })
-    const first = await new Promise<FromWorker>((resolve, reject) => {
-      const onMessage = (m: FromWorker): void => {
-        if (m.t === 'log') { logger[m.level](m.obj, m.msg); return }
-        worker.off('message', onMessage)
-        resolve(m)
+    const ready = await whenReady<Extract<FromWorker, { t: 'ready' }>>(worker, {
+      failed: (why, cause) => new PixProxyError(Errors.AUDIT_WORKER_FAILED, [why], { cause }),
+      // The thread's log lines while it opens (the spool's replay) go to this thread's logger, as later ones do.
+      skip: (m) => {
+        const log = m as FromWorker
+        if (log.t !== 'log') return false
+        logger[log.level](log.obj, log.msg)
+        return true
       }
-      worker.on('message', onMessage)
-      worker.once('error', reject)
-      worker.once('exit', (code) => { reject(new PixProxyError(Errors.AUDIT_WORKER_FAILED, [`exited with code ${code} while starting`])) })
-    }).catch(async (err: unknown) => {
-      await worker.terminate()
-      throw err instanceof PixProxyError ? err : new PixProxyError(Errors.AUDIT_WORKER_FAILED, [(err as Error).message], { cause: err })
     })
-    if (first.t === 'open-failed') {
-      await worker.terminate()
-      throw revive(first.error)
-    }
-    if (first.t !== 'ready') {
-      await worker.terminate()
-      throw new PixProxyError(Errors.AUDIT_WORKER_FAILED, [`unexpected first message ${first.t}`])
-    }
-    worker.removeAllListeners('error')
-    worker.removeAllListeners('exit')
-    return { worker: new AuditWorker(worker, logger, o.stuckAfterMs ?? STUCK_AFTER_MS), status: first.status }
+    return { worker: new AuditWorker(worker, logger, o.stuckAfterMs ?? STUCK_AFTER_MS), status: ready.status }
   }
 
   /** The error that stopped the worker, or null while it runs. */

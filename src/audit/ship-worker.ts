@@ -4,7 +4,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads'
 import { openSink, type FromShip, type ToShip } from './ship.ts'
-import { toWire } from './remote.ts'
+import { toWire } from './thread.ts'
 import type { AuditRow } from './schema.ts'
 import type { AuditSettings } from './service.ts'
 

@@ -19,8 +19,8 @@
 import { resolve } from 'node:path'
 import { Worker } from 'node:worker_threads'
 import { Errors, PixProxyError } from '../../core/errors.ts'
-import { revive } from './remote.ts'
-import type { WireError } from './remote.ts'
+import { revive, whenReady } from './thread.ts'
+import type { WireError } from './thread.ts'
 import type { AuditRow } from './schema.ts'
 import type { AuditSettings } from './service.ts'
 import type { AuditSink, SinkResult } from './sink.ts'
@@ -210,30 +210,11 @@ export class ThreadedSink implements AuditSink {
 async function start (audit: AuditSettings, url: URL): Promise<{ running: Running, limits: SinkLimits }> {
   const worker = new Worker(url, { workerData: { audit }, name: 'pix-audit-ship' })
   const exited = new Promise<void>((resolve) => worker.once('exit', () => { resolve() }))
-  // A Worker's 'error' with no listener is thrown in this thread (pix-audit), which would end the audit trail. Between
-  // the listeners below and #watch's, and while a failed start is terminated, an error is only the thread ending.
-  worker.on('error', () => {})
-  let onMessage: (m: FromShip) => void = () => {}
-  let onError: (err: Error) => void = () => {}
-  let onExit: (code: number) => void = () => {}
-  const first = await new Promise<FromShip>((resolve, reject) => {
-    onMessage = resolve
-    onError = reject
-    onExit = (code) => { reject(new Error(`exited with code ${code} while starting`)) }
-    worker.once('message', onMessage).once('error', onError).once('exit', onExit)
-  }).catch(async (err: unknown) => {
-    await worker.terminate()
-    throw new Error(`the audit ship thread did not start: ${(err as Error).message}`, { cause: err })
-  }).finally(() => {
-    worker.off('message', onMessage).off('error', onError).off('exit', onExit)
+  // whenReady keeps an 'error' of the thread from being thrown in this one (pix-audit), which would end the audit
+  // trail: between its listeners and #watch's, and while a failed start is terminated, an error is only the thread
+  // ending.
+  const ready = await whenReady<Extract<FromShip, { t: 'ready' }>>(worker, {
+    failed: (why, cause) => new Error(`the audit ship thread did not start: ${why}`, { cause })
   })
-  if (first.t === 'open-failed') {
-    await worker.terminate()
-    throw revive(first.error)
-  }
-  if (first.t !== 'ready') {
-    await worker.terminate()
-    throw new Error(`the audit ship thread's first message was ${first.t}`)
-  }
-  return { running: { worker, pending: new Map(), exited }, limits: first.limits }
+  return { running: { worker, pending: new Map(), exited }, limits: ready.limits }
 }

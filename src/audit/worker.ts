@@ -7,8 +7,8 @@ import { parentPort, workerData } from 'node:worker_threads'
 import { AuditService } from './service.ts'
 import type { AuditSettings } from './service.ts'
 import type { AuditLogger } from './spool.ts'
-import { toWire } from './remote.ts'
 import type { Reply, ToWorker, FromWorker } from './remote.ts'
+import { toWire } from './thread.ts'
 
 const port = parentPort
 if (port === null) throw new Error('src/audit/worker.ts runs as a worker thread (see AuditWorker)')

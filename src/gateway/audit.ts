@@ -2,12 +2,12 @@
  * One audit row per call through the gateway: who (the client certificate's identity), what (route, method, path),
  * and how it ended (status, error code, latency, bytes).
  *
- * In production the rows go through the proxy's audit trail (src/audit/: write-ahead spool, pipeline, Parquet or
- * Firehose, `system = 'gateway'`, src/audit/gateway.ts), with the proxy's begin/end contract: a call the gateway
- * forwards is durable in the spool BEFORE it reaches the backend (when it cannot be, the call is refused with 503
- * PIXPROXY_ERR_AUDIT_SPOOL_FULL or the spool's error, never forwarded unaudited), and its outcome is appended before
- * the answer's last byte is written. docs/gateway.md says why. Tests may pass any GatewayAuditSink (a `write` alone
- * keeps rows in memory).
+ * In production the rows go through the proxy's audit trail in its worker thread (src/audit/remote.ts: write-ahead
+ * spool, pipeline, Parquet or Firehose, `system = 'gateway'`, src/audit/gateway.ts), with the proxy's begin/end
+ * contract: a call the gateway forwards is durable in the spool BEFORE it reaches the backend (when it cannot be, the
+ * call is refused with 503 PIXPROXY_ERR_AUDIT_SPOOL_FULL, the spool's error or the thread's, never forwarded
+ * unaudited), and its outcome is appended before the answer's last byte is written. docs/gateway.md says why. Tests
+ * may pass any GatewayAuditSink (a `write` alone keeps rows in memory).
  */
 import { GATEWAY_COLUMNS, gatewayRequestHalf, gatewayResponseHalf } from '../audit/gateway.ts'
 import type { GatewayCallRow, GatewayCallStart } from '../audit/gateway.ts'

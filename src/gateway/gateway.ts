@@ -506,7 +506,8 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
           instance_id: instanceId
         })
       } catch (err) {
-        // The spool's own code (AUDIT_SPOOL_FULL, _IO, _CLOSED, _LOCKED: all 503 and not sent) reaches the client.
+        // The spool's own code (AUDIT_SPOOL_FULL, _IO, _CLOSED, _LOCKED), or the audit thread's (AUDIT_WORKER_FAILED,
+        // _UNRESPONSIVE), reaches the client: all 503 and not sent.
         const refusal = err instanceof PixProxyError ? err : new PixProxyError(Errors.AUDIT_SPOOL_IO, ['begin', (err as Error).message], { cause: err })
         logger.error({ id: requestId, err }, 'gateway call not audited: refused, not forwarded')
         errorCode = refusal.code

@@ -1,13 +1,15 @@
 /**
  * The gateway's entry point (`pix-proxy gateway`, or `node dist/src/gateway/server.js`): configuration from the
  * environment (src/gateway/config.ts), run until SIGTERM/SIGINT (requests in flight drain), SIGHUP re-reads the
- * server certificate, truststore and CRLs. The only place of the gateway that exits the process (with lifecycle.ts,
- * the process handling it shares with the proxy's entry point).
+ * server certificate, truststore and CRLs, and a lost audit trail (its worker thread stopped) closes the gateway and
+ * exits 1. The only place of the gateway that exits the process (with lifecycle.ts, the process handling it shares
+ * with the proxy's entry point).
  */
 import pino from 'pino'
 import type { SecretsManagerClient } from '@aws-sdk/client-secrets-manager'
+import type { PixProxyError } from '../../core/errors.ts'
 import { icpBrasilIdentity } from '../../core/pki/icp-brasil.ts'
-import { AuditService } from '../audit/service.ts'
+import { AuditWorker } from '../audit/remote.ts'
 import { configOrExit, drainOnSignals, reloadOnSighup, startOrExit } from '../lifecycle.ts'
 import { journalAuditSink } from './audit.ts'
 import type { GatewayAuditSink } from './audit.ts'
@@ -17,34 +19,53 @@ import { startGateway } from './gateway.ts'
 import type { Gateway } from './gateway.ts'
 import { resolveServerKeyPin } from './pin.ts'
 
+/** The gateway as its entry point runs it: with its audit trail in a worker thread, which may stop. */
+export interface RunningGateway extends Gateway {
+  /** The audit worker thread (drills and tests: its abort() is what a crash of the thread looks like). */
+  readonly auditWorker: AuditWorker
+  /**
+   * `listener` is called once if the audit worker stops while the gateway runs (at once if it already has): every
+   * call is refused from then on (503, never forwarded unaudited), so the entry point closes the gateway and exits 1
+   * for the orchestrator to start a fresh task, whose spool replay ships what this one made durable.
+   */
+  onAuditFailure (listener: (err: PixProxyError) => void): void
+}
+
 /**
  * Starts the gateway. The libp11 engine takes its PKCS#11 module from PKCS11_MODULE_PATH (never from the URI), so it
  * must name the configured module: set from the config when absent, a contradiction refused. A PIN in Secrets
  * Manager is written to a private file first (pin.ts), removed when the gateway closes or fails to start.
- * `secrets` is for tests (the local Secrets Manager); by default the SDK's usual sources.
+ * For tests: `secrets` (the local Secrets Manager; by default the SDK's usual sources), `logger` (by default pino on
+ * stdout at the configured level).
  */
-export async function runGateway (config: GatewayConfig, env: NodeJS.ProcessEnv = process.env, secrets?: SecretsManagerClient): Promise<Gateway> {
+export async function runGateway (config: GatewayConfig, env: NodeJS.ProcessEnv = process.env, o: { secrets?: SecretsManagerClient, logger?: pino.Logger } = {}): Promise<RunningGateway> {
   if (config.serverKey.kind === 'hsm') {
     if (env.PKCS11_MODULE_PATH === undefined) env.PKCS11_MODULE_PATH = config.serverKey.modulePath
     else if (env.PKCS11_MODULE_PATH !== config.serverKey.modulePath) {
       throw new Error(`PKCS11_MODULE_PATH (${env.PKCS11_MODULE_PATH}) and PIXPROXY_HSM_MODULE_PATH (${config.serverKey.modulePath}) differ: the TLS engine would use another HSM module`)
     }
   }
-  const logger = pino({ level: config.logLevel, base: { service: 'pix-proxy-gateway' }, redact: ['pin', '*.pin', 'key', '*.privateKey'] })
-  const pin = await resolveServerKeyPin(config, logger, secrets)
+  const logger = o.logger ?? pino({ level: config.logLevel, base: { service: 'pix-proxy-gateway' }, redact: ['pin', '*.pin', 'key', '*.privateKey'] })
+  const pin = await resolveServerKeyPin(config, logger, o.secrets)
   let gw: Gateway
+  let audit: GatewayAuditTrail
   try {
-    const audit = await openGatewayAudit(config, logger.child({ audit: 'gateway' }))
+    audit = await openGatewayAudit(config, logger.child({ audit: 'gateway' }))
     try {
       gw = await startGateway({ config: pin.config, logger, identify: icpBrasilIdentity, audit })
     } catch (err) {
-      await audit.close?.()
+      await audit.close()
       throw err
     }
   } catch (err) {
     await pin.remove()
     throw err
   }
+  const { worker } = audit
+  worker.onFailure((err) => {
+    // The stable code first: what an operator's alarm (and docs/operations.md) keys on.
+    logger.fatal({ code: err.code, err: err.message }, 'gateway audit trail lost: every call is refused; shutting down')
+  })
   // The engine reads the PIN file at every context build (reloads too): it stays until the gateway closes.
   const close = gw.close.bind(gw)
   return Object.assign(gw, {
@@ -54,18 +75,28 @@ export async function runGateway (config: GatewayConfig, env: NodeJS.ProcessEnv 
       } finally {
         await pin.remove()
       }
-    }
+    },
+    auditWorker: worker,
+    onAuditFailure: (listener: (err: PixProxyError) => void) => { worker.onFailure(listener) }
   })
 }
 
+/** The gateway's audit trail: the rows' sink, and the worker thread that runs it. */
+export interface GatewayAuditTrail extends GatewayAuditSink {
+  readonly worker: AuditWorker
+  close (): Promise<void>
+}
+
 /**
- * The gateway's audit trail: the proxy's spool, pipeline and sinks (src/audit/service.ts) in this process, rows of
- * system gateway. Closing ships what it can within the shutdown deadline; the rest stays in the spool for the next
- * start, whose replay ships it.
+ * The gateway's audit trail, rows of system gateway: the proxy's spool, pipeline and sink in the proxy's audit worker
+ * thread (src/audit/remote.ts; the sink in a further thread of its own), so that none of their work runs on the event
+ * loop that serves the TLS clients (docs/gateway.md, "Audit", says what it cost there). Closing ships what it can
+ * within half the shutdown deadline; the rest stays in the spool for the next start, whose replay ships it.
+ * @throws what opening the spool or the sink raised (AUDIT_SPOOL_LOCKED, AUDIT_STORE_OPEN…), or AUDIT_WORKER_FAILED.
  */
-export async function openGatewayAudit (config: GatewayConfig, logger: pino.Logger): Promise<GatewayAuditSink> {
+export async function openGatewayAudit (config: GatewayConfig, logger: pino.Logger): Promise<GatewayAuditTrail> {
   const a = config.audit
-  const service = await AuditService.open({
+  const { worker, status } = await AuditWorker.start({
     enabled: true,
     spoolDir: a.spoolDir,
     spoolShared: false,
@@ -76,27 +107,39 @@ export async function openGatewayAudit (config: GatewayConfig, logger: pino.Logg
     firehoseStreams: { spi: config.auditFirehoseStream, dict: config.auditFirehoseStream, gateway: config.auditFirehoseStream },
     flushMs: a.flushMs
   }, logger)
-  return journalAuditSink(service, async () => {
-    const { left } = await service.close(Math.max(1_000, Math.floor(config.shutdownTimeoutMs / 2)))
-    if (left > 0) logger.warn({ left }, 'gateway audit rows left in the spool for the next start')
-  })
+  const replay = status.spool.replay
+  logger.info({ sink: status.sink, spool: status.spoolDir, replayedRows: replay.rows, incomplete: replay.incomplete, tornBytes: replay.tornBytes }, 'gateway audit trail ready')
+  const close = async (): Promise<void> => {
+    // A worker that stopped ships nothing here (close() only ends it): its durable rows wait for the next start.
+    const { shipped, left } = await worker.close(Math.max(1_000, Math.floor(config.shutdownTimeoutMs / 2)))
+    if (left > 0) logger.warn({ shipped, left }, 'gateway audit rows left in the spool for the next start')
+  }
+  return { ...journalAuditSink(worker, close), worker, close }
 }
 
 export async function main (): Promise<void> {
   const config = await configOrExit(() => loadGatewayConfig(process.env))
   const running = startOrExit(runGateway(config))
-  drainOnSignals(running, async (gw) => {
+  const stop = async (gw: RunningGateway): Promise<void> => {
     // The deadline starts with the drain (see drainOnSignals).
     const deadline = setTimeout(() => process.exit(1), config.shutdownTimeoutMs)
     deadline.unref()
     await gw.close()
-  }, (_gw, err) => {
+  }
+  const failed = (_gw: RunningGateway, err: unknown): void => {
     const e = err as { code?: string, message?: string }
     process.stderr.write(JSON.stringify({ msg: 'shutdown failed', error: e.code ?? null, message: e.message }) + '\n')
-  })
+  }
+  drainOnSignals(running, stop, failed)
   // Rotation: replace the files, then `kill -HUP <pid>`; open client connections are judged again (docs/gateway.md).
   reloadOnSighup(running, async (gw) => await gw.reload({ force: true }))
-  await running
+  const gw = await running
+  // The audit worker stopped (runGateway logged why): every call is now refused, never forwarded unaudited. Close as
+  // for SIGTERM (requests in flight end, the deadline bounds it), then exit 1 so that the orchestrator replaces the
+  // task; the next one's spool replay ships what this one made durable.
+  gw.onAuditFailure(() => {
+    void stop(gw).catch((err: unknown) => { failed(gw, err) }).finally(() => process.exit(1))
+  })
 }
 
 if (import.meta.main) await main()

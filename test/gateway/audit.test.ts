@@ -1,9 +1,10 @@
 /**
- * The gateway's audit rows through the audit trail (src/audit/, system gateway) over real mutual-TLS handshakes:
- * read back with DuckDB from the Parquet store (queryAudit, and `pix-proxy audit query` itself), delivered to the
- * gateway's own stream of the local Firehose, and a full spool refusing calls (503, nothing forwarded) instead of
- * forwarding them unaudited. No timing: the answer's last byte leaves only after its row is durable in the spool,
- * and closing the gateway ships every completed row before it returns.
+ * The gateway's audit rows through the audit trail (src/audit/, system gateway, in the audit worker thread) over real
+ * mutual-TLS handshakes: read back with DuckDB from the Parquet store (queryAudit, and `pix-proxy audit query`
+ * itself), delivered to the gateway's own stream of the local Firehose, a full spool refusing calls (503, nothing
+ * forwarded) instead of forwarding them unaudited, and a dead audit thread doing the same and telling the gateway to
+ * shut down. No timing: the answer's last byte leaves only after its row is durable in the spool, closing the gateway
+ * ships every completed row before it returns, and a thread ended by the test has ended when abort() resolves.
  */
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -15,7 +16,7 @@ import { AuditSpool } from '../../src/audit/spool.ts'
 import { GATEWAY_AUDIT_COLUMNS, journalAuditSink } from '../../src/gateway/audit.ts'
 import { startGateway } from '../../src/gateway/gateway.ts'
 import { thumbprintS256 } from '../../src/gateway/headers.ts'
-import { openGatewayAudit } from '../../src/gateway/server.ts'
+import { openGatewayAudit, runGateway } from '../../src/gateway/server.ts'
 import { startLocalAwsEndpoint } from '../../tools/aws-local/endpoint.ts'
 import { queryAudit } from '../../tools/audit/query.ts'
 import { main } from '../../tools/cli/main.ts'
@@ -42,14 +43,20 @@ t.test('Parquet: a forwarded call and a refused one are rows of the gateway tabl
   const root = await mkdtemp(join(dir, 'parquet-'))
   const store = join(root, 'lake')
   const config = gatewayConfig(pki, backend, { PIXGW_AUDIT_SPOOL_DIR: join(root, 'spool'), PIXGW_AUDIT_PARQUET_DIR: store, PIXGW_AUDIT_FLUSH_MS: '10', ...GUARD })
-  const { logger } = testLogger()
-  const gw = await startGateway({ config, logger, identify: icpBrasilIdentity, audit: await openGatewayAudit(config, logger), instanceId: 'gw-test' })
+  const { logger, lines } = testLogger()
+  const audit = await openGatewayAudit(config, logger)
+  const gw = await startGateway({ config, logger, identify: icpBrasilIdentity, audit, instanceId: 'gw-test' })
   let closed = false
   t.teardown(async () => { if (!closed) await gw.close() })
+  t.match(lines.find((l) => l.msg === 'gateway audit trail ready'), { sink: 'parquet', replayedRows: 0 }, 'the trail is up, its spool replayed')
   const client = pki.clients.valid
   const cert = client.certificate
   const ok = await attempt(gw.url, pki, { client, path: '/open-banking/accounts/v2/accounts?page=2' })
   t.ok(ok.ok && ok.status === 200, 'forwarded')
+  // The spool is the audit thread's, asked through its port: the call's row was there, complete, before the answer
+  // ended (the refusal below is written after its answer, so only this one can be counted exactly).
+  const spool = (await audit.worker.status()).spool
+  t.match(spool, { spooledRows: 1, openRows: 0 }, 'the forwarded call is one complete row in the audit thread\'s spool')
   const no = await attempt(gw.url, pki, { client, path: '/admin/secrets' })
   t.ok(no.ok && no.status === 404, `refused by the allowlist (${JSON.stringify(no)})`)
   // Closing ships every completed row (the refusal's row too: close waits for rows being written).
@@ -144,4 +151,42 @@ t.test('a full spool refuses the call with PIXPROXY_ERR_AUDIT_SPOOL_FULL; nothin
   t.equal(res.ok && res.headers['content-type'], 'application/problem+json')
   t.equal(backend.calls.length, before, 'not forwarded unaudited')
   t.ok(lines.some((l) => l.msg === 'gateway call not audited: refused, not forwarded'), 'logged')
+})
+
+t.test('the audit thread dies: the next call is refused with 503 PIXPROXY_ERR_AUDIT_WORKER_FAILED and never reaches the backend; the gateway is told to shut down', async (t) => {
+  const root = await mkdtemp(join(dir, 'dies-'))
+  const store = join(root, 'lake')
+  const settings = { PIXGW_AUDIT_SPOOL_DIR: join(root, 'spool'), PIXGW_AUDIT_PARQUET_DIR: store, ...GUARD }
+  const { logger, lines } = testLogger()
+  // Nothing ships before the crash (flush after 10 minutes): the answered call's row is in the spool only.
+  const gw = await runGateway(gatewayConfig(pki, backend, { ...settings, PIXGW_AUDIT_FLUSH_MS: '600000' }), {}, { logger })
+  let closed = false
+  t.teardown(async () => { if (!closed) await gw.close() })
+  const heard: string[] = []
+  gw.onAuditFailure((err) => { heard.push(err.code) })
+  const client = pki.clients.valid
+  const ok = await attempt(gw.url, pki, { client })
+  t.ok(ok.ok && ok.status === 200, 'forwarded while the audit thread runs')
+  const before = backend.calls.length
+
+  await gw.auditWorker.abort() // what a crash of the thread looks like; it has ended when this resolves
+  t.same(heard, [Errors.AUDIT_WORKER_FAILED.code], 'the failure listener (the entry point: close, then exit 1) is told, once')
+  t.match(lines.find((l) => l.msg === 'gateway audit trail lost: every call is refused; shutting down'), { level: 60, code: Errors.AUDIT_WORKER_FAILED.code }, 'a fatal log line with the stable code')
+
+  const res = await attempt(gw.url, pki, { client, method: 'POST', path: '/open-banking/payments/v4/pix/payments', body: '{"x":1}', headers: { 'content-type': 'application/json' } })
+  t.ok(res.ok && res.status === 503, `503 (${JSON.stringify(res)})`)
+  t.equal(res.ok && res.headers['content-type'], 'application/problem+json')
+  t.match(res.ok ? JSON.parse(res.body) as Record<string, unknown> : {}, { code: Errors.AUDIT_WORKER_FAILED.code, status: 503, outcome: 'not-sent' }, 'the problem names the dead audit thread: safe to retry')
+  t.equal(backend.calls.length, before, 'not forwarded unaudited')
+  t.ok(lines.some((l) => l.msg === 'gateway call not audited: refused, not forwarded'), 'logged')
+  // The normal close path, with the thread gone: it resolves (nothing to ship; the spool stays for the next start).
+  closed = true
+  await gw.close()
+
+  // The next start replays what the dead thread made durable, and ships it.
+  const next = testLogger()
+  const audit = await openGatewayAudit(gatewayConfig(pki, backend, { ...settings, PIXGW_AUDIT_FLUSH_MS: '10' }), next.logger)
+  t.match(next.lines.find((l) => l.msg === 'gateway audit trail ready'), { replayedRows: 1, incomplete: 0 }, 'the answered call, complete')
+  await audit.close()
+  t.same(await rowsOf(store, 'SELECT method, path, status, error_code FROM gateway'), [{ method: 'GET', path: '/open-banking/accounts/v2/accounts', status: 200, error_code: null }], 'shipped by the next start; the refused call never became a row')
 })

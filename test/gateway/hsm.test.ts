@@ -92,7 +92,7 @@ t.test('the PIN from Secrets Manager (PIXPROXY_HSM_PIN_SECRET_ID) and the certif
   const arn = ep.putSecret({ name: 'pix-gw/hsm-pin', string: hsm.pin + '\n' })
   const env: NodeJS.ProcessEnv = { PKCS11_MODULE_PATH: hsm.modulePath }
 
-  const gw = await runGateway(gatewayConfig(pki, backend, secretSettings(arn)), env, sm)
+  const gw = await runGateway(gatewayConfig(pki, backend, secretSettings(arn)), env, { secrets: sm })
   let closed = false
   t.teardown(async () => { if (!closed) await gw.close() })
   const id = String(gw.material.options.privateKeyIdentifier)
@@ -111,10 +111,10 @@ t.test('the PIN from Secrets Manager (PIXPROXY_HSM_PIN_SECRET_ID) and the certif
   t.notOk(existsSync(file), 'the PIN file is removed when the gateway closes')
 
   // A secret that does not exist stops the start with its own code, and leaves no PIN file.
-  await t.rejects(runGateway(gatewayConfig(pki, backend, secretSettings('pix-gw/nope')), env, sm), { code: Errors.AWS_SECRET_NOT_FOUND.code })
+  await t.rejects(runGateway(gatewayConfig(pki, backend, secretSettings('pix-gw/nope')), env, { secrets: sm }), { code: Errors.AWS_SECRET_NOT_FOUND.code })
   // (A wrong PIN cannot be shown here: the engine keeps the token logged in for the life of the process.)
   // A start that fails after the PIN file was written removes it: a key label not on the token.
-  await t.rejects(runGateway(gatewayConfig(pki, backend, { ...secretSettings(arn), PIXGW_SERVER_KEY_LABEL: 'no-such-key' }), env, sm), { code: Errors.TLS_KEY_NOT_FOUND.code })
+  await t.rejects(runGateway(gatewayConfig(pki, backend, { ...secretSettings(arn), PIXGW_SERVER_KEY_LABEL: 'no-such-key' }), env, { secrets: sm }), { code: Errors.TLS_KEY_NOT_FOUND.code })
   const left = (await readdir(tmpdir())).filter((n) => n.startsWith(`pix-proxy-pin-${process.pid}-`))
   t.same(left, [], 'no PIN directory of this process is left behind')
 })
