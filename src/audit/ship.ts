@@ -71,9 +71,9 @@ const SHIP_WORKER_URL = new URL(import.meta.url.endsWith('.ts') ? './ship-worker
  * How long a write (or the thread's start, or its close) may take before the thread is deemed hung. Far above
  * the sinks' own bounds, so that only a thread that will never answer reaches it: a Firehose write is a few
  * PutRecordBatch calls in parallel, each bounded by its client's 3 s connect and 10 s request timeouts
- * (src/aws/clients.ts; the SDK does not retry); a Parquet write of a full batch (5,000 rows) takes under half a
- * second (12,000-28,000 rows/s, bench/RESULTS.md), some more on a slow disk. A minute also keeps a slow but live
- * sink from being cut off in the middle of its work again and again, each time shipping its rows twice.
+ * (src/aws/firehose-client.ts; the SDK does not retry); a Parquet write of a full batch (5,000 rows) takes under
+ * half a second (12,000-28,000 rows/s, bench/RESULTS.md), some more on a slow disk. A minute also keeps a slow but
+ * live sink from being cut off in the middle of its work again and again, each time shipping its rows twice.
  */
 export const SHIP_WRITE_DEADLINE_MS = 60_000
 
