@@ -109,8 +109,9 @@ export class AuditService implements AuditJournal {
     await this.#sweeper?.close()
     const result = await this.#pipeline.close(deadlineMs)
     await this.#sink.close()
-    // A sink call that outlived the deadline has returned by now (closing the sink waits for it): let the loop
-    // acknowledge its rows or hand them back before the spool closes under it.
+    // A sink call that outlived the deadline has returned by now (closing the sink waits for it; the ship thread's,
+    // at most until its write deadline, which fails it): let the loop acknowledge its rows or hand them back before
+    // the spool closes under it.
     await this.#pipeline.stopped()
     await this.#spool.close()
     return result

@@ -15,6 +15,15 @@
  * A thread that dies (an uncaught error, an out-of-memory) fails the writes waiting on it, which the pipeline
  * handles like any failing sink (the rows stay in the spool and go again after its backoff); the next write starts
  * a new thread. Nothing is lost: a row leaves the spool only once a sink has said it accepted it.
+ *
+ * A thread that hangs (a DuckDB call that never returns, a sink in a busy loop, a request without a timeout) would
+ * leave the pipeline awaiting its write for ever: nothing would ship again, the spool would fill to its bound and
+ * refuse every request, and closing would wait too. So every write has a deadline (`writeDeadlineMs`, from its
+ * first posted slice to its answer), and so do the thread's start and its close: past it the thread is treated as
+ * dead (terminated, its writes failed with AUDIT_SINK_FAILED, one error logged) and the next write starts a new one.
+ * The pipeline keeps the failed write's rows and sends them again after its backoff. A terminated thread may have
+ * shipped some of them already (a Firehose call that succeeded late, a Parquet file renamed into place): those are
+ * stored twice, which the audit trail allows (at least once; readers deduplicate on `id`).
  */
 import { resolve } from 'node:path'
 import { Worker } from 'node:worker_threads'
@@ -25,6 +34,8 @@ import type { AuditRow } from './schema.ts'
 import type { AuditSettings } from './service.ts'
 import type { AuditSink, SinkResult } from './sink.ts'
 import type { AuditLogger } from './logger.ts'
+import { realClock } from './clock.ts'
+import type { AuditClock } from './clock.ts'
 
 /**
  * Opens the sink the settings name, in the calling thread. Its modules load here, on demand: a thread holds only the
@@ -56,10 +67,35 @@ export type FromShip =
 // Compiled to dist/, this module is ship.js and its thread ship-worker.js.
 const SHIP_WORKER_URL = new URL(import.meta.url.endsWith('.ts') ? './ship-worker.ts' : './ship-worker.js', import.meta.url)
 
+/**
+ * How long a write (or the thread's start, or its close) may take before the thread is deemed hung. Far above
+ * the sinks' own bounds, so that only a thread that will never answer reaches it: a Firehose write is a few
+ * PutRecordBatch calls in parallel, each bounded by its client's 3 s connect and 10 s request timeouts
+ * (src/aws/firehose-client.ts; the SDK does not retry); a Parquet write of a full batch (5,000 rows) takes under
+ * half a second (12,000-28,000 rows/s, bench/RESULTS.md), some more on a slow disk. A minute also keeps a slow but
+ * live sink from being cut off in the middle of its work again and again, each time shipping its rows twice.
+ */
+export const SHIP_WRITE_DEADLINE_MS = 60_000
+
+export interface ThreadedSinkOptions {
+  /** Replaces the thread's code (tests: a thread that dies, or hangs). */
+  readonly workerUrl?: URL
+  /** See SHIP_WRITE_DEADLINE_MS (the default). */
+  readonly writeDeadlineMs?: number
+  /** Time source of the deadlines (default realClock; tests move a manual one). */
+  readonly clock?: AuditClock
+}
+
+interface Pending { resolve (v: SinkResult): void, reject (e: Error): void, readonly rows: number }
+
 interface Running {
   readonly worker: Worker
-  readonly pending: Map<number, { resolve (v: SinkResult): void, reject (e: Error): void, readonly rows: number }>
+  readonly pending: Map<number, Pending>
   readonly exited: Promise<void>
+  /** Fails what waits on the thread and forgets it, once (set by #watch). `hung`: terminate it as well. */
+  stop: (why: string, hung: boolean) => void
+  /** It was stopped for not answering in time: terminated, not waited for. */
+  hung: boolean
 }
 
 export class ThreadedSink implements AuditSink {
@@ -70,6 +106,8 @@ export class ThreadedSink implements AuditSink {
   readonly #audit: AuditSettings
   readonly #logger: AuditLogger
   readonly #workerUrl: URL
+  readonly #deadlineMs: number
+  readonly #clock: AuditClock
   #running: Running | null
   #starting: Promise<Running> | null = null
   #next = 0
@@ -77,10 +115,12 @@ export class ThreadedSink implements AuditSink {
   /** Writes still posting their slices (a thread start included): close() lets them finish first (see close). */
   readonly #posting = new Set<Promise<void>>()
 
-  private constructor (audit: AuditSettings, logger: AuditLogger, workerUrl: URL, first: Running, limits: SinkLimits) {
+  private constructor (audit: AuditSettings, logger: AuditLogger, o: Required<ThreadedSinkOptions>, first: Running, limits: SinkLimits) {
     this.#audit = audit
     this.#logger = logger
-    this.#workerUrl = workerUrl
+    this.#workerUrl = o.workerUrl
+    this.#deadlineMs = o.writeDeadlineMs
+    this.#clock = o.clock
     this.#running = first
     this.name = limits.name
     this.maxBatchRows = limits.maxBatchRows
@@ -89,13 +129,17 @@ export class ThreadedSink implements AuditSink {
   }
 
   /**
-   * Starts the thread, which opens the sink. `workerUrl` replaces the thread's code (tests: a thread that dies).
-   * @throws the error opening the sink raised (AUDIT_STORE_OPEN…), or AUDIT_WORKER_FAILED if the thread died.
+   * Starts the thread, which opens the sink.
+   * @throws the error opening the sink raised (AUDIT_STORE_OPEN…), or an error saying the thread died or did not
+   *   start within the deadline; CONFIG_INVALID for a deadline that is not a positive number.
    */
-  static async open (audit: AuditSettings, logger: AuditLogger, o: { workerUrl?: URL } = {}): Promise<ThreadedSink> {
-    const url = o.workerUrl ?? SHIP_WORKER_URL
-    const { running, limits } = await start(audit, url)
-    const sink = new ThreadedSink(audit, logger, url, running, limits)
+  static async open (audit: AuditSettings, logger: AuditLogger, o: ThreadedSinkOptions = {}): Promise<ThreadedSink> {
+    const opts = { workerUrl: o.workerUrl ?? SHIP_WORKER_URL, writeDeadlineMs: o.writeDeadlineMs ?? SHIP_WRITE_DEADLINE_MS, clock: o.clock ?? realClock }
+    if (!(opts.writeDeadlineMs > 0 && Number.isFinite(opts.writeDeadlineMs))) {
+      throw new PixProxyError(Errors.CONFIG_INVALID, [`audit ship thread writeDeadlineMs must be a positive number, not ${opts.writeDeadlineMs}`])
+    }
+    const { running, limits } = await start(audit, opts)
+    const sink = new ThreadedSink(audit, logger, opts, running, limits)
     sink.#watch(running)
     return sink
   }
@@ -115,9 +159,7 @@ export class ThreadedSink implements AuditSink {
   async #post (rows: readonly AuditRow[]): Promise<{ readonly result: Promise<SinkResult> }> {
     const running = this.#running ?? await this.#restart()
     const k = this.#next++
-    const result = new Promise<SinkResult>((resolve, reject) => {
-      running.pending.set(k, { resolve, reject, rows: rows.length })
-    })
+    const result = this.#expect(running, k, rows.length)
     // The outcome can come while slices are still to go (the thread stopped): handled from now on, or that
     // rejection, between two slices with nothing awaiting it yet, would be unhandled and end this thread with it.
     result.catch(() => {})
@@ -157,18 +199,38 @@ export class ThreadedSink implements AuditSink {
       const running = this.#running ?? await this.#starting?.catch(() => null) ?? null
       if (running === null) return
       const k = this.#next++
-      const closed = new Promise<SinkResult>((resolve, reject) => { running.pending.set(k, { resolve, reject, rows: 0 }) })
+      // Bounded like a write: a hung thread is terminated at the deadline (and a write still pending on it, whose
+      // own deadline comes first, does the same).
+      const closed = this.#expect(running, k, 0)
       running.worker.postMessage({ t: 'close', k } satisfies ToShip)
       await closed.catch(() => {}) // a thread that died while closing has nothing left to close
-      await running.exited
+      // A terminated thread stuck in native code ends only when that call returns, maybe never: not waited for.
+      if (!running.hung) await running.exited
     })()
     await this.#closing
+  }
+
+  /**
+   * The answer to call `k`, posted (or about to be) to `running`; if none comes within the deadline, the thread is
+   * stopped as hung, which fails this call and every other waiting on it.
+   */
+  #expect (running: Running, k: number, rows: number): Promise<SinkResult> {
+    return new Promise<SinkResult>((resolve, reject) => {
+      const cancel = this.#clock.timer(() => {
+        if (running.pending.has(k)) running.stop(`it did not answer within ${this.#deadlineMs} ms and was terminated`, true)
+      }, this.#deadlineMs, false)
+      running.pending.set(k, {
+        resolve: (v) => { cancel(); resolve(v) },
+        reject: (e) => { cancel(); reject(e) },
+        rows
+      })
+    })
   }
 
   async #restart (): Promise<Running> {
     this.#starting ??= (async () => {
       try {
-        const { running } = await start(this.#audit, this.#workerUrl)
+        const { running } = await start(this.#audit, { workerUrl: this.#workerUrl, writeDeadlineMs: this.#deadlineMs, clock: this.#clock })
         this.#running = running
         this.#watch(running)
         this.#logger.info({ sink: this.name }, 'audit ship thread restarted')
@@ -180,9 +242,13 @@ export class ThreadedSink implements AuditSink {
     return await this.#starting
   }
 
-  /** Replies settle their writes; a thread that stops fails what waits on it and is replaced at the next write. */
+  /**
+   * Replies settle their writes; a thread that stops (dies, or is terminated for not answering) fails what waits on
+   * it and is replaced at the next write.
+   */
   #watch (running: Running): void {
     const { worker, pending } = running
+    const threadId = worker.threadId // -1 once the thread has stopped
     worker.on('message', (m: FromShip) => {
       if (m.t !== 'done') return
       const p = pending.get(m.k)
@@ -192,29 +258,43 @@ export class ThreadedSink implements AuditSink {
       else p.reject(revive(m.error))
     })
     let gone = false
-    const stopped = (why: string): void => {
-      if (gone) return // 'error' then 'exit': one stop
+    running.stop = (why: string, hung: boolean): void => {
+      if (gone) return // 'error' then 'exit', or a deadline then the 'exit' it causes: one stop
       gone = true
       if (this.#running === running) this.#running = null
-      if (pending.size === 0 && this.#closing !== null) return
+      if (hung) {
+        running.hung = true
+        // Forgotten at once, not when its 'exit' comes: a thread stuck in native code (a DuckDB call) stops only
+        // when that call returns. Meanwhile it must not keep the process alive, and a new thread may run beside it
+        // (both can write: Parquet files have unique names, Firehose calls are independent).
+        worker.unref()
+        worker.terminate().catch(() => {})
+        void running.exited.then(() => { this.#logger.info({ sink: this.name, threadId }, 'the audit ship thread that did not answer has ended') })
+      }
+      if (pending.size === 0 && this.#closing !== null && !hung) return
       const reason = `the audit ship thread stopped (${why}); its rows stay in the spool`
-      if (this.#closing === null) this.#logger.error({ err: reason, pending: pending.size }, 'audit ship thread stopped; the next batch starts a new one')
+      if (this.#closing === null || hung) {
+        const msg = hung ? 'audit ship thread did not answer in time and was terminated; the next batch starts a new one' : 'audit ship thread stopped; the next batch starts a new one'
+        this.#logger.error({ code: Errors.AUDIT_SINK_FAILED.code, err: reason, pending: pending.size }, msg)
+      }
       for (const p of pending.values()) p.reject(new PixProxyError(Errors.AUDIT_SINK_FAILED, [this.name, p.rows, reason]))
       pending.clear()
     }
-    worker.on('error', (err) => { stopped(err.message) })
-    worker.on('exit', (code) => { stopped(`exited with code ${code}`) })
+    worker.on('error', (err) => { running.stop(err.message, false) })
+    worker.on('exit', (code) => { running.stop(`exited with code ${code}`, false) })
   }
 }
 
-async function start (audit: AuditSettings, url: URL): Promise<{ running: Running, limits: SinkLimits }> {
-  const worker = new Worker(url, { workerData: { audit }, name: 'pix-audit-ship' })
+async function start (audit: AuditSettings, o: Required<ThreadedSinkOptions>): Promise<{ running: Running, limits: SinkLimits }> {
+  const worker = new Worker(o.workerUrl, { workerData: { audit }, name: 'pix-audit-ship' })
   const exited = new Promise<void>((resolve) => worker.once('exit', () => { resolve() }))
   // whenReady keeps an 'error' of the thread from being thrown in this one (pix-audit), which would end the audit
   // trail: between its listeners and #watch's, and while a failed start is terminated, an error is only the thread
-  // ending.
+  // ending. Its deadline: opening a sink that never returns (a DuckDB open, a client's set-up) would hang the write
+  // waiting for it.
   const ready = await whenReady<Extract<FromShip, { t: 'ready' }>>(worker, {
-    failed: (why, cause) => new Error(`the audit ship thread did not start: ${why}`, { cause })
+    failed: (why, cause) => new Error(`the audit ship thread did not start: ${why}`, { cause }),
+    deadline: { ms: o.writeDeadlineMs, clock: o.clock }
   })
-  return { running: { worker, pending: new Map(), exited }, limits: ready.limits }
+  return { running: { worker, pending: new Map(), exited, stop: () => {}, hung: false }, limits: ready.limits }
 }

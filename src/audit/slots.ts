@@ -22,6 +22,7 @@ import type { AuditSink, SinkResult } from './sink.ts'
 import { AuditSpool } from './spool.ts'
 import type { AuditLogger, AuditSpoolOptions } from './spool.ts'
 import type { AuditRow } from './schema.ts'
+import type { AuditClock } from './clock.ts'
 
 /** Far above any sane task count; a bound so a misconfigured root cannot make a start-up loop for ever. */
 export const MAX_SPOOL_SLOTS = 1_000
@@ -90,9 +91,18 @@ export interface SlotSweeperOptions {
   readonly spoolOptions: Omit<AuditSpoolOptions, 'dir'>
   /** Between sweeps (default 60 s; the first sweep runs at once). */
   readonly intervalMs?: number
-  /** How long one adopted slot may take to ship before it is released with rows left for the next sweep (default 10 s: bounds a shutdown waiting for it). */
+  /**
+   * How long one adopted slot may take to ship before it is released with rows left for the next sweep (default
+   * 10 s: bounds a shutdown waiting for it), plus what a sink call running at that moment still takes (the
+   * ship thread's write deadline bounds it).
+   */
   readonly shipDeadlineMs?: number
   readonly logger?: AuditLogger
+  /**
+   * Time source of the adoptions' pipelines (flush, deadline; default realClock): the clock `spoolOptions.clock`
+   * stamps rows with (AuditPipelineOptions.clock).
+   */
+  readonly clock?: AuditClock
 }
 
 export interface AdoptionResult {
@@ -158,8 +168,16 @@ export class SlotSweeper {
       let shipped = 0
       let left = replayedRows
       if (replayedRows > 0) {
-        const pipeline = AuditPipeline.start({ spool, sink: this.#o.sink, flushMs: 10, ...(logger === undefined ? {} : { logger }) })
-        ;({ shipped, left } = await pipeline.close(this.#o.shipDeadlineMs ?? 10_000))
+        const { clock } = this.#o
+        const pipeline = AuditPipeline.start({ spool, sink: this.#o.sink, flushMs: 10, ...(logger === undefined ? {} : { logger }), ...(clock === undefined ? {} : { clock }) })
+        await pipeline.close(this.#o.shipDeadlineMs ?? 10_000)
+        // A sink call still running at the deadline may yet acknowledge its rows: the spool stays open (and the slot
+        // locked) until it has returned and the loop has acknowledged them or handed them back, as in
+        // AuditService.close. Closed under it, the acknowledgement deleted the slot's segments after its lock was
+        // released, when another sweep or process could already have claimed the slot and replayed them.
+        await pipeline.stopped()
+        shipped = pipeline.stats().shippedRows
+        left = spool.stats().pendingRows
         this.#adopted++
         this.#adoptedRows += shipped
         logger?.warn({ dir, replayedRows, shipped, left }, 'adopted the audit spool slot of a process that is gone')
@@ -170,7 +188,7 @@ export class SlotSweeper {
     return results
   }
 
-  /** Stops sweeping; an adoption in progress finishes (bounded by shipDeadlineMs). */
+  /** Stops sweeping; an adoption in progress finishes (bounded by shipDeadlineMs and a sink call's own deadline). */
   async close (): Promise<void> {
     this.#closed = true
     clearInterval(this.#timer)

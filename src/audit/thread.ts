@@ -5,6 +5,7 @@
  */
 import type { Worker } from 'node:worker_threads'
 import { errorSpec, PixProxyError } from '../../core/errors.ts'
+import type { AuditClock } from './clock.ts'
 
 export interface WireError { readonly code: string | null, readonly statusCode: number | null, readonly message: string }
 
@@ -32,20 +33,42 @@ export function revive (e: WireError): Error {
  * 'error' of the thread is never thrown in this one (a Worker's 'error' with no listener is, and would end it): the
  * caller's own 'exit' and 'error' listeners see a thread that ends.
  */
-export async function whenReady<R extends { readonly t: 'ready' }> (worker: Worker, o: { failed: (why: string, cause?: unknown) => Error, skip?: (m: { readonly t: string }) => boolean }): Promise<R> {
+export async function whenReady<R extends { readonly t: 'ready' }> (worker: Worker, o: {
+  failed: (why: string, cause?: unknown) => Error
+  skip?: (m: { readonly t: string }) => boolean
+  /**
+   * A bound on the start (the ship thread's: opening a sink that never returns would hang the write waiting on it).
+   * Past it the thread is terminated and unref'd but not waited for (a thread stuck in native code ends only when
+   * that call returns), and the start fails with `failed('no answer within N ms, terminated')`.
+   */
+  deadline?: { readonly ms: number, readonly clock: AuditClock }
+}): Promise<R> {
   worker.on('error', () => {})
   let onMessage: (m: { readonly t: string }) => void = () => {}
   let onError: (err: Error) => void = () => {}
   let onExit: (code: number) => void = () => {}
+  let cancel = (): void => {}
+  let hung = false
   const first = await new Promise<{ readonly t: string }>((resolve, reject) => {
     onMessage = (m) => { if (o.skip?.(m) !== true) resolve(m) }
     onError = reject
     onExit = (code) => { reject(new Error(`exited with code ${code} while starting`)) }
     worker.on('message', onMessage).once('error', onError).once('exit', onExit)
+    if (o.deadline !== undefined) {
+      const { ms } = o.deadline
+      cancel = o.deadline.clock.timer(() => {
+        hung = true
+        reject(new Error(`no answer within ${ms} ms, terminated`))
+      }, ms, false)
+    }
   }).catch(async (err: unknown) => {
-    await worker.terminate()
+    if (hung) {
+      worker.unref()
+      worker.terminate().catch(() => {})
+    } else await worker.terminate()
     throw o.failed((err as Error).message, err)
   }).finally(() => {
+    cancel()
     worker.off('message', onMessage).off('error', onError).off('exit', onExit)
   })
   if (first.t === 'ready') return first as R

@@ -9,9 +9,17 @@ import { join } from 'node:path'
 import { AuditSpool } from '../../src/audit/spool.ts'
 import { claimSpoolSlot, serialSink, slotName, SlotSweeper } from '../../src/audit/slots.ts'
 import type { AuditRow } from '../../src/audit/schema.ts'
-import { damage, MemorySink, requestHalf, responseHalf, sampleRow } from './fixtures/rows.ts'
+import { damage, MemorySink, requestHalf, responseHalf, sampleRow, segmentFiles } from './fixtures/rows.ts'
+import { ManualClock } from './fixtures/clock.ts'
+import { waitFor } from '../helpers/wait.ts'
 
 const OPTS = { maxBytes: 64 * 1024 * 1024, groupCommitMs: 0 }
+
+async function until (what: string, cond: () => boolean): Promise<void> {
+  if (!await waitFor(cond)) throw new Error(`timed out waiting for ${what}`)
+}
+/** A few turns of the event loop: a chance for something that must not happen (a manual clock stands still meanwhile). */
+const turns = async (): Promise<void> => { for (let i = 0; i < 5; i++) await new Promise((resolve) => setImmediate(resolve)) }
 
 /** A pid that belonged to a process which has exited (and was reaped). */
 function deadPid (): number {
@@ -148,4 +156,42 @@ t.test('serialSink: calls from the live pipeline and the sweeper never overlap, 
   t.equal(sink.maxBatchRows, inner.maxBatchRows)
   await sink.close()
   t.ok(inner.closed)
+})
+
+t.test('an adoption whose sink call outlives its deadline keeps the slot open and locked until the call returns (regression: the slot was closed and released under it)', async (t) => {
+  const root = t.testdir()
+  const clock = new ManualClock()
+  const opts = { ...OPTS, clock }
+  const own = await claimSpoolSlot(root, opts)
+  t.teardown(async () => { await own.close() })
+  const slot = join(root, slotName(1))
+  const orphanIds = await orphan(slot, 'late', 5, 0)
+  const sink = new MemorySink()
+  sink.hold = true // the call takes as long as the test says
+  t.teardown(() => { for (const h of sink.held.splice(0)) h.release() })
+  // Each close of the adopted slot, with how many sink calls were still running at that moment.
+  const closes: number[] = []
+  const close = AuditSpool.prototype.close
+  AuditSpool.prototype.close = async function (this: AuditSpool): Promise<void> {
+    if (this.dir === slot) closes.push(sink.held.length)
+    await close.call(this)
+  }
+  t.teardown(() => { AuditSpool.prototype.close = close })
+
+  const sweeper = SlotSweeper.start({ root, own, sink, spoolOptions: opts, clock, intervalMs: 3_600_000, shipDeadlineMs: 1_000 })
+  t.teardown(async () => { await sweeper.close() })
+  const sweeping = sweeper.sweep() // joins the first sweep, started at once
+  await until('the adoption\'s call in the sink', () => sink.held.length === 1)
+  await clock.until('the adoption\'s deadline', 1_000)
+  clock.advance(1_000) // the deadline passes while the call is in the sink: pipeline.close returns
+  await turns()
+  t.same(closes, [], 'the slot is not closed while a call on its rows runs')
+  sink.held.shift()?.release() // the call returns, its rows accepted
+  const results = await sweeping
+  t.same(closes, [0], 'closed once the call had returned')
+  t.same(results.find((r) => r.slot === slotName(1)), { slot: slotName(1), replayedRows: 5, shipped: 5, left: 0 }, 'the rows accepted after the deadline count as shipped')
+  t.same(sink.acceptedIds().sort(), [...orphanIds].sort())
+  t.same(await segmentFiles(slot), [], 'acknowledged while the slot was still ours: they do not ship again')
+  t.notOk(existsSync(join(slot, 'spool.lock')), 'then released for the next claim')
+  t.same(sweeper.stats(), { adoptedSlots: 1, adoptedRows: 5 })
 })
