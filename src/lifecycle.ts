@@ -4,11 +4,26 @@
  * stderr; SIGTERM and SIGINT drain the service, then exit 0 (1 when the drain fails); SIGHUP reloads. Only the entry
  * points call these: with them, this is the only place that exits the process.
  */
+import { Errors } from '../core/errors.ts'
 
 /** One JSON line on stderr: the error's code (`fallback` when it has none) and its message. */
 function report (err: unknown, fallback: string): void {
   const e = err as { code?: string, message?: string }
   process.stderr.write(JSON.stringify({ error: e.code ?? fallback, message: e.message }) + '\n')
+}
+
+/**
+ * Ends the process with `code`, unless a worker thread of it has not ended (`threadsEnded` false): process.exit() joins
+ * every worker thread, and one stuck in a system call (the audit thread in an fdatasync on a file system that stopped
+ * answering: what AUDIT_WORKER_UNRESPONSIVE declares) never returns to be ended, so the process would stay alive
+ * forever, closed, deaf to SIGTERM (its JavaScript never runs again). That process kills itself instead (SIGKILL, exit
+ * status 137 to its orchestrator), after one JSON line on stderr saying why; the stuck thread's durable rows stay in the
+ * spool for the next start's replay, as after any crash.
+ */
+export function exitOrKill (code: number, threadsEnded: boolean): void {
+  if (threadsEnded) process.exit(code)
+  process.stderr.write(JSON.stringify({ error: Errors.AUDIT_WORKER_UNRESPONSIVE.code, message: `a worker thread is stuck in a system call: process.exit(${code}) would wait for it forever; killing the process` }) + '\n')
+  process.kill(process.pid, 'SIGKILL')
 }
 
 /** The configuration `load` builds; when it throws, the process exits 78 (EX_CONFIG) with the problem on stderr. */

@@ -59,13 +59,14 @@ export class AuditWorker implements AuditJournal {
   readonly #failureListeners: Array<(err: PixProxyError) => void> = []
   #closing: Promise<{ shipped: number, left: number }> | null = null
   readonly #exited: Promise<void>
+  #ended = false
   /** performance.now() when the thread was last heard from, or when calls started waiting on a quiet thread. */
   #lastHeard = performance.now()
   readonly #watchdog: NodeJS.Timeout
 
   private constructor (worker: Worker, logger: AuditLogger, stuckAfterMs: number) {
     this.#worker = worker
-    this.#exited = new Promise((resolve) => worker.once('exit', () => { resolve() }))
+    this.#exited = new Promise((resolve) => worker.once('exit', () => { this.#ended = true; resolve() }))
     const every = Math.max(10, Math.min(1_000, Math.floor(stuckAfterMs / 4)))
     let lastTick = performance.now()
     this.#watchdog = setInterval(() => {
@@ -123,6 +124,19 @@ export class AuditWorker implements AuditJournal {
       }
     })
     return { worker: new AuditWorker(worker, logger, o.stuckAfterMs ?? STUCK_AFTER_MS), status: ready.status }
+  }
+
+  /**
+   * Whether the thread has ended. One that has not after terminate() is stuck in a system call (an fdatasync on a file
+   * system that stopped answering): process.exit() would wait for it forever (see lifecycle.ts, exitOrKill).
+   */
+  get ended (): boolean {
+    return this.#ended
+  }
+
+  /** Resolves once the thread has ended (never, for one stuck in a system call). */
+  async whenEnded (): Promise<void> {
+    await this.#exited
   }
 
   /** The error that stopped the worker, or null while it runs. */

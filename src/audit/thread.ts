@@ -31,7 +31,8 @@ export function revive (e: WireError): Error {
  * status); a thread that errs or exits first, or whose first message is another, throws `failed(why, cause)`.
  * Messages `skip` takes (returns true for: the audit worker's log lines) do not count as the first. From here on an
  * 'error' of the thread is never thrown in this one (a Worker's 'error' with no listener is, and would end it): the
- * caller's own 'exit' and 'error' listeners see a thread that ends.
+ * caller's own 'exit' and 'error' listeners see a thread that ends (one that ended before they could, right after its
+ * `ready`, is a start that failed).
  */
 export async function whenReady<R extends { readonly t: 'ready' }> (worker: Worker, o: {
   failed: (why: string, cause?: unknown) => Error
@@ -49,10 +50,14 @@ export async function whenReady<R extends { readonly t: 'ready' }> (worker: Work
   let onExit: (code: number) => void = () => {}
   let cancel = (): void => {}
   let hung = false
+  let exited: number | null = null
   const first = await new Promise<{ readonly t: string }>((resolve, reject) => {
     onMessage = (m) => { if (o.skip?.(m) !== true) resolve(m) }
     onError = reject
-    onExit = (code) => { reject(new Error(`exited with code ${code} while starting`)) }
+    onExit = (code) => {
+      exited = code
+      reject(new Error(`exited with code ${code} while starting`))
+    }
     worker.on('message', onMessage).once('error', onError).once('exit', onExit)
     if (o.deadline !== undefined) {
       const { ms } = o.deadline
@@ -71,7 +76,11 @@ export async function whenReady<R extends { readonly t: 'ready' }> (worker: Work
     cancel()
     worker.off('message', onMessage).off('error', onError).off('exit', onExit)
   })
-  if (first.t === 'ready') return first as R
+  // A thread that ended right after its `ready`, before this thread read it, has both delivered at once (Node drains
+  // its port, then emits 'exit', with no microtask between): that 'exit' came before the caller could listen for it,
+  // and its thread-ended handling would never run (calls waiting forever, close() waiting for an 'exit' already gone).
+  if (first.t === 'ready' && exited === null) return first as R
+  if (first.t === 'ready') throw o.failed(`exited with code ${String(exited)} right after it was ready`)
   await worker.terminate()
   if (first.t === 'open-failed') throw revive((first as { readonly t: string, readonly error: WireError }).error)
   throw o.failed(`its first message was ${first.t}`)

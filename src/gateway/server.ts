@@ -10,7 +10,7 @@ import type { SecretsManagerClient } from '@aws-sdk/client-secrets-manager'
 import type { PixProxyError } from '../../core/errors.ts'
 import { icpBrasilIdentity } from '../../core/pki/icp-brasil.ts'
 import { AuditWorker } from '../audit/remote.ts'
-import { configOrExit, drainOnSignals, reloadOnSighup, startOrExit } from '../lifecycle.ts'
+import { configOrExit, drainOnSignals, exitOrKill, reloadOnSighup, startOrExit } from '../lifecycle.ts'
 import { journalAuditSink } from './audit.ts'
 import type { GatewayAuditSink } from './audit.ts'
 import { loadGatewayConfig } from './config.ts'
@@ -121,10 +121,17 @@ export async function main (): Promise<void> {
   const config = await configOrExit(() => loadGatewayConfig(process.env))
   const running = startOrExit(runGateway(config))
   const stop = async (gw: RunningGateway): Promise<void> => {
-    // The deadline starts with the drain (see drainOnSignals).
-    const deadline = setTimeout(() => process.exit(1), config.shutdownTimeoutMs)
+    // The deadline starts with the drain (see drainOnSignals). An audit thread stuck in a system call holds both the
+    // close (which waits for it to end) and process.exit: the deadline kills the process then (exitOrKill).
+    const deadline = setTimeout(() => { exitOrKill(1, gw.auditWorker.ended) }, config.shutdownTimeoutMs)
     deadline.unref()
-    await gw.close()
+    try {
+      await gw.close()
+    } finally {
+      // A thread declared failed is only told to end by close(): the process exits once it has (process.exit would
+      // wait for it anyway, past the deadline).
+      await gw.auditWorker.whenEnded()
+    }
   }
   const failed = (_gw: RunningGateway, err: unknown): void => {
     const e = err as { code?: string, message?: string }

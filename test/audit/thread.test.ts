@@ -4,6 +4,7 @@
  * error for `open-failed`, the caller's for the rest) with the thread ended first; an error thrown in the thread is
  * never thrown in this one. Real threads (eval'd, a few lines each); each outcome is an event, nothing is timed.
  */
+import { EventEmitter } from 'node:events'
 import { Worker } from 'node:worker_threads'
 import t from 'tap'
 import type { Test } from 'tap'
@@ -100,4 +101,18 @@ t.test('a first message that is neither: the caller\'s error, the thread ended',
   t.ok(err instanceof StartFailed)
   t.equal((err as StartFailed).why, 'its first message was done')
   t.ok(worker.ended(), 'the thread has ended')
+})
+
+t.test('regression: a thread that ends right after its ready (both delivered at once) is a start that failed', async (t) => {
+  // A real thread cannot be made to do this on cue: it happens when this thread reads the port only after the other
+  // ended (a busy event loop), and Node then drains the port and emits 'exit' in one go, with no microtask between.
+  // Those two emits, in one synchronous block, on a stand-in for the Worker.
+  const worker = Object.assign(new EventEmitter(), { terminated: 0, terminate: async function (this: { terminated: number }) { this.terminated++ } })
+  const starting = whenReady(worker as unknown as Worker, { failed })
+  worker.emit('message', { t: 'ready', limits: 7 })
+  worker.emit('exit', 3)
+  const err = await thrown(starting)
+  t.ok(err instanceof StartFailed, 'not a ready thread: the caller\'s \'exit\' listener, added after, would never hear of it')
+  t.equal((err as StartFailed).why, 'exited with code 3 right after it was ready')
+  t.equal(worker.listenerCount('message') + worker.listenerCount('exit'), 0, 'its listeners are gone')
 })
