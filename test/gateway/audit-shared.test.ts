@@ -45,27 +45,35 @@ function deadPid (): number {
   return Number(r.stdout.toString())
 }
 
-/** A logger whose lines a test can read, and wait for (the audit thread's lines come through it). */
-function waitingLogger (): { logger: pino.Logger, lines: Array<Record<string, unknown>>, line: (msg: string) => Promise<Record<string, unknown>> } {
-  const lines: Array<Record<string, unknown>> = []
-  const waiters: Array<{ msg: string, resolve: (l: Record<string, unknown>) => void }> = []
+type Line = Record<string, unknown>
+
+/**
+ * A logger whose lines a test can read, and wait on (the audit thread's lines come through it): `until(p)` resolves
+ * with the lines once `p` holds of them, checked again at every new line.
+ */
+function waitingLogger (): { logger: pino.Logger, lines: Line[], until: (p: (lines: Line[]) => boolean) => Promise<Line[]> } {
+  const lines: Line[] = []
+  const waiters = new Set<{ p: (lines: Line[]) => boolean, resolve: (lines: Line[]) => void }>()
   const logger = pino({ level: 'debug' }, {
     write: (s: string) => {
-      const l = JSON.parse(s) as Record<string, unknown>
-      lines.push(l)
-      for (const w of waiters.filter((w) => w.msg === l.msg)) {
-        waiters.splice(waiters.indexOf(w), 1)
-        w.resolve(l)
+      lines.push(JSON.parse(s) as Line)
+      for (const w of waiters) {
+        if (!w.p(lines)) continue
+        waiters.delete(w)
+        w.resolve(lines)
       }
     }
   })
-  const line = async (msg: string): Promise<Record<string, unknown>> => {
-    const seen = lines.find((l) => l.msg === msg)
-    if (seen !== undefined) return seen
-    return await new Promise((resolve) => { waiters.push({ msg, resolve }) })
+  const until = async (p: (lines: Line[]) => boolean): Promise<Line[]> => {
+    if (p(lines)) return lines
+    return await new Promise((resolve) => { waiters.add({ p, resolve }) })
   }
-  return { logger, lines, line }
+  return { logger, lines, until }
 }
+
+const ADOPTED = 'adopted the audit spool slot of a process that is gone'
+/** The rows shipped by the adoptions logged so far. */
+const adoptedShipped = (lines: Line[]): number => lines.filter((l) => l.msg === ADOPTED).reduce((n, l) => n + (l.shipped as number), 0)
 
 t.test('a shared spool: the rows a dead gateway left in its slot are adopted and shipped by the next gateway', async (t) => {
   const root = await mkdtemp(join(dir, 'shared-'))
@@ -102,22 +110,28 @@ t.test('a shared spool: the rows a dead gateway left in its slot are adopted and
 
   // The next gateway on the same root: it claims slot-000 and adopts slot-001.
   const next = waitingLogger()
-  const adopted = next.line('adopted the audit spool slot of a process that is gone')
   const config = gatewayConfig(pki, backend, { PIXGW_AUDIT_SPOOL_SHARED: 'true', PIXGW_AUDIT_SPOOL_DIR: spoolRoot, PIXGW_AUDIT_PARQUET_DIR: store, PIXGW_AUDIT_FLUSH_MS: '10', ...GUARD })
   t.equal(config.audit.spoolShared, true)
   const audit = await openGatewayAudit(config, next.logger)
   const gw = await startGateway({ config, logger: next.logger, identify: icpBrasilIdentity, audit, instanceId: 'gw-next' })
   let closed = false
   t.teardown(async () => { if (!closed) await gw.close() })
-  t.match(next.lines.find((l) => l.msg === 'gateway audit trail ready'), { spool: join(spoolRoot, slotName(0)), replayedRows: 0 }, 'its own slot is slot-000, empty')
-  t.match(await adopted, { dir: deadSlot, replayedRows: 3, shipped: 3, left: 0 }, 'the dead gateway\'s slot adopted, its three rows shipped')
-  t.equal((await audit.worker.status()).adoptedRows, 3, 'counted in the trail\'s status')
+  // Not a slot of the shared root: nothing would ever adopt slot-001, so stop here rather than wait for it.
+  if (!t.match(next.lines.find((l) => l.msg === 'gateway audit trail ready'), { spool: join(spoolRoot, slotName(0)), replayedRows: 0 }, 'its own slot is slot-000, empty')) return
+  // The first sweep runs at start. It ships the slot within its own deadline (10 s): on a machine slow enough to
+  // miss it, what is left is shipped by the next sweep, a minute later; so wait for all three, however many sweeps.
+  const adoptions = (await next.until((lines) => adoptedShipped(lines) >= 3)).filter((l) => l.msg === ADOPTED)
+  t.match(adoptions[0], { dir: deadSlot, replayedRows: 3 }, 'the dead gateway\'s slot adopted: its three rows replayed')
+  t.match(adoptions.at(-1), { dir: deadSlot, left: 0 }, 'and shipped, none left')
+  t.equal((await audit.worker.status()).adoptedRows, adoptedShipped(adoptions), 'counted in the trail\'s status')
   const own = await attempt(gw.url, pki, { client, path: '/open-banking/consents/v3/consents' })
   t.ok(own.ok && own.status === 200, 'the next gateway serves calls of its own')
   await gw.close()
   closed = true
 
-  const rows = await rowsOf(store, 'SELECT method, path, status, error_code, instance_id FROM gateway ORDER BY path')
+  // DISTINCT: a sweep whose deadline passed during a sink call may ship a row again with the next (identical rows,
+  // docs/audit.md); with one sweep, as on an unloaded machine, there is one of each.
+  const rows = await rowsOf(store, 'SELECT DISTINCT method, path, status, error_code, instance_id FROM gateway ORDER BY path')
   t.same(rows, [
     { method: 'GET', path: '/admin/secrets', status: 404, error_code: Errors.GATEWAY_ROUTE_NOT_ALLOWED.code, instance_id: 'gw-dead' },
     { method: 'GET', path: '/open-banking/accounts/v2/accounts', status: 200, error_code: null, instance_id: 'gw-dead' },
