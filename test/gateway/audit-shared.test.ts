@@ -137,6 +137,6 @@ t.test('a shared spool: the rows a dead gateway left in its slot are adopted and
     { method: 'GET', path: '/open-banking/accounts/v2/accounts', status: 200, error_code: null, instance_id: 'gw-dead' },
     { method: 'GET', path: '/open-banking/consents/v3/consents', status: 200, error_code: null, instance_id: 'gw-next' },
     { method: 'POST', path: '/open-banking/payments/v4/pix/payments', status: null, error_code: Errors.AUDIT_INCOMPLETE.code, instance_id: 'gw-dead' }
-  ], 'every row of the dead gateway shipped once (its call cut short with a null status and PIXPROXY_ERR_AUDIT_INCOMPLETE), with the next one\'s own')
+  ], 'every row of the dead gateway shipped (its call cut short with a null status and PIXPROXY_ERR_AUDIT_INCOMPLETE), with the next one\'s own')
   t.same(await readdir(deadSlot), [], 'the adopted slot is drained: its spool files deleted, its lock released')
 })
