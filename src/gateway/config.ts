@@ -56,6 +56,7 @@ export const GatewayConfigSchema = Type.Object({
   // The audit trail's settings, as the proxy's PIXPROXY_AUDIT_* ones (docs/audit.md), for the gateway's own spool.
   PIXGW_AUDIT_SINK: Type.Union([Type.Literal('parquet'), Type.Literal('firehose')], { description: 'Where the gateway\'s audit rows are shipped: local Parquet (log/gateway/ under PIXGW_AUDIT_PARQUET_DIR, queried with pix-proxy audit) or Firehose (PIXGW_AUDIT_FIREHOSE_STREAM)', default: 'parquet' }),
   PIXGW_AUDIT_SPOOL_DIR: Str('Write-ahead spool of the gateway\'s audit rows (its own directory: never the proxy\'s PIXPROXY_AUDIT_SPOOL_DIR; an EFS mount in ECS)', { default: '.local/audit/gateway-spool' }),
+  PIXGW_AUDIT_SPOOL_SHARED: Type.Union([Type.Literal('true'), Type.Literal('false')], { description: 'The spool directory is shared by several gateway processes (one EFS file system for every ECS task): each claims a slot-NNN subdirectory of its own and adopts the slots of processes that died, so rows a dead task made durable are shipped by another', default: 'false' }),
   PIXGW_AUDIT_SPOOL_MAX_BYTES: Int('Spool size at which new calls are refused (503 PIXPROXY_ERR_AUDIT_SPOOL_FULL) rather than forwarded unaudited', 1_048_576, 1_099_511_627_776, 1024 * 1024 * 1024),
   PIXGW_AUDIT_PARQUET_DIR: Str('Root of the local Parquet audit store (the proxy\'s PIXPROXY_AUDIT_PARQUET_DIR may be the same: the gateway writes log/gateway/)', { default: '.local/audit/lake' }),
   PIXGW_AUDIT_FLUSH_MS: Int('Longest time a completed audit row waits in the spool before it is shipped', 10, 600_000, 1_000)
@@ -90,7 +91,7 @@ export interface GatewayConfig {
   readonly shutdownTimeoutMs: number
   readonly auditFirehoseStream: string
   /** The gateway's audit trail (src/audit/ with system gateway); the stream above is its Firehose stream. */
-  readonly audit: { readonly sink: 'parquet' | 'firehose', readonly spoolDir: string, readonly spoolMaxBytes: number, readonly parquetDir: string, readonly flushMs: number }
+  readonly audit: { readonly sink: 'parquet' | 'firehose', readonly spoolDir: string, readonly spoolShared: boolean, readonly spoolMaxBytes: number, readonly parquetDir: string, readonly flushMs: number }
 }
 
 /** The server key in the HSM. The engine reads the PIN from a file only: a secret is copied to one at start (pin.ts). */
@@ -203,6 +204,7 @@ export function loadGatewayConfig (source: Readonly<Record<string, string | unde
     audit: {
       sink: f.PIXGW_AUDIT_SINK,
       spoolDir: f.PIXGW_AUDIT_SPOOL_DIR,
+      spoolShared: f.PIXGW_AUDIT_SPOOL_SHARED === 'true',
       spoolMaxBytes: f.PIXGW_AUDIT_SPOOL_MAX_BYTES,
       parquetDir: f.PIXGW_AUDIT_PARQUET_DIR,
       flushMs: f.PIXGW_AUDIT_FLUSH_MS

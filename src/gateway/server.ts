@@ -99,7 +99,7 @@ export async function openGatewayAudit (config: GatewayConfig, logger: pino.Logg
   const { worker, status } = await AuditWorker.start({
     enabled: true,
     spoolDir: a.spoolDir,
-    spoolShared: false,
+    spoolShared: a.spoolShared,
     spoolMaxBytes: a.spoolMaxBytes,
     sink: a.sink,
     parquetDir: a.parquetDir,

@@ -35,13 +35,24 @@ t.test('defaults, and the HSM settings shared with the proxy', async (t) => {
 })
 
 t.test('the audit trail\'s settings: defaults, values, refusals', async (t) => {
-  t.same(loadGatewayConfig(BASE).audit, { sink: 'parquet', spoolDir: '.local/audit/gateway-spool', spoolMaxBytes: 1024 * 1024 * 1024, parquetDir: '.local/audit/lake', flushMs: 1_000 }, 'defaults: local Parquet, a spool apart from the proxy\'s')
+  t.same(loadGatewayConfig(BASE).audit, { sink: 'parquet', spoolDir: '.local/audit/gateway-spool', spoolShared: false, spoolMaxBytes: 1024 * 1024 * 1024, parquetDir: '.local/audit/lake', flushMs: 1_000 }, 'defaults: local Parquet, a spool apart from the proxy\'s')
   const c = loadGatewayConfig({ ...BASE, PIXGW_AUDIT_SINK: 'firehose', PIXGW_AUDIT_SPOOL_DIR: '/mnt/efs/gw', PIXGW_AUDIT_SPOOL_MAX_BYTES: '2097152', PIXGW_AUDIT_PARQUET_DIR: '/data/lake', PIXGW_AUDIT_FLUSH_MS: '250' })
-  t.same(c.audit, { sink: 'firehose', spoolDir: '/mnt/efs/gw', spoolMaxBytes: 2_097_152, parquetDir: '/data/lake', flushMs: 250 })
+  t.same(c.audit, { sink: 'firehose', spoolDir: '/mnt/efs/gw', spoolShared: false, spoolMaxBytes: 2_097_152, parquetDir: '/data/lake', flushMs: 250 })
   const err = (() => { try { loadGatewayConfig({ ...BASE, PIXGW_AUDIT_SINK: 'log', PIXGW_AUDIT_SPOOL_MAX_BYTES: '1000' }) } catch (e) { return e as Error & { code?: string } } })()
   t.equal(err?.code, Errors.CONFIG_INVALID.code)
   t.match(err?.message, /PIXGW_AUDIT_SINK/, 'no sink that keeps nothing')
   t.match(err?.message, /PIXGW_AUDIT_SPOOL_MAX_BYTES/, 'a spool too small to be one')
+})
+
+t.test('PIXGW_AUDIT_SPOOL_SHARED: off by default, true or false, nothing else', async (t) => {
+  t.equal(loadGatewayConfig(BASE).audit.spoolShared, false, 'a spool of its own unless told')
+  t.equal(loadGatewayConfig({ ...BASE, PIXGW_AUDIT_SPOOL_SHARED: 'true' }).audit.spoolShared, true)
+  t.equal(loadGatewayConfig({ ...BASE, PIXGW_AUDIT_SPOOL_SHARED: 'false' }).audit.spoolShared, false)
+  for (const bad of ['yes', '1', 'TRUE', '']) {
+    const err = (() => { try { loadGatewayConfig({ ...BASE, PIXGW_AUDIT_SPOOL_SHARED: bad }) } catch (e) { return e as Error & { code?: string } } })()
+    t.equal(err?.code, Errors.CONFIG_INVALID.code, `${JSON.stringify(bad)} refused`)
+    t.match(err?.message, /PIXGW_AUDIT_SPOOL_SHARED/, `${JSON.stringify(bad)}: the setting is named`)
+  }
 })
 
 t.test('PIXGW_MAX_CONNECTION_AGE_MS: an hour by default, 0 = no limit, at most a week', async (t) => {

@@ -451,10 +451,10 @@ t.test('ecs_service: the proxy and the gateway run their services through it, an
   ]
   t.same(names(service), ['pix-proxy', 'pix-proxy-cpu', 'pix-proxy-exec-', 'pix-proxy-task-', 'start-tasks', 'run-proxy'], 'the proxy\'s names as before')
   t.same(names(gateway), ['pix-proxy-gateway', 'pix-proxy-gateway-cpu', 'pix-proxy-gw-exec-', 'pix-proxy-gw-task-', 'start-gateway-tasks', 'run-gateway'], 'the gateway\'s names as before')
-  // The service is created after its listener (and the proxy's after its EFS mount targets), as before.
+  // The service is created after its listener and its EFS mount targets (the spool must be mountable).
   t.same(svc.depends_on, ['${aws_iam_role_policy.task}', '${var.service_depends_on}'])
   t.same(ecsCall(service).service_depends_on, ['${aws_lb_listener.this.arn}', '${aws_efs_mount_target.spool[*].id}'])
-  t.same(ecsCall(gateway).service_depends_on, ['${aws_lb_listener.this.arn}'])
+  t.same(ecsCall(gateway).service_depends_on, ['${aws_lb_listener.this.arn}', '${aws_efs_mount_target.spool[*].id}'])
   // Both roles trust ECS tasks of this account only.
   const trust = (ecsService.data.aws_iam_policy_document?.ecs_tasks_assume.statement as Hcl[])[0]
   t.same(trust.principals[0].identifiers, ['ecs-tasks.amazonaws.com'])
@@ -590,16 +590,16 @@ t.test('service: EFS audit spool with transit encryption and an access point own
   }
 })
 
-function evaluateMounts (value: Hcl): Array<{ sourceVolume: string, containerPath: string, readOnly: boolean }> {
+function evaluateMounts (value: Hcl, m: TfModule = service): Array<{ sourceVolume: string, containerPath: string, readOnly: boolean }> {
   // concat([{ sourceVolume = "audit-spool", containerPath = local.spool_dir, ... }], [for v, path in local.scratch_volumes : ...])
   const e = expr(value)
   if (e === undefined) return value
   const out: Array<{ sourceVolume: string, containerPath: string, readOnly: boolean }> = []
   for (const g of e.matchAll(/\{ sourceVolume = "([^"]+)", containerPath = ([\w.]+), readOnly = (true|false) \}/g)) {
-    out.push({ sourceVolume: g[1] as string, containerPath: String(evaluate(service, '${' + g[2] + '}')), readOnly: g[3] === 'true' })
+    out.push({ sourceVolume: g[1] as string, containerPath: String(evaluate(m, '${' + g[2] + '}')), readOnly: g[3] === 'true' })
   }
   if (/for v, path in local\.scratch_volumes : \{ sourceVolume = v, containerPath = path, readOnly = false \}/.test(e)) {
-    for (const [v, path] of Object.entries<string>(service.locals.scratch_volumes)) out.push({ sourceVolume: v, containerPath: path, readOnly: false })
+    for (const [v, path] of Object.entries<string>(m.locals.scratch_volumes)) out.push({ sourceVolume: v, containerPath: path, readOnly: false })
   }
   return out
 }
@@ -1562,7 +1562,7 @@ t.test('gateway: its settings are exactly the PIXGW_* names it reads and the pro
   const names = [...Object.keys(gwEnv), ...Object.keys(gwSecrets)].sort()
   t.same(names, [
     'CLOUDHSM_CUSTOMER_CA', 'CLOUDHSM_HSM_IPS',
-    'PIXGW_AUDIT_FIREHOSE_STREAM', 'PIXGW_AUDIT_SINK', 'PIXGW_AUDIT_SPOOL_DIR', 'PIXGW_BACKEND_URL', 'PIXGW_CRLS', 'PIXGW_LISTEN_HOST', 'PIXGW_LISTEN_PORT',
+    'PIXGW_AUDIT_FIREHOSE_STREAM', 'PIXGW_AUDIT_SINK', 'PIXGW_AUDIT_SPOOL_DIR', 'PIXGW_AUDIT_SPOOL_SHARED', 'PIXGW_BACKEND_URL', 'PIXGW_CRLS', 'PIXGW_LISTEN_HOST', 'PIXGW_LISTEN_PORT',
     'PIXGW_OPS_LISTEN_HOST', 'PIXGW_OPS_LISTEN_PORT', 'PIXGW_ROUTES', 'PIXGW_SERVER_CERT_FILE', 'PIXGW_SERVER_KEY_LABEL', 'PIXGW_TRUSTSTORE',
     'PIXPROXY_HSM_MODULE_PATH', 'PIXPROXY_HSM_PIN_SECRET_ID', 'PIXPROXY_HSM_TOKEN_LABEL'
   ])
@@ -1617,7 +1617,7 @@ t.test('gateway: loadGatewayConfig accepts what the task definition gives it (en
   t.equal(c.backend.url, 'https://abc123.execute-api.sa-east-1.amazonaws.com')
   t.equal(c.auditFirehoseStream, 'pix-proxy-audit-gateway')
   t.equal(c.audit.sink, 'firehose', 'rows leave the task through Firehose, never only its local Parquet')
-  t.match(c.audit.spoolDir, /^\/tmp\//, 'the spool on the task\'s writable scratch volume (the root file system is read-only)')
+  t.same([c.audit.spoolShared, c.audit.spoolDir], [true, '/var/spool/pix-proxy'], 'the spool on the gateway\'s EFS access point, shared by its tasks (slots)')
 
   // The routes variable's validation accepts what the gateway parses, and its default parses.
   const routesVar = gateway.variables.routes
@@ -1645,7 +1645,7 @@ t.test('gateway: truststore bucket (versioned, encrypted, public access blocked,
   const bucketPolicy = gateway.data.aws_iam_policy_document?.truststore_bucket.statement as Hcl[]
   t.ok(bucketPolicy.some((s) => s.effect === 'Deny' && s.condition?.[0]?.variable === 'aws:SecureTransport'), 'TLS only')
   const task = gateway.data.aws_iam_policy_document?.task.statement as Hcl[]
-  t.same(task.flatMap((s) => s.actions as string[]).sort(), ['firehose:PutRecord', 'firehose:PutRecordBatch', 'kms:Decrypt', 's3:GetObject', 's3:GetObjectVersion', 'secretsmanager:GetSecretValue'])
+  t.same(task.flatMap((s) => s.actions as string[]).sort(), ['elasticfilesystem:ClientMount', 'elasticfilesystem:ClientWrite', 'firehose:PutRecord', 'firehose:PutRecordBatch', 'kms:Decrypt', 's3:GetObject', 's3:GetObjectVersion', 'secretsmanager:GetSecretValue'])
   const s3 = task.find((s) => (s.actions as string[]).includes('s3:GetObject'))
   t.same(s3.resources, ['${local.bucket_arn}/${local.truststore_prefix}*', '${local.bucket_arn}/${local.crl_prefix}*'], 'the truststore and CRL prefixes only')
   t.same([gateway.locals.truststore_prefix, gateway.locals.crl_prefix], ['truststore/', 'crls/'])
@@ -1668,6 +1668,65 @@ t.test('gateway: truststore bucket (versioned, encrypted, public access blocked,
   t.same(gwCols.map((c) => c.type), GATEWAY_COLUMNS.map((c) => c.type), 'gateway columns: Glue types equal the schema types')
   t.same(gwCols.map((c) => c.comment), GATEWAY_COLUMNS.map((c) => c.description), 'gateway columns: comments are the schema descriptions')
   for (const c of gwCols) t.ok(['string', 'timestamp', 'int', 'bigint', 'double', 'boolean'].includes(c.type), `${c.name}: ${c.type} is a Hive type`)
+})
+
+t.test('gateway: its audit spool on an EFS file system of its own, shared by its tasks (slots), as the proxy\'s', async (t) => {
+  const td = res(gateway, 'aws_ecs_task_definition', 'this')
+  t.same((td.volume as Hcl[]).map((v) => v.name), ['audit-spool'], 'one static volume, the spool (the scratch volumes are the dynamic ones)')
+  const efsVolume = (td.volume as Hcl[])[0]
+  t.equal(td.dynamic.volume[0].for_each, '${local.scratch_volumes}')
+  const efs = one(efsVolume, 'efs_volume_configuration')
+  t.equal(efs.transit_encryption, 'ENABLED')
+  t.equal(efs.file_system_id, '${aws_efs_file_system.spool.id}', 'the gateway\'s own file system')
+  const auth = one(efs, 'authorization_config')
+  t.equal(auth.access_point_id, '${aws_efs_access_point.spool.id}')
+  t.equal(auth.iam, 'ENABLED', 'mounts authorised by the task role')
+  const mounts = evaluateMounts(gwContainer.mountPoints, gateway)
+  const spoolDir = evaluate(gateway, gwEnv.PIXGW_AUDIT_SPOOL_DIR)
+  t.equal(spoolDir, '/var/spool/pix-proxy')
+  t.ok(mounts.some((mp) => mp.sourceVolume === 'audit-spool' && mp.containerPath === spoolDir && mp.readOnly === false), `the spool (${String(spoolDir)}) is the EFS mount`)
+  for (const [volume, path] of Object.entries<string>(gateway.locals.scratch_volumes)) {
+    t.ok(mounts.some((mp) => mp.sourceVolume === volume && mp.containerPath === path), `${path} is writable (${volume})`)
+    t.not(path, spoolDir, `the spool is not on the task-local ${path}`)
+  }
+  t.equal(gwEnv.PIXGW_AUDIT_SPOOL_SHARED, 'true', 'tasks share the access point and claim slots')
+  t.equal(gwEnv.PIXGW_AUDIT_SINK, 'firehose')
+  // The access point's owner is the container's user: the read-only container writes the spool as 10001.
+  t.same([gwContainer.user, gwContainer.readonlyRootFilesystem], ['10001:10001', true])
+  const ap = res(gateway, 'aws_efs_access_point', 'spool')
+  t.same([one(ap, 'posix_user').uid, one(ap, 'posix_user').gid], [10001, 10001])
+  const ci = one(one(ap, 'root_directory'), 'creation_info')
+  t.same([ci.owner_uid, ci.owner_gid], [10001, 10001])
+  t.equal(ap.file_system_id, '${aws_efs_file_system.spool.id}')
+  const fs = res(gateway, 'aws_efs_file_system', 'spool')
+  t.same([fs.encrypted, fs.kms_key_id], [true, '${var.efs_kms_key_arn}'], 'encrypted, with the given key (or the AWS managed one)')
+  t.same([gateway.variables.efs_kms_key_arn.type, gateway.variables.efs_kms_key_arn.default], ['${string}', null])
+  t.not(evaluate(gateway, fs.creation_token, { name: 'pix-proxy' }), evaluate(service, res(service, 'aws_efs_file_system', 'spool').creation_token, { name: 'pix-proxy' }), 'not the proxy\'s file system')
+  const mt = res(gateway, 'aws_efs_mount_target', 'spool')
+  t.equal(mt.count, '${length(var.private_subnet_ids)}', 'a mount target in every task subnet')
+  t.same([mt.subnet_id, mt.security_groups], ['${var.private_subnet_ids[count.index]}', ['${aws_security_group.efs.id}']])
+  // NFS from the gateway tasks only, and the tasks may reach it.
+  const ingress = resourcesOf('aws_vpc_security_group_ingress_rule').filter(({ m, r }) => m === gateway && r.security_group_id === '${aws_security_group.efs.id}')
+  t.equal(ingress.length, 1, 'one way into the mount targets')
+  t.same([ingress[0]?.r.referenced_security_group_id, ingress[0]?.r.from_port, ingress[0]?.r.to_port, ingress[0]?.r.ip_protocol], ['${aws_security_group.tasks.id}', 2049, 2049, 'tcp'])
+  const egress = res(gateway, 'aws_vpc_security_group_egress_rule', 'tasks_to_efs')
+  t.same([egress.security_group_id, egress.referenced_security_group_id, egress.from_port], ['${aws_security_group.tasks.id}', '${aws_security_group.efs.id}', 2049])
+  // IAM: the task role mounts and writes through the access point only; the file system policy says the same, TLS only.
+  const task = gateway.data.aws_iam_policy_document?.task.statement as Hcl[]
+  const mount = task.find((s) => (s.actions as string[]).includes('elasticfilesystem:ClientMount'))
+  t.same(mount.actions, ['elasticfilesystem:ClientMount', 'elasticfilesystem:ClientWrite'], 'no root access, no other action')
+  t.same(mount.resources, ['${aws_efs_file_system.spool.arn}'])
+  t.same([mount.condition[0].variable, mount.condition[0].values], ['elasticfilesystem:AccessPointArn', ['${aws_efs_access_point.spool.arn}']], 'EFS only through the access point')
+  t.equal(res(gateway, 'aws_efs_file_system_policy', 'spool').policy, '${data.aws_iam_policy_document.efs.json}')
+  const fsPolicy = gateway.data.aws_iam_policy_document?.efs.statement as Hcl[]
+  t.ok(fsPolicy.some((s) => s.effect === 'Deny' && s.condition?.[0]?.variable === 'aws:SecureTransport'), 'TLS only')
+  const allow = fsPolicy.find((s) => s.effect !== 'Deny')
+  t.same([allow?.principals[0].identifiers, allow?.condition[0].values], [['${module.ecs_service.task_role_arn}'], ['${aws_efs_access_point.spool.arn}']], 'the gateway\'s task role, through the access point')
+  // The example encrypts it with the audit key, as the proxy's.
+  const ex = mod(EXAMPLE)
+  t.equal(ex.modules.gateway.efs_kms_key_arn, ex.modules.service.efs_kms_key_arn)
+  // No trace of the old scratch-volume spool.
+  t.notMatch(await readFile(join(TF_ROOT, 'modules/gateway/main.tf'), 'utf8'), /\/tmp\/audit-spool|lost with it/, 'the spool is no longer task-local')
 })
 
 t.test('gateway: the private API Gateway\'s execute-api endpoint, reachable from the gateway only, and a resource policy restricting the API to it', async (t) => {

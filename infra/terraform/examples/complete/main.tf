@@ -215,6 +215,8 @@ module "gateway" {
 
   audit_stream_name = module.data_lake.gateway_firehose_stream_name
   audit_stream_arn  = module.data_lake.gateway_firehose_stream_arn
+  # The gateway's audit spool file system, encrypted with the audit key, as the proxy's.
+  efs_kms_key_arn = module.data_lake.kms_key_arn
 
   tags = var.tags
 }

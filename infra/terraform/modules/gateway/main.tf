@@ -13,7 +13,10 @@
 # - The server key is in the same CloudHSM cluster as the proxy's keys, with the same PKCS#11 settings
 #   (PIXPROXY_HSM_MODULE_PATH, PIXPROXY_HSM_TOKEN_LABEL, PIXPROXY_HSM_PIN_SECRET_ID) and the CloudHSM client
 #   configured by the image's entrypoint from CLOUDHSM_HSM_IPS and CLOUDHSM_CUSTOMER_CA.
-# - Audit rows go to the gateway's own Firehose stream (data_lake module, enable_gateway).
+# - Audit rows go to the gateway's own Firehose stream (data_lake module, enable_gateway), from a write-ahead spool on
+#   an EFS file system of the gateway's own: every task mounts the same access point and claims its own slot directory
+#   (PIXGW_AUDIT_SPOOL_SHARED), and adopts and ships the slots of tasks that are gone, so rows made durable by a task
+#   that dies (or whose shutdown deadline passes during a Firehose outage) are shipped by another.
 
 data "aws_region" "current" {}
 
@@ -41,10 +44,10 @@ locals {
     PIXGW_BACKEND_URL           = var.backend_url
     PIXGW_ROUTES                = join(",", var.routes)
     PIXGW_AUDIT_FIREHOSE_STREAM = var.audit_stream_name
-    # Rows leave the task through Firehose; the spool is the task's own scratch volume (the gateway has no shared
-    # EFS spool yet): rows still in it when a task dies uncleanly are lost with it (docs/gateway.md, Audit).
+    # Rows leave the task through Firehose, from the spool on the gateway's EFS access point, shared by every task.
     PIXGW_AUDIT_SINK           = "firehose"
-    PIXGW_AUDIT_SPOOL_DIR      = "/tmp/audit-spool"
+    PIXGW_AUDIT_SPOOL_DIR      = local.spool_dir
+    PIXGW_AUDIT_SPOOL_SHARED   = "true"
     PIXPROXY_HSM_MODULE_PATH   = "/opt/cloudhsm/lib/libcloudhsm_pkcs11.so"
     PIXPROXY_HSM_TOKEN_LABEL   = var.hsm_token_label
     PIXPROXY_HSM_PIN_SECRET_ID = var.hsm_pin_secret_arn
@@ -71,7 +74,10 @@ locals {
       portMappings           = [{ containerPort = var.container_port, protocol = "tcp" }]
       environment            = [for k in sort(keys(local.environment)) : { name = k, value = local.environment[k] }]
       secrets                = [for k in sort(keys(local.secrets)) : { name = k, valueFrom = local.secrets[k] }]
-      mountPoints            = [for v, path in local.scratch_volumes : { sourceVolume = v, containerPath = path, readOnly = false }]
+      mountPoints = concat(
+        [{ sourceVolume = "audit-spool", containerPath = local.spool_dir, readOnly = false }],
+        [for v, path in local.scratch_volumes : { sourceVolume = v, containerPath = path, readOnly = false }],
+      )
       # The image's HEALTHCHECK checks the proxy's operations port (PIXPROXY_OPS_LISTEN_PORT): the gateway's is
       # PIXGW_OPS_LISTEN_PORT, named by a full URL (plain HTTP, reachable on loopback as the listener is on 0.0.0.0).
       healthCheck = {
@@ -98,6 +104,10 @@ locals {
       }
     },
   ]
+
+  # The audit spool: the gateway's EFS access point, mounted where the image declares its spool VOLUME (owned by the
+  # container's uid 10001). The file system is the gateway's own, never the proxy's: the two spools never mix.
+  spool_dir = "/var/spool/pix-proxy"
 
   # As the proxy: the PKCS#11 engine's PIN file and the CloudHSM client configuration, task-local.
   scratch_volumes = {
@@ -382,6 +392,120 @@ data "aws_iam_policy_document" "private_api" {
 }
 
 # ---------------------------------------------------------------------------------------------------------------
+# Audit spool on EFS (as the proxy's, in a file system of the gateway's own)
+# ---------------------------------------------------------------------------------------------------------------
+
+resource "aws_efs_file_system" "spool" {
+  creation_token   = "${var.name}-gateway-audit-spool"
+  encrypted        = true
+  kms_key_id       = var.efs_kms_key_arn
+  performance_mode = "generalPurpose"
+  throughput_mode  = "elastic"
+  tags             = merge(var.tags, { Name = "${var.name}-gateway-audit-spool" })
+}
+
+resource "aws_security_group" "efs" {
+  name_prefix = "${var.name}-gw-efs-"
+  description = "EFS mount targets of the pix-proxy gateway audit spool: NFS from the gateway tasks only"
+  vpc_id      = var.vpc_id
+  tags        = merge(var.tags, { Name = "${var.name}-gateway-efs" })
+
+  lifecycle {
+    create_before_destroy = true
+  }
+}
+
+resource "aws_vpc_security_group_ingress_rule" "efs_from_tasks" {
+  security_group_id            = aws_security_group.efs.id
+  referenced_security_group_id = aws_security_group.tasks.id
+  ip_protocol                  = "tcp"
+  from_port                    = 2049
+  to_port                      = 2049
+  description                  = "NFS from the pix-proxy gateway tasks"
+}
+
+resource "aws_vpc_security_group_egress_rule" "tasks_to_efs" {
+  security_group_id            = aws_security_group.tasks.id
+  referenced_security_group_id = aws_security_group.efs.id
+  ip_protocol                  = "tcp"
+  from_port                    = 2049
+  to_port                      = 2049
+  description                  = "NFS to the gateway audit spool"
+}
+
+resource "aws_efs_mount_target" "spool" {
+  count = length(var.private_subnet_ids)
+
+  file_system_id  = aws_efs_file_system.spool.id
+  subnet_id       = var.private_subnet_ids[count.index]
+  security_groups = [aws_security_group.efs.id]
+}
+
+# Every task mounts this access point: it is the spool root, owned by the container's uid/gid (10001), and each
+# gateway process claims a slot-NNN directory inside it.
+resource "aws_efs_access_point" "spool" {
+  file_system_id = aws_efs_file_system.spool.id
+  tags           = merge(var.tags, { Name = "${var.name}-gateway-audit-spool" })
+
+  posix_user {
+    uid = 10001
+    gid = 10001
+  }
+
+  root_directory {
+    path = "/gateway-audit-spool"
+
+    creation_info {
+      owner_uid   = 10001
+      owner_gid   = 10001
+      permissions = "0750"
+    }
+  }
+}
+
+data "aws_iam_policy_document" "efs" {
+  statement {
+    sid       = "DenyInsecureTransport"
+    effect    = "Deny"
+    actions   = ["elasticfilesystem:*"]
+    resources = [aws_efs_file_system.spool.arn]
+
+    principals {
+      type        = "AWS"
+      identifiers = ["*"]
+    }
+
+    condition {
+      test     = "Bool"
+      variable = "aws:SecureTransport"
+      values   = ["false"]
+    }
+  }
+
+  statement {
+    sid       = "TasksThroughAccessPoint"
+    actions   = ["elasticfilesystem:ClientMount", "elasticfilesystem:ClientWrite"]
+    resources = [aws_efs_file_system.spool.arn]
+
+    principals {
+      type        = "AWS"
+      identifiers = [module.ecs_service.task_role_arn]
+    }
+
+    condition {
+      test     = "StringEquals"
+      variable = "elasticfilesystem:AccessPointArn"
+      values   = [aws_efs_access_point.spool.arn]
+    }
+  }
+}
+
+resource "aws_efs_file_system_policy" "spool" {
+  file_system_id = aws_efs_file_system.spool.id
+  policy         = data.aws_iam_policy_document.efs.json
+}
+
+# ---------------------------------------------------------------------------------------------------------------
 # IAM: the task role's permissions (the roles themselves are the ecs_service module's)
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -417,6 +541,18 @@ data "aws_iam_policy_document" "task" {
     actions   = ["firehose:PutRecord", "firehose:PutRecordBatch"]
     resources = [var.audit_stream_arn]
   }
+
+  statement {
+    sid       = "MountAuditSpool"
+    actions   = ["elasticfilesystem:ClientMount", "elasticfilesystem:ClientWrite"]
+    resources = [aws_efs_file_system.spool.arn]
+
+    condition {
+      test     = "StringEquals"
+      variable = "elasticfilesystem:AccessPointArn"
+      values   = [aws_efs_access_point.spool.arn]
+    }
+  }
 }
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -437,6 +573,20 @@ resource "aws_ecs_task_definition" "this" {
   runtime_platform {
     operating_system_family = "LINUX"
     cpu_architecture        = "X86_64"
+  }
+
+  volume {
+    name = "audit-spool"
+
+    efs_volume_configuration {
+      file_system_id     = aws_efs_file_system.spool.id
+      transit_encryption = "ENABLED"
+
+      authorization_config {
+        access_point_id = aws_efs_access_point.spool.id
+        iam             = "ENABLED"
+      }
+    }
   }
 
   dynamic "volume" {
@@ -524,8 +674,9 @@ module "ecs_service" {
   execution_policy_name             = "start-gateway-tasks"
   task_policy_name                  = "run-gateway"
   task_policy_json                  = data.aws_iam_policy_document.task.json
-  service_depends_on                = [aws_lb_listener.this.arn]
-  tags                              = var.tags
+  # Tasks start with the spool mountable in every subnet.
+  service_depends_on = [aws_lb_listener.this.arn, aws_efs_mount_target.spool[*].id]
+  tags               = var.tags
 }
 
 # Where these resources were before the ecs_service module: Terraform moves them in the state instead of destroying

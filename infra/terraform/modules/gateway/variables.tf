@@ -189,6 +189,12 @@ variable "kms_key_arn" {
   type        = string
 }
 
+variable "efs_kms_key_arn" {
+  description = "KMS key for the gateway's audit spool file system (the spool holds audit rows until shipped); null uses the AWS managed key"
+  type        = string
+  default     = null
+}
+
 variable "truststore_bucket_name" {
   description = "Name of the bucket holding the truststore bundle (truststore/) and the CRLs (crls/) (globally unique)"
   type        = string
