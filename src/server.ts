@@ -7,7 +7,7 @@ import { loadConfig } from './config.ts'
 import type { Config } from './config.ts'
 import { loadConfigSources } from './config-sources.ts'
 import { createSsmClient } from './aws/clients.ts'
-import { configOrExit, drainOnSignals, reloadOnSighup, startOrExit } from './lifecycle.ts'
+import { configOrExit, drainOnSignals, exitOrKill, reloadOnSighup, startOrExit } from './lifecycle.ts'
 import type { FastifyInstance } from 'fastify'
 
 export interface RunningProxy {
@@ -32,12 +32,20 @@ export async function startProxy (config: Config, env: NodeJS.ProcessEnv = proce
   let closing: Promise<void> | null = null
   const close = async (): Promise<void> => {
     closing ??= (async () => {
+      // An audit thread stuck in a system call (an fdatasync on a file system that stopped answering) never ends, and
+      // process.exit joins every thread: past the deadline the process then kills itself (exitOrKill), as the gateway.
       const deadline = setTimeout(() => {
         app.log.error({ timeoutMs: config.shutdownTimeoutMs }, 'shutdown deadline passed; exiting with work in flight')
-        process.exit(1)
+        exitOrKill(1, app.audit.worker?.ended ?? true)
       }, config.shutdownTimeoutMs)
       deadline.unref()
-      await app.close()
+      try {
+        await app.close()
+      } finally {
+        // A thread declared failed is only told to end by close(): wait for it here, under the deadline, so that the
+        // process.exit after a failure (main) does not wait for it past the deadline.
+        await app.audit.worker?.whenEnded()
+      }
       clearTimeout(deadline)
     })()
     await closing
