@@ -54,7 +54,8 @@ export async function runGateway (config: GatewayConfig, env: NodeJS.ProcessEnv 
     try {
       gw = await startGateway({ config: pin.config, logger, identify: icpBrasilIdentity, audit })
     } catch (err) {
-      await audit.close()
+      // The start's own error is the one to report: a close that fails too is logged, never put in its place.
+      await audit.close().catch((closeErr: unknown) => { logger.error({ err: closeErr }, 'gateway audit trail not closed after a failed start') })
       throw err
     }
   } catch (err) {
