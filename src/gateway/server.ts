@@ -138,7 +138,13 @@ export async function main (): Promise<void> {
     const e = err as { code?: string, message?: string }
     process.stderr.write(JSON.stringify({ msg: 'shutdown failed', error: e.code ?? null, message: e.message }) + '\n')
   }
-  drainOnSignals(running, stop, failed)
+  // A SIGTERM drain that found the audit trail lost (before or during it) exits 1 like the failure path, whichever
+  // of the two finished the close first.
+  drainOnSignals(running, async (gw) => {
+    await stop(gw)
+    const lost = gw.auditWorker.failure
+    if (lost !== null) throw lost
+  }, failed)
   // Rotation: replace the files, then `kill -HUP <pid>`; open client connections are judged again (docs/gateway.md).
   reloadOnSighup(running, async (gw) => await gw.reload({ force: true }))
   const gw = await running
