@@ -35,7 +35,7 @@ import { createEntryRequest, pacs008, SAMPLE_PAYEE, SAMPLE_PAYER } from '../../t
 import { newEndToEndId } from '../../core/pix/ids.ts'
 import { startNginx } from './nginx.ts'
 import { slopePerMinute } from './stats.ts'
-import { threadCpuSecondsPrecise, threadIdsNamed, threadWakeups } from './proc.ts'
+import { threadCpuSecondsPrecise, threadIdsNamed, threadSysSeconds, threadWakeups } from './proc.ts'
 import { auditSinkSettings, cpuProfSettings, startBenchProxy } from './proxy.ts'
 import { pinProcess, pinThread, startAwsLocalProcess, startScriptProcess, startStackProcess } from './stack-process.ts'
 import type { CannedBacenConfig } from './canned-bacen.ts'
@@ -98,6 +98,8 @@ interface Point {
   cpuMsPerRequest: number
   /** By thread: main (the event loop; nginx: master + worker), libuv-worker (the pool: HSM signs, fs), V8 … (GC, compiler), the audit worker thread… */
   cpuMsPerRequestByThread: Record<string, number>
+  /** Of cpuMsPerRequestByThread, what each thread spent in the kernel (stime: 10 ms ticks, so coarse on short points). */
+  sysMsPerRequestByThread: Record<string, number>
   /** Voluntary context switches per request by thread: how often each thread went idle and was woken again. */
   wakeupsPerRequestByThread: Record<string, number>
   sustained: boolean
@@ -121,7 +123,7 @@ function pct (sorted: number[], p: number): number | null {
 }
 
 /** Open-model load of one operation at `rate` for `seconds`: latency from the scheduled time. */
-async function load (url: string, c: Contender, op: Op, bodies: Bodies, rate: number, seconds: number): Promise<Omit<Point, 'contender' | 'op' | 'rate' | 'cpuMsPerRequest' | 'cpuMsPerRequestByThread' | 'wakeupsPerRequestByThread' | 'sustained'>> {
+async function load (url: string, c: Contender, op: Op, bodies: Bodies, rate: number, seconds: number): Promise<Omit<Point, 'contender' | 'op' | 'rate' | 'cpuMsPerRequest' | 'cpuMsPerRequestByThread' | 'sysMsPerRequestByThread' | 'wakeupsPerRequestByThread' | 'sustained'>> {
   const proxied = c === 'proxy' || c === 'proxy-audit-off'
   const ispb = proxied ? PROXY_ISPB : COUNTERPARTY_ISPB
   const dispatcher = new Agent({ connections: 256, pipelining: 1, headersTimeout: 5_000, bodyTimeout: 5_000 })
@@ -219,6 +221,7 @@ async function warmUp (server: Server, c: Contender, op: Op, bodies: Bodies, rat
   let requests = 0
   let seconds = 0
   let v8MsPerRequest = 0
+  const mainMsPerRequest: number[] = []
   while (seconds < maxSeconds) {
     const t0 = await threadCpuSecondsPrecise(server.pid)
     const w = await load(server.url, c, op, bodies, rate, chunkSeconds)
@@ -228,30 +231,44 @@ async function warmUp (server: Server, c: Contender, op: Op, bodies: Bodies, rat
     requests += w.sent
     seconds += chunkSeconds
     v8MsPerRequest = r3(((t1.V8Worker ?? 0) - (t0.V8Worker ?? 0)) * 1000 / Math.max(1, w.sent))
+    mainMsPerRequest.push(r3(((t1.main ?? 0) - (t0.main ?? 0)) * 1000 / Math.max(1, w.sent)))
     quiet = v8MsPerRequest < SETTLED_V8_MS_PER_REQUEST ? quiet + 1 : 0
-    if (quiet >= SETTLED_CHUNKS) return { contender: c, op, requests, seconds, settled: true, v8MsPerRequest }
+    if (quiet >= SETTLED_CHUNKS) return { contender: c, op, requests, seconds, settled: true, v8MsPerRequest, mainMsPerRequest }
   }
-  return { contender: c, op, requests, seconds, settled: false, v8MsPerRequest }
+  return { contender: c, op, requests, seconds, settled: false, v8MsPerRequest, mainMsPerRequest }
 }
 
-interface WarmUp { contender: Contender, op: Op, requests: number, seconds: number, settled: boolean, v8MsPerRequest: number }
+interface WarmUp {
+  contender: Contender
+  op: Op
+  requests: number
+  seconds: number
+  settled: boolean
+  /** V8's background threads' CPU per request in the last chunk. */
+  v8MsPerRequest: number
+  /** The event loop's CPU per request in each chunk, in order: how the JIT's tier-up brought it down. */
+  mainMsPerRequest: number[]
+}
 
 async function measure (server: Server, c: Contender, op: Op, bodies: Bodies, rate: number, seconds: number): Promise<Point> {
   const a0 = c === 'proxy' ? await auditWaitBuckets(server.url) : null
   const w0 = await threadWakeups(server.pid)
+  const s0 = await threadSysSeconds(server.pid)
   const t0 = await threadCpuSecondsPrecise(server.pid)
   const from = Number(process.hrtime.bigint() / 1000n)
   const r = await load(server.url, c, op, bodies, rate, seconds)
   const to = Number(process.hrtime.bigint() / 1000n)
   const t1 = await threadCpuSecondsPrecise(server.pid)
+  const s1 = await threadSysSeconds(server.pid)
   const w1 = await threadWakeups(server.pid)
   const a1 = c === 'proxy' ? await auditWaitBuckets(server.url) : null
   const per = (s: number): number => r3(s * 1000 / Math.max(1, r.sent))
   const byThread = Object.fromEntries(Object.entries(t1).map(([k, v]) => [k, per(v - (t0[k] ?? 0))] as const).filter(([, v]) => v >= 0.001))
+  const sys = Object.fromEntries(Object.entries(s1).map(([k, v]) => [k, per(v - (s0[k] ?? 0))] as const).filter(([, v]) => v >= 0.001))
   const wakeups = Object.fromEntries(Object.entries(w1).map(([k, v]) => [k, r2((v - (w0[k] ?? 0)) / Math.max(1, r.sent))] as const).filter(([, v]) => v >= 0.01))
   const cpu = Object.entries(t1).reduce((s, [k, v]) => s + v - (t0[k] ?? 0), 0)
   const sustained = r.ok === r.sent && r.p99 !== null && r.p99 < P99_LIMIT_MS
-  return { contender: c, op, rate, ...r, cpuMsPerRequest: per(cpu), cpuMsPerRequestByThread: byThread, wakeupsPerRequestByThread: wakeups, ...(a0 !== null && a1 !== null ? { auditWaitMs: auditWaitDelta(a0, a1) } : {}), sustained, profileWindowUs: { from, to } }
+  return { contender: c, op, rate, ...r, cpuMsPerRequest: per(cpu), cpuMsPerRequestByThread: byThread, sysMsPerRequestByThread: sys, wakeupsPerRequestByThread: wakeups, ...(a0 !== null && a1 !== null ? { auditWaitMs: auditWaitDelta(a0, a1) } : {}), sustained, profileWindowUs: { from, to } }
 }
 
 export async function runPinned (o: PinnedOptions): Promise<Record<string, unknown>> {
@@ -345,7 +362,7 @@ export async function runPinned (o: PinnedOptions): Promise<Record<string, unkno
         // Connections, HSM sessions and the JIT (warmUp says why until V8 settles).
         const w = await warmUp(servers[c], c, op, bodiesOf(c), FIXED_RATE, warmMaxSeconds, o.quick ? 1 : 2)
         warmUps.push(w)
-        log(`${op} ${c} warm-up: ${w.requests} requests in ${w.seconds} s, ${w.settled ? 'settled' : 'NOT settled'} (V8 background ${w.v8MsPerRequest} ms/req)`)
+        log(`${op} ${c} warm-up: ${w.requests} requests in ${w.seconds} s, ${w.settled ? 'settled' : 'NOT settled'} (V8 background ${w.v8MsPerRequest} ms/req; event loop by chunk ${w.mainMsPerRequest.join(' ')} ms/req)`)
         let failed = false
         for (const rate of rates) {
           if (failed && rate !== FIXED_RATE) continue // the fixed rate is measured for every contender: the ratios
@@ -360,7 +377,7 @@ export async function runPinned (o: PinnedOptions): Promise<Record<string, unkno
           assertOnlyLoadErrors(p)
           points.push(p)
           if (!p.sustained) failed = true
-          log(`${op} ${c} @ ${rate}/s: p50 ${p.p50} p99 ${p.p99} ms ok ${p.ok}/${p.sent} cpu ${p.cpuMsPerRequest} ms/req ${JSON.stringify(p.cpuMsPerRequestByThread)} wakeups/req ${JSON.stringify(p.wakeupsPerRequestByThread)}${p.auditWaitMs === undefined ? '' : ` audit wait ms ${JSON.stringify(p.auditWaitMs)}`} handshakes/req ${p.upstreamHandshakesPerRequest} ${JSON.stringify(p.errorsByCode)}`)
+          log(`${op} ${c} @ ${rate}/s: p50 ${p.p50} p99 ${p.p99} ms ok ${p.ok}/${p.sent} cpu ${p.cpuMsPerRequest} ms/req ${JSON.stringify(p.cpuMsPerRequestByThread)} sys ${JSON.stringify(p.sysMsPerRequestByThread)} wakeups/req ${JSON.stringify(p.wakeupsPerRequestByThread)}${p.auditWaitMs === undefined ? '' : ` audit wait ms ${JSON.stringify(p.auditWaitMs)}`} handshakes/req ${p.upstreamHandshakesPerRequest} ${JSON.stringify(p.errorsByCode)}`)
           await new Promise((resolve) => setTimeout(resolve, 200))
           if (failed && rate >= FIXED_RATE) break
         }
@@ -411,6 +428,7 @@ export async function runPinned (o: PinnedOptions): Promise<Record<string, unkno
     return [op, {
       cpuMsPerRequestAt200: p?.cpuMsPerRequest ?? null,
       cpuMsPerRequestByThreadAt200: p?.cpuMsPerRequestByThread ?? null,
+      sysMsPerRequestByThreadAt200: p?.sysMsPerRequestByThread ?? null,
       wakeupsPerRequestByThreadAt200: p?.wakeupsPerRequestByThread ?? null,
       auditWaitMsAt200: p?.auditWaitMs ?? null,
       cpuMsPerRequestWithoutHsmAt200: cpuWithoutHsm(c, op) ?? null,
