@@ -8,8 +8,8 @@
  * gateway ships its own row before it returns.
  */
 import { spawnSync } from 'node:child_process'
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
-import { hostname, tmpdir } from 'node:os'
+import { mkdtemp, readdir, writeFile } from 'node:fs/promises'
+import { hostname } from 'node:os'
 import { join } from 'node:path'
 import pino from 'pino'
 import t from 'tap'
@@ -20,24 +20,10 @@ import { slotName } from '../../src/audit/slots.ts'
 import { journalAuditSink } from '../../src/gateway/audit.ts'
 import { startGateway } from '../../src/gateway/gateway.ts'
 import { openGatewayAudit } from '../../src/gateway/server.ts'
-import { queryAudit } from '../../tools/audit/query.ts'
-import { createGatewayPki } from '../helpers/gateway-pki.ts'
-import { attempt, gatewayConfig, startBackend } from './helpers.ts'
+import { auditFixture, GUARD, rowsOf } from './fixtures/audit.ts'
+import { attempt, gatewayConfig } from './helpers.ts'
 
-const dir = await mkdtemp(join(tmpdir(), 'pix-gw-audit-shared-'))
-t.teardown(() => rm(dir, { recursive: true, force: true }))
-const pki = await createGatewayPki(dir)
-const backend = await startBackend(pki)
-t.teardown(() => backend.close())
-
-// Closing ships within half the shutdown deadline: generous here, a hang guard only (a loaded machine is slow).
-const GUARD = { PIXGW_SHUTDOWN_TIMEOUT_MS: '240000' }
-
-async function rowsOf (store: string, sql: string): Promise<Array<Record<string, unknown>>> {
-  const out: Array<Record<string, unknown>> = []
-  for await (const r of queryAudit(store, sql)) out.push(r)
-  return out
-}
+const { dir, pki, backend } = await auditFixture(t, 'pix-gw-audit-shared-')
 
 /** A pid that belonged to a process which has exited (and was reaped). */
 function deadPid (): number {

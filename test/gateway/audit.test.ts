@@ -6,8 +6,7 @@
  * shut down. No timing: the answer's last byte leaves only after its row is durable in the spool, closing the gateway
  * ships every completed row before it returns, and a thread ended by the test has ended when abort() resolves.
  */
-import { mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { mkdtemp } from 'node:fs/promises'
 import { join } from 'node:path'
 import t from 'tap'
 import { icpBrasilIdentity } from '../../core/pki/icp-brasil.ts'
@@ -18,26 +17,12 @@ import { startGateway } from '../../src/gateway/gateway.ts'
 import { thumbprintS256 } from '../../src/gateway/headers.ts'
 import { openGatewayAudit, runGateway } from '../../src/gateway/server.ts'
 import { startLocalAwsEndpoint } from '../../tools/aws-local/endpoint.ts'
-import { queryAudit } from '../../tools/audit/query.ts'
 import { main } from '../../tools/cli/main.ts'
 import { captureIo } from '../helpers/cli-io.ts'
-import { createGatewayPki } from '../helpers/gateway-pki.ts'
-import { attempt, gatewayConfig, startBackend, testLogger } from './helpers.ts'
+import { auditFixture, GUARD, rowsOf } from './fixtures/audit.ts'
+import { attempt, gatewayConfig, testLogger } from './helpers.ts'
 
-const dir = await mkdtemp(join(tmpdir(), 'pix-gw-audit-'))
-t.teardown(() => rm(dir, { recursive: true, force: true }))
-const pki = await createGatewayPki(dir)
-const backend = await startBackend(pki)
-t.teardown(() => backend.close())
-
-// Closing ships within half the shutdown deadline: generous here, a hang guard only (a loaded machine is slow).
-const GUARD = { PIXGW_SHUTDOWN_TIMEOUT_MS: '240000' }
-
-async function rowsOf (store: string, sql: string): Promise<Array<Record<string, unknown>>> {
-  const out: Array<Record<string, unknown>> = []
-  for await (const r of queryAudit(store, sql)) out.push(r)
-  return out
-}
+const { dir, pki, backend } = await auditFixture(t, 'pix-gw-audit-')
 
 t.test('Parquet: a forwarded call and a refused one are rows of the gateway table, with the client\'s identity', async (t) => {
   const root = await mkdtemp(join(dir, 'parquet-'))

@@ -1,8 +1,10 @@
 /**
  * Shared by the gateway tests: a backend stub (an HTTPS server recording what reaches it), a gateway config over a
- * test PKI, and a client that reports either the answer or how the connection failed.
+ * test PKI, a client that reports either the answer or how the connection failed, and an S3 stand-in whose reads a
+ * test can hold.
  */
 import { once } from 'node:events'
+import { readFile } from 'node:fs/promises'
 import { createServer } from 'node:https'
 import type { IncomingHttpHeaders } from 'node:http'
 import { request } from 'node:https'
@@ -10,6 +12,7 @@ import type { Agent, RequestOptions } from 'node:https'
 import type { AddressInfo, Socket } from 'node:net'
 import { dirname, join } from 'node:path'
 import type { SecureVersion } from 'node:tls'
+import type { S3Client } from '@aws-sdk/client-s3'
 import pino from 'pino'
 import type { Logger } from 'pino'
 import { loadGatewayConfig } from '../../src/gateway/config.ts'
@@ -138,4 +141,58 @@ export async function attempt (url: string, pki: GatewayPki, o: ClientOptions = 
 export async function closed (socket: Socket): Promise<void> {
   if (socket.closed) return
   await once(socket, 'close')
+}
+
+/** The gateway settings that read the truststore and the CRLs from holdableS3's objects. */
+export const HOLDABLE_S3_SOURCES = { PIXGW_TRUSTSTORE: 's3://pki-bucket/trust.pem', PIXGW_CRLS: 's3://pki-bucket/int.crl,s3://pki-bucket/root.crl' }
+
+export interface HoldableS3 {
+  /** Stands in for the SDK client (GatewayOptions.s3): GetObject, conditional on IfNoneMatch (304 as NotModified). */
+  readonly s3: S3Client
+  /** The keys of the GetObject calls, in the order they came. */
+  readonly reads: string[]
+  /** Puts a new version of an object (a new ETag). */
+  put: (key: string, bytes: Buffer | string) => void
+  /** Holds the next GetObject of root.crl: `reached` resolves when it comes, and it is answered after `release()`. */
+  hold: () => { reached: Promise<void>, release: () => void }
+}
+
+/**
+ * A small in-process S3 holding the test PKI's truststore (trust.pem) and CRLs (int.crl, root.crl), whose next
+ * GetObject of root.crl can be held until the test releases it: a reload is caught between its reads by an event,
+ * never by timing.
+ */
+export async function holdableS3 (pki: GatewayPki): Promise<HoldableS3> {
+  const objects = new Map<string, { bytes: Buffer, etag: string }>()
+  let version = 0
+  const put = (key: string, bytes: Buffer | string): void => { objects.set(key, { bytes: Buffer.from(bytes), etag: `"v${++version}"` }) }
+  put('trust.pem', await readFile(pki.files.truststore))
+  put('int.crl', await readFile(pki.files.intermediateCrl))
+  put('root.crl', await readFile(pki.files.rootCrl))
+  const reads: string[] = []
+  let held: { reached: () => void, release: Promise<void> } | null = null
+  const s3 = {
+    send: async (cmd: { input: { Key: string, IfNoneMatch?: string } }) => {
+      const { Key, IfNoneMatch } = cmd.input
+      reads.push(Key)
+      // What the reader gets is what the object was when it asked, whenever its answer comes.
+      const o = objects.get(Key) as { bytes: Buffer, etag: string }
+      if (Key === 'root.crl' && held !== null) {
+        const h = held
+        held = null
+        h.reached()
+        await h.release
+      }
+      if (IfNoneMatch === o.etag) throw Object.assign(new Error('Not Modified'), { name: 'NotModified', $metadata: { httpStatusCode: 304 } })
+      return { ContentLength: o.bytes.length, ETag: o.etag, Body: { transformToByteArray: async () => new Uint8Array(o.bytes) } }
+    },
+    destroy: () => {}
+  } as unknown as S3Client
+  const hold = (): { reached: Promise<void>, release: () => void } => {
+    let release: () => void = () => {}
+    const releaseP = new Promise<void>((resolve) => { release = resolve })
+    const reached = new Promise<void>((resolve) => { held = { reached: resolve, release: releaseP } })
+    return { reached, release }
+  }
+  return { s3, reads, put, hold }
 }

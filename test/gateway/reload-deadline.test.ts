@@ -5,7 +5,7 @@
  * which reload is abandoned never depends on how fast the machine reads.
  */
 import { EventEmitter, once } from 'node:events'
-import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { S3Client } from '@aws-sdk/client-s3'
@@ -16,47 +16,13 @@ import { icpBrasilIdentity } from '../../core/pki/icp-brasil.ts'
 import { startGateway } from '../../src/gateway/gateway.ts'
 import type { Gateway, GatewayOptions } from '../../src/gateway/gateway.ts'
 import { createGatewayPki, issueCrl } from '../helpers/gateway-pki.ts'
-import { attempt, gatewayConfig, startBackend } from './helpers.ts'
+import { attempt, gatewayConfig, HOLDABLE_S3_SOURCES, holdableS3, startBackend } from './helpers.ts'
 
 const dir = await mkdtemp(join(tmpdir(), 'pix-gw-deadline-'))
 t.teardown(() => rm(dir, { recursive: true, force: true }))
 const pki = await createGatewayPki(dir)
 const backend = await startBackend(pki)
 t.teardown(() => backend.close())
-
-/** A small in-process S3 whose next GetObject of root.crl can be held until the test releases it. */
-async function holdableS3 (): Promise<{ s3: S3Client, put: (key: string, bytes: Buffer | string) => void, hold: () => { reached: Promise<void>, release: () => void } }> {
-  const objects = new Map<string, { bytes: Buffer, etag: string }>()
-  let version = 0
-  const put = (key: string, bytes: Buffer | string): void => { objects.set(key, { bytes: Buffer.from(bytes), etag: `"v${++version}"` }) }
-  put('trust.pem', await readFile(pki.files.truststore))
-  put('int.crl', await readFile(pki.files.intermediateCrl))
-  put('root.crl', await readFile(pki.files.rootCrl))
-  let held: { reached: () => void, release: Promise<void> } | null = null
-  const s3 = {
-    send: async (cmd: { input: { Key: string, IfNoneMatch?: string } }) => {
-      const { Key, IfNoneMatch } = cmd.input
-      // What the reader gets is what the object was when it asked, whenever its answer comes.
-      const o = objects.get(Key) as { bytes: Buffer, etag: string }
-      if (Key === 'root.crl' && held !== null) {
-        const h = held
-        held = null
-        h.reached()
-        await h.release
-      }
-      if (IfNoneMatch === o.etag) throw Object.assign(new Error('Not Modified'), { name: 'NotModified', $metadata: { httpStatusCode: 304 } })
-      return { ContentLength: o.bytes.length, ETag: o.etag, Body: { transformToByteArray: async () => new Uint8Array(o.bytes) } }
-    },
-    destroy: () => {}
-  } as unknown as S3Client
-  const hold = (): { reached: Promise<void>, release: () => void } => {
-    let release: () => void = () => {}
-    const releaseP = new Promise<void>((resolve) => { release = resolve })
-    const reached = new Promise<void>((resolve) => { held = { reached: resolve, release: releaseP } })
-    return { reached, release }
-  }
-  return { s3, put, hold }
-}
 
 /** A deadline the test fires itself: each reload's, in the order armed. */
 interface Deadline { readonly ms: number, readonly fire: () => void, cancelled: boolean }
@@ -67,7 +33,7 @@ async function start (t: Test, s3: S3Client, o: Partial<GatewayOptions> = {}): P
   const log = new EventEmitter()
   const logger = pino({ level: 'debug' }, { write: (s: string) => { const line = JSON.parse(s) as { msg: string }; log.emit('line', line); log.emit(line.msg, line) } })
   const gw = await startGateway({
-    config: gatewayConfig(pki, backend, { PIXGW_TRUSTSTORE: 's3://pki-bucket/trust.pem', PIXGW_CRLS: 's3://pki-bucket/int.crl,s3://pki-bucket/root.crl', PIXGW_RELOAD_INTERVAL_MS: '0' }),
+    config: gatewayConfig(pki, backend, { ...HOLDABLE_S3_SOURCES, PIXGW_RELOAD_INTERVAL_MS: '0' }),
     logger,
     identify: icpBrasilIdentity,
     audit: { write: () => {} },
@@ -91,7 +57,7 @@ const DISCARDED = 'an abandoned truststore/CRL reload ended; what it read is dis
 const APPLIED = 'truststore and CRLs reloaded'
 
 t.test('a reload held past its deadline is abandoned, the next one applies, and the held one never applies when it ends', async (t) => {
-  const { s3, put, hold } = await holdableS3()
+  const { s3, put, hold } = await holdableS3(pki)
   const { gw, deadlines, log } = await start(t, s3, { reloadDeadlineMs: 50 })
   const results: string[] = []
   gw.events.on('reloaded', (r: string) => { results.push(r) })
@@ -138,7 +104,7 @@ t.test('a reload held past its deadline is abandoned, the next one applies, and 
 })
 
 t.test('a reload\'s deadline is 150 s unless the gateway is built with another, and is cancelled when it ends', async (t) => {
-  const { s3 } = await holdableS3()
+  const { s3 } = await holdableS3(pki)
   const { gw, deadlines } = await start(t, s3)
   t.equal(await gw.reload({ force: true }), 'applied')
   t.same(deadlines.map((d) => [d.ms, d.cancelled]), [[150_000, true]])

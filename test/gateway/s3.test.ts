@@ -9,7 +9,6 @@ import { once } from 'node:events'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import type { S3Client } from '@aws-sdk/client-s3'
 import t from 'tap'
 import type { Test } from 'tap'
 import { Errors } from '../../core/errors.ts'
@@ -21,7 +20,7 @@ import type { Gateway } from '../../src/gateway/gateway.ts'
 import { parseSourceLocation } from '../../src/gateway/sources.ts'
 import { startLocalAwsEndpoint } from '../../tools/aws-local/endpoint.ts'
 import { createGatewayPki, issueCrl } from '../helpers/gateway-pki.ts'
-import { attempt, gatewayConfig, startBackend, testLogger } from './helpers.ts'
+import { attempt, gatewayConfig, HOLDABLE_S3_SOURCES, holdableS3, startBackend, testLogger } from './helpers.ts'
 
 const dir = await mkdtemp(join(tmpdir(), 'pix-gw-s3-'))
 t.teardown(() => rm(dir, { recursive: true, force: true }))
@@ -175,50 +174,26 @@ t.test('a CRL is re-read when it reaches its nextUpdate, with no reload interval
 })
 
 t.test('reloads run one at a time: one that read a CRL before a revocation cannot finish last and undo it', async (t) => {
-  // A small in-process S3 whose GetObject of one key can be held, so that reload A is caught between its reads.
-  const objects = new Map<string, { bytes: Buffer, etag: string }>()
-  let version = 0
-  const put = (key: string, bytes: Buffer | string): void => { objects.set(key, { bytes: Buffer.from(bytes), etag: `"v${++version}"` }) }
-  put('trust.pem', await readFile(pki.files.truststore))
-  put('int.crl', await readFile(pki.files.intermediateCrl))
-  put('root.crl', await readFile(pki.files.rootCrl))
-  const reads: string[] = []
-  let hold: { release: Promise<void>, reached: () => void } | null = null
-  const fake = {
-    send: async (cmd: { input: { Key: string, IfNoneMatch?: string } }) => {
-      const { Key, IfNoneMatch } = cmd.input
-      reads.push(Key)
-      const o = objects.get(Key) as { bytes: Buffer, etag: string }
-      if (Key === 'root.crl' && hold !== null) {
-        const h = hold
-        hold = null
-        h.reached()
-        await h.release
-      }
-      if (IfNoneMatch === o.etag) throw Object.assign(new Error('Not Modified'), { name: 'NotModified', $metadata: { httpStatusCode: 304 } })
-      return { ContentLength: o.bytes.length, ETag: o.etag, Body: { transformToByteArray: async () => new Uint8Array(o.bytes) } }
-    },
-    destroy: () => {}
-  } as unknown as S3Client
+  // An in-process S3 whose GetObject of root.crl can be held, so that reload A is caught between its reads.
+  const { s3: fake, reads, put, hold } = await holdableS3(pki)
   const { logger } = testLogger()
   const gw = await startGateway({
-    config: gatewayConfig(pki, backend, { PIXGW_TRUSTSTORE: 's3://pki-bucket/trust.pem', PIXGW_CRLS: 's3://pki-bucket/int.crl,s3://pki-bucket/root.crl' }),
+    config: gatewayConfig(pki, backend, HOLDABLE_S3_SOURCES),
     logger,
     identify: icpBrasilIdentity,
     audit: { write: () => {} },
     s3: fake
   })
   t.teardown(() => gw.close())
-  let release: () => void = () => {}
-  const reached = new Promise<void>((resolve) => { hold = { release: new Promise<void>((resolveRelease) => { release = resolveRelease }), reached: resolve } })
+  const held = hold()
   reads.length = 0
   // Reload A (the interval's, say) reads the truststore and the intermediate CRL, then waits on the root CRL.
   const a = gw.reload()
-  await reached
+  await held.reached
   // The CA revokes the client; SIGHUP asks for reload B while A is still reading.
   put('int.crl', issueCrl(pki.intermediate, { serials: [pki.clients.valid.certificate.serial, pki.clients.revoked.certificate.serial], number: 2 }))
   const b = gw.reload({ force: true })
-  release()
+  held.release()
   t.same([await a, await b], ['unchanged', 'applied'], 'A found nothing new; B, after it, applied the revocation')
   t.same(reads, ['trust.pem', 'int.crl', 'root.crl', 'trust.pem', 'int.crl', 'root.crl'], 'B read nothing before A had finished')
   t.match(await attempt(gw.url, pki, { client: pki.clients.valid }), { ok: false }, 'the revoked client stays refused')

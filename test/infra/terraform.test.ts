@@ -24,9 +24,9 @@ type Hcl = any
 
 const REPO = resolvePath(dirname(fileURLToPath(import.meta.url)), '../..')
 const TF_ROOT = join(REPO, 'infra/terraform')
-const MODULES = ['network', 'hsm', 'kms_signer', 'service', 'config', 'data_lake', 'monitoring', 'gateway', 'ecs_service'] as const
-/** The modules the example calls itself; ecs_service is called by service and gateway. */
-const EXAMPLE_MODULES = MODULES.filter((m) => m !== 'ecs_service')
+const MODULES = ['network', 'hsm', 'kms_signer', 'service', 'config', 'data_lake', 'monitoring', 'gateway', 'ecs_service', 'efs_spool'] as const
+/** The modules the example calls itself; ecs_service and efs_spool are called by service and gateway. */
+const EXAMPLE_MODULES = MODULES.filter((m) => m !== 'ecs_service' && m !== 'efs_spool')
 const EXAMPLE = 'examples/complete'
 
 interface TfModule {
@@ -179,6 +179,23 @@ function allStrings (v: unknown, out: string[] = []): string[] {
   else if (Array.isArray(v)) for (const x of v) allStrings(x, out)
   else if (v !== null && typeof v === 'object') for (const x of Object.values(v)) allStrings(x, out)
   return out
+}
+
+/**
+ * A policy document's statements, those of its source documents first (source_policy_documents: each a module
+ * output that is a policy document there), as the data source merges them. Throws on any other source.
+ */
+function statementsOf (m: TfModule, doc: Hcl): Hcl[] {
+  const sources = ((doc?.source_policy_documents ?? []) as unknown[]).flatMap((v) => {
+    const g = /^module\.(\w+)\.(\w+)$/.exec(expr(v) ?? '')
+    const call: Hcl = g === null ? undefined : m.modules[g[1] as string]
+    if (g === null || call === undefined) throw new Error(`${m.dir}: source document ${String(v)} is not a module output`)
+    const target = mod(relative(TF_ROOT, join(TF_ROOT, m.dir, call.source)))
+    const d = /^data\.aws_iam_policy_document\.(\w+)\.json$/.exec(expr(target.outputs[g[2] as string]?.value) ?? '')
+    if (d === null) throw new Error(`${target.dir}: output ${g[2] as string} is not a policy document`)
+    return statementsOf(target, target.data.aws_iam_policy_document?.[d[1] as string])
+  })
+  return [...sources, ...(doc.statement as Hcl[])]
 }
 
 type Signer = 'cloudhsm' | 'kms'
@@ -397,12 +414,50 @@ const service = mod('modules/service')
 /** The ECS service, its CPU scaling and its roles: the module the proxy's service and the gateway both call. */
 const ecsService = mod('modules/ecs_service')
 const gateway = mod('modules/gateway')
+/** The audit spool on EFS: the module the proxy's service and the gateway both call, each for a file system of its own. */
+const efsSpool = mod('modules/efs_spool')
+
+/** A module's call of efs_spool. */
+function spoolCall (m: TfModule): Hcl {
+  const c = m.modules.audit_spool
+  if (c?.source !== '../efs_spool') throw new Error(`${m.dir}: no module "audit_spool" { source = "../efs_spool" }`)
+  return c
+}
+
+/** The efs_spool inputs that name and shape a caller's spool, evaluated in the caller deployed as `name`. */
+function spoolInputs (caller: TfModule, name = 'pix-proxy'): Record<string, unknown> {
+  const call = spoolCall(caller)
+  const at = (v: unknown): unknown => evaluate(caller, v, { name })
+  return {
+    name: at(call.name),
+    access_point_path: at(call.access_point_path),
+    uid: at(call.uid),
+    gid: at(call.gid),
+    security_group: Object.fromEntries(Object.entries<unknown>(call.security_group).map(([k, v]) => [k, at(v)]))
+  }
+}
+
+/** What a caller's `${module.audit_spool.task_volume.x}` is: the expression efs_spool's task_volume output gives x. */
+function taskVolume (v: unknown): unknown {
+  const g = /^module\.audit_spool\.task_volume\.(\w+)$/.exec(expr(v) ?? '')
+  if (g === null) throw new Error(`${String(v)} is not an attribute of module.audit_spool.task_volume`)
+  const value = efsSpool.outputs.task_volume.value[g[1] as string]
+  if (value === undefined) throw new Error(`efs_spool: task_volume has no ${g[1] as string}`)
+  return value
+}
 
 /** A module's call of ecs_service. */
 function ecsCall (m: TfModule): Hcl {
   const c = m.modules.ecs_service
   if (c?.source !== '../ecs_service') throw new Error(`${m.dir}: no module "ecs_service" { source = "../ecs_service" }`)
   return c
+}
+
+/** A caller's moved {} blocks whose new address is in its module call `name`, as [from, to]. */
+function movedInto (caller: TfModule, name: string): Array<[string, string]> {
+  return [...caller.files.values()].flatMap((j) => (j.moved ?? []) as Hcl[])
+    .map((b): [string, string] => [String(expr(b.from)), String(expr(b.to))])
+    .filter(([, to]) => to.startsWith(`module.${name}.`))
 }
 
 /** What an ecs_service `${var.x}` is in a caller: the expression the caller passes as x (throws on anything else). */
@@ -424,7 +479,7 @@ t.test('ecs_service: the proxy and the gateway run their services through it, an
     ecsCall(caller)
     // Every resource of the module was the caller's at the same address before: each has its moved block, so a plan
     // moves it in the state instead of destroying and re-creating it (a replaced service or role is an outage).
-    const moved = [...caller.files.values()].flatMap((j) => (j.moved ?? []) as Hcl[]).map((b) => [expr(b.from), expr(b.to)])
+    const moved = movedInto(caller, 'ecs_service')
     t.same(moved.map(([from]) => from).sort(), own, `${caller.dir}: a moved block for every resource of ecs_service`)
     for (const [from, to] of moved) {
       t.equal(to, `module.ecs_service.${String(from)}`, `${caller.dir}: ${String(from)} moves to the same address in module.ecs_service`)
@@ -453,14 +508,123 @@ t.test('ecs_service: the proxy and the gateway run their services through it, an
   t.same(names(gateway), ['pix-proxy-gateway', 'pix-proxy-gateway-cpu', 'pix-proxy-gw-exec-', 'pix-proxy-gw-task-', 'start-gateway-tasks', 'run-gateway'], 'the gateway\'s names as before')
   // The service is created after its listener and its EFS mount targets (the spool must be mountable).
   t.same(svc.depends_on, ['${aws_iam_role_policy.task}', '${var.service_depends_on}'])
-  t.same(ecsCall(service).service_depends_on, ['${aws_lb_listener.this.arn}', '${aws_efs_mount_target.spool[*].id}'])
-  t.same(ecsCall(gateway).service_depends_on, ['${aws_lb_listener.this.arn}', '${aws_efs_mount_target.spool[*].id}'])
+  t.same(ecsCall(service).service_depends_on, ['${aws_lb_listener.this.arn}', '${module.audit_spool.mount_target_ids}'])
+  t.same(ecsCall(gateway).service_depends_on, ['${aws_lb_listener.this.arn}', '${module.audit_spool.mount_target_ids}'])
   // Both roles trust ECS tasks of this account only.
   const trust = (ecsService.data.aws_iam_policy_document?.ecs_tasks_assume.statement as Hcl[])[0]
   t.same(trust.principals[0].identifiers, ['ecs-tasks.amazonaws.com'])
   t.same((trust.condition as Hcl[]).map((c) => c.variable).sort(), ['aws:SourceAccount', 'aws:SourceArn'])
   for (const r of ['execution', 'task']) t.equal(res(ecsService, 'aws_iam_role', r).assume_role_policy, '${data.aws_iam_policy_document.ecs_tasks_assume.json}')
 })
+
+t.test('efs_spool: the proxy and the gateway keep their spools through it, moved {} blocks keep every resource, nothing is renamed', async (t) => {
+  const own = Object.entries<Record<string, Hcl>>(efsSpool.resources).flatMap(([type, byName]) => Object.keys(byName).map((n) => `${type}.${n}`)).sort()
+  t.same(own, [
+    'aws_efs_access_point.this', 'aws_efs_file_system.this', 'aws_efs_file_system_policy.this', 'aws_efs_mount_target.this',
+    'aws_security_group.mount_targets', 'aws_vpc_security_group_egress_rule.clients_to_nfs', 'aws_vpc_security_group_ingress_rule.nfs_from_clients'
+  ], 'the file system and its policy, the mount targets, their security group and its NFS rules, the access point')
+  // Where each resource was in both callers before the module. A plan moves them in the state: a file system destroyed
+  // and re-created would be an empty one, and the rows spooled and not yet shipped would be lost with the old one.
+  const before = {
+    'aws_efs_access_point.spool': 'aws_efs_access_point.this',
+    'aws_efs_file_system.spool': 'aws_efs_file_system.this',
+    'aws_efs_file_system_policy.spool': 'aws_efs_file_system_policy.this',
+    'aws_efs_mount_target.spool': 'aws_efs_mount_target.this',
+    'aws_security_group.efs': 'aws_security_group.mount_targets',
+    'aws_vpc_security_group_egress_rule.tasks_to_efs': 'aws_vpc_security_group_egress_rule.clients_to_nfs',
+    'aws_vpc_security_group_ingress_rule.efs_from_tasks': 'aws_vpc_security_group_ingress_rule.nfs_from_clients'
+  }
+  t.same(Object.values(before).sort(), own, 'every resource of efs_spool was somewhere before')
+  for (const caller of [service, gateway]) {
+    spoolCall(caller)
+    const moved = movedInto(caller, 'audit_spool')
+    t.same(Object.fromEntries(moved.map(([from, to]) => [from, to.replace(/^module\.audit_spool\./, '')])), before, `${caller.dir}: a moved block from each old address to its new one`)
+    t.equal(moved.length, own.length, `${caller.dir}: one moved block a resource`)
+    for (const [from] of moved) {
+      const [type, name] = from.split('.') as [string, string]
+      t.notOk(caller.resources[type]?.[name], `${caller.dir}: ${from} is no longer declared there`)
+    }
+    t.notOk(spoolCall(caller).count ?? spoolCall(caller).for_each, `${caller.dir}: one instance, no index in the new addresses`)
+    const every = [...caller.files.values()].flatMap((j) => (j.moved ?? []) as Hcl[]).length
+    t.equal(every, moved.length + movedInto(caller, 'ecs_service').length, `${caller.dir}: every moved block goes into ecs_service or audit_spool`)
+  }
+  // What replaces a resource when it changes (the creation token, the access point's root, the security group's name
+  // prefix and description) stays what it was, and so do the rules' descriptions: the plan after the move is empty.
+  const names = (caller: TfModule): unknown[] => {
+    const i = spoolInputs(caller)
+    const sg = res(efsSpool, 'aws_security_group', 'mount_targets')
+    return [
+      evaluate(efsSpool, res(efsSpool, 'aws_efs_file_system', 'this').creation_token, i),
+      evaluate(efsSpool, one(res(efsSpool, 'aws_efs_access_point', 'this'), 'root_directory').path, i),
+      evaluate(efsSpool, sg.name_prefix, i),
+      evaluate(efsSpool, sg.description, i),
+      evaluate(efsSpool, res(efsSpool, 'aws_vpc_security_group_ingress_rule', 'nfs_from_clients').description, i),
+      evaluate(efsSpool, res(efsSpool, 'aws_vpc_security_group_egress_rule', 'clients_to_nfs').description, i)
+    ]
+  }
+  t.same(names(service), [
+    'pix-proxy-audit-spool', '/audit-spool', 'pix-proxy-efs-', 'EFS mount targets of the pix-proxy audit spool: NFS from the proxy tasks only',
+    'NFS from pix-proxy tasks', 'NFS to the audit spool'
+  ], 'the proxy\'s names as before')
+  t.same(names(gateway), [
+    'pix-proxy-gateway-audit-spool', '/gateway-audit-spool', 'pix-proxy-gw-efs-', 'EFS mount targets of the pix-proxy gateway audit spool: NFS from the gateway tasks only',
+    'NFS from the pix-proxy gateway tasks', 'NFS to the gateway audit spool'
+  ], 'the gateway\'s names as before')
+  // The Name tags too (the security group's is its own input; the file system's and access point's are the name).
+  t.equal(res(efsSpool, 'aws_security_group', 'mount_targets').tags, '${merge(var.tags, { Name = var.security_group.name })}')
+  for (const r of [res(efsSpool, 'aws_efs_file_system', 'this'), res(efsSpool, 'aws_efs_access_point', 'this')]) t.equal(r.tags, '${merge(var.tags, { Name = var.name })}')
+  t.same([evaluate(service, spoolCall(service).security_group.name, { name: 'pix-proxy' }), evaluate(gateway, spoolCall(gateway).security_group.name, { name: 'pix-proxy' })], ['pix-proxy-efs', 'pix-proxy-gateway-efs'])
+})
+
+t.test('efs_spool: encrypted, NFS from the tasks only, an access point owned by the container\'s user, TLS and the task role through it only', async (t) => {
+  const fs = res(efsSpool, 'aws_efs_file_system', 'this')
+  t.same([fs.encrypted, fs.kms_key_id, fs.performance_mode, fs.throughput_mode], [true, '${var.kms_key_arn}', 'generalPurpose', 'elastic'])
+  t.same([efsSpool.variables.kms_key_arn.type, efsSpool.variables.kms_key_arn.default], ['${string}', null], 'the given key, or the AWS managed one')
+  const mt = res(efsSpool, 'aws_efs_mount_target', 'this')
+  t.equal(mt.count, '${length(var.subnet_ids)}', 'a mount target in every subnet')
+  t.same([mt.file_system_id, mt.subnet_id, mt.security_groups], ['${aws_efs_file_system.this.id}', '${var.subnet_ids[count.index]}', ['${aws_security_group.mount_targets.id}']])
+  t.equal(efsSpool.outputs.mount_target_ids.value, '${aws_efs_mount_target.this[*].id}', 'what the service waits for')
+  t.equal(one(res(efsSpool, 'aws_security_group', 'mount_targets'), 'lifecycle').create_before_destroy, true)
+  // NFS from the tasks' security group only, and the tasks may reach it.
+  const ingress = resourcesOf('aws_vpc_security_group_ingress_rule').filter(({ m }) => m === efsSpool)
+  t.equal(ingress.length, 1, 'one way into the mount targets')
+  t.same([ingress[0]?.r.security_group_id, ingress[0]?.r.referenced_security_group_id, ingress[0]?.r.ip_protocol, ingress[0]?.r.from_port, ingress[0]?.r.to_port],
+    ['${aws_security_group.mount_targets.id}', '${var.client_security_group_id}', 'tcp', 2049, 2049])
+  const egress = res(efsSpool, 'aws_vpc_security_group_egress_rule', 'clients_to_nfs')
+  t.same([egress.security_group_id, egress.referenced_security_group_id, egress.ip_protocol, egress.from_port, egress.to_port],
+    ['${var.client_security_group_id}', '${aws_security_group.mount_targets.id}', 'tcp', 2049, 2049])
+  // Every client acts as the container's user, which owns the spool root.
+  const ap = res(efsSpool, 'aws_efs_access_point', 'this')
+  t.equal(ap.file_system_id, '${aws_efs_file_system.this.id}')
+  t.same([one(ap, 'posix_user').uid, one(ap, 'posix_user').gid], ['${var.uid}', '${var.gid}'])
+  const ci = one(one(ap, 'root_directory'), 'creation_info')
+  t.same([ci.owner_uid, ci.owner_gid, ci.permissions], ['${var.uid}', '${var.gid}', '0750'])
+  // The file system policy: TLS only; the task role mounts and writes through the access point only.
+  t.equal(res(efsSpool, 'aws_efs_file_system_policy', 'this').policy, '${data.aws_iam_policy_document.file_system.json}')
+  const fsPolicy = efsSpool.data.aws_iam_policy_document?.file_system.statement as Hcl[]
+  const deny = fsPolicy.find((s) => s.effect === 'Deny')
+  t.same([deny?.actions, deny?.resources, deny?.condition[0].variable, deny?.condition[0].values], [['elasticfilesystem:*'], ['${aws_efs_file_system.this.arn}'], 'aws:SecureTransport', ['false']], 'TLS only')
+  const allow = fsPolicy.filter((s) => s.effect !== 'Deny')
+  t.equal(allow.length, 1, 'one Allow')
+  t.same([allow[0]?.actions, allow[0]?.principals[0].identifiers, allow[0]?.condition[0].variable, allow[0]?.condition[0].values],
+    [['elasticfilesystem:ClientMount', 'elasticfilesystem:ClientWrite'], ['${var.client_role_arn}'], 'elasticfilesystem:AccessPointArn', ['${aws_efs_access_point.this.arn}']], 'the task role, through the access point')
+  // The task role's own statement says the same, and the volume mounts the only way the policy lets a task in.
+  t.equal(efsSpool.outputs.client_policy_json.value, '${data.aws_iam_policy_document.client.json}')
+  const client = efsSpool.data.aws_iam_policy_document?.client.statement as Hcl[]
+  t.equal(client.length, 1, 'one statement')
+  t.same(client[0].actions, ['elasticfilesystem:ClientMount', 'elasticfilesystem:ClientWrite'], 'no root access, no other action')
+  t.same(client[0].resources, ['${aws_efs_file_system.this.arn}'])
+  t.same([client[0].condition[0].variable, client[0].condition[0].values], ['elasticfilesystem:AccessPointArn', ['${aws_efs_access_point.this.arn}']], 'EFS only through the access point')
+  t.same(efsSpool.outputs.task_volume.value, { file_system_id: '${aws_efs_file_system.this.id}', access_point_id: '${aws_efs_access_point.this.id}', transit_encryption: 'ENABLED', iam: 'ENABLED' }, 'TLS and IAM authorisation')
+  // Each caller: its own tasks' security group and task role, its subnets, VPC and key; the statement in its task policy.
+  for (const [caller, tasks] of [[service, '${var.task_security_group_id}'], [gateway, '${aws_security_group.tasks.id}']] as const) {
+    const call = spoolCall(caller)
+    t.same([call.client_security_group_id, call.client_role_arn, call.subnet_ids, call.vpc_id, call.kms_key_arn, call.tags],
+      [tasks, '${module.ecs_service.task_role_arn}', '${var.private_subnet_ids}', '${var.vpc_id}', '${var.efs_kms_key_arn}', '${var.tags}'], `${caller.dir}: its tasks, its task role, its subnets, VPC and key`)
+    t.same(caller.data.aws_iam_policy_document?.task.source_policy_documents, ['${module.audit_spool.client_policy_json}'], `${caller.dir}: the task role gets the spool's statement`)
+  }
+})
+
 const containers: Hcl[] = service.locals.container_definitions
 const proxyContainer: Hcl = containers.find((c) => c.name === '${local.proxy_container}')
 const signerSettings: Record<'cloudhsm' | 'kms', { environment: Record<string, string>, secrets: Record<string, string> }> = service.locals.signer_settings
@@ -558,24 +722,27 @@ t.test('service: EFS audit spool with transit encryption and an access point own
   const td = res(service, 'aws_ecs_task_definition', 'this')
   const efsVolume = (td.volume as Hcl[]).find((v) => v.efs_volume_configuration !== undefined)
   t.ok(efsVolume, 'an EFS volume')
+  // Mounted as the proxy's efs_spool call says: its file system and access point, TLS and IAM authorisation.
   const efs = one(efsVolume, 'efs_volume_configuration')
-  t.equal(efs.transit_encryption, 'ENABLED')
-  t.equal(efs.file_system_id, '${aws_efs_file_system.spool.id}')
+  t.equal(taskVolume(efs.transit_encryption), 'ENABLED')
+  t.equal(taskVolume(efs.file_system_id), '${aws_efs_file_system.this.id}')
   const auth = one(efs, 'authorization_config')
-  t.equal(auth.access_point_id, '${aws_efs_access_point.spool.id}')
-  t.equal(auth.iam, 'ENABLED', 'mounts authorised by the task role')
+  t.equal(taskVolume(auth.access_point_id), '${aws_efs_access_point.this.id}')
+  t.equal(taskVolume(auth.iam), 'ENABLED', 'mounts authorised by the task role')
   const mounts = evaluateMounts(proxyContainer.mountPoints)
   const spoolDir = evaluate(service, proxyEnv.PIXPROXY_AUDIT_SPOOL_DIR)
   t.ok(mounts.some((mp) => mp.sourceVolume === efsVolume.name && mp.containerPath === spoolDir && mp.readOnly === false), `the spool (${String(spoolDir)}) is the EFS mount`)
   t.equal(proxyEnv.PIXPROXY_AUDIT_SPOOL_SHARED, 'true', 'tasks share the access point and claim slots')
   t.equal(proxyContainer.user, '10001:10001')
   t.equal(proxyContainer.readonlyRootFilesystem, true)
-  const ap = res(service, 'aws_efs_access_point', 'spool')
-  t.same([one(ap, 'posix_user').uid, one(ap, 'posix_user').gid], [10001, 10001])
+  const spool = spoolInputs(service)
+  const ap = res(efsSpool, 'aws_efs_access_point', 'this')
+  t.same([evaluate(efsSpool, one(ap, 'posix_user').uid, spool), evaluate(efsSpool, one(ap, 'posix_user').gid, spool)], [10001, 10001])
   const ci = one(one(ap, 'root_directory'), 'creation_info')
-  t.same([ci.owner_uid, ci.owner_gid], [10001, 10001])
-  t.equal(res(service, 'aws_efs_file_system', 'spool').encrypted, true)
-  t.equal(res(service, 'aws_efs_mount_target', 'spool').count, '${length(var.private_subnet_ids)}', 'a mount target in every task subnet')
+  t.same([evaluate(efsSpool, ci.owner_uid, spool), evaluate(efsSpool, ci.owner_gid, spool)], [10001, 10001])
+  t.equal(res(efsSpool, 'aws_efs_file_system', 'this').encrypted, true)
+  t.equal(res(efsSpool, 'aws_efs_mount_target', 'this').count, '${length(var.subnet_ids)}', 'a mount target in every subnet of the spool')
+  t.equal(spoolCall(service).subnet_ids, '${var.private_subnet_ids}', 'which are the task subnets')
   // Everything else the read-only container writes is a task-local volume.
   for (const [volume, path] of Object.entries<string>(service.locals.scratch_volumes)) {
     t.ok(mounts.some((mp) => mp.sourceVolume === volume && mp.containerPath === path), `${path} is writable (${volume})`)
@@ -1073,7 +1240,7 @@ t.test('IAM: least privilege in every policy document', async (t) => {
 })
 
 t.test('IAM: the task role can do what the proxy does and nothing else', async (t) => {
-  const task = service.data.aws_iam_policy_document?.task.statement as Hcl[]
+  const task = statementsOf(service, service.data.aws_iam_policy_document?.task)
   const actions = task.flatMap((s) => s.actions as string[]).sort()
   t.same(actions, [
     'elasticfilesystem:ClientMount', 'elasticfilesystem:ClientWrite', 'firehose:PutRecord', 'firehose:PutRecordBatch',
@@ -1644,7 +1811,7 @@ t.test('gateway: truststore bucket (versioned, encrypted, public access blocked,
   for (const k of ['block_public_acls', 'block_public_policy', 'ignore_public_acls', 'restrict_public_buckets']) t.equal(pab[k], true, k)
   const bucketPolicy = gateway.data.aws_iam_policy_document?.truststore_bucket.statement as Hcl[]
   t.ok(bucketPolicy.some((s) => s.effect === 'Deny' && s.condition?.[0]?.variable === 'aws:SecureTransport'), 'TLS only')
-  const task = gateway.data.aws_iam_policy_document?.task.statement as Hcl[]
+  const task = statementsOf(gateway, gateway.data.aws_iam_policy_document?.task)
   t.same(task.flatMap((s) => s.actions as string[]).sort(), ['elasticfilesystem:ClientMount', 'elasticfilesystem:ClientWrite', 'firehose:PutRecord', 'firehose:PutRecordBatch', 'kms:Decrypt', 's3:GetObject', 's3:GetObjectVersion', 'secretsmanager:GetSecretValue'])
   const s3 = task.find((s) => (s.actions as string[]).includes('s3:GetObject'))
   t.same(s3.resources, ['${local.bucket_arn}/${local.truststore_prefix}*', '${local.bucket_arn}/${local.crl_prefix}*'], 'the truststore and CRL prefixes only')
@@ -1675,12 +1842,13 @@ t.test('gateway: its audit spool on an EFS file system of its own, shared by its
   t.same((td.volume as Hcl[]).map((v) => v.name), ['audit-spool'], 'one static volume, the spool (the scratch volumes are the dynamic ones)')
   const efsVolume = (td.volume as Hcl[])[0]
   t.equal(td.dynamic.volume[0].for_each, '${local.scratch_volumes}')
+  // Mounted as the gateway's own efs_spool call says: its file system and access point, TLS and IAM authorisation.
   const efs = one(efsVolume, 'efs_volume_configuration')
-  t.equal(efs.transit_encryption, 'ENABLED')
-  t.equal(efs.file_system_id, '${aws_efs_file_system.spool.id}', 'the gateway\'s own file system')
+  t.equal(taskVolume(efs.transit_encryption), 'ENABLED')
+  t.equal(taskVolume(efs.file_system_id), '${aws_efs_file_system.this.id}', 'the file system of the gateway\'s own spool')
   const auth = one(efs, 'authorization_config')
-  t.equal(auth.access_point_id, '${aws_efs_access_point.spool.id}')
-  t.equal(auth.iam, 'ENABLED', 'mounts authorised by the task role')
+  t.equal(taskVolume(auth.access_point_id), '${aws_efs_access_point.this.id}')
+  t.equal(taskVolume(auth.iam), 'ENABLED', 'mounts authorised by the task role')
   const mounts = evaluateMounts(gwContainer.mountPoints, gateway)
   const spoolDir = evaluate(gateway, gwEnv.PIXGW_AUDIT_SPOOL_DIR)
   t.equal(spoolDir, '/var/spool/pix-proxy')
@@ -1693,35 +1861,30 @@ t.test('gateway: its audit spool on an EFS file system of its own, shared by its
   t.equal(gwEnv.PIXGW_AUDIT_SINK, 'firehose')
   // The access point's owner is the container's user: the read-only container writes the spool as 10001.
   t.same([gwContainer.user, gwContainer.readonlyRootFilesystem], ['10001:10001', true])
-  const ap = res(gateway, 'aws_efs_access_point', 'spool')
-  t.same([one(ap, 'posix_user').uid, one(ap, 'posix_user').gid], [10001, 10001])
+  // The spool's resources are efs_spool's (asserted with it above): here they are read with what the gateway gives it.
+  const spool = spoolInputs(gateway)
+  const ap = res(efsSpool, 'aws_efs_access_point', 'this')
+  t.same([evaluate(efsSpool, one(ap, 'posix_user').uid, spool), evaluate(efsSpool, one(ap, 'posix_user').gid, spool)], [10001, 10001])
   const ci = one(one(ap, 'root_directory'), 'creation_info')
-  t.same([ci.owner_uid, ci.owner_gid], [10001, 10001])
-  t.equal(ap.file_system_id, '${aws_efs_file_system.spool.id}')
-  const fs = res(gateway, 'aws_efs_file_system', 'spool')
-  t.same([fs.encrypted, fs.kms_key_id], [true, '${var.efs_kms_key_arn}'], 'encrypted, with the given key (or the AWS managed one)')
+  t.same([evaluate(efsSpool, ci.owner_uid, spool), evaluate(efsSpool, ci.owner_gid, spool)], [10001, 10001])
+  const fs = res(efsSpool, 'aws_efs_file_system', 'this')
+  t.same([fs.encrypted, fs.kms_key_id, spoolCall(gateway).kms_key_arn], [true, '${var.kms_key_arn}', '${var.efs_kms_key_arn}'], 'encrypted, with the given key (or the AWS managed one)')
   t.same([gateway.variables.efs_kms_key_arn.type, gateway.variables.efs_kms_key_arn.default], ['${string}', null])
-  t.not(evaluate(gateway, fs.creation_token, { name: 'pix-proxy' }), evaluate(service, res(service, 'aws_efs_file_system', 'spool').creation_token, { name: 'pix-proxy' }), 'not the proxy\'s file system')
-  const mt = res(gateway, 'aws_efs_mount_target', 'spool')
-  t.equal(mt.count, '${length(var.private_subnet_ids)}', 'a mount target in every task subnet')
-  t.same([mt.subnet_id, mt.security_groups], ['${var.private_subnet_ids[count.index]}', ['${aws_security_group.efs.id}']])
+  t.not(evaluate(efsSpool, fs.creation_token, spool), evaluate(efsSpool, fs.creation_token, spoolInputs(service)), 'not the proxy\'s file system')
+  t.equal(res(efsSpool, 'aws_efs_mount_target', 'this').count, '${length(var.subnet_ids)}')
+  t.equal(spoolCall(gateway).subnet_ids, '${var.private_subnet_ids}', 'a mount target in every task subnet')
   // NFS from the gateway tasks only, and the tasks may reach it.
-  const ingress = resourcesOf('aws_vpc_security_group_ingress_rule').filter(({ m, r }) => m === gateway && r.security_group_id === '${aws_security_group.efs.id}')
-  t.equal(ingress.length, 1, 'one way into the mount targets')
-  t.same([ingress[0]?.r.referenced_security_group_id, ingress[0]?.r.from_port, ingress[0]?.r.to_port, ingress[0]?.r.ip_protocol], ['${aws_security_group.tasks.id}', 2049, 2049, 'tcp'])
-  const egress = res(gateway, 'aws_vpc_security_group_egress_rule', 'tasks_to_efs')
-  t.same([egress.security_group_id, egress.referenced_security_group_id, egress.from_port], ['${aws_security_group.tasks.id}', '${aws_security_group.efs.id}', 2049])
+  t.equal(spoolCall(gateway).client_security_group_id, '${aws_security_group.tasks.id}', 'the gateway tasks are the spool\'s only NFS clients')
   // IAM: the task role mounts and writes through the access point only; the file system policy says the same, TLS only.
-  const task = gateway.data.aws_iam_policy_document?.task.statement as Hcl[]
+  const task = statementsOf(gateway, gateway.data.aws_iam_policy_document?.task)
   const mount = task.find((s) => (s.actions as string[]).includes('elasticfilesystem:ClientMount'))
   t.same(mount.actions, ['elasticfilesystem:ClientMount', 'elasticfilesystem:ClientWrite'], 'no root access, no other action')
-  t.same(mount.resources, ['${aws_efs_file_system.spool.arn}'])
-  t.same([mount.condition[0].variable, mount.condition[0].values], ['elasticfilesystem:AccessPointArn', ['${aws_efs_access_point.spool.arn}']], 'EFS only through the access point')
-  t.equal(res(gateway, 'aws_efs_file_system_policy', 'spool').policy, '${data.aws_iam_policy_document.efs.json}')
-  const fsPolicy = gateway.data.aws_iam_policy_document?.efs.statement as Hcl[]
+  t.same(mount.resources, ['${aws_efs_file_system.this.arn}'])
+  t.same([mount.condition[0].variable, mount.condition[0].values], ['elasticfilesystem:AccessPointArn', ['${aws_efs_access_point.this.arn}']], 'EFS only through the access point')
+  const fsPolicy = efsSpool.data.aws_iam_policy_document?.file_system.statement as Hcl[]
   t.ok(fsPolicy.some((s) => s.effect === 'Deny' && s.condition?.[0]?.variable === 'aws:SecureTransport'), 'TLS only')
   const allow = fsPolicy.find((s) => s.effect !== 'Deny')
-  t.same([allow?.principals[0].identifiers, allow?.condition[0].values], [['${module.ecs_service.task_role_arn}'], ['${aws_efs_access_point.spool.arn}']], 'the gateway\'s task role, through the access point')
+  t.same([allow?.principals[0].identifiers, allow?.condition[0].values, spoolCall(gateway).client_role_arn], [['${var.client_role_arn}'], ['${aws_efs_access_point.this.arn}'], '${module.ecs_service.task_role_arn}'], 'the gateway\'s task role, through the access point')
   // The example encrypts it with the audit key, as the proxy's.
   const ex = mod(EXAMPLE)
   t.equal(ex.modules.gateway.efs_kms_key_arn, ex.modules.service.efs_kms_key_arn)

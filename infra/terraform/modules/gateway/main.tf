@@ -14,9 +14,10 @@
 #   (PIXPROXY_HSM_MODULE_PATH, PIXPROXY_HSM_TOKEN_LABEL, PIXPROXY_HSM_PIN_SECRET_ID) and the CloudHSM client
 #   configured by the image's entrypoint from CLOUDHSM_HSM_IPS and CLOUDHSM_CUSTOMER_CA.
 # - Audit rows go to the gateway's own Firehose stream (data_lake module, enable_gateway), from a write-ahead spool on
-#   an EFS file system of the gateway's own: every task mounts the same access point and claims its own slot directory
-#   (PIXGW_AUDIT_SPOOL_SHARED), and adopts and ships the slots of tasks that are gone, so rows made durable by a task
-#   that dies (or whose shutdown deadline passes during a Firehose outage) are shipped by another.
+#   an EFS file system of the gateway's own (efs_spool module, as the proxy's): every task mounts the same access
+#   point and claims its own slot directory (PIXGW_AUDIT_SPOOL_SHARED), and adopts and ships the slots of tasks that
+#   are gone, so rows made durable by a task that dies (or whose shutdown deadline passes during a Firehose outage)
+#   are shipped by another.
 
 data "aws_region" "current" {}
 
@@ -395,114 +396,65 @@ data "aws_iam_policy_document" "private_api" {
 # Audit spool on EFS (as the proxy's, in a file system of the gateway's own)
 # ---------------------------------------------------------------------------------------------------------------
 
-resource "aws_efs_file_system" "spool" {
-  creation_token   = "${var.name}-gateway-audit-spool"
-  encrypted        = true
-  kms_key_id       = var.efs_kms_key_arn
-  performance_mode = "generalPurpose"
-  throughput_mode  = "elastic"
-  tags             = merge(var.tags, { Name = "${var.name}-gateway-audit-spool" })
-}
+module "audit_spool" {
+  source = "../efs_spool"
 
-resource "aws_security_group" "efs" {
-  name_prefix = "${var.name}-gw-efs-"
-  description = "EFS mount targets of the pix-proxy gateway audit spool: NFS from the gateway tasks only"
-  vpc_id      = var.vpc_id
-  tags        = merge(var.tags, { Name = "${var.name}-gateway-efs" })
-
-  lifecycle {
-    create_before_destroy = true
+  name                     = "${var.name}-gateway-audit-spool"
+  vpc_id                   = var.vpc_id
+  subnet_ids               = var.private_subnet_ids
+  kms_key_arn              = var.efs_kms_key_arn
+  client_security_group_id = aws_security_group.tasks.id
+  client_role_arn          = module.ecs_service.task_role_arn
+  # The container's user (10001:10001) owns the spool root; each gateway process claims a slot-NNN directory in it.
+  access_point_path = "/gateway-audit-spool"
+  uid               = 10001
+  gid               = 10001
+  security_group = {
+    name_prefix         = "${var.name}-gw-efs-"
+    name                = "${var.name}-gateway-efs"
+    description         = "EFS mount targets of the pix-proxy gateway audit spool: NFS from the gateway tasks only"
+    ingress_description = "NFS from the pix-proxy gateway tasks"
+    egress_description  = "NFS to the gateway audit spool"
   }
+  tags = var.tags
 }
 
-resource "aws_vpc_security_group_ingress_rule" "efs_from_tasks" {
-  security_group_id            = aws_security_group.efs.id
-  referenced_security_group_id = aws_security_group.tasks.id
-  ip_protocol                  = "tcp"
-  from_port                    = 2049
-  to_port                      = 2049
-  description                  = "NFS from the pix-proxy gateway tasks"
+# Where these resources were before the efs_spool module: Terraform moves them in the state instead of destroying and
+# re-creating them. A re-created file system would be a new, empty one: every row spooled and not yet shipped (a
+# Firehose outage, a task that died) would be lost with the old one.
+moved {
+  from = aws_efs_file_system.spool
+  to   = module.audit_spool.aws_efs_file_system.this
 }
 
-resource "aws_vpc_security_group_egress_rule" "tasks_to_efs" {
-  security_group_id            = aws_security_group.tasks.id
-  referenced_security_group_id = aws_security_group.efs.id
-  ip_protocol                  = "tcp"
-  from_port                    = 2049
-  to_port                      = 2049
-  description                  = "NFS to the gateway audit spool"
+moved {
+  from = aws_security_group.efs
+  to   = module.audit_spool.aws_security_group.mount_targets
 }
 
-resource "aws_efs_mount_target" "spool" {
-  count = length(var.private_subnet_ids)
-
-  file_system_id  = aws_efs_file_system.spool.id
-  subnet_id       = var.private_subnet_ids[count.index]
-  security_groups = [aws_security_group.efs.id]
+moved {
+  from = aws_vpc_security_group_ingress_rule.efs_from_tasks
+  to   = module.audit_spool.aws_vpc_security_group_ingress_rule.nfs_from_clients
 }
 
-# Every task mounts this access point: it is the spool root, owned by the container's uid/gid (10001), and each
-# gateway process claims a slot-NNN directory inside it.
-resource "aws_efs_access_point" "spool" {
-  file_system_id = aws_efs_file_system.spool.id
-  tags           = merge(var.tags, { Name = "${var.name}-gateway-audit-spool" })
-
-  posix_user {
-    uid = 10001
-    gid = 10001
-  }
-
-  root_directory {
-    path = "/gateway-audit-spool"
-
-    creation_info {
-      owner_uid   = 10001
-      owner_gid   = 10001
-      permissions = "0750"
-    }
-  }
+moved {
+  from = aws_vpc_security_group_egress_rule.tasks_to_efs
+  to   = module.audit_spool.aws_vpc_security_group_egress_rule.clients_to_nfs
 }
 
-data "aws_iam_policy_document" "efs" {
-  statement {
-    sid       = "DenyInsecureTransport"
-    effect    = "Deny"
-    actions   = ["elasticfilesystem:*"]
-    resources = [aws_efs_file_system.spool.arn]
-
-    principals {
-      type        = "AWS"
-      identifiers = ["*"]
-    }
-
-    condition {
-      test     = "Bool"
-      variable = "aws:SecureTransport"
-      values   = ["false"]
-    }
-  }
-
-  statement {
-    sid       = "TasksThroughAccessPoint"
-    actions   = ["elasticfilesystem:ClientMount", "elasticfilesystem:ClientWrite"]
-    resources = [aws_efs_file_system.spool.arn]
-
-    principals {
-      type        = "AWS"
-      identifiers = [module.ecs_service.task_role_arn]
-    }
-
-    condition {
-      test     = "StringEquals"
-      variable = "elasticfilesystem:AccessPointArn"
-      values   = [aws_efs_access_point.spool.arn]
-    }
-  }
+moved {
+  from = aws_efs_mount_target.spool
+  to   = module.audit_spool.aws_efs_mount_target.this
 }
 
-resource "aws_efs_file_system_policy" "spool" {
-  file_system_id = aws_efs_file_system.spool.id
-  policy         = data.aws_iam_policy_document.efs.json
+moved {
+  from = aws_efs_access_point.spool
+  to   = module.audit_spool.aws_efs_access_point.this
+}
+
+moved {
+  from = aws_efs_file_system_policy.spool
+  to   = module.audit_spool.aws_efs_file_system_policy.this
 }
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -510,6 +462,9 @@ resource "aws_efs_file_system_policy" "spool" {
 # ---------------------------------------------------------------------------------------------------------------
 
 data "aws_iam_policy_document" "task" {
+  # The audit spool: mount and write through its access point only (the efs_spool module's statement).
+  source_policy_documents = [module.audit_spool.client_policy_json]
+
   # The truststore bundle and the CRLs, by version (the gateway reloads on a new version): those two prefixes only,
   # no listing, no writing.
   statement {
@@ -542,17 +497,6 @@ data "aws_iam_policy_document" "task" {
     resources = [var.audit_stream_arn]
   }
 
-  statement {
-    sid       = "MountAuditSpool"
-    actions   = ["elasticfilesystem:ClientMount", "elasticfilesystem:ClientWrite"]
-    resources = [aws_efs_file_system.spool.arn]
-
-    condition {
-      test     = "StringEquals"
-      variable = "elasticfilesystem:AccessPointArn"
-      values   = [aws_efs_access_point.spool.arn]
-    }
-  }
 }
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -575,16 +519,18 @@ resource "aws_ecs_task_definition" "this" {
     cpu_architecture        = "X86_64"
   }
 
+  # The audit spool, mounted as efs_spool says (task_volume): with TLS and IAM authorisation, which its file system
+  # policy requires.
   volume {
     name = "audit-spool"
 
     efs_volume_configuration {
-      file_system_id     = aws_efs_file_system.spool.id
-      transit_encryption = "ENABLED"
+      file_system_id     = module.audit_spool.task_volume.file_system_id
+      transit_encryption = module.audit_spool.task_volume.transit_encryption
 
       authorization_config {
-        access_point_id = aws_efs_access_point.spool.id
-        iam             = "ENABLED"
+        access_point_id = module.audit_spool.task_volume.access_point_id
+        iam             = module.audit_spool.task_volume.iam
       }
     }
   }
@@ -675,7 +621,7 @@ module "ecs_service" {
   task_policy_name                  = "run-gateway"
   task_policy_json                  = data.aws_iam_policy_document.task.json
   # Tasks start with the spool mountable in every subnet.
-  service_depends_on = [aws_lb_listener.this.arn, aws_efs_mount_target.spool[*].id]
+  service_depends_on = [aws_lb_listener.this.arn, module.audit_spool.mount_target_ids]
   tags               = var.tags
 }
 

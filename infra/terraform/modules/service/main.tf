@@ -10,8 +10,9 @@
 # - The operations listener is plain HTTP serving only GET /healthz, /readyz and /metrics: nothing that signs or
 #   forwards. It listens on the task's address so the NLB can ask it, and only the NLB's security group may reach
 #   that port; the container health check (GET /healthz) and the metrics sidecar ask it on loopback.
-# - The audit spool lives on EFS so rows written before a task is replaced are shipped by the next one: every task
-#   mounts the same access point and claims its own slot directory (PIXPROXY_AUDIT_SPOOL_SHARED).
+# - The audit spool lives on EFS (efs_spool module, as the gateway's) so rows written before a task is replaced are
+#   shipped by the next one: every task mounts the same access point and claims its own slot directory
+#   (PIXPROXY_AUDIT_SPOOL_SHARED).
 # - Application Auto Scaling owns desired_count (ignore_changes), scaling on CPU and on requests per task.
 # - A CloudWatch agent sidecar scrapes /metrics from the operations listener into CloudWatch (EMF): no TLS and no
 #   client certificate, so no scrape identity to issue, store, allow-list and rotate.
@@ -389,114 +390,65 @@ resource "aws_ssm_parameter" "prometheus_scrape_config" {
 # Audit spool on EFS
 # ---------------------------------------------------------------------------------------------------------------
 
-resource "aws_efs_file_system" "spool" {
-  creation_token   = "${var.name}-audit-spool"
-  encrypted        = true
-  kms_key_id       = var.efs_kms_key_arn
-  performance_mode = "generalPurpose"
-  throughput_mode  = "elastic"
-  tags             = merge(var.tags, { Name = "${var.name}-audit-spool" })
-}
+module "audit_spool" {
+  source = "../efs_spool"
 
-resource "aws_security_group" "efs" {
-  name_prefix = "${var.name}-efs-"
-  description = "EFS mount targets of the pix-proxy audit spool: NFS from the proxy tasks only"
-  vpc_id      = var.vpc_id
-  tags        = merge(var.tags, { Name = "${var.name}-efs" })
-
-  lifecycle {
-    create_before_destroy = true
+  name                     = "${var.name}-audit-spool"
+  vpc_id                   = var.vpc_id
+  subnet_ids               = var.private_subnet_ids
+  kms_key_arn              = var.efs_kms_key_arn
+  client_security_group_id = var.task_security_group_id
+  client_role_arn          = module.ecs_service.task_role_arn
+  # The proxy's uid/gid (10001) owns the spool root; each process claims a slot-NNN directory in it.
+  access_point_path = "/audit-spool"
+  uid               = 10001
+  gid               = 10001
+  security_group = {
+    name_prefix         = "${var.name}-efs-"
+    name                = "${var.name}-efs"
+    description         = "EFS mount targets of the pix-proxy audit spool: NFS from the proxy tasks only"
+    ingress_description = "NFS from pix-proxy tasks"
+    egress_description  = "NFS to the audit spool"
   }
+  tags = var.tags
 }
 
-resource "aws_vpc_security_group_ingress_rule" "efs_from_tasks" {
-  security_group_id            = aws_security_group.efs.id
-  referenced_security_group_id = var.task_security_group_id
-  ip_protocol                  = "tcp"
-  from_port                    = 2049
-  to_port                      = 2049
-  description                  = "NFS from pix-proxy tasks"
+# Where these resources were before the efs_spool module: Terraform moves them in the state instead of destroying and
+# re-creating them. A re-created file system would be a new, empty one: every row spooled and not yet shipped (a
+# Firehose outage, a task that was replaced) would be lost with the old one.
+moved {
+  from = aws_efs_file_system.spool
+  to   = module.audit_spool.aws_efs_file_system.this
 }
 
-resource "aws_vpc_security_group_egress_rule" "tasks_to_efs" {
-  security_group_id            = var.task_security_group_id
-  referenced_security_group_id = aws_security_group.efs.id
-  ip_protocol                  = "tcp"
-  from_port                    = 2049
-  to_port                      = 2049
-  description                  = "NFS to the audit spool"
+moved {
+  from = aws_security_group.efs
+  to   = module.audit_spool.aws_security_group.mount_targets
 }
 
-resource "aws_efs_mount_target" "spool" {
-  count = length(var.private_subnet_ids)
-
-  file_system_id  = aws_efs_file_system.spool.id
-  subnet_id       = var.private_subnet_ids[count.index]
-  security_groups = [aws_security_group.efs.id]
+moved {
+  from = aws_vpc_security_group_ingress_rule.efs_from_tasks
+  to   = module.audit_spool.aws_vpc_security_group_ingress_rule.nfs_from_clients
 }
 
-# Every task mounts this access point: it is the spool root, owned by the proxy's uid/gid, and each process claims a
-# slot-NNN directory inside it.
-resource "aws_efs_access_point" "spool" {
-  file_system_id = aws_efs_file_system.spool.id
-  tags           = merge(var.tags, { Name = "${var.name}-audit-spool" })
-
-  posix_user {
-    uid = 10001
-    gid = 10001
-  }
-
-  root_directory {
-    path = "/audit-spool"
-
-    creation_info {
-      owner_uid   = 10001
-      owner_gid   = 10001
-      permissions = "0750"
-    }
-  }
+moved {
+  from = aws_vpc_security_group_egress_rule.tasks_to_efs
+  to   = module.audit_spool.aws_vpc_security_group_egress_rule.clients_to_nfs
 }
 
-data "aws_iam_policy_document" "efs" {
-  statement {
-    sid       = "DenyInsecureTransport"
-    effect    = "Deny"
-    actions   = ["elasticfilesystem:*"]
-    resources = [aws_efs_file_system.spool.arn]
-
-    principals {
-      type        = "AWS"
-      identifiers = ["*"]
-    }
-
-    condition {
-      test     = "Bool"
-      variable = "aws:SecureTransport"
-      values   = ["false"]
-    }
-  }
-
-  statement {
-    sid       = "TasksThroughAccessPoint"
-    actions   = ["elasticfilesystem:ClientMount", "elasticfilesystem:ClientWrite"]
-    resources = [aws_efs_file_system.spool.arn]
-
-    principals {
-      type        = "AWS"
-      identifiers = [module.ecs_service.task_role_arn]
-    }
-
-    condition {
-      test     = "StringEquals"
-      variable = "elasticfilesystem:AccessPointArn"
-      values   = [aws_efs_access_point.spool.arn]
-    }
-  }
+moved {
+  from = aws_efs_mount_target.spool
+  to   = module.audit_spool.aws_efs_mount_target.this
 }
 
-resource "aws_efs_file_system_policy" "spool" {
-  file_system_id = aws_efs_file_system.spool.id
-  policy         = data.aws_iam_policy_document.efs.json
+moved {
+  from = aws_efs_access_point.spool
+  to   = module.audit_spool.aws_efs_access_point.this
+}
+
+moved {
+  from = aws_efs_file_system_policy.spool
+  to   = module.audit_spool.aws_efs_file_system_policy.this
 }
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -504,6 +456,9 @@ resource "aws_efs_file_system_policy" "spool" {
 # ---------------------------------------------------------------------------------------------------------------
 
 data "aws_iam_policy_document" "task" {
+  # The audit spool: mount and write through its access point only (the efs_spool module's statement).
+  source_policy_documents = [module.audit_spool.client_policy_json]
+
   # Settings: GetParametersByPath on the path (the proxy sends it without the trailing slash) and its parameters.
   statement {
     sid       = "ReadSettings"
@@ -536,18 +491,6 @@ data "aws_iam_policy_document" "task" {
     resources = values(var.audit_stream_arns)
   }
 
-  statement {
-    sid       = "MountAuditSpool"
-    actions   = ["elasticfilesystem:ClientMount", "elasticfilesystem:ClientWrite"]
-    resources = [aws_efs_file_system.spool.arn]
-
-    condition {
-      test     = "StringEquals"
-      variable = "elasticfilesystem:AccessPointArn"
-      values   = [aws_efs_access_point.spool.arn]
-    }
-  }
-
   # The CloudWatch agent sidecar writes the scraped metrics as EMF log events.
   statement {
     sid       = "PublishScrapedMetrics"
@@ -577,16 +520,18 @@ resource "aws_ecs_task_definition" "this" {
     cpu_architecture        = "X86_64"
   }
 
+  # The audit spool, mounted as efs_spool says (task_volume): with TLS and IAM authorisation, which its file system
+  # policy requires.
   volume {
     name = "audit-spool"
 
     efs_volume_configuration {
-      file_system_id     = aws_efs_file_system.spool.id
-      transit_encryption = "ENABLED"
+      file_system_id     = module.audit_spool.task_volume.file_system_id
+      transit_encryption = module.audit_spool.task_volume.transit_encryption
 
       authorization_config {
-        access_point_id = aws_efs_access_point.spool.id
-        iam             = "ENABLED"
+        access_point_id = module.audit_spool.task_volume.access_point_id
+        iam             = module.audit_spool.task_volume.iam
       }
     }
   }
@@ -767,7 +712,7 @@ module "ecs_service" {
   task_policy_name                  = "run-proxy"
   task_policy_json                  = data.aws_iam_policy_document.task.json
   # Tasks start with the spool mountable in every subnet.
-  service_depends_on = [aws_lb_listener.this.arn, aws_efs_mount_target.spool[*].id]
+  service_depends_on = [aws_lb_listener.this.arn, module.audit_spool.mount_target_ids]
   tags               = var.tags
 }
 

@@ -50,7 +50,7 @@ output "target_group_arn_suffix" {
 
 output "efs_file_system_id" {
   description = "File system of the audit spool"
-  value       = aws_efs_file_system.spool.id
+  value       = module.audit_spool.file_system_id
 }
 
 output "log_group_name" {
