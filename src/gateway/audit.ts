@@ -11,6 +11,7 @@
  */
 import { GATEWAY_COLUMNS, gatewayRequestHalf, gatewayResponseHalf } from '../audit/gateway.ts'
 import type { GatewayCallRow, GatewayCallStart } from '../audit/gateway.ts'
+import type { AuditThread } from '../audit/metrics.ts'
 import type { AuditJournal } from '../audit/service.ts'
 
 export type { GatewayCallStart } from '../audit/gateway.ts'
@@ -35,6 +36,11 @@ export interface GatewayAuditSink {
   write (row: GatewayAuditRow): void | Promise<void>
   /** Called last when the gateway closes (ships what it can, closes the spool). */
   close?: () => Promise<void>
+  /**
+   * The audit worker thread behind the sink (openGatewayAudit's): its pixproxy_audit_* metrics are on the gateway's
+   * /metrics and its health counts in /readyz, as in the proxy. Absent in sinks without one (log lines, tests).
+   */
+  readonly worker?: AuditThread
 }
 
 /**

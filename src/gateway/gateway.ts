@@ -28,6 +28,8 @@ import { errorSpec, Errors, PixProxyError } from '../../core/errors.ts'
 import type { ErrorSpec } from '../../core/errors.ts'
 import { parseCertificate } from '../../core/pki/x509.ts'
 import type { Certificate } from '../../core/pki/x509.ts'
+import { auditCheck } from '../audit/readiness.ts'
+import type { Check } from '../audit/readiness.ts'
 import type { GatewayAuditRow, GatewayAuditSink } from './audit.ts'
 import type { GatewayConfig } from './config.ts'
 import { crlIsStale } from './crl.ts'
@@ -192,7 +194,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
   const { config, logger } = opts
   const now = opts.now ?? (() => new Date())
   const instanceId = opts.instanceId ?? `${hostname()}-${process.pid}`
-  const metrics = createGatewayMetrics()
+  const metrics = createGatewayMetrics(opts.audit.worker)
   const sources = createSourceReader({
     s3: () => opts.s3 ?? createS3Client({ forcePathStyle: config.s3ForcePathStyle }),
     ownsClient: opts.s3 === undefined,
@@ -402,6 +404,9 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
     let errorCode: string | null = null
     let requestBytes = 0
     let responseBytes = 0
+    // Set when the answer's last byte is held until the row is durable (a forwarded call's end half): only then is
+    // writing the row a wait that auditing adds to the call (pixproxy_audit_wait_seconds{half="end"}).
+    let answerWaits = false
     // One row per request. A forwarded call's outcome (its begin is already durable) is written before the answer's
     // last byte, so a client holding a complete answer implies a complete row; a refusal's row right after its
     // answer; a call whose connection closed first, then.
@@ -441,7 +446,9 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
         instance_id: instanceId
       }
       try {
+        const t0 = performance.now()
         await opts.audit.write(row)
+        if (answerWaits) metrics.auditWait('end', performance.now() - t0)
       } catch (err) {
         // A call begun is in the spool already: a replay ships it, as PIXPROXY_ERR_AUDIT_INCOMPLETE at worst.
         logger.error({ err, id: requestId }, 'gateway audit row not written')
@@ -490,6 +497,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
     // sent), never forwarded unaudited (docs/gateway.md, "Audit").
     if (opts.audit.begin !== undefined) {
       try {
+        const t0 = performance.now()
         await opts.audit.begin({
           id: requestId,
           request_date: receivedAt,
@@ -505,6 +513,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
           request_bytes: requestBytes,
           instance_id: instanceId
         })
+        metrics.auditWait('begin', performance.now() - t0)
       } catch (err) {
         // The spool's own code (AUDIT_SPOOL_FULL, _IO, _CLOSED, _LOCKED), or the audit thread's (AUDIT_WORKER_FAILED,
         // _UNRESPONSIVE), reaches the client: all 503 and not sent.
@@ -550,6 +559,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
         if (!res.write(chunk)) await new Promise((resolve) => res.once('drain', resolve))
       }
       // The outcome is durable before the answer's last byte leaves, as the proxy's end half is.
+      answerWaits = true
       await finish()
       res.end()
     } catch (err) {
@@ -689,13 +699,29 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
   }
   scheduleAtNextUpdate()
 
+  /**
+   * Whether this task can take calls now: not while it closes, nor when its audit thread has stopped or does not answer
+   * in time, nor with its spool near its bound (audit/readiness.ts, the proxy's own check): every call would be refused
+   * with 503, and the NLB should send them to another task meanwhile.
+   */
+  const readiness = async (): Promise<{ ready: boolean, body: { status: 'ready' | 'not ready' | 'closing', checks?: Record<string, Check> } }> => {
+    if (closing || !server.listening) return { ready: false, body: { status: 'closing' } }
+    const audit = opts.audit.worker === undefined ? null : await auditCheck(opts.audit.worker)
+    const checks: Record<string, Check> = audit === null ? {} : { audit }
+    const ready = Object.values(checks).every((c) => c.ok)
+    return { ready, body: { status: ready ? 'ready' : 'not ready', checks } }
+  }
+
   const ops: HttpServer = createHttpServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0]
     if (req.method !== 'GET') return res.writeHead(405, { allow: 'GET' }).end()
     if (path === '/healthz') return res.writeHead(200, { 'content-type': 'application/json' }).end('{"status":"ok"}')
     if (path === '/readyz') {
-      const ready = !closing && server.listening
-      return res.writeHead(ready ? 200 : 503, { 'content-type': 'application/json' }).end(JSON.stringify({ status: ready ? 'ready' : 'closing' }))
+      readiness().then(
+        ({ ready, body }) => res.writeHead(ready ? 200 : 503, { 'content-type': 'application/json' }).end(JSON.stringify(body)),
+        () => res.writeHead(500).end()
+      )
+      return
     }
     if (path === '/metrics') {
       observeCrls()

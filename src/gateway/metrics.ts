@@ -1,8 +1,13 @@
 /**
  * The gateway's Prometheus metrics, on a registry of its own (served on the ops port). Names follow the proxy's
- * conventions (src/plugins/metrics.ts): pixgw_* for the gateway's own, Node's defaults unprefixed.
+ * conventions (src/plugins/metrics.ts): pixgw_* for the gateway's own, Node's defaults unprefixed, and its audit
+ * trail's the proxy's pixproxy_audit_* (src/audit/metrics.ts, one definition for both): the same thread, spool and
+ * sink, read by the same dashboards and alarms.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import { registerAuditMetrics } from '../audit/metrics.ts'
+import type { AuditThread } from '../audit/metrics.ts'
+import type { AuditWaitObserver } from '../audit/recorder.ts'
 
 export interface GatewayMetrics {
   readonly registry: Registry
@@ -25,9 +30,15 @@ export interface GatewayMetrics {
   readonly openConnections: Gauge
   /** Reads of the truststore and CRLs: file, fetched (S3 sent the object), not-modified (S3 answered 304), failed. */
   readonly sourceReads: Counter<'result'>
+  /**
+   * How long a call waited for one of its audit halves to be durable (pixproxy_audit_wait_seconds): begin before it
+   * is forwarded, end before its answer's last byte. Does nothing without an audit thread.
+   */
+  readonly auditWait: AuditWaitObserver
 }
 
-export function createGatewayMetrics (): GatewayMetrics {
+/** The gateway's metrics; with `audit` (the audit worker thread), its pixproxy_audit_* metrics too. */
+export function createGatewayMetrics (audit?: AuditThread): GatewayMetrics {
   const registry = new Registry()
   collectDefaultMetrics({ register: registry })
   return Object.freeze({
@@ -40,6 +51,7 @@ export function createGatewayMetrics (): GatewayMetrics {
     reloads: new Counter({ name: 'pixgw_trust_reloads_total', help: 'Truststore and CRL reloads, by result (applied, unchanged, refused)', labelNames: ['result'] as const, registers: [registry] }),
     connectionsClosed: new Counter({ name: 'pixgw_connections_closed_total', help: 'Client connections closed by the gateway, by reason (revoked, untrusted, expired, no_crl, crl_stale after a reload; max_age)', labelNames: ['reason'] as const, registers: [registry] }),
     openConnections: new Gauge({ name: 'pixgw_client_connections', help: 'Verified client connections open', registers: [registry] }),
-    sourceReads: new Counter({ name: 'pixgw_trust_source_reads_total', help: 'Reads of the truststore and CRLs, by result (file, fetched, not-modified, failed)', labelNames: ['result'] as const, registers: [registry] })
+    sourceReads: new Counter({ name: 'pixgw_trust_source_reads_total', help: 'Reads of the truststore and CRLs, by result (file, fetched, not-modified, failed)', labelNames: ['result'] as const, registers: [registry] }),
+    auditWait: audit === undefined ? () => {} : registerAuditMetrics(registry, audit)
   })
 }

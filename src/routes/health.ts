@@ -5,7 +5,7 @@
  *   - kms (signing key in KMS): the guard's circuit is not open and the key is still Enabled;
  *   - tls: the TLS key agent completes a mutual-TLS handshake with our certificate against a loopback server in
  *     this process (the HSM key signs through the engine), and BACEN has not refused that identity;
- *   - audit: the audit thread answers and its spool is below the high-water mark (SPOOL_HIGH_WATER of its bound).
+ *   - audit: the audit thread answers and its spool is below the high-water mark (audit/readiness.ts, the gateway's too).
  * BACEN's reachability is reported under `upstreams` and in pixproxy_upstream_reachable, never counted: an outage
  * of BACEN or of the RSFN link is the same for every task, and draining them all helps nobody. Only a refusal that
  * names our identity counts (see identityVerdict; docs/operations.md "What readiness means").
@@ -24,7 +24,8 @@ import type { AddressInfo, LookupFunction } from 'node:net'
 import { promisify } from 'node:util'
 import type { FastifyInstance, FastifyReply } from 'fastify'
 import { Gauge } from 'prom-client'
-import type { SpoolStats } from '../audit/spool.ts'
+import { auditCheck } from '../audit/readiness.ts'
+import type { Check } from '../audit/readiness.ts'
 import { issueCertificate } from '../../core/pki/ca.ts'
 
 declare module 'fastify' {
@@ -41,8 +42,6 @@ export interface HealthEndpoints {
   forget (): void
 }
 
-export interface Check { readonly ok: boolean, readonly detail: string }
-
 export interface Readiness {
   readonly status: 'ready' | 'not ready' | 'shutting down'
   /** What decides `status`. */
@@ -50,10 +49,6 @@ export interface Readiness {
   /** BACEN as this task sees it: reported, not counted (absent while shutting down). */
   readonly upstreams?: Record<string, { readonly reachable: boolean, readonly detail: string }>
 }
-
-/** Above this share of PIXPROXY_AUDIT_SPOOL_MAX_BYTES the task is not ready: new traffic should go elsewhere before
- * begin() starts refusing every request with AUDIT_SPOOL_FULL at 100 %. */
-export const SPOOL_HIGH_WATER = 0.9
 
 const PROBE_CACHE_MS = 5_000
 const PROBE_TIMEOUT_MS = 3_000
@@ -105,16 +100,6 @@ export function identityCheck (local: Check, upstreams: Readonly<Record<string, 
     return { ok: false, detail: `BACEN refused our client certificate (${refused.join(', ')}); ${local.detail}` }
   }
   return local
-}
-
-/** The `audit` check from a spool snapshot. */
-export function spoolCheck (s: SpoolStats): Check {
-  const used = `${s.bytes} of ${s.maxBytes} spool bytes`
-  if (s.failed) return { ok: false, detail: 'the audit spool failed: requests are refused' }
-  if (s.bytes >= SPOOL_HIGH_WATER * s.maxBytes) {
-    return { ok: false, detail: `${used}, above the ${SPOOL_HIGH_WATER * 100} % high-water mark: new requests are about to be refused (AUDIT_SPOOL_FULL); is the sink down?` }
-  }
-  return { ok: true, detail: `${s.pendingRows} rows pending, ${used}${s.nearFull ? ' (WARNING: spool near full; is the sink down?)' : ''}` }
 }
 
 function describe (err: unknown): string {
@@ -275,13 +260,9 @@ export function healthEndpoints (app: FastifyInstance, opts: { lookup?: LookupFu
     }
   }
 
-  const auditCheck = async (): Promise<Check | null> => {
-    const failure = app.audit.worker?.failure ?? null
-    if (failure !== null) return { ok: false, detail: describe(failure) }
-    const status = app.audit.status()
-    if (status === null) return null
-    return await status.then(({ spool }) => spoolCheck(spool), (err: unknown) => ({ ok: false, detail: describe(err) }))
-  }
+  // The gateway's /readyz makes the same check (audit/readiness.ts). Through app.audit.status(), not the worker's own:
+  // tests replace it to show a spool at its high-water mark.
+  const auditReadiness = async (): Promise<Check | null> => await auditCheck({ failure: app.audit.worker?.failure ?? null, status: () => app.audit.status() })
 
   const upstreamProbes = async (): Promise<Record<string, UpstreamProbe>> => {
     const [dict, spi] = await Promise.all([probe(app.config.dict.url), probe(app.config.spi.url)])
@@ -309,7 +290,7 @@ export function healthEndpoints (app: FastifyInstance, opts: { lookup?: LookupFu
   const readyz = async (reply: FastifyReply): Promise<FastifyReply> => {
     // Draining: the callers' listener already answers 503 SHUTTING_DOWN to everything; say the same here.
     if (opts.isClosing()) return await reply.code(503).send({ status: 'shutting down', checks: {} } satisfies Readiness)
-    const [hsm, kms, audit, local, upstreams] = await Promise.all([hsmCheck(), kmsCheck(), auditCheck(), tlsSelfTest(), upstreamProbes()])
+    const [hsm, kms, audit, local, upstreams] = await Promise.all([hsmCheck(), kmsCheck(), auditReadiness(), tlsSelfTest(), upstreamProbes()])
     const checks: Record<string, Check> = {}
     if (hsm !== null) checks.hsm = hsm
     if (kms !== null) checks.kms = kms

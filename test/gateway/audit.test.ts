@@ -3,26 +3,64 @@
  * mutual-TLS handshakes: read back with DuckDB from the Parquet store (queryAudit, and `pix-proxy audit query`
  * itself), delivered to the gateway's own stream of the local Firehose, a full spool refusing calls (503, nothing
  * forwarded) instead of forwarding them unaudited, and a dead audit thread doing the same and telling the gateway to
- * shut down. No timing: the answer's last byte leaves only after its row is durable in the spool, closing the gateway
- * ships every completed row before it returns, and a thread ended by the test has ended when abort() resolves.
+ * shut down; the audit trail as an operator sees it on the ops listener: the proxy's pixproxy_audit_* metrics, and
+ * /readyz failing once the thread has stopped or does not answer. No timing: the answer's last byte leaves only after
+ * its row is durable in the spool, closing the gateway ships every completed row before it returns, a thread ended by
+ * the test has ended when abort() resolves, and one that never answers is told apart only by a timeout's verdict.
  */
 import { mkdtemp } from 'node:fs/promises'
 import { join } from 'node:path'
 import t from 'tap'
 import { icpBrasilIdentity } from '../../core/pki/icp-brasil.ts'
 import { Errors } from '../../core/errors.ts'
+import { AuditWorker } from '../../src/audit/remote.ts'
 import { AuditSpool } from '../../src/audit/spool.ts'
 import { GATEWAY_AUDIT_COLUMNS, journalAuditSink } from '../../src/gateway/audit.ts'
 import { startGateway } from '../../src/gateway/gateway.ts'
+import type { Gateway } from '../../src/gateway/gateway.ts'
 import { thumbprintS256 } from '../../src/gateway/headers.ts'
 import { openGatewayAudit, runGateway } from '../../src/gateway/server.ts'
 import { startLocalAwsEndpoint } from '../../tools/aws-local/endpoint.ts'
 import { main } from '../../tools/cli/main.ts'
+import { auditSettings } from '../audit/fixtures/settings.ts'
 import { captureIo } from '../helpers/cli-io.ts'
 import { auditFixture, GUARD, rowsOf } from './fixtures/audit.ts'
 import { attempt, gatewayConfig, testLogger } from './helpers.ts'
 
 const { dir, pki, backend } = await auditFixture(t, 'pix-gw-audit-')
+
+/** /readyz on the ops listener: its status code and body. */
+async function readyz (gw: Gateway): Promise<{ status: number, body: unknown }> {
+  const res = await fetch(`${gw.opsUrl}/readyz`)
+  return { status: res.status, body: await res.json() }
+}
+
+async function scrape (gw: Gateway): Promise<string> {
+  const res = await fetch(`${gw.opsUrl}/metrics`)
+  if (res.status !== 200) throw new Error(`/metrics answered ${res.status}`)
+  return await res.text()
+}
+
+/** The proxy's audit families (src/audit/metrics.ts) with their types: what its dashboards and alarms read. */
+const AUDIT_FAMILIES = {
+  pixproxy_audit_wait_seconds: 'histogram',
+  pixproxy_audit_spool_bytes: 'gauge',
+  pixproxy_audit_spool_max_bytes: 'gauge',
+  pixproxy_audit_spool_rows: 'gauge',
+  pixproxy_audit_rows_total: 'counter',
+  pixproxy_audit_sink_consecutive_failures: 'gauge',
+  pixproxy_audit_sink_failed_calls_total: 'counter',
+  pixproxy_audit_sink_partial_failures_total: 'counter',
+  pixproxy_audit_sink_retrying_rows: 'gauge',
+  pixproxy_audit_worker_heap_bytes: 'gauge',
+  pixproxy_audit_oldest_unshipped_seconds: 'gauge',
+  pixproxy_audit_worker_up: 'gauge'
+}
+
+/** `# TYPE` of every pixproxy_audit_* family on a page. */
+function auditFamilies (page: string): Record<string, string> {
+  return Object.fromEntries([...page.matchAll(/^# TYPE (pixproxy_audit_\w+) (\w+)$/gm)].map((m) => [m[1] as string, m[2] as string]))
+}
 
 t.test('Parquet: a forwarded call and a refused one are rows of the gateway table, with the client\'s identity', async (t) => {
   const root = await mkdtemp(join(dir, 'parquet-'))
@@ -174,4 +212,59 @@ t.test('the audit thread dies: the next call is refused with 503 PIXPROXY_ERR_AU
   t.match(next.lines.find((l) => l.msg === 'gateway audit trail ready'), { replayedRows: 1, incomplete: 0 }, 'the answered call, complete')
   await audit.close()
   t.same(await rowsOf(store, 'SELECT method, path, status, error_code FROM gateway'), [{ method: 'GET', path: '/open-banking/accounts/v2/accounts', status: 200, error_code: null }], 'shipped by the next start; the refused call never became a row')
+})
+
+t.test('the ops listener shows the audit trail as the proxy\'s does: pixproxy_audit_* on /metrics, and /readyz ready while the thread runs, 503 once it has stopped', async (t) => {
+  const root = await mkdtemp(join(dir, 'ops-'))
+  // Nothing ships during the test (flush after 10 minutes): the row counts below are exact.
+  const config = gatewayConfig(pki, backend, { PIXGW_AUDIT_SPOOL_DIR: join(root, 'spool'), PIXGW_AUDIT_PARQUET_DIR: join(root, 'lake'), PIXGW_AUDIT_FLUSH_MS: '600000', ...GUARD })
+  const { logger } = testLogger()
+  const audit = await openGatewayAudit(config, logger)
+  const gw = await startGateway({ config, logger, identify: icpBrasilIdentity, audit, instanceId: 'gw-ops' })
+  t.teardown(() => gw.close())
+
+  const ready = await readyz(gw)
+  t.equal(ready.status, 200, 'ready')
+  t.match(ready.body, { status: 'ready', checks: { audit: { ok: true, detail: /0 rows pending, \d+ of 1073741824 spool bytes/ } } }, 'the audit check passes, with the spool\'s figures')
+  t.same(auditFamilies(await scrape(gw)), AUDIT_FAMILIES, 'every audit family of the proxy, with its type, from the first scrape')
+
+  const res = await attempt(gw.url, pki, { client: pki.clients.valid })
+  t.ok(res.ok && res.status === 200, 'forwarded')
+  // Both halves were durable before the answer's last byte left: the audit thread has counted the row, and the event
+  // loop has observed both of its waits.
+  const m = await scrape(gw)
+  t.match(m, /^pixproxy_audit_rows_total\{state="spooled"\} 1$/m, 'the call\'s row, counted by the audit thread')
+  t.match(m, /^pixproxy_audit_spool_rows\{state="pending"\} 1$/m, 'pending shipment')
+  t.match(m, /^pixproxy_audit_spool_rows\{state="open"\} 0$/m, 'complete')
+  t.match(m, /^pixproxy_audit_wait_seconds_count\{half="begin"\} 1$/m, 'the wait for its begin half, before it was forwarded')
+  t.match(m, /^pixproxy_audit_wait_seconds_count\{half="end"\} 1$/m, 'and for its end half, before the answer\'s last byte')
+  t.match(m, /^pixproxy_audit_spool_max_bytes 1073741824$/m, 'the bound (PIXGW_AUDIT_SPOOL_MAX_BYTES)')
+  t.match(m, /^pixproxy_audit_worker_up 1$/m)
+  t.match(m, /^pixgw_requests_total\{route="GET \/open-banking\/\*",method="GET",status="200"\} 1$/m, 'beside the gateway\'s own metrics, on the same page')
+
+  await audit.worker.abort() // what a crash of the thread looks like; it has ended when this resolves
+  const down = await readyz(gw)
+  t.equal(down.status, 503, 'not ready: every call would be refused')
+  t.match(down.body, { status: 'not ready', checks: { audit: { ok: false, detail: /^PIXPROXY_ERR_AUDIT_WORKER_FAILED: / } } }, 'the check names the stopped thread')
+  t.match(await scrape(gw), /^pixproxy_audit_worker_up 0$/m, 'the metric says so')
+})
+
+t.test('an audit thread that does not answer: /readyz answers 503 PIXPROXY_ERR_AUDIT_WORKER_UNRESPONSIVE instead of hanging, and /metrics still answers', async (t) => {
+  const { logger } = testLogger()
+  // A thread that starts, then never answers again (stuck, e.g. in an fdatasync on a file system that stopped answering).
+  const { worker } = await AuditWorker.start(auditSettings(await mkdtemp(join(dir, 'stuck-'))), logger, { workerUrl: new URL('../audit/fixtures/silent-worker.ts', import.meta.url) })
+  const gw = await startGateway({ config: gatewayConfig(pki, backend), logger, identify: icpBrasilIdentity, audit: { ...journalAuditSink(worker), worker }, instanceId: 'gw-stuck' })
+  t.teardown(async () => {
+    await gw.close()
+    await worker.abort()
+  })
+  // Only the status call's own timeout can settle the probe (the thread never answers), and whenever it fires the
+  // verdict is the same: no wall-clock bound here, settling at all is the point.
+  const r = await readyz(gw)
+  t.equal(r.status, 503, 'not ready')
+  t.match(r.body, { status: 'not ready', checks: { audit: { ok: false, detail: /^PIXPROXY_ERR_AUDIT_WORKER_UNRESPONSIVE: / } } }, 'the check says the thread did not answer')
+  // A scrape gives up on the thread the same way, and answers.
+  const m = await scrape(gw)
+  t.match(m, /^pixgw_client_connections 0$/m, 'a scrape still answers')
+  t.same(auditFamilies(m), AUDIT_FAMILIES, 'with every audit family')
 })

@@ -4,7 +4,8 @@
  */
 import t from 'tap'
 import type { SpoolStats } from '../../src/audit/spool.ts'
-import { identityCheck, probeVerdict, spoolCheck, SPOOL_HIGH_WATER } from '../../src/routes/health.ts'
+import { spoolCheck, SPOOL_HIGH_WATER } from '../../src/audit/readiness.ts'
+import { identityCheck, probeVerdict } from '../../src/routes/health.ts'
 import type { UpstreamProbe } from '../../src/routes/health.ts'
 
 t.test('a probe blames our identity only when BACEN judged it', async (t) => {
