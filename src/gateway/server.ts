@@ -7,7 +7,6 @@
  */
 import pino from 'pino'
 import type { SecretsManagerClient } from '@aws-sdk/client-secrets-manager'
-import type { PixProxyError } from '../../core/errors.ts'
 import { icpBrasilIdentity } from '../../core/pki/icp-brasil.ts'
 import { AuditWorker } from '../audit/remote.ts'
 import { configOrExit, drainOnSignals, exitOrKill, reloadOnSighup, startOrExit } from '../lifecycle.ts'
@@ -21,14 +20,13 @@ import { resolveServerKeyPin } from './pin.ts'
 
 /** The gateway as its entry point runs it: with its audit trail in a worker thread, which may stop. */
 export interface RunningGateway extends Gateway {
-  /** The audit worker thread (drills and tests: its abort() is what a crash of the thread looks like). */
-  readonly auditWorker: AuditWorker
   /**
-   * `listener` is called once if the audit worker stops while the gateway runs (at once if it already has): every
-   * call is refused from then on (503, never forwarded unaudited), so the entry point closes the gateway and exits 1
-   * for the orchestrator to start a fresh task, whose spool replay ships what this one made durable.
+   * The audit worker thread. Its onFailure listeners are told if it stops while the gateway runs: every call is
+   * refused from then on (503, never forwarded unaudited), so the entry point closes the gateway and exits 1 for the
+   * orchestrator to start a fresh task, whose spool replay ships what this one made durable. Drills and tests: its
+   * abort() is what a crash of the thread looks like.
    */
-  onAuditFailure (listener: (err: PixProxyError) => void): void
+  readonly auditWorker: AuditWorker
 }
 
 /**
@@ -77,8 +75,7 @@ export async function runGateway (config: GatewayConfig, env: NodeJS.ProcessEnv 
         await pin.remove()
       }
     },
-    auditWorker: worker,
-    onAuditFailure: (listener: (err: PixProxyError) => void) => { worker.onFailure(listener) }
+    auditWorker: worker
   })
 }
 
@@ -151,7 +148,7 @@ export async function main (): Promise<void> {
   // The audit worker stopped (runGateway logged why): every call is now refused, never forwarded unaudited. Close as
   // for SIGTERM (requests in flight end, the deadline bounds it), then exit 1 so that the orchestrator replaces the
   // task; the next one's spool replay ships what this one made durable.
-  gw.onAuditFailure(() => {
+  gw.auditWorker.onFailure(() => {
     void stop(gw).catch((err: unknown) => { failed(gw, err) }).finally(() => process.exit(1))
   })
 }
