@@ -1,18 +1,19 @@
 /**
  * The proxy's entry point: configuration from the environment, the app, listen, and graceful shutdown.
- * `process.exit` is used only here and in the process handling both entry points share (lifecycle.ts).
+ * The process is exited only by the process handling both entry points share (lifecycle.ts), which this calls.
  */
 import { buildApp } from './app.ts'
 import { loadConfig } from './config.ts'
 import type { Config } from './config.ts'
 import { loadConfigSources } from './config-sources.ts'
 import { createSsmClient } from './aws/clients.ts'
-import { configOrExit, drainOnSignals, exitOrKill, reloadOnSighup, startOrExit } from './lifecycle.ts'
+import { closeThenExit, configOrExit, drainOnSignals, reloadOnSighup, startOrExit } from './lifecycle.ts'
 import type { FastifyInstance } from 'fastify'
 
 export interface RunningProxy {
   readonly app: FastifyInstance
   readonly url: string
+  /** Closes the app: requests in flight drain, then the audit trail closes (plugins/audit.ts). No deadline of its own. */
   close (): Promise<void>
 }
 
@@ -29,28 +30,8 @@ export async function startProxy (config: Config, env: NodeJS.ProcessEnv = proce
   }
   const app = await buildApp({ config })
   const address = await app.listen({ host: config.listen.host, port: config.listen.port })
-  let closing: Promise<void> | null = null
-  const close = async (): Promise<void> => {
-    closing ??= (async () => {
-      // An audit thread stuck in a system call (an fdatasync on a file system that stopped answering) never ends, and
-      // process.exit joins every thread: past the deadline the process then kills itself (exitOrKill), as the gateway.
-      const deadline = setTimeout(() => {
-        app.log.error({ timeoutMs: config.shutdownTimeoutMs }, 'shutdown deadline passed; exiting with work in flight')
-        exitOrKill(1, app.audit.worker?.ended ?? true)
-      }, config.shutdownTimeoutMs)
-      deadline.unref()
-      try {
-        await app.close()
-      } finally {
-        // A thread declared failed is only told to end by close(): wait for it here, under the deadline, so that the
-        // process.exit after a failure (main) does not wait for it past the deadline.
-        await app.audit.worker?.whenEnded()
-      }
-      clearTimeout(deadline)
-    })()
-    await closing
-  }
-  return { app, url: address, close }
+  // The entry point's shutdown (closeThenExit) bounds the close, and the wait for the audit thread's end after it.
+  return { app, url: address, close: async () => { await app.close() } }
 }
 
 /**
@@ -76,13 +57,23 @@ async function configSource (env: NodeJS.ProcessEnv): Promise<Record<string, str
 export async function main (): Promise<void> {
   const config = await configOrExit(async () => loadConfig(await configSource(process.env)))
   const running = startOrExit(startProxy(config))
-  // The drain deadline (PIXPROXY_SHUTDOWN_TIMEOUT_MS) starts when the drain does, in RunningProxy.close() (see
+  // The drain deadline (PIXPROXY_SHUTDOWN_TIMEOUT_MS) starts when the drain does, in closeThenExit (see
   // drainOnSignals: a deadline armed at the signal also counted the rest of the start-up, and a start-up slowed by
-  // load (the audit thread, the spool's replay) then ended a clean stop with exit 1).
-  drainOnSignals(running, async (proxy, signal) => {
+  // load (the audit thread, the spool's replay) then ended a clean stop with exit 1). An audit thread stuck in a system
+  // call (an fdatasync on a file system that stopped answering) never ends: the deadline then kills the process.
+  const stop = (proxy: RunningProxy): void => {
+    void closeThenExit({
+      close: async () => { await proxy.close() },
+      threads: proxy.app.audit.worker,
+      deadlineMs: config.shutdownTimeoutMs,
+      failed: (err) => { proxy.app.log.error({ err }, 'shutdown failed') },
+      late: () => { proxy.app.log.error({ timeoutMs: config.shutdownTimeoutMs }, 'shutdown deadline passed; exiting with work in flight') }
+    })
+  }
+  drainOnSignals(running, (proxy, signal) => {
     proxy.app.log.info({ signal }, 'shutting down: draining in-flight requests')
-    await proxy.close()
-  }, (proxy, err) => { proxy.app.log.error({ err }, 'shutdown failed') })
+    stop(proxy)
+  })
   // Certificate rotation: replace the PEM files, then `kill -HUP <pid>`; no request is dropped.
   reloadOnSighup(running, async (proxy) => {
     await proxy.app.upstreams.reloadCertificates().catch((err: unknown) => {
@@ -90,11 +81,11 @@ export async function main (): Promise<void> {
     })
   })
   const proxy = await running
-  // The audit worker stopped: every request is now refused (never sent unaudited). Exit so that the orchestrator
-  // starts a fresh task, whose spool replay ships what this one made durable.
+  // The audit worker stopped: every request is now refused (never sent unaudited). Close as for SIGTERM, then exit 1
+  // so that the orchestrator starts a fresh task, whose spool replay ships what this one made durable.
   proxy.app.audit.onFailure((err) => {
     proxy.app.log.fatal({ err: err.message, code: err.code }, 'audit trail lost: shutting down')
-    proxy.close().finally(() => process.exit(1))
+    stop(proxy)
   })
 }
 

@@ -2,15 +2,14 @@
  * The gateway's entry point (`pix-proxy gateway`, or `node dist/src/gateway/server.js`): configuration from the
  * environment (src/gateway/config.ts), run until SIGTERM/SIGINT (requests in flight drain), SIGHUP re-reads the
  * server certificate, truststore and CRLs, and a lost audit trail (its worker thread stopped) closes the gateway and
- * exits 1. The only place of the gateway that exits the process (with lifecycle.ts, the process handling it shares
- * with the proxy's entry point).
+ * exits 1. The process is exited only by the process handling this shares with the proxy's entry point (lifecycle.ts),
+ * which only the two entry points call.
  */
 import pino from 'pino'
 import type { SecretsManagerClient } from '@aws-sdk/client-secrets-manager'
-import type { PixProxyError } from '../../core/errors.ts'
 import { icpBrasilIdentity } from '../../core/pki/icp-brasil.ts'
 import { AuditWorker } from '../audit/remote.ts'
-import { configOrExit, drainOnSignals, exitOrKill, reloadOnSighup, startOrExit } from '../lifecycle.ts'
+import { closeThenExit, configOrExit, drainOnSignals, reloadOnSighup, startOrExit } from '../lifecycle.ts'
 import { journalAuditSink } from './audit.ts'
 import type { GatewayAuditSink } from './audit.ts'
 import { loadGatewayConfig } from './config.ts'
@@ -21,14 +20,13 @@ import { resolveServerKeyPin } from './pin.ts'
 
 /** The gateway as its entry point runs it: with its audit trail in a worker thread, which may stop. */
 export interface RunningGateway extends Gateway {
-  /** The audit worker thread (drills and tests: its abort() is what a crash of the thread looks like). */
-  readonly auditWorker: AuditWorker
   /**
-   * `listener` is called once if the audit worker stops while the gateway runs (at once if it already has): every
-   * call is refused from then on (503, never forwarded unaudited), so the entry point closes the gateway and exits 1
-   * for the orchestrator to start a fresh task, whose spool replay ships what this one made durable.
+   * The audit worker thread. Its onFailure listeners are told if it stops while the gateway runs: every call is
+   * refused from then on (503, never forwarded unaudited), so the entry point closes the gateway and exits 1 for the
+   * orchestrator to start a fresh task, whose spool replay ships what this one made durable. Drills and tests: its
+   * abort() is what a crash of the thread looks like.
    */
-  onAuditFailure (listener: (err: PixProxyError) => void): void
+  readonly auditWorker: AuditWorker
 }
 
 /**
@@ -77,8 +75,7 @@ export async function runGateway (config: GatewayConfig, env: NodeJS.ProcessEnv 
         await pin.remove()
       }
     },
-    auditWorker: worker,
-    onAuditFailure: (listener: (err: PixProxyError) => void) => { worker.onFailure(listener) }
+    auditWorker: worker
   })
 }
 
@@ -121,39 +118,28 @@ export async function openGatewayAudit (config: GatewayConfig, logger: pino.Logg
 export async function main (): Promise<void> {
   const config = await configOrExit(() => loadGatewayConfig(process.env))
   const running = startOrExit(runGateway(config))
-  const stop = async (gw: RunningGateway): Promise<void> => {
-    // The deadline starts with the drain (see drainOnSignals). An audit thread stuck in a system call holds both the
-    // close (which waits for it to end) and process.exit: the deadline kills the process then (exitOrKill).
-    const deadline = setTimeout(() => { exitOrKill(1, gw.auditWorker.ended) }, config.shutdownTimeoutMs)
-    deadline.unref()
-    try {
-      await gw.close()
-    } finally {
-      // A thread declared failed is only told to end by close(): the process exits once it has (process.exit would
-      // wait for it anyway, past the deadline).
-      await gw.auditWorker.whenEnded()
-    }
+  // The deadline starts with the drain (see drainOnSignals). An audit thread stuck in a system call holds both the
+  // close (which waits for it to end) and process.exit: the deadline kills the process then (closeThenExit). A drain
+  // that finds the audit trail lost (before or during it) exits 1, as the failure path does.
+  const stop = (gw: RunningGateway): void => {
+    void closeThenExit({
+      close: async () => { await gw.close() },
+      threads: gw.auditWorker,
+      deadlineMs: config.shutdownTimeoutMs,
+      failed: (err) => {
+        const e = err as { code?: string, message?: string }
+        process.stderr.write(JSON.stringify({ msg: 'shutdown failed', error: e.code ?? null, message: e.message }) + '\n')
+      }
+    })
   }
-  const failed = (_gw: RunningGateway, err: unknown): void => {
-    const e = err as { code?: string, message?: string }
-    process.stderr.write(JSON.stringify({ msg: 'shutdown failed', error: e.code ?? null, message: e.message }) + '\n')
-  }
-  // A SIGTERM drain that found the audit trail lost (before or during it) exits 1 like the failure path, whichever
-  // of the two finished the close first.
-  drainOnSignals(running, async (gw) => {
-    await stop(gw)
-    const lost = gw.auditWorker.failure
-    if (lost !== null) throw lost
-  }, failed)
+  drainOnSignals(running, stop)
   // Rotation: replace the files, then `kill -HUP <pid>`; open client connections are judged again (docs/gateway.md).
   reloadOnSighup(running, async (gw) => await gw.reload({ force: true }))
   const gw = await running
   // The audit worker stopped (runGateway logged why): every call is now refused, never forwarded unaudited. Close as
   // for SIGTERM (requests in flight end, the deadline bounds it), then exit 1 so that the orchestrator replaces the
   // task; the next one's spool replay ships what this one made durable.
-  gw.onAuditFailure(() => {
-    void stop(gw).catch((err: unknown) => { failed(gw, err) }).finally(() => process.exit(1))
-  })
+  gw.auditWorker.onFailure(() => { stop(gw) })
 }
 
 if (import.meta.main) await main()

@@ -186,7 +186,7 @@ t.test('the audit thread dies: the next call is refused with 503 PIXPROXY_ERR_AU
   let closed = false
   t.teardown(async () => { if (!closed) await gw.close() })
   const heard: string[] = []
-  gw.onAuditFailure((err) => { heard.push(err.code) })
+  gw.auditWorker.onFailure((err) => { heard.push(err.code) })
   const client = pki.clients.valid
   const ok = await attempt(gw.url, pki, { client })
   t.ok(ok.ok && ok.status === 200, 'forwarded while the audit thread runs')
