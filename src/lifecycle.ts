@@ -79,6 +79,12 @@ export interface Shutdown {
 let exiting: Promise<never> | null = null
 
 /**
+ * Past the deadline, how long a thread told to end has before it counts as stuck: AuditWorker.close(0) waits a second
+ * for the thread's reply, then a second more before terminate(), which ends any thread that runs JavaScript at once.
+ */
+const THREAD_END_GRACE_MS = 3_000
+
+/**
  * Closes the service within its deadline, then lets its threads end, then exits: the one shutdown of both entry
  * points, for a signal and for a lost audit trail alike. Once per process: a second call (the audit trail lost during
  * a signal's drain, or a signal during a lost trail's) waits for the first, whose exit status says what either knew.
@@ -89,8 +95,9 @@ let exiting: Promise<never> | null = null
  *   audit trail, whose healthy thread would then never be told to end: it is closed here, shipping nothing more
  *   (the spool keeps what is left for the next start), so that the exit waits for that thread's end only, never for
  *   the deadline (whose line would then blame a stuck thread for the close's failure).
- * - The deadline passes first: `late`, then exitOrKill(1): exit 1, or SIGKILL (137) with its coded line on stderr when
- *   a thread has not ended (stuck in a system call, it never will).
+ * - The deadline passes first: `late`; the threads, if still running, are told to end (the drain may have overrun
+ *   before it reached the audit trail); then exit 1, or SIGKILL (137) with its coded line on stderr when a thread has
+ *   not ended THREAD_END_GRACE_MS later (stuck in a system call, it never will).
  */
 export async function closeThenExit (s: Shutdown): Promise<never> {
   exiting ??= (async () => {
@@ -98,15 +105,24 @@ export async function closeThenExit (s: Shutdown): Promise<never> {
     // Not unref'd: were nothing else to keep the event loop alive while a stuck thread is waited for, the process would
     // end by itself, and that end joins the thread too, forever.
     setTimeout(() => {
-      s.late?.()
-      exitOrKill(1, threads?.ended ?? true)
+      try { s.late?.() } catch {}
+      if (threads === null || threads.ended) exitOrKill(1, true)
+      else {
+        // A healthy thread that was never told to end (the drain itself overran: a slow backend call, a long ship)
+        // ends once told, within the close's own bounds (a reply or terminate(), each within a second). Only a thread
+        // still alive after THREAD_END_GRACE_MS is stuck in a system call: the SIGKILL and its line are for that one.
+        threads.close(0).catch(() => {})
+        const grace = setTimeout(() => { exitOrKill(1, threads.ended) }, THREAD_END_GRACE_MS)
+        void threads.whenEnded().then(() => { clearTimeout(grace); exitOrKill(1, true) })
+      }
     }, s.deadlineMs)
     let closed = true
     try {
       await s.close()
     } catch (err) {
       closed = false
-      s.failed(err)
+      // A report that throws (an error without a message…) must not end this shutdown as an unhandled rejection.
+      try { s.failed(err) } catch {}
       // Perhaps failed before it closed the audit trail: close it here, or the wait below lasts until the deadline.
       threads?.close(0).catch(() => {})
     }

@@ -65,6 +65,13 @@ t.test('a close that fails (before it closed the audit trail): its own error and
   t.notOk(p.out.includes('late'), 'the deadline never passed')
 })
 
+t.test('regression: a drain that outlives the deadline (before it reached the audit trail): exit 1, the healthy audit thread told to end, not blamed as stuck', async (t) => {
+  const p = await run(t, 'drain-overruns')
+  t.ok(p.out.includes('late'), 'past the deadline')
+  t.same([p.code, p.signal], [1, null], 'exit 1, not killed: the thread ended once told (process.exit joined it)')
+  t.same(p.errors, [], 'no line blaming a stuck thread')
+})
+
 t.test('the audit trail lost (its thread died) while the service ran: the close ends, exit 1 for the orchestrator to replace the task', async (t) => {
   const p = await run(t, 'lost')
   t.same([p.code, p.signal], [1, null])
